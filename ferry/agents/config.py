@@ -1,0 +1,118 @@
+"""Agent configuration files (TOML), validated strictly.
+
+A mistyped key or a value of the wrong type is an error naming the file and
+the key; relative paths are resolved against the config file's folder.
+"""
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ferry import limits
+
+
+class ConfigError(Exception):
+    """A configuration file that cannot be used; the message names file and key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def _check_host(value: str) -> str:
+    ipaddress.ip_address(value)
+    return value
+
+
+class AgentSection(_Strict):
+    name: str = Field(min_length=1, max_length=64)
+    key: str                      # this agent's SM2 private key (PKCS#8 PEM)
+    peer_public: str              # the other agent's SM2 public key (SPKI PEM)
+    policy: str                   # policy directory
+    audit_dir: str
+
+
+class OuterLink(_Strict):
+    peer_host: str                # the inner agent's address on the link
+    peer_port: int = Field(ge=1, le=65535)
+    bind_host: str = "0.0.0.0"
+    interface: str = ""           # bind the socket to this device (SO_BINDTODEVICE) if set
+    rate_mbps: float = Field(default=200.0, gt=0, le=100_000)
+    datagram_max: int = Field(default=limits.DATAGRAM_MAX, ge=256, le=65000)
+    fec_k: int = Field(default=limits.FEC_K, ge=1, le=limits.FEC_K_MAX)
+    fec_m: int = Field(default=limits.FEC_M, ge=1, le=limits.FEC_M_MAX)
+    gso: Literal["auto", "off"] = "auto"
+    sndbuf: int = Field(default=8 << 20, ge=1 << 16)
+
+    _host = field_validator("peer_host", "bind_host")(_check_host)
+
+
+class InnerLink(_Strict):
+    listen_host: str
+    listen_port: int = Field(ge=1, le=65535)
+    interface: str = ""
+    gro: Literal["auto", "off"] = "auto"
+    rcvbuf: int = Field(default=64 << 20, ge=1 << 16)
+
+    _host = field_validator("listen_host")(_check_host)
+
+
+class OuterFiles(_Strict):
+    spool: str                    # watched folder; whole files only
+    refused_dir: str = ""         # refused files are moved here (default: <spool>.refused)
+    source: str = "outer-spool"   # policy source name of this spool
+    destination: str = "inner-spool"
+    settle: float = Field(default=limits.SPOOL_SETTLE, ge=0, le=3600)
+    scan_interval: float = Field(default=limits.SPOOL_SCAN_INTERVAL, gt=0, le=60)
+
+
+class InnerFiles(_Strict):
+    spool: str                    # delivered files appear here
+
+
+class OuterConfig(_Strict):
+    agent: AgentSection
+    link: OuterLink
+    files: OuterFiles | None = None
+
+
+class InnerConfig(_Strict):
+    agent: AgentSection
+    link: InnerLink
+    files: InnerFiles | None = None
+
+
+def _resolve(base: Path, value: str) -> str:
+    if not value:
+        return value
+    p = Path(value)
+    return str(p if p.is_absolute() else (base / p).resolve())
+
+
+def load_config(path: Path, kind: type[_Strict]) -> OuterConfig | InnerConfig:
+    """Read and validate a TOML agent config; paths come back absolute."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: {e}") from None
+    try:
+        cfg = kind.model_validate(raw)
+    except ValidationError as e:
+        msgs = [f"{path}: {'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors()]
+        raise ConfigError("\n".join(msgs)) from None
+    base = path.resolve().parent
+    agent = cfg.agent.model_copy(update={k: _resolve(base, getattr(cfg.agent, k))
+                                         for k in ("key", "peer_public", "policy", "audit_dir")})
+    update: dict = {"agent": agent}
+    if cfg.files is not None:
+        fields = {"spool": _resolve(base, cfg.files.spool)}
+        if isinstance(cfg.files, OuterFiles):
+            fields["refused_dir"] = _resolve(base, cfg.files.refused_dir) or fields["spool"].rstrip("/") + ".refused"
+        update["files"] = cfg.files.model_copy(update=fields)
+    return cfg.model_copy(update=update)

@@ -1,0 +1,141 @@
+"""A real appliance for end-to-end tests: keys, policy, configs, two agent processes."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def read_trail(directory: Path) -> list[dict]:
+    path = directory / "audit.jsonl"
+    if not path.exists():
+        return []
+    lines = path.read_bytes().split(b"\n")
+    return [json.loads(x) for x in lines[:-1] if x.strip()]
+
+
+class Appliance:
+    def __init__(self, work: Path, *, outer_host="127.0.0.1", inner_host="127.0.0.1", port=None,
+                 bind_host="127.0.0.1", fec_m=4, rate_mbps=200.0, outer_netns=None, inner_netns=None,
+                 outer_audit=None) -> None:
+        from ferry.crypto.keys import init_keys
+
+        self.work = work
+        self.port = port or free_udp_port()
+        self.outer_netns, self.inner_netns = outer_netns, inner_netns
+        init_keys(work / "keys")
+        shutil.copytree(ROOT / "policy" / "demo", work / "policy")
+        self.outer_spool = work / "spool" / "outer"
+        self.inner_spool = work / "spool" / "inner"
+        self.outer_audit = Path(outer_audit) if outer_audit else work / "audit" / "outer"
+        self.inner_audit = work / "audit" / "inner"
+        for d in (self.outer_spool, self.inner_spool, self.outer_audit, self.inner_audit, work / "logs"):
+            d.mkdir(parents=True, exist_ok=True)
+        (work / "outer.toml").write_text(f"""
+[agent]
+name = "test-outer"
+key = "keys/outer.key"
+peer_public = "keys/inner.pub"
+policy = "policy"
+audit_dir = "{self.outer_audit}"
+[link]
+peer_host = "{inner_host}"
+peer_port = {self.port}
+bind_host = "{bind_host}"
+rate_mbps = {rate_mbps}
+fec_m = {fec_m}
+[files]
+spool = "spool/outer"
+settle = 0.2
+scan_interval = 0.1
+""")
+        (work / "inner.toml").write_text(f"""
+[agent]
+name = "test-inner"
+key = "keys/inner.key"
+peer_public = "keys/outer.pub"
+policy = "policy"
+audit_dir = "audit/inner"
+[link]
+listen_host = "{inner_host}"
+listen_port = {self.port}
+[files]
+spool = "spool/inner"
+""")
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def start(self) -> "Appliance":
+        for role, ns in (("inner", self.inner_netns), ("outer", self.outer_netns)):
+            cmd = [sys.executable, "-m", "ferry", role, "--config", str(self.work / f"{role}.toml")]
+            if ns:
+                cmd = ["ip", "netns", "exec", ns] + cmd
+            log = open(self.work / "logs" / f"{role}.log", "wb")
+            self.procs[role] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.work,
+                                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            log.close()
+            self.wait_for(lambda: any(r["event"] == "agent_started" for r in read_trail(
+                self.inner_audit if role == "inner" else self.outer_audit)), 20, f"{role} agent start")
+        return self
+
+    def log(self, role: str) -> str:
+        return (self.work / "logs" / f"{role}.log").read_text(errors="replace")
+
+    def wait_for(self, cond, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for role, p in self.procs.items():
+                if p.poll() is not None:
+                    raise AssertionError(f"{role} agent exited ({p.returncode}) waiting for {what}:\n{self.log(role)}")
+            if cond():
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"timed out waiting for {what}\n--- outer:\n{self.log('outer')[-3000:]}"
+                             f"\n--- inner:\n{self.log('inner')[-3000:]}")
+
+    def drop(self, name: str, content: bytes) -> None:
+        staging = self.work / "staging"
+        staging.mkdir(exist_ok=True)
+        (staging / name).write_bytes(content)
+        os.rename(staging / name, self.outer_spool / name)
+
+    def outcomes(self) -> dict[str, str]:
+        """File name -> 'delivered' / 'refused' / 'lost', from both trails."""
+        names = {}
+        out: dict[str, str] = {}
+        for r in read_trail(self.outer_audit):
+            d = r.get("detail") or {}
+            if r["event"] == "object_sent":
+                names[r["object_id"]] = d.get("name")
+            elif r["event"] == "object_refused":
+                out[d.get("name")] = "refused"
+        for r in read_trail(self.inner_audit):
+            if r["event"] in ("object_delivered", "object_refused", "object_lost"):
+                out[names.get(r.get("object_id"), (r.get("detail") or {}).get("name"))] = r["event"][7:]
+        return out
+
+    def stop(self) -> None:
+        for role in ("outer", "inner"):
+            p = self.procs.get(role)
+            if p and p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+
+
