@@ -49,3 +49,20 @@ AUDIT_RETRY_INTERVAL = 1.0     # while failed closed, retry writing this often
 
 # --- policy ---------------------------------------------------------------
 POLICY_FILE_MAX = 4 << 20
+
+# --- ferry.policy and ferry.lanes.files -----------------------------------
+POLICY_FILES_MAX = 16          # YAML files in one policy directory
+POLICY_DEPTH_MAX = 32          # nesting of YAML collections in a policy file
+POLICY_RULES_MAX = 4096        # rules in one policy
+FILE_SNIFF_HEAD = 4096         # bytes examined for magic numbers
+OUTPUT_NAME_CANDIDATES_MAX = 1000  # "stem (n).ext" names tried before giving up
+
+# --- wire (ferry/wire) ----------------------------------------------------
+PENDING_SYMBOL_BYTES_MAX = 64 << 20  # symbol bytes held in partial blocks at once
+KEY_WAIT = 3.0                 # a complete block of an unknown epoch waits this long for its key (s)
+PENDING_UNKNOWN_EPOCH_MAX = 256  # partial blocks of not-yet-announced epochs held at once
+ANNOUNCE_VERIFY_RATE = 5.0     # SM2 verifications of new announcements per second (burst the same)
+REFUSAL_EVENT_RATE = 20.0      # BlockRefused/AnnouncementRefused events per second (burst the same)
+DROP_EVENT_INTERVAL = 1.0      # at most one DatagramsDropped event per reason per interval (s)
+RECENT_MAX = 8192              # remembered recently completed/lost/delivered blocks and objects
+LOSS_REPORTS_PER_CALL = 4096   # BlockLost events produced per call before yielding to the timer
