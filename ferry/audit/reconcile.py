@@ -1,0 +1,99 @@
+"""Reconcile the outer and inner trails object by object (DESIGN.md 2.6). Pure.
+
+Every ``object_sent`` on the outer side must meet an inner outcome:
+``object_delivered``, ``object_refused`` or ``object_lost`` with its object_id,
+or a ``block_lost`` naming (epoch, block) of a block that carried it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Iterable
+
+_SUMMARY = ("seq", "time", "lane", "flow", "object_type", "size", "epoch", "blocks", "rule")
+INNER_OUTCOMES = ("object_delivered", "object_refused", "object_lost")
+
+
+@dataclass(frozen=True)
+class ReconcileReport:
+    """What became of each object the outer agent sent."""
+
+    sent: int = 0
+    unaccounted: list[dict] = field(default_factory=list)  # outer summaries, no inner outcome
+    delivered: list[int] = field(default_factory=list)
+    refused_inner: list[int] = field(default_factory=list)
+    lost: list[int] = field(default_factory=list)
+    unexpected: list[dict] = field(default_factory=list)   # inner outcome for an id never sent
+    duplicates: list[int] = field(default_factory=list)    # delivered more than once
+    refused_outer: list[int] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.unaccounted or self.unexpected or self.duplicates)
+
+    @property
+    def exit_status(self) -> int:
+        return 0 if self.ok else 1
+
+    def to_dict(self) -> dict:
+        return dict(asdict(self), ok=self.ok)
+
+
+def _id(rec: dict):
+    oid = rec.get("object_id")
+    return oid if type(oid) is int else None
+
+
+def reconcile(outer_records: Iterable[dict], inner_records: Iterable[dict]) -> ReconcileReport:
+    """Match outer ``object_sent`` records with inner outcomes."""
+    sent: dict[int, dict] = {}
+    by_block: dict[tuple[int, int], list[int]] = {}
+    refused_outer = []
+    for rec in outer_records:
+        oid = _id(rec)
+        if oid is None:
+            continue
+        if rec.get("event") == "object_sent" and oid not in sent:
+            sent[oid] = {"object_id": oid, **{k: rec[k] for k in _SUMMARY if k in rec}}
+            epoch = rec.get("epoch")
+            for b in rec.get("blocks") or ():
+                by_block.setdefault((epoch, b), []).append(oid)
+        elif rec.get("event") == "object_refused":
+            refused_outer.append(oid)
+
+    deliveries: Counter[int] = Counter()
+    refused, lost, unexpected = set(), set(), []
+    for rec in inner_records:
+        event = rec.get("event")
+        if event == "block_lost":
+            for b in rec.get("blocks") or ():
+                lost.update(by_block.get((rec.get("epoch"), b), ()))
+            continue
+        if event not in INNER_OUTCOMES:
+            continue
+        oid = _id(rec)
+        if oid is None:
+            continue
+        if oid not in sent:
+            unexpected.append({"object_id": oid, "event": event, "seq": rec.get("seq"),
+                               "time": rec.get("time")})
+            continue
+        if event == "object_delivered":
+            deliveries[oid] += 1
+        elif event == "object_refused":
+            refused.add(oid)
+        else:
+            lost.add(oid)
+
+    accounted = set(deliveries) | refused | lost
+    return ReconcileReport(
+        sent=len(sent),
+        unaccounted=[s for oid, s in sorted(sent.items()) if oid not in accounted],
+        delivered=sorted(deliveries),
+        refused_inner=sorted(refused),
+        lost=sorted(lost),
+        unexpected=unexpected,
+        duplicates=sorted(oid for oid, n in deliveries.items() if n > 1),
+        refused_outer=sorted(refused_outer),
+    )

@@ -1,0 +1,49 @@
+from ferry.audit import reconcile
+
+
+def out(oid, epoch=1, blocks=(0,), seq=0):
+    return {"event": "object_sent", "verdict": "sent", "object_id": oid, "epoch": epoch,
+            "blocks": list(blocks), "seq": seq, "lane": "video", "time": "t"}
+
+
+def inn(event, oid, seq=0):
+    return {"event": event, "object_id": oid, "seq": seq, "time": "t"}
+
+
+def test_all_accounted():
+    outer = [out(1), out(2), out(3), {"event": "object_refused", "object_id": 9}]
+    inner = [inn("object_delivered", 1), inn("object_refused", 2), inn("object_lost", 3)]
+    r = reconcile(outer, inner)
+    assert r.ok and r.exit_status == 0 and r.sent == 3
+    assert (r.delivered, r.refused_inner, r.lost, r.refused_outer) == ([1], [2], [3], [9])
+    assert not (r.unaccounted or r.unexpected or r.duplicates)
+
+
+def test_missing_inner_outcome():
+    r = reconcile([out(1), out(2, blocks=(4, 5), seq=7)], [inn("object_delivered", 1)])
+    assert not r.ok and r.exit_status == 1
+    assert [u["object_id"] for u in r.unaccounted] == [2]
+    assert r.unaccounted[0]["seq"] == 7 and r.unaccounted[0]["blocks"] == [4, 5]
+
+
+def test_block_lost_covers_objects_in_that_block():
+    outer = [out(1, blocks=(10,)), out(2, blocks=(10, 11)), out(3, blocks=(12,)),
+             out(4, epoch=2, blocks=(11,))]
+    inner = [{"event": "block_lost", "epoch": 1, "blocks": [11, 10]}]
+    r = reconcile(outer, inner)
+    assert r.lost == [1, 2]
+    assert [u["object_id"] for u in r.unaccounted] == [3, 4]      # other block, other epoch
+
+
+def test_unexpected_and_duplicate():
+    r = reconcile([out(1)], [inn("object_delivered", 1), inn("object_delivered", 1),
+                             inn("object_delivered", 5, seq=3)])
+    assert not r.ok
+    assert r.duplicates == [1]
+    assert r.unexpected == [{"object_id": 5, "event": "object_delivered", "seq": 3, "time": "t"}]
+    assert reconcile([out(1)], [inn("object_delivered", 1)]).duplicates == []
+
+
+def test_report_as_dict():
+    d = reconcile([out(1)], []).to_dict()
+    assert d["ok"] is False and d["unaccounted"][0]["object_id"] == 1
