@@ -1,0 +1,135 @@
+"""Events of the link sender and receiver: small frozen dataclasses."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+# --- sender ---------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class BlockSealed:
+    """A block was sealed; object_ids are the objects with any byte in it."""
+
+    epoch: int
+    block_no: int
+    object_ids: tuple[int, ...]
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRotated:
+    """A new session key (epoch) replaced the old one; reason is "time", "bytes" or "policy"."""
+
+    epoch: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class KeyAnnounced:
+    """The first announcement of an epoch was queued."""
+
+    epoch: int
+
+
+SenderEvent = BlockSealed | KeyRotated | KeyAnnounced
+
+
+# --- receiver -------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class ObjectReceived:
+    """A whole object arrived intact; blocks are the block numbers that carried it."""
+
+    object_id: int
+    payload: bytes = field(repr=False)
+    epoch: int
+    blocks: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class BlockLost:
+    """A block that authenticated data proves was sent can never be rebuilt."""
+
+    epoch: int
+    block_no: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectLost:
+    """An object the receiver knows of that will never be complete."""
+
+    object_id: int
+    epoch: int
+    blocks: tuple[int, ...]
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class KeyAccepted:
+    """A verified key announcement was accepted (new epoch or new policy hash)."""
+
+    epoch: int
+    policy_hash: bytes
+    sender: str
+    not_before: float
+    not_after: float
+
+
+@dataclass(frozen=True, slots=True)
+class AnnouncementRefused:
+    """A key announcement was refused."""
+
+    reason: str
+    epoch: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class BlockRefused:
+    """A block failed authentication or was replayed."""
+
+    epoch: int
+    block_no: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class DatagramsDropped:
+    """Datagrams dropped for one reason since the last such event (at most one per reason per second)."""
+
+    reason: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatReceived:
+    """An authenticated heartbeat with the sender's counters."""
+
+    epoch: int
+    seq: int
+    counters: dict = field(hash=False, compare=False)
+
+
+@dataclass(frozen=True, slots=True)
+class LinkDown:
+    """No authenticated heartbeat since `since` for LINK_DEAD_AFTER seconds."""
+
+    since: float
+
+
+@dataclass(frozen=True, slots=True)
+class LinkUp:
+    """An authenticated heartbeat arrived while the link was down (or for the first time)."""
+
+
+ReceiverEvent = (
+    ObjectReceived
+    | BlockLost
+    | ObjectLost
+    | KeyAccepted
+    | AnnouncementRefused
+    | BlockRefused
+    | DatagramsDropped
+    | HeartbeatReceived
+    | LinkDown
+    | LinkUp
+)

@@ -1,0 +1,268 @@
+"""LinkSender: the outer side of the ferry link, sans-IO.
+
+Objects in, datagrams out. Objects are packed into blocks (fragments, proto/WIRE.md), each block
+sealed once with SM4-GCM under the epoch key and cut into k source + m repair symbols.
+Key announcements and heartbeats are produced on timers; the key rotates by time and by volume.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ferry import limits
+from ferry.crypto import SM2PrivateKey, SM2PublicKey, SM4GCM
+from ferry.pb import ferry_pb2
+from ferry.wire import fec
+from ferry.wire.seal import seal_block, seal_heartbeat
+from ferry.wire.announce import build_announcement
+from ferry.wire.block import FRAGMENT_HEADER, FRAGMENT_HEADER_SIZE
+from ferry.wire.events import BlockSealed, KeyAnnounced, KeyRotated, SenderEvent
+from ferry.wire.frame import BLOCK_NO_MAX, EPOCH_MAX, SYMBOL_HEADER_SIZE, TAG_SIZE
+
+KEY_SIZE = 16
+
+
+@dataclass(slots=True)
+class SenderCounters:
+    """What the sender has produced since it started."""
+
+    blocks: int = 0
+    datagrams: int = 0
+    bytes: int = 0
+    objects: int = 0
+    epoch: int = 0
+    announcements: int = 0
+    heartbeats: int = 0
+
+
+class LinkSender:
+    """Sender state machine: submit objects, collect datagrams, drive timers."""
+
+    def __init__(
+        self,
+        *,
+        outer_key: SM2PrivateKey,
+        inner_public: SM2PublicKey,
+        policy_hash: bytes,
+        name: str,
+        now: float,
+        k: int = limits.FEC_K,
+        m: int = limits.FEC_M,
+        datagram_max: int = limits.DATAGRAM_MAX,
+        key_lifetime: float = limits.KEY_LIFETIME,
+        key_bytes_max: int = limits.KEY_BYTES_MAX,
+        epoch: int | None = None,
+        rng: Callable[[int], bytes] = os.urandom,
+    ) -> None:
+        if not 1 <= k <= limits.FEC_K_MAX or not 1 <= m <= limits.FEC_M_MAX:
+            raise ValueError("k or m out of range")
+        if len(policy_hash) != 32:
+            raise ValueError("policy_hash must be 32 bytes")
+        self._outer_key = outer_key
+        self._inner_public = inner_public
+        self._outer_key_id = outer_key.public_key().key_id()
+        self._inner_key_id = inner_public.key_id()
+        self._policy_hash = bytes(policy_hash)
+        self._name = name
+        self._k = k
+        self._m = m
+        self._key_lifetime = key_lifetime
+        self._key_bytes_max = key_bytes_max
+        self._rng = rng
+        sealed_max = min(fec.block_capacity(k, datagram_max, SYMBOL_HEADER_SIZE), limits.BLOCK_MAX)
+        self.capacity = sealed_max - TAG_SIZE  # bytes of block plaintext
+        if self.capacity < FRAGMENT_HEADER_SIZE + 1:
+            raise ValueError("datagram_max too small for a block")
+        self.counters = SenderCounters()
+        self._out: deque[bytes] = deque()
+        self._events: deque[SenderEvent] = deque()
+        # block being filled
+        self._parts: list = []
+        self._used = 0
+        self._ids: list[int] = []
+        # objects waiting for space: (object_id, view, offset)
+        self._queue: deque = deque()
+        self._next_block = 0
+        self._hb_seq = 0
+        self._epoch = -1
+        self._start_epoch(int(now) if epoch is None else epoch, now, None)
+        self._next_heartbeat = now + limits.HEARTBEAT_INTERVAL
+
+    # --- keys -------------------------------------------------------------
+    def _start_epoch(self, epoch: int, now: float, reason: str | None) -> None:
+        if not 0 <= epoch <= EPOCH_MAX or epoch <= self._epoch:
+            raise ValueError("epoch out of range")
+        key = self._rng(KEY_SIZE)
+        if len(key) != KEY_SIZE:
+            raise ValueError("rng returned a short key")
+        self._epoch = epoch
+        self._aead = SM4GCM(key)
+        self._envelope = self._inner_public.encrypt(key)
+        self._epoch_started = now
+        self._epoch_first_block = self._next_block
+        self._epoch_blocks = 0
+        self._epoch_bytes = 0
+        self.counters.epoch = epoch
+        if reason is not None:
+            self._events.append(KeyRotated(epoch, reason))
+        self._build_announcement()
+        self._announce(now, copies=limits.ANNOUNCE_REPEAT_ON_ROTATE)
+        self._events.append(KeyAnnounced(epoch))
+
+    def _build_announcement(self) -> None:
+        """Sign a new announcement; repeats reuse these exact bytes (the receiver's cheap check)."""
+        self._announcement = build_announcement(
+            outer_key=self._outer_key,
+            envelope=self._envelope,
+            epoch=self._epoch,
+            not_before=self._epoch_started,
+            not_after=self._epoch_started + self._key_lifetime + limits.KEY_OVERLAP,
+            policy_hash=self._policy_hash,
+            outer_key_id=self._outer_key_id,
+            inner_key_id=self._inner_key_id,
+            first_block=self._epoch_first_block,
+            sender=self._name,
+        )
+
+    def _announce(self, now: float, copies: int) -> None:
+        for _ in range(copies):
+            self._push(self._announcement)
+        self.counters.announcements += copies
+        self._next_announce = now + limits.ANNOUNCE_INTERVAL
+
+    def _rotate(self, now: float, reason: str) -> None:
+        self._start_epoch(self._epoch + 1, now, reason)
+
+    def set_policy_hash(self, policy_hash: bytes, now: float) -> None:
+        """Announce a new policy hash for the current key (same epoch, new signed announcement)."""
+        if len(policy_hash) != 32:
+            raise ValueError("policy_hash must be 32 bytes")
+        self._policy_hash = bytes(policy_hash)
+        self._build_announcement()
+        self._announce(now, copies=limits.ANNOUNCE_REPEAT_ON_ROTATE)
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    @property
+    def announcement(self) -> bytes:
+        """The current announcement datagram (as last queued)."""
+        return self._announcement
+
+    # --- objects and blocks -------------------------------------------------
+    def submit(self, object_id: int, payload: bytes, now: float) -> None:
+        """Queue one canonical object (opaque bytes); full blocks are sealed at once."""
+        if not 0 <= object_id < 1 << 64:
+            raise ValueError("object_id out of range")
+        if len(payload) > limits.OBJECT_MAX:
+            raise ValueError("object too large")
+        self._queue.append((object_id, memoryview(payload), 0))
+        self.counters.objects += 1
+        self._pack(now)
+
+    def flush(self, now: float) -> None:
+        """Seal the partially filled block now."""
+        self._pack(now)
+        if self._parts:
+            self._seal(now)
+
+    def _pack(self, now: float) -> None:
+        cap = self.capacity
+        queue = self._queue
+        while queue:
+            object_id, view, offset = queue[0]
+            total = len(view)
+            room = cap - self._used - FRAGMENT_HEADER_SIZE
+            if room < 1:
+                self._seal(now)
+                continue
+            n = min(room, total - offset)
+            self._parts.append(FRAGMENT_HEADER.pack(object_id, total, offset, n))
+            if n:
+                self._parts.append(view[offset : offset + n])
+            self._used += FRAGMENT_HEADER_SIZE + n
+            self._ids.append(object_id)
+            if offset + n == total:
+                queue.popleft()
+                if cap - self._used <= FRAGMENT_HEADER_SIZE:
+                    self._seal(now)
+            else:
+                queue[0] = (object_id, view, offset + n)
+                self._seal(now)
+
+    def _seal(self, now: float) -> None:
+        block_no = self._next_block
+        if block_no > BLOCK_NO_MAX:
+            raise RuntimeError("block numbers exhausted")
+        plaintext = b"".join(self._parts)
+        sealed_len = len(plaintext) + TAG_SIZE
+        k, m = self._k, self._m
+        datagrams = seal_block(self._aead, self._epoch, block_no, plaintext, k, m)
+        self._out.extend(datagrams)
+        size = sum(map(len, datagrams))
+        c = self.counters
+        c.blocks += 1
+        c.datagrams += k + m
+        c.bytes += size
+        self._events.append(BlockSealed(self._epoch, block_no, tuple(self._ids), sealed_len))
+        self._next_block = block_no + 1
+        self._epoch_blocks += 1
+        self._epoch_bytes += sealed_len
+        self._parts = []
+        self._ids = []
+        self._used = 0
+        if self._epoch_bytes >= self._key_bytes_max:
+            self._rotate(now, "bytes")
+
+    def _push(self, datagram: bytes) -> None:
+        self._out.append(datagram)
+        self.counters.datagrams += 1
+        self.counters.bytes += len(datagram)
+
+    # --- output, events, timers --------------------------------------------
+    def datagrams_to_send(self, now: float) -> list[bytes]:
+        """Everything ready, in order; the symbols of a block are consecutive."""
+        out = list(self._out)
+        self._out.clear()
+        return out
+
+    def next_event(self) -> SenderEvent | None:
+        return self._events.popleft() if self._events else None
+
+    def get_timer(self) -> float | None:
+        return min(self._next_announce, self._next_heartbeat, self._epoch_started + self._key_lifetime)
+
+    def handle_timer(self, now: float) -> None:
+        """Rotate the key when due, repeat the announcement, send a heartbeat."""
+        if now >= self._epoch_started + self._key_lifetime:
+            self._rotate(now, "time")
+        if now >= self._next_announce:
+            self._announce(now, copies=1)
+        if now >= self._next_heartbeat:
+            self._heartbeat(now)
+
+    def heartbeat(self, now: float) -> None:
+        """Queue a heartbeat at once (also sent by handle_timer every HEARTBEAT_INTERVAL)."""
+        self._heartbeat(now)
+
+    def _heartbeat(self, now: float) -> None:
+        seq = self._hb_seq
+        self._hb_seq += 1
+        c = self.counters
+        body = ferry_pb2.Heartbeat(
+            seq=seq,
+            sent_at=now,
+            blocks_sent=self._epoch_blocks,
+            next_block=self._next_block,
+            objects_sent=c.objects,
+            bytes_sent=c.bytes,
+            datagrams_sent=c.datagrams,
+            epoch=self._epoch,
+        ).SerializeToString(deterministic=True)
+        self._push(seal_heartbeat(self._aead, self._epoch, seq, body))
+        c.heartbeats += 1
+        self._next_heartbeat = now + limits.HEARTBEAT_INTERVAL
