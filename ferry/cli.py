@@ -1,0 +1,122 @@
+"""The ``ferry`` command line.
+
+Exit codes: 0 success; 1 the check failed (tampered trail, unaccounted
+objects, invalid policy, a demo where something went wrong); 2 usage,
+configuration or I/O errors.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ferry import __version__
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _cmd_keys_init(args) -> int:
+    from ferry.crypto import CryptoError
+    from ferry.crypto.keys import init_keys
+
+    try:
+        written = init_keys(Path(args.dir))
+    except CryptoError as e:
+        print(f"ferry keys init: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    for p in written:
+        print(p)
+    return EXIT_OK
+
+
+def _run_agent(args, role: str) -> int:
+    from ferry.agents.common import setup_logging
+    from ferry.agents.config import ConfigError, InnerConfig, OuterConfig, load_config
+
+    setup_logging(args.verbose)
+    try:
+        cfg = load_config(Path(args.config), OuterConfig if role == "outer" else InnerConfig)
+    except ConfigError as e:
+        print(f"ferry {role}: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        if role == "outer":
+            from ferry.agents.outer import main as run
+        else:
+            from ferry.agents.inner import main as run
+        return run(cfg)
+    except Exception as e:  # start-up failures: keys, policy, audit trail, sockets
+        from ferry.audit import AuditError
+        from ferry.crypto import CryptoError
+        from ferry.policy import PolicyError
+
+        if isinstance(e, (CryptoError, PolicyError, AuditError, OSError)):
+            print(f"ferry {role}: {e}", file=sys.stderr)
+            return EXIT_USAGE
+        raise
+
+
+def _cmd_policy_check(args) -> int:
+    from ferry.policy import PolicyError, load_plan
+
+    try:
+        plan = load_plan(Path(args.dir))
+    except PolicyError as e:
+        print(str(e), file=sys.stderr)
+        return EXIT_FAILED
+    print(f"policy {plan.name}: ok (sm3 {plan.hash.hex()})")
+    return EXIT_OK
+
+
+def _cmd_demo(args) -> int:
+    from ferry.demo import run_demo
+
+    return run_demo(Path(args.workdir) if args.workdir else None, keep=args.keep, timeout=args.timeout)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ferry", description=__doc__.split("\n")[0] if __doc__ else None,
+                                epilog="Exit codes: 0 ok, 1 check failed, 2 usage/configuration/I-O error.")
+    p.add_argument("--version", action="version", version=f"ferry {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    keys = sub.add_parser("keys", help="SM2 key management")
+    ksub = keys.add_subparsers(dest="keys_command", metavar="ACTION")
+    ksub.required = True
+    kinit = ksub.add_parser("init", help="write the outer and inner SM2 key pairs (PEM)")
+    kinit.add_argument("--dir", required=True, help="folder for outer.key outer.pub inner.key inner.pub")
+    kinit.set_defaults(func=_cmd_keys_init)
+
+    for role, text in (("outer", "run the outer agent (internet / e-government side)"),
+                       ("inner", "run the inner agent (police video network side)")):
+        a = sub.add_parser(role, help=text)
+        a.add_argument("--config", required=True, help="agent configuration file (TOML)")
+        a.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+        a.set_defaults(func=lambda args, role=role: _run_agent(args, role))
+
+    from ferry.audit.cli import add_parser as add_audit
+
+    add_audit(sub)
+
+    pol = sub.add_parser("policy", help="policy as code")
+    psub = pol.add_subparsers(dest="policy_command", metavar="ACTION")
+    psub.required = True
+    pcheck = psub.add_parser("check", help="validate a policy folder")
+    pcheck.add_argument("dir")
+    pcheck.set_defaults(func=_cmd_policy_check)
+
+    demo = sub.add_parser("demo", help="run an outer and an inner agent on this machine and push files through")
+    demo.add_argument("--workdir", help="folder for keys, policy, spools and audit trails (default: a new temporary folder)")
+    demo.add_argument("--keep", action="store_true", help="keep the temporary work folder")
+    demo.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for every file (default 60)")
+    demo.set_defaults(func=_cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130

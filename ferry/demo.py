@@ -1,0 +1,247 @@
+"""``ferry demo``: a whole appliance on this machine.
+
+Provisions SM2 keys and the demo policy, starts an inner and an outer agent as
+separate processes linked over loopback UDP, drops a handful of files into the
+outer spool (some allowed, some refused), follows both audit trails while they
+cross, then stops the agents, verifies both trails, reconciles them and prints
+a summary. The last line is machine-readable: ``crossed=N refused=M lost=L``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_POLICY = ROOT / "policy" / "demo"
+
+
+def _png(width: int, height: int) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    rows = b"".join(b"\0" + b"".join(bytes((x * 4 % 256, y * 4 % 256, 128)) for x in range(width))
+                    for y in range(height))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def _pdf(text: str, pad: int = 0) -> bytes:
+    body = f"%PDF-1.4\n% ferry demo\n1 0 obj << /Type /Catalog >> endobj\n% {text}\n".encode()
+    return body + b"%" + b"x" * pad + b"\n%%EOF\n"
+
+
+def sample_files() -> list[tuple[str, bytes, str]]:
+    """(name, content, what should happen and why)."""
+    return [
+        ("patrol-report.pdf", _pdf("patrol report, district 3"), "allowed: PDF"),
+        ("camera-map.png", _png(64, 48), "allowed: PNG"),
+        ("shift-notes.txt", "Shift notes: cameras 4309 online.\n".encode() * 20, "allowed: plain text"),
+        ("invoice.pdf", b"MZ\x90\x00" + os.urandom(2000), "refused: a Windows executable named .pdf"),
+        ("update.txt", b"\x7fELF\x02\x01\x01" + os.urandom(4000), "refused: an ELF executable named .txt"),
+        ("archive-export.pdf", _pdf("large export", pad=2 * 1024 * 1024), "refused: larger than the 1 MiB limit"),
+        ("notes;rm -rf.txt", b"harmless text\n", "refused: name outside the allowed pattern"),
+    ]
+
+
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _write_configs(work: Path, port: int) -> tuple[Path, Path]:
+    outer = work / "outer.toml"
+    inner = work / "inner.toml"
+    outer.write_text(f"""# ferry outer agent (demo)
+[agent]
+name = "demo-outer"
+key = "keys/outer.key"
+peer_public = "keys/inner.pub"
+policy = "policy"
+audit_dir = "audit/outer"
+
+[link]
+peer_host = "127.0.0.1"
+peer_port = {port}
+bind_host = "127.0.0.1"
+rate_mbps = 200.0
+
+[files]
+spool = "spool/outer"
+source = "outer-spool"
+destination = "inner-spool"
+settle = 0.3
+scan_interval = 0.2
+""")
+    inner.write_text(f"""# ferry inner agent (demo)
+[agent]
+name = "demo-inner"
+key = "keys/inner.key"
+peer_public = "keys/outer.pub"
+policy = "policy"
+audit_dir = "audit/inner"
+
+[link]
+listen_host = "127.0.0.1"
+listen_port = {port}
+
+[files]
+spool = "spool/inner"
+""")
+    return outer, inner
+
+
+def _read_records(path: Path, offset: int) -> tuple[list[dict], int]:
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read()
+    except FileNotFoundError:
+        return [], offset
+    end = data.rfind(b"\n") + 1
+    recs = [json.loads(line) for line in data[:end].splitlines() if line.strip()]
+    return recs, offset + end
+
+
+def _say(msg: str = "") -> None:
+    print(msg, flush=True)
+
+
+def run_demo(workdir: Path | None, keep: bool = False, timeout: float = 60.0) -> int:
+    from ferry.audit import reconcile, verify_dir
+    from ferry.crypto.keys import init_keys
+
+    temporary = workdir is None
+    work = Path(tempfile.mkdtemp(prefix="ferry-demo-")) if temporary else workdir.resolve()
+    if not temporary:
+        work.mkdir(parents=True, exist_ok=True)
+        if any(work.iterdir()):
+            print(f"ferry demo: {work} is not empty; give an empty or new folder", file=sys.stderr)
+            return 2
+    _say(f"ferry demo in {work}")
+    init_keys(work / "keys")
+    _say("  keys       SM2 key pairs for the outer and inner agents in keys/")
+    shutil.copytree(DEMO_POLICY, work / "policy")
+    _say("  policy     policy/policy.yaml: files lane, PDF/PNG/JPEG/text up to 1 MiB, default deny")
+    for d in ("spool/outer", "spool/inner", "audit/outer", "audit/inner", "logs", "staging"):
+        (work / d).mkdir(parents=True, exist_ok=True)
+    port = _free_udp_port()
+    outer_cfg, inner_cfg = _write_configs(work, port)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    procs: dict[str, subprocess.Popen] = {}
+    try:
+        for role, cfg in (("inner", inner_cfg), ("outer", outer_cfg)):
+            log = open(work / "logs" / f"{role}.log", "wb")
+            procs[role] = subprocess.Popen([sys.executable, "-m", "ferry", role, "--config", str(cfg)],
+                                           stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work)
+            log.close()
+        _say(f"  agents     inner (pid {procs['inner'].pid}) listening on udp 127.0.0.1:{port}, "
+             f"outer (pid {procs['outer'].pid}) sending to it; logs in logs/")
+        files = sample_files()
+        for name, content, _why in files:
+            staged = work / "staging" / name
+            staged.write_bytes(content)
+            os.rename(staged, work / "spool" / "outer" / name)      # appears whole in the spool
+        _say(f"  spool      {len(files)} files dropped into spool/outer:")
+        for name, content, why in files:
+            _say(f"               {name:<22} {len(content):>9,} bytes   expected {why}")
+        _say("")
+        _say("progress:")
+        outcome = _follow(work, procs, {n for n, _c, _w in files}, timeout)
+    finally:
+        for role in ("outer", "inner"):
+            p = procs.get(role)
+            if p and p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+                try:
+                    p.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait()
+    _say("")
+    ok = outcome["complete"]
+    outer_v = verify_dir(work / "audit" / "outer")
+    inner_v = verify_dir(work / "audit" / "inner")
+    outer_recs, _ = _read_records(work / "audit" / "outer" / "audit.jsonl", 0)
+    inner_recs, _ = _read_records(work / "audit" / "inner" / "audit.jsonl", 0)
+    rec = reconcile(outer_recs, inner_recs)
+    crossed = [r for r in inner_recs if r.get("event") == "object_delivered"]
+    refused = [r for r in outer_recs + inner_recs if r.get("event") == "object_refused"]
+    lost = [r for r in inner_recs if r.get("event") == "object_lost"]
+    _say("summary:")
+    _say(f"  crossed  {len(crossed)}")
+    for r in crossed:
+        d = r.get("detail", {})
+        _say(f"    {d.get('name', '?'):<22} -> spool/inner/{d.get('written_as', '?'):<22} "
+             f"{r.get('size', 0):>9,} bytes  sm3 {r.get('sm3', '')[:16]}…")
+    _say(f"  refused  {len(refused)}")
+    for r in refused:
+        d = r.get("detail", {})
+        _say(f"    {d.get('name', '?'):<22} [{r.get('agent')}] rule {r.get('rule')}: {r.get('reason')}")
+    _say(f"  lost     {len(lost) + len(rec.unaccounted)}")
+    _say("")
+    _say("audit trails:")
+    for side, v in (("outer", outer_v), ("inner", inner_v)):
+        state = (f"intact: {v.records} records, {v.checkpoints} signed checkpoints" if v.ok
+                 else f"BROKEN at record {v.first_bad}: {v.reason}")
+        _say(f"  {work / 'audit' / side}: {state}")
+    _say(f"  reconciliation: {'every object sent is accounted for' if rec.ok else 'UNACCOUNTED objects'}"
+         f" ({len(rec.delivered)} delivered, {len(rec.refused_inner)} refused inside, {len(rec.lost)} lost)")
+    _say(f"  check them yourself: ferry audit verify {work / 'audit' / 'outer'}")
+    _say(f"                       ferry audit reconcile {work / 'audit' / 'outer'} {work / 'audit' / 'inner'}")
+    if temporary and not keep:
+        _say(f"  (the work folder stays for inspection: {work})")
+    if not ok:
+        _say(f"  not every file was accounted for within {timeout:.0f} s; see {work / 'logs'}")
+    _say(f"crossed={len(crossed)} refused={len(refused)} lost={len(lost) + len(rec.unaccounted)}")
+    return 0 if (ok and outer_v.ok and inner_v.ok and rec.ok) else 1
+
+
+def _follow(work: Path, procs: dict, names: set[str], timeout: float) -> dict:
+    """Print outcomes from both trails as they appear until every file has one."""
+    outer_path = work / "audit" / "outer" / "audit.jsonl"
+    inner_path = work / "audit" / "inner" / "audit.jsonl"
+    offsets = [0, 0]
+    sent: dict[int, str] = {}
+    done: set[str] = set()
+    deadline = time.monotonic() + timeout
+    start = time.monotonic()
+    while time.monotonic() < deadline:
+        for role, p in procs.items():
+            if p.poll() is not None:
+                _say(f"  ! {role} agent exited with code {p.returncode}; see logs/{role}.log")
+                return {"complete": False}
+        orecs, offsets[0] = _read_records(outer_path, offsets[0])
+        irecs, offsets[1] = _read_records(inner_path, offsets[1])
+        t = time.monotonic() - start
+        for r in orecs:
+            name = (r.get("detail") or {}).get("name")
+            if r.get("event") == "object_sent":
+                sent[r["object_id"]] = name
+                _say(f"  {t:5.1f}s outer  sealed   {name} (object {r['object_id'] & 0xffffffff}, "
+                     f"{len(r.get('blocks', []))} block(s))")
+            elif r.get("event") == "object_refused":
+                done.add(name)
+                _say(f"  {t:5.1f}s outer  refused  {name}: {r.get('reason')}")
+        for r in irecs:
+            ev = r.get("event")
+            if ev in ("object_delivered", "object_refused", "object_lost"):
+                name = sent.get(r.get("object_id")) or (r.get("detail") or {}).get("name")
+                done.add(name)
+                word = {"object_delivered": "crossed", "object_refused": "refused", "object_lost": "LOST"}[ev]
+                _say(f"  {t:5.1f}s inner  {word:<8} {name}" + (f": {r.get('reason')}" if ev != "object_delivered" else ""))
+            elif ev == "key_accepted":
+                _say(f"  {t:5.1f}s inner  key epoch {r.get('epoch')} accepted (SM2 envelope, signature checked)")
+        if names <= done:
+            return {"complete": True}
+        time.sleep(0.1)
+    return {"complete": False}
