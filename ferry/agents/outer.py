@@ -50,7 +50,9 @@ class LinkPump:
         self.sender = sender
         self.on_events = on_events
         self.sock = sock
-        self.pacer = Pacer(rate_bytes, burst=max(256 << 10, int(rate_bytes / 100)), now=now)
+        # A burst covers what one object seals into (the sender seals whole objects
+        # at once); the average stays at the configured rate.
+        self.pacer = Pacer(rate_bytes, burst=max(1 << 20, int(rate_bytes * 0.02)), now=now)
         self.outbox: deque[bytes] = deque()
         self.held = False            # True while the audit trail cannot be written
         self.wake = asyncio.Event()
