@@ -31,7 +31,7 @@ def read_trail(directory: Path) -> list[dict]:
 class Appliance:
     def __init__(self, work: Path, *, outer_host="127.0.0.1", inner_host="127.0.0.1", port=None,
                  bind_host="127.0.0.1", fec_m=4, rate_mbps=200.0, outer_netns=None, inner_netns=None,
-                 outer_audit=None) -> None:
+                 outer_audit=None, outer_iface="", inner_iface="") -> None:
         from ferry.crypto.keys import init_keys
 
         self.work = work
@@ -58,6 +58,7 @@ peer_port = {self.port}
 bind_host = "{bind_host}"
 rate_mbps = {rate_mbps}
 fec_m = {fec_m}
+interface = "{outer_iface}"
 [files]
 spool = "spool/outer"
 settle = 0.2
@@ -73,6 +74,7 @@ audit_dir = "audit/inner"
 [link]
 listen_host = "{inner_host}"
 listen_port = {self.port}
+interface = "{inner_iface}"
 [files]
 spool = "spool/inner"
 """)
