@@ -75,7 +75,7 @@ def _cmd_demo(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ferry", description=__doc__.split("\n")[0] if __doc__ else None,
+    p = argparse.ArgumentParser(prog="ferry", description="ferry: a one-way, policy-checked boundary access appliance.",
                                 epilog="Exit codes: 0 ok, 1 check failed, 2 usage/configuration/I-O error.")
     p.add_argument("--version", action="version", version=f"ferry {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
