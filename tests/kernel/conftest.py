@@ -1,0 +1,1 @@
+from kernel_support import netns  # noqa: F401  (fixture)

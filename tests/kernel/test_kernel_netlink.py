@@ -1,0 +1,86 @@
+"""bring_up_link in a namespace: address, IPv6 off, up; outer: permanent
+neighbour; inner: NOARP; idempotent; bad parameters refused before netlink."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from kernel_support import py, py_json, sh
+from ferry.kernel import KernelError
+from ferry.kernel.netlink import bring_up_link
+
+UP = ("import json; from ferry.kernel.netlink import bring_up_link as up; "
+      "s = up({args}); print(json.dumps([s.ifname, s.mac, s.address, s.noarp, s.neighbour]))")
+PEER_MAC = "02:00:00:00:01:02"
+
+
+@pytest.fixture
+def pair(netns):
+    a, b = netns("nla"), netns("nlb")
+    sh("ip", "link", "add", "x-a", "netns", a, "type", "veth", "peer", "name", "x-b", "netns", b)
+    return a, b
+
+
+def _addrs(ns: str, dev: str) -> list[dict]:
+    return json.loads(sh("ip", "-j", "addr", "show", "dev", dev, ns=ns).stdout)[0]["addr_info"]
+
+
+@pytest.mark.root
+def test_inner_link_is_up_noarp_ipv6_off_and_idempotent(pair):
+    _, b = pair
+    for _ in range(2):
+        ifname, mac, address, noarp, neighbour = py_json(b, UP.format(args="'inner', 'x-b', '10.232.7.2/30'"))
+        assert (ifname, address, noarp, neighbour) == ("x-b", "10.232.7.2/30", True, None)
+    link = json.loads(sh("ip", "-j", "link", "show", "x-b", ns=b).stdout)[0]
+    assert "NOARP" in link["flags"] and "UP" in link["flags"] and link["address"] == mac
+    assert [(x["family"], x["local"], x["prefixlen"]) for x in _addrs(b, "x-b")] == [("inet", "10.232.7.2", 30)]
+    assert sh("cat", "/proc/sys/net/ipv6/conf/x-b/disable_ipv6", ns=b).stdout.strip() == "1"
+
+
+@pytest.mark.root
+def test_outer_link_gets_a_permanent_neighbour_and_arp_stays_on(pair):
+    a, b = pair
+    inner_mac = py_json(b, UP.format(args="'inner', 'x-b', '10.232.7.2/30'"))[1]
+    sh("ip", "link", "set", "x-a", "arp", "off", ns=a)        # the outer role turns ARP back on
+    args = f"'outer', 'x-a', '10.232.7.1/30', peer_ip='10.232.7.2', peer_mac='{inner_mac.upper()}'"
+    for _ in range(2):
+        _, _, _, noarp, neighbour = py_json(a, UP.format(args=args))
+        assert noarp is False and neighbour == ["10.232.7.2", inner_mac]
+    neigh = json.loads(sh("ip", "-j", "neigh", "show", "dev", "x-a", ns=a).stdout)
+    assert [(n["dst"], n["lladdr"], n["state"]) for n in neigh] == [("10.232.7.2", inner_mac, ["PERMANENT"])]
+    assert len(_addrs(a, "x-a")) == 1
+    assert sh("cat", "/proc/sys/net/ipv6/conf/x-a/disable_ipv6", ns=a).stdout.strip() == "1"
+    # a changed peer MAC replaces the entry (idempotent, not additive)
+    py(a, UP.format(args=f"'outer', 'x-a', '10.232.7.1/30', peer_ip='10.232.7.2', peer_mac='{PEER_MAC}'"))
+    neigh = json.loads(sh("ip", "-j", "neigh", "show", "dev", "x-a", ns=a).stdout)
+    assert [(n["dst"], n["lladdr"]) for n in neigh] == [("10.232.7.2", PEER_MAC)]
+
+
+@pytest.mark.root
+def test_missing_interface_is_a_kernel_error(pair):
+    a, _ = pair
+    r = py(a, "from ferry.kernel import KernelError\nfrom ferry.kernel.netlink import bring_up_link\n"
+              "try:\n    bring_up_link('inner', 'nosuch0', '10.232.7.2/30')\n"
+              "except KernelError as e:\n    print('error:', e)\n")
+    assert "error: no interface 'nosuch0'" in r.stdout
+
+
+@pytest.mark.parametrize("args,kw,why", [
+    (("middle", "x", "10.0.0.1/30"), {}, "role"),
+    (("outer", "x", "10.0.0.1/30"), {}, "peer"),
+    (("outer", "x", "10.0.0.1/30"), {"peer_ip": "10.0.0.2"}, "peer"),
+    (("outer", "x", "10.0.0.1/30"), {"peer_ip": "10.0.1.2", "peer_mac": PEER_MAC}, "not in the link"),
+    (("outer", "x", "10.0.0.1/30"), {"peer_ip": "10.0.0.2", "peer_mac": "01:00:5e:00:00:01"}, "MAC"),
+    (("outer", "x", "10.0.0.1/30"), {"peer_ip": "10.0.0.2", "peer_mac": "02:00:00:00:01"}, "MAC"),
+    (("outer", "x", "10.0.0.1/30"), {"peer_ip": "10.0.0.2", "peer_mac": "00:00:00:00:00:00"}, "MAC"),
+    (("outer", "x", "10.0.0.1/30"), {"peer_ip": "nope", "peer_mac": PEER_MAC}, "peer IP"),
+    (("inner", "x", "10.0.0.2/30"), {"peer_ip": "10.0.0.1"}, "no peer"),
+    (("inner", "x", "10.0.0.2"), {}, "ADDRESS/PREFIX"),
+    (("inner", "x", "10.0.0.2/33"), {}, "ADDRESS/PREFIX"),
+    (("inner", "x", "fd00::2/64"), {}, "IPv4 only"),
+    (("inner", 'x" y', "10.0.0.2/30"), {}, "interface"),
+])
+def test_bad_parameters_are_refused_before_netlink(args, kw, why):
+    with pytest.raises(KernelError, match=why):
+        bring_up_link(*args, **kw)
