@@ -5,10 +5,11 @@ import asyncio
 import logging
 import signal
 import sys
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from ferry.agents.config import AgentSection
+from ferry.agents.config import AgentSection, ManagementSection
 from ferry.audit import AuditTrail
 from ferry.crypto import SM2PrivateKey, SM2PublicKey
 from ferry.crypto.keys import load_private_key, load_public_key
@@ -18,19 +19,37 @@ log = logging.getLogger("ferry")
 
 
 @dataclass
+class PolicyOrigin:
+    """Where the running plan came from (what GetPolicy reports)."""
+    source: str = "config"        # "config" (the configured folder) or "bundle" (applied, signed)
+    signer_key_id: bytes = b""
+    signed_at: float = 0.0
+    applied_at: float = 0.0
+
+
+@dataclass
 class Identity:
     key: SM2PrivateKey
     peer: SM2PublicKey
-    plan: Plan
+    plan: Plan                    # swapped whole by a reload; deciders read it once per object
     audit: AuditTrail
+    origin: PolicyOrigin = field(default_factory=PolicyOrigin)
+    signers: dict[bytes, SM2PublicKey] = field(default_factory=dict)   # key id -> trusted policy signer
 
 
-def open_identity(section: AgentSection, role: str) -> Identity:
+def load_signers(section: ManagementSection | None) -> dict[bytes, SM2PublicKey]:
+    """The SM2 public keys whose policy bundles this agent accepts, by key id."""
+    keys = [load_public_key(Path(p)) for p in (section.policy_signers if section else ())]
+    return {k.key_id(): k for k in keys}
+
+
+def open_identity(section: AgentSection, role: str, management: ManagementSection | None = None) -> Identity:
     key = load_private_key(Path(section.key))
     peer = load_public_key(Path(section.peer_public))
+    signers = load_signers(management)
     plan = load_plan(Path(section.policy))
     audit = AuditTrail(Path(section.audit_dir), role, section.name, key)
-    return Identity(key, peer, plan, audit)
+    return Identity(key, peer, plan, audit, PolicyOrigin(applied_at=time.time()), signers)
 
 
 def install_stop_handlers(stop: asyncio.Event) -> None:

@@ -74,16 +74,23 @@ class InnerFiles(_Strict):
     spool: str                    # delivered files appear here
 
 
+class ManagementSection(_Strict):
+    socket: str = ""              # Unix socket of the gRPC management service; none if empty
+    policy_signers: list[str] = Field(default_factory=list, max_length=64)   # SM2 public keys (SPKI PEM)
+
+
 class OuterConfig(_Strict):
     agent: AgentSection
     link: OuterLink
     files: OuterFiles | None = None
+    management: ManagementSection | None = None
 
 
 class InnerConfig(_Strict):
     agent: AgentSection
     link: InnerLink
     files: InnerFiles | None = None
+    management: ManagementSection | None = None
 
 
 def _resolve(base: Path, value: str) -> str:
@@ -115,4 +122,9 @@ def load_config(path: Path, kind: type[_Strict]) -> OuterConfig | InnerConfig:
         if isinstance(cfg.files, OuterFiles):
             fields["refused_dir"] = _resolve(base, cfg.files.refused_dir) or fields["spool"].rstrip("/") + ".refused"
         update["files"] = cfg.files.model_copy(update=fields)
+    if cfg.management is not None:
+        m = cfg.management
+        update["management"] = m.model_copy(update={
+            "socket": _resolve(base, m.socket),
+            "policy_signers": [_resolve(base, x) for x in m.policy_signers]})
     return cfg.model_copy(update=update)

@@ -7,6 +7,7 @@ delivered, refused (rule and reason) or lost.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from google.protobuf.message import DecodeError
 
+from ferry import limits
 from ferry.agents.common import Identity, install_stop_handlers, open_identity
 from ferry.agents.config import InnerConfig
 from ferry.agents.link_io import LinkReceiveSocket
@@ -32,9 +34,12 @@ BACKLOG_MAX = 100_000          # audit records held while the trail is down
 
 
 class InnerAgent:
+    role = "inner"
+
     def __init__(self, cfg: InnerConfig) -> None:
         self.cfg = cfg
-        self.id: Identity = open_identity(cfg.agent, "inner")
+        self.id: Identity = open_identity(cfg.agent, "inner", cfg.management)
+        self.started_at = time.time()
         self.receiver = LinkReceiver(inner_key=self.id.key, outer_public=self.id.peer, now=time.time())
         link = cfg.link
         self.sock = LinkReceiveSocket((link.listen_host, link.listen_port), interface=link.interface,
@@ -42,10 +47,14 @@ class InnerAgent:
         if not self.sock.check_receive_only():
             raise RuntimeError("the link socket is not receive-only; refusing to run")
         self.epoch_policy: dict[int, bytes] = {}
-        self.mismatch_alarmed: set[int] = set()
+        self.mismatch_alarmed: set[tuple[int, bytes, bytes]] = set()   # (epoch, outer hash, inner hash)
+        # After a reload, objects the outer agent sealed under the previous hash are
+        # still taken (and re-decided under the new plan) until previous_until.
+        self.previous_hash: bytes | None = None
+        self.previous_until = 0.0
         self.backlog: list[dict] = []
         self.audit_down = False
-        self.stats = {"delivered": 0, "refused": 0, "lost": 0}
+        self.stats = {"delivered": 0, "refused": 0, "lost": 0, "policy_reloads": 0}
         self.held: deque = deque()
         self.overflow = 0
 
@@ -91,12 +100,8 @@ class InnerAgent:
             self.audit(event="key_accepted", verdict="info", epoch=e.epoch,
                        reason=f"key epoch {e.epoch} from {e.sender} accepted",
                        detail={"outer_policy_hash": e.policy_hash.hex(), "not_after": e.not_after})
-            if e.policy_hash != self.id.plan.hash and e.epoch not in self.mismatch_alarmed:
-                self.mismatch_alarmed.add(e.epoch)
-                self.audit(event="policy_mismatch", verdict="alarm", epoch=e.epoch,
-                           reason=f"outer agent runs policy {e.policy_hash.hex()[:16]}, inner runs "
-                                  f"{self.id.plan.hash.hex()[:16]}: objects of this epoch are refused")
-                log.error("policy mismatch with the outer agent (epoch %d): lane stopped", e.epoch)
+            if not self.hash_accepted(e.policy_hash, self.id.plan, time.time()):
+                self.alarm_mismatch(e.epoch, e.policy_hash, self.id.plan)
         elif isinstance(e, ev.AnnouncementRefused):
             self.audit(event="announcement_refused", verdict="refused", epoch=e.epoch, reason=e.reason)
         elif isinstance(e, ev.BlockRefused):
@@ -121,6 +126,50 @@ class InnerAgent:
                    detail={"name": f.name} if f is not None else None)
         log.info("refused object %s: %s: %s", obj.object_id if obj is not None else "?", rule, reason)
 
+    # -- policy hash agreement with the outer agent -------------------------------------
+    def hash_accepted(self, outer_hash: bytes | None, plan, now: float) -> bool:
+        """The outer agent's announced hash is ours, or our previous one within the reload grace."""
+        if outer_hash == plan.hash:
+            return True
+        return outer_hash is not None and outer_hash == self.previous_hash and now < self.previous_until
+
+    def alarm_mismatch(self, epoch: int, outer_hash: bytes | None, plan) -> None:
+        key = (epoch, outer_hash or b"", plan.hash)
+        if key in self.mismatch_alarmed:
+            return
+        self.mismatch_alarmed.add(key)
+        shown = outer_hash.hex()[:16] if outer_hash else "unknown"
+        self.audit(event="policy_mismatch", verdict="alarm", epoch=epoch, policy_hash=plan.hash.hex(),
+                   reason=f"outer agent runs policy {shown}, inner runs {plan.hash.hex()[:16]}: "
+                          "objects of this epoch are refused",
+                   detail={"outer_policy_hash": outer_hash.hex() if outer_hash else None,
+                           "inner_policy_hash": plan.hash.hex()})
+        log.error("policy mismatch with the outer agent (epoch %d): lane stopped", epoch)
+
+    def check_grace(self, now: float) -> None:
+        """When the reload grace ends, alarm if the outer agent still runs the previous policy."""
+        if self.previous_hash is None or now < self.previous_until:
+            return
+        plan = self.id.plan
+        epoch = self.receiver.current_epoch
+        if epoch is not None and self.epoch_policy.get(epoch) not in (None, plan.hash):
+            self.alarm_mismatch(epoch, self.epoch_policy.get(epoch), plan)
+        self.previous_hash = None
+
+    # -- management (ferry.mgmt.server) --------------------------------------------------
+    def policy_swapped(self, old, new, now: float) -> None:
+        self.stats["policy_reloads"] += 1
+        self.previous_hash = old.hash
+        self.previous_until = now + limits.POLICY_RELOAD_GRACE
+
+    def audit_available(self) -> bool:
+        return not self.audit_down
+
+    def status_counters(self) -> dict[str, int]:
+        c = dataclasses.asdict(self.receiver.counters)
+        return {**{k: v for k, v in c.items() if isinstance(v, int)}, **self.stats}
+
+    # -- objects ---------------------------------------------------------------------
     def on_object(self, e: ev.ObjectReceived) -> None:
         obj = ferry_pb2.CanonicalObject()
         try:
@@ -134,11 +183,13 @@ class InnerAgent:
             self.refuse(obj, "ferry-canonical", f"object id {obj.object_id} differs from its link id {e.object_id}",
                         e.epoch, e.blocks)
             return
+        plan = self.id.plan          # read once: a reload between two objects never splits one
         outer_hash = self.epoch_policy.get(e.epoch)
-        if outer_hash != self.id.plan.hash:
+        if not self.hash_accepted(outer_hash, plan, time.time()):
+            self.alarm_mismatch(e.epoch, outer_hash, plan)
             self.refuse(obj, "policy-hash", "outer and inner agents run different policies", e.epoch, e.blocks)
             return
-        decision = self.id.plan.decide(obj)
+        decision = plan.decide(obj)
         if not decision.allowed:
             self.refuse(obj, decision.rule, decision.reason, e.epoch, e.blocks)
             return
@@ -211,6 +262,7 @@ class InnerAgent:
                 self.drain()
             if self.audit_down and self.flush_audit():
                 self.drain()
+            self.check_grace(now)
             t = self.receiver.get_timer()
             delay = 0.1 if t is None else max(0.005, min(0.1, t - time.time()))
             try:
@@ -219,6 +271,12 @@ class InnerAgent:
                 pass
 
     async def run(self, stop: asyncio.Event) -> int:
+        mgmt = self.cfg.management
+        server = None
+        if mgmt is not None and mgmt.socket:
+            from ferry.mgmt.server import ManagementService, start_server   # grpc only when configured
+
+            server = await start_server(mgmt.socket, ManagementService(self))
         self.audit(event="agent_started", verdict="info", reason=f"inner agent {self.cfg.agent.name} started",
                    detail={"listen": f"{self.sock.address[0]}:{self.sock.address[1]}", "gro": self.sock.gro,
                            "rcvbuf": self.sock.rcvbuf, "receive_only": True})
@@ -229,6 +287,10 @@ class InnerAgent:
         loop.add_reader(self.sock.sock.fileno(), self.on_readable)
         timer_task = asyncio.create_task(self.timers(stop))
         await stop.wait()
+        if server is not None:
+            from ferry.mgmt.server import stop_server
+
+            await stop_server(server, mgmt.socket)
         loop.remove_reader(self.sock.sock.fileno())
         self.on_readable()
         await asyncio.gather(timer_task, return_exceptions=True)

@@ -115,10 +115,13 @@ class LinkPump:
 
 
 class OuterAgent:
+    role = "outer"
+
     def __init__(self, cfg: OuterConfig) -> None:
         self.cfg = cfg
-        self.id: Identity = open_identity(cfg.agent, "outer")
+        self.id: Identity = open_identity(cfg.agent, "outer", cfg.management)
         now = time.time()
+        self.started_at = now
         self.run_id = int(now) & 0xFFFFFFFF
         self.counter = 0
         link = cfg.link
@@ -132,7 +135,7 @@ class OuterAgent:
         self.pending: list[_Pending] = []      # submitted, audit not yet written
         self.backlog: deque[dict] = deque()     # audit records waiting for the trail to come back
         self.watcher = SpoolWatcher(Path(cfg.files.spool), cfg.files.settle) if cfg.files else None
-        self.stats = {"sent": 0, "refused": 0}
+        self.stats = {"sent": 0, "refused": 0, "policy_reloads": 0}
 
     # -- audit ---------------------------------------------------------------
     def _base(self) -> dict:
@@ -165,7 +168,8 @@ class OuterAgent:
         return (self.run_id << 32) | self.counter
 
     def _refuse(self, entry_path: Path, name: str, size: int, rule: str, reason: str,
-                object_id: int | None = None, sm3: str | None = None, media_type: str | None = None) -> None:
+                object_id: int | None = None, sm3: str | None = None, media_type: str | None = None,
+                policy_hash: bytes | None = None) -> None:
         fields = dict(event="object_refused", verdict="refused", lane="files",
                       source={"name": self.cfg.files.source, "address": str(entry_path)},
                       destination=self.cfg.files.destination, object_type="file", size=size,
@@ -174,6 +178,8 @@ class OuterAgent:
             fields["object_id"] = object_id
         if sm3:
             fields["sm3"] = sm3
+        if policy_hash is not None:
+            fields["policy_hash"] = policy_hash.hex()
         self.audit(**fields)
         try:
             move_aside(entry_path, Path(self.cfg.files.refused_dir))
@@ -204,11 +210,12 @@ class OuterAgent:
         oid = self.next_object_id()
         obj = files_lane.make_file_object(object_id=oid, name=name, content=content, source=files.source,
                                           destination=files.destination, now=now)
-        decision = self.id.plan.decide(obj)
+        plan = self.id.plan          # read once: a reload between two objects never splits one
+        decision = plan.decide(obj)
         f = obj.file
         if not decision.allowed:
             self._refuse(entry.path, name, len(content), decision.rule, decision.reason, oid, f.sm3.hex(),
-                         f.media_type)
+                         f.media_type, plan.hash)
             return
         obj.rule = decision.rule
         self.sender.submit(oid, obj.SerializeToString(), now)
@@ -216,7 +223,8 @@ class OuterAgent:
             event="object_sent", verdict="sent", lane="files",
             source={"name": files.source, "address": str(entry.path)}, destination=files.destination,
             object_type="file", size=len(content), rule=decision.rule, reason=decision.reason,
-            object_id=oid, sm3=f.sm3.hex(), detail={"name": name, "media_type": f.media_type}), entry.path))
+            object_id=oid, sm3=f.sm3.hex(), detail={"name": name, "media_type": f.media_type},
+            policy_hash=plan.hash.hex()), entry.path))
 
     def settle_pending(self, now: float) -> None:
         """Seal what was submitted, tie objects to blocks, write their records."""
@@ -270,8 +278,29 @@ class OuterAgent:
             except asyncio.TimeoutError:
                 pass
 
+    # -- management (ferry.mgmt.server) ------------------------------------------------
+    def policy_swapped(self, old, new, now: float) -> None:
+        """A new plan is in place: announce its hash to the inner agent right away."""
+        self.stats["policy_reloads"] += 1
+        self.sender.set_policy_hash(new.hash, now)
+        self.pump.collect(now)
+
+    def audit_available(self) -> bool:
+        return not self.pump.held
+
+    def status_counters(self) -> dict[str, int]:
+        c = self.sender.counters
+        return {**self.stats, "blocks": c.blocks, "datagrams": c.datagrams, "bytes": c.bytes,
+                "objects": c.objects, "epoch": c.epoch, "outbox": len(self.pump.outbox)}
+
     # -- life cycle -------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> int:
+        mgmt = self.cfg.management
+        server = None
+        if mgmt is not None and mgmt.socket:
+            from ferry.mgmt.server import ManagementService, start_server   # grpc only when configured
+
+            server = await start_server(mgmt.socket, ManagementService(self))
         self.audit(event="agent_started", verdict="info", reason=f"outer agent {self.cfg.agent.name} started",
                    detail={"peer": f"{self.cfg.link.peer_host}:{self.cfg.link.peer_port}",
                            "gso": self.sock.gso, "rate_mbps": self.cfg.link.rate_mbps})
@@ -283,6 +312,10 @@ class OuterAgent:
         if self.watcher:
             tasks.append(asyncio.create_task(self.spool_loop(stop)))
         await stop.wait()
+        if server is not None:
+            from ferry.mgmt.server import stop_server
+
+            await stop_server(server, mgmt.socket)
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

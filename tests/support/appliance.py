@@ -31,7 +31,7 @@ def read_trail(directory: Path) -> list[dict]:
 class Appliance:
     def __init__(self, work: Path, *, outer_host="127.0.0.1", inner_host="127.0.0.1", port=None,
                  bind_host="127.0.0.1", fec_m=4, rate_mbps=200.0, outer_netns=None, inner_netns=None,
-                 outer_audit=None, outer_iface="", inner_iface="") -> None:
+                 outer_audit=None, outer_iface="", inner_iface="", management=False) -> None:
         from ferry.crypto.keys import init_keys
 
         self.work = work
@@ -78,7 +78,25 @@ interface = "{inner_iface}"
 [files]
 spool = "spool/inner"
 """)
+        self.admin_key = self.admin_pub = self.outer_socket = self.inner_socket = None
+        if management:
+            self._add_management()
         self.procs: dict[str, subprocess.Popen] = {}
+
+    def _add_management(self) -> None:
+        """Management sockets on both agents, trusting one administrator key (keys/admin.key)."""
+        from ferry.crypto import SM2PrivateKey
+
+        admin = SM2PrivateKey.generate()
+        self.admin_key, self.admin_pub = self.work / "keys" / "admin.key", self.work / "keys" / "admin.pub"
+        self.admin_key.write_bytes(admin.to_pem())
+        self.admin_key.chmod(0o600)
+        self.admin_pub.write_bytes(admin.public_key().to_pem())
+        self.outer_socket, self.inner_socket = self.work / "mgmt" / "outer.sock", self.work / "mgmt" / "inner.sock"
+        assert len(str(self.outer_socket)) < 100, "Unix socket path too long"
+        for role in ("outer", "inner"):
+            with open(self.work / f"{role}.toml", "a") as f:
+                f.write(f'[management]\nsocket = "mgmt/{role}.sock"\npolicy_signers = ["keys/admin.pub"]\n')
 
     def start(self) -> "Appliance":
         for role, ns in (("inner", self.inner_netns), ("outer", self.outer_netns)):

@@ -1,0 +1,193 @@
+"""``ferry policy sign | apply | status``: signed bundles to running agents.
+
+    ferry policy sign policy/yiyang --key admin.key [-o yiyang.ferrypolicy]
+    ferry policy apply yiyang.ferrypolicy --socket /run/ferry/inner.sock --socket /run/ferry/outer.sock
+    ferry policy status --socket /run/ferry/inner.sock
+
+Apply to the inner agent first, then the outer: the inner accepts objects
+sealed under the previous policy for a grace period after its reload, and
+re-checks them under the new one. Exit codes: 0 ok, 1 refused or invalid,
+2 usage, I/O or an agent that cannot be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def read_bundle_files(directory: str | os.PathLike[str]) -> dict[str, bytes]:
+    """A policy folder's top-level *.yaml plus tests/*.yaml, as bundle names -> bytes."""
+    from ferry.policy import read_policy_files
+
+    base = Path(directory)
+    files = dict(read_policy_files(base))
+    tests = base / "tests"
+    if tests.is_dir():
+        files.update({f"tests/{n}": c for n, c in read_policy_files(tests).items()})
+    return files
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if t else "-"
+
+
+def _err(msg: str) -> None:
+    print(f"ferry policy: {msg}", file=sys.stderr)
+
+
+def cmd_sign(args) -> int:
+    from ferry.crypto import CryptoError
+    from ferry.crypto.keys import load_private_key
+    from ferry.policy import PolicyError, compile_policy, parse_policy, policy_hash
+    from ferry.policy.bundle import BUNDLE_SUFFIX, BundleError, make_bundle, policy_files
+
+    directory = Path(args.dir)
+    if not directory.is_dir():
+        _err(f"{directory}: not a policy folder")
+        return EXIT_USAGE
+    try:
+        files = read_bundle_files(directory)
+    except PolicyError as e:
+        _err(str(e))
+        return EXIT_USAGE
+    try:
+        top = policy_files(files)
+        plan = compile_policy(parse_policy(top, base=str(directory)), policy_hash(top))
+    except PolicyError as e:
+        _err(f"not signing an invalid policy: {e}")
+        return EXIT_FAILED
+    try:
+        key = load_private_key(Path(args.key))
+    except CryptoError as e:
+        _err(str(e))
+        return EXIT_USAGE
+    try:
+        bundle = make_bundle(files, key, time.time())
+    except BundleError as e:
+        _err(str(e))
+        return EXIT_FAILED
+    out = Path(args.output) if args.output else Path(directory.resolve().name + BUNDLE_SUFFIX)
+    try:
+        _write_atomically(out, bundle.SerializeToString(deterministic=True))
+    except OSError as e:
+        _err(f"cannot write {out}: {e.strerror}")
+        return EXIT_USAGE
+    print(f"{out}: policy {plan.name} sm3 {plan.hash.hex()} signed by {bundle.signer_key_id.hex()} "
+          f"({len(files)} files)")
+    return EXIT_OK
+
+
+def _read_bundle(path: Path):
+    from ferry import limits
+    from ferry.policy.bundle import parse_bundle
+
+    with open(path, "rb") as f:
+        data = f.read(limits.POLICY_BUNDLE_MAX + 1)
+    return parse_bundle(data)
+
+
+def cmd_apply(args) -> int:
+    from ferry.mgmt.client import ManagementClient, ManagementError
+    from ferry.policy.bundle import BundleError
+
+    try:
+        bundle = _read_bundle(Path(args.bundle))
+    except OSError as e:
+        _err(f"cannot read {args.bundle}: {e.strerror}")
+        return EXIT_USAGE
+    except BundleError as e:
+        _err(f"{args.bundle}: {e}")
+        return EXIT_FAILED
+    for sock in args.socket:
+        try:
+            with ManagementClient(sock, timeout=args.timeout) as c:
+                r = c.apply_policy(bundle)
+        except ManagementError as e:
+            _err(f"not applied: {e}")
+            if sock != args.socket[-1]:
+                _err(f"stopped; not tried: {', '.join(args.socket[args.socket.index(sock) + 1:])}")
+            return EXIT_FAILED if e.refused else EXIT_USAGE
+        what = "applied" if r.changed else "already running"
+        print(f"{sock}: {r.role} agent {r.agent}: policy {r.policy_name} {what}: "
+              f"{r.old_hash.hex()} -> {r.new_hash.hex()} (signer {r.signer_key_id.hex()[:16]})")
+    return EXIT_OK
+
+
+def cmd_status(args) -> int:
+    from ferry.mgmt.client import ManagementClient, ManagementError
+
+    rc = EXIT_OK
+    for sock in args.socket:
+        try:
+            with ManagementClient(sock, timeout=args.timeout) as c:
+                s = c.get_status()
+        except ManagementError as e:
+            _err(str(e))
+            rc = EXIT_USAGE
+            continue
+        p = s.policy
+        signer = p.signer_key_id.hex()[:16] if p.signer_key_id else "-"
+        print(f"{sock}: {s.role} agent {s.name}: policy {p.name} sm3 {p.hash.hex()} source {p.source} "
+              f"signer {signer} applied {_iso(p.applied_at)} audit {'ok' if s.audit_available else 'DOWN'}")
+        print("  " + " ".join(f"{k}={v}" for k, v in sorted(s.counters.items())))
+    return rc
+
+
+def add_policy_commands(psub) -> None:
+    """Register ``sign``, ``apply`` and ``status`` under ``ferry policy``."""
+    from ferry import limits
+
+    sign = psub.add_parser("sign", help="sign a policy folder into a bundle (SM2)")
+    sign.add_argument("dir", help="policy folder (policy.yaml, tests/*.yaml)")
+    sign.add_argument("--key", required=True, help="the administrator's SM2 private key (PKCS#8 PEM)")
+    sign.add_argument("-o", "--output", help="bundle file to write (default: ./<folder name>.ferrypolicy)")
+    sign.set_defaults(func=cmd_sign)
+
+    apply = psub.add_parser("apply", help="apply a signed bundle to running agents (inner first, then outer)")
+    apply.add_argument("bundle", help="a .ferrypolicy file from 'ferry policy sign'")
+    apply.add_argument("--socket", action="append", required=True,
+                       help="an agent's management socket; repeat, in order: inner agent first, then outer")
+    apply.add_argument("--timeout", type=float, default=limits.MGMT_CALL_TIMEOUT, help=argparse.SUPPRESS)
+    apply.set_defaults(func=cmd_apply)
+
+    status = psub.add_parser("status", help="the policy and counters of running agents")
+    status.add_argument("--socket", action="append", required=True, help="an agent's management socket")
+    status.add_argument("--timeout", type=float, default=limits.MGMT_CALL_TIMEOUT, help=argparse.SUPPRESS)
+    status.set_defaults(func=cmd_status)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Stand-alone entry (``python -m ferry.mgmt.cli policy ...``) until the top level wires it."""
+    p = argparse.ArgumentParser(prog="ferry")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    pol = sub.add_parser("policy")
+    psub = pol.add_subparsers(dest="policy_command", metavar="ACTION")
+    psub.required = True
+    add_policy_commands(psub)
+    args = p.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
