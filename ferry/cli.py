@@ -56,18 +56,6 @@ def _run_agent(args, role: str) -> int:
         raise
 
 
-def _cmd_policy_check(args) -> int:
-    from ferry.policy import PolicyError, load_plan
-
-    try:
-        plan = load_plan(Path(args.dir))
-    except PolicyError as e:
-        print(str(e), file=sys.stderr)
-        return EXIT_FAILED
-    print(f"policy {plan.name}: ok (sm3 {plan.hash.hex()})")
-    return EXIT_OK
-
-
 def _cmd_demo(args) -> int:
     from ferry.demo import run_demo
 
@@ -99,12 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_audit(sub)
 
-    pol = sub.add_parser("policy", help="policy as code")
-    psub = pol.add_subparsers(dest="policy_command", metavar="ACTION")
-    psub.required = True
-    pcheck = psub.add_parser("check", help="validate a policy folder")
-    pcheck.add_argument("dir")
-    pcheck.set_defaults(func=_cmd_policy_check)
+    from ferry.kernel.cli import add_parser as add_kernel
+    from ferry.policy.cli import add_parser as add_policy
+
+    add_policy(sub)
+    add_kernel(sub)
 
     demo = sub.add_parser("demo", help="run an outer and an inner agent on this machine and push files through")
     demo.add_argument("--workdir", help="folder for keys, policy, spools and audit trails (default: a new temporary folder)")
