@@ -1,0 +1,282 @@
+"""Access units from NAL units (H.264 §7.4.1.2.3, H.265 §7.4.2.4.4), with the active SPS.
+
+An access unit ends before an AUD, a parameter set, a (prefix) SEI or the first slice of the
+next picture (first_mb_in_slice == 0 / first_slice_segment_in_pic_flag) that follows a VCL
+NAL unit, or before a PES that starts with a NAL unit and carries a new PTS. Units that
+cannot be trusted (malformed NAL units, refused SPS, no active SPS yet, too large) are
+returned as `Dropped` events, never raised.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from ferry import limits
+from ferry.codecs import h264, h265
+from ferry.codecs.nal import AnnexBSplitter, NalError, h264_nal_type, h265_nal_header
+
+H264 = "h264"
+H265 = "h265"
+CODECS = (H264, H265)
+
+
+@dataclass(frozen=True, slots=True)
+class AccessUnit:
+    """One coded picture: the canonical object of the video lane (proto AccessUnit)."""
+
+    codec: str
+    keyframe: bool
+    pts: int | None
+    dts: int | None
+    nal_units: tuple[bytes, ...]
+    width: int
+    height: int
+    frame_rate: float
+
+    @property
+    def size(self) -> int:
+        return sum(len(n) for n in self.nal_units)
+
+    def to_pb(self, stream_id: str = ""):
+        """The proto AccessUnit (absent timestamps become 0)."""
+        from ferry.pb import ferry_pb2
+
+        return ferry_pb2.AccessUnit(
+            stream_id=stream_id, codec=self.codec, keyframe=self.keyframe,
+            pts=self.pts or 0, dts=self.dts if self.dts is not None else (self.pts or 0),
+            width=self.width, height=self.height, frame_rate=self.frame_rate,
+            nal_units=list(self.nal_units))
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """NAL units that did not become (part of) an access unit, and why."""
+
+    reason: str
+    nbytes: int
+
+
+AssemblerEvent = AccessUnit | Dropped
+
+
+class AccessUnitAssembler:
+    """Groups NAL units of one stream into access units: `push(nal, ...) -> events`."""
+
+    def __init__(self, codec: str) -> None:
+        if codec not in CODECS:
+            raise ValueError(f"unknown codec {codec!r}")
+        self.codec = codec
+        self._parameter_set_types = (h264.SPS,) if codec == H264 else (h265.VPS, h265.SPS)
+        self.sps: h264.Sps | h265.Sps | None = None
+        self._vps_timing: tuple[int, int] = (0, 0)
+        self._nals: list[bytes] = []
+        self._bytes = 0
+        self._has_vcl = False
+        self._keyframe = False
+        self._pts: int | None = None
+        self._dts: int | None = None
+        self._claimed = -1          # last PES number whose PTS an access unit took
+        self._overflow = False      # the current access unit exceeded the limits: drop it
+        self._refused: str | None = None  # the current access unit contains a refused NAL unit
+
+    # -- NAL header ------------------------------------------------------------
+    def _inspect(self, nal: bytes) -> tuple[int, bool, bool, bool]:
+        """(type, is_vcl, starts_au, keyframe) of a NAL unit; raises NalError."""
+        if self.codec == H264:
+            t = h264_nal_type(nal)
+            vcl = 1 <= t <= 5
+            if t in h264.PRIMARY_VCL_TYPES:
+                starts = h264.first_mb_in_slice(nal) == 0
+            else:
+                starts = t in h264.AU_START_TYPES
+            return t, vcl, starts, t == h264.IDR
+        t = h265_nal_header(nal)[0]
+        vcl = h265.is_vcl_type(t)
+        if vcl:
+            starts = h265.first_slice_segment_in_pic(nal)
+        else:
+            starts = t in h265.AU_START_TYPES
+        return t, vcl, starts, vcl and h265.is_keyframe_type(t)
+
+    def _parameter_set(self, t: int, nal: bytes) -> None:
+        if self.codec == H264:
+            if t == h264.SPS:
+                self.sps = h264.parse_sps(nal)
+        elif t == h265.SPS:
+            self.sps = h265.parse_sps(nal)
+        elif t == h265.VPS:
+            vps = h265.parse_vps(nal)
+            self._vps_timing = (vps.num_units_in_tick, vps.time_scale)
+
+    # -- assembly --------------------------------------------------------------
+    def push(self, nal: bytes, pts: int | None = None, dts: int | None = None,
+             pes: int | None = None, pes_start: bool = False) -> list[AssemblerEvent]:
+        """Add the next NAL unit; return the access units (and drops) it completes.
+
+        pts/dts are those of the PES the unit's start code is in (`pes` numbers that PES, so
+        its PTS goes to the first access unit starting in it only); `pes_start` says the
+        unit is the first thing in its PES.
+        """
+        out: list[AssemblerEvent] = []
+        try:
+            t, vcl, starts, key = self._inspect(nal)
+        except NalError as exc:
+            self._refused = self._refused or f"malformed NAL unit: {exc}"
+            self._append(nal)
+            return out
+        fresh_pts = pts is not None and (pes is None or pes > self._claimed)
+        boundary = self._nals and (
+            (self._has_vcl and (starts or (pes_start and fresh_pts and pts != self._pts)))
+            or (self.codec == H264 and t == h264.AUD) or (self.codec == H265 and t == h265.AUD))
+        if boundary:
+            out.extend(self._finish())
+        if not self._nals:
+            if fresh_pts:
+                self._pts, self._dts = pts, dts if dts is not None else pts
+                if pes is not None:
+                    self._claimed = pes
+            else:
+                self._pts = self._dts = None
+        if t in self._parameter_set_types:
+            try:
+                self._parameter_set(t, nal)
+            except NalError as exc:
+                self.sps = None
+                self._refused = self._refused or f"refused parameter set: {exc}"
+        self._has_vcl |= vcl
+        self._keyframe |= key
+        self._append(nal)
+        return out
+
+    def _append(self, nal: bytes) -> None:
+        if self._overflow:
+            self._bytes += len(nal)
+            return
+        self._nals.append(bytes(nal))
+        self._bytes += len(nal)
+        if self._bytes > limits.ACCESS_UNIT_MAX or len(self._nals) > limits.ACCESS_UNIT_NALS_MAX:
+            self._overflow = True
+
+    def _finish(self) -> list[AssemblerEvent]:
+        nals, nbytes = tuple(self._nals), self._bytes
+        has_vcl, key, pts, dts = self._has_vcl, self._keyframe, self._pts, self._dts
+        overflow, refused = self._overflow, self._refused
+        self._reset_au()
+        if overflow:
+            return [Dropped("access unit too large", nbytes)]
+        if refused:
+            return [Dropped(refused, nbytes)]
+        if not nals:
+            return []
+        if not has_vcl:
+            return [Dropped("access unit without a picture", nbytes)]
+        sps = self.sps
+        if sps is None:
+            return [Dropped("no active SPS", nbytes)]
+        rate = sps.frame_rate
+        if not rate and self.codec == H265 and self._vps_timing[0]:
+            units, scale = self._vps_timing
+            rate = scale / units if scale / units <= limits.VIDEO_MAX_FRAME_RATE else 0.0
+        return [AccessUnit(self.codec, key, pts, dts, nals, sps.width, sps.height, rate)]
+
+    def _reset_au(self) -> None:
+        self._nals = []
+        self._bytes = 0
+        self._has_vcl = self._keyframe = self._overflow = False
+        self._refused = None
+        self._pts = self._dts = None
+
+    def flush(self) -> list[AssemblerEvent]:
+        """End of stream: the last access unit."""
+        return self._finish()
+
+    def discard(self) -> list[AssemblerEvent]:
+        """A discontinuity (lost bytes): drop the partial access unit."""
+        nbytes = self._bytes
+        self._reset_au()
+        return [Dropped("discontinuity", nbytes)] if nbytes else []
+
+
+class ByteStreamAssembler:
+    """Access units from an Annex B byte stream delivered in PES payloads.
+
+    `feed(payload, pts, dts)` per PES (`new_pes=False` for a continuation of the same PES);
+    the PTS of a PES goes to the first access unit whose first start code lies in it
+    (ISO/IEC 13818-1 §2.4.3.7).
+    """
+
+    def __init__(self, codec: str) -> None:
+        self.assembler = AccessUnitAssembler(codec)
+        self._splitter = AnnexBSplitter()
+        self._pes: deque[tuple[int, int, int | None, int | None]] = deque(maxlen=limits.PS_PES_PENDING_MAX)
+        self._pes_no = 0
+
+    @property
+    def codec(self) -> str:
+        return self.assembler.codec
+
+    def feed(self, data: bytes, pts: int | None = None, dts: int | None = None,
+             new_pes: bool = True) -> list[AssemblerEvent]:
+        if new_pes:
+            self._pes_no += 1
+            self._pes.append((self._splitter.offset, self._pes_no, pts, dts))
+        try:
+            located = self._splitter.feed_located(data)
+        except NalError as exc:
+            self._splitter.reset()
+            return [*self.assembler.discard(), Dropped(str(exc), len(data))]
+        out: list[AssemblerEvent] = []
+        for offset, nal in located:
+            out.extend(self._push(offset, nal))
+        return out
+
+    def _push(self, offset: int, nal: bytes) -> list[AssemblerEvent]:
+        pes = self._pes
+        while len(pes) >= 2 and pes[1][0] <= offset:
+            pes.popleft()
+        if pes and pes[0][0] <= offset:
+            start, number, pts, dts = pes[0]
+            return self.assembler.push(nal, pts, dts, number, 0 <= offset - start <= 1)
+        return self.assembler.push(nal)
+
+    def flush(self) -> list[AssemblerEvent]:
+        out: list[AssemblerEvent] = []
+        for offset, nal in self._splitter.flush_located():
+            out.extend(self._push(offset, nal))
+        out.extend(self.assembler.flush())
+        return out
+
+    def discontinuity(self) -> list[AssemblerEvent]:
+        """Bytes were lost: forget the partial NAL unit and access unit."""
+        self._splitter.reset()
+        self._pes.clear()
+        return self.assembler.discard()
+
+
+def sniff_codec(payload: bytes) -> str | None:
+    """"h264" or "h265" when the bytes hold a parameter set that parses as one; else None."""
+    i = payload.find(b"\x00\x00\x01")
+    while 0 <= i < len(payload) - 4:
+        j = payload.find(b"\x00\x00\x01", i + 3)
+        b0, b1 = payload[i + 3], payload[i + 4]
+        h265_ps = b0 in (0x40, 0x42) and b1 == 0x01
+        if not (h265_ps or b0 & 0x9F == h264.SPS):
+            i = j
+            continue
+        end = min(j if j >= 0 else len(payload), i + 4 + limits.PARAMETER_SET_MAX)
+        nal = bytes(payload[i + 3:end])
+        if h265_ps:
+            try:
+                (h265.parse_vps if b0 == 0x40 else h265.parse_sps)(nal)
+                return H265
+            except NalError:
+                pass
+        elif b0 & 0x9F == h264.SPS:
+            try:
+                h264.parse_sps(nal)
+                return H264
+            except NalError:
+                pass
+        i = j
+    return None
