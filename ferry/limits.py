@@ -66,3 +66,48 @@ REFUSAL_EVENT_RATE = 20.0      # BlockRefused/AnnouncementRefused events per sec
 DROP_EVENT_INTERVAL = 1.0      # at most one DatagramsDropped event per reason per interval (s)
 RECENT_MAX = 8192              # remembered recently completed/lost/delivered blocks and objects
 LOSS_REPORTS_PER_CALL = 4096   # BlockLost events produced per call before yielding to the timer
+
+# --- ferry.policy.suite / lint / diff (policy tooling) ----------------------
+POLICY_TEST_FILES_MAX = 64     # YAML files in a policy's tests/ folder
+POLICY_TEST_CASES_MAX = 10000  # cases in one test file
+POLICY_DIFF_LINES_MAX = 2000   # changed verdicts listed by `policy diff` before summarizing
+
+# --- ferry.policy engine v2 (sources, lanes, windows, rates) ---------------
+POLICY_SOURCES_MAX = 20000     # sources in one policy
+POLICY_LIST_MAX = 100000       # entries in one list of a policy (device IDs, networks, ...)
+POLICY_MEMO_MAX = 200000       # memoized device IDs / addresses per plan (cleared when full)
+RATE_STATE_MAX = 65536         # (rule, source) token buckets a RateLimiter keeps (LRU)
+VIDEO_DIMENSION_MAX = 16384    # largest width/height a policy may allow
+VIDEO_BITRATE_MAX_KBPS = 1000000
+VIEW_PICTURES_MAX = 64         # pictures per view-library object a policy may allow
+VIEW_PICTURE_BYTES_MAX = 32 << 20
+SIGNALING_BODY_MAX = 1 << 20   # MANSCDP body bytes a policy may allow
+
+# --- signed policy bundles and hot reload (ferry.policy.bundle, ferry.mgmt) ---
+POLICY_BUNDLE_MAX = 16 << 20     # bytes of a serialized bundle (file or gRPC message)
+POLICY_BUNDLE_FILES_MAX = 256    # files in one bundle (top-level *.yaml plus tests/*.yaml)
+POLICY_RELOAD_GRACE = 60.0       # inner: objects sealed under the previous hash still accepted (s)
+MGMT_CALL_TIMEOUT = 30.0         # client deadline of one management call (s)
+# Supersedes POLICY_RULES_MAX for format v1 policies: issue 4 requires policies of
+# 10,000 device rules (bench/policy.py). POLICY_RULES_MAX is no longer used by ferry.policy.
+POLICY_RULES_MAX_V1 = 65536
+
+# --- ferry.codecs: RTP, RFC 4571, RFC 6184/7798 (V1) ------------------------
+RTP_REORDER_CAPACITY = 512     # packets a ReorderBuffer holds (sequence numbers ahead of the next expected)
+RTP_REORDER_DELAY = 0.2        # seconds a gap may wait for a late packet before it is reported lost
+RFC4571_FRAME_MAX = 65535      # largest RFC 4571 frame (the 16-bit length field's own ceiling)
+RFC4571_BUFFER_MAX = 4 * 65537 # bytes a Deframer buffers before refusing more input
+RTP_ACCESS_UNIT_MAX = 8 << 20  # bytes of NAL units in one depacketized access unit
+RTP_ACCESS_UNIT_NALS_MAX = 1024  # NAL units in one depacketized access unit
+
+# --- ferry.codecs video (mpeg_ps, nal, h264, h265, access_unit) -----------
+VIDEO_MAX_WIDTH = 8192         # luma samples, after cropping
+VIDEO_MAX_HEIGHT = 8192
+VIDEO_MAX_FRAME_RATE = 1000.0  # above this the SPS timing info is ignored (frame_rate 0)
+NAL_MAX = 8 << 20              # bytes of one NAL unit (Annex B splitter buffer)
+PARAMETER_SET_MAX = 4096       # bytes of a VPS/SPS/PPS NAL unit
+ACCESS_UNIT_MAX = 16 << 20     # bytes of one access unit (all its NAL units)
+ACCESS_UNIT_NALS_MAX = 1024    # NAL units in one access unit
+PS_PSM_MAX = 1018              # program_stream_map_length (ISO/IEC 13818-1 §2.5.4.2)
+PS_PES_PENDING_MAX = 4096      # PES starts remembered for PTS-to-access-unit matching
+PS_STREAMS_MAX = 32            # elementary streams tracked by one demuxer

@@ -17,12 +17,14 @@ import pydantic
 from ferry import limits
 from ferry.crypto import sm3
 from ferry.policy.errors import PolicyError
+from ferry.policy import models
 from ferry.policy.models import Policy
 from ferry.policy.yamlfile import Lines, line_of, load_yaml, render_key
 
 POLICY_FILE = "policy.yaml"
 # Files a bundle may hold; later issues add theirs here.
 BUNDLE_FILES = (POLICY_FILE,)
+TESTS_PREFIX = "tests/"     # bundle names of the policy's own test files
 _HASH_DOMAIN = b"ferry policy bundle v1\0"
 
 
@@ -64,7 +66,12 @@ def _read_file(path: Path) -> bytes:
 
 
 def policy_hash(files: dict[str, bytes]) -> bytes:
-    """SM3 over the sorted (name, bytes) pairs, each length-prefixed; 32 bytes."""
+    """SM3 over the sorted (name, bytes) pairs, each length-prefixed; 32 bytes.
+
+    Only top-level files count: names with a "/" (the policy's own
+    ``tests/*.yaml``, carried in signed bundles) are left out.
+    """
+    files = {name: data for name, data in files.items() if "/" not in name}
     parts = [_HASH_DOMAIN, struct.pack(">I", len(files))]
     for name in sorted(files):
         raw = name.encode("utf-8")
@@ -81,6 +88,8 @@ def parse_policy(files: dict[str, bytes], *, base: str = "") -> Policy:
         return os.path.join(base, name) if base else name
 
     for name in sorted(files):
+        if name.startswith(TESTS_PREFIX) and name.count("/") == 1:
+            continue  # the policy's test suite (ferry.policy.suite), not the policy
         if name not in BUNDLE_FILES:
             raise PolicyError(
                 where(name), None, "", f"unknown policy file (expected: {', '.join(BUNDLE_FILES)})"
@@ -105,16 +114,39 @@ def load_policy(directory: str | os.PathLike[str]) -> Policy:
     return parse_policy(read_policy_files(directory), base=str(directory))
 
 
+_UNION_KEYS = {"sources": "kind", "rules": "lane"}
+
+
 def _from_pydantic(path: str, lines: Lines, err: Any) -> PolicyError:
     loc = tuple(err["loc"])
-    line, _ = line_of(lines, loc)
+    kind = err["type"]
     message = err["msg"].removeprefix("Value error, ")
-    if err["type"].endswith("_type") or err["type"] in ("literal_error",):
+    tag = None
+    if len(loc) >= 3 and loc[0] in _UNION_KEYS and loc[2] != "[key]":
+        tag, loc = loc[2], loc[:2] + loc[3:]   # drop the union tag pydantic puts in the path
+    if len(loc) == 2 and loc[0] in _UNION_KEYS and kind.startswith("union_tag_"):
+        field = _UNION_KEYS[str(loc[0])]
+        expected = message.rpartition("expected tags: ")[2].replace("'", "")
+        if kind == "union_tag_invalid":
+            loc = loc + (field,)
+            value = err["input"].get(field) if isinstance(err.get("input"), dict) else None
+            shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+            message = f"unknown {field} {shown} (known: {expected})"
+        else:
+            message = f"{field} is missing or not a string (one of: {', '.join(_TAGS[field])})"
+    elif kind == "extra_forbidden" and tag is not None and loc[0] == "rules" and len(loc) == 3 \
+            and loc[2] in models.LANES:
+        message = f"a {tag} rule holds only its own section {tag!r}, not {loc[2]!r}"
+    elif kind.endswith("_type") or kind in ("literal_error",):
         message += f", got {_yaml_type(err.get('input'))}"
+    line, _ = line_of(lines, loc)
     if "[key]" in loc:  # a mapping key failed, not its value
         loc = tuple(p for p in loc if p != "[key]")
         message = "name: " + message
     return PolicyError(path, line, render_key(loc), message)
+
+
+_TAGS = {"kind": models.SOURCE_KINDS, "lane": models.LANES}
 
 
 def _yaml_type(value: object) -> str:

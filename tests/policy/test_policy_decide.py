@@ -169,7 +169,7 @@ def test_plan_is_immutable(plan):
     with pytest.raises(dataclasses.FrozenInstanceError):
         plan.rules[0].files.max_size = 1 << 30  # type: ignore[misc]
     with pytest.raises(TypeError):
-        plan._index[("files", "x", "y")] = ()  # type: ignore[index]
+        plan._tables[("files", "x")] = ()  # type: ignore[index]
     assert isinstance(plan.rules, tuple)
     assert isinstance(plan.rules[0].files.media_types, tuple)
 

@@ -194,8 +194,16 @@ def test_default_must_be_deny():
 
 
 def test_unknown_lane():
-    e = error(GOOD.replace("lane: files", "lane: video"))
+    e = error(GOOD.replace("lane: files", "lane: telex"))
     assert (e.line, e.key) == (10, "rules[0].lane")
+    assert e.message.startswith("unknown lane 'telex' (known: files, video, viid, signaling, reverse)")
+
+
+def test_section_of_another_lane():
+    e = error(GOOD.replace("lane: files", "lane: video"))
+    # the rule lacks its video section (line of the rule) and holds a files section (its line)
+    assert [(x.line, x.key) for x in e.errors] == [(9, "rules[0].video"), (13, "rules[0].files")]
+    assert e.errors[1].message == "a video rule holds only its own section 'video', not 'files'"
 
 
 def test_unknown_source_kind():
