@@ -444,12 +444,15 @@ class Plan:
     _devices: DeviceIndex = field(repr=False)
     _addresses: AddressIndex = field(repr=False)
     _clock: Clock = field(repr=False)
+    # the same tables, by lane then destination (no tuple to build on the hot path)
+    _lanes: Mapping[str, Mapping[str, _Table]] = field(default_factory=dict, repr=False)
     _denials: dict[tuple[str, ...], Decision] = field(default_factory=dict, repr=False)  # a cache
 
     def decide(self, obj: ferry_pb2.CanonicalObject) -> Decision:
         """Allow or refuse ``obj``: the first rule that allows it wins."""
         lane, destination = obj.lane, obj.destination
-        table = self._tables.get((lane, destination))
+        by_destination = self._lanes.get(lane)
+        table = by_destination.get(destination) if by_destination is not None else None
         if table is None:
             return self._default_deny(obj, lane, destination)
         if table.devices_only:
@@ -461,6 +464,10 @@ class Plan:
             rules = table.rules_for(self._match(obj.source, table))
         if not rules:
             return self._default_deny(obj, lane, destination)
+        if len(rules) == 1:      # the common case: one candidate rule, always on
+            rule = rules[0]
+            if not rule.windows and rule.passes is not None and rule.passes(obj):
+                return rule.allow
         first: Decision | None = None
         local: Any = False
         kind: Any = False
@@ -574,4 +581,6 @@ def compile_policy(policy: models.Policy, hash: bytes) -> Plan:
         MappingProxyType(sources), MappingProxyType(destinations), policy,
         MappingProxyType(tables), MappingProxyType({r.id: r for r in rules}),
         devices, AddressIndex(sources), Clock(policy.timezone),
+        MappingProxyType({lane: MappingProxyType({d: t for (ln, d), t in tables.items() if ln == lane})
+                          for lane in {ln for ln, _d in tables}}),
     )
