@@ -48,9 +48,10 @@ def _run_agent(args, role: str) -> int:
     except Exception as e:  # start-up failures: keys, policy, audit trail, sockets
         from ferry.audit import AuditError
         from ferry.crypto import CryptoError
+        from ferry.kernel import KernelError
         from ferry.policy import PolicyError
 
-        if isinstance(e, (CryptoError, PolicyError, AuditError, OSError)):
+        if isinstance(e, (CryptoError, PolicyError, AuditError, KernelError, OSError)):
             print(f"ferry {role}: {e}", file=sys.stderr)
             return EXIT_USAGE
         raise

@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ferry import limits
 
@@ -79,11 +79,22 @@ class ManagementSection(_Strict):
     policy_signers: list[str] = Field(default_factory=list, max_length=64)   # SM2 public keys (SPKI PEM)
 
 
+class KernelSection(_Strict):
+    """nftables rules compiled from the running policy, applied at start and on every reload."""
+    apply: bool = False
+    link_if: str = Field(min_length=1, max_length=15)   # the ferry link interface
+    ingest_if: str = ""           # outer: the interface facing cameras and platforms (default: any but link, lo)
+    peer_addr: str = ""           # inner: the outer agent's link address (outer: taken from [link] peer_host)
+
+    _host = field_validator("peer_addr")(lambda v: _check_host(v) if v else v)
+
+
 class OuterConfig(_Strict):
     agent: AgentSection
     link: OuterLink
     files: OuterFiles | None = None
     management: ManagementSection | None = None
+    kernel: KernelSection | None = None
 
 
 class InnerConfig(_Strict):
@@ -91,6 +102,13 @@ class InnerConfig(_Strict):
     link: InnerLink
     files: InnerFiles | None = None
     management: ManagementSection | None = None
+    kernel: KernelSection | None = None
+
+    @model_validator(mode="after")
+    def _inner_kernel_needs_peer(self):
+        if self.kernel is not None and self.kernel.apply and not self.kernel.peer_addr:
+            raise ValueError("kernel.peer_addr (the outer agent's link address) is required with kernel.apply")
+        return self
 
 
 def _resolve(base: Path, value: str) -> str:

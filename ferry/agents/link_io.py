@@ -46,7 +46,9 @@ class LinkSendSocket:
         self.sock.setblocking(False)
         _bind_device(self.sock, interface)
         self.sock.bind((bind_host, 0))
-        self.sock.connect(peer)
+        # Not connect()ed: a connected UDP socket reports a stale ICMP error (an
+        # inner agent not listening yet) on a later send and drops that send; a
+        # one-way link takes no feedback at all.
         self.sndbuf = _set_buffer(self.sock, socket.SO_SNDBUF, 32, sndbuf)   # 32 = SO_SNDBUFFORCE
         # Nothing is ever read from this socket: drop anything that arrives.
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)
@@ -76,18 +78,14 @@ class LinkSendSocket:
             try:
                 if j - sent > 1:
                     self.sock.sendmsg([b"".join(datagrams[sent:j])],
-                                      [(SOL_UDP, UDP_SEGMENT, _SEG.pack(size))])
+                                      [(SOL_UDP, UDP_SEGMENT, _SEG.pack(size))], 0, self.peer)
                 else:
-                    self.sock.send(datagrams[sent])
+                    self.sock.sendto(datagrams[sent], self.peer)
             except BlockingIOError:
                 return sent
             except OSError as e:
                 if e.errno in (errno.EIO, errno.EINVAL) and self.gso:
                     self.gso = False      # device without GSO support: fall back for good
-                    continue
-                if e.errno in (errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH):
-                    # ICMP from a peer that is not up yet; a one-way link ignores it.
-                    sent = j
                     continue
                 raise
             sent = j

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ferry import limits
 from ferry.agents.common import Identity, install_stop_handlers, open_identity
+from ferry.agents.kernel_rules import KernelError, kernel_rules_for
 from ferry.agents.config import OuterConfig
 from ferry.agents.link_io import LinkSendSocket
 from ferry.agents.pacing import Pacer
@@ -120,6 +121,7 @@ class OuterAgent:
     def __init__(self, cfg: OuterConfig) -> None:
         self.cfg = cfg
         self.id: Identity = open_identity(cfg.agent, "outer", cfg.management)
+        self.kernel = kernel_rules_for(cfg, "outer")
         now = time.time()
         self.started_at = now
         self.run_id = int(now) & 0xFFFFFFFF
@@ -285,6 +287,18 @@ class OuterAgent:
         self.sender.set_policy_hash(new.hash, now)
         self.pump.collect(now)
 
+    def apply_kernel_rules(self) -> None:
+        """Start-up: the nftables rules of the configured policy, or no agent at all."""
+        try:
+            self.kernel.apply(self.id.plan)
+        except KernelError as e:
+            self.audit(event="kernel_rules_refused", verdict="alarm", reason=f"kernel rules refused: {e}")
+            self.id.audit.close(time.time())
+            raise
+        self.audit(event="kernel_rules_applied", verdict="info",
+                   reason=f"nftables rules of policy {self.id.plan.name} applied ({self.role} host)",
+                   detail={"link_if": self.kernel.section.link_if, "ingest_if": self.kernel.section.ingest_if})
+
     def audit_available(self) -> bool:
         return not self.pump.held
 
@@ -305,6 +319,8 @@ class OuterAgent:
                    detail={"peer": f"{self.cfg.link.peer_host}:{self.cfg.link.peer_port}",
                            "gso": self.sock.gso, "rate_mbps": self.cfg.link.rate_mbps})
         self.audit(event="policy_loaded", verdict="info", reason=f"policy {self.id.plan.name} loaded")
+        if self.kernel is not None:
+            self.apply_kernel_rules()
         log.info("outer agent %s: policy %s (%s), link to %s:%d, gso=%s", self.cfg.agent.name,
                  self.id.plan.name, self.id.plan.hash.hex()[:16], self.cfg.link.peer_host,
                  self.cfg.link.peer_port, self.sock.gso)

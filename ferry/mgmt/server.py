@@ -22,6 +22,8 @@ from pathlib import Path
 
 import grpc
 
+from ferry.kernel import KernelError
+
 from ferry import limits
 from ferry.agents.common import PolicyOrigin
 from ferry.pb import mgmt_pb2, mgmt_pb2_grpc
@@ -70,6 +72,18 @@ def apply_bundle(agent, bundle: mgmt_pb2.PolicyBundle, now: float) -> mgmt_pb2.A
         raise ApplyRefused(grpc.StatusCode.UNAVAILABLE, "audit_unavailable",
                            "audit trail unavailable: policy not applied")
     changed = plan.hash != old.hash
+    kernel = getattr(agent, "kernel", None)
+    if changed and kernel is not None:
+        # The kernel's rules come from the same policy and go first: if the kernel
+        # refuses them, the agent keeps running the old policy with the old rules.
+        try:
+            kernel.apply(plan)
+        except KernelError as e:
+            _refused(agent, bundle, "kernel_rules", f"kernel rules refused: {e}", old)
+            raise ApplyRefused(grpc.StatusCode.FAILED_PRECONDITION, "kernel_rules", str(e)) from None
+        agent.audit(event="kernel_rules_applied", verdict="info", policy_hash=plan.hash.hex(),
+                    reason=f"nftables rules of policy {plan.name} applied ({agent.role} host)",
+                    detail={"link_if": kernel.section.link_if, "ingest_if": kernel.section.ingest_if})
     if changed:
         agent.id.plan = plan                    # the swap: one reference assignment
     else:

@@ -58,3 +58,26 @@ def test_gro_coalesces_on_loopback():
     finally:
         tx.close()
         rx.close()
+
+
+def test_sender_ignores_a_receiver_that_was_not_listening_yet():
+    """Datagrams sent before the inner socket exists must not make later sends fail
+    (a connected UDP socket would report the ICMP error on the next send and drop it)."""
+    import socket
+
+    probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    probe.bind(("127.0.0.1", 0))
+    addr = probe.getsockname()
+    probe.close()                                   # nobody listens on addr now
+    tx = LinkSendSocket(addr, bind_host="127.0.0.1")
+    try:
+        assert tx.send_batch([b"x" * 100] * 3) == 3     # ICMP port unreachable comes back
+        rx = LinkReceiveSocket(addr)
+        try:
+            dgrams = [os.urandom(500) for _ in range(5)]
+            assert tx.send_batch(dgrams) == 5
+            assert _collect(rx, 2500) == dgrams
+        finally:
+            rx.close()
+    finally:
+        tx.close()

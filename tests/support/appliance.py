@@ -31,14 +31,14 @@ def read_trail(directory: Path) -> list[dict]:
 class Appliance:
     def __init__(self, work: Path, *, outer_host="127.0.0.1", inner_host="127.0.0.1", port=None,
                  bind_host="127.0.0.1", fec_m=4, rate_mbps=200.0, outer_netns=None, inner_netns=None,
-                 outer_audit=None, outer_iface="", inner_iface="", management=False) -> None:
+                 outer_audit=None, outer_iface="", inner_iface="", management=False, policy_dir=None) -> None:
         from ferry.crypto.keys import init_keys
 
         self.work = work
         self.port = port or free_udp_port()
         self.outer_netns, self.inner_netns = outer_netns, inner_netns
         init_keys(work / "keys")
-        shutil.copytree(ROOT / "policy" / "demo", work / "policy")
+        shutil.copytree(Path(policy_dir) if policy_dir else ROOT / "policy" / "demo", work / "policy")
         self.outer_spool = work / "spool" / "outer"
         self.inner_spool = work / "spool" / "inner"
         self.outer_audit = Path(outer_audit) if outer_audit else work / "audit" / "outer"
@@ -97,6 +97,10 @@ spool = "spool/inner"
         for role in ("outer", "inner"):
             with open(self.work / f"{role}.toml", "a") as f:
                 f.write(f'[management]\nsocket = "mgmt/{role}.sock"\npolicy_signers = ["keys/admin.pub"]\n')
+
+    def append_config(self, role: str, text: str) -> None:
+        with open(self.work / f"{role}.toml", "a") as f:
+            f.write("\n" + text.strip() + "\n")
 
     def start(self) -> "Appliance":
         for role, ns in (("inner", self.inner_netns), ("outer", self.outer_netns)):

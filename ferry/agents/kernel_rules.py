@@ -1,0 +1,39 @@
+"""The agent's own kernel rules: the nftables ruleset compiled from the running
+policy (``ferry.kernel.nft``), applied when the agent starts and before a new
+policy is swapped in, so the kernel and the agent always enforce one policy.
+A ruleset the kernel refuses stops the start, or refuses the new policy.
+"""
+from __future__ import annotations
+
+from ferry.agents.config import KernelSection
+from ferry.kernel import KernelError
+from ferry.kernel.nft import apply_ruleset, compile_ruleset
+
+
+class KernelRules:
+    def __init__(self, section: KernelSection, role: str, *, link_port: int, peer_addr: str) -> None:
+        self.section = section
+        self.role = role
+        self.link_port = link_port
+        self.peer_addr = peer_addr
+        self.applied_hash: bytes | None = None
+
+    def apply(self, plan) -> str:
+        """Compile for ``plan`` and apply atomically; returns the ruleset. Raises KernelError."""
+        text = compile_ruleset(plan, self.role, link_if=self.section.link_if, link_port=self.link_port,
+                               peer_addr=self.peer_addr, ingest_if=self.section.ingest_if or None)
+        apply_ruleset(text)
+        self.applied_hash = plan.hash
+        return text
+
+
+def kernel_rules_for(cfg, role: str) -> KernelRules | None:
+    k = cfg.kernel
+    if k is None or not k.apply:
+        return None
+    if role == "outer":
+        return KernelRules(k, role, link_port=cfg.link.peer_port, peer_addr=cfg.link.peer_host)
+    return KernelRules(k, role, link_port=cfg.link.listen_port, peer_addr=k.peer_addr)
+
+
+__all__ = ["KernelError", "KernelRules", "kernel_rules_for"]
