@@ -20,7 +20,7 @@ def _cmd_keys_init(args) -> int:
     from ferry.crypto.keys import init_keys
 
     try:
-        written = init_keys(Path(args.dir))
+        written = init_keys(Path(args.dir), tuple(args.names) if getattr(args, "names", None) else ("outer", "inner"))
     except CryptoError as e:
         print(f"ferry keys init: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -76,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     kinit = ksub.add_parser("init", help="write the outer and inner SM2 key pairs (PEM)")
     kinit.add_argument("--dir", required=True, help="folder for outer.key outer.pub inner.key inner.pub")
     kinit.set_defaults(func=_cmd_keys_init)
+    knew = ksub.add_parser("new", help="write other named SM2 key pairs, e.g. the policy administrator's signing key")
+    knew.add_argument("names", nargs="+", metavar="NAME", help="key name: writes NAME.key and NAME.pub")
+    knew.add_argument("--dir", required=True, help="folder for the key files")
+    knew.set_defaults(func=_cmd_keys_init)
 
     for role, text in (("outer", "run the outer agent (internet / e-government side)"),
                        ("inner", "run the inner agent (police video network side)")):

@@ -37,3 +37,17 @@ def test_agent_with_missing_key_file_exits_2_naming_it(tmp_path):
     r = ferry("inner", "--config", str(cfg))
     assert r.returncode == 2
     assert "nokey.pem" in r.stderr
+
+
+def test_keys_new_writes_an_admin_key_that_signs_a_policy(tmp_path):
+    r = ferry("keys", "new", "admin", "--dir", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "admin.key").stat().st_mode & 0o077 == 0
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    r = ferry("policy", "sign", str(repo / "policy" / "demo"), "--key", str(tmp_path / "admin.key"),
+              "-o", str(tmp_path / "demo.ferrypolicy"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (tmp_path / "demo.ferrypolicy").stat().st_size > 0
+    assert ferry("keys", "new", "admin", "--dir", str(tmp_path)).returncode == 2

@@ -28,20 +28,23 @@ def _write_new(path: Path, data: bytes, mode: int) -> None:
         os.close(fd)
 
 
-def init_keys(directory: Path) -> list[Path]:
-    """Write outer.key outer.pub inner.key inner.pub (PEM) into ``directory``.
+def init_keys(directory: Path, names: tuple[str, ...] = ROLES) -> list[Path]:
+    """Write NAME.key NAME.pub (PEM) into ``directory`` for each name (default: outer, inner).
 
     Private keys get mode 0600, public keys 0644. Refuses with CryptoError if any
-    of the four files already exists; nothing is written in that case.
+    of the files already exists; nothing is written in that case.
     """
     directory = Path(directory)
-    paths = [directory / f"{role}.{ext}" for role in ROLES for ext in ("key", "pub")]
+    for name in names:
+        if not name or "/" in name or name.startswith(".") or len(name) > 64:
+            raise CryptoError(f"bad key name {name!r}")
+    paths = [directory / f"{role}.{ext}" for role in names for ext in ("key", "pub")]
     existing = [p for p in paths if os.path.lexists(p)]
     if existing:
         raise CryptoError(f"refusing to overwrite existing key files: {', '.join(map(str, existing))}")
     try:
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        for role in ROLES:
+        for role in names:
             key = SM2PrivateKey.generate()
             _write_new(directory / f"{role}.key", key.to_pem(), 0o600)
             _write_new(directory / f"{role}.pub", key.public_key().to_pem(), 0o644)
