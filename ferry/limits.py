@@ -111,3 +111,18 @@ ACCESS_UNIT_NALS_MAX = 1024    # NAL units in one access unit
 PS_PSM_MAX = 1018              # program_stream_map_length (ISO/IEC 13818-1 §2.5.4.2)
 PS_PES_PENDING_MAX = 4096      # PES starts remembered for PTS-to-access-unit matching
 PS_STREAMS_MAX = 32            # elementary streams tracked by one demuxer
+
+# --- ferry.lanes.transcode (VT) ---------------------------------------------
+TRANSCODE_INPUT_FACTOR = 4     # an SPS/picture larger than this many times the size caps is refused before decoding
+TRANSCODE_TARGET_SHARE = 0.85  # average bitrate the encoder aims at, as a share of the cap (the cap is its VBV ceiling)
+
+# --- ferry.lanes.video and the video agents (VX) ------------------------------
+VIDEO_BITRATE_WINDOW = 2.0     # seconds of media time (pts) over which a stream's bitrate is measured
+VIDEO_BITRATE_WALL_WINDOW = 5.0  # seconds of arrival time over which the same is measured
+VIDEO_STREAM_IDLE = 5.0        # seconds without a packet (or access unit, inner) that end a stream
+VIDEO_RTP_PAYLOAD_MAX = 1400   # RTP payload bytes per packet the inner agent writes
+VIDEO_STREAMS_MAX = 256        # streams one agent tracks at once (TCP connections included)
+VIDEO_LOSS_AUDIT_INTERVAL = 10.0  # at most one stream_loss record per stream this often (s)
+VIDEO_TCP_QUEUE_MAX = 4 << 20  # bytes an inner TCP output queues while (re)connecting
+VIDEO_SUBMIT_DELAY = 0.005     # seconds the outer agent gathers access units before sealing
+VIDEO_INNER_IDLE = 10.0        # inner: seconds without an access unit that end a stream (> VIDEO_STREAM_IDLE)

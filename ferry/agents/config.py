@@ -89,12 +89,78 @@ class KernelSection(_Strict):
     _host = field_validator("peer_addr")(lambda v: _check_host(v) if v else v)
 
 
+def _host_port(value: str) -> str:
+    """'host:port' ('[v6]:port' for IPv6) with a literal address."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected host:port, got {value!r}")
+    _check_host(host[1:-1] if host.startswith("[") and host.endswith("]") else host)
+    return value
+
+
+def split_host_port(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    return (host[1:-1] if host.startswith("[") else host), int(port)
+
+
+class OuterVideo(_Strict):
+    """One GB/T 28181 / RTP ingest stream (`[[video]]`)."""
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    transport: Literal["udp", "tcp-listen", "tcp-connect"] = "udp"
+    listen: str = ""              # udp, tcp-listen: "host:port" ferry receives on
+    connect: str = ""             # tcp-connect: "host:port" of the camera or platform
+    device_id: str = Field(pattern=r"^[0-9]{20}$")
+    ssrc: int = Field(default=0, ge=0, le=0xFFFFFFFF)   # 0: learn the first SSRC
+    source_address: str = ""      # accept packets / connections from this address only
+    payload: Literal["ps", "h264", "h265"] = "ps"
+    destination: str = Field(min_length=1, max_length=64)
+
+    _addr = field_validator("listen", "connect")(lambda v: _host_port(v) if v else v)
+    _src = field_validator("source_address")(lambda v: _check_host(v) if v else v)
+
+    @model_validator(mode="after")
+    def _endpoint(self):
+        if self.transport == "tcp-connect" and not self.connect:
+            raise ValueError("transport tcp-connect needs connect = \"host:port\"")
+        if self.transport != "tcp-connect" and not self.listen:
+            raise ValueError(f"transport {self.transport} needs listen = \"host:port\"")
+        return self
+
+
+class InnerVideoOutput(_Strict):
+    """Where the inner agent sends the streams of one policy destination (`[[video_output]]`)."""
+    destination: str = Field(min_length=1, max_length=64)
+    form: Literal["ps", "h264", "h265"] = "ps"
+    transport: Literal["udp", "tcp", "file"] = "udp"
+    address: str = ""             # udp, tcp: "host:port" of the receiver
+    path: str = ""                # file: appended to; "{stream}" is replaced by the stream id
+    payload_type: int = Field(default=96, ge=0, le=127)
+
+    _addr = field_validator("address")(lambda v: _host_port(v) if v else v)
+
+    @model_validator(mode="after")
+    def _endpoint(self):
+        if self.transport == "file" and not self.path:
+            raise ValueError("transport file needs path")
+        if self.transport != "file" and not self.address:
+            raise ValueError(f"transport {self.transport} needs address = \"host:port\"")
+        return self
+
+
 class OuterConfig(_Strict):
     agent: AgentSection
     link: OuterLink
     files: OuterFiles | None = None
     management: ManagementSection | None = None
     kernel: KernelSection | None = None
+    video: list[OuterVideo] = Field(default_factory=list, max_length=limits.VIDEO_STREAMS_MAX)
+
+    @model_validator(mode="after")
+    def _video_names_unique(self):
+        names = [v.name for v in self.video]
+        if len(set(names)) != len(names):
+            raise ValueError("video stream names must be unique")
+        return self
 
 
 class InnerConfig(_Strict):
@@ -103,6 +169,7 @@ class InnerConfig(_Strict):
     files: InnerFiles | None = None
     management: ManagementSection | None = None
     kernel: KernelSection | None = None
+    video_output: list[InnerVideoOutput] = Field(default_factory=list, max_length=limits.VIDEO_STREAMS_MAX)
 
     @model_validator(mode="after")
     def _inner_kernel_needs_peer(self):
@@ -145,4 +212,7 @@ def load_config(path: Path, kind: type[_Strict]) -> OuterConfig | InnerConfig:
         update["management"] = m.model_copy(update={
             "socket": _resolve(base, m.socket),
             "policy_signers": [_resolve(base, x) for x in m.policy_signers]})
+    outputs = getattr(cfg, "video_output", None)
+    if outputs:
+        update["video_output"] = [o.model_copy(update={"path": _resolve(base, o.path)}) for o in outputs]
     return cfg.model_copy(update=update)

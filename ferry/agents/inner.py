@@ -21,6 +21,7 @@ from ferry.agents.kernel_rules import KernelError, kernel_rules_for
 from ferry.agents.config import InnerConfig
 from ferry.agents.link_io import LinkReceiveSocket
 from ferry.agents.spool import write_atomically
+from ferry.agents.video_emit import VideoEmitter
 from ferry.audit import AuditUnavailable
 from ferry.lanes import files as files_lane
 from ferry.pb import ferry_pb2
@@ -59,6 +60,7 @@ class InnerAgent:
         self.stats = {"delivered": 0, "refused": 0, "lost": 0, "policy_reloads": 0}
         self.held: deque = deque()
         self.overflow = 0
+        self.video = VideoEmitter(self, list(cfg.video_output))
 
     # -- audit -------------------------------------------------------------------
     def audit(self, **fields) -> None:
@@ -181,7 +183,7 @@ class InnerAgent:
 
     def status_counters(self) -> dict[str, int]:
         c = dataclasses.asdict(self.receiver.counters)
-        return {**{k: v for k, v in c.items() if isinstance(v, int)}, **self.stats}
+        return {**{k: v for k, v in c.items() if isinstance(v, int)}, **self.stats, **self.video.stats}
 
     # -- objects ---------------------------------------------------------------------
     def on_object(self, e: ev.ObjectReceived) -> None:
@@ -199,11 +201,24 @@ class InnerAgent:
             return
         plan = self.id.plan          # read once: a reload between two objects never splits one
         outer_hash = self.epoch_policy.get(e.epoch)
-        if not self.hash_accepted(outer_hash, plan, time.time()):
+        now = time.time()
+        video = obj.lane == "video" and (obj.HasField("access_unit") or obj.HasField("audio"))
+        if not self.hash_accepted(outer_hash, plan, now):
             self.alarm_mismatch(e.epoch, outer_hash, plan)
+            if video:                # accounted per stream, not per access unit
+                self.stats["refused"] += 1
+                self.video.refuse(obj, "policy-hash", "outer and inner agents run different policies", now)
+                return
             self.refuse(obj, "policy-hash", "outer and inner agents run different policies", e.epoch, e.blocks)
             return
         decision = plan.decide(obj)
+        if video:
+            if decision.allowed:
+                self.video.deliver(obj, decision, now)
+            else:
+                self.stats["refused"] += 1
+                self.video.refuse(obj, decision.rule, decision.reason, now)
+            return
         if not decision.allowed:
             self.refuse(obj, decision.rule, decision.reason, e.epoch, e.blocks)
             return
@@ -277,6 +292,8 @@ class InnerAgent:
             if self.audit_down and self.flush_audit():
                 self.drain()
             self.check_grace(now)
+            if not self.audit_down:
+                self.video.poll(now)
             t = self.receiver.get_timer()
             delay = 0.1 if t is None else max(0.005, min(0.1, t - time.time()))
             try:
@@ -302,6 +319,7 @@ class InnerAgent:
         loop = asyncio.get_running_loop()
         loop.add_reader(self.sock.sock.fileno(), self.on_readable)
         timer_task = asyncio.create_task(self.timers(stop))
+        await self.video.start(stop)
         await stop.wait()
         if server is not None:
             from ferry.mgmt.server import stop_server
@@ -310,6 +328,7 @@ class InnerAgent:
         loop.remove_reader(self.sock.sock.fileno())
         self.on_readable()
         await asyncio.gather(timer_task, return_exceptions=True)
+        self.video.close(time.time())
         self.audit(event="agent_stopped", verdict="info", reason="inner agent stopped", detail=dict(self.stats))
         self.flush_audit()
         if not self.audit_down:

@@ -23,6 +23,7 @@ from ferry.agents.config import OuterConfig
 from ferry.agents.link_io import LinkSendSocket
 from ferry.agents.pacing import Pacer
 from ferry.agents.spool import SpoolWatcher, move_aside, read_whole_file
+from ferry.agents.video_ingest import VideoIngest
 from ferry.audit import AuditUnavailable
 from ferry.lanes import files as files_lane
 from ferry.wire import LinkSender
@@ -137,6 +138,7 @@ class OuterAgent:
         self.pending: list[_Pending] = []      # submitted, audit not yet written
         self.backlog: deque[dict] = deque()     # audit records waiting for the trail to come back
         self.watcher = SpoolWatcher(Path(cfg.files.spool), cfg.files.settle) if cfg.files else None
+        self.video = VideoIngest(self, list(cfg.video)) if cfg.video else None
         self.stats = {"sent": 0, "refused": 0, "policy_reloads": 0}
 
     # -- audit ---------------------------------------------------------------
@@ -304,7 +306,8 @@ class OuterAgent:
 
     def status_counters(self) -> dict[str, int]:
         c = self.sender.counters
-        return {**self.stats, "blocks": c.blocks, "datagrams": c.datagrams, "bytes": c.bytes,
+        video = self.video.stats if self.video else {}
+        return {**self.stats, **video, "blocks": c.blocks, "datagrams": c.datagrams, "bytes": c.bytes,
                 "objects": c.objects, "epoch": c.epoch, "outbox": len(self.pump.outbox)}
 
     # -- life cycle -------------------------------------------------------------
@@ -327,7 +330,11 @@ class OuterAgent:
         tasks = [asyncio.create_task(self.pump.run(stop))]
         if self.watcher:
             tasks.append(asyncio.create_task(self.spool_loop(stop)))
+        if self.video:
+            await self.video.start(stop)
         await stop.wait()
+        if self.video:
+            await self.video.stop()     # ends every stream: their last access units and records
         if server is not None:
             from ferry.mgmt.server import stop_server
 

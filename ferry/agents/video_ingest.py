@@ -1,0 +1,305 @@
+"""Outer agent, video lane: RTP over UDP and TCP (RFC 4571) into `OuterStream`s, onto the link.
+
+Each `[[video]]` entry is one endpoint: a UDP socket, a TCP server (one stream per connection)
+or a TCP client that reconnects. Packets from an address other than `source_address` are
+refused (one audit record per address). The pure lane (ferry.lanes.video) parses, checks and
+decides; this module only moves bytes and writes the per-stream audit records:
+stream_started, stream_refused (the first refusal, with rule and reason), stream_loss (at most
+every VIDEO_LOSS_AUDIT_INTERVAL), stream_ended (counts). No audit, no transfer: while the trail
+cannot be written, access units are dropped (and counted), not sent.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+
+from ferry import limits
+from ferry.agents.config import OuterVideo, split_host_port
+from ferry.codecs.errors import CodecError
+from ferry.codecs.rfc4571 import Deframer
+from ferry.codecs.rtp import parse_rtp
+from ferry.lanes.video import (AccessUnitReady, OuterStream, StreamEnded, StreamLoss, StreamRefused,
+                               StreamStarted)
+
+log = logging.getLogger("ferry.outer.video")
+
+INGEST_RULE = "ferry-video-ingest"
+POLL_INTERVAL = 0.05
+RECONNECT_DELAY = 1.0
+REFUSED_ADDRESSES_MAX = 1024
+
+
+def transcoder_factory():
+    """The PyAV transcoder's constructor, or None where PyAV is not installed."""
+    try:
+        from ferry.lanes.transcode import Transcoder
+    except ImportError:
+        return None
+    return Transcoder
+
+
+class _Udp(asyncio.DatagramProtocol):
+    def __init__(self, ingest: "VideoIngest", entry: OuterVideo) -> None:
+        self.ingest, self.entry = ingest, entry
+
+    def datagram_received(self, data: bytes, addr) -> None:
+        self.ingest.udp_packet(self.entry, data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("video %s: %s", self.entry.name, exc)
+
+
+class VideoIngest:
+    """The video endpoints of one outer agent."""
+
+    def __init__(self, agent, entries: list[OuterVideo]) -> None:
+        self.agent = agent
+        self.entries = entries
+        self.streams: dict[str, OuterStream] = {}          # stream id -> stream
+        self.udp: dict[str, OuterStream] = {}               # entry name -> its current UDP stream
+        self.numbers: dict[str, int] = {}
+        self.transports: list = []
+        self.servers: list[asyncio.base_events.Server] = []
+        self.tasks: list[asyncio.Task] = []
+        self.refused_addresses: set[tuple[str, str]] = set()
+        self.loss_audited: dict[str, float] = {}
+        self.flush_handle: asyncio.TimerHandle | None = None
+        self.stats = {"video_streams": 0, "video_access_units": 0, "video_refused_packets": 0,
+                      "video_dropped_no_audit": 0}
+        self._factory = transcoder_factory()
+
+    # -- life cycle -----------------------------------------------------------------------------
+    async def start(self, stop: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
+        for e in self.entries:
+            if e.transport == "udp":
+                host, port = split_host_port(e.listen)
+                family = socket.AF_INET6 if ":" in host else socket.AF_INET
+                sock = socket.socket(family, socket.SOCK_DGRAM)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+                sock.bind((host, port))
+                transport, _ = await loop.create_datagram_endpoint(lambda e=e: _Udp(self, e), sock=sock)
+                self.transports.append(transport)
+            elif e.transport == "tcp-listen":
+                host, port = split_host_port(e.listen)
+                server = await asyncio.start_server(
+                    lambda r, w, e=e: self._accepted(e, r, w), host, port, reuse_address=True)
+                self.servers.append(server)
+            else:
+                self.tasks.append(asyncio.create_task(self._connect_loop(e, stop)))
+            log.info("video %s: %s %s, device %s, payload %s -> %s", e.name, e.transport,
+                     e.listen or e.connect, e.device_id, e.payload, e.destination)
+        self.tasks.append(asyncio.create_task(self._timers(stop)))
+
+    async def stop(self) -> None:
+        for t in self.transports:
+            t.close()
+        for s in self.servers:
+            s.close()
+        for t in self.tasks:
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        now = time.time()
+        for stream in list(self.streams.values()):
+            self._handle(stream, stream.close(now), now)
+        self._flush()
+
+    # -- streams ----------------------------------------------------------------------------------
+    def _new_stream(self, e: OuterVideo, address: str, port: int, now: float) -> OuterStream | None:
+        """A stream of entry `e` (UDP: silence ends it; TCP: the connection does)."""
+        if len(self.streams) >= limits.VIDEO_STREAMS_MAX:
+            self._refuse_address(e, address, f"more than {limits.VIDEO_STREAMS_MAX} video streams")
+            return None
+        n = self.numbers[e.name] = self.numbers.get(e.name, 0) + 1
+        sid = f"{e.name}-{self.agent.run_id:08x}-{n}"
+        stream = OuterStream(sid, e.device_id, address, e.payload, e.destination, lambda: self.agent.id.plan,
+                             now, ssrc=e.ssrc, port=port, transcoder_factory=self._factory,
+                             idle=limits.VIDEO_STREAM_IDLE if e.transport == "udp" else None)
+        stream.entry = e
+        stream.counts["dropped_no_audit"] = 0
+        self.streams[sid] = stream
+        self.stats["video_streams"] += 1
+        return stream
+
+    def _source(self, stream: OuterStream) -> dict:
+        return {"device_id": stream.device_id, "address": stream.address}
+
+    def _handle(self, stream: OuterStream, events, now: float) -> None:
+        a = self.agent
+        submitted = False
+        for ev in events:
+            if isinstance(ev, AccessUnitReady):
+                if a.pump.held:
+                    stream.counts["dropped_no_audit"] += 1
+                    self.stats["video_dropped_no_audit"] += 1
+                    continue
+                oid = a.next_object_id()
+                ev.obj.object_id = oid
+                a.sender.submit(oid, ev.obj.SerializeToString(), now)
+                self.stats["video_access_units"] += 1
+                submitted = True
+            elif isinstance(ev, StreamStarted):
+                e = stream.entry
+                a.audit(event="stream_started", verdict="info", lane="video", flow=stream.stream_id,
+                        source=self._source(stream), destination=stream.destination,
+                        reason=f"video stream {e.name} started",
+                        detail={"ssrc": ev.ssrc, "transport": e.transport, "payload": e.payload,
+                                "port": stream.port})
+                log.info("video stream %s started (SSRC %08x from %s)", stream.stream_id, ev.ssrc, stream.address)
+            elif isinstance(ev, StreamRefused):
+                a.audit(event="stream_refused", verdict="refused", lane="video", flow=stream.stream_id,
+                        source=self._source(stream), destination=stream.destination, rule=ev.rule,
+                        reason=ev.reason, detail=ev.detail)
+                log.info("video stream %s refused: %s: %s", stream.stream_id, ev.rule, ev.reason)
+            elif isinstance(ev, StreamLoss):
+                last = self.loss_audited.get(stream.stream_id)
+                if last is None or now - last >= limits.VIDEO_LOSS_AUDIT_INTERVAL:
+                    self.loss_audited[stream.stream_id] = now
+                    a.audit(event="stream_loss", verdict="lost", lane="video", flow=stream.stream_id,
+                            source=self._source(stream), destination=stream.destination,
+                            reason=f"{ev.total} RTP packets lost on ingest so far",
+                            detail={"lost_packets": ev.total})
+            elif isinstance(ev, StreamEnded):
+                c = ev.counts
+                c["dropped_no_audit"] = stream.counts.get("dropped_no_audit", 0)
+                a.audit(event="stream_ended", verdict="info", lane="video", flow=stream.stream_id,
+                        source=self._source(stream), destination=stream.destination,
+                        rule=stream.rule_id or (stream.refused.rule if stream.refused else None),
+                        reason=(f"refused: {stream.refused.reason}" if stream.refused else
+                                f"{c['access_units']} access units sent, {c['lost_packets']} packets lost"),
+                        size=c["au_bytes"], detail=c)
+                log.info("video stream %s ended: %s", stream.stream_id, c)
+                self.streams.pop(stream.stream_id, None)
+                self.loss_audited.pop(stream.stream_id, None)
+                if self.udp.get(stream.entry.name) is stream:
+                    del self.udp[stream.entry.name]
+        if submitted:
+            self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if self.flush_handle is None:
+            loop = asyncio.get_running_loop()
+            self.flush_handle = loop.call_later(limits.VIDEO_SUBMIT_DELAY, self._flush)
+
+    def _flush(self) -> None:
+        """Seal what the streams submitted and hand the datagrams to the pump."""
+        self.flush_handle = None
+        now = time.time()
+        self.agent.sender.flush(now)
+        self.agent.sender_events()
+        self.agent.pump.collect(now)
+
+    def _refuse_address(self, e: OuterVideo, address: str, reason: str) -> None:
+        self.stats["video_refused_packets"] += 1
+        key = (e.name, address)
+        if key in self.refused_addresses or len(self.refused_addresses) >= REFUSED_ADDRESSES_MAX:
+            return
+        self.refused_addresses.add(key)
+        self.agent.audit(event="stream_refused", verdict="refused", lane="video", flow=e.name,
+                         source={"device_id": e.device_id, "address": address}, destination=e.destination,
+                         rule=INGEST_RULE, reason=reason)
+        log.info("video %s: refused %s: %s", e.name, address, reason)
+
+    def _allowed_peer(self, e: OuterVideo, address: str) -> bool:
+        if e.source_address and address != e.source_address:
+            self._refuse_address(e, address, f"source address {address} is not {e.source_address}")
+            return False
+        return True
+
+    # -- UDP ----------------------------------------------------------------------------------------
+    def udp_packet(self, e: OuterVideo, data: bytes, addr) -> None:
+        now = time.time()
+        address, port = addr[0], addr[1]
+        if not self._allowed_peer(e, address):
+            return
+        stream = self.udp.get(e.name)
+        if stream is not None and stream.address != address:
+            stream.counts["foreign_source_packets"] = stream.counts.get("foreign_source_packets", 0) + 1
+            return
+        try:
+            packet = parse_rtp(data)
+        except CodecError:
+            if stream is not None:
+                stream.counts["malformed_packets"] = stream.counts.get("malformed_packets", 0) + 1
+            return
+        if stream is None:
+            stream = self._new_stream(e, address, port, now)
+            if stream is None:
+                return
+            self.udp[e.name] = stream
+        self._handle(stream, stream.push_rtp(packet, now), now)
+
+    # -- TCP ------------------------------------------------------------------------------------------
+    async def _accepted(self, e: OuterVideo, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername") or ("", 0)
+        try:
+            if self._allowed_peer(e, peer[0]):
+                await self._read_stream(e, reader, peer)
+        finally:
+            writer.close()
+
+    async def _connect_loop(self, e: OuterVideo, stop: asyncio.Event) -> None:
+        host, port = split_host_port(e.connect)
+        while not stop.is_set():
+            try:
+                reader, writer = await asyncio.open_connection(host, port)
+            except OSError as exc:
+                log.debug("video %s: connect %s: %s", e.name, e.connect, exc)
+            else:
+                peer = writer.get_extra_info("peername") or (host, port)
+                try:
+                    if self._allowed_peer(e, peer[0]):
+                        await self._read_stream(e, reader, peer)
+                finally:
+                    writer.close()
+            try:
+                await asyncio.wait_for(stop.wait(), RECONNECT_DELAY)
+            except asyncio.TimeoutError:
+                pass
+
+    async def _read_stream(self, e: OuterVideo, reader: asyncio.StreamReader, peer) -> None:
+        """One TCP connection is one stream: RFC 4571 frames (resynchronising) until EOF."""
+        stream = self._new_stream(e, peer[0], peer[1], time.time())
+        if stream is None:
+            return
+        deframer = Deframer(resync=True, ssrc=e.ssrc or None)
+        try:
+            while True:
+                try:
+                    data = await reader.read(65536)
+                except (ConnectionError, OSError):
+                    break
+                if not data:
+                    break
+                now = time.time()
+                deframer.receive(data)
+                events = []
+                while (frame := deframer.next_packet()) is not None:
+                    try:
+                        packet = parse_rtp(frame)
+                    except CodecError:
+                        stream.counts["malformed_packets"] = stream.counts.get("malformed_packets", 0) + 1
+                        continue
+                    events.extend(stream.push_rtp(packet, now))
+                self._handle(stream, events, now)
+                if stream.closed:
+                    break
+        finally:
+            stream.counts["skipped_bytes"] += deframer.skipped_bytes
+            now = time.time()
+            self._handle(stream, stream.close(now), now)
+
+    # -- timers ------------------------------------------------------------------------------------
+    async def _timers(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            now = time.time()
+            for stream in list(self.streams.values()):
+                d = stream.deadline()
+                if d is not None and d <= now:
+                    self._handle(stream, stream.poll(now), now)
+            try:
+                await asyncio.wait_for(stop.wait(), POLL_INTERVAL)
+            except asyncio.TimeoutError:
+                pass
