@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ferry import limits
 from ferry.agents.common import Identity, install_stop_handlers, open_identity
+from ferry.policy.ratelimit import RateLimiter
 from ferry.agents.kernel_rules import KernelError, kernel_rules_for
 from ferry.agents.config import OuterConfig
 from ferry.agents.link_io import LinkSendSocket
@@ -123,6 +124,7 @@ class OuterAgent:
         self.cfg = cfg
         self.id: Identity = open_identity(cfg.agent, "outer", cfg.management)
         self.kernel = kernel_rules_for(cfg, "outer")
+        self._limiter: RateLimiter | None = None
         now = time.time()
         self.started_at = now
         self.run_id = int(now) & 0xFFFFFFFF
@@ -215,7 +217,7 @@ class OuterAgent:
         obj = files_lane.make_file_object(object_id=oid, name=name, content=content, source=files.source,
                                           destination=files.destination, now=now)
         plan = self.id.plan          # read once: a reload between two objects never splits one
-        decision = plan.decide(obj)
+        decision = self.rate_limiter(plan).check(plan.decide(obj), obj, now)
         f = obj.file
         if not decision.allowed:
             self._refuse(entry.path, name, len(content), decision.rule, decision.reason, oid, f.sm3.hex(),
@@ -283,6 +285,12 @@ class OuterAgent:
                 pass
 
     # -- management (ferry.mgmt.server) ------------------------------------------------
+    def rate_limiter(self, plan) -> RateLimiter:
+        """Per-source token buckets of the rules of ``plan`` (new buckets after a reload)."""
+        if self._limiter is None or self._limiter.plan is not plan:
+            self._limiter = RateLimiter(plan)
+        return self._limiter
+
     def policy_swapped(self, old, new, now: float) -> None:
         """A new plan is in place: announce its hash to the inner agent right away."""
         self.stats["policy_reloads"] += 1

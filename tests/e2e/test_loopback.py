@@ -118,3 +118,25 @@ def test_agent_reports_config_errors_with_file_and_key(tmp_path):
     r = _run_ferry("outer", "--config", str(cfg))
     assert r.returncode == 2
     assert f"{cfg}: link.peer_port" in r.stderr and f"{cfg}: link.bogus" in r.stderr
+
+
+def test_per_source_rate_limit_refuses_the_excess(appliance_factory, tmp_path):
+    from appliance import ROOT
+
+    pol = tmp_path / "rate-policy"
+    import shutil
+
+    shutil.copytree(ROOT / "policy" / "demo", pol)
+    text = (pol / "policy.yaml").read_text()
+    text = text.replace("    lane: files\n", "    lane: files\n    rate: {per_second: 0.2, burst: 2}\n", 1)
+    (pol / "policy.yaml").write_text(text)
+    a = appliance_factory(policy_dir=pol).start()
+    names = [f"n{i}.txt" for i in range(6)]
+    for n in names:
+        a.drop(n, b"text\n")
+    a.wait_for(lambda: set(names) <= set(a.outcomes()), 20, "all six files")
+    out = a.outcomes()
+    assert sum(v == "delivered" for v in out.values()) == 2, out
+    outer = read_trail(a.outer_audit)
+    limited = [r for r in outer if r["event"] == "object_refused" and "rate limit" in r["reason"]]
+    assert len(limited) == 4 and all(r["rule"] == "files-documents" for r in limited)
