@@ -129,6 +129,9 @@ def cmd_reconcile(args) -> int:
               f"(inner seq {u['seq']}) that the outer agent never sent")
     for oid in report.duplicates:
         print(f"ALARM duplicate: object {oid} delivered more than once")
+    if report.unmatched:
+        print(f"note: {len(report.unmatched)} inner refusal/loss records name objects without an outer "
+              "object_sent (lanes accounted per stream, such as video: see their stream records)")
     return report.exit_status
 
 

@@ -24,7 +24,10 @@ class ReconcileReport:
     delivered: list[int] = field(default_factory=list)
     refused_inner: list[int] = field(default_factory=list)
     lost: list[int] = field(default_factory=list)
-    unexpected: list[dict] = field(default_factory=list)   # inner outcome for an id never sent
+    unexpected: list[dict] = field(default_factory=list)   # inner delivered an id never sent: an alarm
+    # inner refused or lost an id the outer trail holds no object_sent for: lanes accounted
+    # per stream (video) record no object_sent per access unit; listed, not a failure
+    unmatched: list[dict] = field(default_factory=list)
     duplicates: list[int] = field(default_factory=list)    # delivered more than once
     refused_outer: list[int] = field(default_factory=list)
 
@@ -63,7 +66,7 @@ def reconcile(outer_records: Iterable[dict], inner_records: Iterable[dict]) -> R
             refused_outer.append(oid)
 
     deliveries: Counter[int] = Counter()
-    refused, lost, unexpected = set(), set(), []
+    refused, lost, unexpected, unmatched = set(), set(), [], []
     for rec in inner_records:
         event = rec.get("event")
         if event == "block_lost":
@@ -76,8 +79,8 @@ def reconcile(outer_records: Iterable[dict], inner_records: Iterable[dict]) -> R
         if oid is None:
             continue
         if oid not in sent:
-            unexpected.append({"object_id": oid, "event": event, "seq": rec.get("seq"),
-                               "time": rec.get("time")})
+            entry = {"object_id": oid, "event": event, "seq": rec.get("seq"), "time": rec.get("time")}
+            (unexpected if event == "object_delivered" else unmatched).append(entry)
             continue
         if event == "object_delivered":
             deliveries[oid] += 1
@@ -94,6 +97,7 @@ def reconcile(outer_records: Iterable[dict], inner_records: Iterable[dict]) -> R
         refused_inner=sorted(refused),
         lost=sorted(lost),
         unexpected=unexpected,
+        unmatched=unmatched,
         duplicates=sorted(oid for oid, n in deliveries.items() if n > 1),
         refused_outer=sorted(refused_outer),
     )

@@ -47,3 +47,10 @@ def test_unexpected_and_duplicate():
 def test_report_as_dict():
     d = reconcile([out(1)], []).to_dict()
     assert d["ok"] is False and d["unaccounted"][0]["object_id"] == 1
+
+
+def test_lost_or_refused_without_object_sent_is_listed_not_a_failure():
+    # video access units are accounted per stream: the outer trail has no object_sent for them
+    r = reconcile([out(1)], [inn("object_delivered", 1), inn("object_lost", 9, seq=4), inn("object_refused", 8, seq=5)])
+    assert r.ok and r.unexpected == []
+    assert [u["object_id"] for u in r.unmatched] == [9, 8]
