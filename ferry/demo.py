@@ -58,7 +58,33 @@ def _free_udp_port() -> int:
         return s.getsockname()[1]
 
 
-def _write_configs(work: Path, port: int) -> tuple[Path, Path]:
+CAMERAS = (  # (stream name, device ID, what should happen and why)
+    ("school-gate", "43090000001320000001", "allowed: a Yiyang (4309) network camera (type 132)"),
+    ("other-city", "44010000001320000009", "refused: a camera of another region (4401)"),
+)
+
+
+def _video_config(ports: dict[str, int]) -> tuple[str, str]:
+    outer = "".join(f"""
+[[video]]
+name = "{name}"
+transport = "udp"
+listen = "127.0.0.1:{ports[name]}"
+device_id = "{device}"
+payload = "ps"
+destination = "police-vms"
+""" for name, device, _why in CAMERAS)
+    inner = """
+[[video_output]]
+destination = "police-vms"
+form = "ps"
+transport = "file"
+path = "recordings/{stream}.ps"
+"""
+    return outer, inner
+
+
+def _write_configs(work: Path, port: int, video: tuple[str, str] = ("", "")) -> tuple[Path, Path]:
     outer = work / "outer.toml"
     inner = work / "inner.toml"
     outer.write_text(f"""# ferry outer agent (demo)
@@ -81,7 +107,7 @@ source = "outer-spool"
 destination = "inner-spool"
 settle = 0.3
 scan_interval = 0.2
-""")
+""" + video[0])
     inner.write_text(f"""# ferry inner agent (demo)
 [agent]
 name = "demo-inner"
@@ -96,7 +122,7 @@ listen_port = {port}
 
 [files]
 spool = "spool/inner"
-""")
+""" + video[1])
     return outer, inner
 
 
@@ -135,7 +161,9 @@ def run_demo(workdir: Path | None, keep: bool = False, timeout: float = 60.0) ->
     for d in ("spool/outer", "spool/inner", "audit/outer", "audit/inner", "logs", "staging"):
         (work / d).mkdir(parents=True, exist_ok=True)
     port = _free_udp_port()
-    outer_cfg, inner_cfg = _write_configs(work, port)
+    video_src = _make_camera_source(work)
+    ports = {name: _free_udp_port() for name, _d, _w in CAMERAS} if video_src else {}
+    outer_cfg, inner_cfg = _write_configs(work, port, _video_config(ports) if video_src else ("", ""))
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     procs: dict[str, subprocess.Popen] = {}
     try:
@@ -144,6 +172,7 @@ def run_demo(workdir: Path | None, keep: bool = False, timeout: float = 60.0) ->
             procs[role] = subprocess.Popen([sys.executable, "-m", "ferry", role, "--config", str(cfg)],
                                            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work)
             log.close()
+        _wait_started(work, procs)
         _say(f"  agents     inner (pid {procs['inner'].pid}) listening on udp 127.0.0.1:{port}, "
              f"outer (pid {procs['outer'].pid}) sending to it; logs in logs/")
         files = sample_files()
@@ -154,9 +183,14 @@ def run_demo(workdir: Path | None, keep: bool = False, timeout: float = 60.0) ->
         _say(f"  spool      {len(files)} files dropped into spool/outer:")
         for name, content, why in files:
             _say(f"               {name:<22} {len(content):>9,} bytes   expected {why}")
+        cameras = _start_cameras(video_src, ports) if video_src else []
         _say("")
         _say("progress:")
         outcome = _follow(work, procs, {n for n, _c, _w in files}, timeout)
+        for cam in cameras:
+            cam.join()
+        if cameras:
+            time.sleep(1.0)          # the last access units cross and are recorded
     finally:
         for role in ("outer", "inner"):
             p = procs.get(role)
@@ -188,6 +222,7 @@ def run_demo(workdir: Path | None, keep: bool = False, timeout: float = 60.0) ->
         d = r.get("detail", {})
         _say(f"    {d.get('name', '?'):<22} [{r.get('agent')}] rule {r.get('rule')}: {r.get('reason')}")
     _say(f"  lost     {len(lost) + len(rec.unaccounted)}")
+    streams_crossed, streams_refused = _video_summary(work, video_src, outer_recs, inner_recs)
     _say("")
     _say("audit trails:")
     for side, v in (("outer", outer_v), ("inner", inner_v)):
@@ -202,8 +237,77 @@ def run_demo(workdir: Path | None, keep: bool = False, timeout: float = 60.0) ->
         _say(f"  (the work folder stays for inspection: {work})")
     if not ok:
         _say(f"  not every file was accounted for within {timeout:.0f} s; see {work / 'logs'}")
-    _say(f"crossed={len(crossed)} refused={len(refused)} lost={len(lost) + len(rec.unaccounted)}")
+    _say(f"crossed={len(crossed) + streams_crossed} refused={len(refused) + streams_refused} "
+         f"lost={len(lost) + len(rec.unaccounted)}")
     return 0 if (ok and outer_v.ok and inner_v.ok and rec.ok) else 1
+
+
+def _wait_started(work: Path, procs: dict, timeout: float = 30.0) -> None:
+    """Until both agents have written agent_started (their sockets are open then)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(any(r.get("event") == "agent_started"
+                   for r in _read_records(work / "audit" / role / "audit.jsonl", 0)[0]) for role in procs):
+            return
+        if any(p.poll() is not None for p in procs.values()):
+            return                      # _follow reports the exit
+        time.sleep(0.05)
+
+
+def _make_camera_source(work: Path) -> Path | None:
+    """A 4-second 640x360 H.264 test picture made with ffmpeg, or None without ffmpeg."""
+    if shutil.which("ffmpeg") is None:
+        _say("  video      skipped: ffmpeg is not installed (./run installs it)")
+        return None
+    from ferry.camera import make_source
+
+    src = make_source(work / "camera", "h264", size="640x360", seconds=4, rate=25)
+    _say(f"  camera     synthetic camera: {src.relative_to(work)} (ffmpeg testsrc2, H.264 640x360 25 fps, 4 s)")
+    return src
+
+
+def _start_cameras(src: Path, ports: dict[str, int]) -> list:
+    from ferry.camera import Camera, ps_packets
+
+    cams = []
+    _say(f"  cameras    {len(CAMERAS)} GB/T 28181 cameras stream RTP/PS (UDP) to the outer agent in real time:")
+    for i, (name, device, why) in enumerate(CAMERAS):
+        packets = ps_packets(src, "h264", ssrc=0x0BEBC201 + i)
+        cams.append(Camera(packets, ("127.0.0.1", ports[name]), realtime=True).start())
+        _say(f"               {name:<12} device {device}   expected {why}")
+    return cams
+
+
+def _video_summary(work: Path, src: Path | None, outer_recs: list[dict], inner_recs: list[dict]) -> tuple[int, int]:
+    """Print what became of each camera stream; (streams crossed, streams refused)."""
+    if src is None:
+        return 0, 0
+    from ferry.camera import framemd5
+
+    _say("  video")
+    crossed = refused = 0
+    source_md5 = None
+    for name, device, _why in CAMERAS:
+        def ours(r: dict, event: str) -> bool:
+            return r.get("event") == event and str(r.get("flow", "")).startswith(name + "-")
+        refusal = next((r for r in outer_recs + inner_recs if ours(r, "stream_refused")), None)
+        ended = next((r for r in inner_recs if ours(r, "stream_ended")), None)
+        rec_file = work / "recordings" / f"{ended['flow']}.ps" if ended else None
+        if refusal is not None:
+            refused += 1
+            _say(f"    {name:<12} refused [{refusal.get('agent')}] rule {refusal.get('rule')}: {refusal.get('reason')}")
+        elif ended is not None and rec_file.exists():
+            crossed += 1
+            if source_md5 is None:
+                source_md5 = framemd5(src)
+            got = framemd5(rec_file)
+            same = "identical to the camera's" if got == source_md5 else f"DIFFERENT ({len(got)} vs {len(source_md5)} frames)"
+            _say(f"    {name:<12} crossed: {ended['detail'].get('access_units')} access units, rebuilt as fresh "
+                 f"GB/T 28181 PS -> recordings/{rec_file.name}")
+            _say(f"    {'':<12} decoded with ffmpeg, its frames are {same} (framemd5)")
+        else:
+            _say(f"    {name:<12} no outcome recorded")
+    return crossed, refused
 
 
 def _follow(work: Path, procs: dict, names: set[str], timeout: float) -> dict:
@@ -232,6 +336,10 @@ def _follow(work: Path, procs: dict, names: set[str], timeout: float) -> dict:
             elif r.get("event") == "object_refused":
                 done.add(name)
                 _say(f"  {t:5.1f}s outer  refused  {name}: {r.get('reason')}")
+            elif r.get("event") == "stream_started":
+                _say(f"  {t:5.1f}s outer  video    {r.get('flow')}: RTP/PS from device {r['source'].get('device_id')}")
+            elif r.get("event") == "stream_refused":
+                _say(f"  {t:5.1f}s outer  refused  video {r.get('flow')}: {r.get('reason')}")
         for r in irecs:
             ev = r.get("event")
             if ev in ("object_delivered", "object_refused", "object_lost"):
@@ -239,6 +347,8 @@ def _follow(work: Path, procs: dict, names: set[str], timeout: float) -> dict:
                 done.add(name)
                 word = {"object_delivered": "crossed", "object_refused": "refused", "object_lost": "LOST"}[ev]
                 _say(f"  {t:5.1f}s inner  {word:<8} {name}" + (f": {r.get('reason')}" if ev != "object_delivered" else ""))
+            elif ev == "stream_started":
+                _say(f"  {t:5.1f}s inner  video    {r.get('flow')}: access units arriving, fresh PS being recorded")
             elif ev == "key_accepted":
                 _say(f"  {t:5.1f}s inner  key epoch {r.get('epoch')} accepted (SM2 envelope, signature checked)")
         if names <= done:

@@ -105,7 +105,9 @@ def test_demo_command(tmp_path):
     r = _run_ferry("demo", "--workdir", str(work), timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     last = r.stdout.strip().splitlines()[-1]
-    assert last == "crossed=3 refused=4 lost=0", r.stdout
+    assert last == "crossed=4 refused=5 lost=0", r.stdout
+    assert "its frames are identical to the camera's" in r.stdout
+    assert "other-city   refused [outer] rule default-deny" in r.stdout
     for side in ("outer", "inner"):
         v = _run_ferry("audit", "verify", str(work / "audit" / side))
         assert v.returncode == 0, v.stdout + v.stderr

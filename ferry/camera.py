@@ -1,0 +1,389 @@
+"""A GB/T 28181 test camera: ffmpeg-made H.264/H.265 sources sent as RTP/PS (or RFC 6184/7798).
+
+    src = make_source(tmp, "h264")                       # Annex B file, cached per arguments
+    packets = ps_packets(src, "h264", ssrc=0x0BEBC201)  # [(rtp bytes, send offset s), ...]
+    dropped = send_udp(packets, ("127.0.0.1", port), realtime=True, loss=0.02, seed=1)
+    cam = Camera(packets, ("127.0.0.1", port), transport="tcp").start(); cam.join()
+
+Sources have no B-frames by default (as most cameras): decoding order is presentation order.
+Timestamps come from a sidecar file written next to the source (pts/dts/key per access unit,
+read from ffprobe), so a source made with B-frames (`extra="-bf 3"`) is timed correctly too.
+The packing uses ferry's own codecs (AccessUnitAssembler, PsMuxer, packetize): tests check the
+packets against ffmpeg/ffprobe, not against the same code.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shlex
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ferry.codecs.access_unit import AccessUnit, AccessUnitAssembler
+from ferry.codecs.mpeg_ps import PsMuxer
+from ferry.codecs.nal import split_annexb
+from ferry.codecs.rfc4571 import frame
+from ferry.codecs.rtp import build_rtp
+
+CLOCK = 90_000
+RAW = {"h264": ("h264", "h264_mp4toannexb", "h264"), "h265": ("hevc", "hevc_mp4toannexb", "h265")}
+DEFAULT_CACHE = Path(tempfile.gettempdir()) / "ferry-gb28181-sources"
+
+Packet = tuple[bytes, float]  # (RTP packet, send offset in seconds from the first packet)
+
+
+# --- sources ------------------------------------------------------------------------
+def _encoder(codec: str, rate: int, gop: int) -> list[str]:
+    if codec == "h264":
+        return ["-c:v", "libx264", "-preset", "veryfast", "-bf", "0", "-g", str(gop),
+                "-keyint_min", str(gop), "-sc_threshold", "0", "-x264-params", "log=-1"]
+    if codec == "h265":
+        return ["-c:v", "libx265", "-preset", "veryfast", "-x265-params",
+                f"log-level=error:keyint={gop}:min-keyint={gop}:scenecut=0:bframes=0"]
+    raise ValueError(f"codec must be h264 or h265, not {codec!r}")
+
+
+def make_source(path=None, codec: str = "h264", size: str = "640x360", seconds: float = 10, rate: int = 25,
+                extra: str = "", gop: int = 25) -> Path:
+    """An Annex B file of testsrc2 encoded with libx264/libx265; `path` is the cache folder.
+
+    The file (and its sidecar `<file>.json` of timestamps) is made once per arguments and kept;
+    `extra` is more ffmpeg output options (e.g. "-b:v 4M -maxrate 4M -bufsize 4M").
+    """
+    if codec not in RAW:
+        raise ValueError(f"codec must be h264 or h265, not {codec!r}")
+    folder = Path(path) if path is not None else DEFAULT_CACHE
+    folder.mkdir(parents=True, exist_ok=True)
+    key = hashlib.sha256(repr((codec, size, seconds, rate, extra, gop, 2)).encode()).hexdigest()[:16]
+    fmt, bsf, ext = RAW[codec]
+    out = folder / f"testsrc2-{codec}-{size}-{rate}-{key}.{ext}"
+    side = out.with_suffix(out.suffix + ".json")
+    if out.exists() and side.exists():
+        return out
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        mkv = Path(tmp) / "src.mkv"
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}",
+                        "-t", str(seconds), "-pix_fmt", "yuv420p", *_encoder(codec, rate, gop),
+                        *shlex.split(extra), str(mkv)], check=True)
+        raw = Path(tmp) / f"src.{ext}"
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", str(mkv), "-c:v", "copy", "-bsf:v", bsf,
+                        "-f", fmt, str(raw)], check=True)
+        probe = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries",
+                                "packet=pts,dts,flags:stream=time_base", "-of", "json", str(mkv)],
+                               check=True, capture_output=True, text=True).stdout
+        info = json.loads(probe)
+        num, den = (int(x) for x in info["streams"][0]["time_base"].split("/"))
+        frames = [(p.get("pts"), p.get("dts"), "K" in p.get("flags", "")) for p in info["packets"]]
+        ticks = [(_ticks(pts, num, den), _ticks(dts if dts is not None else pts, num, den), k)
+                 for pts, dts, k in frames]
+        base = 3600 - min(min(p, d) for p, d, _ in ticks)  # 40 ms: no negative timestamp
+        side_tmp = Path(tmp) / "side.json"
+        side_tmp.write_text(json.dumps({"codec": codec, "rate": rate, "size": size,
+                                        "frames": [[p + base, d + base, k] for p, d, k in ticks]}))
+        os.replace(raw, out)
+        os.replace(side_tmp, side)
+    return out
+
+
+def _ticks(value, num: int, den: int) -> int:
+    return round(int(value) * num * CLOCK / den)
+
+
+def framemd5(path, fmt: str | None = None) -> list[str]:
+    """The md5 column of `ffmpeg -f framemd5` (one per decoded frame; timestamps ignored)."""
+    cmd = ["ffmpeg", "-v", "error"]
+    if fmt:
+        cmd += ["-f", fmt]
+    cmd += ["-i", str(path), "-map", "0:v:0", "-fps_mode", "passthrough", "-f", "framemd5", "-"]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    return [line.rsplit(",", 1)[1].strip() for line in out.splitlines() if line and not line.startswith("#")]
+
+
+source_framemd5 = framemd5
+
+
+# --- access units ----------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One access unit of a source with its 90 kHz timestamps."""
+
+    nal_units: tuple[bytes, ...]
+    pts: int
+    dts: int
+    keyframe: bool
+
+
+def access_units(path, codec: str, loops: int = 1) -> list[Frame]:
+    """The source's access units (ferry's assembler) with timestamps from the sidecar;
+    `loops` plays the source that many times back to back (timestamps keep rising)."""
+    path = Path(path)
+    assembler = AccessUnitAssembler(codec)
+    aus: list = []
+    for nal in split_annexb(path.read_bytes()):
+        aus += assembler.push(nal)
+    aus += assembler.flush()
+    bad = [a for a in aus if not isinstance(a, AccessUnit)]
+    if bad:
+        raise ValueError(f"{path}: assembler dropped {bad[:3]}")
+    side = path.with_suffix(path.suffix + ".json")
+    if side.exists():
+        times = json.loads(side.read_text())["frames"]
+        if len(times) != len(aus):
+            raise ValueError(f"{path}: {len(aus)} access units but {len(times)} timestamps")
+    else:  # no reordering assumed: constant frame rate from the SPS (25 if absent)
+        step = round(CLOCK / (aus[0].frame_rate or 25)) if aus else 3600
+        times = [[3600 + i * step, 3600 + i * step, a.keyframe] for i, a in enumerate(aus)]
+    once = [Frame(a.nal_units, int(p), int(d), a.keyframe) for a, (p, d, _k) in zip(aus, times)]
+    if loops <= 1 or not once:
+        return once
+    dts = sorted(f.dts for f in once)
+    step = min((b - a for a, b in zip(dts, dts[1:]) if b > a), default=3600)
+    span = max(f.pts for f in once) - min(f.dts for f in once) + step
+    return [Frame(f.nal_units, f.pts + r * span, f.dts + r * span, f.keyframe) for r in range(loops) for f in once]
+
+
+def _default_seq(ssrc: int) -> int:
+    return (ssrc * 2654435761 >> 7) & 0xFFFF
+
+
+def _rtp(frames_payloads, *, ssrc: int, payload_type: int, seq_start: int | None,
+         spread: float, ts_offset: int) -> list[Packet]:
+    """RTP packets of (frame, payloads) pairs: marker on each frame's last, offsets from dts."""
+    seq = _default_seq(ssrc) if seq_start is None else seq_start & 0xFFFF
+    out: list[Packet] = []
+    frames_payloads = list(frames_payloads)
+    if not frames_payloads:
+        return out
+    t0 = frames_payloads[0][0].dts
+    interval = (frames_payloads[1][0].dts - t0) / CLOCK if len(frames_payloads) > 1 else 0.04
+    for fr, payloads in frames_payloads:
+        start = (fr.dts - t0) / CLOCK
+        n = len(payloads)
+        for i, payload in enumerate(payloads):
+            out.append((build_rtp(payload_type, seq, (fr.pts + ts_offset) & 0xFFFFFFFF, ssrc, payload,
+                                  marker=i == n - 1), start + interval * spread * i / n))
+            seq = (seq + 1) & 0xFFFF
+    return out
+
+
+def ps_packets(path, codec: str, *, ssrc: int, payload_type: int = 96, mtu: int = 1400,
+               seq_start: int | None = None, spread: float = 0.8, ts_offset: int = 0,
+               loops: int = 1) -> list[Packet]:
+    """A GB/T 28181 camera's RTP/PS: one PS pack per access unit (PSM on key frames), cut
+    into payloads of at most `mtu` bytes, marker on the last packet of a frame, RTP timestamp
+    the 90 kHz PTS. Send offsets follow the DTS; a frame's packets are spread over `spread` of
+    a frame interval (0: sent in one burst)."""
+    mux = PsMuxer(codec)
+    frames = access_units(path, codec, loops)
+
+    def cut(fr: Frame) -> list[bytes]:
+        ps = mux.video(fr.nal_units, fr.pts, fr.dts, fr.keyframe)
+        return [ps[i:i + mtu] for i in range(0, len(ps), mtu)]
+
+    return _rtp(((fr, cut(fr)) for fr in frames), ssrc=ssrc, payload_type=payload_type,
+                seq_start=seq_start, spread=spread, ts_offset=ts_offset)
+
+
+def raw_packets(path, codec: str, *, ssrc: int, payload_type: int = 96, mtu: int = 1400,
+                seq_start: int | None = None, spread: float = 0.8, ts_offset: int = 0,
+                aggregate: bool = False, loops: int = 1) -> list[Packet]:
+    """RFC 6184 (H.264) / RFC 7798 (H.265) packets of the source, non-interleaved mode."""
+    if codec == "h264":
+        from ferry.codecs.rtp_h264 import packetize
+    elif codec == "h265":
+        from ferry.codecs.rtp_h265 import packetize
+    else:
+        raise ValueError(f"codec must be h264 or h265, not {codec!r}")
+    frames = access_units(path, codec, loops)
+    return _rtp(((fr, packetize(fr.nal_units, mtu, aggregate=aggregate)) for fr in frames), ssrc=ssrc,
+                payload_type=payload_type, seq_start=seq_start, spread=spread, ts_offset=ts_offset)
+
+
+def ps_stream(packets) -> bytes:
+    """The program stream carried by RTP/PS packets (payloads concatenated, 12-byte headers)."""
+    return b"".join(bytes(p[0] if isinstance(p, tuple) else p)[12:] for p in packets)
+
+
+def sequence(packet: bytes) -> int:
+    return int.from_bytes(packet[2:4], "big")
+
+
+# --- sending ------------------------------------------------------------------------
+def _plan(packets, loss: float, seed: int) -> tuple[list[Packet], list[int]]:
+    """The packets that survive `loss` (seeded) and the sequence numbers dropped."""
+    if not loss:
+        return list(packets), []
+    rng = random.Random(seed)
+    kept, dropped = [], []
+    for p in packets:
+        if rng.random() < loss:
+            dropped.append(sequence(p[0]))
+        else:
+            kept.append(p)
+    return kept, dropped
+
+
+class _Pacer:
+    """Sleeps until a packet's send offset (realtime: True = 1x, a float = that speed)."""
+
+    def __init__(self, realtime, stop: threading.Event | None = None) -> None:
+        self.speed = 1.0 if realtime is True else float(realtime or 0)
+        self.start = time.monotonic()
+        self.stop = stop
+
+    def wait(self, offset: float) -> bool:
+        """False when asked to stop."""
+        if self.stop is not None and self.stop.is_set():
+            return False
+        if self.speed:
+            delay = self.start + offset / self.speed - time.monotonic()
+            if delay > 0.0005:
+                if self.stop is not None:
+                    return not self.stop.wait(delay)
+                time.sleep(delay)
+        return True
+
+
+def send_udp(packets, addr, *, realtime=False, loss: float = 0.0, seed: int = 0, bind=None,
+             stop: threading.Event | None = None) -> list[int]:
+    """Send each packet as one datagram to `addr`; return the sequence numbers dropped by `loss`.
+
+    Not realtime: as fast as the socket takes them, pausing briefly every 64 packets so the
+    receiver's socket buffer on loopback does not overflow (give `realtime` for real pacing).
+    """
+    kept, dropped = _plan(packets, loss, seed)
+    pacer = _Pacer(realtime, stop)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        if bind is not None:
+            s.bind(bind)
+        for i, (data, offset) in enumerate(kept):
+            if not pacer.wait(offset):
+                break
+            if not pacer.speed and i % 64 == 63:
+                time.sleep(0.001)
+            s.sendto(data, addr)
+    return dropped
+
+
+def _stream_tcp(sock: socket.socket, kept: list[Packet], pacer: _Pacer) -> None:
+    batch: list[bytes] = []
+    for data, offset in kept:
+        if pacer.speed:
+            if not pacer.wait(offset):
+                return
+            sock.sendall(frame(data))
+            continue
+        batch.append(frame(data))
+        if len(batch) >= 64:
+            sock.sendall(b"".join(batch))
+            batch = []
+    if batch:
+        sock.sendall(b"".join(batch))
+
+
+def send_tcp(packets, addr, *, realtime=False, loss: float = 0.0, seed: int = 0, connect_timeout: float = 10.0,
+             stop: threading.Event | None = None) -> list[int]:
+    """Connect to `addr` (ferry listening) and send RFC 4571 frames; return dropped sequence numbers."""
+    kept, dropped = _plan(packets, loss, seed)
+    deadline = time.monotonic() + connect_timeout
+    while True:
+        try:
+            sock = socket.create_connection(addr, timeout=connect_timeout)
+            break
+        except ConnectionRefusedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    with sock:
+        sock.settimeout(None)
+        _stream_tcp(sock, kept, _Pacer(realtime, stop))
+        sock.shutdown(socket.SHUT_WR)
+    return dropped
+
+
+def tcp_listener(listen_addr=("127.0.0.1", 0)) -> socket.socket:
+    """A listening socket for `serve_tcp` (bind port 0 and read `.getsockname()` first)."""
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind(listen_addr)
+    srv.listen(1)
+    return srv
+
+
+def serve_tcp(packets, listen_addr, *, realtime=False, loss: float = 0.0, seed: int = 0,
+              accept_timeout: float = 20.0, stop: threading.Event | None = None) -> list[int]:
+    """Listen (an address or a `tcp_listener` socket), accept one connection (ferry connecting),
+    send RFC 4571 frames, close; return dropped sequence numbers."""
+    kept, dropped = _plan(packets, loss, seed)
+    srv = listen_addr if isinstance(listen_addr, socket.socket) else tcp_listener(listen_addr)
+    with srv:
+        srv.settimeout(accept_timeout)
+        conn, _ = srv.accept()
+    with conn:
+        conn.settimeout(None)
+        _stream_tcp(conn, kept, _Pacer(realtime, stop))
+        conn.shutdown(socket.SHUT_WR)
+    return dropped
+
+
+class Camera:
+    """Sends packets in a background thread: transport "udp", "tcp" (connect to `addr`) or
+    "tcp-serve" (listen on `addr`, default port 0: read `.address`). `join()` returns the
+    sequence numbers dropped by `loss` and re-raises the thread's error."""
+
+    def __init__(self, packets, addr=("127.0.0.1", 0), *, transport: str = "udp", realtime=True,
+                 loss: float = 0.0, seed: int = 0) -> None:
+        if transport not in ("udp", "tcp", "tcp-serve"):
+            raise ValueError(f"unknown transport {transport!r}")
+        self.packets = list(packets)
+        self.transport = transport
+        self.realtime, self.loss, self.seed = realtime, loss, seed
+        self._listener = tcp_listener(tuple(addr)) if transport == "tcp-serve" else None
+        self.address = self._listener.getsockname() if self._listener else tuple(addr)
+        self.dropped: list[int] = []
+        self.error: BaseException | None = None
+        self.stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"camera-{transport}", daemon=True)
+
+    def _run(self) -> None:
+        kw = dict(realtime=self.realtime, loss=self.loss, seed=self.seed, stop=self.stopping)
+        try:
+            if self.transport == "udp":
+                self.dropped = send_udp(self.packets, self.address, **kw)
+            elif self.transport == "tcp":
+                self.dropped = send_tcp(self.packets, self.address, **kw)
+            else:
+                self.dropped = serve_tcp(self.packets, self._listener, **kw)
+        except BaseException as exc:  # handed to join()
+            self.error = exc
+
+    def start(self) -> "Camera":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def join(self, timeout: float | None = None) -> list[int]:
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise TimeoutError("camera still sending")
+        if self.error is not None:
+            raise self.error
+        return self.dropped
+
+    def __enter__(self) -> "Camera":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+        self._thread.join(5)
+
