@@ -71,7 +71,8 @@ def make_policy(tmp: Path, name: str, camera: str) -> Path:
     shutil.copytree(ROOT / "policy" / "demo", d)
     text = (d / "policy.yaml").read_text()
     text = text.replace("\nsources:\n", "\nsources:\n" + CAMERAS % (camera, INGEST_PORT), 1)
-    text = text.replace("\ndestinations:\n", "\ndestinations:\n  police-vms:\n    kind: vms\n", 1)
+    if "  police-vms:" not in text:
+        text = text.replace("\ndestinations:\n", "\ndestinations:\n  police-vms:\n    kind: vms\n", 1)
     (d / "policy.yaml").write_text(text + VIDEO_RULE)
     return d
 

@@ -56,8 +56,9 @@ def test_good_policy_parses():
 def test_demo_policy_loads():
     p = load_policy(DEMO)
     assert p.policy == "demo"
-    assert [r.id for r in p.rules] == ["files-documents"]
+    assert [r.id for r in p.rules] == ["files-documents", "video-social"]
     assert p.rules[0].files.max_size == 1 << 20
+    assert p.rules[1].video.max_width == 1920
 
 
 def test_models_are_frozen():

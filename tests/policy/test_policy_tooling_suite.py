@@ -126,7 +126,7 @@ def test_two_body_fields_are_an_error():
 
 def test_cli_test_passes_and_fails(tmp_path, capsys):
     pol = tmp_path / "pol"
-    shutil.copytree(DEMO, pol)
+    shutil.copytree(DEMO, pol, ignore=shutil.ignore_patterns("tests"))
     (pol / "tests").mkdir()
     (pol / "tests" / "files.yaml").write_text(GOOD)
     assert run_cli("test", str(pol)) == EXIT_OK
@@ -147,7 +147,7 @@ def test_cli_test_passes_and_fails(tmp_path, capsys):
 
 def test_cli_test_invalid_inputs_exit_2(tmp_path, capsys):
     pol = tmp_path / "pol"
-    shutil.copytree(DEMO, pol)
+    shutil.copytree(DEMO, pol, ignore=shutil.ignore_patterns("tests"))
     (pol / "tests").mkdir()
     (pol / "tests" / "files.yaml").write_text(GOOD.replace("expect: allow", "expect: maybe"))
     assert run_cli("test", str(pol)) == EXIT_INVALID
@@ -159,7 +159,7 @@ def test_cli_test_invalid_inputs_exit_2(tmp_path, capsys):
 
 def test_cli_test_without_cases_fails(tmp_path, capsys):
     pol = tmp_path / "pol"
-    shutil.copytree(DEMO, pol)
+    shutil.copytree(DEMO, pol, ignore=shutil.ignore_patterns("tests"))
     assert load_suite(pol) == []
     assert run_cli("test", str(pol)) == EXIT_FAILED
     assert "no test cases" in capsys.readouterr().err
