@@ -7,6 +7,13 @@ decides; this module only moves bytes and writes the per-stream audit records:
 stream_started, stream_refused (the first refusal, with rule and reason), stream_loss (at most
 every VIDEO_LOSS_AUDIT_INTERVAL), stream_ended (counts). No audit, no transfer: while the trail
 cannot be written, access units are dropped (and counted), not sent.
+
+Transcode mode runs off the event loop: each transcoded stream has its own transcoder
+(`TranscoderRunner`) and a queue of its `TranscodeRequest`s, run one at a time, in order, on a
+small thread pool (PyAV releases the GIL while it decodes, scales and encodes); each result
+comes back on the loop (`call_soon_threadsafe`) into `OuterStream.transcoded` /
+`transcode_failed`. The stream bounds its outstanding requests (it drops up to the next keyframe
+when the transcoder falls behind), so the queue is bounded too.
 """
 from __future__ import annotations
 
@@ -14,6 +21,8 @@ import asyncio
 import logging
 import socket
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 
 from ferry import limits
 from ferry.agents.config import OuterVideo, split_host_port
@@ -21,7 +30,7 @@ from ferry.codecs.errors import CodecError
 from ferry.codecs.rfc4571 import Deframer
 from ferry.codecs.rtp import parse_rtp
 from ferry.lanes.video import (AccessUnitReady, OuterStream, StreamEnded, StreamLoss, StreamRefused,
-                               StreamStarted)
+                               StreamStarted, TranscodeEnd, TranscodeRequest, TranscoderRunner)
 
 log = logging.getLogger("ferry.outer.video")
 
@@ -29,6 +38,8 @@ INGEST_RULE = "ferry-video-ingest"
 POLL_INTERVAL = 0.05
 RECONNECT_DELAY = 1.0
 REFUSED_ADDRESSES_MAX = 1024
+TRANSCODE_WORKERS = 2         # threads shared by the transcoded streams
+TRANSCODE_STOP_TIMEOUT = 10.0  # seconds the agent waits, when stopping, for transcoders to flush
 
 
 def transcoder_factory():
@@ -38,6 +49,85 @@ def transcoder_factory():
     except ImportError:
         return None
     return Transcoder
+
+
+class _TranscodeQueue:
+    """One stream's transcoder and its pending events, run one at a time (order kept) on the pool."""
+
+    def __init__(self, ingest: "VideoIngest", stream: OuterStream) -> None:
+        self.ingest, self.stream = ingest, stream
+        self.runner = TranscoderRunner(ingest._factory)
+        self.pending: deque = deque()
+        self.busy = False
+        self.done = asyncio.Event()       # set once the end was answered (or abandoned)
+
+    def put(self, ev: TranscodeRequest | TranscodeEnd) -> None:
+        if len(self.pending) > self.stream.transcode_queue:   # the stream bounds it; this only guards
+            raise RuntimeError(f"transcode queue of {self.stream.stream_id} overflowed")
+        self.pending.append(ev)
+        self._next()
+
+    def _next(self) -> None:
+        if self.busy or self.done.is_set():
+            return
+        stream = self.stream
+        while self.pending and stream.refused is not None and isinstance(self.pending[0], TranscodeRequest):
+            self.pending.popleft()            # refused: its queued pictures are not worth decoding
+            stream.counts["refused_aus"] += 1
+            stream.transcoded([], time.time())
+        if not self.pending:
+            return
+        ev = self.pending.popleft()
+        self.busy = True
+        loop = asyncio.get_running_loop()
+
+        def answered(f) -> None:
+            try:
+                loop.call_soon_threadsafe(self._answered, ev, f)
+            except RuntimeError:              # the loop is gone (agent exited)
+                pass
+        self.ingest.pool.submit(self._run, ev).add_done_callback(answered)
+
+    def _run(self, ev) -> tuple[list | None, str | None]:
+        """On a worker thread: the transcoder's output, or why it failed."""
+        try:
+            return self.runner.run(ev), None
+        except CodecError as exc:
+            return None, str(exc)
+        except Exception as exc:  # fail closed: a transcoder bug refuses the stream, never the agent
+            log.exception("video stream %s: transcoder", self.stream.stream_id)
+            return None, f"{type(exc).__name__}: {exc}"
+
+    def _answered(self, ev, fut) -> None:
+        """On the loop: hand the result to the stream, then start the next event."""
+        self.busy = False
+        if self.done.is_set():
+            return
+        now = time.time()
+        try:
+            aus, error = fut.result()
+        except BaseException as exc:   # cancelled when the pool shut down
+            aus, error = None, f"{type(exc).__name__}: {exc}"
+        stream = self.stream
+        events = stream.transcoded(aus, now) if error is None else stream.transcode_failed(error, now)
+        if isinstance(ev, TranscodeEnd):
+            self.done.set()
+        self.ingest._handle(stream, events, now)
+        self._next()
+
+    def abandon(self, now: float) -> None:
+        """The agent stops and the transcoder did not finish in time: end the stream without it."""
+        if self.done.is_set():
+            return
+        self.done.set()
+        self.pending.clear()
+        stream = self.stream
+        events = []
+        while stream.transcode_pending > 1:   # pictures never transcoded: dropped, not a refusal
+            stream.counts["dropped_aus"] += 1
+            events.extend(stream.transcoded([], now))
+        events.extend(stream.transcode_failed("agent stopping", now))   # the end: StreamEnded
+        self.ingest._handle(stream, events, now)
 
 
 class _Udp(asyncio.DatagramProtocol):
@@ -69,6 +159,14 @@ class VideoIngest:
         self.stats = {"video_streams": 0, "video_access_units": 0, "video_refused_packets": 0,
                       "video_dropped_no_audit": 0}
         self._factory = transcoder_factory()
+        self.transcodes: dict[str, _TranscodeQueue] = {}    # stream id -> its transcoder
+        self._pool: ThreadPoolExecutor | None = None
+
+    @property
+    def pool(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(TRANSCODE_WORKERS, thread_name_prefix="ferry-transcode")
+        return self._pool
 
     # -- life cycle -----------------------------------------------------------------------------
     async def start(self, stop: asyncio.Event) -> None:
@@ -104,6 +202,18 @@ class VideoIngest:
         now = time.time()
         for stream in list(self.streams.values()):
             self._handle(stream, stream.close(now), now)
+        queues = list(self.transcodes.values())
+        if queues:   # the transcoders flush on their threads; their last access units still cross
+            try:
+                await asyncio.wait_for(asyncio.gather(*(q.done.wait() for q in queues)), TRANSCODE_STOP_TIMEOUT)
+            except asyncio.TimeoutError:
+                log.warning("video: transcoders did not finish within %.0f s", TRANSCODE_STOP_TIMEOUT)
+            now = time.time()
+            for q in queues:
+                q.abandon(now)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
         self._flush()
 
     # -- streams ----------------------------------------------------------------------------------
@@ -115,7 +225,7 @@ class VideoIngest:
         n = self.numbers[e.name] = self.numbers.get(e.name, 0) + 1
         sid = f"{e.name}-{self.agent.run_id:08x}-{n}"
         stream = OuterStream(sid, e.device_id, address, e.payload, e.destination, lambda: self.agent.id.plan,
-                             now, ssrc=e.ssrc, port=port, transcoder_factory=self._factory,
+                             now, ssrc=e.ssrc, port=port, offload_transcode=self._factory is not None,
                              idle=limits.VIDEO_STREAM_IDLE if e.transport == "udp" else None)
         stream.entry = e
         stream.counts["dropped_no_audit"] = 0
@@ -140,6 +250,11 @@ class VideoIngest:
                 a.sender.submit(oid, ev.obj.SerializeToString(), now)
                 self.stats["video_access_units"] += 1
                 submitted = True
+            elif isinstance(ev, (TranscodeRequest, TranscodeEnd)):
+                q = self.transcodes.get(stream.stream_id)
+                if q is None:
+                    q = self.transcodes[stream.stream_id] = _TranscodeQueue(self, stream)
+                q.put(ev)
             elif isinstance(ev, StreamStarted):
                 e = stream.entry
                 a.audit(event="stream_started", verdict="info", lane="video", flow=stream.stream_id,
@@ -173,8 +288,11 @@ class VideoIngest:
                 log.info("video stream %s ended: %s", stream.stream_id, c)
                 self.streams.pop(stream.stream_id, None)
                 self.loss_audited.pop(stream.stream_id, None)
+                self.transcodes.pop(stream.stream_id, None)
                 if self.udp.get(stream.entry.name) is stream:
                     del self.udp[stream.entry.name]
+        if stream.closed and self.udp.get(stream.entry.name) is stream:
+            del self.udp[stream.entry.name]   # ending (its transcoder still flushing): new packets start anew
         if submitted:
             self._schedule_flush()
 

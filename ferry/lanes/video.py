@@ -9,6 +9,15 @@ and unspecified types always) -> bitrate (sliding windows) -> CanonicalObject ->
 After a loss, access units are dropped up to the next keyframe, so the output never references
 a picture that did not cross.
 
+Transcode mode (the rule's `video.mode: transcode`) never runs the transcoder here: the stream
+emits `TranscodeRequest(stream_id, access_unit, caps)` and, when it ends, `TranscodeEnd`; the caller
+runs one transcoder per stream (blocking work: a worker thread in the agent) and feeds each
+result back, in order, one per request: `transcoded(aus, now)` or `transcode_failed(reason, now)`.
+At most `transcode_queue` requests are outstanding; beyond that access units are dropped up to
+the next keyframe and counted (`transcode_dropped_aus`). `StreamEnded` follows the result of
+`TranscodeEnd`. With `transcoder_factory`, the stream runs the transcoder itself, in process
+(`TranscoderRunner`): for tests and tools, not for an event loop.
+
 `InnerStream` builds fresh output from canonical objects alone: GB/T 28181 PS (PsMuxer, PSM on
 keyframes) in RTP payload type 96, or RFC 6184/7798 packets; new SSRC, sequence numbers and
 timestamps (random starts), timestamps derived from the access unit's pts.
@@ -40,6 +49,7 @@ PAYLOADS = ("ps", "h264", "h265")
 FORMS = ("ps", "h264", "h265")
 CLOCK = 90_000
 BUILTIN_RULE = "ferry-video-lane"   # refusals by the lane itself (e.g. a codec the output cannot carry)
+TRANSCODE_QUEUE = 8   # transcode requests outstanding per stream before access units are dropped
 
 # NAL unit classes that cross; SEI only with keep_sei. AUD, filler, reserved, unspecified and
 # "other" (SVC/MVC extensions the remux does not carry) are stripped.
@@ -75,7 +85,59 @@ class StreamEnded:
     counts: dict
 
 
-Event = StreamStarted | AccessUnitReady | StreamRefused | StreamLoss | StreamEnded
+@dataclass(frozen=True, slots=True)
+class TranscodeCaps:
+    """The transcoder's constructor arguments (ferry.lanes.transcode.Transcoder)."""
+    in_codec: str
+    out_codec: str
+    max_width: int
+    max_height: int
+    max_bitrate_kbps: int
+    frame_rate: float
+
+    def args(self) -> tuple:
+        return (self.in_codec, self.out_codec, self.max_width, self.max_height, self.max_bitrate_kbps,
+                self.frame_rate)
+
+
+@dataclass(frozen=True, slots=True)
+class TranscodeRequest:
+    """Transcode one access unit; answer with `transcoded` or `transcode_failed`, in order."""
+    stream_id: str
+    access_unit: ferry_pb2.AccessUnit
+    caps: TranscodeCaps
+
+
+@dataclass(frozen=True, slots=True)
+class TranscodeEnd:
+    """The stream ended: flush the transcoder and close it; answer like a request."""
+    stream_id: str
+
+
+Event = (StreamStarted | AccessUnitReady | StreamRefused | StreamLoss | StreamEnded | TranscodeRequest
+         | TranscodeEnd)
+
+
+class TranscoderRunner:
+    """One stream's transcoder driven by its events: `run(event) -> [AccessUnit]`, raises CodecError.
+
+    Blocking (decoding and encoding): the agent calls it on a worker thread, one event at a time.
+    """
+
+    def __init__(self, factory: Callable) -> None:
+        self.factory = factory
+        self.transcoder = None
+
+    def run(self, ev: TranscodeRequest | TranscodeEnd) -> list[ferry_pb2.AccessUnit]:
+        if isinstance(ev, TranscodeEnd):
+            t, self.transcoder = self.transcoder, None
+            return t.flush() if t is not None else []
+        if self.transcoder is None:
+            try:
+                self.transcoder = self.factory(*ev.caps.args())
+            except ValueError as exc:
+                raise CodecError(str(exc)) from None
+        return self.transcoder.push(ev.access_unit)
 
 
 # --- NAL unit stripping -------------------------------------------------------------------------
@@ -159,7 +221,8 @@ class OuterStream:
 
     def __init__(self, stream_id: str, device_id: str, address: str, payload: str, destination: str,
                  plan_getter: Callable, now: float, *, ssrc: int = 0, port: int = 0,
-                 transcoder_factory: Callable | None = None,
+                 transcoder_factory: Callable | None = None, offload_transcode: bool = False,
+                 transcode_queue: int = TRANSCODE_QUEUE,
                  idle: float | None = limits.VIDEO_STREAM_IDLE) -> None:
         if payload not in PAYLOADS:
             raise ValueError(f"payload must be one of {PAYLOADS}, not {payload!r}")
@@ -192,13 +255,22 @@ class OuterStream:
         self._unwrap = _Unwrap()
         self._meter = BitrateMeter()
         self._need_key = True         # at the start and after a loss: wait for a keyframe
-        self._transcoder_factory = transcoder_factory
-        self._transcoder = None
+        # transcode: in process with a factory, else by events when the caller offloads it
+        self._runner = TranscoderRunner(transcoder_factory) if transcoder_factory is not None else None
+        self._offload = offload_transcode
+        self.transcode_queue = transcode_queue
+        self._caps: TranscodeCaps | None = None
+        self._in_flight = 0           # requests (and the end) not answered yet
+        self._behind = False          # the transcoder fell behind: drop up to the next keyframe
+        self._ending = False          # closed, waiting for the transcoder's last answers
+        self._ended = False
+        self._closed_at = now
+        self._transcode_src: dict = {}
         self.counts = {
             "packets": 0, "bytes": 0, "access_units": 0, "au_bytes": 0, "refused_aus": 0,
             "dropped_aus": 0, "lost_packets": 0, "late_packets": 0, "duplicate_packets": 0,
             "foreign_ssrc_packets": 0, "stripped_nal_units": 0, "audio_frames": 0, "dropped_audio": 0,
-            "skipped_bytes": 0,
+            "skipped_bytes": 0, "transcode_dropped_aus": 0,
         }
 
     # -- input ------------------------------------------------------------------------------
@@ -255,18 +327,69 @@ class OuterStream:
         elif self._depack is not None:
             for ev in self._depack.flush():
                 self._rtp_event(ev, now, out)
-        if self._transcoder is not None:
-            try:
-                for au in self._transcoder.flush():
-                    self._decide(au, now, out, transcoded=True)
-            except CodecError:
-                self.counts["dropped_aus"] += 1
         self.closed = True
+        self._closed_at = now
         c = self.counts
         c["late_packets"], c["duplicate_packets"] = self._reorder.late, self._reorder.duplicates
-        out.append(StreamEnded(dict(c, codec=self.codec or "", width=self.width, height=self.height,
-                                    duration=round(now - self.started_at, 3))))
+        if self._caps is not None:    # a transcoder ran: its end (and StreamEnded) comes back later
+            self._ending = True
+            self._request(TranscodeEnd(self.stream_id), now, out)
+        else:
+            self._end(out)
         return out
+
+    def _end(self, out: list[Event]) -> None:
+        self._ended = True
+        out.append(StreamEnded(dict(self.counts, codec=self.codec or "", width=self.width, height=self.height,
+                                    duration=round(self._closed_at - self.started_at, 3))))
+
+    # -- transcode results ----------------------------------------------------------------------
+    def transcoded(self, aus, now: float) -> list[Event]:
+        """The answer to the oldest outstanding request: the access units the transcoder made."""
+        if self._ended or self._in_flight <= 0:
+            return []
+        self._in_flight -= 1
+        out: list[Event] = []
+        for au in aus:
+            if self.refused is not None:
+                self.counts["refused_aus"] += 1
+                continue
+            au.stream_id = self.stream_id
+            au.bitrate_kbps = 0   # capped by the encoder's rate control
+            self._decide(au, now, out, transcoded=True)
+        if self._ending and self._in_flight == 0:
+            self._end(out)
+        return out
+
+    def transcode_failed(self, reason: str, now: float) -> list[Event]:
+        """The oldest outstanding request failed: the stream is refused (once); a failed end is counted."""
+        if self._ended or self._in_flight <= 0:
+            return []
+        self._in_flight -= 1
+        out: list[Event] = []
+        if self._ending and self._in_flight == 0:
+            self.counts["dropped_aus"] += 1
+            self._end(out)
+        else:
+            self._refuse(BUILTIN_RULE, f"transcoder: {reason}", self._transcode_src, out)
+        return out
+
+    @property
+    def transcode_pending(self) -> int:
+        """Requests (and the end) not answered yet."""
+        return self._in_flight
+
+    def _request(self, ev: TranscodeRequest | TranscodeEnd, now: float, out: list[Event]) -> None:
+        self._in_flight += 1
+        if self._runner is None:
+            out.append(ev)
+            return
+        try:                          # in process (tests, tools): answer at once
+            aus = self._runner.run(ev)
+        except CodecError as exc:
+            out.extend(self.transcode_failed(str(exc), now))
+        else:
+            out.extend(self.transcoded(aus, now))
 
     # -- stages -----------------------------------------------------------------------------
     def _released(self, items, now: float, out: list[Event]) -> None:
@@ -389,7 +512,7 @@ class OuterStream:
                 self._transcode(pb, video, now, out)
                 return
         if not decision.allowed:
-            self._refuse(decision.rule, decision.reason, pb, out)
+            self._refuse(decision.rule, decision.reason, _detail(pb), out)
             return
         self.rule_id = decision.rule
         obj.rule = decision.rule
@@ -404,30 +527,27 @@ class OuterStream:
 
     def _transcode(self, pb, video, now: float, out: list[Event]) -> None:
         """Transcode mode: the policy's caps go to the transcoder; its output is decided afresh."""
-        if self._transcoder is None:
-            if self._transcoder_factory is None:
-                self._refuse(BUILTIN_RULE, "transcode mode is not available on this agent", pb, out)
-                return
+        if self._runner is None and not self._offload:
+            self._refuse(BUILTIN_RULE, "transcode mode is not available on this agent", _detail(pb), out)
+            return
+        if self._caps is None:
             out_codec = "h264" if "h264" in video.codecs else "h265"
             rate = min(pb.frame_rate or 25.0, video.max_frame_rate)
-            self._transcoder = self._transcoder_factory(pb.codec, out_codec, video.max_width, video.max_height,
-                                                        video.max_bitrate_kbps, rate)
-        try:
-            made = self._transcoder.push(pb)
-        except CodecError as exc:
-            self._refuse(BUILTIN_RULE, f"transcoder: {exc}", pb, out)
+            self._caps = TranscodeCaps(pb.codec, out_codec, video.max_width, video.max_height,
+                                       video.max_bitrate_kbps, rate)
+        if self._in_flight >= self.transcode_queue:
+            self._behind = True       # the transcoder fell behind: resume on a keyframe
+        if self._behind and (not pb.keyframe or self._in_flight >= self.transcode_queue):
+            self.counts["transcode_dropped_aus"] += 1
             return
-        for au in made:
-            au.stream_id = self.stream_id
-            au.bitrate_kbps = 0   # capped by the encoder's rate control
-            self._decide(au, now, out, transcoded=True)
+        self._behind = False
+        self._transcode_src = _detail(pb)
+        self._request(TranscodeRequest(self.stream_id, pb, self._caps), now, out)
 
-    def _refuse(self, rule: str, reason: str, pb, out: list[Event]) -> None:
+    def _refuse(self, rule: str, reason: str, detail: dict, out: list[Event]) -> None:
         self.counts["refused_aus"] += 1
         if self.refused is None:
-            self.refused = StreamRefused(rule, reason, {
-                "codec": pb.codec, "width": pb.width, "height": pb.height,
-                "frame_rate": pb.frame_rate, "bitrate_kbps": pb.bitrate_kbps})
+            self.refused = StreamRefused(rule, reason, detail)
             out.append(self.refused)
 
     def _audio(self, ev: AudioPes, now: float, out: list[Event]) -> None:
@@ -452,6 +572,12 @@ class OuterStream:
         obj.rule = decision.rule
         self.counts["audio_frames"] += 1
         out.append(AccessUnitReady(obj))
+
+
+def _detail(pb) -> dict:
+    """A refusal record's detail: what the access unit claims."""
+    return {"codec": pb.codec, "width": pb.width, "height": pb.height, "frame_rate": pb.frame_rate,
+            "bitrate_kbps": pb.bitrate_kbps}
 
 
 # --- inner ---------------------------------------------------------------------------------------

@@ -1,0 +1,202 @@
+"""The outer agent's video ingest transcodes off the event loop: the loop stays responsive."""
+from __future__ import annotations
+
+import asyncio
+import shutil
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+
+import gb28181
+from ferry.agents import video_ingest
+from ferry.agents.config import OuterVideo
+from ferry.agents.video_ingest import VideoIngest
+from ferry.codecs.nal import split_annexb
+from ferry.pb import ferry_pb2
+from ferry.policy import load_plan
+
+pytestmark = pytest.mark.skipif(not shutil.which("ffmpeg"), reason="ffmpeg not installed")
+
+CAMERA = "43090000001320000001"
+SSRC = 0x0BEBC201
+POLICY = """
+policy: transcode-agent-test
+version: 1
+default: deny
+sources:
+  cameras: {kind: devices, match: [{region: "4309", type: ["132"]}]}
+destinations:
+  police-vms: {kind: vms}
+rules:
+  - id: video-cameras
+    lane: video
+    from: cameras
+    to: police-vms
+    video: {codecs: [h264], max_width: 1280, max_height: 720, max_frame_rate: 30, max_bitrate_kbps: 2000,
+            mode: transcode}
+"""
+
+
+class Sender:
+    def __init__(self) -> None:
+        self.objects: list[ferry_pb2.CanonicalObject] = []
+
+    def submit(self, oid, data, now) -> None:
+        self.objects.append(ferry_pb2.CanonicalObject.FromString(data))
+
+    def flush(self, now) -> None:
+        pass
+
+
+class Agent:
+    """What VideoIngest uses of the outer agent."""
+
+    def __init__(self, plan) -> None:
+        self.id = SimpleNamespace(plan=plan)
+        self.pump = SimpleNamespace(held=False, collect=lambda now: None)
+        self.sender = Sender()
+        self.run_id = 7
+        self.counter = 0
+        self.records: list[dict] = []
+
+    def audit(self, **fields) -> bool:
+        self.records.append(fields)
+        return True
+
+    def next_object_id(self) -> int:
+        self.counter += 1
+        return self.counter
+
+    def sender_events(self) -> None:
+        pass
+
+
+@pytest.fixture
+def plan(tmp_path):
+    (tmp_path / "policy.yaml").write_text(POLICY)
+    return load_plan(tmp_path)
+
+
+ENTRY = OuterVideo(name="cam", listen="127.0.0.1:9", device_id=CAMERA, destination="police-vms")
+
+
+async def _run(ingest: VideoIngest, frames_of_packets, rate: float, burst: int) -> float:
+    """Feed the packets `burst` pictures at a time, paced at `rate` pictures/s; the ticker's worst lateness."""
+    worst = 0.0
+    done = False
+
+    async def ticker() -> None:
+        nonlocal worst
+        while not done:
+            t0 = time.perf_counter()
+            await asyncio.sleep(0.01)
+            worst = max(worst, time.perf_counter() - t0 - 0.01)
+
+    tick = asyncio.create_task(ticker())
+    await asyncio.sleep(0.02)
+    start = time.perf_counter()
+    for i in range(0, len(frames_of_packets), burst):
+        for pkts in frames_of_packets[i:i + burst]:
+            for data in pkts:
+                ingest.udp_packet(ENTRY, data, ("192.0.2.10", 5000))
+        wait = start + (i + burst) / rate - time.perf_counter()
+        await asyncio.sleep(max(wait, 0.0))
+    await asyncio.sleep(0.3)
+    await ingest.stop()     # ends the stream: the transcoder flushes on its thread
+    done = True
+    await tick
+    return worst
+
+
+def _by_picture(packets) -> list[list[bytes]]:
+    """The PS packets grouped per picture (the marker bit ends one)."""
+    out, cur = [], []
+    for data, _offset in packets:
+        cur.append(data)
+        if data[1] & 0x80:
+            out.append(cur)
+            cur = []
+    return out + ([cur] if cur else [])
+
+
+def test_event_loop_stays_responsive_while_720p_h264_is_transcoded(plan, monkeypatch):
+    from ferry.lanes.transcode import Transcoder
+    threads = set()
+
+    class Recording(Transcoder):
+        def push(self, au):
+            threads.add(threading.get_ident())
+            return super().push(au)
+
+    monkeypatch.setattr(video_ingest, "transcoder_factory", lambda: Recording)
+    src = gb28181.make_source(None, "h264", size="1280x720", seconds=3, extra="-b:v 4M -maxrate 4M -bufsize 4M")
+    pictures = _by_picture(gb28181.ps_packets(src, "h264", ssrc=SSRC))
+    agent = Agent(plan)
+    ingest = VideoIngest(agent, [ENTRY])
+    worst = asyncio.run(_run(ingest, pictures, rate=25, burst=5))
+    assert worst < 0.1, f"the event loop stalled {worst * 1000:.0f} ms"
+    assert threads and threading.main_thread().ident not in threads     # never on the loop's thread
+    objs = agent.sender.objects
+    assert len(objs) >= 70, len(objs)    # 75 pictures; the last ones come from the flush at stop
+    assert objs[0].access_unit.keyframe and all(o.rule == "video-cameras" for o in objs)
+    assert all(o.access_unit.width == 1280 and o.access_unit.height == 720 for o in objs)
+    pts = [o.access_unit.pts for o in objs]
+    assert pts == sorted(pts) and len(set(pts)) == len(pts)             # order kept
+    slices = {n for n in split_annexb(src.read_bytes()) if n[0] & 0x1F in (1, 5)}   # parameter sets may match
+    assert not slices & {n for o in objs for n in o.access_unit.nal_units}           # pictures coded afresh
+    started = [r for r in agent.records if r["event"] == "stream_started"]
+    [ended] = [r for r in agent.records if r["event"] == "stream_ended"]
+    assert len(started) == 1 and ended["detail"]["access_units"] == len(objs)
+    assert ended["rule"] == "video-cameras" and not ingest.streams and not ingest.transcodes
+
+
+class Slow:
+    """A transcoder slower than real time (it sleeps, as PyAV releases the GIL): output = input."""
+
+    def __init__(self, *caps) -> None:
+        self.caps = caps
+
+    def push(self, au):
+        time.sleep(0.08)
+        return [au]
+
+    def flush(self):
+        return []
+
+
+def test_a_slow_transcoder_drops_to_the_next_keyframe_and_the_loop_keeps_running(plan, monkeypatch):
+    monkeypatch.setattr(video_ingest, "transcoder_factory", lambda: Slow)
+    src = gb28181.make_source(None, "h264", size="640x360", seconds=4, gop=25)
+    pictures = _by_picture(gb28181.ps_packets(src, "h264", ssrc=SSRC))
+    agent = Agent(plan)
+    ingest = VideoIngest(agent, [ENTRY])
+    worst = asyncio.run(_run(ingest, pictures, rate=25, burst=1))
+    assert worst < 0.1, f"the event loop stalled {worst * 1000:.0f} ms"
+    objs = agent.sender.objects
+    [ended] = [r for r in agent.records if r["event"] == "stream_ended"]
+    c = ended["detail"]
+    assert c["transcode_dropped_aus"] > 0 and c["access_units"] == len(objs)
+    assert c["access_units"] + c["transcode_dropped_aus"] == 100
+    pts = [o.access_unit.pts for o in objs]
+    assert pts == sorted(pts)
+    # after each gap the output resumes on a keyframe: it never references a picture that did not cross
+    step = 3600
+    for prev, cur in zip(objs, objs[1:]):
+        if cur.access_unit.pts - prev.access_unit.pts > step:
+            assert cur.access_unit.keyframe
+
+
+def test_no_audit_no_transfer_for_transcoded_streams(plan, monkeypatch):
+    monkeypatch.setattr(video_ingest, "transcoder_factory", lambda: Slow)
+    monkeypatch.setattr(Slow, "push", lambda self, au: [au])
+    src = gb28181.make_source(None, "h264", size="640x360", seconds=1)
+    pictures = _by_picture(gb28181.ps_packets(src, "h264", ssrc=SSRC))
+    agent = Agent(plan)
+    agent.pump.held = True
+    ingest = VideoIngest(agent, [ENTRY])
+    asyncio.run(_run(ingest, pictures, rate=100, burst=5))
+    assert agent.sender.objects == []
+    [ended] = [r for r in agent.records if r["event"] == "stream_ended"]
+    assert ended["detail"]["dropped_no_audit"] == 25 and ingest.stats["video_dropped_no_audit"] == 25
