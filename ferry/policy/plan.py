@@ -369,7 +369,7 @@ class _Table:
     """The rules of one (lane, destination), looked up by matching source names."""
 
     __slots__ = ("by_source", "devices_only", "device_sources", "pinned", "address_sources",
-                 "spool_sources", "by_device", "_memo")
+                 "spool_sources", "by_device", "fast", "_memo")
 
     def __init__(self, rules: list[CompiledRule], sources: Mapping[str, CompiledSource]) -> None:
         by_source: dict[str, list[CompiledRule]] = {}
@@ -385,13 +385,18 @@ class _Table:
         self._memo: dict[frozenset[str], tuple[CompiledRule, ...]] = {}
         # device ID -> candidate rules, for tables whose sources are all plain device sources
         self.by_device: dict[str, tuple[CompiledRule, ...]] = {}
+        # device ID -> (passes, allow) when its only candidate is one always-on rule
+        self.fast: dict[str, tuple[Callable[[Any], bool], Decision]] = {}
 
     def device_rules(self, device_id: str, devices: DeviceIndex) -> tuple[CompiledRule, ...]:
         rules = self.rules_for(devices.sources_for(device_id))
         if type(device_id) is str:
             if len(self.by_device) >= POLICY_MEMO_MAX:
                 self.by_device.clear()
+                self.fast.clear()
             self.by_device[device_id] = rules
+            if len(rules) == 1 and not rules[0].windows and rules[0].passes is not None:
+                self.fast[device_id] = (rules[0].passes, rules[0].allow)
         return rules
 
     def rules_for(self, names: frozenset[str]) -> tuple[CompiledRule, ...]:
@@ -457,6 +462,9 @@ class Plan:
             return self._default_deny(obj, lane, destination)
         if table.devices_only:
             device_id = obj.source.device_id
+            fast = table.fast.get(device_id)
+            if fast is not None and fast[0](obj):
+                return fast[1]
             rules = table.by_device.get(device_id)
             if rules is None:
                 rules = table.device_rules(device_id, self._devices)
