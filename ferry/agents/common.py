@@ -13,6 +13,7 @@ from ferry.agents.config import AgentSection, ManagementSection
 from ferry.audit import AuditTrail
 from ferry.crypto import SM2PrivateKey, SM2PublicKey
 from ferry.crypto.keys import load_private_key, load_public_key
+from ferry.kernel import KernelError
 from ferry.policy import Plan, load_plan
 
 log = logging.getLogger("ferry")
@@ -61,3 +62,27 @@ def install_stop_handlers(stop: asyncio.Event) -> None:
 def setup_logging(verbose: bool = False) -> None:
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+def apply_kernel_rules(agent) -> None:
+    """Start-up: the nftables rules of the agent's policy, or no agent at all."""
+    try:
+        agent.kernel.apply(agent.id.plan)
+    except KernelError as e:
+        agent.audit(event="kernel_rules_refused", verdict="alarm", reason=f"kernel rules refused: {e}")
+        agent.id.audit.close(time.time())
+        raise
+    agent.audit(event="kernel_rules_applied", verdict="info",
+                reason=f"nftables rules of policy {agent.id.plan.name} applied ({agent.role} host)",
+                detail={"link_if": agent.kernel.section.link_if, "ingest_if": agent.kernel.section.ingest_if})
+
+
+def run_agent(agent_class, cfg) -> int:
+    """Run an agent until SIGTERM or SIGINT; its exit code."""
+    async def main() -> int:
+        agent = agent_class(cfg)
+        stop = asyncio.Event()
+        install_stop_handlers(stop)
+        return await agent.run(stop)
+
+    return asyncio.run(main())

@@ -16,8 +16,8 @@ from pathlib import Path
 from google.protobuf.message import DecodeError
 
 from ferry import limits
-from ferry.agents.common import Identity, install_stop_handlers, open_identity
-from ferry.agents.kernel_rules import KernelError, kernel_rules_for
+from ferry.agents.common import Identity, apply_kernel_rules, open_identity, run_agent
+from ferry.agents.kernel_rules import kernel_rules_for
 from ferry.agents.config import InnerConfig
 from ferry.agents.link_io import LinkReceiveSocket
 from ferry.agents.spool import write_atomically
@@ -166,18 +166,6 @@ class InnerAgent:
         self.previous_hash = old.hash
         self.previous_until = now + limits.POLICY_RELOAD_GRACE
 
-    def apply_kernel_rules(self) -> None:
-        """Start-up: the nftables rules of the configured policy, or no agent at all."""
-        try:
-            self.kernel.apply(self.id.plan)
-        except KernelError as e:
-            self.audit(event="kernel_rules_refused", verdict="alarm", reason=f"kernel rules refused: {e}")
-            self.id.audit.close(time.time())
-            raise
-        self.audit(event="kernel_rules_applied", verdict="info",
-                   reason=f"nftables rules of policy {self.id.plan.name} applied ({self.role} host)",
-                   detail={"link_if": self.kernel.section.link_if, "ingest_if": self.kernel.section.ingest_if})
-
     def audit_available(self) -> bool:
         return not self.audit_down
 
@@ -313,7 +301,7 @@ class InnerAgent:
                            "rcvbuf": self.sock.rcvbuf, "receive_only": True})
         self.audit(event="policy_loaded", verdict="info", reason=f"policy {self.id.plan.name} loaded")
         if self.kernel is not None:
-            self.apply_kernel_rules()
+            apply_kernel_rules(self)
         log.info("inner agent %s: policy %s (%s), listening on %s:%d, gro=%s", self.cfg.agent.name,
                  self.id.plan.name, self.id.plan.hash.hex()[:16], *self.sock.address, self.sock.gro)
         loop = asyncio.get_running_loop()
@@ -337,12 +325,5 @@ class InnerAgent:
         return 0
 
 
-async def main_async(cfg: InnerConfig) -> int:
-    agent = InnerAgent(cfg)
-    stop = asyncio.Event()
-    install_stop_handlers(stop)
-    return await agent.run(stop)
-
-
 def main(cfg: InnerConfig) -> int:
-    return asyncio.run(main_async(cfg))
+    return run_agent(InnerAgent, cfg)

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ferry import limits
-from ferry.agents.common import Identity, install_stop_handlers, open_identity
+from ferry.agents.common import Identity, apply_kernel_rules, open_identity, run_agent
 from ferry.policy.ratelimit import RateLimiter
-from ferry.agents.kernel_rules import KernelError, kernel_rules_for
+from ferry.agents.kernel_rules import kernel_rules_for
 from ferry.agents.config import OuterConfig
 from ferry.agents.link_io import LinkSendSocket
 from ferry.agents.pacing import Pacer
@@ -297,18 +297,6 @@ class OuterAgent:
         self.sender.set_policy_hash(new.hash, now)
         self.pump.collect(now)
 
-    def apply_kernel_rules(self) -> None:
-        """Start-up: the nftables rules of the configured policy, or no agent at all."""
-        try:
-            self.kernel.apply(self.id.plan)
-        except KernelError as e:
-            self.audit(event="kernel_rules_refused", verdict="alarm", reason=f"kernel rules refused: {e}")
-            self.id.audit.close(time.time())
-            raise
-        self.audit(event="kernel_rules_applied", verdict="info",
-                   reason=f"nftables rules of policy {self.id.plan.name} applied ({self.role} host)",
-                   detail={"link_if": self.kernel.section.link_if, "ingest_if": self.kernel.section.ingest_if})
-
     def audit_available(self) -> bool:
         return not self.pump.held
 
@@ -331,7 +319,7 @@ class OuterAgent:
                            "gso": self.sock.gso, "rate_mbps": self.cfg.link.rate_mbps})
         self.audit(event="policy_loaded", verdict="info", reason=f"policy {self.id.plan.name} loaded")
         if self.kernel is not None:
-            self.apply_kernel_rules()
+            apply_kernel_rules(self)
         log.info("outer agent %s: policy %s (%s), link to %s:%d, gso=%s", self.cfg.agent.name,
                  self.id.plan.name, self.id.plan.hash.hex()[:16], self.cfg.link.peer_host,
                  self.cfg.link.peer_port, self.sock.gso)
@@ -363,12 +351,5 @@ class OuterAgent:
         return 0
 
 
-async def main_async(cfg: OuterConfig) -> int:
-    agent = OuterAgent(cfg)
-    stop = asyncio.Event()
-    install_stop_handlers(stop)
-    return await agent.run(stop)
-
-
 def main(cfg: OuterConfig) -> int:
-    return asyncio.run(main_async(cfg))
+    return run_agent(OuterAgent, cfg)
