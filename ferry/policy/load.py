@@ -30,15 +30,17 @@ _HASH_DOMAIN = b"ferry policy bundle v1\0"
 
 def read_policy_files(directory: str | os.PathLike[str]) -> dict[str, bytes]:
     """Read the bundle's files (top-level *.yaml / *.yml), each size-limited."""
-    base = Path(directory)
+    return read_yaml_folder(Path(directory), limits.POLICY_FILES_MAX, "policy")
+
+
+def read_yaml_folder(base: Path, max_files: int, what: str) -> dict[str, bytes]:
+    """The *.yaml / *.yml files of one folder by name, each size-limited, symlinks refused."""
     try:
-        names = sorted(
-            e.name for e in os.scandir(base) if e.name.endswith((".yaml", ".yml"))
-        )
+        names = sorted(e.name for e in os.scandir(base) if e.name.endswith((".yaml", ".yml")))
     except OSError as e:
-        raise PolicyError(str(base), None, "", f"cannot read policy directory: {e.strerror}") from None
-    if len(names) > limits.POLICY_FILES_MAX:
-        raise PolicyError(str(base), None, "", f"more than {limits.POLICY_FILES_MAX} policy files")
+        raise PolicyError(str(base), None, "", f"cannot read {what} directory: {e.strerror}") from None
+    if len(names) > max_files:
+        raise PolicyError(str(base), None, "", f"more than {max_files} {what} files")
     return {name: _read_file(base / name) for name in names}
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import stat
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -30,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 from ferry import limits
 from ferry.pb import ferry_pb2
 from ferry.policy.errors import PolicyError
+from ferry.policy.load import read_yaml_folder
 from ferry.policy.plan import Decision, Plan
 from ferry.policy.yamlfile import Lines, line_of, load_yaml, render_key
 
@@ -85,38 +85,9 @@ class CaseResult:
 def read_suite_files(directory: str | os.PathLike[str]) -> dict[str, bytes]:
     """The files ``DIR/tests/*.yaml`` (and ``*.yml``) by name; none if no tests folder."""
     base = Path(directory) / TESTS_DIR
-    try:
-        names = sorted(e.name for e in os.scandir(base) if e.name.endswith((".yaml", ".yml")))
-    except FileNotFoundError:
+    if not base.exists():
         return {}
-    except OSError as e:
-        raise PolicyError(str(base), None, "", f"cannot read tests directory: {e.strerror}") from None
-    if len(names) > limits.POLICY_TEST_FILES_MAX:
-        raise PolicyError(str(base), None, "", f"more than {limits.POLICY_TEST_FILES_MAX} test files")
-    return {name: _read_file(base / name) for name in names}
-
-
-def _read_file(path: Path) -> bytes:
-    """At most POLICY_FILE_MAX + 1 bytes of a regular file, symlinks refused."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
-    except OSError as e:
-        raise PolicyError(str(path), None, "", f"cannot open: {e.strerror}") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise PolicyError(str(path), None, "", "not a regular file")
-        chunks, left = [], limits.POLICY_FILE_MAX + 1
-        while left > 0:
-            chunk = os.read(fd, min(left, 1 << 20))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-    except OSError as e:
-        raise PolicyError(str(path), None, "", f"cannot read: {e.strerror}") from None
-    finally:
-        os.close(fd)
-    return b"".join(chunks)
+    return read_yaml_folder(base, limits.POLICY_TEST_FILES_MAX, "test")
 
 
 def load_suite(directory: str | os.PathLike[str]) -> list[SuiteCase]:
