@@ -42,9 +42,10 @@ class UdpSink:
 
     def send(self, packets: list[bytes], keyframe: bool) -> bool:
         ok = True
+        sendto, address = self.sock.sendto, self.address
         for p in packets:
             try:
-                self.sock.sendto(p, self.address)
+                sendto(p, address)
             except OSError:
                 self.errors += 1
                 ok = False

@@ -28,7 +28,7 @@ from ferry import limits
 from ferry.agents.config import OuterVideo, split_host_port
 from ferry.codecs.errors import CodecError
 from ferry.codecs.rfc4571 import Deframer
-from ferry.codecs.rtp import parse_rtp
+from ferry.codecs.rtp import HEADER, HEADER_SIZE, parse_rtp
 from ferry.lanes.video import (AccessUnitReady, OuterStream, StreamEnded, StreamLoss, StreamRefused,
                                StreamStarted, TranscodeEnd, TranscodeRequest, TranscoderRunner)
 
@@ -130,15 +130,9 @@ class _TranscodeQueue:
         self.ingest._handle(stream, events, now)
 
 
-class _Udp(asyncio.DatagramProtocol):
-    def __init__(self, ingest: "VideoIngest", entry: OuterVideo) -> None:
-        self.ingest, self.entry = ingest, entry
-
-    def datagram_received(self, data: bytes, addr) -> None:
-        self.ingest.udp_packet(self.entry, data, addr)
-
-    def error_received(self, exc: Exception) -> None:
-        log.debug("video %s: %s", self.entry.name, exc)
+UDP_READS_PER_WAKE = 256    # datagrams drained from one socket per wake-up, at most
+UDP_PROBE_EVERY = 32        # a socket that had no backlog is drained again every this many wake-ups
+UDP_BUFFER = 65536
 
 
 class VideoIngest:
@@ -151,6 +145,10 @@ class VideoIngest:
         self.udp: dict[str, OuterStream] = {}               # entry name -> its current UDP stream
         self.numbers: dict[str, int] = {}
         self.transports: list = []
+        self.udp_socks: list[socket.socket] = []
+        self._rbuf = bytearray(UDP_BUFFER)                 # one receive buffer: packets are used at once
+        self._rview = memoryview(self._rbuf)
+        self._udp_wakes: dict[int, int] = {}               # fd -> wake-ups since its last backlog (drain)
         self.servers: list[asyncio.base_events.Server] = []
         self.tasks: list[asyncio.Task] = []
         self.refused_addresses: set[tuple[str, str]] = set()
@@ -178,8 +176,9 @@ class VideoIngest:
                 sock = socket.socket(family, socket.SOCK_DGRAM)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
                 sock.bind((host, port))
-                transport, _ = await loop.create_datagram_endpoint(lambda e=e: _Udp(self, e), sock=sock)
-                self.transports.append(transport)
+                sock.setblocking(False)
+                loop.add_reader(sock.fileno(), self._udp_readable, e, sock)
+                self.udp_socks.append(sock)
             elif e.transport == "tcp-listen":
                 host, port = split_host_port(e.listen)
                 server = await asyncio.start_server(
@@ -192,6 +191,11 @@ class VideoIngest:
         self.tasks.append(asyncio.create_task(self._timers(stop)))
 
     async def stop(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sock in self.udp_socks:
+            loop.remove_reader(sock.fileno())
+            sock.close()
+        self.udp_socks.clear()
         for t in self.transports:
             t.close()
         for s in self.servers:
@@ -327,14 +331,45 @@ class VideoIngest:
         return True
 
     # -- UDP ----------------------------------------------------------------------------------------
-    def udp_packet(self, e: OuterVideo, data: bytes, addr) -> None:
+    def _udp_readable(self, e: OuterVideo, sock: socket.socket) -> None:
+        """Read the socket from one reused buffer (each datagram is handled at once). A socket
+        with a backlog is drained (bounded) per wake-up; one without gets one read per wake-up
+        (no failing read per packet), and a draining probe every UDP_PROBE_EVERY wake-ups."""
+        view, recv, rbuf = self._rview, sock.recvfrom_into, self._rbuf
         now = time.time()
+        fd = sock.fileno()
+        wakes = self._udp_wakes.get(fd, 0)
+        reads = UDP_READS_PER_WAKE if wakes % UDP_PROBE_EVERY == 0 else 1
+        got = 0
+        for _ in range(reads):
+            try:
+                n, addr = recv(rbuf)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                log.debug("video %s: %s", e.name, exc)
+                break
+            got += 1
+            self.udp_packet(e, view[:n], addr, now)
+        self._udp_wakes[fd] = 0 if got > 1 else wakes + 1
+
+    def udp_packet(self, e: OuterVideo, data, addr, now: float | None = None) -> None:
+        """One datagram (bytes, or a view valid until this returns)."""
+        if now is None:
+            now = time.time()
         address, port = addr[0], addr[1]
         if not self._allowed_peer(e, address):
             return
         stream = self.udp.get(e.name)
         if stream is not None and stream.address != address:
             stream.counts["foreign_source_packets"] = stream.counts.get("foreign_source_packets", 0) + 1
+            return
+        if stream is not None and len(data) >= HEADER_SIZE and data[0] == 0x80:
+            # the common packet (version 2, no padding, extension or CSRC): no RtpPacket is built
+            _b0, b1, seq, _ts, ssrc = HEADER.unpack_from(data)
+            events = stream.push_fields(ssrc, seq, b1 >= 0x80, data[HEADER_SIZE:], now, data)
+            if events or stream.closed:
+                self._handle(stream, events, now)
             return
         try:
             packet = parse_rtp(data)

@@ -218,10 +218,21 @@ class PsDemuxer:
         self._unbounded: int | None = None  # stream id of an unbounded video PES in progress
         self._scan = 0                    # bytes of the pending PES already searched for a start code
         self._garbage = 0                 # bytes skipped while looking for a start code
+        self._pending: tuple[int, int, int] | None = None  # (sid, total, payload) of an incomplete PES at _buf[0]
         self.streams: dict[int, StreamInfo] = {}
 
     def feed(self, data: bytes) -> list[PsEvent]:
-        self._buf += data
+        buf = self._buf
+        buf += data
+        pending = self._pending
+        if pending is not None:
+            # fast path: more bytes of a PES whose header is parsed; done unless it completes or is cut
+            sid, total, payload = pending
+            n = len(buf)
+            if n < total and self._cut(max(payload, self._scan), n, sid) < 0:
+                self._scan = max(0, n - 3)
+                return []
+            self._pending = None
         out: list[PsEvent] = []
         pos = self._run(out)
         del self._buf[:pos]
@@ -374,9 +385,11 @@ class PsDemuxer:
             return cut - pos
         if avail < total:
             self._scan = max(0, stop - pos - 3)
+            if not self._garbage:
+                self._pending = (sid, total, payload - pos)
             return 0
         self._scan = 0
-        self._emit(sid, pts, dts, bytes(buf[payload:pos + total]), out)
+        self._emit(sid, pts, dts, bytes(memoryview(buf)[payload:pos + total]), out)
         return total
 
     def _cut(self, start: int, stop: int, sid: int) -> int:

@@ -140,12 +140,20 @@ class RtpPacketWriter:
 
     def write(self, payloads: Sequence[Buffer], timestamp: int, *, marker_last: bool = True) -> list[bytes]:
         """One packet per payload, all with `timestamp`; the marker on the last one (RFC 3550 §5.1)."""
-        out = []
-        last = len(payloads) - 1
-        for i, payload in enumerate(payloads):
-            out.append(build_rtp(self.payload_type, self.sequence, timestamp & 0xFFFFFFFF, self.ssrc,
-                                 payload, marker=marker_last and i == last))
-            self.sequence = (self.sequence + 1) & 0xFFFF
+        if not payloads:
+            return []
+        pt, ssrc, seq = self.payload_type, self.ssrc, self.sequence
+        timestamp &= 0xFFFFFFFF
+        if not 0 <= pt <= 0x7F or not 0 <= ssrc <= 0xFFFFFFFF or not 0 <= seq < _SEQ_MOD:
+            # out of range: let build_rtp say why
+            build_rtp(pt, seq, timestamp, ssrc, b"")
+        pack = HEADER.pack
+        out = [pack(0x80, pt, (seq + i) & 0xFFFF, timestamp, ssrc) + payload
+               for i, payload in enumerate(payloads)]
+        n = len(out)
+        if marker_last:
+            out[-1] = pack(0x80, 0x80 | pt, (seq + n - 1) & 0xFFFF, timestamp, ssrc) + payloads[-1]
+        self.sequence = (seq + n) & 0xFFFF
         return out
 
 
@@ -219,6 +227,22 @@ class ReorderBuffer:
         self._held[ext] = (packet, now)
         self._release_run(out)
         return self._expire(now, out)
+
+    def advance(self, sequence: int) -> bool:
+        """Fast path of `push`: nothing is held and `sequence` is the next expected (or first)
+        packet, so it is released at once; True if the caller may use the packet now. False:
+        nothing changed, call `push`."""
+        if self._held:
+            return False
+        n = self._next
+        if n is None:
+            self._next = sequence + 1
+        elif (n & 0xFFFF) == sequence:
+            self._next = n + 1
+        else:
+            return False
+        self._bad_seq = None
+        return True
 
     def deadline(self) -> float | None:
         """When `poll` should be called next (None: nothing is waiting)."""

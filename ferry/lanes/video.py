@@ -38,7 +38,7 @@ from ferry.codecs.access_unit import Dropped as AuDropped
 from ferry.codecs.errors import CodecError
 from ferry.codecs.mpeg_ps import AudioPes, PsDemuxer, PsMuxer, StreamInfo, VideoPes, is_audio, is_video
 from ferry.codecs.nal import NalKind, join_annexb
-from ferry.codecs.rtp import Lost, ReorderBuffer, RtpPacket, RtpPacketWriter
+from ferry.codecs.rtp import Lost, ReorderBuffer, RtpPacket, RtpPacketWriter, parse_rtp
 from ferry.codecs.rtp_h264 import H264Depacketizer
 from ferry.codecs.rtp_h265 import H265Depacketizer
 from ferry.codecs.rtp_payload import Dropped as RtpDropped
@@ -294,6 +294,29 @@ class OuterStream:
         self._released(self._reorder.push(packet, now), now, out)
         return out
 
+    def push_fields(self, ssrc: int, sequence: int, marker: bool, payload, now: float, data) -> list[Event]:
+        """`push_rtp` without an RtpPacket: the header fields, the payload (a view is fine: it is
+        used or copied at once) and the whole packet `data` (parsed only if the packet must wait
+        in the reorder buffer or the payload is not PS). Same events as `push_rtp(parse_rtp(data))`."""
+        if self._demux is None or self.closed or self._reorder._held:
+            return self.push_rtp(parse_rtp(data), now)
+        if self.ssrc is None:
+            self.ssrc = ssrc
+        counts = self.counts
+        if ssrc != self.ssrc:
+            counts["foreign_ssrc_packets"] += 1
+            return []
+        if not self._reorder.advance(sequence):
+            return self.push_rtp(parse_rtp(data), now)
+        out: list[Event] = []
+        if counts["packets"] == 0:
+            out.append(StreamStarted(ssrc))
+        counts["packets"] += 1
+        counts["bytes"] += len(payload)
+        self.last_packet = now
+        self._ps_payload(payload, marker, now, out)
+        return out
+
     def deadline(self) -> float | None:
         """When `poll` should run next (reorder timeouts and the idle end)."""
         if self.closed:
@@ -399,13 +422,18 @@ class OuterStream:
                 out.append(StreamLoss(item.count, self.counts["lost_packets"]))
                 self._discontinuity(now, out)
             elif self._demux is not None:
-                self._demux_events(self._demux.feed(item.payload), now, out)
-                if item.marker and self._bsa is not None and self._demux_idle():
-                    # the marker ends the picture (GB/T 28181): no need to wait for the next one
-                    self._assembled(self._bsa.flush(), now, out)
+                self._ps_payload(item.payload, item.marker, now, out)
             else:
                 for ev in self._depack.push(item):
                     self._rtp_event(ev, now, out)
+
+    def _ps_payload(self, payload, marker: bool, now: float, out: list[Event]) -> None:
+        events = self._demux.feed(payload)
+        if events:
+            self._demux_events(events, now, out)
+        if marker and self._bsa is not None and self._demux_idle():
+            # the marker ends the picture (GB/T 28181): no need to wait for the next one
+            self._assembled(self._bsa.flush(), now, out)
 
     def _demux_idle(self) -> bool:
         """The demuxer holds nothing: every PES fed so far was delivered whole."""
@@ -658,7 +686,8 @@ class InnerStream:
         """Fresh RTP packets for one object (marker on the last packet of each picture)."""
         if self.form == "ps" or obj.HasField("audio"):
             data, ts, video = self.container(obj)
-            payloads = [data[i:i + self.mtu] for i in range(0, len(data), self.mtu)]
+            view, mtu = memoryview(data), self.mtu
+            payloads = [view[i:i + mtu] for i in range(0, len(data), mtu)]
             packets = self.writer.write(payloads, ts, marker_last=True)
         else:
             reason = self.accepts(obj)
