@@ -18,19 +18,9 @@ V1_TYPES = "media_types: [application/pdf, image/png, image/jpeg, text/plain]"
 V2_TYPES = "media_types: [application/pdf]"
 
 
-def _policy_cli() -> list[str]:
-    """``python -m ferry policy ...`` once the top level has the commands, else the stand-alone entry."""
-    from ferry.cli import build_parser
-
-    try:
-        build_parser().parse_args(["policy", "apply", "b", "--socket", "s"])
-        return [sys.executable, "-m", "ferry", "policy"]
-    except SystemExit:
-        return [sys.executable, "-m", "ferry.mgmt.cli", "policy"]
-
-
 def _policy(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([*_policy_cli(), *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "ferry", "policy", *args], capture_output=True, text=True,
+                          timeout=120)
 
 
 def _ferry(*args) -> subprocess.CompletedProcess:
