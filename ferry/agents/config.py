@@ -135,6 +135,7 @@ class InnerVideoOutput(_Strict):
     address: str = ""             # udp, tcp: "host:port" of the receiver
     path: str = ""                # file: appended to; "{stream}" is replaced by the stream id
     payload_type: int = Field(default=96, ge=0, le=127)
+    gso: Literal["auto", "off"] = "auto"   # udp: one segmentation-offload send per access unit
 
     _addr = field_validator("address")(lambda v: _host_port(v) if v else v)
 

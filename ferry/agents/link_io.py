@@ -36,6 +36,47 @@ def _set_buffer(sock: socket.socket, opt: int, force_opt: int, size: int) -> int
     return sock.getsockopt(socket.SOL_SOCKET, opt)
 
 
+def probe_gso(sock: socket.socket) -> bool:
+    """Whether this kernel takes UDP_SEGMENT on `sock`."""
+    try:
+        sock.setsockopt(SOL_UDP, UDP_SEGMENT, 0)
+        return True
+    except OSError:
+        return False
+
+
+def send_datagrams(sock: socket.socket, datagrams: list[bytes], address, gso: bool) -> tuple[int, bool, int]:
+    """Send datagrams in order to `address`: runs of equal size (a shorter last one allowed)
+    as one UDP_SEGMENT `sendmsg` where `gso`, else one `sendto` each. Returns how many went out
+    before EAGAIN, whether GSO is still usable (a device without it answers EIO/EINVAL once:
+    the rest go one by one) and the number of sends. Other errors are raised."""
+    sent, n, calls = 0, len(datagrams), 0
+    while sent < n:
+        size = len(datagrams[sent])
+        j = sent + 1
+        if gso:
+            limit = min(n, sent + GSO_MAX_SEGMENTS, sent + max(1, GSO_MAX_BYTES // size))
+            while j < limit and len(datagrams[j]) == size:
+                j += 1
+            if j < limit and len(datagrams[j]) < size:   # a shorter last segment is allowed
+                j += 1
+        calls += 1
+        try:
+            if j - sent > 1:
+                sock.sendmsg(datagrams[sent:j], [(SOL_UDP, UDP_SEGMENT, _SEG.pack(size))], 0, address)
+            else:
+                sock.sendto(datagrams[sent], address)
+        except BlockingIOError:
+            return sent, gso, calls
+        except OSError as e:
+            if e.errno in (errno.EIO, errno.EINVAL) and gso:
+                gso = False      # device without GSO support: fall back for good
+                continue
+            raise
+        sent = j
+    return sent, gso, calls
+
+
 class LinkSendSocket:
     """Non-blocking UDP socket that only sends to the inner agent."""
 
@@ -55,40 +96,11 @@ class LinkSendSocket:
         self.gso = gso and self._probe_gso()
 
     def _probe_gso(self) -> bool:
-        try:
-            self.sock.setsockopt(SOL_UDP, UDP_SEGMENT, 0)
-            return True
-        except OSError:
-            return False
+        return probe_gso(self.sock)
 
     def send_batch(self, datagrams: list[bytes]) -> int:
         """Send datagrams in order; return how many went out before EAGAIN."""
-        sent = 0
-        n = len(datagrams)
-        while sent < n:
-            size = len(datagrams[sent])
-            j = sent + 1
-            if self.gso:
-                limit = min(n, sent + GSO_MAX_SEGMENTS, sent + max(1, GSO_MAX_BYTES // size))
-                while j < limit and len(datagrams[j]) == size:
-                    j += 1
-                # a shorter last segment is allowed by UDP_SEGMENT
-                if j < limit and len(datagrams[j]) < size:
-                    j += 1
-            try:
-                if j - sent > 1:
-                    self.sock.sendmsg([b"".join(datagrams[sent:j])],
-                                      [(SOL_UDP, UDP_SEGMENT, _SEG.pack(size))], 0, self.peer)
-                else:
-                    self.sock.sendto(datagrams[sent], self.peer)
-            except BlockingIOError:
-                return sent
-            except OSError as e:
-                if e.errno in (errno.EIO, errno.EINVAL) and self.gso:
-                    self.gso = False      # device without GSO support: fall back for good
-                    continue
-                raise
-            sent = j
+        sent, self.gso, _ = send_datagrams(self.sock, datagrams, self.peer, self.gso)
         return sent
 
     def close(self) -> None:

@@ -81,3 +81,30 @@ def test_sender_ignores_a_receiver_that_was_not_listening_yet():
             rx.close()
     finally:
         tx.close()
+
+
+def test_send_datagrams_groups_equal_sizes_and_keeps_order():
+    """Runs of one size (a shorter last one allowed) leave in one send; the receiver sees each datagram."""
+    import socket
+
+    from ferry.agents.link_io import probe_gso, send_datagrams
+
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    rx.settimeout(2)
+    tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sizes = [1412] * 30 + [700] + [1412] * 3 + [200] + [64]
+        dgrams = [os.urandom(n) for n in sizes]
+        gso = probe_gso(tx)
+        sent, still, calls = send_datagrams(tx, dgrams, rx.getsockname(), gso)
+        assert sent == len(dgrams) and still == gso
+        # with offload: [30 x 1412 + 700], [3 x 1412 + 200], [64]; without: one each
+        assert calls == (3 if gso else len(dgrams))
+        got = [rx.recv(65536) for _ in dgrams]
+        assert got == dgrams
+        sent, still, calls = send_datagrams(tx, dgrams, rx.getsockname(), False)
+        assert calls == len(dgrams) and [rx.recv(65536) for _ in dgrams] == dgrams
+    finally:
+        rx.close()
+        tx.close()

@@ -9,8 +9,10 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -92,8 +94,9 @@ def video_entry(name: str, device: str, *, transport="udp", listen="", connect="
     return "\n".join(lines)
 
 
-def output_entry(*, transport="udp", address="", path="", form="ps") -> str:
-    lines = ['[[video_output]]', 'destination = "police-vms"', f'form = "{form}"', f'transport = "{transport}"']
+def output_entry(*, transport="udp", address="", path="", form="ps", gso="auto") -> str:
+    lines = ['[[video_output]]', 'destination = "police-vms"', f'form = "{form}"', f'transport = "{transport}"',
+             f'gso = "{gso}"']
     if address:
         lines.append(f'address = "{address}"')
     if path:
@@ -142,6 +145,34 @@ class Tshark:
         return rows
 
 
+class Collector:
+    """A UDP receiver on loopback (a thread): every datagram, as the receiving application gets it."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.datagrams: list[bytes] = []
+        self.running = True
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while self.running:
+            try:
+                self.datagrams.append(self.sock.recv(65536))
+            except socket.timeout:
+                pass
+
+    def stop(self) -> list[bytes]:
+        self.running = False
+        self.thread.join(5)
+        self.sock.close()
+        return self.datagrams
+
+
 def pack_headers(ps: bytes) -> set[bytes]:
     """The distinct 14-byte MPEG-2 pack headers of a program stream."""
     out, i = set(), ps.find(b"\x00\x00\x01\xba")
@@ -179,7 +210,11 @@ def cross(factory, tmp_path: Path, codec: str, transport: str, *, seconds=10, lo
         camera = gb28181.Camera(packets, ("127.0.0.1", 0), transport="tcp-serve", realtime=4.0)
         host, port = camera.address[:2]
         a.append_config("outer", video_entry("cam1", CAMERA, transport="tcp-connect", connect=f"{host}:{port}"))
-    a.append_config("inner", output_entry(address=f"127.0.0.1:{out_port}"))
+    # tshark on lo sees a segmentation-offload send uncut: the captured output sends one by one,
+    # a second output (the default, gso = "auto") goes to a receiving socket
+    a.append_config("inner", output_entry(address=f"127.0.0.1:{out_port}", gso="off"))
+    collector = Collector()
+    a.append_config("inner", output_entry(address=f"127.0.0.1:{collector.port}"))
     a.append_config("inner", output_entry(transport="file", path=str(out_file)))
     shark = Tshark(out_port, tmp_path / "inner.pcap") if capture else None
     try:
@@ -191,6 +226,7 @@ def cross(factory, tmp_path: Path, codec: str, transport: str, *, seconds=10, lo
     finally:
         rows = shark.stop() if shark else []
         a.stop()
+        a.received = collector.stop()
     assert len(events(a.inner_audit, "stream_ended")) == 1
     files = list((a.work / "recordings").glob("*.ps"))
     assert len(files) == 1, files
@@ -223,6 +259,19 @@ def test_udp_remux_is_bit_exact_with_a_protocol_break(appliance_factory, tmp_pat
     captured = rebuilt.read_bytes()
     input_headers = pack_headers(gb28181.ps_stream(packets))
     assert input_headers and not any(h in captured for h in input_headers)
+    # the default output (segmentation offload): the receiver gets the same datagrams, one send
+    # per access unit rather than per packet
+    got = a.received
+    assert len(got) == len(rows) and all(12 < len(d) <= 12 + 1400 for d in got)
+    heads = [struct.unpack_from("!BBHII", d) for d in got]
+    assert {h[4] for h in heads} != ssrcs and len({h[4] for h in heads}) == 1     # fresh SSRC per output
+    assert all((b[2] - a_[2]) % 65536 == 1 for a_, b in zip(heads, heads[1:]))
+    assert [len(d) for d in got] == [len(r[3]) + 12 for r in rows]    # same cut (own SCR and timestamps)
+    gso_ps = tmp_path / "gso.ps"
+    gso_ps.write_bytes(b"".join(d[12:] for d in got))
+    assert gb28181.framemd5(gso_ps) == source_md5
+    sends = events(a.inner_audit, "stream_ended")[0]["detail"]["sends"]
+    assert sends == len(rows) + 250, (sends, len(rows))     # one by one + one per access unit
     # per-stream records on both sides, no per-access-unit records
     outer, inner = read_trail(a.outer_audit), read_trail(a.inner_audit)
     assert [r["event"] for r in outer if r.get("lane") == "video"] == ["stream_started", "stream_ended"]
