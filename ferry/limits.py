@@ -124,5 +124,7 @@ VIDEO_RTP_PAYLOAD_MAX = 1400   # RTP payload bytes per packet the inner agent wr
 VIDEO_STREAMS_MAX = 256        # streams one agent tracks at once (TCP connections included)
 VIDEO_LOSS_AUDIT_INTERVAL = 10.0  # at most one stream_loss record per stream this often (s)
 VIDEO_TCP_QUEUE_MAX = 4 << 20  # bytes an inner TCP output queues while (re)connecting
+VIDEO_GATHER_MAX = 65536       # PS bytes of one picture the outer agent gathers before demuxing them
+VIDEO_INGEST_TICK = 0.005      # seconds the outer agent lets UDP ingest queue between wake-ups (at most)
 VIDEO_SUBMIT_DELAY = 0.005     # seconds the outer agent gathers access units before sealing
 VIDEO_INNER_IDLE = 10.0        # inner: seconds without an access unit that end a stream (> VIDEO_STREAM_IDLE)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import select
 import socket
 import time
 from collections import deque
@@ -131,8 +132,54 @@ class _TranscodeQueue:
 
 
 UDP_READS_PER_WAKE = 256    # datagrams drained from one socket per wake-up, at most
-UDP_PROBE_EVERY = 32        # a socket that had no backlog is drained again every this many wake-ups
 UDP_BUFFER = 65536
+
+
+class _UdpPoller:
+    """All UDP ingest sockets in one epoll set, woken at most once per `tick`.
+
+    A camera's packets arrive one by one; waking the loop for each (an epoll round trip and a
+    callback per datagram) cost more than handling them. Here the loop watches one epoll fd; when
+    it turns readable, every ready socket is drained (bounded), the fd is unwatched for `tick`
+    seconds while the kernel queues what comes, then watched again. Added latency: at most one
+    tick; under load, one wake-up per tick instead of one per packet."""
+
+    def __init__(self, tick: float, drain) -> None:
+        self.tick, self.drain = tick, drain
+        self.epoll = select.epoll()
+        self.entries: dict[int, tuple] = {}     # fd -> (entry, socket)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.rearm: asyncio.TimerHandle | None = None
+
+    def add(self, e: OuterVideo, sock: socket.socket) -> None:
+        self.entries[sock.fileno()] = (e, sock)
+        self.epoll.register(sock.fileno(), select.EPOLLIN)
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        loop.add_reader(self.epoll.fileno(), self._wake)
+
+    def _wake(self) -> None:
+        self.loop.remove_reader(self.epoll.fileno())
+        now = time.time()
+        for fd, _mask in self.epoll.poll(0, len(self.entries) or 1):
+            e, sock = self.entries[fd]
+            self.drain(e, sock, now)
+        self.rearm = self.loop.call_later(self.tick, self._arm)
+
+    def _arm(self) -> None:
+        self.rearm = None
+        self.loop.add_reader(self.epoll.fileno(), self._wake)
+
+    def close(self) -> None:
+        if self.loop is not None:
+            self.loop.remove_reader(self.epoll.fileno())
+        if self.rearm is not None:
+            self.rearm.cancel()
+        for _e, sock in self.entries.values():
+            sock.close()
+        self.entries.clear()
+        self.epoll.close()
 
 
 class VideoIngest:
@@ -148,7 +195,7 @@ class VideoIngest:
         self.udp_socks: list[socket.socket] = []
         self._rbuf = bytearray(UDP_BUFFER)                 # one receive buffer: packets are used at once
         self._rview = memoryview(self._rbuf)
-        self._udp_wakes: dict[int, int] = {}               # fd -> wake-ups since its last backlog (drain)
+        self.poller = _UdpPoller(limits.VIDEO_INGEST_TICK, self._udp_drain)
         self.servers: list[asyncio.base_events.Server] = []
         self.tasks: list[asyncio.Task] = []
         self.refused_addresses: set[tuple[str, str]] = set()
@@ -177,7 +224,7 @@ class VideoIngest:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
                 sock.bind((host, port))
                 sock.setblocking(False)
-                loop.add_reader(sock.fileno(), self._udp_readable, e, sock)
+                self.poller.add(e, sock)
                 self.udp_socks.append(sock)
             elif e.transport == "tcp-listen":
                 host, port = split_host_port(e.listen)
@@ -188,13 +235,11 @@ class VideoIngest:
                 self.tasks.append(asyncio.create_task(self._connect_loop(e, stop)))
             log.info("video %s: %s %s, device %s, payload %s -> %s", e.name, e.transport,
                      e.listen or e.connect, e.device_id, e.payload, e.destination)
+        self.poller.start(loop)
         self.tasks.append(asyncio.create_task(self._timers(stop)))
 
     async def stop(self) -> None:
-        loop = asyncio.get_running_loop()
-        for sock in self.udp_socks:
-            loop.remove_reader(sock.fileno())
-            sock.close()
+        self.poller.close()
         self.udp_socks.clear()
         for t in self.transports:
             t.close()
@@ -331,27 +376,18 @@ class VideoIngest:
         return True
 
     # -- UDP ----------------------------------------------------------------------------------------
-    def _udp_readable(self, e: OuterVideo, sock: socket.socket) -> None:
-        """Read the socket from one reused buffer (each datagram is handled at once). A socket
-        with a backlog is drained (bounded) per wake-up; one without gets one read per wake-up
-        (no failing read per packet), and a draining probe every UDP_PROBE_EVERY wake-ups."""
-        view, recv, rbuf = self._rview, sock.recvfrom_into, self._rbuf
-        now = time.time()
-        fd = sock.fileno()
-        wakes = self._udp_wakes.get(fd, 0)
-        reads = UDP_READS_PER_WAKE if wakes % UDP_PROBE_EVERY == 0 else 1
-        got = 0
-        for _ in range(reads):
+    def _udp_drain(self, e: OuterVideo, sock: socket.socket, now: float) -> None:
+        """Read a ready socket dry (bounded) into one reused buffer; each datagram is handled at once."""
+        view, recv, rbuf, packet = self._rview, sock.recvfrom_into, self._rbuf, self.udp_packet
+        for _ in range(UDP_READS_PER_WAKE):
             try:
                 n, addr = recv(rbuf)
             except (BlockingIOError, InterruptedError):
-                break
+                return
             except OSError as exc:
                 log.debug("video %s: %s", e.name, exc)
-                break
-            got += 1
-            self.udp_packet(e, view[:n], addr, now)
-        self._udp_wakes[fd] = 0 if got > 1 else wakes + 1
+                return
+            packet(e, view[:n], addr, now)
 
     def udp_packet(self, e: OuterVideo, data, addr, now: float | None = None) -> None:
         """One datagram (bytes, or a view valid until this returns)."""
