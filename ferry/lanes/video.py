@@ -246,6 +246,9 @@ class OuterStream:
         self.rule_id: str | None = None
         self._reorder = ReorderBuffer()
         self._demux = PsDemuxer() if payload == "ps" else None
+        self._gather: list[bytes] = []  # in-order PS payloads of the current picture, fed at its marker
+        self._gathered = 0
+        self._markers = False         # the camera marks the last packet of a picture
         self._video_sid: int | None = None
         self._audio_codec: str | None = None
         self._bsa: ByteStreamAssembler | None = None
@@ -312,10 +315,27 @@ class OuterStream:
         if counts["packets"] == 0:
             out.append(StreamStarted(ssrc))
         counts["packets"] += 1
-        counts["bytes"] += len(payload)
+        n = len(payload)
+        counts["bytes"] += n
         self.last_packet = now
-        self._ps_payload(payload, marker, now, out)
+        if not self._markers:
+            if not marker:
+                self._ps_payload(payload, False, now, out)
+                return out
+            self._markers = True
+        # a marking camera: one demuxer pass per picture, not per packet
+        self._gather.append(bytes(payload))
+        self._gathered += n
+        if marker or self._gathered >= limits.VIDEO_GATHER_MAX:
+            self._gathered_out(marker, now, out)
         return out
+
+    def _gathered_out(self, marker: bool, now: float, out: list[Event]) -> None:
+        parts = self._gather
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        self._gather = []
+        self._gathered = 0
+        self._ps_payload(data, marker, now, out)
 
     def deadline(self) -> float | None:
         """When `poll` should run next (reorder timeouts and the idle end)."""
@@ -416,6 +436,8 @@ class OuterStream:
 
     # -- stages -----------------------------------------------------------------------------
     def _released(self, items, now: float, out: list[Event]) -> None:
+        if self._gather:              # what was gathered comes first
+            self._gathered_out(False, now, out)
         for item in items:
             if isinstance(item, Lost):
                 self.counts["lost_packets"] += item.count

@@ -332,3 +332,60 @@ def test_transcode_mode_with_pyav_respects_the_caps(plan_of):
     source_nals = set(split_annexb(src.read_bytes()))
     assert not source_nals & {n for o in objs for n in o.access_unit.nal_units}   # nothing of the source crossed
     assert objs[0].access_unit.keyframe and objs[0].rule == "video-cameras"
+
+
+def run_fields(stream: OuterStream, packets, t0=0.0, step=0.001) -> list:
+    """As the UDP ingest feeds a stream: header fields and a payload view (`push_fields`)."""
+    events = []
+    for i, data in enumerate(packets):
+        view = memoryview(bytearray(data))            # the ingest's reused buffer: copied or used at once
+        p = parse_rtp(data)
+        events += stream.push_fields(p.ssrc, p.sequence, p.marker, view[12:], t0 + i * step, view)
+        view[:] = bytes(len(view))                    # the buffer is reused for the next datagram
+    events += stream.close(t0 + len(packets) * step + 1)
+    return events
+
+
+def _unmark(data: bytes) -> bytes:
+    return data[:1] + bytes((data[1] & 0x7F,)) + data[2:]
+
+
+@pytest.mark.parametrize("marked", [True, False], ids=["markers", "no-markers"])
+def test_ingest_fast_path_crosses_the_same_access_units(plan_of, marked):
+    """Marking cameras are demuxed a picture at a time, others a packet at a time: same output,
+    and the same with neighbours swapped (the reorder buffer in between)."""
+    src = source("h264")
+    packets = [d for d, _ in gb28181.ps_packets(src, "h264", ssrc=SSRC)]
+    if not marked:
+        packets = [_unmark(d) for d in packets]
+    want = expected_nals("h264", src)
+    for order in ("in-order", "swapped"):
+        sent = list(packets)
+        if order == "swapped":
+            for i in range(5, len(sent) - 4, 7):
+                sent[i], sent[i + 1] = sent[i + 1], sent[i]
+        stream = outer(plan_of())
+        events = run_fields(stream, sent)
+        objs = ready(events)
+        assert [n for o in objs for n in o.access_unit.nal_units] == want, order
+        assert not [e for e in events if isinstance(e, StreamLoss)]
+        assert stream._markers is marked
+
+
+def test_gathering_is_bounded_when_the_marker_never_comes_again(plan_of):
+    """A camera that marked once and then never again: gathered PS is demuxed every VIDEO_GATHER_MAX bytes."""
+    from ferry import limits
+
+    src = source("h264")
+    packets = [d for d, _ in gb28181.ps_packets(src, "h264", ssrc=SSRC)]
+    first_marker = next(i for i, d in enumerate(packets) if d[1] & 0x80)
+    packets = packets[:first_marker + 1] + [_unmark(d) for d in packets[first_marker + 1:]]
+    stream = outer(plan_of())
+    most = 0
+    for i, data in enumerate(packets):
+        p = parse_rtp(data)
+        stream.push_fields(p.ssrc, p.sequence, p.marker, memoryview(data)[12:], i * 0.001, data)
+        most = max(most, stream._gathered)
+    assert 0 < most < limits.VIDEO_GATHER_MAX
+    objs = ready(stream.close(10.0))
+    assert objs      # the tail still crosses at the end
