@@ -23,6 +23,7 @@ from ferry.agents.kernel_rules import kernel_rules_for
 from ferry.agents.config import OuterConfig
 from ferry.agents.link_io import LinkSendSocket
 from ferry.agents.pacing import Pacer
+from ferry.agents.sealing import PendingBlock, SealingThread
 from ferry.agents.spool import SpoolWatcher, move_aside, read_whole_file
 from ferry.agents.video_ingest import VideoIngest
 from ferry.audit import AuditUnavailable
@@ -49,8 +50,9 @@ class LinkPump:
     """The sender state machine, its socket and its pacer."""
 
     def __init__(self, sender: LinkSender, sock: LinkSendSocket, rate_bytes: float, now: float,
-                 on_events=None) -> None:
+                 on_events=None, sealing: SealingThread | None = None) -> None:
         self.sender = sender
+        self.sealing = sealing
         self.on_events = on_events
         self.sock = sock
         # A burst covers what one object seals into (the sender seals whole objects
@@ -62,6 +64,8 @@ class LinkPump:
 
     def collect(self, now: float) -> None:
         self.outbox.extend(self.sender.datagrams_to_send(now))
+        if self.sealing is not None:
+            self.sealing.submit()
         if self.outbox and not self.held:
             self.wake.set()
 
@@ -76,25 +80,44 @@ class LinkPump:
             loop.remove_writer(fd)
 
     async def drain(self) -> None:
-        """Send the outbox, paced; returns when it is empty (or held)."""
-        while self.outbox and not self.held:
-            now = time.monotonic()
+        """Send the outbox, paced; returns when it is empty (or held). A block still being
+        sealed (on the sealing thread) is waited for in its place: order is kept."""
+        outbox = self.outbox
+        while outbox and not self.held:
             batch: list[bytes] = []
             size = 0
-            while self.outbox and len(batch) < 64 and size < 256 << 10:
-                d = self.outbox.popleft()
+            while outbox and len(batch) < 64 and size < 256 << 10:
+                d = outbox[0]
+                if isinstance(d, PendingBlock):
+                    if not d.future.done():
+                        if batch:
+                            break             # send what is ready first
+                        await asyncio.wrap_future(d.future)
+                    d.future.result()         # a sealing error is raised here
+                    outbox.popleft()
+                    datagrams = d.datagrams
+                    self.sender.sealed(datagrams)
+                    outbox.extendleft(reversed(datagrams))
+                    continue
+                outbox.popleft()
                 batch.append(d)
                 size += len(d)
-            wait = self.pacer.delay(size, now)
-            if wait > 0:
-                await asyncio.sleep(wait)
-            self.pacer.consume(size, time.monotonic())
+            if not batch:
+                continue
             done = 0
-            while done < len(batch):
-                n = self.sock.send_batch(batch[done:])
-                done += n
-                if done < len(batch):
-                    await self._writable()
+            try:
+                wait = self.pacer.delay(size, time.monotonic())
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                self.pacer.consume(size, time.monotonic())
+                while done < len(batch):
+                    n = self.sock.send_batch(batch[done:])
+                    done += n
+                    if done < len(batch):
+                        await self._writable()
+            except asyncio.CancelledError:
+                outbox.extendleft(reversed(batch[done:]))   # stopping: the final drain sends them
+                raise
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -130,13 +153,15 @@ class OuterAgent:
         self.run_id = int(now) & 0xFFFFFFFF
         self.counter = 0
         link = cfg.link
+        self.sealing = SealingThread()          # blocks are sealed beside the loop, in order
         self.sender = LinkSender(outer_key=self.id.key, inner_public=self.id.peer,
                                  policy_hash=self.id.plan.hash, name=cfg.agent.name, now=now,
-                                 k=link.fec_k, m=link.fec_m, datagram_max=link.datagram_max)
+                                 k=link.fec_k, m=link.fec_m, datagram_max=link.datagram_max,
+                                 sealer=self.sealing)
         self.sock = LinkSendSocket((link.peer_host, link.peer_port), bind_host=link.bind_host,
                                    interface=link.interface, sndbuf=link.sndbuf, gso=link.gso == "auto")
         self.pump = LinkPump(self.sender, self.sock, link.rate_mbps * 1e6 / 8, time.monotonic(),
-                             on_events=self.sender_events)
+                             on_events=self.sender_events, sealing=self.sealing)
         self.pending: list[_Pending] = []      # submitted, audit not yet written
         self.backlog: deque[dict] = deque()     # audit records waiting for the trail to come back
         self.watcher = SpoolWatcher(Path(cfg.files.spool), cfg.files.settle) if cfg.files else None
@@ -344,6 +369,7 @@ class OuterAgent:
         self.pump.collect(now)
         if not self.pump.held:
             await self.pump.drain()
+        self.sealing.close()
         self.audit(event="agent_stopped", verdict="info", reason="outer agent stopped",
                    detail=dict(self.stats))
         self.id.audit.close(time.time())

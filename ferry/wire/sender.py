@@ -56,6 +56,7 @@ class LinkSender:
         key_bytes_max: int = limits.KEY_BYTES_MAX,
         epoch: int | None = None,
         rng: Callable[[int], bytes] = os.urandom,
+        sealer: Callable | None = None,
     ) -> None:
         if not 1 <= k <= limits.FEC_K_MAX or not 1 <= m <= limits.FEC_M_MAX:
             raise ValueError("k or m out of range")
@@ -72,12 +73,15 @@ class LinkSender:
         self._key_lifetime = key_lifetime
         self._key_bytes_max = key_bytes_max
         self._rng = rng
+        # sealer(seal_block, *args) -> a handle the caller resolves to the block's datagrams (e.g.
+        # a future of a worker thread, so the cipher runs beside the caller); None: seal at once
+        self._sealer = sealer
         sealed_max = min(fec.block_capacity(k, datagram_max, SYMBOL_HEADER_SIZE), limits.BLOCK_MAX)
         self.capacity = sealed_max - TAG_SIZE  # bytes of block plaintext
         if self.capacity < FRAGMENT_HEADER_SIZE + 1:
             raise ValueError("datagram_max too small for a block")
         self.counters = SenderCounters()
-        self._out: deque[bytes] = deque()
+        self._out: deque = deque()       # datagrams, and handles of blocks being sealed (sealer)
         self._events: deque[SenderEvent] = deque()
         # block being filled
         self._parts: list = []
@@ -201,13 +205,15 @@ class LinkSender:
         plaintext = b"".join(self._parts)
         sealed_len = len(plaintext) + TAG_SIZE
         k, m = self._k, self._m
-        datagrams = seal_block(self._aead, self._epoch, block_no, plaintext, k, m)
-        self._out.extend(datagrams)
-        size = sum(map(len, datagrams))
         c = self.counters
+        if self._sealer is not None:
+            self._out.append(self._sealer(seal_block, self._aead, self._epoch, block_no, plaintext, k, m))
+        else:
+            datagrams = seal_block(self._aead, self._epoch, block_no, plaintext, k, m)
+            self._out.extend(datagrams)
+            self.sealed(datagrams)
         c.blocks += 1
         c.datagrams += k + m
-        c.bytes += size
         self._events.append(BlockSealed(self._epoch, block_no, tuple(self._ids), sealed_len))
         self._next_block = block_no + 1
         self._epoch_blocks += 1
@@ -218,14 +224,19 @@ class LinkSender:
         if self._epoch_bytes >= self._key_bytes_max:
             self._rotate(now, "bytes")
 
+    def sealed(self, datagrams: list[bytes]) -> None:
+        """Count the datagrams of a sealed block (the sealer's caller reports them when resolved)."""
+        self.counters.bytes += sum(map(len, datagrams))
+
     def _push(self, datagram: bytes) -> None:
         self._out.append(datagram)
         self.counters.datagrams += 1
         self.counters.bytes += len(datagram)
 
     # --- output, events, timers --------------------------------------------
-    def datagrams_to_send(self, now: float) -> list[bytes]:
-        """Everything ready, in order; the symbols of a block are consecutive."""
+    def datagrams_to_send(self, now: float) -> list:
+        """Everything ready, in order; the symbols of a block are consecutive (with a sealer, a
+        block is its sealer's handle in its place)."""
         out = list(self._out)
         self._out.clear()
         return out
