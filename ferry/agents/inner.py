@@ -30,7 +30,7 @@ from ferry.wire import events as ev
 
 log = logging.getLogger("ferry.inner")
 
-READS_PER_WAKE = 256
+READS_PER_WAKE = 64           # link reads (each up to a GRO batch of 64 KiB) per wake-up, at most
 HELD_EVENTS_MAX = 10_000       # link events held while the audit trail is down
 BACKLOG_MAX = 100_000          # audit records held while the trail is down
 
@@ -268,7 +268,7 @@ class InnerAgent:
                 break
             buf, seg = got
             self.receiver.receive_segments(buf, seg, now)
-        self.drain()
+            self.drain()             # what this read completed leaves now, not after the whole wake-up
 
     async def timers(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
