@@ -161,6 +161,9 @@ def sender(streams: list[tuple[int, int, int, float]], path: str, start_at: floa
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
     pack, now = HEADER.pack, time.monotonic
     lag = 0.0
+    while time.monotonic() < start_at - 0.002:
+        time.sleep(0.001)
+    cpu0 = time.process_time()
     for t, k, j in schedule:
         due = start_at + t
         delay = due - now()
@@ -174,7 +177,7 @@ def sender(streams: list[tuple[int, int, int, float]], path: str, start_at: floa
         if marker:
             sent[k].append(now())
     sock.close()
-    result_q.put(("sent", [i for i, *_ in streams], sent, lag))
+    result_q.put(("sent", [i for i, *_ in streams], sent, lag, time.process_time() - cpu0))
 
 
 # --- receiver -----------------------------------------------------------------------------------
@@ -199,6 +202,7 @@ def receiver(n: int, keep: list[int], port_q, result_q, stop) -> None:
     ps = {i: [] for i in keep}
     idle_since = time.monotonic()
     now = time.monotonic
+    cpu0 = None
     while True:
         events = sel.select(0.2)
         t = now()
@@ -207,6 +211,8 @@ def receiver(n: int, keep: list[int], port_q, result_q, stop) -> None:
                 break
             continue
         idle_since = t
+        if cpu0 is None:
+            cpu0 = time.process_time()
         for key, _ in events:
             i, s = key.data, key.fileobj
             while True:
@@ -228,7 +234,7 @@ def receiver(n: int, keep: list[int], port_q, result_q, stop) -> None:
                     markers[i].append(t)
                 if i in ps:
                     ps[i].append(data[12:])
-    result_q.put(("received", packets, gaps, [sorted(s) for s in ssrcs], [sorted(p) for p in pts], markers,
+    result_q.put(("received", time.process_time() - (cpu0 or 0.0), packets, gaps, [sorted(s) for s in ssrcs], [sorted(p) for p in pts], markers,
                   {i: b"".join(v) for i, v in ps.items()}))
 
 
@@ -238,6 +244,14 @@ def proc_cpu(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far (/proc/stat, all cores)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + v[4]
+    return (sum(v) - idle) / CLK_TCK, sum(v) / CLK_TCK
 
 
 def child_cpu(cmd: list[str]) -> float:
@@ -325,7 +339,7 @@ def audit_problems(appliance) -> list[dict]:
 
 
 def trial(n: int, path: Path, work: Path, expected_md5: list[str], seconds_cap: float, direct: bool = False,
-          max_latency_ms: float = 200.0) -> dict:
+          max_latency_ms: float = 200.0, profile: Path | None = None) -> dict:
     """One run of N streams; `direct`: cameras straight to the receiver (checks the harness itself)."""
     from appliance import Appliance
 
@@ -358,14 +372,23 @@ def trial(n: int, path: Path, work: Path, expected_md5: list[str], seconds_cap: 
             senders.append(p)
         while time.monotonic() < start_at - 0.05:
             time.sleep(0.01)
-        cpu0 = sum(proc_cpu(pid) for pid in pids)
+        cpu0 = [proc_cpu(pid) for pid in pids]
+        m0 = machine_busy()
         t0 = time.monotonic()
+        spies = [] if profile is None else [
+            subprocess.Popen(["py-spy", "record", "--pid", str(p.pid), "--format", "raw", "--nonblocking",
+                              "--duration", str(int(seconds_cap)), "--output", str(profile / f"n{n}-{role}.txt")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for role, p in app.procs.items()]
         results = []
         deadline = start_at + seconds_cap + 60
         while len(results) < len(senders):
             results.append(result_q.get(timeout=max(1.0, deadline - time.monotonic())))
         time.sleep(1.0)  # the last frames cross
-        cpu1 = sum(proc_cpu(pid) for pid in pids)
+        for spy in spies:
+            spy.wait(30)
+        cpu1 = [proc_cpu(pid) for pid in pids]
+        m1 = machine_busy()
         t1 = time.monotonic()
         if not direct:  # the last access units leave when the streams end (idle)
             from ferry import limits
@@ -385,11 +408,14 @@ def trial(n: int, path: Path, work: Path, expected_md5: list[str], seconds_cap: 
                 p.terminate()
     sent = [None] * n
     lag = 0.0
-    for kind, idxs, times, sender_lag in results:
+    harness = 0.0
+    for kind, idxs, times, sender_lag, sender_cpu in results:
         lag = max(lag, sender_lag)
+        harness += sender_cpu
         for i, ts in zip(idxs, times):
             sent[i] = ts
-    _kind, packets, gaps, ssrcs, pts, markers, ps = received
+    _kind, receiver_cpu, packets, gaps, ssrcs, pts, markers, ps = received
+    harness += receiver_cpu
     frames = len(sent[0]) if sent and sent[0] else 0
     reasons = []
     if not agents_alive:
@@ -419,6 +445,16 @@ def trial(n: int, path: Path, work: Path, expected_md5: list[str], seconds_cap: 
                  for s, r in zip(sent[i], markers[i]) if r < quiet]
     held = sum(r >= quiet for i in range(n) for r in markers[i])
     q = statistics.quantiles(latencies, n=100) if len(latencies) >= 2 else [float("nan")] * 99
+    # where the worst latencies sit: p99 per second of the run (the first holds every camera's keyframe)
+    per_second: dict[int, list[float]] = {}
+    t_first = min((ts[0] for ts in sent if ts), default=0.0)
+    for i in range(n):
+        if sent[i] and len(markers[i]) == len(sent[i]):
+            for s, r in zip(sent[i], markers[i]):
+                if r < quiet:
+                    per_second.setdefault(int(s - t_first), []).append(r - s)
+    p99_by_second = [round(statistics.quantiles(v, n=100)[98] * 1000) if len(v) >= 2 else None
+                     for _k, v in sorted(per_second.items())]
     # keeping up: ferry must not fall behind real time (its CPU is then measured over work done)
     if q[98] * 1000 > max_latency_ms:
         reasons.append(f"behind real time: latency p99 {q[98] * 1000:.0f} ms > {max_latency_ms:.0f} ms")
@@ -426,9 +462,11 @@ def trial(n: int, path: Path, work: Path, expected_md5: list[str], seconds_cap: 
         reasons.append(f"behind real time: {held} frames came out after the cameras stopped")
     stream_seconds = n * frames / SOURCE["rate"]
     return {"n": n, "ok": not reasons, "reasons": reasons[:5], "sender_lag_s": lag, "held_frames": held,
-            "latency_p50_ms": q[49] * 1000, "latency_p99_ms": q[98] * 1000,
-            "cpu_s": cpu1 - cpu0, "wall_s": t1 - t0,
-            "cpu_per_stream_s": (cpu1 - cpu0) / stream_seconds if stream_seconds else float("nan")}
+            "latency_p50_ms": q[49] * 1000, "latency_p99_ms": q[98] * 1000, "p99_by_second": p99_by_second,
+            "cpu_s": sum(cpu1) - sum(cpu0), "wall_s": t1 - t0,
+            "cpu_each": [b - a for a, b in zip(cpu0, cpu1)], "harness_cpu_s": harness,
+            "machine_busy": (m1[0] - m0[0]) / max(1e-9, m1[1] - m0[1]),
+            "cpu_per_stream_s": (sum(cpu1) - sum(cpu0)) / stream_seconds if stream_seconds else float("nan")}
 
 
 def main() -> int:
@@ -439,6 +477,8 @@ def main() -> int:
     ap.add_argument("--max-latency-ms", type=float, default=200.0,
                     help="a trial whose p99 added latency exceeds this has fallen behind real time: fail")
     ap.add_argument("--direct", action="store_true", help="no agents: cameras straight to the receiver")
+    ap.add_argument("--profile", help="sample each agent with py-spy (pip install py-spy) into this folder; "
+                    "the sampler's own CPU load skews the figures of that run")
     args = ap.parse_args()
     for tool in ("ffmpeg", "ffprobe"):
         if shutil.which(tool) is None:
@@ -458,12 +498,15 @@ def main() -> int:
               f"({fl['block_bytes']}-byte blocks)")
         best = None
         for n in ladder:
-            r = trial(n, path, work / f"n{n}", expected, args.seconds, args.direct, args.max_latency_ms)
+            r = trial(n, path, work / f"n{n}", expected, args.seconds, args.direct, args.max_latency_ms,
+                      Path(args.profile) if args.profile else None)
             state = "ok" if r["ok"] else "FAIL " + "; ".join(r["reasons"])
             print(f"N={n:4d} latency p50 {r['latency_p50_ms']:.1f} ms p99 {r['latency_p99_ms']:.1f} ms, "
-                  f"ferry CPU {r['cpu_s']:.2f} s over {r['wall_s']:.1f} s = {r['cpu_per_stream_s']:.5f} "
-                  f"per stream-s, sender lag {r['sender_lag_s'] * 1000:.0f} ms, {r['held_frames']} frames out at "
+                  f"ferry CPU {r['cpu_s']:.2f} s ({'+'.join(f'{c:.2f}' for c in r['cpu_each'])}) over "
+                  f"{r['wall_s']:.1f} s = {r['cpu_per_stream_s']:.5f} per stream-s, cameras and receiver "
+                  f"{r['harness_cpu_s']:.2f} s, machine {r['machine_busy'] * 100:.0f}% busy, sender lag {r['sender_lag_s'] * 1000:.0f} ms, {r['held_frames']} frames out at "
                   f"stream end: {state}", flush=True)
+            print(f"       p99 ms by second of the run: {r['p99_by_second']}", flush=True)
             if not r["ok"]:
                 break
             best = r
