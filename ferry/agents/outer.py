@@ -23,7 +23,7 @@ from ferry.agents.kernel_rules import kernel_rules_for
 from ferry.agents.config import OuterConfig
 from ferry.agents.link_io import LinkSendSocket
 from ferry.agents.pacing import Pacer
-from ferry.agents.sealing import PendingBlock, SealingThread
+from ferry.agents.link_writer import LinkWriter, defer
 from ferry.agents.spool import SpoolWatcher, move_aside, read_whole_file
 from ferry.agents.video_ingest import VideoIngest
 from ferry.audit import AuditUnavailable
@@ -47,80 +47,54 @@ class _Pending:
 
 
 class LinkPump:
-    """The sender state machine, its socket and its pacer."""
+    """The sender state machine on the loop (timers, collecting what it made) and its writer
+    thread (sealing, pacing, sending). While the audit trail is down (`held`) nothing more is
+    handed to the writer: it waits in `outbox`."""
 
     def __init__(self, sender: LinkSender, sock: LinkSendSocket, rate_bytes: float, now: float,
-                 on_events=None, sealing: SealingThread | None = None) -> None:
+                 on_events=None) -> None:
         self.sender = sender
-        self.sealing = sealing
         self.on_events = on_events
         self.sock = sock
         # A burst covers what one object seals into (the sender seals whole objects
         # at once); the average stays at the configured rate.
-        self.pacer = Pacer(rate_bytes, burst=max(1 << 20, int(rate_bytes * 0.02)), now=now)
-        self.outbox: deque[bytes] = deque()
-        self.held = False            # True while the audit trail cannot be written
+        self.writer = LinkWriter(sock, Pacer(rate_bytes, burst=max(1 << 20, int(rate_bytes * 0.02)), now=now))
+        self.outbox: deque = deque()   # made while held
+        self.held = False              # True while the audit trail cannot be written
         self.wake = asyncio.Event()
+        self._sealed_bytes = 0
 
     def collect(self, now: float) -> None:
         self.outbox.extend(self.sender.datagrams_to_send(now))
-        if self.sealing is not None:
-            self.sealing.submit()
         if self.outbox and not self.held:
-            self.wake.set()
+            self.writer.put(self.outbox)
+            self.outbox = deque()
+        self._count()
 
-    async def _writable(self) -> None:
-        loop = asyncio.get_running_loop()
-        fut = loop.create_future()
-        fd = self.sock.sock.fileno()
-        loop.add_writer(fd, lambda: fut.done() or fut.set_result(None))
-        try:
-            await fut
-        finally:
-            loop.remove_writer(fd)
+    def backlog(self) -> int:
+        """Datagrams and blocks made but not sent yet."""
+        return len(self.outbox) + self.writer.backlog()
+
+    def _count(self) -> None:
+        sealed = self.writer.sealed_bytes
+        if sealed != self._sealed_bytes:
+            self.sender.sealed(sealed - self._sealed_bytes)
+            self._sealed_bytes = sealed
 
     async def drain(self) -> None:
-        """Send the outbox, paced; returns when it is empty (or held). A block still being
-        sealed (on the sealing thread) is waited for in its place: order is kept."""
-        outbox = self.outbox
-        while outbox and not self.held:
-            batch: list[bytes] = []
-            size = 0
-            while outbox and len(batch) < 64 and size < 256 << 10:
-                d = outbox[0]
-                if isinstance(d, PendingBlock):
-                    if not d.future.done():
-                        if batch:
-                            break             # send what is ready first
-                        await asyncio.wrap_future(d.future)
-                    d.future.result()         # a sealing error is raised here
-                    outbox.popleft()
-                    datagrams = d.datagrams
-                    self.sender.sealed(datagrams)
-                    outbox.extendleft(reversed(datagrams))
-                    continue
-                outbox.popleft()
-                batch.append(d)
-                size += len(d)
-            if not batch:
-                continue
-            done = 0
-            try:
-                wait = self.pacer.delay(size, time.monotonic())
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                self.pacer.consume(size, time.monotonic())
-                while done < len(batch):
-                    n = self.sock.send_batch(batch[done:])
-                    done += n
-                    if done < len(batch):
-                        await self._writable()
-            except asyncio.CancelledError:
-                outbox.extendleft(reversed(batch[done:]))   # stopping: the final drain sends them
-                raise
+        """Stopping: everything made goes out (unless held), then the writer ends."""
+        if not self.held:
+            self.writer.put(self.outbox)
+            self.outbox = deque()
+        await asyncio.to_thread(self.writer.close)
+        self._count()
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            if self.writer.error is not None:
+                log.error("link writer failed: %s; stopping the agent", self.writer.error)
+                stop.set()
+                return
             now = time.time()
             timer = self.sender.get_timer()
             if timer is not None and timer <= now:
@@ -128,9 +102,6 @@ class LinkPump:
                 if self.on_events:
                     self.on_events()
             self.collect(now)
-            if self.outbox and not self.held:
-                await self.drain()
-                continue
             timer = self.sender.get_timer()
             timeout = 0.2 if timer is None else max(0.0, min(0.2, timer - time.time()))
             self.wake.clear()
@@ -153,15 +124,15 @@ class OuterAgent:
         self.run_id = int(now) & 0xFFFFFFFF
         self.counter = 0
         link = cfg.link
-        self.sealing = SealingThread()          # blocks are sealed beside the loop, in order
+        # blocks are sealed by the link writer thread, beside the loop (sealer=defer)
         self.sender = LinkSender(outer_key=self.id.key, inner_public=self.id.peer,
                                  policy_hash=self.id.plan.hash, name=cfg.agent.name, now=now,
                                  k=link.fec_k, m=link.fec_m, datagram_max=link.datagram_max,
-                                 sealer=self.sealing)
+                                 sealer=defer)
         self.sock = LinkSendSocket((link.peer_host, link.peer_port), bind_host=link.bind_host,
                                    interface=link.interface, sndbuf=link.sndbuf, gso=link.gso == "auto")
         self.pump = LinkPump(self.sender, self.sock, link.rate_mbps * 1e6 / 8, time.monotonic(),
-                             on_events=self.sender_events, sealing=self.sealing)
+                             on_events=self.sender_events)
         self.pending: list[_Pending] = []      # submitted, audit not yet written
         self.backlog: deque[dict] = deque()     # audit records waiting for the trail to come back
         self.watcher = SpoolWatcher(Path(cfg.files.spool), cfg.files.settle) if cfg.files else None
@@ -297,7 +268,7 @@ class OuterAgent:
             now = time.time()
             if self.pump.held:
                 self.flush_audit()
-            elif len(self.pump.outbox) < 4096:
+            elif self.pump.backlog() < 4096:
                 for entry in self.watcher.scan(now):
                     self.take_file(entry, now)
                     if self.pump.held:
@@ -329,7 +300,7 @@ class OuterAgent:
         c = self.sender.counters
         video = self.video.stats if self.video else {}
         return {**self.stats, **video, "blocks": c.blocks, "datagrams": c.datagrams, "bytes": c.bytes,
-                "objects": c.objects, "epoch": c.epoch, "outbox": len(self.pump.outbox)}
+                "objects": c.objects, "epoch": c.epoch, "outbox": self.pump.backlog(), "send_errors": self.pump.writer.errors}
 
     # -- life cycle -------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> int:
@@ -367,14 +338,16 @@ class OuterAgent:
         now = time.time()
         self.sender.flush(now)
         self.pump.collect(now)
-        if not self.pump.held:
-            await self.pump.drain()
-        self.sealing.close()
+        await self.pump.drain()
+        failed = self.pump.writer.error
+        if failed is not None:
+            self.audit(event="link_writer_failed", verdict="alarm",
+                       reason=f"link writer failed: {type(failed).__name__}: {failed}")
         self.audit(event="agent_stopped", verdict="info", reason="outer agent stopped",
                    detail=dict(self.stats))
         self.id.audit.close(time.time())
         self.sock.close()
-        return 0
+        return 1 if failed is not None else 0
 
 
 def main(cfg: OuterConfig) -> int:

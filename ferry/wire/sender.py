@@ -211,7 +211,7 @@ class LinkSender:
         else:
             datagrams = seal_block(self._aead, self._epoch, block_no, plaintext, k, m)
             self._out.extend(datagrams)
-            self.sealed(datagrams)
+            self.sealed(sum(map(len, datagrams)))
         c.blocks += 1
         c.datagrams += k + m
         self._events.append(BlockSealed(self._epoch, block_no, tuple(self._ids), sealed_len))
@@ -224,9 +224,9 @@ class LinkSender:
         if self._epoch_bytes >= self._key_bytes_max:
             self._rotate(now, "bytes")
 
-    def sealed(self, datagrams: list[bytes]) -> None:
-        """Count the datagrams of a sealed block (the sealer's caller reports them when resolved)."""
-        self.counters.bytes += sum(map(len, datagrams))
+    def sealed(self, nbytes: int) -> None:
+        """Count the bytes of sealed blocks' datagrams (with a sealer, its caller reports them)."""
+        self.counters.bytes += nbytes
 
     def _push(self, datagram: bytes) -> None:
         self._out.append(datagram)

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import random
 
-from ferry.agents.sealing import PendingBlock, SealingThread
-from ferry.wire import LinkSender, ObjectReceived
+from ferry.wire import LinkSender
 from ferry.wire.frame import TYPE_SYMBOL
-from wire_sim import Channel, Link
 
 
 def _sender(keys, **kw) -> LinkSender:
@@ -49,54 +47,13 @@ def test_deferred_sealing_gives_the_same_datagrams_in_the_same_places(keys):
         if isinstance(item, tuple):
             _, fn, args = item
             datagrams = fn(*args)
-            deferred.sealed(datagrams)
+            deferred.sealed(sum(map(len, datagrams)))
             b.extend(datagrams)
         else:
             b.append(item)
     assert len(a) == len(b)
     assert _symbols(a) == _symbols(b)     # the same key (same rng), the same blocks
     assert [d[3] for d in a] == [d[3] for d in b]   # announcements and symbols in the same places
-    assert deferred.counters.bytes == now_sealed.counters.bytes
+    control = lambda ds: sum(len(d) for d in ds if d[3] != TYPE_SYMBOL)   # signatures vary in length
+    assert deferred.counters.bytes - control(b) == now_sealed.counters.bytes - control(a)
     assert deferred.counters.blocks == now_sealed.counters.blocks == len(calls)
-
-
-def test_the_sealing_thread_keeps_order_and_the_receiver_gets_everything(keys):
-    thread = SealingThread()
-    link = Link(keys, Channel(random.Random(1)), sealer=thread)
-    try:
-        objs = _objects()
-        for oid, payload in objs:
-            link.submit(oid, payload)
-        link.sender.flush(link.now)
-        items = link.sender.datagrams_to_send(link.now)
-        thread.submit()
-        assert thread.batches == 1          # one hand-over for every block made since the last
-        blocks = [i for i in items if isinstance(i, PendingBlock)]
-        assert len(blocks) > 10 and len({id(b.future) for b in blocks}) == 1
-        datagrams = []
-        for item in items:
-            if isinstance(item, PendingBlock):
-                item.future.result(10)
-                datagrams.extend(item.datagrams)
-            else:
-                datagrams.append(item)
-        link.deliver(datagrams)
-        got = {e.object_id: e.payload for e in link.of(ObjectReceived)}
-        assert got == dict(objs)
-    finally:
-        thread.close()
-
-
-def test_a_sealing_error_surfaces_on_the_block(keys):
-    thread = SealingThread()
-    try:
-        block = thread(lambda *a: 1 / 0)
-        thread.submit()
-        try:
-            block.future.result(10)
-        except ZeroDivisionError:
-            pass
-        else:
-            raise AssertionError("the error was swallowed")
-    finally:
-        thread.close()

@@ -1,0 +1,97 @@
+"""The outer agent's link writer thread: seals deferred blocks, paces, sends, in order."""
+from __future__ import annotations
+
+import random
+import time
+
+import pytest
+
+from ferry.agents.link_io import LinkReceiveSocket, LinkSendSocket
+from ferry.agents.link_writer import LinkWriter, PendingBlock, defer
+from ferry.agents.pacing import Pacer
+from ferry.crypto import SM2PrivateKey
+from ferry.wire import LinkReceiver, LinkSender, ObjectReceived
+
+
+@pytest.fixture(scope="module")
+def keys():
+    return SM2PrivateKey.generate(), SM2PrivateKey.generate()
+
+
+def _link(rate=1e9, burst=1 << 20):
+    rx = LinkReceiveSocket(("127.0.0.1", 0), rcvbuf=32 << 20)
+    tx = LinkSendSocket(rx.address, bind_host="127.0.0.1")
+    return tx, rx, LinkWriter(tx, Pacer(rate, burst, time.monotonic()))
+
+
+def _receive_all(rx, receiver, want: int, timeout=10.0) -> dict:
+    got, deadline = {}, time.monotonic() + timeout
+    while len(got) < want and time.monotonic() < deadline:
+        r = rx.receive()
+        if r is None:
+            time.sleep(0.001)
+            continue
+        receiver.receive_segments(r[0], r[1], time.time())
+        while (e := receiver.next_event()) is not None:
+            if isinstance(e, ObjectReceived):
+                got[e.object_id] = e.payload
+    return got
+
+
+def test_deferred_blocks_are_sealed_and_sent_in_order(keys):
+    outer, inner = keys
+    tx, rx, writer = _link()
+    try:
+        sender = LinkSender(outer_key=outer, inner_public=inner.public_key(), policy_hash=bytes(32),
+                            name="o", now=time.time(), sealer=defer)
+        receiver = LinkReceiver(inner_key=inner, outer_public=outer.public_key(), now=time.time())
+        rng = random.Random(4)
+        objs = {i: rng.randbytes(rng.choice([50, 5000, 60_000, 300_000])) for i in range(60)}
+        for oid, payload in objs.items():
+            sender.submit(oid, payload, time.time())
+        sender.flush(time.time())
+        items = sender.datagrams_to_send(time.time())
+        blocks = sum(isinstance(i, PendingBlock) for i in items)
+        assert blocks == sender.counters.blocks > 20
+        writer.put(items)
+        assert _receive_all(rx, receiver, len(objs)) == objs
+        writer.close()
+        assert writer.error is None and writer.errors == 0
+        assert writer.sent == sender.counters.datagrams
+        assert writer.sealed_bytes > sum(map(len, objs.values()))
+    finally:
+        tx.close()
+        rx.close()
+
+
+def test_pacing_holds_the_rate_and_close_sends_everything():
+    tx, rx, writer = _link(rate=2e6, burst=64 << 10)       # 2 MB/s
+    try:
+        datagrams = [bytes([i % 256]) * 1400 for i in range(1000)]   # 1.4 MB: about 0.7 s
+        t0 = time.monotonic()
+        writer.put(datagrams)
+        writer.close()                                     # returns once all of it went out
+        took = time.monotonic() - t0
+        assert writer.sent == len(datagrams)
+        assert took >= (1.4e6 - (64 << 10)) / 2e6 * 0.9, took
+        n = 0
+        while (r := rx.receive()) is not None:
+            n += len(r[0]) // r[1] + (1 if len(r[0]) % r[1] else 0)
+        assert n == len(datagrams)
+    finally:
+        tx.close()
+        rx.close()
+
+
+def test_a_failing_seal_stops_the_writer_with_the_error():
+    tx, rx, writer = _link()
+    try:
+        writer.put([PendingBlock(lambda: 1 / 0, ())])
+        deadline = time.monotonic() + 5
+        while writer.error is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert isinstance(writer.error, ZeroDivisionError)
+        writer.close()                                     # the thread is gone: close does not hang
+    finally:
+        tx.close()
+        rx.close()
