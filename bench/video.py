@@ -376,7 +376,7 @@ def trial(n: int, path: Path, work: Path, expected_md5: list[str], seconds_cap: 
         m0 = machine_busy()
         t0 = time.monotonic()
         spies = [] if profile is None else [
-            subprocess.Popen(["py-spy", "record", "--pid", str(p.pid), "--format", "raw", "--nonblocking",
+            subprocess.Popen(["py-spy", "record", "--pid", str(p.pid), "--format", "raw", "--nonblocking", "--threads",
                               "--duration", str(int(seconds_cap)), "--output", str(profile / f"n{n}-{role}.txt")],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             for role, p in app.procs.items()]
