@@ -389,3 +389,33 @@ def test_gathering_is_bounded_when_the_marker_never_comes_again(plan_of):
     assert 0 < most < limits.VIDEO_GATHER_MAX
     objs = ready(stream.close(10.0))
     assert objs      # the tail still crosses at the end
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cut=st.lists(st.tuples(st.integers(0, 2000), st.booleans(), st.integers(-2, 3)), min_size=1, max_size=40),
+       junk=st.lists(st.binary(min_size=1, max_size=200), max_size=5), seed=st.integers(0, 1000))
+def test_ingest_fast_path_takes_hostile_ps_without_raising(plan_of, cut, junk, seed):
+    """The ingest's own path (push_fields, gathering to the marker): a real PS cut at random
+    places, with lies in the marker bits, sequence jumps and junk packets, never raises, and what
+    is gathered stays bounded."""
+    from ferry import limits
+
+    ps = _fuzz_ps()
+    rng = random.Random(seed)
+    stream = outer(_fuzz_plan(plan_of))
+    pos, seq = 0, 100
+    for i, (size, marker, jump) in enumerate(cut):
+        data = ps[pos:pos + size] if junk == [] or rng.random() < 0.8 else rng.choice(junk)
+        pos += size
+        seq = (seq + (jump if jump > 0 else 1)) & 0xFFFF
+        packet = build_rtp(96, seq, i * 3600, SSRC, data, marker=marker)
+        stream.push_fields(SSRC, seq, marker, memoryview(packet)[12:], i * 0.01, packet)
+        assert stream._gathered < limits.VIDEO_GATHER_MAX + 65536
+        stream.poll(i * 0.01)
+    stream.close(10.0)
+
+
+def _fuzz_ps() -> bytes:
+    if "ps" not in _PLAN:
+        _PLAN["ps"] = gb28181.ps_stream(gb28181.ps_packets(source("h264", seconds=1), "h264", ssrc=SSRC))
+    return _PLAN["ps"]
