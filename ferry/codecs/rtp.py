@@ -248,7 +248,7 @@ class ReorderBuffer:
         """When `poll` should be called next (None: nothing is waiting)."""
         if not self._held:
             return None
-        return min(t for _, t in self._held.values()) + self.max_delay
+        return next(iter(self._held.values()))[1] + self.max_delay   # held in arrival order
 
     def poll(self, now: float) -> list[RtpPacket | Lost]:
         """Give up gaps whose later packets have waited `max_delay`."""
@@ -263,9 +263,11 @@ class ReorderBuffer:
     # internals
 
     def _expire(self, now: float, out: list[RtpPacket | Lost]) -> list[RtpPacket | Lost]:
-        while self._held:
-            oldest = min(self._held, key=lambda e: self._held[e][1])
-            if now - self._held[oldest][1] < self.max_delay:
+        held = self._held
+        while held:
+            # the longest-waiting packet is the first still held: a dict keeps arrival order
+            oldest = next(iter(held))
+            if now - held[oldest][1] < self.max_delay:
                 break
             self._release_below(oldest + 1, out)
         return out

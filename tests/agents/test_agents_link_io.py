@@ -108,3 +108,26 @@ def test_send_datagrams_groups_equal_sizes_and_keeps_order():
     finally:
         rx.close()
         tx.close()
+
+
+def test_send_datagrams_falls_back_for_good_when_the_device_refuses_offload():
+    """EIO (a device without UDP segmentation) on the first offloaded send: the rest go one by one."""
+    import errno
+
+    from ferry.agents.link_io import send_datagrams
+
+    class NoOffload:
+        def __init__(self):
+            self.sent = []
+
+        def sendmsg(self, buffers, ancillary, flags, address):
+            raise OSError(errno.EIO, "no GSO here")
+
+        def sendto(self, data, address):
+            self.sent.append(bytes(data))
+
+    sock = NoOffload()
+    dgrams = [os.urandom(1000) for _ in range(10)] + [os.urandom(10)]
+    sent, gso, calls = send_datagrams(sock, dgrams, ("127.0.0.1", 9), True)
+    assert sent == len(dgrams) and gso is False
+    assert sock.sent == dgrams and calls == len(dgrams) + 1      # the refused try, then one each
