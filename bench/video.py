@@ -4,7 +4,7 @@ Workload: N cameras, each a 4 Mbps 1080p25 H.264 stream as RTP/PS over UDP in re
 test camera of ferry/camera.py: one ffmpeg-made source, per-stream SSRC and sequence
 numbers, start phases spread over a frame), into a real outer agent on loopback, across the
 sealed link, out of a real inner agent as fresh RTP/PS over UDP, one output port per stream.
-N climbs a bounded ladder (1, 5, 10, 20, 30, 40, 50, 60, 80, 100, 120; `--ladder`), `--seconds` (10) per
+N climbs a bounded ladder (1, 5, 10, 20, 30, 40, 50, 60, 80, 100, 110, 120; `--ladder`), `--seconds` (10) per
 trial; the search stops at the first N that fails. A trial passes when every stream's output has
 contiguous sequence numbers and every frame (marker count), the trails record no loss or refusal,
 sampled outputs (first and last stream) decode with ffmpeg to the source's framemd5, and ferry
@@ -472,7 +472,7 @@ def trial(n: int, path: Path, work: Path, expected_md5: list[str], seconds_cap: 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=10.0, help="stream length per trial (the source)")
-    ap.add_argument("--ladder", default="1,5,10,20,30,40,50,60,80,100,120")
+    ap.add_argument("--ladder", default="1,5,10,20,30,40,50,60,80,100,110,120")
     ap.add_argument("--keep", help="keep the work folder here")
     ap.add_argument("--max-latency-ms", type=float, default=200.0,
                     help="a trial whose p99 added latency exceeds this has fallen behind real time: fail")

@@ -377,8 +377,11 @@ class VideoIngest:
 
     # -- UDP ----------------------------------------------------------------------------------------
     def _udp_drain(self, e: OuterVideo, sock: socket.socket, now: float) -> None:
-        """Read a ready socket dry (bounded) into one reused buffer; each datagram is handled at once."""
-        view, recv, rbuf, packet = self._rview, sock.recvfrom_into, self._rbuf, self.udp_packet
+        """Read a ready socket dry (bounded) into one reused buffer; each datagram is handled at once.
+        The common datagram (the stream's own source, plain RTP header) goes straight to its
+        stream; anything else takes `udp_packet`, which checks everything."""
+        view, recv, rbuf, unpack = self._rview, sock.recvfrom_into, self._rbuf, HEADER.unpack_from
+        stream = self.udp.get(e.name)
         for _ in range(UDP_READS_PER_WAKE):
             try:
                 n, addr = recv(rbuf)
@@ -387,7 +390,16 @@ class VideoIngest:
             except OSError as exc:
                 log.debug("video %s: %s", e.name, exc)
                 return
-            packet(e, view[:n], addr, now)
+            if (stream is not None and n >= HEADER_SIZE and rbuf[0] == 0x80 and addr[0] == stream.address
+                    and not stream.closed and (not e.source_address or addr[0] == e.source_address)):
+                _b0, b1, seq, _ts, ssrc = unpack(rbuf)
+                events = stream.push_fields(ssrc, seq, b1 >= 0x80, view[HEADER_SIZE:n], now, view[:n])
+                if events or stream.closed:
+                    self._handle(stream, events, now)
+                    stream = self.udp.get(e.name)
+                continue
+            self.udp_packet(e, view[:n], addr, now)
+            stream = self.udp.get(e.name)
 
     def udp_packet(self, e: OuterVideo, data, addr, now: float | None = None) -> None:
         """One datagram (bytes, or a view valid until this returns)."""
