@@ -351,8 +351,11 @@ def trial(n: int, path: Path, work: Path, expected_md5: list[str], seconds_cap: 
     rx = ctx.Process(target=receiver, args=(n, keep, port_q, result_q, stop), daemon=True)
     rx.start()
     out_ports = port_q.get(timeout=30)
-    in_ports = out_ports if direct else free_udp_ports(n)
-    app = _Direct() if direct else Appliance(work / "appliance", policy_dir=work / "policy-src",
+    # the link port is drawn with the cameras' ports: drawn apart, the OS could hand out one twice
+    *in_ports, link_port = free_udp_ports(n + 1)
+    if direct:
+        in_ports = out_ports
+    app = _Direct() if direct else Appliance(work / "appliance", policy_dir=work / "policy-src", port=link_port,
                                              rate_mbps=max(200.0, n * 4 * 2.0 + 50))
     outer_cfg, inner_cfg = video_config(in_ports, out_ports)
     app.append_config("outer", outer_cfg)
