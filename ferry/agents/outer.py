@@ -129,6 +129,10 @@ class OuterAgent:
                                  policy_hash=self.id.plan.hash, name=cfg.agent.name, now=now,
                                  k=link.fec_k, m=link.fec_m, datagram_max=link.datagram_max,
                                  sealer=defer)
+        # cameras' ports first: the link socket's ephemeral port can then never be one of them
+        self.video = VideoIngest(self, list(cfg.video)) if cfg.video else None
+        if self.video:
+            self.video.bind()
         self.sock = LinkSendSocket((link.peer_host, link.peer_port), bind_host=link.bind_host,
                                    interface=link.interface, sndbuf=link.sndbuf, gso=link.gso == "auto")
         self.pump = LinkPump(self.sender, self.sock, link.rate_mbps * 1e6 / 8, time.monotonic(),
@@ -136,7 +140,6 @@ class OuterAgent:
         self.pending: list[_Pending] = []      # submitted, audit not yet written
         self.backlog: deque[dict] = deque()     # audit records waiting for the trail to come back
         self.watcher = SpoolWatcher(Path(cfg.files.spool), cfg.files.settle) if cfg.files else None
-        self.video = VideoIngest(self, list(cfg.video)) if cfg.video else None
         self.stats = {"sent": 0, "refused": 0, "policy_reloads": 0}
 
     # -- audit ---------------------------------------------------------------

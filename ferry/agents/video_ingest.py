@@ -193,6 +193,7 @@ class VideoIngest:
         self.numbers: dict[str, int] = {}
         self.transports: list = []
         self.udp_socks: list[socket.socket] = []
+        self.listeners: dict[str, socket.socket] = {}     # entry name -> its bound socket (bind())
         self._rbuf = bytearray(UDP_BUFFER)                 # one receive buffer: packets are used at once
         self._rview = memoryview(self._rbuf)
         self.poller = _UdpPoller(limits.VIDEO_INGEST_TICK, self._udp_drain)
@@ -214,24 +215,40 @@ class VideoIngest:
         return self._pool
 
     # -- life cycle -----------------------------------------------------------------------------
+    def bind(self) -> None:
+        """Bind every listening socket now. The agent calls this before it binds anything of its own
+        to an ephemeral port (the link socket), which could otherwise take a camera's port when the
+        configured ports lie in the ephemeral range. An error names the entry and the address."""
+        for e in self.entries:
+            if e.transport not in ("udp", "tcp-listen") or e.name in self.listeners:
+                continue
+            host, port = split_host_port(e.listen)
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            try:
+                if e.transport == "udp":
+                    sock = socket.socket(family, socket.SOCK_DGRAM)
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+                    sock.bind((host, port))
+                    sock.setblocking(False)
+                    self.poller.add(e, sock)
+                    self.udp_socks.append(sock)
+                else:
+                    sock = socket.create_server((host, port), family=family)
+                    sock.setblocking(False)
+            except OSError as exc:
+                raise OSError(exc.errno, f"video {e.name}: cannot listen on {e.listen} ({e.transport}): "
+                                         f"{exc.strerror}") from None
+            self.listeners[e.name] = sock
+
     async def start(self, stop: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
+        self.bind()
         for e in self.entries:
-            if e.transport == "udp":
-                host, port = split_host_port(e.listen)
-                family = socket.AF_INET6 if ":" in host else socket.AF_INET
-                sock = socket.socket(family, socket.SOCK_DGRAM)
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-                sock.bind((host, port))
-                sock.setblocking(False)
-                self.poller.add(e, sock)
-                self.udp_socks.append(sock)
-            elif e.transport == "tcp-listen":
-                host, port = split_host_port(e.listen)
+            if e.transport == "tcp-listen":
                 server = await asyncio.start_server(
-                    lambda r, w, e=e: self._accepted(e, r, w), host, port, reuse_address=True)
+                    lambda r, w, e=e: self._accepted(e, r, w), sock=self.listeners[e.name])
                 self.servers.append(server)
-            else:
+            elif e.transport == "tcp-connect":
                 self.tasks.append(asyncio.create_task(self._connect_loop(e, stop)))
             log.info("video %s: %s %s, device %s, payload %s -> %s", e.name, e.transport,
                      e.listen or e.connect, e.device_id, e.payload, e.destination)

@@ -200,3 +200,31 @@ def test_no_audit_no_transfer_for_transcoded_streams(plan, monkeypatch):
     assert agent.sender.objects == []
     [ended] = [r for r in agent.records if r["event"] == "stream_ended"]
     assert ended["detail"]["dropped_no_audit"] == 25 and ingest.stats["video_dropped_no_audit"] == 25
+
+
+def test_bind_takes_every_listening_port_at_once_and_names_the_entry_on_failure(plan):
+    """The agent binds the cameras' ports before its own ephemeral link socket (bind()); a port in
+    use is an error that says which entry and address."""
+    import socket
+
+    busy = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    busy.bind(("127.0.0.1", 0))
+    free = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    free.bind(("127.0.0.1", 0))
+    tcp_port = free.getsockname()[1]
+    free.close()
+    try:
+        udp = OuterVideo(name="cam-udp", listen="127.0.0.1:%d" % busy.getsockname()[1], device_id=CAMERA,
+                         destination="police-vms")
+        with pytest.raises(OSError, match="video cam-udp: cannot listen on 127.0.0.1:%d \\(udp\\)"
+                           % busy.getsockname()[1]):
+            VideoIngest(Agent(None), [udp]).bind()
+        tcp = OuterVideo(name="cam-tcp", transport="tcp-listen", listen=f"127.0.0.1:{tcp_port}",
+                         device_id=CAMERA, destination="police-vms")
+        ingest = VideoIngest(Agent(None), [tcp])
+        ingest.bind()
+        with socket.create_connection(("127.0.0.1", tcp_port), timeout=2):
+            pass                                   # listening before start()
+        ingest.listeners["cam-tcp"].close()
+    finally:
+        busy.close()

@@ -403,3 +403,21 @@ def test_packets_from_another_address_are_refused_once(appliance_factory, tmp_pa
     [r] = events(a.outer_audit, "stream_refused")
     assert r["rule"] == "ferry-video-ingest" and "127.0.0.1 is not 127.0.0.2" in r["reason"]
     assert not events(a.outer_audit, "stream_started") and not events(a.inner_audit, "stream_started")
+
+
+def test_a_camera_port_in_use_stops_the_outer_agent_with_a_clear_error(appliance_factory):
+    """Start-up: the agent binds its cameras' ports first; one in use is exit code 2 and a message
+    naming the entry and the address, not a traceback."""
+    a = appliance_factory()
+    busy = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    busy.bind(("127.0.0.1", 0))
+    try:
+        port = busy.getsockname()[1]
+        a.append_config("outer", video_entry("gate-cam", CAMERA, listen=f"127.0.0.1:{port}"))
+        r = subprocess.run([sys.executable, "-m", "ferry", "outer", "--config", str(a.work / "outer.toml")],
+                           cwd=a.work, capture_output=True, text=True, timeout=60)
+    finally:
+        busy.close()
+    assert r.returncode == 2, r.stderr
+    assert f"video gate-cam: cannot listen on 127.0.0.1:{port} (udp)" in r.stderr
+    assert "Traceback" not in r.stderr
