@@ -9,7 +9,6 @@ rate. `close()` sends what was handed over, then ends the thread.
 """
 from __future__ import annotations
 
-import errno
 import logging
 import select
 import sys
