@@ -8,25 +8,37 @@ import time
 from ferry.agents.video_ingest import _UdpPoller
 
 
+class Recorder:
+    """A poller's drain callback: reads each ready socket dry, per entry; notes each call."""
+
+    def __init__(self) -> None:
+        self.got: dict = {}
+        self.wakes: list[float] = []
+
+    def __call__(self, entry, sock, now) -> None:
+        self.wakes.append(now)
+        while True:
+            try:
+                self.got.setdefault(entry, []).append(sock.recv(2048))
+            except BlockingIOError:
+                return
+
+
+def _bound() -> socket.socket:
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    s.setblocking(False)
+    return s
+
+
 def test_poller_drains_every_socket_in_order_and_coalesces_wake_ups():
     async def main():
-        got: dict[int, list[bytes]] = {}
-        wakes = []
+        rec = Recorder()
+        got, wakes = rec.got, rec.wakes
         socks = []
-
-        def drain(entry, sock, now):
-            wakes.append(now)
-            while True:
-                try:
-                    got.setdefault(entry, []).append(sock.recv(2048))
-                except BlockingIOError:
-                    return
-
-        poller = _UdpPoller(0.02, drain)
+        poller = _UdpPoller(0.02, rec)
         for i in range(3):
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            s.bind(("127.0.0.1", 0))
-            s.setblocking(False)
+            s = _bound()
             poller.add(i, s)
             socks.append(s)
         poller.start(asyncio.get_running_loop())
@@ -59,20 +71,9 @@ def test_poller_drains_every_socket_in_order_and_coalesces_wake_ups():
 def test_a_trickle_of_datagrams_wakes_the_loop_at_most_once_per_tick():
     """Datagrams 1 ms apart: each wake-up finds several (the socket queued them during the tick)."""
     async def main():
-        got, wakes = [], []
-
-        def drain(entry, sock, now):
-            wakes.append(now)
-            while True:
-                try:
-                    got.append(sock.recv(2048))
-                except BlockingIOError:
-                    return
-
-        poller = _UdpPoller(0.02, drain)
-        rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        rx.bind(("127.0.0.1", 0))
-        rx.setblocking(False)
+        rec = Recorder()
+        poller = _UdpPoller(0.02, rec)
+        rx = _bound()
         poller.add("cam", rx)
         poller.start(asyncio.get_running_loop())
         tx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -86,7 +87,7 @@ def test_a_trickle_of_datagrams_wakes_the_loop_at_most_once_per_tick():
             tx.close()
             poller.close()
         elapsed = time.monotonic() - t0
-        assert got == [b"%d" % n for n in range(200)]
-        assert len(wakes) <= elapsed / 0.02 + 2, (len(wakes), elapsed)
+        assert rec.got == {"cam": [b"%d" % n for n in range(200)]}
+        assert len(rec.wakes) <= elapsed / 0.02 + 2, (len(rec.wakes), elapsed)
 
     asyncio.run(main())
