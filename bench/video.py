@@ -20,6 +20,12 @@ Senders (one process per 20 streams) and the receiver share the machine with the
 numbers are pessimistic on small machines.
 
     .venv/bin/python bench/video.py [--seconds 10] [--ladder 1,5,10,20,...,120] [--keep DIR]
+                                    [--perf DIR] [--profile DIR]
+
+`--perf DIR` samples each agent with perf and splits its CPU per stream-second into the cipher
+(SM4/GCM symbols), the Python interpreter, the kernel, libc and the rest, then prints what
+cpu_vs_floor <= 1.5 leaves for everything but the cipher. `--profile DIR` samples the agents'
+Python stacks with py-spy. Both samplers load the machine: the latency of that run suffers.
 
 Last line: streams_zero_loss=N cpu_vs_floor=R (R: ferry's CPU per stream-second at the largest
 passing N over the floor's).
@@ -31,6 +37,7 @@ import json
 import multiprocessing as mp
 import os
 import random
+import re
 import resource
 import selectors
 import shutil
@@ -338,8 +345,37 @@ def audit_problems(appliance) -> list[dict]:
     return bad
 
 
+# where an agent's CPU goes, by what runs (perf samples: shared object and symbol)
+PERF_KINDS = ("cipher", "interpreter", "kernel", "libc", "other")
+_CIPHER_SYMBOL = re.compile(r"sm4|gcm|ghash", re.I)
+
+
+def perf_kind(dso: str, symbol: str) -> str:
+    if _CIPHER_SYMBOL.search(symbol):
+        return "cipher"
+    if dso.startswith("libpython") or dso.startswith("python3"):
+        return "interpreter"
+    if dso.startswith("[kernel"):
+        return "kernel"
+    if dso.startswith("libc.so") or dso.startswith("libc-"):
+        return "libc"
+    return "other"
+
+
+def perf_shares(data: Path) -> dict[str, float]:
+    """Share of a `perf record` file's samples per PERF_KINDS (fractions summing to about 1)."""
+    out = subprocess.run(["perf", "report", "-i", str(data), "--no-children", "--sort", "dso,sym", "-g", "none",
+                          "--stdio", "--percent-limit", "0"], capture_output=True, text=True, check=True).stdout
+    shares = dict.fromkeys(PERF_KINDS, 0.0)
+    for line in out.splitlines():
+        m = re.match(r"\s*([\d.]+)%\s+(\S+)\s+\[[.k]\]\s+(.*)$", line)
+        if m:
+            shares[perf_kind(m.group(2), m.group(3))] += float(m.group(1)) / 100
+    return shares
+
+
 def trial(n: int, path: Path, work: Path, expected_md5: list[str], seconds_cap: float, direct: bool = False,
-          max_latency_ms: float = 200.0, profile: Path | None = None) -> dict:
+          max_latency_ms: float = 200.0, profile: Path | None = None, perf: Path | None = None) -> dict:
     """One run of N streams; `direct`: cameras straight to the receiver (checks the harness itself)."""
     from appliance import Appliance
 
@@ -365,6 +401,7 @@ def trial(n: int, path: Path, work: Path, expected_md5: list[str], seconds_cap: 
         app.start()
         time.sleep(1.0)
         pids = [p.pid for p in app.procs.values()]
+        roles = list(app.procs)
         rng = random.Random(n)
         streams = [(i, in_ports[i], 0x10000000 + rng.randrange(1 << 27), 0.04 * i / n) for i in range(n)]
         start_at = time.monotonic() + 2.0 + 0.2 * (n // STREAMS_PER_SENDER)  # senders precompute first
@@ -383,12 +420,17 @@ def trial(n: int, path: Path, work: Path, expected_md5: list[str], seconds_cap: 
                               "--duration", str(int(seconds_cap)), "--output", str(profile / f"n{n}-{role}.txt")],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             for role, p in app.procs.items()]
+        perfs = {} if perf is None else {
+            role: subprocess.Popen(["perf", "record", "-F", "499", "-p", str(p.pid), "-o", str(perf / f"n{n}-{role}.data"),
+                                    "--", "sleep", str(int(seconds_cap))],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for role, p in app.procs.items()}
         results = []
         deadline = start_at + seconds_cap + 60
         while len(results) < len(senders):
             results.append(result_q.get(timeout=max(1.0, deadline - time.monotonic())))
         time.sleep(1.0)  # the last frames cross
-        for spy in spies:
+        for spy in spies + list(perfs.values()):
             spy.wait(30)
         cpu1 = [proc_cpu(pid) for pid in pids]
         m1 = machine_busy()
@@ -464,7 +506,12 @@ def trial(n: int, path: Path, work: Path, expected_md5: list[str], seconds_cap: 
     if held > 2 * n:
         reasons.append(f"behind real time: {held} frames came out after the cameras stopped")
     stream_seconds = n * frames / SOURCE["rate"]
-    return {"n": n, "ok": not reasons, "reasons": reasons[:5], "sender_lag_s": lag, "held_frames": held,
+    breakdown = {}    # role -> kind -> CPU s per stream-s
+    if perfs and stream_seconds:
+        for role, cpu in zip(roles, (b - a for a, b in zip(cpu0, cpu1))):
+            shares = perf_shares(perf / f"n{n}-{role}.data")
+            breakdown[role] = {k: v * cpu / stream_seconds for k, v in shares.items()}
+    return {"n": n, "breakdown": breakdown, "ok": not reasons, "reasons": reasons[:5], "sender_lag_s": lag, "held_frames": held,
             "latency_p50_ms": q[49] * 1000, "latency_p99_ms": q[98] * 1000, "p99_by_second": p99_by_second,
             "cpu_s": sum(cpu1) - sum(cpu0), "wall_s": t1 - t0,
             "cpu_each": [b - a for a, b in zip(cpu0, cpu1)], "harness_cpu_s": harness,
@@ -480,6 +527,8 @@ def main() -> int:
     ap.add_argument("--max-latency-ms", type=float, default=200.0,
                     help="a trial whose p99 added latency exceeds this has fallen behind real time: fail")
     ap.add_argument("--direct", action="store_true", help="no agents: cameras straight to the receiver")
+    ap.add_argument("--perf", help="sample each agent with perf (Debian: linux-perf) into this folder and print "
+                    "where its CPU goes: the cipher, the Python interpreter, the kernel, libc, the rest")
     ap.add_argument("--profile", help="sample each agent with py-spy (pip install py-spy) into this folder; "
                     "the sampler's own CPU load skews the figures of that run")
     args = ap.parse_args()
@@ -488,6 +537,12 @@ def main() -> int:
             print(f"{tool} not installed", file=sys.stderr)
             return 2
     SOURCE["seconds"] = args.seconds
+    for folder, tool in ((args.profile, "py-spy"), (args.perf, "perf")):
+        if folder:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+            if shutil.which(tool) is None:
+                print(f"{tool} not installed", file=sys.stderr)
+                return 2
     ladder = [int(x) for x in args.ladder.split(",") if x.strip()]
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="ferry-bench-video-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -502,7 +557,7 @@ def main() -> int:
         best = None
         for n in ladder:
             r = trial(n, path, work / f"n{n}", expected, args.seconds, args.direct, args.max_latency_ms,
-                      Path(args.profile) if args.profile else None)
+                      Path(args.profile) if args.profile else None, Path(args.perf) if args.perf else None)
             state = "ok" if r["ok"] else "FAIL " + "; ".join(r["reasons"])
             print(f"N={n:4d} latency p50 {r['latency_p50_ms']:.1f} ms p99 {r['latency_p99_ms']:.1f} ms, "
                   f"ferry CPU {r['cpu_s']:.2f} s ({'+'.join(f'{c:.2f}' for c in r['cpu_each'])}) over "
@@ -510,6 +565,14 @@ def main() -> int:
                   f"{r['harness_cpu_s']:.2f} s, machine {r['machine_busy'] * 100:.0f}% busy, sender lag {r['sender_lag_s'] * 1000:.0f} ms, {r['held_frames']} frames out at "
                   f"stream end: {state}", flush=True)
             print(f"       p99 ms by second of the run: {r['p99_by_second']}", flush=True)
+            for role, kinds in r["breakdown"].items():
+                print(f"       {role} CPU s per stream-s: " + ", ".join(f"{k} {v:.5f}" for k, v in kinds.items()))
+            if r["breakdown"]:
+                total = {k: sum(b[k] for b in r["breakdown"].values()) for k in PERF_KINDS}
+                rest = sum(total.values()) - total["cipher"]
+                print(f"       both agents: cipher {total['cipher']:.5f} (floor's SM4 {fl['sm4_seal'] + fl['sm4_open']:.5f}), "
+                      f"everything else {rest:.5f}; cpu_vs_floor 1.5 leaves "
+                      f"{1.5 * fl['total'] - total['cipher']:.5f} for everything else", flush=True)
             if not r["ok"]:
                 break
             best = r
