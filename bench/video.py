@@ -420,17 +420,17 @@ def trial(n: int, path: Path, work: Path, expected_md5: list[str], seconds_cap: 
                               "--duration", str(int(seconds_cap)), "--output", str(profile / f"n{n}-{role}.txt")],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             for role, p in app.procs.items()]
-        perfs = {} if perf is None else {
-            role: subprocess.Popen(["perf", "record", "-F", "499", "-p", str(p.pid), "-o", str(perf / f"n{n}-{role}.data"),
-                                    "--", "sleep", str(int(seconds_cap))],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            for role, p in app.procs.items()}
+        if perf is not None:
+            spies += [subprocess.Popen(["perf", "record", "-F", "499", "-p", str(p.pid), "-o",
+                                        str(perf / f"n{n}-{role}.data"), "--", "sleep", str(int(seconds_cap))],
+                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                      for role, p in app.procs.items()]
         results = []
         deadline = start_at + seconds_cap + 60
         while len(results) < len(senders):
             results.append(result_q.get(timeout=max(1.0, deadline - time.monotonic())))
         time.sleep(1.0)  # the last frames cross
-        for spy in spies + list(perfs.values()):
+        for spy in spies:
             spy.wait(30)
         cpu1 = [proc_cpu(pid) for pid in pids]
         m1 = machine_busy()
@@ -506,15 +506,16 @@ def trial(n: int, path: Path, work: Path, expected_md5: list[str], seconds_cap: 
     if held > 2 * n:
         reasons.append(f"behind real time: {held} frames came out after the cameras stopped")
     stream_seconds = n * frames / SOURCE["rate"]
+    cpu_each = [b - a for a, b in zip(cpu0, cpu1)]
     breakdown = {}    # role -> kind -> CPU s per stream-s
-    if perfs and stream_seconds:
-        for role, cpu in zip(roles, (b - a for a, b in zip(cpu0, cpu1))):
+    if perf is not None and stream_seconds:
+        for role, cpu in zip(roles, cpu_each):
             shares = perf_shares(perf / f"n{n}-{role}.data")
             breakdown[role] = {k: v * cpu / stream_seconds for k, v in shares.items()}
     return {"n": n, "breakdown": breakdown, "ok": not reasons, "reasons": reasons[:5], "sender_lag_s": lag, "held_frames": held,
             "latency_p50_ms": q[49] * 1000, "latency_p99_ms": q[98] * 1000, "p99_by_second": p99_by_second,
             "cpu_s": sum(cpu1) - sum(cpu0), "wall_s": t1 - t0,
-            "cpu_each": [b - a for a, b in zip(cpu0, cpu1)], "harness_cpu_s": harness,
+            "cpu_each": cpu_each, "harness_cpu_s": harness,
             "machine_busy": (m1[0] - m0[0]) / max(1e-9, m1[1] - m0[1]),
             "cpu_per_stream_s": (sum(cpu1) - sum(cpu0)) / stream_seconds if stream_seconds else float("nan")}
 
@@ -532,17 +533,14 @@ def main() -> int:
     ap.add_argument("--profile", help="sample each agent with py-spy (pip install py-spy) into this folder; "
                     "the sampler's own CPU load skews the figures of that run")
     args = ap.parse_args()
-    for tool in ("ffmpeg", "ffprobe"):
+    samplers = [(folder, tool) for folder, tool in ((args.profile, "py-spy"), (args.perf, "perf")) if folder]
+    for tool in ["ffmpeg", "ffprobe"] + [tool for _folder, tool in samplers]:
         if shutil.which(tool) is None:
             print(f"{tool} not installed", file=sys.stderr)
             return 2
+    for folder, _tool in samplers:
+        Path(folder).mkdir(parents=True, exist_ok=True)
     SOURCE["seconds"] = args.seconds
-    for folder, tool in ((args.profile, "py-spy"), (args.perf, "perf")):
-        if folder:
-            Path(folder).mkdir(parents=True, exist_ok=True)
-            if shutil.which(tool) is None:
-                print(f"{tool} not installed", file=sys.stderr)
-                return 2
     ladder = [int(x) for x in args.ladder.split(",") if x.strip()]
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="ferry-bench-video-"))
     work.mkdir(parents=True, exist_ok=True)
