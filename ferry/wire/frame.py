@@ -7,6 +7,7 @@ Big-endian throughout. Parsers raise only WireError.
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from typing import NamedTuple
 
 from ferry import limits
@@ -28,8 +29,9 @@ SYMBOL_HEADER_SIZE = SYMBOL_HEADER.size  # 24
 # block header (AAD of the seal): the same without index
 BLOCK_HEADER = struct.Struct(">2sBBIQBBBI")
 BLOCK_HEADER_SIZE = BLOCK_HEADER.size  # 23
-# fields after the 4-byte prefix, as the receiver unpacks them
-SYMBOL_FIELDS = struct.Struct(">QBBBBI")  # block_no index k m flags sealed_len (epoch read separately)
+# the same header with the magic as one integer: parse_symbol_header's single unpack of ints
+SYMBOL_HEADER_INTS = struct.Struct(">HBBIQBBBBI")
+MAGIC_INT = 0xFE52
 NONCE = struct.Struct(">IQ")
 HEARTBEAT_HEADER = struct.Struct(">2sBBIQ")
 HEARTBEAT_HEADER_SIZE = HEARTBEAT_HEADER.size  # 16
@@ -77,12 +79,46 @@ def check_block_fields(k: int, m: int, flags: int, sealed_len: int, block_no: in
         raise WireError("bad block_no")
 
 
+# (magic, version, type, epoch, block_no, index, k, m, flags, sealed_len), as unpacked
+SymbolFields = tuple[int, int, int, int, int, int, int, int, int, int]
+_unpack_symbol_ints = SYMBOL_HEADER_INTS.unpack_from
+
+
+def parse_symbol_header(data: bytes | memoryview) -> SymbolFields:
+    """The checked header fields of a symbol datagram: the receiver's data path (and fuzzed).
+
+    One unpack_from, no other allocation: returns the unpacked tuple
+    (magic, version, type, epoch, block_no, index, k, m, flags, sealed_len).
+    Raises WireError whose message is the drop reason: "bad_length", "bad_magic", "bad_header".
+    """
+    n = len(data)
+    if n <= SYMBOL_HEADER_SIZE or n > UDP_MAX:
+        raise WireError("bad_length")
+    f = _unpack_symbol_ints(data)
+    if f[0] != MAGIC_INT or f[1] != VERSION or f[2] != TYPE_SYMBOL:
+        raise WireError("bad_magic")
+    k = f[6]
+    sealed_len = f[9]
+    if (
+        not 1 <= k <= limits.FEC_K_MAX
+        or not 1 <= f[7] <= limits.FEC_M_MAX
+        or f[8]
+        or not TAG_SIZE <= sealed_len <= limits.BLOCK_MAX
+        or f[4] > BLOCK_NO_MAX
+        or f[5] >= k + f[7]
+    ):
+        raise WireError("bad_header")
+    if n - SYMBOL_HEADER_SIZE != -(-sealed_len // k):
+        raise WireError("bad_length")
+    return f
+
+
 class SymbolHeader(NamedTuple):
     """Parsed symbol datagram header."""
 
     epoch: int
     block_no: int
-    index: int
+    index: int  # type: ignore[assignment]  # the wire's name for it, shadowing tuple.index
     k: int
     m: int
     flags: int
@@ -91,21 +127,11 @@ class SymbolHeader(NamedTuple):
 
 def parse_symbol(data: bytes | memoryview) -> tuple[SymbolHeader, memoryview]:
     """Parse a symbol datagram into its header and symbol bytes (exact length check)."""
-    n = len(data)
-    if n < SYMBOL_HEADER_SIZE + 1 or n > UDP_MAX:
-        raise WireError("bad symbol length")
-    magic, ver, typ, epoch, block_no, index, k, m, flags, sealed_len = SYMBOL_HEADER.unpack_from(data)
-    if magic != MAGIC or ver != VERSION or typ != TYPE_SYMBOL:
-        raise WireError("not a symbol datagram")
-    check_block_fields(k, m, flags, sealed_len, block_no)
-    if index >= k + m:
-        raise WireError("bad index")
-    if n != SYMBOL_HEADER_SIZE + symbol_size(sealed_len, k):
-        raise WireError("bad symbol length")
+    _, _, _, epoch, block_no, index, k, m, flags, sealed_len = parse_symbol_header(data)
     return SymbolHeader(epoch, block_no, index, k, m, flags, sealed_len), memoryview(data)[SYMBOL_HEADER_SIZE:]
 
 
-def build_symbols(header: bytes, symbols: list) -> list[bytes]:
+def build_symbols(header: bytes, symbols: Sequence[bytes | memoryview]) -> list[bytes]:
     """Symbol datagrams of one block: block header (23 bytes) with the index inserted after block_no."""
     head, tail = header[:16], header[16:]
     return [b"".join((head, bytes((i,)), tail, s)) for i, s in enumerate(symbols)]
@@ -131,7 +157,7 @@ def parse_heartbeat(data: bytes | memoryview) -> tuple[int, int, bytes, bytes]:
 
 
 def datagram_type(data: bytes | memoryview) -> int:
-    """The type byte of a datagram after checking magic and version."""
+    """The type byte of a datagram after checking magic and version (WireError "bad_magic")."""
     if len(data) < 4 or data[0] != 0xFE or data[1] != 0x52 or data[2] != VERSION:
-        raise WireError("bad magic or version")
+        raise WireError("bad_magic")
     return data[3]
