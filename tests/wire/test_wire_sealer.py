@@ -1,4 +1,4 @@
-"""A sender whose blocks are sealed elsewhere (`sealer`): same datagrams, same order, same counts."""
+"""A sender whose blocks are sealed elsewhere (seal=False): same datagrams, same order, same counts."""
 
 from __future__ import annotations
 
@@ -6,13 +6,14 @@ import random
 
 from ferry.wire import LinkSender
 from ferry.wire.frame import TYPE_SYMBOL
+from ferry.wire.seal import UnsealedBlock, seal
 
 
 def _sender(keys, **kw) -> LinkSender:
     outer, inner = keys
     rng = random.Random(5)
     return LinkSender(outer_key=outer, inner_public=inner.public_key(), policy_hash=bytes(32), name="o",
-                      now=1000.0, rng=rng.randbytes, **kw)
+                      now=1000.0, wall=1.7e9, rng=rng.randbytes, **kw)
 
 
 def _objects():
@@ -24,30 +25,28 @@ def _symbols(datagrams) -> list[bytes]:
     return [bytes(d) for d in datagrams if d[3] == TYPE_SYMBOL]
 
 
-def test_deferred_sealing_gives_the_same_datagrams_in_the_same_places(keys):
-    now_sealed = _sender(keys)
-    calls = []
-
-    def sealer(fn, *args):
-        calls.append(args[2])               # block number
-        return ("later", fn, args)
-
-    deferred = _sender(keys, sealer=sealer)
+def _fill(s: LinkSender) -> None:
     for oid, payload in _objects():
-        now_sealed.submit(oid, payload, 1000.0)
-        deferred.submit(oid, payload, 1000.0)
-    now_sealed.flush(1000.0)
-    deferred.flush(1000.0)
+        s.submit(oid, payload, 1000.0)
+    s.flush(1000.0)
+
+
+def test_unsealed_blocks_give_the_same_datagrams_in_the_same_places(keys):
+    now_sealed = _sender(keys)
+    deferred = _sender(keys, seal=False)
+    _fill(now_sealed)
+    _fill(deferred)
     a = now_sealed.datagrams_to_send(1000.0)
-    items = deferred.datagrams_to_send(1000.0)
-    assert calls == list(range(len(calls))) and len(calls) > 10
-    assert not [d for d in a if not isinstance(d, bytes) and not isinstance(d, memoryview)]
+    items = deferred.items_to_send(1000.0)
+    assert all(isinstance(d, bytes) for d in a)
+    blocks = [i for i in items if isinstance(i, UnsealedBlock)]
+    assert [b.block_no for b in blocks] == list(range(len(blocks))) and len(blocks) > 10
     b = []
     for item in items:
-        if isinstance(item, tuple):
-            _, fn, args = item
-            datagrams = fn(*args)
-            deferred.sealed(sum(map(len, datagrams)))
+        if isinstance(item, UnsealedBlock):
+            datagrams = seal(item)
+            assert sum(map(len, datagrams)) == item.wire_bytes     # its size is known unsealed
+            assert len(datagrams) == item.k + item.m
             b.extend(datagrams)
         else:
             b.append(item)
@@ -55,5 +54,36 @@ def test_deferred_sealing_gives_the_same_datagrams_in_the_same_places(keys):
     assert _symbols(a) == _symbols(b)     # the same key (same rng), the same blocks
     assert [d[3] for d in a] == [d[3] for d in b]   # announcements and symbols in the same places
     control = lambda ds: sum(len(d) for d in ds if d[3] != TYPE_SYMBOL)   # signatures vary in length
+    # the byte counter is right without anyone reporting sealed bytes back
     assert deferred.counters.bytes - control(b) == now_sealed.counters.bytes - control(a)
-    assert deferred.counters.blocks == now_sealed.counters.blocks == len(calls)
+    assert deferred.counters.bytes == sum(map(len, b))
+    assert now_sealed.counters.bytes == sum(map(len, a))
+    assert deferred.counters.blocks == now_sealed.counters.blocks == len(blocks)
+    assert deferred.counters.datagrams == now_sealed.counters.datagrams == len(a)
+
+
+def test_datagrams_to_send_seals_unsealed_blocks_in_place(keys):
+    now_sealed = _sender(keys)
+    deferred = _sender(keys, seal=False)
+    _fill(now_sealed)
+    _fill(deferred)
+    a = now_sealed.datagrams_to_send(1000.0)
+    b = deferred.datagrams_to_send(1000.0)    # bytes only, whatever `seal` says
+    assert all(isinstance(d, bytes) for d in b)
+    assert _symbols(a) == _symbols(b)
+    assert deferred.items_to_send(1000.0) == []
+
+
+def test_unsealed_block_is_a_frozen_value(keys):
+    s = _sender(keys, seal=False)
+    s.submit(1, b"x" * 100, 1000.0)
+    s.flush(1000.0)
+    (block,) = [i for i in s.items_to_send(1000.0) if isinstance(i, UnsealedBlock)]
+    assert (block.epoch, block.block_no, block.k, block.m) == (s.epoch, 0, 16, 4)
+    try:
+        block.block_no = 5  # type: ignore[misc]
+    except AttributeError:
+        pass
+    else:
+        raise AssertionError("UnsealedBlock is mutable")
+    assert seal(block) == seal(block)          # pure: the same datagrams each time
