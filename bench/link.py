@@ -23,7 +23,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ferry.crypto import SM2PrivateKey, SM4GCM, random_key  # noqa: E402
+from ferry.agents.link_io import LinkReceiveSocket, LinkSendSocket  # noqa: E402
+from ferry.agents.pacing import Pacer  # noqa: E402
+from ferry.crypto import SM2PrivateKey, SM2PublicKey, SM4GCM, random_key  # noqa: E402
+from ferry.wire import LinkReceiver, LinkSender  # noqa: E402
+from ferry.wire.events import KeyAccepted, ObjectReceived  # noqa: E402
 
 MIB = 1 << 20
 # wire bytes per payload byte with k=16, m=4 and 1472-byte datagrams: (k+m)/k plus headers
@@ -51,11 +55,6 @@ def cipher_rate(seconds: float = 1.5) -> float:
 
 
 def receiver(port_q, result_q, inner_pem: bytes, outer_pub_pem: bytes, expected: int, core: int) -> None:
-    from ferry.agents.link_io import LinkReceiveSocket
-    from ferry.crypto import SM2PublicKey
-    from ferry.wire import LinkReceiver
-    from ferry.wire.events import KeyAccepted, ObjectReceived
-
     pin(core)
     key = SM2PrivateKey.from_pem(inner_pem)
     sock = LinkReceiveSocket(("127.0.0.1", 0), rcvbuf=256 << 20)
@@ -97,11 +96,6 @@ def receiver(port_q, result_q, inner_pem: bytes, outer_pub_pem: bytes, expected:
 
 
 def sender(port: int, outer_pem: bytes, inner_pub_pem: bytes, objects: int, rate_mb: float, core: int) -> None:
-    from ferry.agents.link_io import LinkSendSocket
-    from ferry.agents.pacing import Pacer
-    from ferry.crypto import SM2PublicKey
-    from ferry.wire import LinkSender
-
     pin(core)
     key = SM2PrivateKey.from_pem(outer_pem)
     tx = LinkSender(outer_key=key, inner_public=SM2PublicKey.from_pem(inner_pub_pem), policy_hash=bytes(32),

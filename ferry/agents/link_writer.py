@@ -83,7 +83,8 @@ class LinkWriter:
             self.error = exc
 
     def _batch(self) -> list[bytes]:
-        queued, batch, size = self.queued, [], 0
+        queued, size = self.queued, 0
+        batch: list[bytes] = []
         while queued and len(batch) < BATCH_DATAGRAMS and size < BATCH_BYTES:
             item = queued.popleft()
             if isinstance(item, UnsealedBlock):

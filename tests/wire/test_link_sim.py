@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import random
 
-import pytest
-
+from ferry.pb import ferry_pb2
 from ferry.wire import (
     AnnouncementRefused,
     BlockLost,
@@ -13,6 +12,7 @@ from ferry.wire import (
     KeyAccepted,
     KeyRotated,
     LinkDown,
+    LinkSender,
     LinkUp,
     ObjectLost,
     ObjectReceived,
@@ -166,8 +166,6 @@ def test_bad_announcements_are_refused(keys, other_key):
     link = Link(keys, Channel(rng))
     link.step()
     # signed by another outer key (which also names itself)
-    from ferry.wire.sender import LinkSender
-
     wrong_signer = LinkSender(outer_key=other_key, inner_public=inner.public_key(), policy_hash=bytes(32),
                               name="x", now=link.now, wall=link.wall, epoch=link.sender.epoch + 5)
     # for another inner key
@@ -177,8 +175,6 @@ def test_bad_announcements_are_refused(keys, other_key):
     reasons = [e.reason for e in link.of(AnnouncementRefused)]
     assert reasons == ["wrong_outer_key", "wrong_inner_key"]
     # right key id, wrong signature
-    from ferry.pb import ferry_pb2
-
     msg = ferry_pb2.KeyAnnouncement.FromString(link.sender.announcement[4:])
     msg.signature = other_key.sign(msg.body)
     link.deliver([link.sender.announcement[:4] + msg.SerializeToString()])

@@ -10,9 +10,11 @@ from ferry import limits
 from ferry.wire import LinkReceiver, LinkSender, WireError
 from ferry.wire.announce import parse_announcement
 from ferry.wire.block import fragment_header, parse_fragments
-from ferry.wire.frame import parse_heartbeat, parse_symbol
+from ferry.wire.frame import parse_heartbeat, parse_symbol, parse_symbol_header
 
-PARSERS = [parse_symbol, parse_fragments, parse_announcement, parse_heartbeat]
+PARSERS = [parse_symbol, parse_symbol_header, parse_fragments, parse_announcement, parse_heartbeat]
+# the drop reasons the receiver's data path takes from parse_symbol_header's WireError
+SYMBOL_DROP_REASONS = {"bad_length", "bad_magic", "bad_header"}
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
@@ -61,6 +63,31 @@ def valid_datagrams(keys):
     s.flush(100.0)
     s.heartbeat(100.0, 100.0)
     return s.datagrams_to_send(100.0)
+
+
+@SETTINGS
+@given(st.data())
+def test_symbol_header_fast_parse_agrees_with_parse_symbol(valid_datagrams, data):
+    """The data path's parser (one unpack) and the full parser accept and refuse the same bytes."""
+    for d in valid_datagrams:
+        if d[3] != 1:
+            continue
+        if data.draw(st.booleans()):
+            pos = data.draw(st.integers(0, min(len(d), 40) - 1))
+            d = d[:pos] + bytes([d[pos] ^ data.draw(st.integers(1, 255))]) + d[pos + 1 :]
+        if data.draw(st.integers(0, 5)) == 0:
+            d = d[: data.draw(st.integers(0, len(d)))] if data.draw(st.booleans()) else d + b"\0"
+        for view in (d, memoryview(d)):
+            try:
+                f = parse_symbol_header(view)
+            except WireError as e:
+                assert e.args[0] in SYMBOL_DROP_REASONS
+                with pytest.raises(WireError):
+                    parse_symbol(view)
+                continue
+            h, sym = parse_symbol(view)
+            assert f[3:] == (h.epoch, h.block_no, h.index, h.k, h.m, h.flags, h.sealed_len)
+            assert bytes(sym) == d[24:]
 
 
 def check_bounded(r: LinkReceiver) -> None:

@@ -25,6 +25,11 @@ def _symbols(datagrams) -> list[bytes]:
     return [bytes(d) for d in datagrams if d[3] == TYPE_SYMBOL]
 
 
+def control(datagrams) -> int:
+    """Bytes of the control datagrams (signatures vary in length)."""
+    return sum(len(d) for d in datagrams if d[3] != TYPE_SYMBOL)
+
+
 def _fill(s: LinkSender) -> None:
     for oid, payload in _objects():
         s.submit(oid, payload, 1000.0)
@@ -53,7 +58,6 @@ def test_unsealed_blocks_give_the_same_datagrams_in_the_same_places(keys):
     assert len(a) == len(b)
     assert _symbols(a) == _symbols(b)     # the same key (same rng), the same blocks
     assert [d[3] for d in a] == [d[3] for d in b]   # announcements and symbols in the same places
-    control = lambda ds: sum(len(d) for d in ds if d[3] != TYPE_SYMBOL)   # signatures vary in length
     # the byte counter is right without anyone reporting sealed bytes back
     assert deferred.counters.bytes - control(b) == now_sealed.counters.bytes - control(a)
     assert deferred.counters.bytes == sum(map(len, b))

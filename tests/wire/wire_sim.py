@@ -104,7 +104,7 @@ class Link:
     def step(self, dt: float = 0.05, flush: bool = True) -> None:
         """Advance the clock, run timers, move datagrams through the channel."""
         self.now += dt
-        s, r = self.sender, self.receiver
+        s = self.sender
         if flush:
             s.flush(self.now)
         t = s.get_timer()
