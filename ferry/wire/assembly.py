@@ -74,10 +74,9 @@ class BlockAssembly:
     # --- symbols ------------------------------------------------------------
     def add(self, f: SymbolFields, data: bytes | memoryview, now: float) -> Pending | None:
         """Take one checked symbol datagram; the block if it now has k symbols and a known key."""
-        _, _, _, epoch, block_no, index, k, m, _, sealed_len = f
+        _, epoch, block_no, index, k, m, _, sealed_len = f
         key = (epoch, block_no)
         p = self.pending.get(key)
-        report = self._report
         if p is None:
             done = self._done.get(key)
             if done is not None:
@@ -87,18 +86,18 @@ class BlockAssembly:
             if p is None:
                 return None
         elif p.k != k or p.m != m or p.sealed_len != sealed_len:
-            report.drop("inconsistent_header", now)
+            self._report.drop("inconsistent_header", now)
             return None
         symbols = p.symbols
         if symbols[index] is not None:
-            report.drop("duplicate_symbol", now)
+            self._report.drop("duplicate_symbol", now)
             return None
         if p.complete:
-            report.counters.symbols_late += 1
+            self._report.counters.symbols_late += 1
             return None
         size = p.symsize
         if self.nbytes + size > limits.PENDING_SYMBOL_BYTES_MAX:
-            report.drop("pending_full", now)
+            self._report.drop("pending_full", now)
             return None
         symbols[index] = bytes(data[SYMBOL_HEADER_SIZE:])
         p.count += 1

@@ -29,9 +29,8 @@ SYMBOL_HEADER_SIZE = SYMBOL_HEADER.size  # 24
 # block header (AAD of the seal): the same without index
 BLOCK_HEADER = struct.Struct(">2sBBIQBBBI")
 BLOCK_HEADER_SIZE = BLOCK_HEADER.size  # 23
-# the same header with the magic as one integer: parse_symbol_header's single unpack of ints
-SYMBOL_HEADER_INTS = struct.Struct(">HBBIQBBBBI")
-MAGIC_INT = 0xFE52
+# the same header with magic, version and type as one integer: parse_symbol_header's unpack
+SYMBOL_HEADER_INTS = struct.Struct(">IIQBBBBI")
 NONCE = struct.Struct(">IQ")
 HEARTBEAT_HEADER = struct.Struct(">2sBBIQ")
 HEARTBEAT_HEADER_SIZE = HEARTBEAT_HEADER.size  # 16
@@ -41,6 +40,7 @@ BLOCK_NO_MAX = (1 << 63) - 1
 EPOCH_MAX = (1 << 32) - 1
 
 SYMBOL_PREFIX = PREFIX + bytes([TYPE_SYMBOL])
+SYMBOL_PREFIX_INT = int.from_bytes(SYMBOL_PREFIX, "big")
 ANNOUNCEMENT_PREFIX = PREFIX + bytes([TYPE_ANNOUNCEMENT])
 HEARTBEAT_PREFIX = PREFIX + bytes([TYPE_HEARTBEAT])
 
@@ -65,47 +65,33 @@ def block_header(epoch: int, block_no: int, k: int, m: int, sealed_len: int, fla
     return BLOCK_HEADER.pack(MAGIC, VERSION, TYPE_SYMBOL, epoch, block_no, k, m, flags, sealed_len)
 
 
-def check_block_fields(k: int, m: int, flags: int, sealed_len: int, block_no: int) -> None:
-    """Bounds every symbol header must satisfy (raises WireError)."""
-    if not 1 <= k <= limits.FEC_K_MAX:
-        raise WireError("bad k")
-    if not 1 <= m <= limits.FEC_M_MAX:
-        raise WireError("bad m")
-    if flags != 0:
-        raise WireError("bad flags")
-    if not TAG_SIZE <= sealed_len <= limits.BLOCK_MAX:
-        raise WireError("bad sealed_len")
-    if block_no > BLOCK_NO_MAX:
-        raise WireError("bad block_no")
-
-
-# (magic, version, type, epoch, block_no, index, k, m, flags, sealed_len), as unpacked
-SymbolFields = tuple[int, int, int, int, int, int, int, int, int, int]
+# (prefix, epoch, block_no, index, k, m, flags, sealed_len) as unpacked; prefix: magic, version, type
+SymbolFields = tuple[int, int, int, int, int, int, int, int]
 _unpack_symbol_ints = SYMBOL_HEADER_INTS.unpack_from
+_K_MAX, _M_MAX, _BLOCK_MAX = limits.FEC_K_MAX, limits.FEC_M_MAX, limits.BLOCK_MAX
 
 
 def parse_symbol_header(data: bytes | memoryview) -> SymbolFields:
     """The checked header fields of a symbol datagram: the receiver's data path (and fuzzed).
 
-    One unpack_from, no other allocation: returns the unpacked tuple
-    (magic, version, type, epoch, block_no, index, k, m, flags, sealed_len).
-    Raises WireError whose message is the drop reason: "bad_length", "bad_magic", "bad_header".
+    One unpack_from and no other allocation: returns the unpacked tuple
+    (prefix, epoch, block_no, index, k, m, flags, sealed_len). Raises WireError whose message
+    is the receiver's drop reason: "bad_length", "bad_magic" (magic, version or type), "bad_header".
     """
     n = len(data)
     if n <= SYMBOL_HEADER_SIZE or n > UDP_MAX:
         raise WireError("bad_length")
     f = _unpack_symbol_ints(data)
-    if f[0] != MAGIC_INT or f[1] != VERSION or f[2] != TYPE_SYMBOL:
+    prefix, _, block_no, index, k, m, flags, sealed_len = f
+    if prefix != SYMBOL_PREFIX_INT:
         raise WireError("bad_magic")
-    k = f[6]
-    sealed_len = f[9]
     if (
-        not 1 <= k <= limits.FEC_K_MAX
-        or not 1 <= f[7] <= limits.FEC_M_MAX
-        or f[8]
-        or not TAG_SIZE <= sealed_len <= limits.BLOCK_MAX
-        or f[4] > BLOCK_NO_MAX
-        or f[5] >= k + f[7]
+        not 0 < k <= _K_MAX
+        or not 0 < m <= _M_MAX
+        or flags
+        or not TAG_SIZE <= sealed_len <= _BLOCK_MAX
+        or block_no > BLOCK_NO_MAX
+        or index >= k + m
     ):
         raise WireError("bad_header")
     if n - SYMBOL_HEADER_SIZE != -(-sealed_len // k):
@@ -127,7 +113,7 @@ class SymbolHeader(NamedTuple):
 
 def parse_symbol(data: bytes | memoryview) -> tuple[SymbolHeader, memoryview]:
     """Parse a symbol datagram into its header and symbol bytes (exact length check)."""
-    _, _, _, epoch, block_no, index, k, m, flags, sealed_len = parse_symbol_header(data)
+    _, epoch, block_no, index, k, m, flags, sealed_len = parse_symbol_header(data)
     return SymbolHeader(epoch, block_no, index, k, m, flags, sealed_len), memoryview(data)[SYMBOL_HEADER_SIZE:]
 
 

@@ -70,6 +70,7 @@ class LinkReceiver:
         self.loss = loss = LossAccounting(report, assembly, lambda lk: reassembly.block_lost(lk))
         self.reassembly = reassembly = Reassembly(report, loss.lost)
         self.liveness = Liveness(report)
+        self._add_symbol = assembly.add
         self._bugs: Recent[str, None] = Recent(limits.INTERNAL_ERRORS_LOGGED)
 
     # --- input --------------------------------------------------------------
@@ -82,20 +83,16 @@ class LinkReceiver:
         c.bytes += n
         try:
             try:
-                if n > SYMBOL_HEADER_SIZE and data[3] == TYPE_SYMBOL:
-                    fields = parse_symbol_header(data)  # the data path: one unpack, checked
-                    t = TYPE_SYMBOL
-                else:
-                    t = datagram_type(data)
-                    if t == TYPE_SYMBOL:
-                        fields = parse_symbol_header(data)
+                if (n > SYMBOL_HEADER_SIZE and data[3] == TYPE_SYMBOL) or datagram_type(data) == TYPE_SYMBOL:
+                    fields = parse_symbol_header(data)  # the data path: one unpack, all checks
+                    if self._add_symbol(fields, data, now) is not None:
+                        self._open((fields[1], fields[2]), now)
+                    return
             except WireError as e:
                 report.drop(e.args[0], now)
                 return
-            if t == TYPE_SYMBOL:
-                if self.assembly.add(fields, data, now) is not None:
-                    self._open((fields[3], fields[4]), now)
-            elif t == TYPE_ANNOUNCEMENT:
+            t = data[3]
+            if t == TYPE_ANNOUNCEMENT:
                 self._on_announcement(data, now, wall)
             elif t == TYPE_HEARTBEAT:
                 self._on_heartbeat(data, now, wall)

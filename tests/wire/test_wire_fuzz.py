@@ -86,7 +86,7 @@ def test_symbol_header_fast_parse_agrees_with_parse_symbol(valid_datagrams, data
                     parse_symbol(view)
                 continue
             h, sym = parse_symbol(view)
-            assert f[3:] == (h.epoch, h.block_no, h.index, h.k, h.m, h.flags, h.sealed_len)
+            assert f[1:] == (h.epoch, h.block_no, h.index, h.k, h.m, h.flags, h.sealed_len)
             assert bytes(sym) == d[24:]
 
 

@@ -81,13 +81,12 @@ class Boom(Exception):
 
 def _buggy(keys, strict: bool, monkeypatch) -> LinkReceiver:
     outer, inner = keys
-    r = LinkReceiver(inner_key=inner, outer_public=outer.public_key(), now=0.0, strict=strict)
 
     def add(*args):
         raise Boom("assembly broke")
 
     monkeypatch.setattr(BlockAssembly, "add", add)
-    return r
+    return LinkReceiver(inner_key=inner, outer_public=outer.public_key(), now=0.0, strict=strict)
 
 
 def test_a_bug_raises_under_test(keys, monkeypatch):
