@@ -21,8 +21,7 @@ from ferry.wire.loss import Ledger
 from ferry.wire.replay import ReplayWindow
 from ferry.wire.report import Report
 
-KEY_SIZE = 16
-ANNOUNCEMENTS_KEPT = 4  # exact announcement bytes remembered per epoch (the cheap repeat check)
+KEY_SIZE = 16  # SM4
 
 
 class Epoch:
@@ -147,7 +146,7 @@ class KeyEpochs:
         else:
             ep, rotated_from = self._new_epoch(a, key, now, expires)
         ep.announcements.append(raw)
-        del ep.announcements[:-ANNOUNCEMENTS_KEPT]
+        del ep.announcements[: -limits.ANNOUNCEMENTS_KEPT]
         report.counters.announcements_accepted += 1
         return Accepted(ep, a, new, rotated_from)
 

@@ -13,13 +13,14 @@ from collections.abc import Sequence
 
 from pyeclib.ec_iface import ECDriver
 
+from ferry import limits
 from ferry.wire.errors import WireError
 
 EC_TYPE = "isa_l_rs_vand"
 PYECLIB_HEADER = 80
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=limits.FEC_DRIVERS_CACHED)
 def driver(k: int, m: int) -> ECDriver:
     """The (cached) pyeclib driver for k source and m repair symbols."""
     return ECDriver(k=k, m=m, ec_type=EC_TYPE)
@@ -31,7 +32,7 @@ def encode(sealed: bytes, k: int, m: int) -> list[memoryview]:
     return [memoryview(f)[PYECLIB_HEADER:] for f in frags]
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=limits.FEC_TEMPLATES_CACHED)
 def templates(k: int, m: int, sealed_len: int) -> tuple[bytes, ...]:
     """pyeclib fragment headers for each index of a sealed block of this size."""
     frags = driver(k, m).encode(bytes(sealed_len))
