@@ -123,7 +123,7 @@ class OuterAgent:
         self.run_id = int(now) & 0xFFFFFFFF
         self.counter = 0
         link = cfg.link
-        # blocks are sealed by the link writer thread, beside the loop (sealer=defer)
+        # blocks are sealed by the link writer thread, beside the loop (seal=False)
         self.sender = LinkSender(outer_key=self.id.key, inner_public=self.id.peer,
                                  policy_hash=self.id.plan.hash, name=cfg.agent.name, now=now,
                                  k=link.fec_k, m=link.fec_m, datagram_max=link.datagram_max,
