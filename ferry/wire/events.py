@@ -124,7 +124,8 @@ class LinkUp:
 @dataclass(frozen=True, slots=True)
 class InternalError:
     """A bug in the receiver (not an input problem): the datagram or timer call that hit it was
-    dropped; the traceback was logged once (logger "ferry.wire"). An alarm."""
+    dropped; the traceback was logged (logger "ferry.wire"). One event per place in the code
+    where it happened (later ones only count as the drop "internal_error"). An alarm."""
 
     error: str  # "ExceptionType: message"
 

@@ -118,9 +118,14 @@ class LinkReceiver:
             raise exc
         self.counters.internal_errors += 1
         self.report.drop("internal_error", now)
-        text = f"{type(exc).__name__}: {exc}"
-        if text not in self._bugs:
-            self._bugs.put(text, None)
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_next is not None:
+            tb = tb.tb_next
+        where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb is not None else "?"
+        site = f"{type(exc).__name__}@{where}"  # one bug, one site: logged and alarmed once
+        if site not in self._bugs:
+            self._bugs.put(site, None)
+            text = f"{type(exc).__name__}: {exc}"
             log.error("link receiver bug (input dropped): %s", text, exc_info=exc)
             self.report.events.append(InternalError(text))
 
