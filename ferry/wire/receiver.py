@@ -55,7 +55,7 @@ log = logging.getLogger("ferry.wire")
 
 
 class LinkReceiver:
-    """Receiver state machine: feed datagrams, collect events, drive timers. Input never raises."""
+    """Receiver state machine: feed datagrams, collect events, drive timers. Bad input never raises."""
 
     def __init__(
         self, *, inner_key: SM2PrivateKey, outer_public: SM2PublicKey, now: float, strict: bool = False
