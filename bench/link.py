@@ -23,7 +23,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ferry.crypto import SM2PrivateKey, SM4GCM, random_key  # noqa: E402
+from ferry.agents.link_io import LinkReceiveSocket, LinkSendSocket  # noqa: E402
+from ferry.agents.pacing import Pacer  # noqa: E402
+from ferry.crypto import SM2PrivateKey, SM2PublicKey, SM4GCM, random_key  # noqa: E402
+from ferry.wire import LinkReceiver, LinkSender  # noqa: E402
+from ferry.wire.events import KeyAccepted, ObjectReceived  # noqa: E402
 
 MIB = 1 << 20
 # wire bytes per payload byte with k=16, m=4 and 1472-byte datagrams: (k+m)/k plus headers
@@ -51,17 +55,12 @@ def cipher_rate(seconds: float = 1.5) -> float:
 
 
 def receiver(port_q, result_q, inner_pem: bytes, outer_pub_pem: bytes, expected: int, core: int) -> None:
-    from ferry.agents.link_io import LinkReceiveSocket
-    from ferry.crypto import SM2PublicKey
-    from ferry.wire import LinkReceiver
-    from ferry.wire.events import KeyAccepted, ObjectReceived
-
     pin(core)
     key = SM2PrivateKey.from_pem(inner_pem)
     sock = LinkReceiveSocket(("127.0.0.1", 0), rcvbuf=256 << 20)
     sock.sock.setblocking(True)
     sock.sock.settimeout(3.0)
-    rx = LinkReceiver(inner_key=key, outer_public=SM2PublicKey.from_pem(outer_pub_pem), now=time.time())
+    rx = LinkReceiver(inner_key=key, outer_public=SM2PublicKey.from_pem(outer_pub_pem), now=time.monotonic())
     port_q.put(sock.address[1])
     got = 0
     nbytes = 0
@@ -73,14 +72,14 @@ def receiver(port_q, result_q, inner_pem: bytes, outer_pub_pem: bytes, expected:
                 data, anc, _f, _a = sock.sock.recvmsg(65536 + 4096, sock._ancsize)
             except TimeoutError:
                 break
-            now = time.time()
+            now, wall = time.monotonic(), time.time()
             if first is None and keyed:
                 first = time.perf_counter()      # clock starts at the first datagram after the key
             seg = len(data)
             for level, kind, value in anc:
                 if kind == 104:
                     seg = int.from_bytes(value[:4], "little")
-            rx.receive_segments(data, seg, now)
+            rx.receive_segments(data, seg, now, wall)
             while (ev := rx.next_event()) is not None:
                 if isinstance(ev, KeyAccepted):
                     keyed = True
@@ -97,16 +96,10 @@ def receiver(port_q, result_q, inner_pem: bytes, outer_pub_pem: bytes, expected:
 
 
 def sender(port: int, outer_pem: bytes, inner_pub_pem: bytes, objects: int, rate_mb: float, core: int) -> None:
-    from ferry.agents.link_io import LinkSendSocket
-    from ferry.agents.pacing import Pacer
-    from ferry.crypto import SM2PublicKey
-    from ferry.wire import LinkSender
-
     pin(core)
     key = SM2PrivateKey.from_pem(outer_pem)
-    now = time.time()
     tx = LinkSender(outer_key=key, inner_public=SM2PublicKey.from_pem(inner_pub_pem), policy_hash=bytes(32),
-                    name="bench", now=now)
+                    name="bench", now=time.monotonic(), wall=time.time())
     sock = LinkSendSocket(("127.0.0.1", port), bind_host="127.0.0.1", sndbuf=64 << 20)
     sock.sock.setblocking(True)
     pacer = Pacer(rate_mb * 1e6, burst=max(1 << 20, int(rate_mb * 1e6 * 0.02)), now=time.monotonic())
@@ -124,17 +117,17 @@ def sender(port: int, outer_pem: bytes, inner_pub_pem: bytes, objects: int, rate
             sock.send_batch(batch)
             i += 64
 
-    push(tx.datagrams_to_send(time.time()))     # key announcement first
+    push(tx.datagrams_to_send(time.monotonic()))     # key announcement first
     time.sleep(0.2)
     t0, c0 = time.perf_counter(), time.process_time()
     for n in range(objects):
-        now = time.time()
+        now = time.monotonic()
         tx.submit(n + 1, payload, now)
         push(tx.datagrams_to_send(now))
         while tx.next_event() is not None:
             pass
-    tx.flush(time.time())
-    push(tx.datagrams_to_send(time.time()))
+    tx.flush(time.monotonic())
+    push(tx.datagrams_to_send(time.monotonic()))
     elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
     if os.environ.get("FERRY_BENCH_VERBOSE"):
         print(f"  sender: {objects * MIB / elapsed / 1e6:.1f} MB/s wall, cpu {cpu / elapsed:.2f} of a core", flush=True)

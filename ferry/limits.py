@@ -67,6 +67,14 @@ DROP_EVENT_INTERVAL = 1.0      # at most one DatagramsDropped event per reason p
 RECENT_MAX = 8192              # remembered recently completed/lost/delivered blocks and objects
 LOSS_REPORTS_PER_CALL = 4096   # BlockLost events produced per call before yielding to the timer
 
+# --- receiver state (ferry/wire, issue 9) -----------------------------------
+REFUSED_RECENT_MAX = 1024      # block numbers remembered as refused replays (one BlockRefused each)
+LATE_JOIN_AGE_MARGIN = 1.0     # s: a receiver this much younger than an epoch still saw its first block
+INTERNAL_ERRORS_LOGGED = 64    # distinct receiver bugs logged with a traceback (and alarmed) once each
+ANNOUNCEMENTS_KEPT = 4         # exact announcement datagrams remembered per epoch (the cheap repeat check)
+FEC_DRIVERS_CACHED = 16        # pyeclib drivers kept, one per (k, m)
+FEC_TEMPLATES_CACHED = 64      # pyeclib fragment-header templates kept, one per (k, m, sealed_len)
+
 # --- ferry.policy.suite / lint / diff (policy tooling) ----------------------
 POLICY_TEST_FILES_MAX = 64     # YAML files in a policy's tests/ folder
 POLICY_TEST_CASES_MAX = 10000  # cases in one test file

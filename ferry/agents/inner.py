@@ -267,7 +267,7 @@ class InnerAgent:
             if got is None:
                 break
             buf, seg = got
-            self.receiver.receive_segments(buf, seg, now)
+            self.receiver.receive_segments(buf, seg, now, now)
             self.drain()             # what this read completed leaves now, not after the whole wake-up
 
     async def timers(self, stop: asyncio.Event) -> None:

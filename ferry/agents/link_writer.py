@@ -2,10 +2,11 @@
 
 Sealing (SM4-GCM) is most of the outer agent's work and the cipher releases the GIL, as do the
 socket sends and the pacing sleeps: on its own thread the writer runs beside the event loop,
-which meanwhile reads cameras and files. The loop hands over what the sender made, in order
-(`put`): datagrams, and blocks to seal (`PendingBlock`, the sender's deferred `seal_block`
-call). One thread, so everything leaves in the order the sender made it, paced to the link
-rate. `close()` sends what was handed over, then ends the thread.
+which meanwhile reads cameras and files. The agent decides this: its sender is made with
+`seal=False`, and the loop hands over what `LinkSender.items_to_send` returns, in order
+(`put`): datagrams, and `UnsealedBlock`s that this thread seals (`ferry.wire.seal.seal`) in
+their place. One thread, so everything leaves in the order the sender made it, paced to the
+link rate. `close()` sends what was handed over, then ends the thread.
 """
 from __future__ import annotations
 
@@ -15,9 +16,12 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Collection
 
 from ferry.agents.link_io import LinkSendSocket
 from ferry.agents.pacing import Pacer
+from ferry.wire.seal import UnsealedBlock, seal
+from ferry.wire.sender import SendItem
 
 log = logging.getLogger("ferry.outer.link")
 
@@ -30,24 +34,10 @@ WRITABLE_WAIT = 1.0           # seconds the thread waits for room in the socket 
 GIL_SWITCH_INTERVAL = 0.0005
 
 
-class PendingBlock:
-    """A block the sender made but did not seal: `seal_block(*args)` is run by the writer."""
-
-    __slots__ = ("fn", "args")
-
-    def __init__(self, fn, args: tuple) -> None:
-        self.fn, self.args = fn, args
-
-
-def defer(fn, *args) -> PendingBlock:
-    """The sender's `sealer`: seal later, on the writer thread."""
-    return PendingBlock(fn, args)
-
-
 class LinkWriter:
     def __init__(self, sock: LinkSendSocket, pacer: Pacer) -> None:
         self.sock, self.pacer = sock, pacer
-        self.queued: deque = deque()     # handed over, not yet sent (deque ops are thread-safe)
+        self.queued: deque[SendItem] = deque()  # handed over, not yet sent (deque ops are thread-safe)
         self.sealed_bytes = 0            # bytes of the datagrams of the blocks it sealed
         self.sent = 0                    # datagrams sent
         self.errors = 0                  # sends that failed (the datagrams are lost)
@@ -58,8 +48,8 @@ class LinkWriter:
         self._thread = threading.Thread(target=self._run, name="ferry-link-writer", daemon=True)
         self._thread.start()
 
-    def put(self, items) -> None:
-        """Hand over datagrams and pending blocks, in order."""
+    def put(self, items: Collection[SendItem]) -> None:
+        """Hand over datagrams and unsealed blocks, in order."""
         if not items:
             return
         self.queued.extend(items)
@@ -93,11 +83,12 @@ class LinkWriter:
             self.error = exc
 
     def _batch(self) -> list[bytes]:
-        queued, batch, size = self.queued, [], 0
+        queued, size = self.queued, 0
+        batch: list[bytes] = []
         while queued and len(batch) < BATCH_DATAGRAMS and size < BATCH_BYTES:
             item = queued.popleft()
-            if isinstance(item, PendingBlock):
-                datagrams = item.fn(*item.args)
+            if isinstance(item, UnsealedBlock):
+                datagrams = seal(item)
                 self.sealed_bytes += sum(map(len, datagrams))
                 batch.extend(datagrams)
                 size += sum(map(len, datagrams))

@@ -23,7 +23,7 @@ from ferry.agents.kernel_rules import kernel_rules_for
 from ferry.agents.config import OuterConfig
 from ferry.agents.link_io import LinkSendSocket
 from ferry.agents.pacing import Pacer
-from ferry.agents.link_writer import LinkWriter, defer
+from ferry.agents.link_writer import LinkWriter
 from ferry.agents.spool import SpoolWatcher, move_aside, read_whole_file
 from ferry.agents.video_ingest import VideoIngest
 from ferry.audit import AuditUnavailable
@@ -65,7 +65,7 @@ class LinkPump:
         self._sealed_bytes = 0
 
     def collect(self, now: float) -> None:
-        self.outbox.extend(self.sender.datagrams_to_send(now))
+        self.outbox.extend(self.sender.items_to_send(now))
         if self.outbox and not self.held:
             self.writer.put(self.outbox)
             self.outbox = deque()
@@ -78,7 +78,6 @@ class LinkPump:
     def _count(self) -> None:
         sealed = self.writer.sealed_bytes
         if sealed != self._sealed_bytes:
-            self.sender.sealed(sealed - self._sealed_bytes)
             self._sealed_bytes = sealed
 
     async def drain(self) -> None:
@@ -98,7 +97,7 @@ class LinkPump:
             now = time.time()
             timer = self.sender.get_timer()
             if timer is not None and timer <= now:
-                self.sender.handle_timer(now)
+                self.sender.handle_timer(now, now)
                 if self.on_events:
                     self.on_events()
             self.collect(now)
@@ -124,11 +123,11 @@ class OuterAgent:
         self.run_id = int(now) & 0xFFFFFFFF
         self.counter = 0
         link = cfg.link
-        # blocks are sealed by the link writer thread, beside the loop (sealer=defer)
+        # blocks are sealed by the link writer thread, beside the loop (seal=False)
         self.sender = LinkSender(outer_key=self.id.key, inner_public=self.id.peer,
                                  policy_hash=self.id.plan.hash, name=cfg.agent.name, now=now,
                                  k=link.fec_k, m=link.fec_m, datagram_max=link.datagram_max,
-                                 sealer=defer)
+                                 seal=False)
         # cameras' ports first: the link socket's ephemeral port can then never be one of them
         self.video = VideoIngest(self, list(cfg.video)) if cfg.video else None
         if self.video:

@@ -1,7 +1,9 @@
 """ferry.wire: the sans-IO ferry link (proto/WIRE.md).
 
 No networking code at all: LinkSender turns objects into datagrams, LinkReceiver turns
-datagrams into objects and events. Both take `now` and never read a clock or a socket.
+datagrams into objects and events. Both take `now` (monotonic: timers) and, where validity
+matters, `wall` (the wall clock), and never read a clock or a socket. A sender made with
+seal=False leaves blocks as `UnsealedBlock` values for the caller to `seal` where it likes.
 """
 
 from ferry.wire.errors import WireError
@@ -12,6 +14,7 @@ from ferry.wire.events import (
     BlockSealed,
     DatagramsDropped,
     HeartbeatReceived,
+    InternalError,
     KeyAccepted,
     KeyAnnounced,
     KeyRotated,
@@ -24,7 +27,8 @@ from ferry.wire.events import (
 )
 from ferry.wire.receiver import LinkReceiver, ReceiverCounters
 from ferry.wire.replay import ReplayWindow
-from ferry.wire.sender import LinkSender, SenderCounters
+from ferry.wire.seal import UnsealedBlock, seal
+from ferry.wire.sender import LinkSender, SenderCounters, SendItem
 
 __all__ = [
     "AnnouncementRefused",
@@ -33,6 +37,7 @@ __all__ = [
     "BlockSealed",
     "DatagramsDropped",
     "HeartbeatReceived",
+    "InternalError",
     "KeyAccepted",
     "KeyAnnounced",
     "KeyRotated",
@@ -45,7 +50,10 @@ __all__ = [
     "ReceiverCounters",
     "ReceiverEvent",
     "ReplayWindow",
+    "SendItem",
     "SenderCounters",
     "SenderEvent",
+    "UnsealedBlock",
     "WireError",
+    "seal",
 ]

@@ -11,6 +11,7 @@ from typing import NamedTuple
 from google.protobuf.message import Error as ProtobufError
 
 from ferry import limits
+from ferry.crypto import SM2PrivateKey
 from ferry.pb import ferry_pb2
 from ferry.wire.errors import WireError
 from ferry.wire.frame import ANNOUNCEMENT_PREFIX
@@ -40,7 +41,7 @@ class Announcement(NamedTuple):
 
 def build_announcement(
     *,
-    outer_key,
+    outer_key: SM2PrivateKey,
     envelope: bytes,
     epoch: int,
     not_before: float,
@@ -64,7 +65,7 @@ def build_announcement(
         sender=sender,
     ).SerializeToString(deterministic=True)
     msg = ferry_pb2.KeyAnnouncement(body=body, signature=outer_key.sign(body))
-    data = ANNOUNCEMENT_PREFIX + msg.SerializeToString(deterministic=True)
+    data: bytes = ANNOUNCEMENT_PREFIX + msg.SerializeToString(deterministic=True)
     if len(data) > limits.ANNOUNCEMENT_MAX:
         raise ValueError("announcement too large (sender name?)")
     return data

@@ -106,12 +106,12 @@ class HeartbeatReceived:
 
     epoch: int
     seq: int
-    counters: dict = field(hash=False, compare=False)
+    counters: dict[str, float] = field(hash=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
 class LinkDown:
-    """No authenticated heartbeat since `since` for LINK_DEAD_AFTER seconds."""
+    """No authenticated heartbeat for LINK_DEAD_AFTER seconds; `since`: the last one's wall-clock time."""
 
     since: float
 
@@ -119,6 +119,15 @@ class LinkDown:
 @dataclass(frozen=True, slots=True)
 class LinkUp:
     """An authenticated heartbeat arrived while the link was down (or for the first time)."""
+
+
+@dataclass(frozen=True, slots=True)
+class InternalError:
+    """A bug in the receiver (not an input problem): the datagram or timer call that hit it was
+    dropped; the traceback was logged (logger "ferry.wire"). One event per place in the code
+    where it happened (later ones only count as the drop "internal_error"). An alarm."""
+
+    error: str  # "ExceptionType: message"
 
 
 ReceiverEvent = (
@@ -132,4 +141,5 @@ ReceiverEvent = (
     | HeartbeatReceived
     | LinkDown
     | LinkUp
+    | InternalError
 )

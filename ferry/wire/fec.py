@@ -9,16 +9,18 @@ block of the same size. Source symbols are the sealed block itself, cut into k p
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 
 from pyeclib.ec_iface import ECDriver
 
+from ferry import limits
 from ferry.wire.errors import WireError
 
 EC_TYPE = "isa_l_rs_vand"
 PYECLIB_HEADER = 80
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=limits.FEC_DRIVERS_CACHED)
 def driver(k: int, m: int) -> ECDriver:
     """The (cached) pyeclib driver for k source and m repair symbols."""
     return ECDriver(k=k, m=m, ec_type=EC_TYPE)
@@ -30,29 +32,29 @@ def encode(sealed: bytes, k: int, m: int) -> list[memoryview]:
     return [memoryview(f)[PYECLIB_HEADER:] for f in frags]
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=limits.FEC_TEMPLATES_CACHED)
 def templates(k: int, m: int, sealed_len: int) -> tuple[bytes, ...]:
     """pyeclib fragment headers for each index of a sealed block of this size."""
     frags = driver(k, m).encode(bytes(sealed_len))
     return tuple(bytes(f[:PYECLIB_HEADER]) for f in frags)
 
 
-def join_source(symbols, k: int, sealed_len: int) -> bytes:
+def join_source(symbols: Sequence[bytes | None], k: int, sealed_len: int) -> bytes:
     """Fast path: the sealed block from its k source symbols, no pyeclib call."""
-    data = b"".join(symbols[:k])
+    data = b"".join(s for s in symbols[:k] if s is not None)  # all k present (the caller checked)
     if len(data) != sealed_len:
         data = data[:sealed_len]
     return data
 
 
-def decode(symbols, k: int, m: int, sealed_len: int) -> bytes:
+def decode(symbols: Sequence[bytes | None], k: int, m: int, sealed_len: int) -> bytes:
     """Rebuild a sealed block from any k of its symbols (None where missing); WireError if it fails."""
     heads = templates(k, m, sealed_len)
     frags = [heads[i] + bytes(s) for i, s in enumerate(symbols) if s is not None]
     if len(frags) < k:
         raise WireError("too few symbols")
     try:
-        data = driver(k, m).decode(frags[: k + m])
+        data: bytes = driver(k, m).decode(frags[: k + m])
     except Exception as exc:  # pyeclib raises its own family and sometimes others
         raise WireError(f"fec decode failed: {type(exc).__name__}") from None
     if len(data) != sealed_len:

@@ -7,6 +7,7 @@ Big-endian throughout. Parsers raise only WireError.
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from typing import NamedTuple
 
 from ferry import limits
@@ -28,8 +29,8 @@ SYMBOL_HEADER_SIZE = SYMBOL_HEADER.size  # 24
 # block header (AAD of the seal): the same without index
 BLOCK_HEADER = struct.Struct(">2sBBIQBBBI")
 BLOCK_HEADER_SIZE = BLOCK_HEADER.size  # 23
-# fields after the 4-byte prefix, as the receiver unpacks them
-SYMBOL_FIELDS = struct.Struct(">QBBBBI")  # block_no index k m flags sealed_len (epoch read separately)
+# the same header with magic, version and type as one integer: parse_symbol_header's unpack
+SYMBOL_HEADER_INTS = struct.Struct(">IIQBBBBI")
 NONCE = struct.Struct(">IQ")
 HEARTBEAT_HEADER = struct.Struct(">2sBBIQ")
 HEARTBEAT_HEADER_SIZE = HEARTBEAT_HEADER.size  # 16
@@ -39,6 +40,7 @@ BLOCK_NO_MAX = (1 << 63) - 1
 EPOCH_MAX = (1 << 32) - 1
 
 SYMBOL_PREFIX = PREFIX + bytes([TYPE_SYMBOL])
+SYMBOL_PREFIX_INT = int.from_bytes(SYMBOL_PREFIX, "big")
 ANNOUNCEMENT_PREFIX = PREFIX + bytes([TYPE_ANNOUNCEMENT])
 HEARTBEAT_PREFIX = PREFIX + bytes([TYPE_HEARTBEAT])
 
@@ -63,18 +65,38 @@ def block_header(epoch: int, block_no: int, k: int, m: int, sealed_len: int, fla
     return BLOCK_HEADER.pack(MAGIC, VERSION, TYPE_SYMBOL, epoch, block_no, k, m, flags, sealed_len)
 
 
-def check_block_fields(k: int, m: int, flags: int, sealed_len: int, block_no: int) -> None:
-    """Bounds every symbol header must satisfy (raises WireError)."""
-    if not 1 <= k <= limits.FEC_K_MAX:
-        raise WireError("bad k")
-    if not 1 <= m <= limits.FEC_M_MAX:
-        raise WireError("bad m")
-    if flags != 0:
-        raise WireError("bad flags")
-    if not TAG_SIZE <= sealed_len <= limits.BLOCK_MAX:
-        raise WireError("bad sealed_len")
-    if block_no > BLOCK_NO_MAX:
-        raise WireError("bad block_no")
+# (prefix, epoch, block_no, index, k, m, flags, sealed_len) as unpacked; prefix: magic, version, type
+SymbolFields = tuple[int, int, int, int, int, int, int, int]
+_unpack_symbol_ints = SYMBOL_HEADER_INTS.unpack_from
+_K_MAX, _M_MAX, _BLOCK_MAX = limits.FEC_K_MAX, limits.FEC_M_MAX, limits.BLOCK_MAX
+
+
+def parse_symbol_header(data: bytes | memoryview) -> SymbolFields:
+    """The checked header fields of a symbol datagram: the receiver's data path (and fuzzed).
+
+    One unpack_from and no other allocation: returns the unpacked tuple
+    (prefix, epoch, block_no, index, k, m, flags, sealed_len). Raises WireError whose message
+    is the receiver's drop reason: "bad_length", "bad_magic" (magic, version or type), "bad_header".
+    """
+    n = len(data)
+    if n <= SYMBOL_HEADER_SIZE or n > UDP_MAX:
+        raise WireError("bad_length")
+    f = _unpack_symbol_ints(data)
+    prefix, _, block_no, index, k, m, flags, sealed_len = f
+    if prefix != SYMBOL_PREFIX_INT:
+        raise WireError("bad_magic")
+    if (
+        not 0 < k <= _K_MAX
+        or not 0 < m <= _M_MAX
+        or flags
+        or not TAG_SIZE <= sealed_len <= _BLOCK_MAX
+        or block_no > BLOCK_NO_MAX
+        or index >= k + m
+    ):
+        raise WireError("bad_header")
+    if n - SYMBOL_HEADER_SIZE != -(-sealed_len // k):
+        raise WireError("bad_length")
+    return f
 
 
 class SymbolHeader(NamedTuple):
@@ -82,7 +104,7 @@ class SymbolHeader(NamedTuple):
 
     epoch: int
     block_no: int
-    index: int
+    index: int  # type: ignore[assignment]  # the wire's name for it, shadowing tuple.index
     k: int
     m: int
     flags: int
@@ -91,21 +113,11 @@ class SymbolHeader(NamedTuple):
 
 def parse_symbol(data: bytes | memoryview) -> tuple[SymbolHeader, memoryview]:
     """Parse a symbol datagram into its header and symbol bytes (exact length check)."""
-    n = len(data)
-    if n < SYMBOL_HEADER_SIZE + 1 or n > UDP_MAX:
-        raise WireError("bad symbol length")
-    magic, ver, typ, epoch, block_no, index, k, m, flags, sealed_len = SYMBOL_HEADER.unpack_from(data)
-    if magic != MAGIC or ver != VERSION or typ != TYPE_SYMBOL:
-        raise WireError("not a symbol datagram")
-    check_block_fields(k, m, flags, sealed_len, block_no)
-    if index >= k + m:
-        raise WireError("bad index")
-    if n != SYMBOL_HEADER_SIZE + symbol_size(sealed_len, k):
-        raise WireError("bad symbol length")
+    _, epoch, block_no, index, k, m, flags, sealed_len = parse_symbol_header(data)
     return SymbolHeader(epoch, block_no, index, k, m, flags, sealed_len), memoryview(data)[SYMBOL_HEADER_SIZE:]
 
 
-def build_symbols(header: bytes, symbols: list) -> list[bytes]:
+def build_symbols(header: bytes, symbols: Sequence[bytes | memoryview]) -> list[bytes]:
     """Symbol datagrams of one block: block header (23 bytes) with the index inserted after block_no."""
     head, tail = header[:16], header[16:]
     return [b"".join((head, bytes((i,)), tail, s)) for i, s in enumerate(symbols)]
@@ -131,7 +143,7 @@ def parse_heartbeat(data: bytes | memoryview) -> tuple[int, int, bytes, bytes]:
 
 
 def datagram_type(data: bytes | memoryview) -> int:
-    """The type byte of a datagram after checking magic and version."""
+    """The type byte of a datagram after checking magic and version (WireError "bad_magic")."""
     if len(data) < 4 or data[0] != 0xFE or data[1] != 0x52 or data[2] != VERSION:
-        raise WireError("bad magic or version")
+        raise WireError("bad_magic")
     return data[3]

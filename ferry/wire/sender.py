@@ -3,6 +3,19 @@
 Objects in, datagrams out. Objects are packed into blocks (fragments, proto/WIRE.md), each block
 sealed once with SM4-GCM under the epoch key and cut into k source + m repair symbols.
 Key announcements and heartbeats are produced on timers; the key rotates by time and by volume.
+
+Two clocks: timers (heartbeat, announcement repeat, key lifetime) run on the monotonic `now`;
+what the receiver checks for validity (the announcement's not_before/not_after, a heartbeat's
+sent_at, the epoch number of a fresh sender) comes from the wall clock `wall`. Calls that may
+start a key epoch without a `wall` argument (`submit`, `flush`, rotation by volume) use the
+wall clock as last given, advanced by the monotonic time since.
+
+Sealing: by default blocks are sealed at once and `datagrams_to_send` returns bytes. With
+`seal=False` a block stays an `UnsealedBlock` in its place among the datagrams until the
+caller takes it (`items_to_send`) and seals it where it likes (`ferry.wire.seal.seal`, e.g. on
+a thread beside its event loop); `datagrams_to_send` still returns sealed bytes only. The
+byte counter counts a block's datagrams when the block is made, sealed or not (their size is
+known exactly).
 """
 
 from __future__ import annotations
@@ -16,13 +29,16 @@ from ferry import limits
 from ferry.crypto import SM2PrivateKey, SM2PublicKey, SM4GCM
 from ferry.pb import ferry_pb2
 from ferry.wire import fec
-from ferry.wire.seal import seal_block, seal_heartbeat
 from ferry.wire.announce import build_announcement
 from ferry.wire.block import FRAGMENT_HEADER, FRAGMENT_HEADER_SIZE
 from ferry.wire.events import BlockSealed, KeyAnnounced, KeyRotated, SenderEvent
 from ferry.wire.frame import BLOCK_NO_MAX, EPOCH_MAX, SYMBOL_HEADER_SIZE, TAG_SIZE
+from ferry.wire.seal import UnsealedBlock, block_wire_bytes, seal, seal_block, seal_heartbeat
 
 KEY_SIZE = 16
+
+# what the sender queues: a datagram, or (with seal=False) a block to seal in its place
+SendItem = bytes | UnsealedBlock
 
 
 @dataclass(slots=True)
@@ -49,6 +65,7 @@ class LinkSender:
         policy_hash: bytes,
         name: str,
         now: float,
+        wall: float | None = None,
         k: int = limits.FEC_K,
         m: int = limits.FEC_M,
         datagram_max: int = limits.DATAGRAM_MAX,
@@ -56,8 +73,12 @@ class LinkSender:
         key_bytes_max: int = limits.KEY_BYTES_MAX,
         epoch: int | None = None,
         rng: Callable[[int], bytes] = os.urandom,
-        sealer: Callable | None = None,
+        seal: bool = True,
     ) -> None:
+        """`now` is monotonic, `wall` the wall clock (None: `now` is the wall clock too).
+
+        The first epoch number is int(wall) unless `epoch` is given. seal=False: blocks are
+        left unsealed for the caller (see the module docstring)."""
         if not 1 <= k <= limits.FEC_K_MAX or not 1 <= m <= limits.FEC_M_MAX:
             raise ValueError("k or m out of range")
         if len(policy_hash) != 32:
@@ -73,27 +94,33 @@ class LinkSender:
         self._key_lifetime = key_lifetime
         self._key_bytes_max = key_bytes_max
         self._rng = rng
-        # sealer(seal_block, *args) -> a handle the caller resolves to the block's datagrams (e.g.
-        # a future of a worker thread, so the cipher runs beside the caller); None: seal at once
-        self._sealer = sealer
+        self._seal_now = seal
+        self._wall_offset = 0.0 if wall is None else wall - now  # wall - now, as last given
         sealed_max = min(fec.block_capacity(k, datagram_max, SYMBOL_HEADER_SIZE), limits.BLOCK_MAX)
         self.capacity = sealed_max - TAG_SIZE  # bytes of block plaintext
         if self.capacity < FRAGMENT_HEADER_SIZE + 1:
             raise ValueError("datagram_max too small for a block")
         self.counters = SenderCounters()
-        self._out: deque = deque()       # datagrams, and handles of blocks being sealed (sealer)
+        self._out: deque[SendItem] = deque()  # datagrams, and blocks to seal (seal=False)
         self._events: deque[SenderEvent] = deque()
         # block being filled
-        self._parts: list = []
+        self._parts: list[bytes | memoryview] = []
         self._used = 0
         self._ids: list[int] = []
         # objects waiting for space: (object_id, view, offset)
-        self._queue: deque = deque()
+        self._queue: deque[tuple[int, memoryview, int]] = deque()
         self._next_block = 0
         self._hb_seq = 0
         self._epoch = -1
-        self._start_epoch(int(now) if epoch is None else epoch, now, None)
+        self._start_epoch(int(self._wall(now)) if epoch is None else epoch, now, None)
         self._next_heartbeat = now + limits.HEARTBEAT_INTERVAL
+
+    def _wall(self, now: float, wall: float | None = None) -> float:
+        """The wall clock: as given (and remembered), else the last given advanced by `now`."""
+        if wall is None:
+            return now + self._wall_offset
+        self._wall_offset = wall - now
+        return wall
 
     # --- keys -------------------------------------------------------------
     def _start_epoch(self, epoch: int, now: float, reason: str | None) -> None:
@@ -105,7 +132,8 @@ class LinkSender:
         self._epoch = epoch
         self._aead = SM4GCM(key)
         self._envelope = self._inner_public.encrypt(key)
-        self._epoch_started = now
+        self._epoch_started = now                    # monotonic: the key lifetime timer
+        self._epoch_started_wall = self._wall(now)   # wall: the announcement's validity
         self._epoch_first_block = self._next_block
         self._epoch_blocks = 0
         self._epoch_bytes = 0
@@ -122,8 +150,8 @@ class LinkSender:
             outer_key=self._outer_key,
             envelope=self._envelope,
             epoch=self._epoch,
-            not_before=self._epoch_started,
-            not_after=self._epoch_started + self._key_lifetime + limits.KEY_OVERLAP,
+            not_before=self._epoch_started_wall,
+            not_after=self._epoch_started_wall + self._key_lifetime + limits.KEY_OVERLAP,
             policy_hash=self._policy_hash,
             outer_key_id=self._outer_key_id,
             inner_key_id=self._inner_key_id,
@@ -158,8 +186,9 @@ class LinkSender:
         return self._announcement
 
     # --- objects and blocks -------------------------------------------------
-    def submit(self, object_id: int, payload: bytes, now: float) -> None:
+    def submit(self, object_id: int, payload: bytes, now: float, wall: float | None = None) -> None:
         """Queue one canonical object (opaque bytes); full blocks are sealed at once."""
+        self._wall(now, wall)
         if not 0 <= object_id < 1 << 64:
             raise ValueError("object_id out of range")
         if len(payload) > limits.OBJECT_MAX:
@@ -168,8 +197,9 @@ class LinkSender:
         self.counters.objects += 1
         self._pack(now)
 
-    def flush(self, now: float) -> None:
+    def flush(self, now: float, wall: float | None = None) -> None:
         """Seal the partially filled block now."""
+        self._wall(now, wall)
         self._pack(now)
         if self._parts:
             self._seal(now)
@@ -206,14 +236,13 @@ class LinkSender:
         sealed_len = len(plaintext) + TAG_SIZE
         k, m = self._k, self._m
         c = self.counters
-        if self._sealer is not None:
-            self._out.append(self._sealer(seal_block, self._aead, self._epoch, block_no, plaintext, k, m))
+        if self._seal_now:
+            self._out.extend(seal_block(self._aead, self._epoch, block_no, plaintext, k, m))
         else:
-            datagrams = seal_block(self._aead, self._epoch, block_no, plaintext, k, m)
-            self._out.extend(datagrams)
-            self.sealed(sum(map(len, datagrams)))
+            self._out.append(UnsealedBlock(self._epoch, block_no, plaintext, k, m, self._aead))
         c.blocks += 1
         c.datagrams += k + m
+        c.bytes += block_wire_bytes(len(plaintext), k, m)
         self._events.append(BlockSealed(self._epoch, block_no, tuple(self._ids), sealed_len))
         self._next_block = block_no + 1
         self._epoch_blocks += 1
@@ -224,19 +253,26 @@ class LinkSender:
         if self._epoch_bytes >= self._key_bytes_max:
             self._rotate(now, "bytes")
 
-    def sealed(self, nbytes: int) -> None:
-        """Count the bytes of sealed blocks' datagrams (with a sealer, its caller reports them)."""
-        self.counters.bytes += nbytes
-
     def _push(self, datagram: bytes) -> None:
         self._out.append(datagram)
         self.counters.datagrams += 1
         self.counters.bytes += len(datagram)
 
     # --- output, events, timers --------------------------------------------
-    def datagrams_to_send(self, now: float) -> list:
-        """Everything ready, in order; the symbols of a block are consecutive (with a sealer, a
-        block is its sealer's handle in its place)."""
+    def datagrams_to_send(self, now: float) -> list[bytes]:
+        """Every datagram ready, in order; the symbols of a block are consecutive. Blocks left
+        unsealed (seal=False) are sealed here, in their place."""
+        out: list[bytes] = []
+        for item in self.items_to_send(now):
+            if isinstance(item, UnsealedBlock):
+                out.extend(seal(item))
+            else:
+                out.append(item)
+        return out
+
+    def items_to_send(self, now: float) -> list[SendItem]:
+        """Everything ready, in order: datagrams and (seal=False) blocks to seal in their place,
+        with `ferry.wire.seal.seal`, before the datagrams after them are sent."""
         out = list(self._out)
         self._out.clear()
         return out
@@ -247,8 +283,9 @@ class LinkSender:
     def get_timer(self) -> float | None:
         return min(self._next_announce, self._next_heartbeat, self._epoch_started + self._key_lifetime)
 
-    def handle_timer(self, now: float) -> None:
+    def handle_timer(self, now: float, wall: float) -> None:
         """Rotate the key when due, repeat the announcement, send a heartbeat."""
+        self._wall(now, wall)
         if now >= self._epoch_started + self._key_lifetime:
             self._rotate(now, "time")
         if now >= self._next_announce:
@@ -256,8 +293,9 @@ class LinkSender:
         if now >= self._next_heartbeat:
             self._heartbeat(now)
 
-    def heartbeat(self, now: float) -> None:
+    def heartbeat(self, now: float, wall: float) -> None:
         """Queue a heartbeat at once (also sent by handle_timer every HEARTBEAT_INTERVAL)."""
+        self._wall(now, wall)
         self._heartbeat(now)
 
     def _heartbeat(self, now: float) -> None:
@@ -266,7 +304,7 @@ class LinkSender:
         c = self.counters
         body = ferry_pb2.Heartbeat(
             seq=seq,
-            sent_at=now,
+            sent_at=self._wall(now),
             blocks_sent=self._epoch_blocks,
             next_block=self._next_block,
             objects_sent=c.objects,

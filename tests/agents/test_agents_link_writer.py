@@ -1,4 +1,4 @@
-"""The outer agent's link writer thread: seals deferred blocks, paces, sends, in order."""
+"""The outer agent's link writer thread: seals unsealed blocks, paces, sends, in order."""
 from __future__ import annotations
 
 import random
@@ -7,10 +7,11 @@ import time
 import pytest
 
 from ferry.agents.link_io import LinkReceiveSocket, LinkSendSocket
-from ferry.agents.link_writer import LinkWriter, PendingBlock, defer
+from ferry.agents.link_writer import LinkWriter
 from ferry.agents.pacing import Pacer
 from ferry.crypto import SM2PrivateKey
 from ferry.wire import LinkReceiver, LinkSender, ObjectReceived
+from ferry.wire.seal import UnsealedBlock
 
 
 @pytest.fixture(scope="module")
@@ -31,27 +32,27 @@ def _receive_all(rx, receiver, want: int, timeout=10.0) -> dict:
         if r is None:
             time.sleep(0.001)
             continue
-        receiver.receive_segments(r[0], r[1], time.time())
+        receiver.receive_segments(r[0], r[1], time.monotonic(), time.time())
         while (e := receiver.next_event()) is not None:
             if isinstance(e, ObjectReceived):
                 got[e.object_id] = e.payload
     return got
 
 
-def test_deferred_blocks_are_sealed_and_sent_in_order(keys):
+def test_unsealed_blocks_are_sealed_and_sent_in_order(keys):
     outer, inner = keys
     tx, rx, writer = _link()
     try:
         sender = LinkSender(outer_key=outer, inner_public=inner.public_key(), policy_hash=bytes(32),
-                            name="o", now=time.time(), sealer=defer)
-        receiver = LinkReceiver(inner_key=inner, outer_public=outer.public_key(), now=time.time())
+                            name="o", now=time.monotonic(), wall=time.time(), seal=False)
+        receiver = LinkReceiver(inner_key=inner, outer_public=outer.public_key(), now=time.monotonic(), strict=True)
         rng = random.Random(4)
         objs = {i: rng.randbytes(rng.choice([50, 5000, 60_000, 300_000])) for i in range(60)}
         for oid, payload in objs.items():
-            sender.submit(oid, payload, time.time())
-        sender.flush(time.time())
-        items = sender.datagrams_to_send(time.time())
-        blocks = sum(isinstance(i, PendingBlock) for i in items)
+            sender.submit(oid, payload, time.monotonic())
+        sender.flush(time.monotonic())
+        items = sender.items_to_send(time.monotonic())
+        blocks = sum(isinstance(i, UnsealedBlock) for i in items)
         assert blocks == sender.counters.blocks > 20
         writer.put(items)
         assert _receive_all(rx, receiver, len(objs)) == objs
@@ -59,6 +60,8 @@ def test_deferred_blocks_are_sealed_and_sent_in_order(keys):
         assert writer.error is None and writer.errors == 0
         assert writer.sent == sender.counters.datagrams
         assert writer.sealed_bytes > sum(map(len, objs.values()))
+        # the sender counted every byte the writer sent without being told
+        assert sender.counters.bytes == writer.sealed_bytes + sum(len(i) for i in items if isinstance(i, bytes))
     finally:
         tx.close()
         rx.close()
@@ -83,10 +86,15 @@ def test_pacing_holds_the_rate_and_close_sends_everything():
         rx.close()
 
 
+class _BrokenCipher:
+    def seal(self, nonce, plaintext, aad):
+        return 1 / 0
+
+
 def test_a_failing_seal_stops_the_writer_with_the_error():
     tx, rx, writer = _link()
     try:
-        writer.put([PendingBlock(lambda: 1 / 0, ())])
+        writer.put([UnsealedBlock(0, 0, b"x", 16, 4, _BrokenCipher())])
         deadline = time.monotonic() + 5
         while writer.error is None and time.monotonic() < deadline:
             time.sleep(0.01)

@@ -17,7 +17,7 @@ from ferry.wire import LinkReceiver, LinkSender, ObjectReceived
 def main(mib: int = 64) -> None:
     outer, inner = SM2PrivateKey.generate(), SM2PrivateKey.generate()
     now = 1000.0
-    s = LinkSender(outer_key=outer, inner_public=inner.public_key(), policy_hash=bytes(32), name="b", now=now)
+    s = LinkSender(outer_key=outer, inner_public=inner.public_key(), policy_hash=bytes(32), name="b", now=now, wall=now)
     r = LinkReceiver(inner_key=inner, outer_public=outer.public_key(), now=now)
     obj = os.urandom(1 << 20)
     total = mib << 20
@@ -31,7 +31,7 @@ def main(mib: int = 64) -> None:
     t_send = time.perf_counter() - t0
     t0 = time.perf_counter()
     for d in datagrams:
-        r.receive_datagram(d, now)
+        r.receive_datagram(d, now, now)
     t_recv = time.perf_counter() - t0
     got = 0
     while (e := r.next_event()) is not None:

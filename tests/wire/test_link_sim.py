@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import random
 
-import pytest
-
+from ferry.pb import ferry_pb2
 from ferry.wire import (
     AnnouncementRefused,
     BlockLost,
@@ -13,6 +12,7 @@ from ferry.wire import (
     KeyAccepted,
     KeyRotated,
     LinkDown,
+    LinkSender,
     LinkUp,
     ObjectLost,
     ObjectReceived,
@@ -116,7 +116,7 @@ def test_replay_beyond_the_recent_memory_is_refused(keys):
     link = Link(keys, ch)
     run_objects(link, rng, 10)
     first = [d for d in ch.log if (h := block_of(d)) and h[1] == 0]
-    link.receiver._done.clear()  # as if it had long been forgotten: only the replay window remains
+    link.receiver.assembly._done.clear()  # as if it had long been forgotten: only the replay window remains
     link.deliver(first)
     assert [(e.block_no, e.reason) for e in link.of(BlockRefused)] == [(0, "replay")]
     assert link.receiver.counters.dropped_by_reason["replay"] >= 1
@@ -166,19 +166,15 @@ def test_bad_announcements_are_refused(keys, other_key):
     link = Link(keys, Channel(rng))
     link.step()
     # signed by another outer key (which also names itself)
-    from ferry.wire.sender import LinkSender
-
     wrong_signer = LinkSender(outer_key=other_key, inner_public=inner.public_key(), policy_hash=bytes(32),
-                              name="x", now=link.now, epoch=link.sender.epoch + 5)
+                              name="x", now=link.now, wall=link.wall, epoch=link.sender.epoch + 5)
     # for another inner key
     wrong_inner = LinkSender(outer_key=outer, inner_public=other_key.public_key(), policy_hash=bytes(32),
-                             name="x", now=link.now, epoch=link.sender.epoch + 6)
+                             name="x", now=link.now, wall=link.wall, epoch=link.sender.epoch + 6)
     link.deliver([wrong_signer.announcement, wrong_inner.announcement])
     reasons = [e.reason for e in link.of(AnnouncementRefused)]
     assert reasons == ["wrong_outer_key", "wrong_inner_key"]
     # right key id, wrong signature
-    from ferry.pb import ferry_pb2
-
     msg = ferry_pb2.KeyAnnouncement.FromString(link.sender.announcement[4:])
     msg.signature = other_key.sign(msg.body)
     link.deliver([link.sender.announcement[:4] + msg.SerializeToString()])
@@ -246,7 +242,7 @@ def test_sender_restart_new_epoch_recovers(keys):
     run_objects(link, rng, 20)
     old_epoch = link.sender.epoch
     link.now += 5
-    link.sender = link.new_sender()  # epoch = int(now): newer
+    link.sender = link.new_sender()  # epoch = int(wall): newer
     assert link.sender.epoch > old_epoch
     later = run_objects(link, rng, 20, first_id=2000)
     link.idle(12)
@@ -291,9 +287,9 @@ def test_gro_batch_of_segments(keys):
     size = len(ds[0])
     batch = bytearray(b"".join(ds))  # the last block's symbols are shorter: last segment shorter
     same = [d for d in ds if len(d) == size]
-    r.receive_segments(memoryview(batch)[: size * len(same)], size, link.now)
+    r.receive_segments(memoryview(batch)[: size * len(same)], size, link.now, link.wall)
     for d in ds[len(same):]:
-        r.receive_datagram(memoryview(bytearray(d)), link.now)
+        r.receive_datagram(memoryview(bytearray(d)), link.now, link.wall)
     batch[:] = bytes(len(batch))  # the caller reuses its buffer: nothing may refer to it
     link.idle(1)
     got = [e.payload for e in link.of(ObjectReceived) if e.object_id == 77]

@@ -10,9 +10,11 @@ from ferry import limits
 from ferry.wire import LinkReceiver, LinkSender, WireError
 from ferry.wire.announce import parse_announcement
 from ferry.wire.block import fragment_header, parse_fragments
-from ferry.wire.frame import parse_heartbeat, parse_symbol
+from ferry.wire.frame import parse_heartbeat, parse_symbol, parse_symbol_header
 
-PARSERS = [parse_symbol, parse_fragments, parse_announcement, parse_heartbeat]
+PARSERS = [parse_symbol, parse_symbol_header, parse_fragments, parse_announcement, parse_heartbeat]
+# the drop reasons the receiver's data path takes from parse_symbol_header's WireError
+SYMBOL_DROP_REASONS = {"bad_length", "bad_magic", "bad_header"}
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
@@ -59,8 +61,33 @@ def valid_datagrams(keys):
     s.submit(1, b"a" * 5000, 100.0)
     s.submit(2, b"b" * 30000, 100.0)
     s.flush(100.0)
-    s.heartbeat(100.0)
+    s.heartbeat(100.0, 100.0)
     return s.datagrams_to_send(100.0)
+
+
+@SETTINGS
+@given(st.data())
+def test_symbol_header_fast_parse_agrees_with_parse_symbol(valid_datagrams, data):
+    """The data path's parser (one unpack) and the full parser accept and refuse the same bytes."""
+    for d in valid_datagrams:
+        if d[3] != 1:
+            continue
+        if data.draw(st.booleans()):
+            pos = data.draw(st.integers(0, min(len(d), 40) - 1))
+            d = d[:pos] + bytes([d[pos] ^ data.draw(st.integers(1, 255))]) + d[pos + 1 :]
+        if data.draw(st.integers(0, 5)) == 0:
+            d = d[: data.draw(st.integers(0, len(d)))] if data.draw(st.booleans()) else d + b"\0"
+        for view in (d, memoryview(d)):
+            try:
+                f = parse_symbol_header(view)
+            except WireError as e:
+                assert e.args[0] in SYMBOL_DROP_REASONS
+                with pytest.raises(WireError):
+                    parse_symbol(view)
+                continue
+            h, sym = parse_symbol(view)
+            assert f[1:] == (h.epoch, h.block_no, h.index, h.k, h.m, h.flags, h.sealed_len)
+            assert bytes(sym) == d[24:]
 
 
 def check_bounded(r: LinkReceiver) -> None:
@@ -76,11 +103,11 @@ def check_bounded(r: LinkReceiver) -> None:
 @given(st.lists(st.binary(max_size=1600), max_size=30), st.floats(0, 100))
 def test_receiver_on_arbitrary_datagrams(keys, datagrams, dt):
     outer, inner = keys
-    r = LinkReceiver(inner_key=inner, outer_public=outer.public_key(), now=100.0)
+    r = LinkReceiver(inner_key=inner, outer_public=outer.public_key(), now=100.0, strict=True)
     for d in datagrams:
-        r.receive_datagram(d, 100.0)
-        r.receive_datagram(b"\xfeR\x01\x01" + d, 100.0)
-    r.receive_segments(b"".join(datagrams), 37, 100.0)
+        r.receive_datagram(d, 100.0, 100.0)
+        r.receive_datagram(b"\xfeR\x01\x01" + d, 100.0, 100.0)
+    r.receive_segments(b"".join(datagrams), 37, 100.0, 100.0)
     r.handle_timer(100.0 + dt)
     while r.next_event() is not None:
         pass
@@ -92,7 +119,7 @@ def test_receiver_on_arbitrary_datagrams(keys, datagrams, dt):
 @given(st.data())
 def test_receiver_on_mutated_datagrams(keys, valid_datagrams, data):
     outer, inner = keys
-    r = LinkReceiver(inner_key=inner, outer_public=outer.public_key(), now=100.0)
+    r = LinkReceiver(inner_key=inner, outer_public=outer.public_key(), now=100.0, strict=True)
     delivered = set()
     for d in valid_datagrams:
         if data.draw(st.booleans()):
@@ -100,7 +127,7 @@ def test_receiver_on_mutated_datagrams(keys, valid_datagrams, data):
             d = d[:pos] + bytes([d[pos] ^ data.draw(st.integers(1, 255))]) + d[pos + 1 :]
         if data.draw(st.integers(0, 9)) == 0:
             d = d[: data.draw(st.integers(0, len(d)))]
-        r.receive_datagram(d, 100.0)
+        r.receive_datagram(d, 100.0, 100.0)
     r.handle_timer(130.0)
     while (e := r.next_event()) is not None:
         if type(e).__name__ == "ObjectReceived":
@@ -112,14 +139,14 @@ def test_receiver_on_mutated_datagrams(keys, valid_datagrams, data):
 
 def test_receiver_flood_of_distinct_blocks_stays_bounded(keys):
     outer, inner = keys
-    r = LinkReceiver(inner_key=inner, outer_public=outer.public_key(), now=0.0)
+    r = LinkReceiver(inner_key=inner, outer_public=outer.public_key(), now=0.0, strict=True)
     head = bytearray(b"\xfeR\x01\x01" + bytes(20))
     sym = bytes(1448)
     for i in range(5000):
         head[4:8] = (1 + i % 7).to_bytes(4, "big")
         head[8:16] = i.to_bytes(8, "big")
         head[17], head[18], head[20:24] = 16, 4, (23168).to_bytes(4, "big")
-        r.receive_datagram(bytes(head) + sym, 0.0)
+        r.receive_datagram(bytes(head) + sym, 0.0, 1e9)
     check_bounded(r)
     assert r.counters.dropped_by_reason["pending_full"] > 0
     events = []

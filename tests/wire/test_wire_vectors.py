@@ -104,10 +104,10 @@ def test_sender_with_fixed_key_produces_the_vector_block(keys):
     ds = [d for d in s.datagrams_to_send(100.0) if d[3] == 1]
     expect = seal_block(SM4GCM(KEY), EPOCH, 0, fragment_header(0x1111, 5, 0, 5) + b"hello", K, M)
     assert ds == expect
-    r = LinkReceiver(inner_key=inner, outer_public=outer.public_key(), now=100.0)
-    r.receive_datagram(s.announcement, 100.0)
+    r = LinkReceiver(inner_key=inner, outer_public=outer.public_key(), now=100.0, strict=True)
+    r.receive_datagram(s.announcement, 100.0, 100.0)
     for d in ds[K - 2 :]:  # two source symbols and the repair symbols: needs FEC
-        r.receive_datagram(d, 100.0)
+        r.receive_datagram(d, 100.0, 100.0)
     events = []
     while (e := r.next_event()) is not None:
         events.append(e)

@@ -66,11 +66,15 @@ class Channel:
 
 
 class Link:
-    """Sender, channel and receiver sharing a simulated clock."""
+    """Sender, channel and receiver sharing simulated clocks: `now` (monotonic) and `wall`.
 
-    def __init__(self, keys, channel: Channel, now: float = 10_000.0, **sender_kw):
+    The wall clock runs `wall_offset` ahead of the monotonic one (far apart, so that a mix-up
+    of the two shows); a test may step it (both sides see the same wall clock)."""
+
+    def __init__(self, keys, channel: Channel, now: float = 10_000.0, wall_offset: float = 1.7e9, **sender_kw):
         self.keys = keys
         self.now = now
+        self.wall_offset = wall_offset
         self.channel = channel
         self.sender = self.new_sender(**sender_kw)
         self.receiver = self.new_receiver()
@@ -82,11 +86,16 @@ class Link:
     def new_sender(self, **kw) -> LinkSender:
         outer, inner = self.keys
         kw.setdefault("policy_hash", bytes(range(32)))
-        return LinkSender(outer_key=outer, inner_public=inner.public_key(), name="outer-1", now=self.now, **kw)
+        return LinkSender(outer_key=outer, inner_public=inner.public_key(), name="outer-1", now=self.now,
+                          wall=self.wall, **kw)
 
     def new_receiver(self) -> LinkReceiver:
         outer, inner = self.keys
-        return LinkReceiver(inner_key=inner, outer_public=outer.public_key(), now=self.now)
+        return LinkReceiver(inner_key=inner, outer_public=outer.public_key(), now=self.now, strict=True)
+
+    @property
+    def wall(self) -> float:
+        return self.now + self.wall_offset
 
     def submit(self, object_id: int, payload: bytes) -> None:
         self.sent[object_id] = payload
@@ -95,12 +104,12 @@ class Link:
     def step(self, dt: float = 0.05, flush: bool = True) -> None:
         """Advance the clock, run timers, move datagrams through the channel."""
         self.now += dt
-        s, r = self.sender, self.receiver
+        s = self.sender
         if flush:
             s.flush(self.now)
         t = s.get_timer()
         if t is not None and t <= self.now:
-            s.handle_timer(self.now)
+            s.handle_timer(self.now, self.wall)
         self.deliver(self.channel(s.datagrams_to_send(self.now)))
         while (e := s.next_event()) is not None:
             self.sender_events.append(e)
@@ -110,7 +119,7 @@ class Link:
     def deliver(self, datagrams) -> None:
         r = self.receiver
         for d in datagrams:
-            r.receive_datagram(d, self.now)
+            r.receive_datagram(d, self.now, self.wall)
         t = r.get_timer()
         if t is not None and t <= self.now:
             r.handle_timer(self.now)

@@ -1,0 +1,177 @@
+"""Key epochs of the receiver: announcements accepted, the epoch table, overlap and retirement.
+
+An announcement is checked cheapest first (a repeat of known bytes; decoding; key IDs; epoch
+order; a rate-limited SM2 signature check; validity against the wall clock; the SM2 envelope).
+An accepted epoch becomes current; the one before stays usable for KEY_OVERLAP (monotonic),
+and no epoch outlives its not_after (+ CLOCK_SKEW): checked on the wall clock when the
+announcement is accepted, then kept as a monotonic deadline so that a wall-clock step does
+not retire a key (nor keep one).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ferry import limits
+from ferry.crypto import CryptoError, SM2PrivateKey, SM2PublicKey, SM4GCM
+from ferry.wire.announce import Announcement, parse_announcement
+from ferry.wire.bounded import TokenBucket
+from ferry.wire.errors import WireError
+from ferry.wire.loss import Ledger
+from ferry.wire.replay import ReplayWindow
+from ferry.wire.report import Report
+
+KEY_SIZE = 16  # SM4
+
+
+class Epoch:
+    """Receiver state of one accepted key epoch."""
+
+    __slots__ = (
+        "epoch", "key", "aead", "envelope", "announcements", "policy_hash", "sender", "not_before",
+        "not_after", "first_block", "lineage", "replay", "ledger", "expires", "retire_at", "hb_seq",
+    )
+
+    def __init__(self, a: Announcement, key: bytes, lineage: int, start: int | None, expires: float) -> None:
+        self.epoch = a.epoch
+        self.key = key
+        self.aead = SM4GCM(key)
+        self.envelope = a.envelope
+        self.announcements: list[bytes] = []
+        self.policy_hash = a.policy_hash
+        self.sender = a.sender
+        self.not_before = a.not_before  # wall clock (the sender's)
+        self.not_after = a.not_after
+        self.first_block = a.first_block
+        self.lineage = lineage
+        self.replay = ReplayWindow()
+        self.ledger = Ledger(a.epoch, lineage, a.first_block, self.replay, start)
+        self.expires = expires  # monotonic: not_after + CLOCK_SKEW on our clock
+        self.retire_at: float | None = None  # monotonic: end of the overlap after a newer epoch
+        self.hb_seq = -1
+
+    def retire_due(self, now: float) -> bool:
+        return (self.retire_at is not None and now >= self.retire_at) or now > self.expires
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """An announcement accepted: its epoch, whether the epoch is new (else refreshed: a new
+    policy hash), and on a rotation the epoch it continues (whose blocks below first_block are
+    now proven sent)."""
+
+    epoch: Epoch
+    announcement: Announcement
+    new: bool
+    rotated_from: Epoch | None
+
+
+class KeyEpochs:
+    """The epoch table: which keys open blocks and heartbeats now."""
+
+    __slots__ = (
+        "_inner_key", "_outer_public", "_inner_key_id", "_outer_key_id", "_report", "_verify",
+        "epochs", "current", "_ever_keyed",
+    )
+
+    def __init__(self, inner_key: SM2PrivateKey, outer_public: SM2PublicKey, report: Report, now: float) -> None:
+        self._inner_key = inner_key
+        self._outer_public = outer_public
+        self._inner_key_id = inner_key.public_key().key_id()
+        self._outer_key_id = outer_public.key_id()
+        self._report = report
+        self._verify = TokenBucket(limits.ANNOUNCE_VERIFY_RATE, now)
+        self.epochs: dict[int, Epoch] = {}
+        self.current: Epoch | None = None
+        self._ever_keyed = False
+
+    def accept(self, data: bytes | memoryview, now: float, wall: float) -> Accepted | None:
+        """Check an announcement datagram; None if it was a repeat, dropped or refused."""
+        report = self._report
+        raw = bytes(data)
+        for known in self.epochs.values():  # cheap check first: a repeat of a known announcement
+            if raw in known.announcements:
+                report.counters.announcements_repeated += 1
+                return None
+        try:
+            a = parse_announcement(raw)
+        except WireError:
+            report.drop("bad_announcement", now)
+            return None
+        if a.outer_key_id != self._outer_key_id:
+            report.refuse_announcement("wrong_outer_key", a.epoch, now)
+            return None
+        if a.inner_key_id != self._inner_key_id:
+            report.refuse_announcement("wrong_inner_key", a.epoch, now)
+            return None
+        cur = self.current
+        if cur is not None and a.epoch < cur.epoch:
+            report.refuse_announcement("old_epoch", a.epoch, now)
+            return None
+        if not self._verify.take(now):
+            report.drop("announcement_rate_limited", now)
+            return None
+        try:
+            self._outer_public.verify(a.body_bytes, a.signature)
+        except CryptoError:
+            report.refuse_announcement("bad_signature", a.epoch, now)
+            return None
+        if wall < a.not_before - limits.CLOCK_SKEW:
+            report.refuse_announcement("not_yet_valid", a.epoch, now)
+            return None
+        if wall > a.not_after + limits.CLOCK_SKEW:
+            report.refuse_announcement("expired", a.epoch, now)
+            return None
+        expires = now + (a.not_after + limits.CLOCK_SKEW - wall)
+        ep = self.epochs.get(a.epoch)
+        if ep is not None and a.envelope == ep.envelope:
+            key = ep.key
+        else:
+            try:
+                key = self._inner_key.decrypt(a.envelope)
+            except CryptoError:
+                report.refuse_announcement("envelope", a.epoch, now)
+                return None
+            if len(key) != KEY_SIZE:
+                report.refuse_announcement("envelope", a.epoch, now)
+                return None
+        rotated_from = None
+        new = ep is None
+        if ep is not None:
+            if key != ep.key or a.first_block != ep.first_block:
+                report.refuse_announcement("epoch_changed", a.epoch, now)
+                return None
+            ep.policy_hash, ep.sender = a.policy_hash, a.sender
+            ep.not_before, ep.not_after, ep.expires = a.not_before, a.not_after, expires
+        else:
+            ep, rotated_from = self._new_epoch(a, key, now, expires)
+        ep.announcements.append(raw)
+        del ep.announcements[: -limits.ANNOUNCEMENTS_KEPT]
+        report.counters.announcements_accepted += 1
+        return Accepted(ep, a, new, rotated_from)
+
+    def _new_epoch(self, a: Announcement, key: bytes, now: float, expires: float) -> tuple[Epoch, Epoch | None]:
+        cur = self.current
+        rotated_from = None
+        if cur is not None and a.epoch == cur.epoch + 1 and a.first_block >= cur.first_block:
+            ep = Epoch(a, key, cur.lineage, a.first_block, expires)  # rotation: block numbers continue
+            rotated_from = cur
+        else:
+            ep = Epoch(a, key, a.epoch, a.first_block if self._ever_keyed else None, expires)
+        if cur is not None:
+            cur.retire_at = now + limits.KEY_OVERLAP
+        self.epochs[a.epoch] = ep
+        self.current = ep
+        self._ever_keyed = True
+        return ep, rotated_from
+
+    def retire(self, ep: Epoch) -> None:
+        """Forget an epoch; the newest left becomes current if it was."""
+        del self.epochs[ep.epoch]
+        if self.current is ep:
+            self.current = None if not self.epochs else self.epochs[max(self.epochs)]
+
+    def next_timer(self) -> float | None:
+        times = [ep.expires for ep in self.epochs.values()]
+        times += [ep.retire_at for ep in self.epochs.values() if ep.retire_at is not None]
+        return min(times) if times else None

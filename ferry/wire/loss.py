@@ -1,0 +1,180 @@
+"""Loss accounting of one link: which block numbers are resolved (opened or reported lost).
+
+Only authenticated data moves it (an opened block, an authenticated heartbeat, a verified
+rotation). Per key epoch a `Ledger` holds:
+
+- `start`: the first block number accounted for. A receiver keyed before an epoch began knows
+  it from the announcement (first_block); a fresh receiver meeting an epoch already under way
+  (a restart, a late joiner) decides it later (`decide_start`): from the first heartbeat, or
+  where the replay window would forget the lowest block it opened;
+- `frontier`: blocks below it are proven sent (a later block opened, a heartbeat's next_block),
+  each proof remembered with the time it came (`proofs`);
+- `resolved`: blocks below it are opened or reported lost. A proven block still missing is
+  reported lost BLOCK_TIMEOUT after its proof (or its first symbol, if later), or at once
+  when it leaves the replay window.
+
+A lost block is reported once per lineage (epochs joined by rotation continue block numbers).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol
+
+from ferry import limits
+from ferry.wire.bounded import Recent
+from ferry.wire.events import BlockLost
+from ferry.wire.replay import ReplayWindow
+from ferry.wire.report import Report
+
+BlockKey = tuple[int, int]  # (epoch, block_no): a block on the wire
+LineageKey = tuple[int, int]  # (lineage, block_no): a block whatever epoch carried it
+
+
+class Ledger:
+    """Loss accounting state of one key epoch."""
+
+    __slots__ = (
+        "epoch", "lineage", "first_block", "replay", "start", "resolved", "frontier", "proofs",
+        "deadline", "lowest_opened",
+    )
+
+    def __init__(self, epoch: int, lineage: int, first_block: int, replay: ReplayWindow, start: int | None) -> None:
+        self.epoch = epoch
+        self.lineage = lineage
+        self.first_block = first_block
+        self.replay = replay  # the epoch's: which block numbers were opened
+        self.start = start  # None until decided (fresh receiver, epoch already under way)
+        self.resolved = start if start is not None else 0  # blocks below are opened or reported lost
+        self.frontier = self.resolved  # blocks below are proven sent
+        self.proofs: deque[tuple[int, float]] = deque()  # (frontier, time it was proven)
+        self.deadline: float | None = None  # when resolve() has more to do
+        self.lowest_opened: int | None = None
+
+    def missing_before_start(self, block_no: int) -> bool:
+        """True if block_no precedes a start decided after the epoch began (never accounted)."""
+        return self.start is not None and self.start > self.first_block and block_no < self.start
+
+
+class PendingBlocks(Protocol):
+    """What loss accounting asks of the block assembly."""
+
+    def first_seen(self, key: BlockKey) -> float | None: ...
+
+    def abandon(self, key: BlockKey) -> bool: ...
+
+    def failure(self, key: BlockKey) -> str | None: ...
+
+
+class LossAccounting:
+    """Resolves the block numbers of every epoch; reports BlockLost, once per lineage."""
+
+    __slots__ = ("_report", "_pending", "_on_lost", "lost")
+
+    def __init__(self, report: Report, pending: PendingBlocks, on_lost: Callable[[LineageKey], None]) -> None:
+        self._report = report
+        self._pending = pending
+        self._on_lost = on_lost  # the reassembly's: objects that needed the block are lost
+        self.lost: Recent[LineageKey, None] = Recent(limits.RECENT_MAX)
+
+    def observe(self, led: Ledger, block_no: int, now: float) -> None:
+        """An opened block of an epoch whose start is not decided yet: if the replay window would
+        forget the lowest opened block first, accounting starts there."""
+        if led.start is None:
+            low = led.lowest_opened
+            if low is None or block_no < low:
+                led.lowest_opened = low = block_no
+            if block_no - low >= led.replay.size - 1:
+                self.decide_start(led, low, now)
+
+    def join(self, led: Ledger, receiver_age: float, epoch_age: float, next_block: int, now: float) -> None:
+        """The first authenticated heartbeat of an epoch whose start is undecided.
+
+        Durations on one clock each (receiver_age on ours, epoch_age on the sender's), so clock
+        offsets do not matter: a receiver about as old as the epoch saw it from its first block;
+        a younger one joined mid-way and counts from what it saw."""
+        if led.start is not None:
+            return
+        if receiver_age + limits.LATE_JOIN_AGE_MARGIN >= epoch_age:
+            self.decide_start(led, led.first_block, now)
+        else:
+            low = led.lowest_opened
+            self.decide_start(led, next_block if low is None else min(low, next_block), now)
+
+    def decide_start(self, led: Ledger, start: int, now: float) -> None:
+        led.start = led.resolved = led.frontier = start
+        if led.replay.last >= start:
+            self.advance(led, led.replay.last + 1, now)
+
+    def advance(self, led: Ledger, frontier: int, now: float) -> None:
+        """Blocks below frontier are now proven sent."""
+        if led.start is not None and frontier > led.frontier:
+            led.frontier = frontier
+            proofs = led.proofs
+            if proofs and proofs[-1][1] == now:
+                proofs[-1] = (frontier, now)
+            else:
+                proofs.append((frontier, now))
+
+    def opened(self, led: Ledger, block_no: int, now: float) -> None:
+        """An authenticated block: blocks it pushes out of the replay window are resolved now."""
+        self.observe(led, block_no, now)
+        self.force_resolve(led, block_no - led.replay.size + 1, now)
+        led.replay.mark(block_no)
+        self.advance(led, block_no + 1, now)
+
+    def force_resolve(self, led: Ledger, upto: int, now: float) -> None:
+        """Resolve every block below upto at once (they are leaving the replay window)."""
+        replay = led.replay
+        while led.resolved < upto:
+            b = led.resolved
+            led.resolved = b + 1
+            if not replay.seen(b) and (led.lineage, b) not in self.lost:
+                self.report_lost(led, b, self._pending.failure((led.epoch, b)) or "missing")
+        proofs = led.proofs
+        while proofs and proofs[0][0] <= led.resolved:
+            proofs.popleft()
+
+    def resolve(self, led: Ledger, now: float) -> None:
+        """Report as lost the proven blocks whose grace time has passed."""
+        led.deadline = None
+        replay = led.replay
+        proofs = led.proofs
+        pending = self._pending
+        budget = limits.LOSS_REPORTS_PER_CALL
+        while led.resolved < led.frontier:
+            b = led.resolved
+            if replay.seen(b) or (led.lineage, b) in self.lost:
+                led.resolved = b + 1
+                continue
+            key = (led.epoch, b)
+            if not replay.too_old(b):
+                while proofs and proofs[0][0] <= b:
+                    proofs.popleft()
+                t = proofs[0][1] if proofs else now
+                seen = pending.first_seen(key)
+                if seen is not None and seen > t:
+                    t = seen
+                deadline = t + limits.BLOCK_TIMEOUT
+                if now < deadline:
+                    led.deadline = deadline
+                    break
+            if budget == 0:
+                led.deadline = now
+                break
+            budget -= 1
+            reason = pending.failure(key)
+            if pending.abandon(key):
+                reason = reason or "timeout"
+            self.report_lost(led, b, reason or "missing")
+            led.resolved = b + 1
+        while proofs and proofs[0][0] <= led.resolved:
+            proofs.popleft()
+
+    def report_lost(self, led: Ledger, block_no: int, reason: str) -> None:
+        lk = (led.lineage, block_no)
+        self.lost.put(lk, None)
+        self._report.counters.blocks_lost += 1
+        self._report.events.append(BlockLost(led.epoch, block_no, reason))
+        self._on_lost(lk)

@@ -1,0 +1,156 @@
+"""Object reassembly: fragments of authenticated blocks into whole objects (bounded, timed out).
+
+An object in one fragment is delivered at once. Otherwise its bytes are gathered with a
+`RangeSet` of what arrived; an overlap or a changed total loses the object. Fragments that
+continue into the previous or next block record that block as needed: if loss accounting
+reports it lost (`block_lost`), or it precedes the accounting start of a late joiner, the
+object is lost. At most PENDING_OBJECTS_MAX objects and PENDING_OBJECT_BYTES_MAX bytes wait,
+each at most OBJECT_TIMEOUT.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container, Sequence
+
+from ferry import limits
+from ferry.wire.block import Fragment
+from ferry.wire.bounded import Recent
+from ferry.wire.events import ObjectLost, ObjectReceived
+from ferry.wire.loss import Ledger, LineageKey
+from ferry.wire.ranges import RangeSet
+from ferry.wire.report import Report
+
+
+class PartialObject:
+    """An object in reassembly (authenticated fragments only)."""
+
+    __slots__ = ("total", "buf", "received", "ranges", "blocks", "epoch", "created", "needs")
+
+    def __init__(self, total: int, epoch: int, now: float) -> None:
+        self.total = total
+        self.buf = bytearray(total)
+        self.received = 0
+        self.ranges = RangeSet()
+        self.blocks: list[int] = []
+        self.epoch = epoch
+        self.created = now  # monotonic: OBJECT_TIMEOUT
+        self.needs: list[LineageKey] = []
+
+
+class Reassembly:
+    """Objects in reassembly, the blocks they still need, and what was delivered or lost."""
+
+    __slots__ = ("objects", "nbytes", "needs", "lost_blocks", "_lost", "_delivered", "_report")
+
+    def __init__(self, report: Report, lost_blocks: Container[LineageKey]) -> None:
+        self._report = report
+        self.lost_blocks = lost_blocks  # loss accounting's lost blocks
+        self.objects: dict[int, PartialObject] = {}  # insertion order is creation order
+        self.nbytes = 0
+        self.needs: dict[LineageKey, set[int]] = {}  # block -> objects waiting for it
+        self._lost: Recent[int, None] = Recent(limits.RECENT_MAX)
+        self._delivered: Recent[int, None] = Recent(limits.RECENT_MAX)
+
+    def deliver(self, led: Ledger, block_no: int, frags: Sequence[Fragment], now: float) -> None:
+        """The fragments of one opened block of an epoch (its ledger)."""
+        lineage, epoch = led.lineage, led.epoch
+        last = len(frags) - 1
+        objects = self.objects
+        report = self._report
+        for i, (oid, total, off, data) in enumerate(frags):
+            if oid in self._lost or oid in self._delivered:
+                report.drop("stale_fragment", now)
+                continue
+            ln = len(data)
+            obj = objects.get(oid)
+            if obj is None:
+                if off == 0 and ln == total:
+                    self._delivered.put(oid, None)
+                    report.counters.objects += 1
+                    report.events.append(ObjectReceived(oid, bytes(data), epoch, (block_no,)))
+                    continue
+                if len(objects) >= limits.PENDING_OBJECTS_MAX or self.nbytes + total > limits.PENDING_OBJECT_BYTES_MAX:
+                    self._object_lost(oid, epoch, (block_no,), "too_many_pending")
+                    continue
+                obj = objects[oid] = PartialObject(total, epoch, now)
+                self.nbytes += total
+            elif obj.total != total:
+                self._drop(oid, obj, "inconsistent_total")
+                continue
+            end = off + ln
+            ranges = obj.ranges
+            if ranges.overlaps(off, end):
+                self._drop(oid, obj, "overlap")
+                continue
+            left = ranges.ends_at(off)
+            right = ranges.starts_at(end)
+            obj.buf[off:end] = data
+            obj.received += ln
+            obj.blocks.append(block_no)
+            obj.epoch = epoch
+            ranges.add(off, end)
+            if obj.received == total:
+                self._complete(oid, obj)
+                continue
+            if i == 0 and off > 0 and not left:
+                if not self._need(led, oid, obj, (lineage, block_no - 1)):
+                    continue
+            if i == last and end < total and not right:
+                self._need(led, oid, obj, (lineage, block_no + 1))
+
+    def _need(self, led: Ledger, oid: int, obj: PartialObject, lk: LineageKey) -> bool:
+        """Record that obj needs block lk; False (object lost) if that block never comes."""
+        if lk in self.lost_blocks:
+            self._drop(oid, obj, "block_lost")
+            return False
+        if led.missing_before_start(lk[1]):
+            self._drop(oid, obj, "start_missing")
+            return False
+        self.needs.setdefault(lk, set()).add(oid)
+        obj.needs.append(lk)
+        return True
+
+    def block_lost(self, lk: LineageKey) -> None:
+        """Loss accounting reported a block lost: the objects that needed it are lost."""
+        for oid in sorted(self.needs.pop(lk, ())):
+            obj = self.objects.get(oid)
+            if obj is not None:
+                self._drop(oid, obj, "block_lost")
+
+    def _forget(self, oid: int, obj: PartialObject) -> None:
+        del self.objects[oid]
+        self.nbytes -= obj.total
+        for lk in obj.needs:
+            s = self.needs.get(lk)
+            if s is not None:
+                s.discard(oid)
+                if not s:
+                    del self.needs[lk]
+
+    def _complete(self, oid: int, obj: PartialObject) -> None:
+        self._forget(oid, obj)
+        self._delivered.put(oid, None)
+        self._report.counters.objects += 1
+        self._report.events.append(ObjectReceived(oid, bytes(obj.buf), obj.epoch, tuple(obj.blocks)))
+
+    def _drop(self, oid: int, obj: PartialObject, reason: str) -> None:
+        self._forget(oid, obj)
+        self._object_lost(oid, obj.epoch, tuple(obj.blocks), reason)
+
+    def _object_lost(self, oid: int, epoch: int, blocks: tuple[int, ...], reason: str) -> None:
+        self._lost.put(oid, None)
+        self._report.counters.objects_lost += 1
+        self._report.events.append(ObjectLost(oid, epoch, blocks, reason))
+
+    def next_timer(self) -> float | None:
+        if not self.objects:
+            return None
+        return next(iter(self.objects.values())).created + limits.OBJECT_TIMEOUT
+
+    def handle_timer(self, now: float) -> None:
+        """Objects incomplete for OBJECT_TIMEOUT are lost."""
+        while self.objects:
+            oid, obj = next(iter(self.objects.items()))
+            if obj.created + limits.OBJECT_TIMEOUT > now:
+                break
+            self._drop(oid, obj, "timeout")

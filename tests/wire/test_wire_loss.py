@@ -1,0 +1,99 @@
+"""LossAccounting: proven blocks still missing are reported lost once, after BLOCK_TIMEOUT."""
+
+from __future__ import annotations
+
+from ferry import limits
+from ferry.wire.events import BlockLost
+from ferry.wire.loss import Ledger, LossAccounting
+from ferry.wire.replay import ReplayWindow
+from ferry.wire.report import Report
+
+
+class FakePending:
+    def __init__(self) -> None:
+        self.seen: dict = {}
+        self.notes: dict = {}
+        self.abandoned: list = []
+
+    def first_seen(self, key):
+        return self.seen.get(key)
+
+    def abandon(self, key) -> bool:
+        if key in self.seen:
+            del self.seen[key]
+            self.abandoned.append(key)
+            return True
+        return False
+
+    def failure(self, key):
+        return self.notes.get(key)
+
+
+def _setup(start=0, window=limits.REPLAY_WINDOW):
+    report = Report(0.0)
+    pending = FakePending()
+    lost_calls: list = []
+    loss = LossAccounting(report, pending, lost_calls.append)
+    led = Ledger(epoch=3, lineage=3, first_block=0, replay=ReplayWindow(window), start=start)
+    return loss, led, report, pending, lost_calls
+
+
+def _lost(report: Report) -> list:
+    return [(e.block_no, e.reason) for e in report.events if isinstance(e, BlockLost)]
+
+
+def test_a_gap_is_lost_after_the_block_timeout_of_its_proof():
+    loss, led, report, pending, lost_calls = _setup()
+    loss.opened(led, 0, 1.0)
+    loss.opened(led, 2, 1.5)  # proves block 1 sent at 1.5
+    loss.resolve(led, 1.5)
+    assert _lost(report) == [] and led.deadline == 1.5 + limits.BLOCK_TIMEOUT
+    loss.resolve(led, 1.5 + limits.BLOCK_TIMEOUT)
+    assert _lost(report) == [(1, "missing")] and lost_calls == [(3, 1)]
+    assert led.resolved == 3 and led.deadline is None
+    loss.resolve(led, 100.0)
+    assert len(_lost(report)) == 1  # once
+
+
+def test_a_pending_block_gets_its_own_grace_and_the_reason_timeout():
+    loss, led, report, pending, _ = _setup()
+    pending.seen[(3, 0)] = 5.0  # its first symbol came after the proof
+    loss.advance(led, 1, 4.0)
+    loss.resolve(led, 4.0 + limits.BLOCK_TIMEOUT)
+    assert _lost(report) == [] and led.deadline == 5.0 + limits.BLOCK_TIMEOUT
+    loss.resolve(led, 5.0 + limits.BLOCK_TIMEOUT)
+    assert _lost(report) == [(0, "timeout")] and pending.abandoned == [(3, 0)]
+
+
+def test_failure_notes_give_the_reason_and_the_window_forces_resolution():
+    loss, led, report, pending, _ = _setup(window=8)
+    pending.notes[(3, 1)] = "auth"
+    loss.opened(led, 0, 0.0)
+    loss.opened(led, 20, 0.0)  # blocks 1..12 leave the window of 8: lost at once
+    assert [b for b, _ in _lost(report)] == list(range(1, 13))
+    assert _lost(report)[0] == (1, "auth")
+
+
+def test_late_joiner_start_from_the_first_heartbeat():
+    # a receiver 5 s old meeting an epoch 100 s old joined mid-way: it counts from what it saw
+    loss, led, report, _, _ = _setup(start=None)
+    led.first_block = 0
+    loss.opened(led, 50, 0.0)
+    loss.join(led, receiver_age=5.0, epoch_age=100.0, next_block=60, now=0.0)
+    assert led.start == 50 and led.missing_before_start(49) and not led.missing_before_start(50)
+    # one about as old as the epoch saw its first block
+    loss2, led2, _, _, _ = _setup(start=None)
+    loss2.join(led2, receiver_age=100.0, epoch_age=100.0 + limits.LATE_JOIN_AGE_MARGIN, next_block=60, now=0.0)
+    assert led2.start == 0 and not led2.missing_before_start(0)
+
+
+def test_the_report_budget_yields_to_the_timer(monkeypatch):
+    monkeypatch.setattr(limits, "LOSS_REPORTS_PER_CALL", 3)
+    loss, led, report, _, _ = _setup()
+    loss.advance(led, 10, 0.0)
+    loss.resolve(led, limits.BLOCK_TIMEOUT)
+    assert len(_lost(report)) == 3 and led.deadline == limits.BLOCK_TIMEOUT
+    loss.resolve(led, limits.BLOCK_TIMEOUT)
+    loss.resolve(led, limits.BLOCK_TIMEOUT)
+    loss.resolve(led, limits.BLOCK_TIMEOUT)
+    assert [b for b, _ in _lost(report)] == list(range(10))
