@@ -9,23 +9,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ferry.agents.config import AgentSection, ManagementSection
 from ferry.audit import AuditTrail
+from ferry.config import AgentSection, ManagementSection
 from ferry.crypto import SM2PrivateKey, SM2PublicKey
 from ferry.crypto.keys import load_private_key, load_public_key
-from ferry.kernel import KernelError
+from ferry.mgmt.host import PolicyOrigin
+from ferry.mgmt.server import ManagementService, start_server, stop_server
 from ferry.policy import Plan, load_plan
 
 log = logging.getLogger("ferry")
-
-
-@dataclass
-class PolicyOrigin:
-    """Where the running plan came from (what GetPolicy reports)."""
-    source: str = "config"        # "config" (the configured folder) or "bundle" (applied, signed)
-    signer_key_id: bytes = b""
-    signed_at: float = 0.0
-    applied_at: float = 0.0
 
 
 @dataclass
@@ -64,17 +56,20 @@ def setup_logging(verbose: bool = False) -> None:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
 
-def apply_kernel_rules(agent) -> None:
-    """Start-up: the nftables rules of the agent's policy, or no agent at all."""
-    try:
-        agent.kernel.apply(agent.id.plan)
-    except KernelError as e:
-        agent.audit(event="kernel_rules_refused", verdict="alarm", reason=f"kernel rules refused: {e}")
-        agent.id.audit.close(time.time())
-        raise
-    agent.audit(event="kernel_rules_applied", verdict="info",
-                reason=f"nftables rules of policy {agent.id.plan.name} applied ({agent.role} host)",
-                detail={"link_if": agent.kernel.section.link_if, "ingest_if": agent.kernel.section.ingest_if})
+class Management:
+    """The agent's management service, when a socket is configured."""
+
+    def __init__(self, section: ManagementSection | None) -> None:
+        self.path = section.socket if section is not None else ""
+        self.server = None
+
+    async def start(self, agent) -> None:
+        if self.path:
+            self.server = await start_server(self.path, ManagementService(agent))
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await stop_server(self.server, self.path)
 
 
 def run_agent(agent_class, cfg) -> int:

@@ -16,9 +16,10 @@ from types import SimpleNamespace
 import grpc
 import pytest
 
-from ferry.agents.common import PolicyOrigin
+from ferry.agents.policy_host import PolicyHost
 from ferry.crypto import SM2PrivateKey
 from ferry.mgmt.client import ManagementClient, ManagementError
+from ferry.mgmt.host import PolicyOrigin
 from ferry.mgmt.server import ManagementService, start_server, stop_server
 from ferry.pb import mgmt_pb2
 from ferry.policy import compile_policy, parse_policy, policy_hash
@@ -38,13 +39,13 @@ def _plan(raw: bytes):
     return compile_policy(parse_policy(files), policy_hash(files))
 
 
-class FakeAgent:
-    """What ferry.mgmt.server needs of an agent."""
+class FakeAgent(PolicyHost):
+    """An agent's policy side (ferry.agents.policy_host) with a recording audit trail."""
 
     role = "inner"
+    name = "test-inner"
 
     def __init__(self) -> None:
-        self.cfg = SimpleNamespace(agent=SimpleNamespace(name="test-inner"))
         self.id = SimpleNamespace(plan=_plan(V1), origin=PolicyOrigin(applied_at=1.0),
                                   signers={ADMIN.public_key().key_id(): ADMIN.public_key()})
         self.records: list[dict] = []
