@@ -186,7 +186,7 @@ def _resolve(base: Path, value: str) -> str:
     return str(p if p.is_absolute() else (base / p).resolve())
 
 
-def load_config(path: Path, kind: type[_Strict]) -> OuterConfig | InnerConfig:
+def load_config(path: Path, kind: type[OuterConfig] | type[InnerConfig]) -> OuterConfig | InnerConfig:
     """Read and validate a TOML agent config; paths come back absolute."""
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -195,7 +195,7 @@ def load_config(path: Path, kind: type[_Strict]) -> OuterConfig | InnerConfig:
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: {e}") from None
     try:
-        cfg = kind.model_validate(raw)
+        cfg: OuterConfig | InnerConfig = kind.model_validate(raw)
     except ValidationError as e:
         msgs = [f"{path}: {'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors()]
         raise ConfigError("\n".join(msgs)) from None

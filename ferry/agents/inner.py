@@ -20,10 +20,11 @@ from ferry.agents.spool import write_atomically
 from ferry.agents.video_emit import VideoEmitter
 from ferry.audit import AuditUnavailable
 from ferry.config import InnerConfig
-from ferry.kernel.agent_rules import kernel_rules_for
+from ferry.kernel.agent_rules import KernelRules, kernel_rules_for
 from ferry.lanes.files import WriteFile
 from ferry.lanes.inner import InnerDispatch
 from ferry.lanes.work import AuditIntent
+from ferry.policy import Plan
 from ferry.wire import LinkReceiver
 
 log = logging.getLogger("ferry.inner")
@@ -57,7 +58,7 @@ class InnerAgent(PolicyHost):
         self.cfg = cfg
         self.name = cfg.agent.name
         self.id: Identity = open_identity(cfg.agent, "inner", cfg.management)
-        self.kernel = kernel_rules_for(cfg, "inner")
+        self.kernel: KernelRules | None = kernel_rules_for(cfg, "inner")
         self.management = Management(cfg.management)
         self.started_at = time.time()
         self.receiver = LinkReceiver(inner_key=self.id.key, outer_public=self.id.peer, now=time.time())
@@ -72,7 +73,8 @@ class InnerAgent(PolicyHost):
         self.held: deque = deque()
         self.overflow = 0
         self.video = VideoEmitter(self, list(cfg.video_output))
-        self.dispatch = InnerDispatch(EmitterVideo(self.video), files_output=cfg.files is not None)
+        self.out = Path(cfg.files.spool) if cfg.files else None
+        self.dispatch = InnerDispatch(EmitterVideo(self.video), files_output=self.out is not None)
 
     # -- audit -------------------------------------------------------------------
     def audit(self, **fields) -> None:
@@ -109,9 +111,9 @@ class InnerAgent(PolicyHost):
                 if w.fields["event"] in ("object_refused", "policy_mismatch"):
                     log.log(logging.ERROR if w.fields["verdict"] == "alarm" else logging.INFO, "%s: %s: %s",
                             w.fields["event"], w.fields.get("rule", ""), w.fields["reason"])
-            elif isinstance(w, WriteFile):
+            elif isinstance(w, WriteFile) and self.out is not None:
                 try:
-                    path = write_atomically(Path(self.cfg.files.spool), w.candidates(), w.content)
+                    path = write_atomically(self.out, w.candidates(), w.content)
                 except OSError as err:
                     self.carry(self.dispatch.file_lost(w, str(err)))
                     continue
@@ -139,7 +141,7 @@ class InnerAgent(PolicyHost):
             self.overflow = 0
 
     # -- management (ManagedAgent via PolicyHost) --------------------------------------
-    def policy_swapped(self, old, new, wall: float) -> None:
+    def policy_swapped(self, old: Plan, new: Plan, wall: float) -> None:
         self.stats["policy_reloads"] += 1
         self.dispatch.policy_swapped(old.hash, time.monotonic())
 

@@ -24,9 +24,10 @@ from ferry.agents.spool import SpoolEntry, SpoolWatcher, move_aside, read_whole_
 from ferry.agents.video_ingest import VideoIngest
 from ferry.audit import AuditUnavailable
 from ferry.config import OuterConfig
-from ferry.kernel.agent_rules import kernel_rules_for
+from ferry.kernel.agent_rules import KernelRules, kernel_rules_for
 from ferry.lanes.files import MoveAside, OuterFilesLane, SpoolFile
 from ferry.lanes.work import AuditIntent, ObjectIds, SealObject
+from ferry.policy import Plan
 from ferry.wire import LinkSender
 from ferry.wire.events import BlockSealed, KeyAnnounced, KeyRotated
 
@@ -35,10 +36,19 @@ PUMP_TICK = 0.2               # the pump looks at its writer thread at least thi
 
 
 @dataclass
+class _Spool:
+    """The files lane of this agent: its spool folder, its pure pipeline, where refusals go."""
+    watcher: SpoolWatcher
+    lane: OuterFilesLane
+    refused_dir: Path
+    interval: float
+
+
+@dataclass
 class _Pending:
     """An object submitted to the link whose audit record is not written yet."""
     object_id: int
-    fields: dict
+    fields: dict | None
     spool_path: Path
     blocks: list[int] = field(default_factory=list)
     epoch: int = 0
@@ -110,7 +120,7 @@ class OuterAgent(PolicyHost):
         self.cfg = cfg
         self.name = cfg.agent.name
         self.id: Identity = open_identity(cfg.agent, "outer", cfg.management)
-        self.kernel = kernel_rules_for(cfg, "outer")
+        self.kernel: KernelRules | None = kernel_rules_for(cfg, "outer")
         self.management = Management(cfg.management)
         wall = self.started_at = time.time()
         self.ids = ObjectIds(int(wall))
@@ -129,9 +139,10 @@ class OuterAgent(PolicyHost):
         self.pump = LinkPump(self.sender, self.sock, link.rate_mbps * 1e6 / 8, time.monotonic(), self.sender_events)
         self.pending: list[_Pending] = []      # submitted, audit not yet written
         self.backlog: deque[dict] = deque()     # audit records waiting for the trail to come back
-        files = cfg.files
-        self.watcher = SpoolWatcher(Path(files.spool), files.settle) if files else None
-        self.files = OuterFilesLane(source=files.source, destination=files.destination, ids=self.ids) if files else None
+        f = cfg.files
+        self.spool = _Spool(SpoolWatcher(Path(f.spool), f.settle),
+                            OuterFilesLane(source=f.source, destination=f.destination, ids=self.ids),
+                            Path(f.refused_dir), f.scan_interval) if f else None
         self.scan_timer: asyncio.TimerHandle | None = None
         self.stats = {"sent": 0, "refused": 0, "policy_reloads": 0}
 
@@ -162,7 +173,7 @@ class OuterAgent(PolicyHost):
         return True
 
     # -- files lane ------------------------------------------------------------
-    def take_file(self, entry: SpoolEntry, now: float, wall: float) -> None:
+    def take_file(self, spool: _Spool, entry: SpoolEntry, now: float, wall: float) -> None:
         """Read a settled entry (a regular file only) and carry out what the lane makes of it."""
         content = error = None
         if entry.regular:
@@ -171,7 +182,7 @@ class OuterAgent(PolicyHost):
             except OSError as e:
                 error = str(e)
         spooled = SpoolFile(entry.name, str(entry.path), entry.kind, entry.size, content, error)
-        for work in self.files.take(spooled, self.id.plan, now, wall):
+        for work in spool.lane.take(spooled, self.id.plan, now, wall):
             if isinstance(work, SealObject):
                 oid = work.obj.object_id
                 self.sender.submit(oid, work.obj.SerializeToString(), wall)
@@ -182,21 +193,21 @@ class OuterAgent(PolicyHost):
                 log.info("refused %s: %s: %s", entry.name, work.fields["rule"], work.fields["reason"])
             elif isinstance(work, MoveAside):
                 try:
-                    move_aside(Path(work.address), Path(self.cfg.files.refused_dir))
+                    move_aside(Path(work.address), spool.refused_dir)
                 except OSError as e:
                     log.error("cannot move refused %s aside: %s", work.address, e)
 
-    def settle_pending(self, wall: float) -> None:
+    def settle_pending(self, spool: _Spool, wall: float) -> None:
         """Seal what was submitted, tie objects to blocks, write their records."""
         self.sender.flush(wall)
         self.sender_events()
         for p in self.pending:
-            self.audit(**p.fields, epoch=p.epoch, blocks=p.blocks)
+            self.audit(**(p.fields or {}), epoch=p.epoch, blocks=p.blocks)
             try:
                 p.spool_path.unlink()
             except OSError as e:
                 log.error("cannot remove sent file %s: %s", p.spool_path, e)
-            self.watcher.forget(p.spool_path.name)
+            spool.watcher.forget(p.spool_path.name)
             self.stats["sent"] += 1
             log.info("sent %s (object %d, blocks %s)", p.spool_path.name, p.object_id,
                      f"{p.blocks[0]}-{p.blocks[-1]}" if p.blocks else "-")
@@ -218,22 +229,22 @@ class OuterAgent(PolicyHost):
                            reason=f"key rotated: {ev.reason}" if isinstance(ev, KeyRotated)
                            else "SM4 session key announced to the inner agent")
 
-    def scan_spool(self) -> None:
+    def scan_spool(self, spool: _Spool) -> None:
         """The spool timer: take what settled (unless the trail or the link is behind), re-arm."""
         now, wall = time.monotonic(), time.time()
         if self.pump.held:
             self.flush_audit()
         elif self.pump.backlog() < 4096:
-            for entry in self.watcher.scan(now):
-                self.take_file(entry, now, wall)
+            for entry in spool.watcher.scan(now):
+                self.take_file(spool, entry, now, wall)
                 if self.pump.held:
                     break
             if self.pending:
-                self.settle_pending(wall)
-        self.scan_timer = asyncio.get_running_loop().call_later(self.cfg.files.scan_interval, self.scan_spool)
+                self.settle_pending(spool, wall)
+        self.scan_timer = asyncio.get_running_loop().call_later(spool.interval, self.scan_spool, spool)
 
     # -- management (ManagedAgent via PolicyHost) --------------------------------------
-    def policy_swapped(self, old, new, wall: float) -> None:
+    def policy_swapped(self, old: Plan, new: Plan, wall: float) -> None:
         """A new plan is in place: announce its hash to the inner agent right away."""
         self.stats["policy_reloads"] += 1
         self.sender.set_policy_hash(new.hash, wall)
@@ -261,8 +272,8 @@ class OuterAgent(PolicyHost):
         log.info("outer agent %s: policy %s (%s), link to %s:%d, gso=%s", self.name, self.id.plan.name,
                  self.id.plan.hash.hex()[:16], link.peer_host, link.peer_port, self.sock.gso)
         pump = asyncio.create_task(self.pump.run(stop))
-        if self.watcher:
-            self.scan_spool()
+        if self.spool:
+            self.scan_spool(self.spool)
         if self.video:
             await self.video.start(stop)
         await stop.wait()

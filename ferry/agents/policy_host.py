@@ -7,18 +7,33 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
+from ferry.agents.common import Identity
 from ferry.kernel import KernelError
+from ferry.kernel.agent_rules import KernelRules
 from ferry.mgmt.host import ApplyRefused, PolicyOrigin
 from ferry.pb import mgmt_pb2
-from ferry.policy import PolicyError, compile_policy, parse_policy, policy_hash
+from ferry.policy import Plan, PolicyError, compile_policy, parse_policy, policy_hash
 from ferry.policy.bundle import BundleError, policy_files, verify_bundle
 
 log = logging.getLogger("ferry.mgmt")
 
 
 class PolicyHost:
-    kernel = None
+    role: str
+    name: str
+    id: Identity
+    kernel: KernelRules | None = None
+
+    def audit(self, **fields: Any) -> Any:
+        raise NotImplementedError
+
+    def audit_available(self) -> bool:
+        raise NotImplementedError
+
+    def policy_swapped(self, old: Plan, new: Plan, wall: float) -> None:
+        raise NotImplementedError
 
     def policy_info(self) -> mgmt_pb2.PolicyInfo:
         plan, origin = self.id.plan, self.id.origin
@@ -66,7 +81,7 @@ class PolicyHost:
         return mgmt_pb2.ApplyResult(role=self.role, agent=self.name, policy_name=plan.name,
                                     old_hash=old.hash, new_hash=plan.hash, signer_key_id=signer, changed=changed)
 
-    def _refused(self, bundle: mgmt_pb2.PolicyBundle, code: str, reason: str, running) -> ApplyRefused:
+    def _refused(self, bundle: mgmt_pb2.PolicyBundle, code: str, reason: str, running: Plan) -> ApplyRefused:
         detail = {"code": code, "running_hash": running.hash.hex()}
         if len(bundle.signer_key_id) == 32:
             detail["claimed_signer_key_id"] = bundle.signer_key_id.hex()
@@ -76,12 +91,15 @@ class PolicyHost:
         log.error("policy bundle refused: %s", reason)
         return ApplyRefused(code, reason)
 
-    def apply_kernel_rules(self, plan) -> None:
+    def apply_kernel_rules(self, plan: Plan) -> None:
         """The nftables rules of ``plan``, before it runs (raises KernelError), and their record."""
-        self.kernel.apply(plan)
+        kernel = self.kernel
+        if kernel is None:
+            return
+        kernel.apply(plan)
         self.audit(event="kernel_rules_applied", verdict="info", policy_hash=plan.hash.hex(),
                    reason=f"nftables rules of policy {plan.name} applied ({self.role} host)",
-                   detail={"link_if": self.kernel.section.link_if, "ingest_if": self.kernel.section.ingest_if})
+                   detail={"link_if": kernel.section.link_if, "ingest_if": kernel.section.ingest_if})
 
     def start_kernel_rules(self) -> None:
         """Start-up: the rules of the configured policy, or no agent at all."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import socket as so
 import stat
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import pytest
 
 from ferry.agents.policy_host import PolicyHost
 from ferry.crypto import SM2PrivateKey
+from ferry.lanes.files import make_file_object
 from ferry.mgmt.client import ManagementClient, ManagementError
 from ferry.mgmt.host import PolicyOrigin
 from ferry.mgmt.server import ManagementService, start_server, stop_server
@@ -134,8 +136,6 @@ def test_apply_swaps_the_plan_and_audits_old_new_and_signer(served):
 
 
 def test_the_new_plan_decides(served):
-    from ferry.lanes.files import make_file_object
-
     obj = make_file_object(object_id=1, name="a.txt", content=b"hello\n", source="outer-spool",
                            destination="inner-spool", now=time.time())
     assert served.agent.id.plan.decide(obj).allowed
@@ -205,8 +205,6 @@ def test_status(served):
 
 
 def test_stale_socket_is_replaced_and_a_non_socket_is_not():
-    import socket as so
-
     d = Path(tempfile.mkdtemp(prefix="ferry-mgmt-", dir="/tmp"))
     try:
         stale = d / "s.sock"
