@@ -1,4 +1,4 @@
-"""Start-up pieces shared by both agents: keys, plan, audit trail, signals."""
+"""Pieces shared by both agents: keys, plan, the audit queue, management, signals."""
 from __future__ import annotations
 
 import asyncio
@@ -6,10 +6,13 @@ import logging
 import signal
 import sys
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from ferry.audit import AuditTrail
+from ferry.audit import AuditTrail, AuditUnavailable
 from ferry.config import AgentSection, ManagementSection
 from ferry.crypto import SM2PrivateKey, SM2PublicKey
 from ferry.crypto.keys import load_private_key, load_public_key
@@ -43,6 +46,40 @@ def open_identity(section: AgentSection, role: str, management: ManagementSectio
     plan = load_plan(Path(section.policy))
     audit = AuditTrail(Path(section.audit_dir), role, section.name, key)
     return Identity(key, peer, plan, audit, PolicyOrigin(applied_at=time.time()), signers)
+
+
+class AuditQueue:
+    """Audit records in order. No audit, no transfer: while the trail cannot be written they
+    wait here (``down``), and the agent stops its lane until a flush gets them all out."""
+
+    def __init__(self, trail: AuditTrail, plan: Callable[[], Plan], lane: str, limit: int | None = None) -> None:
+        self.trail, self.plan, self.lane, self.limit = trail, plan, lane, limit
+        self.records: deque[dict[str, Any]] = deque()
+        self.down = False
+
+    def append(self, fields: dict[str, Any]) -> bool:
+        """Queue a record (None values left out) and write all queued; False while the trail is down."""
+        if self.limit is not None and len(self.records) >= self.limit:
+            log.error("audit backlog full; dropping record %s", fields.get("event"))
+            return False
+        self.records.append({"policy_hash": self.plan().hash.hex(), **{k: v for k, v in fields.items()
+                                                                          if v is not None}})
+        return self.flush()
+
+    def flush(self) -> bool:
+        while self.records:
+            try:
+                self.trail.append(time.time(), **self.records[0])
+            except AuditUnavailable as e:
+                if not self.down:
+                    log.error("audit trail unavailable (%s): %s stopped until it can be written", e, self.lane)
+                self.down = True
+                return False
+            self.records.popleft()
+        if self.down:
+            log.warning("audit trail writable again: %s resumed", self.lane)
+        self.down = False
+        return True
 
 
 def install_stop_handlers(stop: asyncio.Event) -> None:

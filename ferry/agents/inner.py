@@ -13,12 +13,11 @@ import time
 from collections import deque
 from pathlib import Path
 
-from ferry.agents.common import Identity, Management, open_identity, run_agent
+from ferry.agents.common import AuditQueue, Identity, Management, open_identity, run_agent
 from ferry.agents.link_io import LinkReceiveSocket
 from ferry.agents.policy_host import PolicyHost
 from ferry.agents.spool import write_atomically
 from ferry.agents.video_emit import VideoEmitter
-from ferry.audit import AuditUnavailable
 from ferry.config import InnerConfig
 from ferry.kernel.agent_rules import KernelRules, kernel_rules_for
 from ferry.lanes.files import WriteFile
@@ -67,41 +66,26 @@ class InnerAgent(PolicyHost):
                                       rcvbuf=link.rcvbuf, gro=link.gro == "auto")
         if not self.sock.check_receive_only():
             raise RuntimeError("the link socket is not receive-only; refusing to run")
-        self.backlog: list[dict] = []
-        self.audit_down = False
+        self.records = AuditQueue(self.id.audit, lambda: self.id.plan, "delivery", BACKLOG_MAX)
         self.stats = {"policy_reloads": 0}
         self.held: deque = deque()
         self.overflow = 0
         self.video = VideoEmitter(self, list(cfg.video_output))
         self.out = Path(cfg.files.spool) if cfg.files else None
         self.dispatch = InnerDispatch(EmitterVideo(self.video), files_output=self.out is not None)
+        self.wake = asyncio.Event()   # the timer task's: a core's next timer came earlier than its sleep
+        self.wake_at = 0.0
 
     # -- audit -------------------------------------------------------------------
     def audit(self, **fields) -> None:
-        fields = {k: v for k, v in fields.items() if v is not None}
-        fields.setdefault("policy_hash", self.id.plan.hash.hex())
-        if len(self.backlog) >= BACKLOG_MAX:
-            log.error("audit backlog full; dropping record %s", fields.get("event"))
-            return
-        self.backlog.append(fields)
-        self.flush_audit()
+        self.records.append(fields)
 
     def flush_audit(self) -> bool:
-        i = 0
-        try:
-            for i, rec in enumerate(self.backlog):
-                self.id.audit.append(time.time(), **rec)
-        except AuditUnavailable as e:
-            del self.backlog[:i]
-            if not self.audit_down:
-                log.error("audit trail unavailable (%s): delivery stopped until it can be written", e)
-            self.audit_down = True
-            return False
-        self.backlog.clear()
-        if self.audit_down:
-            log.warning("audit trail writable again: delivery resumed")
-        self.audit_down = False
-        return True
+        return self.records.flush()
+
+    @property
+    def audit_down(self) -> bool:
+        return self.records.down
 
     # -- work from the dispatcher ------------------------------------------------------
     def carry(self, work: list) -> None:
@@ -144,6 +128,7 @@ class InnerAgent(PolicyHost):
     def policy_swapped(self, old: Plan, new: Plan, wall: float) -> None:
         self.stats["policy_reloads"] += 1
         self.dispatch.policy_swapped(old.hash, time.monotonic())
+        self.wake.set()
 
     def audit_available(self) -> bool:
         return not self.audit_down
@@ -163,6 +148,9 @@ class InnerAgent(PolicyHost):
             buf, seg = got
             self.receiver.receive_segments(buf, seg, wall)
             self.drain(now, wall)    # what this read completed leaves now, not after the whole wake-up
+        t = self.receiver.get_timer()
+        if t is not None and t < self.wake_at:
+            self.wake.set()
 
     def on_timer(self) -> float:
         """The receiver's timers, the audit retry, the reload grace, idle video; seconds to the next."""
@@ -187,8 +175,11 @@ class InnerAgent(PolicyHost):
 
     async def timers(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
+            delay = self.on_timer()
+            self.wake_at = time.time() + delay
+            self.wake.clear()
             try:
-                await asyncio.wait_for(stop.wait(), self.on_timer())
+                await asyncio.wait_for(self.wake.wait(), delay)
             except asyncio.TimeoutError:
                 pass
 
@@ -206,6 +197,7 @@ class InnerAgent(PolicyHost):
         timer_task = asyncio.create_task(self.timers(stop))
         await self.video.start(stop)
         await stop.wait()
+        self.wake.set()
         await self.management.stop()
         loop.remove_reader(self.sock.sock.fileno())
         self.on_readable()

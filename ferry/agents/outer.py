@@ -11,21 +11,21 @@ import asyncio
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ferry import limits
-from ferry.agents.common import Identity, Management, open_identity, run_agent
+from ferry.agents.common import AuditQueue, Identity, Management, open_identity, run_agent
 from ferry.agents.link_io import LinkSendSocket
 from ferry.agents.link_writer import LinkWriter, defer
 from ferry.agents.pacing import Pacer
 from ferry.agents.policy_host import PolicyHost
 from ferry.agents.spool import SpoolEntry, SpoolWatcher, move_aside, read_whole_file
 from ferry.agents.video_ingest import VideoIngest
-from ferry.audit import AuditUnavailable
 from ferry.config import OuterConfig
 from ferry.kernel.agent_rules import KernelRules, kernel_rules_for
 from ferry.lanes.files import MoveAside, OuterFilesLane, SpoolFile
+from ferry.lanes.sent import SentRecords
 from ferry.lanes.work import AuditIntent, ObjectIds, SealObject
 from ferry.policy import Plan
 from ferry.wire import LinkSender
@@ -42,16 +42,6 @@ class _Spool:
     lane: OuterFilesLane
     refused_dir: Path
     interval: float
-
-
-@dataclass
-class _Pending:
-    """An object submitted to the link whose audit record is not written yet."""
-    object_id: int
-    fields: dict | None
-    spool_path: Path
-    blocks: list[int] = field(default_factory=list)
-    epoch: int = 0
 
 
 class LinkPump:
@@ -137,8 +127,8 @@ class OuterAgent(PolicyHost):
         self.sock = LinkSendSocket((link.peer_host, link.peer_port), bind_host=link.bind_host,
                                    interface=link.interface, sndbuf=link.sndbuf, gso=link.gso == "auto")
         self.pump = LinkPump(self.sender, self.sock, link.rate_mbps * 1e6 / 8, time.monotonic(), self.sender_events)
-        self.pending: list[_Pending] = []      # submitted, audit not yet written
-        self.backlog: deque[dict] = deque()     # audit records waiting for the trail to come back
+        self.sent: SentRecords[Path] = SentRecords()   # submitted, record not yet written
+        self.records = AuditQueue(self.id.audit, lambda: self.id.plan, "lane")
         f = cfg.files
         self.spool = _Spool(SpoolWatcher(Path(f.spool), f.settle),
                             OuterFilesLane(source=f.source, destination=f.destination, ids=self.ids),
@@ -151,26 +141,17 @@ class OuterAgent(PolicyHost):
 
     # -- audit ---------------------------------------------------------------
     def audit(self, **fields) -> bool:
-        """Queue a record and write everything queued; False while the trail is down."""
-        self.backlog.append({"policy_hash": self.id.plan.hash.hex(), **{k: v for k, v in fields.items()
-                                                                          if v is not None}})
-        return self.flush_audit()
+        """Queue a record and write everything queued; False while the trail is down (the lane held)."""
+        return self._hold(self.records.append(fields))
 
     def flush_audit(self) -> bool:
-        while self.backlog:
-            try:
-                self.id.audit.append(time.time(), **self.backlog[0])
-            except AuditUnavailable as e:
-                if not self.pump.held:
-                    log.error("audit trail unavailable (%s): lane stopped until it can be written", e)
-                self.pump.held = True
-                return False
-            self.backlog.popleft()
-        if self.pump.held:
-            log.warning("audit trail writable again: lane resumed")
-            self.pump.held = False
+        return self._hold(self.records.flush())
+
+    def _hold(self, written: bool) -> bool:
+        if written and self.pump.held:
             self.pump.wake.set()
-        return True
+        self.pump.held = not written
+        return written
 
     # -- files lane ------------------------------------------------------------
     def take_file(self, spool: _Spool, entry: SpoolEntry, now: float, wall: float) -> None:
@@ -184,9 +165,8 @@ class OuterAgent(PolicyHost):
         spooled = SpoolFile(entry.name, str(entry.path), entry.kind, entry.size, content, error)
         for work in spool.lane.take(spooled, self.id.plan, now, wall):
             if isinstance(work, SealObject):
-                oid = work.obj.object_id
-                self.sender.submit(oid, work.obj.SerializeToString(), wall)
-                self.pending.append(_Pending(oid, work.sent, entry.path))
+                self.sender.submit(work.obj.object_id, work.obj.SerializeToString(), wall)
+                self.sent.add(work, entry.path)
             elif isinstance(work, AuditIntent):
                 self.audit(**work.fields)
                 self.stats["refused"] += 1
@@ -201,29 +181,24 @@ class OuterAgent(PolicyHost):
         """Seal what was submitted, tie objects to blocks, write their records."""
         self.sender.flush(wall)
         self.sender_events()
-        for p in self.pending:
-            self.audit(**(p.fields or {}), epoch=p.epoch, blocks=p.blocks)
+        for record, path in self.sent.complete():
+            self.audit(**record.fields)
             try:
-                p.spool_path.unlink()
+                path.unlink()
             except OSError as e:
-                log.error("cannot remove sent file %s: %s", p.spool_path, e)
-            spool.watcher.forget(p.spool_path.name)
+                log.error("cannot remove sent file %s: %s", path, e)
+            spool.watcher.forget(path.name)
             self.stats["sent"] += 1
-            log.info("sent %s (object %d, blocks %s)", p.spool_path.name, p.object_id,
-                     f"{p.blocks[0]}-{p.blocks[-1]}" if p.blocks else "-")
-        self.pending.clear()
+            b = record.fields["blocks"]
+            log.info("sent %s (object %d, blocks %s)", path.name, record.fields["object_id"],
+                     f"{b[0]}-{b[-1]}" if b else "-")
         self.pump.collect(wall)
 
     def sender_events(self) -> None:
-        """Tie sealed blocks to pending objects; audit key announcements."""
-        by_id = {p.object_id: p for p in self.pending}
+        """Tie sealed blocks to the objects in them; audit key announcements."""
         while (ev := self.sender.next_event()) is not None:
             if isinstance(ev, BlockSealed):
-                for oid in ev.object_ids:
-                    p = by_id.get(oid)
-                    if p is not None:
-                        p.blocks.append(ev.block_no)
-                        p.epoch = ev.epoch
+                self.sent.block_sealed(ev)
             elif isinstance(ev, (KeyAnnounced, KeyRotated)):
                 self.audit(event="key_announced", verdict="info", epoch=ev.epoch,
                            reason=f"key rotated: {ev.reason}" if isinstance(ev, KeyRotated)
@@ -239,7 +214,7 @@ class OuterAgent(PolicyHost):
                 self.take_file(spool, entry, now, wall)
                 if self.pump.held:
                     break
-            if self.pending:
+            if self.sent:
                 self.settle_pending(spool, wall)
         self.scan_timer = asyncio.get_running_loop().call_later(spool.interval, self.scan_spool, spool)
 
