@@ -152,9 +152,8 @@ class InnerAgent(PolicyHost):
         if t is not None and t < self.wake_at:
             self.wake.set()
 
-    def on_timer(self) -> float:
+    def on_timer(self, now: float, wall: float) -> float:
         """The receiver's timers, the audit retry, the reload grace, idle video; seconds to the next."""
-        now, wall = time.monotonic(), time.time()
         t = self.receiver.get_timer()
         if t is not None and t <= wall:
             self.receiver.handle_timer(wall)
@@ -166,17 +165,18 @@ class InnerAgent(PolicyHost):
             self.video.poll(wall)
         delays = [TIMER_MAX]
         if (t := self.receiver.get_timer()) is not None:
-            delays.append(t - time.time())
+            delays.append(t - wall)
         if (g := self.dispatch.next_timer()) is not None:
-            delays.append(g - time.monotonic())
+            delays.append(g - now)
         if self.audit_down or self.video.flows:
             delays.append(TICK)
         return max(TIMER_MIN, min(delays))
 
     async def timers(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            delay = self.on_timer()
-            self.wake_at = time.time() + delay
+            wall = time.time()
+            delay = self.on_timer(time.monotonic(), wall)
+            self.wake_at = wall + delay
             self.wake.clear()
             try:
                 await asyncio.wait_for(self.wake.wait(), delay)

@@ -95,7 +95,7 @@ class LinkPump:
             self.wake.clear()
             try:
                 await asyncio.wait_for(self.wake.wait(), PUMP_TICK if timer is None else
-                                       max(0.0, min(PUMP_TICK, timer - time.time())))
+                                       max(0.0, min(PUMP_TICK, timer - wall)))
             except asyncio.TimeoutError:
                 pass
         if self.writer.error is not None:

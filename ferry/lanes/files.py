@@ -24,7 +24,8 @@ from ferry.policy.plan import Decision, Plan
 from ferry.policy.ratelimit import RateLimiter
 
 __all__ = [
-    "BUILTIN_RULE", "LANE", "MEDIA_TYPES", "MoveAside", "OuterFilesLane", "SpoolFile", "WriteFile",
+    "BUILTIN_RULE", "LANE", "MEDIA_TYPES", "MoveAside", "OuterFilesLane", "PARTIAL_SUFFIXES", "SpoolFile",
+    "SpoolSettle", "WriteFile", "spool_candidate",
     "check_file_name", "check_file_object", "inner_write", "make_file_object", "output_name_candidates",
     "sniff_media_type",
 ]
@@ -88,6 +89,43 @@ def check_file_object(obj: ferry_pb2.CanonicalObject) -> str | None:
     if f.media_type != sniffed:
         return f"declared media type {f.media_type} but content is {sniffed}"
     return None
+
+
+# --- outer side: when a spool entry is complete ---------------------------------------
+
+# Names a writer uses while a file is still being written: never picked up.
+PARTIAL_SUFFIXES = (".part", ".tmp", ".partial", ".crdownload", ".filepart")
+
+
+def spool_candidate(name: str) -> bool:
+    """Not a partial name (``.part``, ``.tmp``...) nor a hidden one (writers that upload under a
+    dot-name and rename on completion are picked up at the rename)."""
+    return not name.startswith(".") and not name.endswith(PARTIAL_SUFFIXES)
+
+
+class SpoolSettle:
+    """A spool entry is complete when its signature (size, mtime, mode) is unchanged over two
+    scans at least ``settle`` seconds (monotonic) apart."""
+
+    def __init__(self, settle: float) -> None:
+        self.settle = settle
+        self._seen: dict[str, tuple[tuple[int, ...], float]] = {}
+
+    def observe(self, listing: dict[str, tuple[int, ...]], now: float) -> list[str]:
+        """One scan's candidates, name -> signature; returns the settled names, sorted."""
+        ready = []
+        for name, sig in listing.items():
+            old = self._seen.get(name)
+            if old is None or old[0] != sig:
+                self._seen[name] = (sig, now)
+            elif now - old[1] >= self.settle:
+                ready.append(name)
+        for name in [n for n in self._seen if n not in listing]:
+            del self._seen[name]
+        return sorted(ready)
+
+    def forget(self, name: str) -> None:
+        self._seen.pop(name, None)
 
 
 # --- outer side: one settled spool entry -> work ----------------------------------

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from ferry import limits
 from ferry.crypto import sm3
-from ferry.lanes.files import (BUILTIN_RULE, MoveAside, OuterFilesLane, SpoolFile, WriteFile, inner_write,
-                               make_file_object)
+from ferry.lanes.files import (BUILTIN_RULE, MoveAside, OuterFilesLane, SpoolFile, SpoolSettle, WriteFile,
+                               inner_write, make_file_object, spool_candidate)
 from ferry.lanes.work import AuditIntent, ObjectIds, SealObject
 from ferry.policy import Decision, compile_policy, parse_policy, policy_hash
 
@@ -101,3 +101,19 @@ def test_inner_write_and_its_records():
     assert w.failed("EIO").fields["reason"] == "cannot write output: EIO"
     obj.file.size = 99
     assert inner_write(obj, Decision(True, "texts", ""), 4, ()) == "declared size 99 but content is 3 bytes"
+
+
+def test_spool_settle_needs_an_unchanged_signature_for_the_settle_time():
+    s = SpoolSettle(1.0)
+    assert s.observe({"a": (1, 10, 0o100644), "b": (5, 1, 0o100644)}, 0.0) == []
+    assert s.observe({"a": (2, 11, 0o100644), "b": (5, 1, 0o100644)}, 0.9) == []     # a still growing
+    assert s.observe({"a": (2, 11, 0o100644), "b": (5, 1, 0o100644)}, 1.0) == ["b"]
+    assert s.observe({"a": (2, 11, 0o100644), "b": (5, 1, 0o100644)}, 1.95) == ["a", "b"]
+    s.forget("b")
+    assert s.observe({"a": (2, 11, 0o100644), "b": (5, 1, 0o100644)}, 2.0) == ["a"]   # b seen anew
+    assert s.observe({}, 3.0) == [] and s.observe({"a": (2, 11, 0o100644)}, 9.0) == []  # gone, then new
+
+
+def test_spool_candidates_skip_hidden_and_partial_names():
+    assert spool_candidate("a.txt") and spool_candidate("a.part.txt")
+    assert not any(map(spool_candidate, [".a", "a.part", "a.tmp", "a.partial", "a.crdownload", "a.filepart"]))
