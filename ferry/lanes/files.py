@@ -1,12 +1,11 @@
 """The files lane: whole files from the outer spool to the inner spool.
 
-Pure. Outer side: ``OuterFilesLane.take`` turns one settled spool entry (what the agent
-saw and read) into work: a refusal (record + move the entry aside) or the object to seal
-with its ``object_sent`` record. Inner side: ``check_file_object`` re-checks an object
-against its own content and ``inner_write`` says what to write and what to record. The
-media type comes from the bytes (``ferry.codecs.media_type``), names are checked by
-``ferry.codecs.file_name``.
-"""
+Pure. Outer side: ``SpoolSettle`` says when a spool entry is complete; ``OuterFilesLane.take``
+turns one settled entry (what the agent saw and read) into work: a refusal (record + move
+the entry aside) or the object to seal with its ``object_sent`` record. Inner side:
+``check_file_object`` re-checks an object against its own content and ``inner_write`` says
+what to write and what to record. The media type comes from the bytes
+(``ferry.codecs.media_type``), names are checked by ``ferry.codecs.file_name``."""
 
 from __future__ import annotations
 
