@@ -31,7 +31,7 @@ def _cmd_keys_init(args) -> int:
 
 def _run_agent(args, role: str) -> int:
     from ferry.agents.common import setup_logging
-    from ferry.agents.config import ConfigError, InnerConfig, OuterConfig, load_config
+    from ferry.config import ConfigError, InnerConfig, OuterConfig, load_config
 
     setup_logging(args.verbose)
     try:

@@ -1,4 +1,4 @@
-"""Start-up pieces shared by both agents: keys, plan, audit trail, signals."""
+"""Pieces shared by both agents: keys, plan, the audit queue, management, signals."""
 from __future__ import annotations
 
 import asyncio
@@ -6,26 +6,21 @@ import logging
 import signal
 import sys
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from ferry.agents.config import AgentSection, ManagementSection
-from ferry.audit import AuditTrail
+from ferry.audit import AuditTrail, AuditUnavailable
+from ferry.config import AgentSection, ManagementSection
 from ferry.crypto import SM2PrivateKey, SM2PublicKey
 from ferry.crypto.keys import load_private_key, load_public_key
-from ferry.kernel import KernelError
+from ferry.mgmt.host import PolicyOrigin
+from ferry.mgmt.server import ManagementService, start_server, stop_server
 from ferry.policy import Plan, load_plan
 
 log = logging.getLogger("ferry")
-
-
-@dataclass
-class PolicyOrigin:
-    """Where the running plan came from (what GetPolicy reports)."""
-    source: str = "config"        # "config" (the configured folder) or "bundle" (applied, signed)
-    signer_key_id: bytes = b""
-    signed_at: float = 0.0
-    applied_at: float = 0.0
 
 
 @dataclass
@@ -53,6 +48,40 @@ def open_identity(section: AgentSection, role: str, management: ManagementSectio
     return Identity(key, peer, plan, audit, PolicyOrigin(applied_at=time.time()), signers)
 
 
+class AuditQueue:
+    """Audit records in order. No audit, no transfer: while the trail cannot be written they
+    wait here (``down``), and the agent stops its lane until a flush gets them all out."""
+
+    def __init__(self, trail: AuditTrail, plan: Callable[[], Plan], lane: str, limit: int | None = None) -> None:
+        self.trail, self.plan, self.lane, self.limit = trail, plan, lane, limit
+        self.records: deque[dict[str, Any]] = deque()
+        self.down = False
+
+    def append(self, fields: dict[str, Any]) -> bool:
+        """Queue a record (None values left out) and write all queued; False while the trail is down."""
+        if self.limit is not None and len(self.records) >= self.limit:
+            log.error("audit backlog full; dropping record %s", fields.get("event"))
+            return False
+        self.records.append({"policy_hash": self.plan().hash.hex(), **{k: v for k, v in fields.items()
+                                                                          if v is not None}})
+        return self.flush()
+
+    def flush(self) -> bool:
+        while self.records:
+            try:
+                self.trail.append(time.time(), **self.records[0])
+            except AuditUnavailable as e:
+                if not self.down:
+                    log.error("audit trail unavailable (%s): %s stopped until it can be written", e, self.lane)
+                self.down = True
+                return False
+            self.records.popleft()
+        if self.down:
+            log.warning("audit trail writable again: %s resumed", self.lane)
+        self.down = False
+        return True
+
+
 def install_stop_handlers(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -64,17 +93,20 @@ def setup_logging(verbose: bool = False) -> None:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
 
-def apply_kernel_rules(agent) -> None:
-    """Start-up: the nftables rules of the agent's policy, or no agent at all."""
-    try:
-        agent.kernel.apply(agent.id.plan)
-    except KernelError as e:
-        agent.audit(event="kernel_rules_refused", verdict="alarm", reason=f"kernel rules refused: {e}")
-        agent.id.audit.close(time.time())
-        raise
-    agent.audit(event="kernel_rules_applied", verdict="info",
-                reason=f"nftables rules of policy {agent.id.plan.name} applied ({agent.role} host)",
-                detail={"link_if": agent.kernel.section.link_if, "ingest_if": agent.kernel.section.ingest_if})
+class Management:
+    """The agent's management service, when a socket is configured."""
+
+    def __init__(self, section: ManagementSection | None) -> None:
+        self.path = section.socket if section is not None else ""
+        self.server = None
+
+    async def start(self, agent) -> None:
+        if self.path:
+            self.server = await start_server(self.path, ManagementService(agent))
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await stop_server(self.server, self.path)
 
 
 def run_agent(agent_class, cfg) -> int:

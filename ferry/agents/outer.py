@@ -1,11 +1,9 @@
-"""The outer agent: spool ingest -> policy -> canonical object -> sealed link.
+"""The outer agent: spool and video ingest -> the lanes -> sealed link. Only I/O and timers:
+the files pipeline is ``ferry.lanes.files.OuterFilesLane``, the link ``ferry.wire.LinkSender``.
 
-Everything here is I/O and sequencing; the decisions come from the pure core
-(``ferry.lanes.files``, ``ferry.policy``, ``ferry.wire``).
-
-No audit, no transfer: a sealed block leaves only after the audit records of
-the objects in it are written. While the trail cannot be written, datagrams
-are held, the spool is not read, and the agent retries until it can.
+No audit, no transfer: a sealed block leaves only after the audit records of the objects in
+it are written. While the trail cannot be written, datagrams are held, the spool is not
+read, and the agent retries until it can.
 """
 from __future__ import annotations
 
@@ -13,37 +11,37 @@ import asyncio
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ferry import limits
-from ferry.agents.common import Identity, apply_kernel_rules, open_identity, run_agent
-from ferry.policy.ratelimit import RateLimiter
-from ferry.agents.kernel_rules import kernel_rules_for
-from ferry.agents.config import OuterConfig
+from ferry.agents.common import AuditQueue, Identity, Management, open_identity, run_agent
 from ferry.agents.link_io import LinkSendSocket
-from ferry.agents.pacing import Pacer
 from ferry.agents.link_writer import LinkWriter
-from ferry.agents.spool import SpoolWatcher, move_aside, read_whole_file
+from ferry.agents.pacing import Pacer
+from ferry.agents.policy_host import PolicyHost
+from ferry.agents.spool import SpoolEntry, SpoolWatcher, move_aside, read_whole_file
 from ferry.agents.video_ingest import VideoIngest
-from ferry.audit import AuditUnavailable
-from ferry.lanes import files as files_lane
+from ferry.config import OuterConfig
+from ferry.kernel.agent_rules import KernelRules, kernel_rules_for
+from ferry.lanes.files import MoveAside, OuterFilesLane, SpoolFile
+from ferry.lanes.sent import SentRecords
+from ferry.lanes.work import AuditIntent, ObjectIds, SealObject
+from ferry.policy import Plan
 from ferry.wire import LinkSender
 from ferry.wire.events import BlockSealed, KeyAnnounced, KeyRotated
 
 log = logging.getLogger("ferry.outer")
-
-BUILTIN_RULE = "ferry-files-lane"     # refusals by the lane's hard rules, before the policy
+PUMP_TICK = 0.2               # the pump looks at its writer thread at least this often (s)
 
 
 @dataclass
-class _Pending:
-    """An object submitted to the link whose audit record is not written yet."""
-    object_id: int
-    fields: dict
-    spool_path: Path
-    blocks: list[int] = field(default_factory=list)
-    epoch: int = 0
+class _Spool:
+    """The files lane of this agent: its spool folder, its pure pipeline, where refusals go."""
+    watcher: SpoolWatcher
+    lane: OuterFilesLane
+    refused_dir: Path
+    interval: float
 
 
 class LinkPump:
@@ -51,11 +49,9 @@ class LinkPump:
     thread (sealing, pacing, sending). While the audit trail is down (`held`) nothing more is
     handed to the writer: it waits in `outbox`."""
 
-    def __init__(self, sender: LinkSender, sock: LinkSendSocket, rate_bytes: float, now: float,
-                 on_events=None) -> None:
+    def __init__(self, sender: LinkSender, sock: LinkSendSocket, rate_bytes: float, now: float, on_events) -> None:
         self.sender = sender
         self.on_events = on_events
-        self.sock = sock
         # A burst covers what one object seals into (the sender seals whole objects
         # at once); the average stays at the configured rate.
         self.writer = LinkWriter(sock, Pacer(rate_bytes, burst=max(1 << 20, int(rate_bytes * 0.02)), now=now))
@@ -69,16 +65,13 @@ class LinkPump:
         if self.outbox and not self.held:
             self.writer.put(self.outbox)
             self.outbox = deque()
-        self._count()
+        sealed = self.writer.sealed_bytes
+        if sealed != self._sealed_bytes:
+            self._sealed_bytes = sealed
 
     def backlog(self) -> int:
         """Datagrams and blocks made but not sent yet."""
         return len(self.outbox) + self.writer.backlog()
-
-    def _count(self) -> None:
-        sealed = self.writer.sealed_bytes
-        if sealed != self._sealed_bytes:
-            self._sealed_bytes = sealed
 
     async def drain(self) -> None:
         """Stopping: everything made goes out (unless held), then the writer ends."""
@@ -86,212 +79,149 @@ class LinkPump:
             self.writer.put(self.outbox)
             self.outbox = deque()
         await asyncio.to_thread(self.writer.close)
-        self._count()
+        self.collect(time.monotonic())
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            if self.writer.error is not None:
-                log.error("link writer failed: %s; stopping the agent", self.writer.error)
-                stop.set()
-                return
-            now = time.time()
+        """Wakes at the sender's timer (or when woken), at least every PUMP_TICK."""
+        while not stop.is_set() and self.writer.error is None:
+            now, wall = time.monotonic(), time.time()
             timer = self.sender.get_timer()
             if timer is not None and timer <= now:
-                self.sender.handle_timer(now, now)
-                if self.on_events:
-                    self.on_events()
+                self.sender.handle_timer(now, wall)
+                self.on_events()
             self.collect(now)
             timer = self.sender.get_timer()
-            timeout = 0.2 if timer is None else max(0.0, min(0.2, timer - time.time()))
             self.wake.clear()
             try:
-                await asyncio.wait_for(self.wake.wait(), timeout)
+                await asyncio.wait_for(self.wake.wait(), PUMP_TICK if timer is None else
+                                       max(0.0, min(PUMP_TICK, timer - now)))
             except asyncio.TimeoutError:
                 pass
+        if self.writer.error is not None:
+            log.error("link writer failed: %s; stopping the agent", self.writer.error)
+            stop.set()
 
 
-class OuterAgent:
+class OuterAgent(PolicyHost):
     role = "outer"
 
     def __init__(self, cfg: OuterConfig) -> None:
         self.cfg = cfg
+        self.name = cfg.agent.name
         self.id: Identity = open_identity(cfg.agent, "outer", cfg.management)
-        self.kernel = kernel_rules_for(cfg, "outer")
-        self._limiter: RateLimiter | None = None
-        now = time.time()
-        self.started_at = now
-        self.run_id = int(now) & 0xFFFFFFFF
-        self.counter = 0
+        self.kernel: KernelRules | None = kernel_rules_for(cfg, "outer")
+        self.management = Management(cfg.management)
+        wall = self.started_at = time.time()
+        self.ids = ObjectIds(int(wall))
+        self.run_id = self.ids.run_id
         link = cfg.link
         # blocks are sealed by the link writer thread, beside the loop (seal=False)
-        self.sender = LinkSender(outer_key=self.id.key, inner_public=self.id.peer,
-                                 policy_hash=self.id.plan.hash, name=cfg.agent.name, now=now,
-                                 k=link.fec_k, m=link.fec_m, datagram_max=link.datagram_max,
-                                 seal=False)
+        self.sender = LinkSender(outer_key=self.id.key, inner_public=self.id.peer, policy_hash=self.id.plan.hash,
+                                 name=cfg.agent.name, now=time.monotonic(), wall=wall, k=link.fec_k, m=link.fec_m,
+                                 datagram_max=link.datagram_max, seal=False)
         # cameras' ports first: the link socket's ephemeral port can then never be one of them
         self.video = VideoIngest(self, list(cfg.video)) if cfg.video else None
         if self.video:
             self.video.bind()
         self.sock = LinkSendSocket((link.peer_host, link.peer_port), bind_host=link.bind_host,
                                    interface=link.interface, sndbuf=link.sndbuf, gso=link.gso == "auto")
-        self.pump = LinkPump(self.sender, self.sock, link.rate_mbps * 1e6 / 8, time.monotonic(),
-                             on_events=self.sender_events)
-        self.pending: list[_Pending] = []      # submitted, audit not yet written
-        self.backlog: deque[dict] = deque()     # audit records waiting for the trail to come back
-        self.watcher = SpoolWatcher(Path(cfg.files.spool), cfg.files.settle) if cfg.files else None
+        self.pump = LinkPump(self.sender, self.sock, link.rate_mbps * 1e6 / 8, time.monotonic(), self.sender_events)
+        self.sent: SentRecords[Path] = SentRecords()   # submitted, record not yet written
+        self.records = AuditQueue(self.id.audit, lambda: self.id.plan, "lane")
+        f = cfg.files
+        self.spool = _Spool(SpoolWatcher(Path(f.spool), f.settle),
+                            OuterFilesLane(source=f.source, destination=f.destination, ids=self.ids),
+                            Path(f.refused_dir), f.scan_interval) if f else None
+        self.scan_timer: asyncio.TimerHandle | None = None
         self.stats = {"sent": 0, "refused": 0, "policy_reloads": 0}
 
-    # -- audit ---------------------------------------------------------------
-    def _base(self) -> dict:
-        return {"policy_hash": self.id.plan.hash.hex()}
+    def next_object_id(self) -> int:
+        return self.ids.next()
 
+    # -- audit ---------------------------------------------------------------
     def audit(self, **fields) -> bool:
-        """Queue a record and write everything queued; False while the trail is down."""
-        self.backlog.append({**self._base(), **{k: v for k, v in fields.items() if v is not None}})
-        return self.flush_audit()
+        """Queue a record and write everything queued; False while the trail is down (the lane held)."""
+        return self._hold(self.records.append(fields))
 
     def flush_audit(self) -> bool:
-        while self.backlog:
-            try:
-                self.id.audit.append(time.time(), **self.backlog[0])
-            except AuditUnavailable as e:
-                if not self.pump.held:
-                    log.error("audit trail unavailable (%s): lane stopped until it can be written", e)
-                self.pump.held = True
-                return False
-            self.backlog.popleft()
-        if self.pump.held:
-            log.warning("audit trail writable again: lane resumed")
-            self.pump.held = False
+        return self._hold(self.records.flush())
+
+    def _hold(self, written: bool) -> bool:
+        if written and self.pump.held:
             self.pump.wake.set()
-        return True
+        self.pump.held = not written
+        return written
 
     # -- files lane ------------------------------------------------------------
-    def next_object_id(self) -> int:
-        self.counter += 1
-        return (self.run_id << 32) | self.counter
-
-    def _refuse(self, entry_path: Path, name: str, size: int, rule: str, reason: str,
-                object_id: int | None = None, sm3: str | None = None, media_type: str | None = None,
-                policy_hash: bytes | None = None) -> None:
-        fields = dict(event="object_refused", verdict="refused", lane="files",
-                      source={"name": self.cfg.files.source, "address": str(entry_path)},
-                      destination=self.cfg.files.destination, object_type="file", size=size,
-                      rule=rule, reason=reason, detail={"name": name, "media_type": media_type})
-        if object_id is not None:
-            fields["object_id"] = object_id
-        if sm3:
-            fields["sm3"] = sm3
-        if policy_hash is not None:
-            fields["policy_hash"] = policy_hash.hex()
-        self.audit(**fields)
-        try:
-            move_aside(entry_path, Path(self.cfg.files.refused_dir))
-        except OSError as e:
-            log.error("cannot move refused %s aside: %s", entry_path, e)
-        self.stats["refused"] += 1
-        log.info("refused %s: %s: %s", name, rule, reason)
-
-    def take_file(self, entry, now: float) -> None:
-        files = self.cfg.files
-        name = entry.name
-        if not entry.regular:
-            self._refuse(entry.path, name, entry.size, BUILTIN_RULE, f"not a regular file ({entry.kind})")
-            return
-        bad = files_lane.check_file_name(name)
-        if bad:
-            self._refuse(entry.path, name, entry.size, BUILTIN_RULE, bad)
-            return
-        try:
-            content = read_whole_file(entry.path, limits.FILE_MAX)
-        except OSError as e:
-            self._refuse(entry.path, name, entry.size, BUILTIN_RULE, f"cannot read: {e}")
-            return
-        if content is None:
-            self._refuse(entry.path, name, entry.size, BUILTIN_RULE,
-                         f"size {entry.size} exceeds the appliance limit {limits.FILE_MAX}")
-            return
-        oid = self.next_object_id()
-        obj = files_lane.make_file_object(object_id=oid, name=name, content=content, source=files.source,
-                                          destination=files.destination, now=now)
-        plan = self.id.plan          # read once: a reload between two objects never splits one
-        decision = self.rate_limiter(plan).check(plan.decide(obj), obj, now)
-        f = obj.file
-        if not decision.allowed:
-            self._refuse(entry.path, name, len(content), decision.rule, decision.reason, oid, f.sm3.hex(),
-                         f.media_type, plan.hash)
-            return
-        obj.rule = decision.rule
-        self.sender.submit(oid, obj.SerializeToString(), now)
-        self.pending.append(_Pending(oid, dict(
-            event="object_sent", verdict="sent", lane="files",
-            source={"name": files.source, "address": str(entry.path)}, destination=files.destination,
-            object_type="file", size=len(content), rule=decision.rule, reason=decision.reason,
-            object_id=oid, sm3=f.sm3.hex(), detail={"name": name, "media_type": f.media_type},
-            policy_hash=plan.hash.hex()), entry.path))
-
-    def settle_pending(self, now: float) -> None:
-        """Seal what was submitted, tie objects to blocks, write their records."""
-        self.sender.flush(now)
-        self.sender_events()
-        for p in self.pending:
-            self.audit(**p.fields, epoch=p.epoch, blocks=p.blocks)
+    def take_file(self, spool: _Spool, entry: SpoolEntry, now: float, wall: float) -> None:
+        """Read a settled entry (a regular file only) and carry out what the lane makes of it."""
+        content = error = None
+        if entry.regular:
             try:
-                p.spool_path.unlink()
+                content = read_whole_file(entry.path, limits.FILE_MAX)
             except OSError as e:
-                log.error("cannot remove sent file %s: %s", p.spool_path, e)
-            self.watcher.forget(p.spool_path.name)
+                error = str(e)
+        spooled = SpoolFile(entry.name, str(entry.path), entry.kind, entry.size, content, error)
+        for work in spool.lane.take(spooled, self.id.plan, now, wall):
+            if isinstance(work, SealObject):
+                self.sender.submit(work.obj.object_id, work.obj.SerializeToString(), now, wall)
+                self.sent.add(work, entry.path)
+            elif isinstance(work, AuditIntent):
+                self.audit(**work.fields)
+                self.stats["refused"] += 1
+                log.info("refused %s: %s: %s", entry.name, work.fields["rule"], work.fields["reason"])
+            elif isinstance(work, MoveAside):
+                try:
+                    move_aside(Path(work.address), spool.refused_dir)
+                except OSError as e:
+                    log.error("cannot move refused %s aside: %s", work.address, e)
+
+    def settle_pending(self, spool: _Spool, now: float, wall: float) -> None:
+        """Seal what was submitted, tie objects to blocks, write their records."""
+        self.sender.flush(now, wall)
+        self.sender_events()
+        for record, path in self.sent.complete():
+            self.audit(**record.fields)
+            try:
+                path.unlink()
+            except OSError as e:
+                log.error("cannot remove sent file %s: %s", path, e)
+            spool.watcher.forget(path.name)
             self.stats["sent"] += 1
-            log.info("sent %s (object %d, blocks %s)", p.spool_path.name, p.object_id,
-                     f"{p.blocks[0]}-{p.blocks[-1]}" if p.blocks else "-")
-        self.pending.clear()
+            b = record.fields["blocks"]
+            log.info("sent %s (object %d, blocks %s)", path.name, record.fields["object_id"],
+                     f"{b[0]}-{b[-1]}" if b else "-")
         self.pump.collect(now)
 
     def sender_events(self) -> None:
-        """Tie sealed blocks to pending objects; audit key announcements."""
-        by_id = {p.object_id: p for p in self.pending}
+        """Tie sealed blocks to the objects in them; audit key announcements."""
         while (ev := self.sender.next_event()) is not None:
             if isinstance(ev, BlockSealed):
-                for oid in ev.object_ids:
-                    p = by_id.get(oid)
-                    if p is not None:
-                        p.blocks.append(ev.block_no)
-                        p.epoch = ev.epoch
-            elif isinstance(ev, KeyAnnounced):
+                self.sent.block_sealed(ev)
+            elif isinstance(ev, (KeyAnnounced, KeyRotated)):
                 self.audit(event="key_announced", verdict="info", epoch=ev.epoch,
-                           reason="SM4 session key announced to the inner agent")
-            elif isinstance(ev, KeyRotated):
-                self.audit(event="key_announced", verdict="info", epoch=ev.epoch,
-                           reason=f"key rotated: {ev.reason}")
+                           reason=f"key rotated: {ev.reason}" if isinstance(ev, KeyRotated)
+                           else "SM4 session key announced to the inner agent")
 
-    async def spool_loop(self, stop: asyncio.Event) -> None:
-        files = self.cfg.files
-        while not stop.is_set():
-            now = time.time()
-            if self.pump.held:
-                self.flush_audit()
-            elif self.pump.backlog() < 4096:
-                for entry in self.watcher.scan(now):
-                    self.take_file(entry, now)
-                    if self.pump.held:
-                        break
-                if self.pending:
-                    self.settle_pending(now)
-            try:
-                await asyncio.wait_for(stop.wait(), files.scan_interval)
-            except asyncio.TimeoutError:
-                pass
+    def scan_spool(self, spool: _Spool) -> None:
+        """The spool timer: take what settled (unless the trail or the link is behind), re-arm."""
+        now, wall = time.monotonic(), time.time()
+        if self.pump.held:
+            self.flush_audit()
+        elif self.pump.backlog() < 4096:
+            for entry in spool.watcher.scan(now):
+                self.take_file(spool, entry, now, wall)
+                if self.pump.held:
+                    break
+            if self.sent:
+                self.settle_pending(spool, now, wall)
+        self.scan_timer = asyncio.get_running_loop().call_later(spool.interval, self.scan_spool, spool)
 
-    # -- management (ferry.mgmt.server) ------------------------------------------------
-    def rate_limiter(self, plan) -> RateLimiter:
-        """Per-source token buckets of the rules of ``plan`` (new buckets after a reload)."""
-        if self._limiter is None or self._limiter.plan is not plan:
-            self._limiter = RateLimiter(plan)
-        return self._limiter
-
-    def policy_swapped(self, old, new, now: float) -> None:
+    # -- management (ManagedAgent via PolicyHost) --------------------------------------
+    def policy_swapped(self, old: Plan, new: Plan, wall: float) -> None:
         """A new plan is in place: announce its hash to the inner agent right away."""
         self.stats["policy_reloads"] += 1
+        now = time.monotonic()
         self.sender.set_policy_hash(new.hash, now)
         self.pump.collect(now)
 
@@ -302,51 +232,43 @@ class OuterAgent:
         c = self.sender.counters
         video = self.video.stats if self.video else {}
         return {**self.stats, **video, "blocks": c.blocks, "datagrams": c.datagrams, "bytes": c.bytes,
-                "objects": c.objects, "epoch": c.epoch, "outbox": self.pump.backlog(), "send_errors": self.pump.writer.errors}
+                "objects": c.objects, "epoch": c.epoch, "outbox": self.pump.backlog(),
+                "send_errors": self.pump.writer.errors}
 
     # -- life cycle -------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> int:
-        mgmt = self.cfg.management
-        server = None
-        if mgmt is not None and mgmt.socket:
-            from ferry.mgmt.server import ManagementService, start_server   # grpc only when configured
-
-            server = await start_server(mgmt.socket, ManagementService(self))
-        self.audit(event="agent_started", verdict="info", reason=f"outer agent {self.cfg.agent.name} started",
-                   detail={"peer": f"{self.cfg.link.peer_host}:{self.cfg.link.peer_port}",
-                           "gso": self.sock.gso, "rate_mbps": self.cfg.link.rate_mbps})
+        await self.management.start(self)
+        link = self.cfg.link
+        self.audit(event="agent_started", verdict="info", reason=f"outer agent {self.name} started",
+                   detail={"peer": f"{link.peer_host}:{link.peer_port}", "gso": self.sock.gso,
+                           "rate_mbps": link.rate_mbps})
         self.audit(event="policy_loaded", verdict="info", reason=f"policy {self.id.plan.name} loaded")
-        if self.kernel is not None:
-            apply_kernel_rules(self)
-        log.info("outer agent %s: policy %s (%s), link to %s:%d, gso=%s", self.cfg.agent.name,
-                 self.id.plan.name, self.id.plan.hash.hex()[:16], self.cfg.link.peer_host,
-                 self.cfg.link.peer_port, self.sock.gso)
-        tasks = [asyncio.create_task(self.pump.run(stop))]
-        if self.watcher:
-            tasks.append(asyncio.create_task(self.spool_loop(stop)))
+        self.start_kernel_rules()
+        log.info("outer agent %s: policy %s (%s), link to %s:%d, gso=%s", self.name, self.id.plan.name,
+                 self.id.plan.hash.hex()[:16], link.peer_host, link.peer_port, self.sock.gso)
+        pump = asyncio.create_task(self.pump.run(stop))
+        if self.spool:
+            self.scan_spool(self.spool)
         if self.video:
             await self.video.start(stop)
         await stop.wait()
+        if self.scan_timer is not None:
+            self.scan_timer.cancel()
         if self.video:
             await self.video.stop()     # ends every stream: their last access units and records
-        if server is not None:
-            from ferry.mgmt.server import stop_server
-
-            await stop_server(server, mgmt.socket)
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.management.stop()
+        pump.cancel()
+        await asyncio.gather(pump, return_exceptions=True)
         # final flush: what is sealed goes out, then a last heartbeat
-        now = time.time()
-        self.sender.flush(now)
+        now, wall = time.monotonic(), time.time()
+        self.sender.flush(now, wall)
         self.pump.collect(now)
         await self.pump.drain()
         failed = self.pump.writer.error
         if failed is not None:
             self.audit(event="link_writer_failed", verdict="alarm",
                        reason=f"link writer failed: {type(failed).__name__}: {failed}")
-        self.audit(event="agent_stopped", verdict="info", reason="outer agent stopped",
-                   detail=dict(self.stats))
+        self.audit(event="agent_stopped", verdict="info", reason="outer agent stopped", detail=dict(self.stats))
         self.id.audit.close(time.time())
         self.sock.close()
         return 1 if failed is not None else 0

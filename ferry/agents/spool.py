@@ -10,11 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from ferry import limits
-
-# Names a writer uses while a file is still being written: never picked up.
-PARTIAL_SUFFIXES = (".part", ".tmp", ".partial", ".crdownload", ".filepart")
-
+from ferry.lanes.files import SpoolSettle, spool_candidate
 
 @dataclass(frozen=True, slots=True)
 class SpoolEntry:
@@ -42,51 +38,31 @@ def _kind(mode: int) -> str:
 
 
 class SpoolWatcher:
-    """Reports a spool entry once it has stopped changing for ``settle`` seconds.
-
-    A file is complete when its size and modification time are unchanged over
-    two scans at least ``settle`` seconds apart and its name is not a partial
-    name (``.part``, ``.tmp``...) or a hidden name (writers that upload under a
-    dot-name and rename on completion are picked up at the rename).
-    """
+    """Reports a spool entry once it has settled (``ferry.lanes.files.SpoolSettle``)."""
 
     def __init__(self, directory: Path, settle: float) -> None:
         self.directory = directory
-        self.settle = settle
-        self._seen: dict[str, tuple[tuple[int, int, int], float]] = {}
+        self.settle = SpoolSettle(settle)
 
     def scan(self, now: float) -> list[SpoolEntry]:
-        ready: list[SpoolEntry] = []
-        present: set[str] = set()
+        found: dict[str, tuple[str, os.stat_result]] = {}
         try:
             it = os.scandir(self.directory)
         except FileNotFoundError:
-            return ready
+            return []
         with it:
             for d in it:
-                name = d.name
-                if name.startswith(".") or name.endswith(PARTIAL_SUFFIXES):
-                    continue
-                try:
-                    st = d.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                present.add(name)
-                sig = (st.st_size, st.st_mtime_ns, st.st_mode)
-                old = self._seen.get(name)
-                if old is None or old[0] != sig:
-                    self._seen[name] = (sig, now)
-                    continue
-                if now - old[1] >= self.settle:
-                    ready.append(SpoolEntry(name, Path(d.path), stat.S_ISREG(st.st_mode), st.st_size,
-                                            _kind(st.st_mode)))
-        for name in list(self._seen):
-            if name not in present:
-                del self._seen[name]
-        return sorted(ready, key=lambda e: e.name)
+                if spool_candidate(d.name):
+                    try:
+                        found[d.name] = (d.path, d.stat(follow_symlinks=False))
+                    except FileNotFoundError:
+                        continue
+        ready = self.settle.observe({n: (st.st_size, st.st_mtime_ns, st.st_mode) for n, (_, st) in found.items()}, now)
+        return [SpoolEntry(n, Path(found[n][0]), stat.S_ISREG(found[n][1].st_mode), found[n][1].st_size,
+                           _kind(found[n][1].st_mode)) for n in ready]
 
     def forget(self, name: str) -> None:
-        self._seen.pop(name, None)
+        self.settle.forget(name)
 
 
 def read_whole_file(path: Path, max_size: int) -> bytes | None:
@@ -164,5 +140,3 @@ def write_atomically(folder: Path, candidates: Iterable[str], content: bytes) ->
     finally:
         os.unlink(tmp)
 
-
-HARD_FILE_MAX = limits.FILE_MAX

@@ -1,178 +1,36 @@
 """The files lane: whole files from the outer spool to the inner spool.
 
-Pure: the agent reads the spool file, this module names its type from its
-bytes, checks its name, builds the canonical object, and (inner side)
-re-checks that the object is consistent with its own content.
-"""
+Pure. Outer side: ``SpoolSettle`` says when a spool entry is complete; ``OuterFilesLane.take``
+turns one settled entry (what the agent saw and read) into work: a refusal (record + move
+the entry aside) or the object to seal with its ``object_sent`` record. Inner side:
+``check_file_object`` re-checks an object against its own content and ``inner_write`` says
+what to write and what to record. The media type comes from the bytes
+(``ferry.codecs.media_type``), names are checked by ``ferry.codecs.file_name``."""
 
 from __future__ import annotations
 
-import re
-import unicodedata
 from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
 
 from ferry import limits
+from ferry.codecs.file_name import check_file_name, output_name_candidates
+from ferry.codecs.media_type import MEDIA_TYPES, sniff_media_type
 from ferry.crypto import sm3
+from ferry.lanes.work import AuditIntent, ObjectIds, SealObject
 from ferry.pb import ferry_pb2
+from ferry.policy.plan import Decision, Plan
+from ferry.policy.ratelimit import RateLimiter
+
+__all__ = [
+    "BUILTIN_RULE", "LANE", "MEDIA_TYPES", "MoveAside", "OuterFilesLane", "PARTIAL_SUFFIXES", "SpoolFile",
+    "SpoolSettle", "WriteFile", "spool_candidate",
+    "check_file_name", "check_file_object", "inner_write", "make_file_object", "output_name_candidates",
+    "sniff_media_type",
+]
 
 LANE = "files"
-
-# --- media types ------------------------------------------------------------
-
-PDF = "application/pdf"
-PNG = "image/png"
-JPEG = "image/jpeg"
-GIF = "image/gif"
-ZIP = "application/zip"
-GZIP = "application/gzip"
-ELF = "application/x-executable"
-DOSEXEC = "application/x-dosexec"
-SHELL = "application/x-sh"
-TEXT = "text/plain"
-OCTET_STREAM = "application/octet-stream"
-
-# Magic numbers, checked in order against the head of the content.
-_MAGIC: tuple[tuple[bytes, str], ...] = (
-    (b"%PDF-", PDF),
-    (b"\x89PNG\r\n\x1a\n", PNG),
-    (b"\xff\xd8\xff", JPEG),
-    (b"GIF87a", GIF),
-    (b"GIF89a", GIF),
-    (b"PK\x03\x04", ZIP),
-    (b"PK\x05\x06", ZIP),       # empty archive
-    (b"PK\x07\x08", ZIP),       # spanned archive
-    (b"\x1f\x8b", GZIP),
-    (b"\x7fELF", ELF),
-    (b"MZ", DOSEXEC),
-    (b"#!", SHELL),
-)
-
-# Every value sniff_media_type can return; a policy may only name these.
-MEDIA_TYPES: tuple[str, ...] = (
-    PDF, PNG, JPEG, GIF, ZIP, GZIP, ELF, DOSEXEC, SHELL, TEXT, OCTET_STREAM,
-)
-
-# C0 controls except \t \n \r, DEL, and C1 controls (U+0080..U+009F, which in
-# valid UTF-8 are always the two bytes C2 80..C2 9F).
-_TEXT_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]|\xc2[\x80-\x9f]")
-
-
-def sniff_media_type(data: bytes) -> str:
-    """Name the media type of ``data`` from its bytes alone (never the file name)."""
-    head = bytes(data[: limits.FILE_SNIFF_HEAD])
-    for magic, media_type in _MAGIC:
-        if head.startswith(magic):
-            return media_type
-    if _is_clean_text(data):
-        return TEXT
-    return OCTET_STREAM
-
-
-def _is_clean_text(data: bytes) -> bool:
-    """The whole content is UTF-8 with no control characters but tab, CR, LF."""
-    try:
-        bytes(data).decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return _TEXT_CONTROL.search(data) is None
-
-
-# --- file names ---------------------------------------------------------------
-
-# Characters that render like "/" or "\" and fool a reader or a later tool.
-_LOOKALIKE_SEPARATORS = frozenset(
-    "\u2215"    # DIVISION SLASH
-    "\u2044"    # FRACTION SLASH
-    "\uff0f"    # FULLWIDTH SOLIDUS
-    "\u29f8"    # BIG SOLIDUS
-    "\u2571"    # BOX DRAWINGS LIGHT DIAGONAL UPPER RIGHT TO LOWER LEFT
-    "\u2216"    # SET MINUS
-    "\u29f5"    # REVERSE SOLIDUS OPERATOR
-    "\u29f9"    # BIG REVERSE SOLIDUS
-    "\ufe68"    # SMALL REVERSE SOLIDUS
-    "\uff3c"    # FULLWIDTH REVERSE SOLIDUS
-)
-# Not allowed in names on Windows (the inner spool may be shared over SMB).
-_WINDOWS_FORBIDDEN = frozenset('<>:"|?*')
-# Control, format (bidi overrides), surrogate, private use, unassigned, and
-# line/paragraph separators.
-_FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
-_WINDOWS_RESERVED = frozenset(
-    ["CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"]
-    + [f"{dev}{n}" for dev in ("COM", "LPT") for n in "0123456789\u00b9\u00b2\u00b3"]
-)
-
-
-def check_file_name(name: str) -> str | None:
-    """Return why ``name`` is not an acceptable base file name, or None if it is.
-
-    These rules hold whatever the policy says; a policy's name_pattern can only
-    narrow them.
-    """
-    if not isinstance(name, str):
-        return "name is not a string"
-    if not name:
-        return "name is empty"
-    try:
-        encoded = name.encode("utf-8")
-    except UnicodeEncodeError:
-        return "name is not valid UTF-8"
-    if len(encoded) > limits.FILE_NAME_MAX:
-        return f"name is {len(encoded)} bytes (max {limits.FILE_NAME_MAX})"
-    for ch in name:
-        if ch in "/\\":
-            return f"name {name!r} contains a path separator"
-        if ch in _LOOKALIKE_SEPARATORS:
-            return f"name {name!r} contains U+{ord(ch):04X}, which looks like a path separator"
-        if ch in _WINDOWS_FORBIDDEN:
-            return f"name {name!r} contains {ch!r}, not allowed in file names"
-        if unicodedata.category(ch) in _FORBIDDEN_CATEGORIES:
-            return f"name {name!r} contains control or invisible character U+{ord(ch):04X}"
-    if unicodedata.normalize("NFC", name) != name:
-        return f"name {name!r} is not in Unicode NFC form"
-    if name in (".", ".."):
-        return f"name {name!r} is not a file name"
-    if name[0] == ".":
-        return f"name {name!r} starts with '.' (hidden file)"
-    if name[0] == "-":
-        return f"name {name!r} starts with '-'"
-    if name[0].isspace():
-        return f"name {name!r} starts with a space"
-    if name[-1] == "." or name[-1].isspace():
-        return f"name {name!r} ends with a space or dot"
-    if name.split(".", 1)[0].rstrip(" ").upper() in _WINDOWS_RESERVED:
-        return f"name {name!r} is a reserved device name on Windows"
-    return None
-
-
-def output_name_candidates(name: str) -> Iterator[str]:
-    """Yield ``name``, then "stem (1).ext", "stem (2).ext", ... (bounded).
-
-    Every candidate passes check_file_name when ``name`` does: stems are
-    shortened to keep within FILE_NAME_MAX.
-    """
-    yield name
-    dot = name.rfind(".")
-    stem, ext = (name[:dot], name[dot:]) if dot > 0 else (name, "")
-    for n in range(1, limits.OUTPUT_NAME_CANDIDATES_MAX):
-        suffix = f" ({n}){ext}"
-        budget = limits.FILE_NAME_MAX - len(suffix.encode("utf-8"))
-        short = _truncate_utf8(stem, budget)
-        if not short:
-            continue
-        candidate = short + suffix
-        if check_file_name(candidate) is None:
-            yield candidate
-
-
-def _truncate_utf8(text: str, max_bytes: int) -> str:
-    """The longest prefix of ``text`` that is at most ``max_bytes`` in UTF-8."""
-    if max_bytes <= 0:
-        return ""
-    encoded = text.encode("utf-8", "surrogatepass")
-    if len(encoded) <= max_bytes:
-        return text
-    return encoded[:max_bytes].decode("utf-8", "ignore")
+BUILTIN_RULE = "ferry-files-lane"     # refusals by the lane's hard rules, before the policy
 
 
 # --- canonical objects --------------------------------------------------------
@@ -230,3 +88,156 @@ def check_file_object(obj: ferry_pb2.CanonicalObject) -> str | None:
     if f.media_type != sniffed:
         return f"declared media type {f.media_type} but content is {sniffed}"
     return None
+
+
+# --- outer side: when a spool entry is complete ---------------------------------------
+
+# Names a writer uses while a file is still being written: never picked up.
+PARTIAL_SUFFIXES = (".part", ".tmp", ".partial", ".crdownload", ".filepart")
+
+
+def spool_candidate(name: str) -> bool:
+    """Not a partial name (``.part``, ``.tmp``...) nor a hidden one (writers that upload under a
+    dot-name and rename on completion are picked up at the rename)."""
+    return not name.startswith(".") and not name.endswith(PARTIAL_SUFFIXES)
+
+
+class SpoolSettle:
+    """A spool entry is complete when its signature (size, mtime, mode) is unchanged over two
+    scans at least ``settle`` seconds (monotonic) apart."""
+
+    def __init__(self, settle: float) -> None:
+        self.settle = settle
+        self._seen: dict[str, tuple[tuple[int, ...], float]] = {}
+
+    def observe(self, listing: dict[str, tuple[int, ...]], now: float) -> list[str]:
+        """One scan's candidates, name -> signature; returns the settled names, sorted."""
+        ready = []
+        for name, sig in listing.items():
+            old = self._seen.get(name)
+            if old is None or old[0] != sig:
+                self._seen[name] = (sig, now)
+            elif now - old[1] >= self.settle:
+                ready.append(name)
+        for name in [n for n in self._seen if n not in listing]:
+            del self._seen[name]
+        return sorted(ready)
+
+    def forget(self, name: str) -> None:
+        self._seen.pop(name, None)
+
+
+# --- outer side: one settled spool entry -> work ----------------------------------
+
+@dataclass(frozen=True, slots=True)
+class SpoolFile:
+    """A settled spool entry as the agent found it. The agent reads ``content`` only for a
+    regular file (``kind == "file"``); None with no ``read_error`` means larger than FILE_MAX."""
+
+    name: str
+    address: str                  # where it lies (its spool path), for the record
+    kind: str                     # "file", "symlink", "directory", "fifo", "device", "socket", "other"
+    size: int                     # as the scan saw it
+    content: bytes | None = None
+    read_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MoveAside:
+    """Outer side: move a refused spool entry into the refused folder."""
+
+    address: str
+
+
+class OuterFilesLane:
+    """The outer files pipeline: builtin checks, canonical object, the policy's decision
+    (rate limits included), and the records. Object IDs come from the agent's run."""
+
+    def __init__(self, *, source: str, destination: str, ids: ObjectIds) -> None:
+        self.source = source
+        self.destination = destination
+        self.ids = ids
+        self._limiter: RateLimiter | None = None
+
+    def rate_limiter(self, plan: Plan) -> RateLimiter:
+        """Per-source token buckets of the rules of ``plan`` (new buckets after a reload)."""
+        if self._limiter is None or self._limiter.plan is not plan:
+            self._limiter = RateLimiter(plan)
+        return self._limiter
+
+    def take(self, entry: SpoolFile, plan: Plan, now: float, wall: float) -> list[AuditIntent | MoveAside | SealObject]:
+        """``plan`` is read once by the agent: a reload between two objects never splits one."""
+        if entry.kind != "file":
+            return self._refuse(entry, entry.size, BUILTIN_RULE, f"not a regular file ({entry.kind})")
+        bad = check_file_name(entry.name)
+        if bad:
+            return self._refuse(entry, entry.size, BUILTIN_RULE, bad)
+        if entry.read_error is not None:
+            return self._refuse(entry, entry.size, BUILTIN_RULE, f"cannot read: {entry.read_error}")
+        if entry.content is None or len(entry.content) > limits.FILE_MAX:
+            return self._refuse(entry, entry.size, BUILTIN_RULE,
+                                f"size {entry.size} exceeds the appliance limit {limits.FILE_MAX}")
+        oid = self.ids.next()
+        obj = make_file_object(object_id=oid, name=entry.name, content=entry.content, source=self.source,
+                               destination=self.destination, now=wall)
+        decision = self.rate_limiter(plan).check(plan.decide(obj), obj, now)
+        f = obj.file
+        known = {"object_id": oid, "sm3": f.sm3.hex(), "policy_hash": plan.hash.hex()}
+        if not decision.allowed:
+            return self._refuse(entry, len(entry.content), decision.rule, decision.reason, f.media_type, known)
+        obj.rule = decision.rule
+        sent = self._record(entry, len(entry.content), "object_sent", "sent", decision, f.media_type, known)
+        return [SealObject(obj, sent=sent)]
+
+    def _record(self, entry: SpoolFile, size: int, event: str, verdict: str, decision: Decision,
+                media_type: str | None, known: dict[str, Any]) -> dict[str, Any]:
+        return {"event": event, "verdict": verdict, "lane": LANE,
+                "source": {"name": self.source, "address": entry.address}, "destination": self.destination,
+                "object_type": "file", "size": size, "rule": decision.rule, "reason": decision.reason,
+                "detail": {"name": entry.name, "media_type": media_type}, **known}
+
+    def _refuse(self, entry: SpoolFile, size: int, rule: str, reason: str, media_type: str | None = None,
+                known: dict[str, Any] | None = None) -> list[AuditIntent | MoveAside | SealObject]:
+        fields = self._record(entry, size, "object_refused", "refused", Decision(False, rule, reason),
+                              media_type, known or {})
+        return [AuditIntent(fields), MoveAside(entry.address)]
+
+
+# --- inner side: an allowed object -> what to write ------------------------------
+
+@dataclass(frozen=True, slots=True)
+class WriteFile:
+    """Inner side: write ``content`` atomically under the first free of ``candidates()``;
+    then record ``delivered`` (its detail gets ``written_as``), or on an I/O error
+    ``lost`` (its reason gets the error)."""
+
+    name: str
+    content: bytes
+    delivered: dict[str, Any]
+    lost: dict[str, Any]
+
+    def candidates(self) -> Iterator[str]:
+        return output_name_candidates(self.name)
+
+    def written(self, written_as: str) -> AuditIntent:
+        detail = {**self.delivered["detail"], "written_as": written_as}
+        return AuditIntent({**self.delivered, "detail": detail})
+
+    def failed(self, error: str) -> AuditIntent:
+        return AuditIntent({**self.lost, "reason": f"cannot write output: {error}"})
+
+
+def inner_write(obj: ferry_pb2.CanonicalObject, decision: Decision, epoch: int,
+                blocks: tuple[int, ...]) -> WriteFile | str:
+    """The write of an allowed files-lane object, or why it is not consistent with itself."""
+    bad = check_file_object(obj)
+    if bad:
+        return bad
+    f = obj.file
+    ids = {"lane": LANE, "object_id": obj.object_id, "epoch": epoch, "blocks": list(blocks)}
+    delivered = {"event": "object_delivered", "verdict": "delivered", **ids, "rule": decision.rule,
+                 "reason": decision.reason, "source": {"name": obj.source.name, "address": obj.source.address},
+                 "destination": obj.destination, "object_type": "file", "size": f.size, "sm3": f.sm3.hex(),
+                 "detail": {"name": f.name, "media_type": f.media_type}}
+    lost = {"event": "object_lost", "verdict": "lost", **ids, "object_type": "file", "size": f.size}
+    return WriteFile(f.name, f.content, delivered, lost)

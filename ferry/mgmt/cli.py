@@ -19,13 +19,18 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from ferry import limits
+from ferry.crypto import CryptoError
+from ferry.crypto.keys import load_private_key
+from ferry.mgmt.client import ManagementClient, ManagementError
+from ferry.policy import PolicyError, compile_policy, parse_policy, policy_hash, read_policy_files
+from ferry.policy.bundle import BUNDLE_SUFFIX, BundleError, make_bundle, parse_bundle, policy_files
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def read_bundle_files(directory: str | os.PathLike[str]) -> dict[str, bytes]:
     """A policy folder's top-level *.yaml plus tests/*.yaml, as bundle names -> bytes."""
-    from ferry.policy import read_policy_files
-
     base = Path(directory)
     files = dict(read_policy_files(base))
     tests = base / "tests"
@@ -56,11 +61,6 @@ def _err(msg: str) -> None:
 
 
 def cmd_sign(args) -> int:
-    from ferry.crypto import CryptoError
-    from ferry.crypto.keys import load_private_key
-    from ferry.policy import PolicyError, compile_policy, parse_policy, policy_hash
-    from ferry.policy.bundle import BUNDLE_SUFFIX, BundleError, make_bundle, policy_files
-
     directory = Path(args.dir)
     if not directory.is_dir():
         _err(f"{directory}: not a policy folder")
@@ -98,18 +98,12 @@ def cmd_sign(args) -> int:
 
 
 def _read_bundle(path: Path):
-    from ferry import limits
-    from ferry.policy.bundle import parse_bundle
-
     with open(path, "rb") as f:
         data = f.read(limits.POLICY_BUNDLE_MAX + 1)
     return parse_bundle(data)
 
 
 def cmd_apply(args) -> int:
-    from ferry.mgmt.client import ManagementClient, ManagementError
-    from ferry.policy.bundle import BundleError
-
     try:
         bundle = _read_bundle(Path(args.bundle))
     except OSError as e:
@@ -134,8 +128,6 @@ def cmd_apply(args) -> int:
 
 
 def cmd_status(args) -> int:
-    from ferry.mgmt.client import ManagementClient, ManagementError
-
     rc = EXIT_OK
     for sock in args.socket:
         try:
@@ -155,8 +147,6 @@ def cmd_status(args) -> int:
 
 def add_policy_commands(psub) -> None:
     """Register ``sign``, ``apply`` and ``status`` under ``ferry policy``."""
-    from ferry import limits
-
     sign = psub.add_parser("sign", help="sign a policy folder into a bundle (SM2)")
     sign.add_argument("dir", help="policy folder (policy.yaml, tests/*.yaml)")
     sign.add_argument("--key", required=True, help="the administrator's SM2 private key (PKCS#8 PEM)")

@@ -1,14 +1,9 @@
 """The management service each agent serves on a local Unix socket (grpc.aio).
 
 It runs inside the agent's own asyncio loop, so a reload never races the
-deciders: ``apply_bundle`` verifies the bundle, compiles it, swaps the plan
-with one reference assignment, lets the agent react (the outer re-announces
-the new hash, the inner opens its grace period) and writes the audit record.
-
-The agent passed in provides (see OuterAgent / InnerAgent):
-    role: str, cfg.agent.name, id: Identity (plan, origin, signers),
-    audit(**fields), policy_swapped(old_plan, new_plan, now),
-    status_counters() -> dict[str, int], audit_available() -> bool
+deciders. The agent is a ``ferry.mgmt.host.ManagedAgent``: it verifies,
+compiles and swaps a bundle itself (``apply_bundle``); this module only
+carries the calls and maps a refusal's code to a gRPC status.
 """
 
 from __future__ import annotations
@@ -18,119 +13,48 @@ import logging
 import os
 import stat
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
 
-from ferry.kernel import KernelError
-
 from ferry import limits
-from ferry.agents.common import PolicyOrigin
+from ferry.mgmt.host import DENIED, ApplyRefused, ManagedAgent
 from ferry.pb import mgmt_pb2, mgmt_pb2_grpc
-from ferry.policy import PolicyError, compile_policy, parse_policy, policy_hash
-from ferry.policy.bundle import BundleError, policy_files, verify_bundle
 
 log = logging.getLogger("ferry.mgmt")
 
-# BundleError codes that mean "not from someone we trust" rather than "malformed".
-_DENIED = frozenset({"unsigned", "unknown_signer", "bad_signature"})
 GRPC_MESSAGE_MAX = limits.POLICY_BUNDLE_MAX + (64 << 10)
 UNIX_PATH_MAX = 107            # sun_path holds 108 bytes with the terminating NUL
+_STATUS = {"invalid_policy": grpc.StatusCode.INVALID_ARGUMENT, "audit_unavailable": grpc.StatusCode.UNAVAILABLE,
+           "kernel_rules": grpc.StatusCode.FAILED_PRECONDITION}
 
 
-class ApplyRefused(Exception):
-    """A bundle the agent did not apply; ``status`` is the gRPC status code to return."""
-
-    def __init__(self, status: grpc.StatusCode, code: str, reason: str) -> None:
-        self.status = status
-        self.code = code
-        super().__init__(reason)
-
-
-def policy_info(agent) -> mgmt_pb2.PolicyInfo:
-    plan, origin = agent.id.plan, agent.id.origin
-    return mgmt_pb2.PolicyInfo(name=plan.name, hash=plan.hash, signer_key_id=origin.signer_key_id,
-                               applied_at=origin.applied_at, source=origin.source, signed_at=origin.signed_at)
-
-
-def apply_bundle(agent, bundle: mgmt_pb2.PolicyBundle, now: float) -> mgmt_pb2.ApplyResult:
-    """Verify, compile and swap in ``bundle``; audit either way. Raises ApplyRefused."""
-    old = agent.id.plan
-    try:
-        files, signer = verify_bundle(bundle, agent.id.signers)
-        top = policy_files(files)
-        plan = compile_policy(parse_policy(top, base="bundle"), policy_hash(top))
-    except BundleError as e:
-        status = grpc.StatusCode.PERMISSION_DENIED if e.code in _DENIED else grpc.StatusCode.INVALID_ARGUMENT
-        _refused(agent, bundle, e.code, str(e), old)
-        raise ApplyRefused(status, e.code, str(e)) from None
-    except PolicyError as e:
-        _refused(agent, bundle, "invalid_policy", f"invalid policy: {e}", old)
-        raise ApplyRefused(grpc.StatusCode.INVALID_ARGUMENT, "invalid_policy", f"invalid policy: {e}") from None
-    if not agent.audit_available():
-        # No audit, no change: the record of who changed what must be written first.
-        raise ApplyRefused(grpc.StatusCode.UNAVAILABLE, "audit_unavailable",
-                           "audit trail unavailable: policy not applied")
-    changed = plan.hash != old.hash
-    kernel = getattr(agent, "kernel", None)
-    if changed and kernel is not None:
-        # The kernel's rules come from the same policy and go first: if the kernel
-        # refuses them, the agent keeps running the old policy with the old rules.
-        try:
-            kernel.apply(plan)
-        except KernelError as e:
-            _refused(agent, bundle, "kernel_rules", f"kernel rules refused: {e}", old)
-            raise ApplyRefused(grpc.StatusCode.FAILED_PRECONDITION, "kernel_rules", str(e)) from None
-        agent.audit(event="kernel_rules_applied", verdict="info", policy_hash=plan.hash.hex(),
-                    reason=f"nftables rules of policy {plan.name} applied ({agent.role} host)",
-                    detail={"link_if": kernel.section.link_if, "ingest_if": kernel.section.ingest_if})
-    if changed:
-        agent.id.plan = plan                    # the swap: one reference assignment
-    else:
-        plan = old
-    agent.id.origin = PolicyOrigin("bundle", signer, bundle.signed_at, now)
-    if changed:
-        agent.policy_swapped(old, plan, now)
-    agent.audit(event="policy_applied", verdict="info", policy_hash=plan.hash.hex(),
-                reason=(f"policy {plan.name} applied from a bundle signed by {signer.hex()[:16]}" if changed
-                        else f"policy {plan.name} re-applied (unchanged), signed by {signer.hex()[:16]}"),
-                detail={"old_hash": old.hash.hex(), "new_hash": plan.hash.hex(), "signer_key_id": signer.hex(),
-                        "policy": plan.name, "old_policy": old.name, "signed_at": bundle.signed_at,
-                        "changed": changed})
-    log.warning("policy %s (%s) applied, was %s (%s), signer %s", plan.name, plan.hash.hex()[:16],
-                old.name, old.hash.hex()[:16], signer.hex()[:16])
-    return mgmt_pb2.ApplyResult(role=agent.role, agent=agent.cfg.agent.name, policy_name=plan.name,
-                                old_hash=old.hash, new_hash=plan.hash, signer_key_id=signer, changed=changed)
-
-
-def _refused(agent, bundle, code: str, reason: str, running) -> None:
-    detail = {"code": code, "running_hash": running.hash.hex()}
-    if len(bundle.signer_key_id) == 32:
-        detail["claimed_signer_key_id"] = bundle.signer_key_id.hex()
-    if len(bundle.policy_hash) == 32:
-        detail["claimed_policy_hash"] = bundle.policy_hash.hex()
-    agent.audit(event="policy_refused", verdict="refused", reason=reason, detail=detail)
-    log.error("policy bundle refused: %s", reason)
+def refused_status(code: str) -> grpc.StatusCode:
+    """The gRPC status of an ApplyRefused code (other bundle errors: INVALID_ARGUMENT)."""
+    if code in DENIED:
+        return grpc.StatusCode.PERMISSION_DENIED
+    return _STATUS.get(code, grpc.StatusCode.INVALID_ARGUMENT)
 
 
 class ManagementService(mgmt_pb2_grpc.ManagementServicer):
-    def __init__(self, agent, clock=time.time) -> None:
+    def __init__(self, agent: ManagedAgent, clock: Callable[[], float] = time.time) -> None:
         self.agent = agent
         self.clock = clock
 
     async def ApplyPolicy(self, request, context):
         try:
-            return apply_bundle(self.agent, request, self.clock())
+            return self.agent.apply_bundle(request, self.clock())
         except ApplyRefused as e:
-            await context.abort(e.status, f"{e.code}: {e}")
+            await context.abort(refused_status(e.code), f"{e.code}: {e}")
 
     async def GetPolicy(self, request, context):
-        return policy_info(self.agent)
+        return self.agent.policy_info()
 
     async def GetStatus(self, request, context):
         a = self.agent
         counters = {k: int(v) for k, v in a.status_counters().items() if isinstance(v, int) and v >= 0}
-        return mgmt_pb2.AgentStatus(role=a.role, name=a.cfg.agent.name, policy=policy_info(a), counters=counters,
+        return mgmt_pb2.AgentStatus(role=a.role, name=a.name, policy=a.policy_info(), counters=counters,
                                     started_at=a.started_at, audit_available=a.audit_available())
 
 

@@ -20,7 +20,7 @@ from pydantic import (
 )
 
 from ferry import limits
-from ferry.lanes import files as files_lane
+from ferry.codecs import media_type as files_lane
 from ferry.policy.device_id import is_ascii_digits
 
 # Names of policies, sources, destinations and rules: what an audit record quotes.

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from ferry.lanes import files as files_lane
+from ferry.codecs import file_name as files_lane
 from ferry.limits import POLICY_MEMO_MAX
 from ferry.pb import ferry_pb2
 from ferry.policy import models

@@ -1,6 +1,6 @@
 import pytest
 
-from ferry.agents.config import ConfigError, InnerConfig, OuterConfig, load_config
+from ferry.config import ConfigError, InnerConfig, OuterConfig, load_config
 
 GOOD = """
 [agent]

@@ -1,7 +1,9 @@
 """Link sockets: GSO batching, GRO receipt, and a receive-only inner socket."""
+import errno
 import os
+import socket
 
-from ferry.agents.link_io import LinkReceiveSocket, LinkSendSocket
+from ferry.agents.link_io import LinkReceiveSocket, LinkSendSocket, probe_gso, send_datagrams
 
 
 def _pair(gso=True, gro=True):
@@ -63,8 +65,6 @@ def test_gro_coalesces_on_loopback():
 def test_sender_ignores_a_receiver_that_was_not_listening_yet():
     """Datagrams sent before the inner socket exists must not make later sends fail
     (a connected UDP socket would report the ICMP error on the next send and drop it)."""
-    import socket
-
     probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     probe.bind(("127.0.0.1", 0))
     addr = probe.getsockname()
@@ -85,10 +85,6 @@ def test_sender_ignores_a_receiver_that_was_not_listening_yet():
 
 def test_send_datagrams_groups_equal_sizes_and_keeps_order():
     """Runs of one size (a shorter last one allowed) leave in one send; the receiver sees each datagram."""
-    import socket
-
-    from ferry.agents.link_io import probe_gso, send_datagrams
-
     rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     rx.bind(("127.0.0.1", 0))
     rx.settimeout(2)
@@ -112,10 +108,6 @@ def test_send_datagrams_groups_equal_sizes_and_keeps_order():
 
 def test_send_datagrams_falls_back_for_good_when_the_device_refuses_offload():
     """EIO (a device without UDP segmentation) on the first offloaded send: the rest go one by one."""
-    import errno
-
-    from ferry.agents.link_io import send_datagrams
-
     class NoOffload:
         def __init__(self):
             self.sent = []

@@ -2,7 +2,7 @@
 import pytest
 
 from ferry.agents.common import load_signers
-from ferry.agents.config import ConfigError, InnerConfig, OuterConfig, load_config
+from ferry.config import ConfigError, InnerConfig, OuterConfig, load_config
 from ferry.crypto import CryptoError, SM2PrivateKey
 
 BASE = """

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import socket as so
 import stat
 import subprocess
 import sys
@@ -16,9 +17,11 @@ from types import SimpleNamespace
 import grpc
 import pytest
 
-from ferry.agents.common import PolicyOrigin
+from ferry.agents.policy_host import PolicyHost
 from ferry.crypto import SM2PrivateKey
+from ferry.lanes.files import make_file_object
 from ferry.mgmt.client import ManagementClient, ManagementError
+from ferry.mgmt.host import PolicyOrigin
 from ferry.mgmt.server import ManagementService, start_server, stop_server
 from ferry.pb import mgmt_pb2
 from ferry.policy import compile_policy, parse_policy, policy_hash
@@ -38,13 +41,13 @@ def _plan(raw: bytes):
     return compile_policy(parse_policy(files), policy_hash(files))
 
 
-class FakeAgent:
-    """What ferry.mgmt.server needs of an agent."""
+class FakeAgent(PolicyHost):
+    """An agent's policy side (ferry.agents.policy_host) with a recording audit trail."""
 
     role = "inner"
+    name = "test-inner"
 
     def __init__(self) -> None:
-        self.cfg = SimpleNamespace(agent=SimpleNamespace(name="test-inner"))
         self.id = SimpleNamespace(plan=_plan(V1), origin=PolicyOrigin(applied_at=1.0),
                                   signers={ADMIN.public_key().key_id(): ADMIN.public_key()})
         self.records: list[dict] = []
@@ -133,8 +136,6 @@ def test_apply_swaps_the_plan_and_audits_old_new_and_signer(served):
 
 
 def test_the_new_plan_decides(served):
-    from ferry.lanes.files import make_file_object
-
     obj = make_file_object(object_id=1, name="a.txt", content=b"hello\n", source="outer-spool",
                            destination="inner-spool", now=time.time())
     assert served.agent.id.plan.decide(obj).allowed
@@ -204,8 +205,6 @@ def test_status(served):
 
 
 def test_stale_socket_is_replaced_and_a_non_socket_is_not():
-    import socket as so
-
     d = Path(tempfile.mkdtemp(prefix="ferry-mgmt-", dir="/tmp"))
     try:
         stale = d / "s.sock"

@@ -109,7 +109,7 @@ spool = "spool/inner"
                 cmd = ["ip", "netns", "exec", ns] + cmd
             log = open(self.work / "logs" / f"{role}.log", "wb")
             self.procs[role] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.work,
-                                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                                env={**os.environ, "PYTHONUNBUFFERED": "1", "FERRY_STRICT": "1"})
             log.close()
             self.wait_for(lambda: any(r["event"] == "agent_started" for r in read_trail(
                 self.inner_audit if role == "inner" else self.outer_audit)), 20, f"{role} agent start")

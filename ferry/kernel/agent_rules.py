@@ -5,8 +5,7 @@ A ruleset the kernel refuses stops the start, or refuses the new policy.
 """
 from __future__ import annotations
 
-from ferry.agents.config import KernelSection
-from ferry.kernel import KernelError
+from ferry.config import KernelSection
 from ferry.kernel.nft import apply_ruleset, compile_ruleset
 
 
@@ -35,5 +34,3 @@ def kernel_rules_for(cfg, role: str) -> KernelRules | None:
         return KernelRules(k, role, link_port=cfg.link.peer_port, peer_addr=cfg.link.peer_host)
     return KernelRules(k, role, link_port=cfg.link.listen_port, peer_addr=k.peer_addr)
 
-
-__all__ = ["KernelError", "KernelRules", "kernel_rules_for"]

@@ -1,0 +1,219 @@
+"""Agent configuration files (TOML), validated strictly.
+
+A mistyped key or a value of the wrong type is an error naming the file and
+the key; relative paths are resolved against the config file's folder.
+"""
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from ferry import limits
+
+
+class ConfigError(Exception):
+    """A configuration file that cannot be used; the message names file and key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def _check_host(value: str) -> str:
+    ipaddress.ip_address(value)
+    return value
+
+
+class AgentSection(_Strict):
+    name: str = Field(min_length=1, max_length=64)
+    key: str                      # this agent's SM2 private key (PKCS#8 PEM)
+    peer_public: str              # the other agent's SM2 public key (SPKI PEM)
+    policy: str                   # policy directory
+    audit_dir: str
+
+
+class OuterLink(_Strict):
+    peer_host: str                # the inner agent's address on the link
+    peer_port: int = Field(ge=1, le=65535)
+    bind_host: str = "0.0.0.0"
+    interface: str = ""           # bind the socket to this device (SO_BINDTODEVICE) if set
+    rate_mbps: float = Field(default=200.0, gt=0, le=100_000)
+    datagram_max: int = Field(default=limits.DATAGRAM_MAX, ge=256, le=65000)
+    fec_k: int = Field(default=limits.FEC_K, ge=1, le=limits.FEC_K_MAX)
+    fec_m: int = Field(default=limits.FEC_M, ge=1, le=limits.FEC_M_MAX)
+    gso: Literal["auto", "off"] = "auto"
+    sndbuf: int = Field(default=8 << 20, ge=1 << 16)
+
+    _host = field_validator("peer_host", "bind_host")(_check_host)
+
+
+class InnerLink(_Strict):
+    listen_host: str
+    listen_port: int = Field(ge=1, le=65535)
+    interface: str = ""
+    gro: Literal["auto", "off"] = "auto"
+    rcvbuf: int = Field(default=64 << 20, ge=1 << 16)
+
+    _host = field_validator("listen_host")(_check_host)
+
+
+class OuterFiles(_Strict):
+    spool: str                    # watched folder; whole files only
+    refused_dir: str = ""         # refused files are moved here (default: <spool>.refused)
+    source: str = "outer-spool"   # policy source name of this spool
+    destination: str = "inner-spool"
+    settle: float = Field(default=limits.SPOOL_SETTLE, ge=0, le=3600)
+    scan_interval: float = Field(default=limits.SPOOL_SCAN_INTERVAL, gt=0, le=60)
+
+
+class InnerFiles(_Strict):
+    spool: str                    # delivered files appear here
+
+
+class ManagementSection(_Strict):
+    socket: str = ""              # Unix socket of the gRPC management service; none if empty
+    policy_signers: list[str] = Field(default_factory=list, max_length=64)   # SM2 public keys (SPKI PEM)
+
+
+class KernelSection(_Strict):
+    """nftables rules compiled from the running policy, applied at start and on every reload."""
+    apply: bool = False
+    link_if: str = Field(min_length=1, max_length=15)   # the ferry link interface
+    ingest_if: str = ""           # outer: the interface facing cameras and platforms (default: any but link, lo)
+    peer_addr: str = ""           # inner: the outer agent's link address (outer: taken from [link] peer_host)
+
+    _host = field_validator("peer_addr")(lambda v: _check_host(v) if v else v)
+
+
+def _host_port(value: str) -> str:
+    """'host:port' ('[v6]:port' for IPv6) with a literal address."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected host:port, got {value!r}")
+    _check_host(host[1:-1] if host.startswith("[") and host.endswith("]") else host)
+    return value
+
+
+def split_host_port(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    return (host[1:-1] if host.startswith("[") else host), int(port)
+
+
+class OuterVideo(_Strict):
+    """One GB/T 28181 / RTP ingest stream (`[[video]]`)."""
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    transport: Literal["udp", "tcp-listen", "tcp-connect"] = "udp"
+    listen: str = ""              # udp, tcp-listen: "host:port" ferry receives on
+    connect: str = ""             # tcp-connect: "host:port" of the camera or platform
+    device_id: str = Field(pattern=r"^[0-9]{20}$")
+    ssrc: int = Field(default=0, ge=0, le=0xFFFFFFFF)   # 0: learn the first SSRC
+    source_address: str = ""      # accept packets / connections from this address only
+    payload: Literal["ps", "h264", "h265"] = "ps"
+    destination: str = Field(min_length=1, max_length=64)
+
+    _addr = field_validator("listen", "connect")(lambda v: _host_port(v) if v else v)
+    _src = field_validator("source_address")(lambda v: _check_host(v) if v else v)
+
+    @model_validator(mode="after")
+    def _endpoint(self):
+        if self.transport == "tcp-connect" and not self.connect:
+            raise ValueError("transport tcp-connect needs connect = \"host:port\"")
+        if self.transport != "tcp-connect" and not self.listen:
+            raise ValueError(f"transport {self.transport} needs listen = \"host:port\"")
+        return self
+
+
+class InnerVideoOutput(_Strict):
+    """Where the inner agent sends the streams of one policy destination (`[[video_output]]`)."""
+    destination: str = Field(min_length=1, max_length=64)
+    form: Literal["ps", "h264", "h265"] = "ps"
+    transport: Literal["udp", "tcp", "file"] = "udp"
+    address: str = ""             # udp, tcp: "host:port" of the receiver
+    path: str = ""                # file: appended to; "{stream}" is replaced by the stream id
+    payload_type: int = Field(default=96, ge=0, le=127)
+    gso: Literal["auto", "off"] = "auto"   # udp: one segmentation-offload send per access unit
+
+    _addr = field_validator("address")(lambda v: _host_port(v) if v else v)
+
+    @model_validator(mode="after")
+    def _endpoint(self):
+        if self.transport == "file" and not self.path:
+            raise ValueError("transport file needs path")
+        if self.transport != "file" and not self.address:
+            raise ValueError(f"transport {self.transport} needs address = \"host:port\"")
+        return self
+
+
+class OuterConfig(_Strict):
+    agent: AgentSection
+    link: OuterLink
+    files: OuterFiles | None = None
+    management: ManagementSection | None = None
+    kernel: KernelSection | None = None
+    video: list[OuterVideo] = Field(default_factory=list, max_length=limits.VIDEO_STREAMS_MAX)
+
+    @model_validator(mode="after")
+    def _video_names_unique(self):
+        names = [v.name for v in self.video]
+        if len(set(names)) != len(names):
+            raise ValueError("video stream names must be unique")
+        return self
+
+
+class InnerConfig(_Strict):
+    agent: AgentSection
+    link: InnerLink
+    files: InnerFiles | None = None
+    management: ManagementSection | None = None
+    kernel: KernelSection | None = None
+    video_output: list[InnerVideoOutput] = Field(default_factory=list, max_length=limits.VIDEO_STREAMS_MAX)
+
+    @model_validator(mode="after")
+    def _inner_kernel_needs_peer(self):
+        if self.kernel is not None and self.kernel.apply and not self.kernel.peer_addr:
+            raise ValueError("kernel.peer_addr (the outer agent's link address) is required with kernel.apply")
+        return self
+
+
+def _resolve(base: Path, value: str) -> str:
+    if not value:
+        return value
+    p = Path(value)
+    return str(p if p.is_absolute() else (base / p).resolve())
+
+
+def load_config(path: Path, kind: type[OuterConfig] | type[InnerConfig]) -> OuterConfig | InnerConfig:
+    """Read and validate a TOML agent config; paths come back absolute."""
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: {e}") from None
+    try:
+        cfg: OuterConfig | InnerConfig = kind.model_validate(raw)
+    except ValidationError as e:
+        msgs = [f"{path}: {'.'.join(str(x) for x in err['loc'])}: {err['msg']}" for err in e.errors()]
+        raise ConfigError("\n".join(msgs)) from None
+    base = path.resolve().parent
+    agent = cfg.agent.model_copy(update={k: _resolve(base, getattr(cfg.agent, k))
+                                         for k in ("key", "peer_public", "policy", "audit_dir")})
+    update: dict = {"agent": agent}
+    if cfg.files is not None:
+        fields = {"spool": _resolve(base, cfg.files.spool)}
+        if isinstance(cfg.files, OuterFiles):
+            fields["refused_dir"] = _resolve(base, cfg.files.refused_dir) or fields["spool"].rstrip("/") + ".refused"
+        update["files"] = cfg.files.model_copy(update=fields)
+    if cfg.management is not None:
+        m = cfg.management
+        update["management"] = m.model_copy(update={
+            "socket": _resolve(base, m.socket),
+            "policy_signers": [_resolve(base, x) for x in m.policy_signers]})
+    outputs = getattr(cfg, "video_output", None)
+    if outputs:
+        update["video_output"] = [o.model_copy(update={"path": _resolve(base, o.path)}) for o in outputs]
+    return cfg.model_copy(update=update)

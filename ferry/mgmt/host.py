@@ -1,0 +1,52 @@
+"""What the management service needs of an agent: the ``ManagedAgent`` interface.
+
+The agents implement it (``ferry.agents.policy_host``); ``ferry.mgmt`` never imports
+``ferry.agents``. No grpc here: a refusal names its code, the server maps it to a status.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from ferry.pb import mgmt_pb2
+
+# ApplyRefused codes that mean "not from someone we trust" rather than "malformed".
+DENIED = frozenset({"unsigned", "unknown_signer", "bad_signature"})
+
+
+@dataclass
+class PolicyOrigin:
+    """Where the running plan came from (what GetPolicy reports)."""
+    source: str = "config"        # "config" (the configured folder) or "bundle" (applied, signed)
+    signer_key_id: bytes = b""
+    signed_at: float = 0.0
+    applied_at: float = 0.0
+
+
+class ApplyRefused(Exception):
+    """A bundle the agent did not apply. ``code``: a BundleError code (unsigned, unknown_signer,
+    bad_signature, bad_name, ...), invalid_policy, audit_unavailable or kernel_rules."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        self.code = code
+        super().__init__(reason)
+
+
+class ManagedAgent(Protocol):
+    """An agent as the management service sees it."""
+
+    role: str                     # "outer" or "inner"
+    name: str
+    started_at: float             # wall clock
+
+    def policy_info(self) -> mgmt_pb2.PolicyInfo:
+        """The running plan and where it came from."""
+
+    def apply_bundle(self, bundle: mgmt_pb2.PolicyBundle, now: float) -> mgmt_pb2.ApplyResult:
+        """Verify, compile and swap in ``bundle`` at wall time ``now``; audit either way.
+        Raises ApplyRefused."""
+
+    def status_counters(self) -> dict[str, int]: ...
+
+    def audit_available(self) -> bool: ...
