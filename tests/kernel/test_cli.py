@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from kernel_support import REPO, sh
+from .kernel_support import REPO, sh
 from ferry.kernel import KernelError, cli
 
 ARGS = ["--role", "outer", "--link-if", "o-l", "--link-port", "47000", "--peer", "10.232.1.2"]

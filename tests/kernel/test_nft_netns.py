@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from kernel_support import py, py_json, sh
+from .kernel_support import py, py_json, sh
 
 pytestmark = pytest.mark.root
 
