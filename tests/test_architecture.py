@@ -15,8 +15,9 @@ Rules, each reported with the file and line of every import that breaks it:
   the agents implement).
 - ``crypto-backend``: only ``ferry.crypto`` imports a crypto backend (``cryptography``, ``gmssl_pyx``,
   ``gmssl``). ``hashlib`` is the standard library and stays free for non-cryptographic digests (a
-  camera's stream id, a content hash for a file name); what counts as a backend use is asking it for
-  SM3, ``hashlib.new("sm3"...)`` or ``hashlib.sm3``, which belongs to ``ferry.crypto.sm3``.
+  camera's stream id, a content hash for a file name); what counts as a backend use is asking it (or
+  ``hmac``) for SM3: ``hashlib.new("sm3"...)``, ``hmac.new(k, m, "sm3")``, ``hashlib.sm3``, which belong
+  to ``ferry.crypto.sm3``.
 - ``cycle``: the package-level graph (``ferry.X`` -> ``ferry.Y`` for any import between them) has no
   cycle; a cycle is printed with the import that makes each of its arrows.
 - every module of ferry belongs to a package named below (a new package must be placed).
@@ -93,11 +94,12 @@ def package_of(module: str) -> str | None:
 
 
 def _is_sm3_call(node: ast.AST) -> bool:
-    """hashlib.new("sm3", ...) or hashlib.sm3 (any spelling of the name's case)."""
-    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "new"
-            and isinstance(node.func.value, ast.Name) and node.func.value.id == "hashlib" and node.args
-            and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
-        return node.args[0].value.lower() == "sm3"
+    """hashlib.new("sm3", ...), hmac.new(key, msg, "sm3") / digestmod="sm3", or hashlib.sm3 (any case)."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and isinstance(node.func.value, ast.Name) \
+            and node.func.value.id in ("hashlib", "hmac"):
+        values = list(node.args) + [k.value for k in node.keywords]
+        return any(isinstance(v, ast.Constant) and isinstance(v.value, str) and v.value.lower() == "sm3"
+                   for v in values)
     return (isinstance(node, ast.Attribute) and node.attr.lower() == "sm3"
             and isinstance(node.value, ast.Name) and node.value.id == "hashlib")
 
@@ -208,8 +210,9 @@ IMPORTS = all_imports()
 
 
 def test_every_module_is_placed() -> None:
-    unplaced = sorted({f"{i.path} (package {package_of(i.source)})" for i in IMPORTS
-                       if package_of(i.source) not in CORE | SHELL | {None}})
+    modules = {str(p.relative_to(ROOT)): module_name(p) for p in PACKAGE.rglob("*.py")}
+    unplaced = sorted(f"{path} (package {package_of(m)})" for path, m in modules.items()
+                      if package_of(m) not in CORE | SHELL | {None})
     assert not unplaced, "modules in no known package (add the package to CORE or SHELL):\n" + "\n".join(unplaced)
 
 
@@ -281,16 +284,19 @@ def test_imports_found_everywhere_with_lines() -> None:
         "def f():\n"                                       # 6
         "    import ferry.kernel.nft\n"                    # 7
         "    import hashlib\n"                             # 8
-        "    return hashlib.new('SM3')\n")                 # 9
+        "    return hashlib.new('SM3')\n"                  # 9
+        "h = hmac.new(b'k', b'm', digestmod='sm3')\n"      # 10
+        "d = hashlib.sha256(b'not sm3')\n")                # 11
     found = imports_in(text, "ferry/policy/probe.py")
     assert {(2, "ferry.lanes.files"), (3, "ferry.policy.plan"),
-            (5, "ferry.agents.outer"), (7, "ferry.kernel.nft"), (8, "hashlib"), (9, "hashlib.sm3")} <= {
-        (i.line, i.target) for i in found}
+            (5, "ferry.agents.outer"), (7, "ferry.kernel.nft"), (8, "hashlib"), (9, "hashlib.sm3"),
+            (10, "hashlib.sm3")} <= {(i.line, i.target) for i in found}
+    assert (11, "hashlib.sm3") not in {(i.line, i.target) for i in found}
     assert all(i.source == "ferry.policy.probe" and i.path == "ferry/policy/probe.py" for i in found)
     assert (2, "ferry.lanes") not in {(i.line, i.target) for i in found}
     rules = sorted((v.rule, v.imp.line) for v in violations(found))
     assert rules == [("core-imports-shell", 5), ("core-imports-shell", 7), ("crypto-backend", 9),
-                     ("policy-imports-lanes", 2)]
+                     ("crypto-backend", 10), ("policy-imports-lanes", 2)]
     assert "[core-imports-shell] ferry/policy/probe.py:7: ferry.policy.probe imports ferry.kernel.nft" in {
         str(v) for v in violations(found)}
 
