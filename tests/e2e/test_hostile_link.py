@@ -20,7 +20,7 @@ def _send(port: int, datagrams: list[bytes]) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         for d in datagrams:
             s.sendto(d, ("127.0.0.1", port))
-            time.sleep(0.0005)
+            time.sleep(0.0005)    # the send pace (scenario): a burst would overflow the agent's socket
 
 
 def _events(a, name):

@@ -70,7 +70,7 @@ def test_only_whole_files_are_taken(appliance_factory):
         for _ in range(5):                      # written over ~1 s, longer than the settle time
             f.write(b"line of text\n" * 1000)
             f.flush()
-            time.sleep(0.2)
+            time.sleep(0.2)                     # the writer's pace (scenario): a file still growing
     a.wait_for(lambda: "growing.txt" in a.outcomes(), 20, "growing.txt")
     assert (a.inner_spool / "growing.txt").read_bytes() == b"line of text\n" * 5000
 
