@@ -30,6 +30,7 @@ from ferry.codecs.access_unit import AccessUnit, AccessUnitAssembler
 from ferry.codecs.mpeg_ps import PsMuxer
 from ferry.codecs.nal import split_annexb
 from ferry.codecs.rfc4571 import frame
+from ferry.codecs import rtp_h264, rtp_h265
 from ferry.codecs.rtp import build_rtp
 
 CLOCK = 90_000
@@ -196,9 +197,9 @@ def raw_packets(path, codec: str, *, ssrc: int, payload_type: int = 96, mtu: int
                 aggregate: bool = False, loops: int = 1) -> list[Packet]:
     """RFC 6184 (H.264) / RFC 7798 (H.265) packets of the source, non-interleaved mode."""
     if codec == "h264":
-        from ferry.codecs.rtp_h264 import packetize
+        packetize = rtp_h264.packetize
     elif codec == "h265":
-        from ferry.codecs.rtp_h265 import packetize
+        packetize = rtp_h265.packetize
     else:
         raise ValueError(f"codec must be h264 or h265, not {codec!r}")
     frames = access_units(path, codec, loops)

@@ -11,14 +11,25 @@ import sys
 from pathlib import Path
 
 from ferry import __version__
+from ferry.agents import inner as inner_agent
+from ferry.agents import outer as outer_agent
+from ferry.agents.common import setup_logging
+from ferry.config import ConfigError, InnerConfig, OuterConfig, load_config
+from ferry.audit import AuditError
+from ferry.audit.cli import add_parser as add_audit
+from ferry.crypto import CryptoError
+from ferry.crypto.keys import init_keys
+from ferry.demo import run_demo
+from ferry.kernel import KernelError
+from ferry.kernel.cli import add_parser as add_kernel
+from ferry.mgmt.cli import add_policy_commands
+from ferry.policy import PolicyError
+from ferry.policy.cli import add_parser as add_policy
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-def _cmd_keys_init(args) -> int:
-    from ferry.crypto import CryptoError
-    from ferry.crypto.keys import init_keys
-
+def _cmd_keys_init(args: argparse.Namespace) -> int:
     try:
         written = init_keys(Path(args.dir), tuple(args.names) if getattr(args, "names", None) else ("outer", "inner"))
     except CryptoError as e:
@@ -29,10 +40,7 @@ def _cmd_keys_init(args) -> int:
     return EXIT_OK
 
 
-def _run_agent(args, role: str) -> int:
-    from ferry.agents.common import setup_logging
-    from ferry.config import ConfigError, InnerConfig, OuterConfig, load_config
-
+def _run_agent(args: argparse.Namespace, role: str) -> int:
     setup_logging(args.verbose)
     try:
         cfg = load_config(Path(args.config), OuterConfig if role == "outer" else InnerConfig)
@@ -40,26 +48,16 @@ def _run_agent(args, role: str) -> int:
         print(f"ferry {role}: {e}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        if role == "outer":
-            from ferry.agents.outer import main as run
-        else:
-            from ferry.agents.inner import main as run
-        return run(cfg)
-    except Exception as e:  # start-up failures: keys, policy, audit trail, sockets
-        from ferry.audit import AuditError
-        from ferry.crypto import CryptoError
-        from ferry.kernel import KernelError
-        from ferry.policy import PolicyError
-
-        if isinstance(e, (CryptoError, PolicyError, AuditError, KernelError, OSError)):
-            print(f"ferry {role}: {e}", file=sys.stderr)
-            return EXIT_USAGE
-        raise
+        if isinstance(cfg, OuterConfig):
+            return outer_agent.main(cfg)
+        return inner_agent.main(cfg)
+    except (CryptoError, PolicyError, AuditError, KernelError, OSError) as e:
+        # start-up failures: keys, policy, audit trail, sockets
+        print(f"ferry {role}: {e}", file=sys.stderr)
+        return EXIT_USAGE
 
 
-def _cmd_demo(args) -> int:
-    from ferry.demo import run_demo
-
+def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.workdir) if args.workdir else None, keep=args.keep, timeout=args.timeout)
 
 
@@ -88,18 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
         a.add_argument("-v", "--verbose", action="store_true", help="debug logging")
         a.set_defaults(func=lambda args, role=role: _run_agent(args, role))
 
-    from ferry.audit.cli import add_parser as add_audit
-
     add_audit(sub)
-
-    from ferry.kernel.cli import add_parser as add_kernel
-    from ferry.policy.cli import add_parser as add_policy
-
-    add_policy(sub)
+    add_policy(sub, more=add_policy_commands)
     add_kernel(sub)
 
     demo = sub.add_parser("demo", help="run an outer and an inner agent on this machine and push files through")
-    demo.add_argument("--workdir", help="folder for keys, policy, spools and audit trails (default: a new temporary folder)")
+    demo.add_argument("--workdir",
+                      help="folder for keys, policy, spools and audit trails (default: a new temporary folder)")
     demo.add_argument("--keep", action="store_true", help="keep the temporary work folder")
     demo.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for every file (default 60)")
     demo.set_defaults(func=_cmd_demo)
@@ -109,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        rc: int = args.func(args)
+        return rc
     except KeyboardInterrupt:
         return 130

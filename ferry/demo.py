@@ -21,6 +21,10 @@ import time
 import zlib
 from pathlib import Path
 
+from ferry.audit import reconcile, verify_dir
+from ferry.camera import Camera, framemd5, make_source, ps_packets
+from ferry.crypto.keys import init_keys
+
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_POLICY = ROOT / "policy" / "demo"
 
@@ -143,11 +147,8 @@ def _say(msg: str = "") -> None:
 
 
 def run_demo(workdir: Path | None, keep: bool = False, timeout: float = 60.0) -> int:
-    from ferry.audit import reconcile, verify_dir
-    from ferry.crypto.keys import init_keys
-
     temporary = workdir is None
-    work = Path(tempfile.mkdtemp(prefix="ferry-demo-")) if temporary else workdir.resolve()
+    work = Path(tempfile.mkdtemp(prefix="ferry-demo-")) if workdir is None else workdir.resolve()
     if not temporary:
         work.mkdir(parents=True, exist_ok=True)
         if any(work.iterdir()):
@@ -259,16 +260,12 @@ def _make_camera_source(work: Path) -> Path | None:
     if shutil.which("ffmpeg") is None:
         _say("  video      skipped: ffmpeg is not installed (./run installs it)")
         return None
-    from ferry.camera import make_source
-
     src = make_source(work / "camera", "h264", size="640x360", seconds=4, rate=25)
     _say(f"  camera     synthetic camera: {src.relative_to(work)} (ffmpeg testsrc2, H.264 640x360 25 fps, 4 s)")
     return src
 
 
 def _start_cameras(src: Path, ports: dict[str, int]) -> list:
-    from ferry.camera import Camera, ps_packets
-
     cams = []
     _say(f"  cameras    {len(CAMERAS)} GB/T 28181 cameras stream RTP/PS (UDP) to the outer agent in real time:")
     for i, (name, device, why) in enumerate(CAMERAS):
@@ -282,8 +279,6 @@ def _video_summary(work: Path, src: Path | None, outer_recs: list[dict], inner_r
     """Print what became of each camera stream; (streams crossed, streams refused)."""
     if src is None:
         return 0, 0
-    from ferry.camera import framemd5
-
     _say("  video")
     crossed = refused = 0
     source_md5 = None
@@ -296,12 +291,13 @@ def _video_summary(work: Path, src: Path | None, outer_recs: list[dict], inner_r
         if refusal is not None:
             refused += 1
             _say(f"    {name:<12} refused [{refusal.get('agent')}] rule {refusal.get('rule')}: {refusal.get('reason')}")
-        elif ended is not None and rec_file.exists():
+        elif ended is not None and rec_file is not None and rec_file.exists():
             crossed += 1
             if source_md5 is None:
                 source_md5 = framemd5(src)
             got = framemd5(rec_file)
-            same = "identical to the camera's" if got == source_md5 else f"DIFFERENT ({len(got)} vs {len(source_md5)} frames)"
+            same = ("identical to the camera's" if got == source_md5
+                    else f"DIFFERENT ({len(got)} vs {len(source_md5)} frames)")
             _say(f"    {name:<12} crossed: {ended['detail'].get('access_units')} access units, rebuilt as fresh "
                  f"GB/T 28181 PS -> recordings/{rec_file.name}")
             _say(f"    {'':<12} decoded with ffmpeg, its frames are {same} (framemd5)")
@@ -315,8 +311,8 @@ def _follow(work: Path, procs: dict, names: set[str], timeout: float) -> dict:
     outer_path = work / "audit" / "outer" / "audit.jsonl"
     inner_path = work / "audit" / "inner" / "audit.jsonl"
     offsets = [0, 0]
-    sent: dict[int, str] = {}
-    done: set[str] = set()
+    sent: dict[int, str | None] = {}   # object id -> file name (None: a record without one)
+    done: set[str | None] = set()
     deadline = time.monotonic() + timeout
     start = time.monotonic()
     while time.monotonic() < deadline:
@@ -343,10 +339,12 @@ def _follow(work: Path, procs: dict, names: set[str], timeout: float) -> dict:
         for r in irecs:
             ev = r.get("event")
             if ev in ("object_delivered", "object_refused", "object_lost"):
-                name = sent.get(r.get("object_id")) or (r.get("detail") or {}).get("name")
+                oid = r.get("object_id")
+                name = (sent.get(oid) if isinstance(oid, int) else None) or (r.get("detail") or {}).get("name")
                 done.add(name)
                 word = {"object_delivered": "crossed", "object_refused": "refused", "object_lost": "LOST"}[ev]
-                _say(f"  {t:5.1f}s inner  {word:<8} {name}" + (f": {r.get('reason')}" if ev != "object_delivered" else ""))
+                why = f": {r.get('reason')}" if ev != "object_delivered" else ""
+                _say(f"  {t:5.1f}s inner  {word:<8} {name}{why}")
             elif ev == "stream_started":
                 _say(f"  {t:5.1f}s inner  video    {r.get('flow')}: access units arriving, fresh PS being recorded")
             elif ev == "key_accepted":

@@ -15,15 +15,15 @@ import sys
 import tempfile
 from pathlib import Path
 
+import grpc_tools  # the pinned build extra (pyproject.toml)
+from grpc_tools import protoc
+
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_DIR = ROOT / "proto"
 OUT_DIR = ROOT / "ferry" / "pb"
 
 
 def generate(out: Path) -> list[str]:
-    from grpc_tools import protoc
-    import grpc_tools
-
     out.mkdir(parents=True, exist_ok=True)
     include = Path(grpc_tools.__file__).parent / "_proto"
     protos = sorted(p.name for p in PROTO_DIR.glob("*.proto"))

@@ -1,6 +1,7 @@
 """The ferry command line: help, exit codes, messages an operator can act on."""
 import subprocess
 import sys
+from pathlib import Path
 
 
 def ferry(*args, cwd=None):
@@ -43,7 +44,6 @@ def test_keys_new_writes_an_admin_key_that_signs_a_policy(tmp_path):
     r = ferry("keys", "new", "admin", "--dir", str(tmp_path))
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "admin.key").stat().st_mode & 0o077 == 0
-    from pathlib import Path
 
     repo = Path(__file__).resolve().parents[1]
     r = ferry("policy", "sign", str(repo / "policy" / "demo"), "--key", str(tmp_path / "admin.key"),

@@ -3,6 +3,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ferry.pb import ferry_pb2
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -13,8 +15,6 @@ def test_generated_code_matches_a_fresh_generation():
 
 
 def test_canonical_object_round_trip():
-    from ferry.pb import ferry_pb2
-
     obj = ferry_pb2.CanonicalObject(object_id=7, lane="files", destination="inner-spool")
     obj.file.name = "a.txt"
     obj.file.content = b"x"

@@ -15,14 +15,14 @@ from pathlib import Path
 from ferry.audit.errors import AuditError, RecordError
 from ferry.audit.export import export_csv, export_jsonl
 from ferry.audit.reconcile import INNER_OUTCOMES, reconcile
-from ferry.audit.records import parse_line
+from ferry.audit.records import Record, parse_line
 from ferry.audit.verify import TRAIL_FILE, VerifyResult, iter_file_lines, verify_dir
-from ferry.crypto import CryptoError, load_public_key
+from ferry.crypto import CryptoError, SM2PublicKey, load_public_key
 
 EXIT_OK, EXIT_BAD, EXIT_ERROR = 0, 1, 2
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Register ``audit`` and its subcommands on an argparse subparsers object."""
     p = subparsers.add_parser("audit", help="verify, reconcile and export audit trails",
                               description=__doc__)
@@ -55,7 +55,7 @@ def _err(msg: str) -> None:
     print(f"error: {msg}", file=sys.stderr)
 
 
-def _key(path: Path | None):
+def _key(path: Path | None) -> SM2PublicKey | None:
     return None if path is None else load_public_key(path)
 
 
@@ -77,7 +77,7 @@ def describe(path: Path, r: VerifyResult) -> str:
     return "\n".join(lines)
 
 
-def cmd_verify(args) -> int:
+def cmd_verify(args: argparse.Namespace) -> int:
     try:
         r = verify_dir(args.dir, _key(args.key), allow_open_tail=args.open_tail)
     except (AuditError, CryptoError) as exc:
@@ -87,10 +87,10 @@ def cmd_verify(args) -> int:
     return EXIT_OK if r.ok else EXIT_BAD
 
 
-def _collect(directory: Path, keep: tuple[str, ...]):
-    records = []
+def _collect(directory: Path, keep: tuple[str, ...]) -> tuple[VerifyResult, list[Record]]:
+    records: list[Record] = []
 
-    def on_record(rec: dict) -> None:
+    def on_record(rec: Record) -> None:
         if rec["event"] in keep:
             records.append(rec)
 
@@ -98,7 +98,7 @@ def _collect(directory: Path, keep: tuple[str, ...]):
     return r, records
 
 
-def cmd_reconcile(args) -> int:
+def cmd_reconcile(args: argparse.Namespace) -> int:
     try:
         ro, outer = _collect(args.outer_dir, ("object_sent", "object_refused"))
         ri, inner = _collect(args.inner_dir, INNER_OUTCOMES + ("block_lost",))
@@ -135,7 +135,7 @@ def cmd_reconcile(args) -> int:
     return report.exit_status
 
 
-def cmd_export(args) -> int:
+def cmd_export(args: argparse.Namespace) -> int:
     try:
         r = verify_dir(args.dir, _key(args.key), allow_open_tail=True)
     except (AuditError, CryptoError) as exc:

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import csv
 import json
-from typing import IO, Iterable
+from collections.abc import Iterable
+from typing import IO
+
+from ferry.audit.records import Record
 
 CSV_COLUMNS = (
     "seq", "time", "agent", "agent_name", "event", "verdict", "lane", "flow",
@@ -22,7 +25,7 @@ CSV_COLUMNS = (
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")
 
 
-def _cell(v) -> str:
+def _cell(v: object) -> str:
     if v is None:
         return ""
     if type(v) is str:
@@ -33,7 +36,7 @@ def _cell(v) -> str:
     return "'" + text if text.startswith(_FORMULA_START) else text
 
 
-def csv_row(record: dict) -> list[str]:
+def csv_row(record: Record) -> list[str]:
     """One record as cells in CSV_COLUMNS order."""
     flat = dict(record)
     for side in ("source", "destination"):
@@ -46,7 +49,7 @@ def csv_row(record: dict) -> list[str]:
     return [_cell(flat.get(c)) for c in CSV_COLUMNS]
 
 
-def export_csv(records: Iterable[dict], out: IO[str]) -> int:
+def export_csv(records: Iterable[Record], out: IO[str]) -> int:
     """Write a header and one row per record; returns the number of rows."""
     w = csv.writer(out, lineterminator="\r\n")
     w.writerow(CSV_COLUMNS)

@@ -8,8 +8,11 @@ or a ``block_lost`` naming (epoch, block) of a block that carried it.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
-from typing import Iterable
+from typing import Any
+
+from ferry.audit.records import Record
 
 _SUMMARY = ("seq", "time", "lane", "flow", "object_type", "size", "epoch", "blocks", "rule")
 INNER_OUTCOMES = ("object_delivered", "object_refused", "object_lost")
@@ -20,14 +23,14 @@ class ReconcileReport:
     """What became of each object the outer agent sent."""
 
     sent: int = 0
-    unaccounted: list[dict] = field(default_factory=list)  # outer summaries, no inner outcome
+    unaccounted: list[Record] = field(default_factory=list)  # outer summaries, no inner outcome
     delivered: list[int] = field(default_factory=list)
     refused_inner: list[int] = field(default_factory=list)
     lost: list[int] = field(default_factory=list)
-    unexpected: list[dict] = field(default_factory=list)   # inner delivered an id never sent: an alarm
+    unexpected: list[Record] = field(default_factory=list)   # inner delivered an id never sent: an alarm
     # inner refused or lost an id the outer trail holds no object_sent for: lanes accounted
     # per stream (video) record no object_sent per access unit; listed, not a failure
-    unmatched: list[dict] = field(default_factory=list)
+    unmatched: list[Record] = field(default_factory=list)
     duplicates: list[int] = field(default_factory=list)    # delivered more than once
     refused_outer: list[int] = field(default_factory=list)
 
@@ -39,20 +42,20 @@ class ReconcileReport:
     def exit_status(self) -> int:
         return 0 if self.ok else 1
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return dict(asdict(self), ok=self.ok)
 
 
-def _id(rec: dict):
+def _id(rec: Record) -> int | None:
     oid = rec.get("object_id")
     return oid if type(oid) is int else None
 
 
-def reconcile(outer_records: Iterable[dict], inner_records: Iterable[dict]) -> ReconcileReport:
+def reconcile(outer_records: Iterable[Record], inner_records: Iterable[Record]) -> ReconcileReport:
     """Match outer ``object_sent`` records with inner outcomes."""
-    sent: dict[int, dict] = {}
-    by_block: dict[tuple[int, int], list[int]] = {}
-    refused_outer = []
+    sent: dict[int, Record] = {}
+    by_block: dict[tuple[int | None, int], list[int]] = {}  # (epoch, block) -> objects it carried
+    refused_outer: list[int] = []
     for rec in outer_records:
         oid = _id(rec)
         if oid is None:
@@ -66,7 +69,10 @@ def reconcile(outer_records: Iterable[dict], inner_records: Iterable[dict]) -> R
             refused_outer.append(oid)
 
     deliveries: Counter[int] = Counter()
-    refused, lost, unexpected, unmatched = set(), set(), [], []
+    refused: set[int] = set()
+    lost: set[int] = set()
+    unexpected: list[Record] = []
+    unmatched: list[Record] = []
     for rec in inner_records:
         event = rec.get("event")
         if event == "block_lost":

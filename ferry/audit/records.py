@@ -13,11 +13,18 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from datetime import datetime, timezone
+from typing import Any, NoReturn
 
 from ferry import limits
 from ferry.audit.errors import RecordError
-from ferry.crypto import sm3
+from ferry.crypto import SM2PrivateKey, sm3
+
+# A record, or the fields of one: a JSON object, its values checked by FIELDS (values are JSON: Any).
+Record = dict[str, Any]
+# A field's check: (field name, value) -> None, or RecordError naming the field.
+Check = Callable[[str, object], None]
 
 HASH_SIZE = 32
 ZERO_HASH = bytes(HASH_SIZE)
@@ -45,24 +52,24 @@ _INT_MAX = (1 << 63) - 1
 _DETAIL_DEPTH = 8
 
 
-def _str(name, v):
+def _str(name: str, v: object) -> None:
     if type(v) is not str:
         raise RecordError(f"{name}: expected a string, got {type(v).__name__}")
     if len(v) > limits.AUDIT_RECORD_MAX:
         raise RecordError(f"{name}: too long")
 
 
-def _uint(name, v):
+def _uint(name: str, v: object) -> None:
     if type(v) is not int or not 0 <= v <= _INT_MAX:
         raise RecordError(f"{name}: expected an integer in 0..2^63-1")
 
 
-def _hex64(name, v):
+def _hex64(name: str, v: object) -> None:
     if type(v) is not str or not _HEX64.match(v):
         raise RecordError(f"{name}: expected 64 lowercase hex digits")
 
 
-def _peer(name, v):
+def _peer(name: str, v: object) -> None:
     if type(v) is not dict:
         raise RecordError(f"{name}: expected an object with device_id, address, name")
     for k, x in v.items():
@@ -71,14 +78,14 @@ def _peer(name, v):
         _str(f"{name}.{k}", x)
 
 
-def _destination(name, v):
+def _destination(name: str, v: object) -> None:
     if type(v) is str:
         _str(name, v)       # a named destination from the policy
     else:
         _peer(name, v)
 
 
-def _json_value(name, v, depth=0):
+def _json_value(name: str, v: object, depth: int = 0) -> None:
     if depth > _DETAIL_DEPTH:
         raise RecordError(f"{name}: nested too deeply")
     t = type(v)
@@ -88,11 +95,11 @@ def _json_value(name, v, depth=0):
         if v != v or v in (float("inf"), float("-inf")):
             raise RecordError(f"{name}: not a finite number")
         return
-    if t is list:
+    if type(v) is list:
         for x in v:
             _json_value(name, x, depth + 1)
         return
-    if t is dict:
+    if type(v) is dict:
         for k, x in v.items():
             if type(k) is not str:
                 raise RecordError(f"{name}: keys must be strings")
@@ -101,40 +108,40 @@ def _json_value(name, v, depth=0):
     raise RecordError(f"{name}: {t.__name__} is not a JSON value")
 
 
-def _detail(name, v):
+def _detail(name: str, v: object) -> None:
     if type(v) is not dict:
         raise RecordError(f"{name}: expected an object")
     _json_value(name, v)
 
 
-def _time(name, v):
+def _time(name: str, v: object) -> None:
     if type(v) is not str or not _TIME.match(v):
         raise RecordError(f"{name}: expected ISO 8601 UTC like 2024-01-02T03:04:05.000006Z")
 
 
-def _agent(name, v):
+def _agent(name: str, v: object) -> None:
     if type(v) is not str or v not in AGENTS:
         raise RecordError(f"{name}: expected 'outer' or 'inner'")
 
 
-def _verdict(name, v):
+def _verdict(name: str, v: object) -> None:
     if type(v) is not str or v not in VERDICTS:
         raise RecordError(f"{name}: expected one of {', '.join(sorted(VERDICTS))}")
 
 
-def _event(name, v):
+def _event(name: str, v: object) -> None:
     if type(v) is not str or not _EVENT_RE.match(v):
         raise RecordError(f"{name}: expected a machine name like 'object_sent'")
 
 
-def _blocks(name, v):
+def _blocks(name: str, v: object) -> None:
     if type(v) is not list:
         raise RecordError(f"{name}: expected a list of block numbers")
     for b in v:
         _uint(name, b)
 
 
-def _covers(name, v):
+def _covers(name: str, v: object) -> None:
     if type(v) is not list or len(v) != 2:
         raise RecordError(f"{name}: expected [first_seq, last_seq]")
     _uint(name, v[0])
@@ -143,24 +150,24 @@ def _covers(name, v):
         raise RecordError(f"{name}: first_seq > last_seq")
 
 
-def _sig(name, v):
+def _sig(name: str, v: object) -> None:
     if type(v) is not str or not _HEX_SIG.match(v):
         raise RecordError(f"{name}: expected a hex DER signature")
 
 
 # The record fields agents fill (DESIGN.md section 8), each with its check.
-FIELDS = {
+FIELDS: dict[str, Check] = {
     "time": _time, "agent": _agent, "agent_name": _str, "event": _event,
     "verdict": _verdict, "lane": _str, "flow": _str, "source": _peer,
     "destination": _destination, "object_type": _str, "size": _uint, "rule": _str,
     "reason": _str, "policy_hash": _hex64, "object_id": _uint, "epoch": _uint,
     "blocks": _blocks, "sm3": _hex64, "detail": _detail,
 }
-_CHECKPOINT = {"covers": _covers, "head": _hex64, "key_id": _hex64, "sig": _sig}
-_CHAIN = {"seq": _uint, "prev": _hex64, "hash": _hex64}
+_CHECKPOINT: dict[str, Check] = {"covers": _covers, "head": _hex64, "key_id": _hex64, "sig": _sig}
+_CHAIN: dict[str, Check] = {"seq": _uint, "prev": _hex64, "hash": _hex64}
 
 
-def validate_fields(fields: dict) -> None:
+def validate_fields(fields: Record) -> None:
     """Check the caller's fields (no seq/prev/hash); RecordError names the first problem."""
     if type(fields) is not dict:
         raise RecordError("a record must be a JSON object")
@@ -181,7 +188,7 @@ def validate_fields(fields: dict) -> None:
             raise RecordError("checkpoint: verdict must be 'info'")
 
 
-def validate_record(record: dict) -> None:
+def validate_record(record: Record) -> None:
     """Check a whole stored record (fields plus seq, prev, hash)."""
     if type(record) is not dict:
         raise RecordError("a record must be a JSON object")
@@ -192,7 +199,7 @@ def validate_record(record: dict) -> None:
     validate_fields({k: v for k, v in record.items() if k not in _CHAIN})
 
 
-def canonical(obj: dict) -> bytes:
+def canonical(obj: Record) -> bytes:
     """The canonical UTF-8 JSON bytes of ``obj``."""
     try:
         return json.dumps(obj, sort_keys=True, separators=(",", ":"),
@@ -201,12 +208,12 @@ def canonical(obj: dict) -> bytes:
         raise RecordError(f"not serializable: {exc}") from None
 
 
-def chain_hash(prev_hash: bytes, body: dict) -> bytes:
+def chain_hash(prev_hash: bytes, body: Record) -> bytes:
     """SM3(prev_hash || canonical(body)); ``body`` is the record without ``hash``."""
     return sm3(prev_hash + canonical(body))
 
 
-def seal_record(fields: dict, prev_hash: bytes, seq: int) -> tuple[bytes, bytes]:
+def seal_record(fields: Record, prev_hash: bytes, seq: int) -> tuple[bytes, bytes]:
     """Chain ``fields`` after ``prev_hash`` as record ``seq``: returns (line with newline, hash)."""
     validate_fields(fields)
     if len(prev_hash) != HASH_SIZE:
@@ -221,8 +228,8 @@ def seal_record(fields: dict, prev_hash: bytes, seq: int) -> tuple[bytes, bytes]
     return line, h
 
 
-def _no_duplicates(pairs):
-    d = {}
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> Record:
+    d: Record = {}
     for k, v in pairs:
         if k in d:
             raise RecordError(f"duplicate key {k!r}")
@@ -230,11 +237,11 @@ def _no_duplicates(pairs):
     return d
 
 
-def _no_constant(name):
+def _no_constant(name: str) -> NoReturn:
     raise RecordError(f"{name} is not allowed")
 
 
-def parse_line(line: bytes) -> dict:
+def parse_line(line: bytes) -> Record:
     """Parse and validate one stored line (trailing newline optional); RecordError otherwise.
 
     The line must be exactly the canonical serialization of the record it holds.
@@ -248,7 +255,7 @@ def parse_line(line: bytes) -> dict:
     body = line[:-1] if line.endswith(b"\n") else line
     try:
         text = body.decode("utf-8")
-        record = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+        record: Record = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
     except RecordError:
         raise
     except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
@@ -274,7 +281,7 @@ def checkpoint_message(agent: str, head: bytes, last_seq: int) -> bytes:
 
 
 def checkpoint_fields(time: str, agent: str, agent_name: str, first_seq: int,
-                      head: bytes, last_seq: int, signing_key) -> dict:
+                      head: bytes, last_seq: int, signing_key: SM2PrivateKey) -> Record:
     """Fields of a checkpoint covering records first_seq..last_seq, whose last has hash ``head``."""
     sig = signing_key.sign(checkpoint_message(agent, head, last_seq))
     return {

@@ -12,11 +12,14 @@ from __future__ import annotations
 import fcntl
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from ferry import limits
 from ferry.audit.errors import AuditError, AuditUnavailable, RecordError
 from ferry.audit.records import (
+    Record,
     AGENTS,
     FIELDS,
     ZERO_HASH,
@@ -70,7 +73,7 @@ class AuditTrail:
         self._failures = 0
         self._failed_since: str | None = None
         self._last_error = ""
-        self._pending: dict | None = None   # detail of an audit_resumed alarm to write first
+        self._pending: Record | None = None   # detail of an audit_resumed alarm to write first
         self._closed = False
         try:
             self.directory.mkdir(mode=0o750, parents=True, exist_ok=True)
@@ -143,7 +146,7 @@ class AuditTrail:
             raise AuditError(f"existing trail {self.path} belongs to the {v.agent} agent")
         self._seq, self._head, self._signed = v.count, v.head, v.signed
         self._good_size, self._last_line = good, last
-        detail = {}
+        detail: Record = {}
         if torn is not None:
             self._torn_tail = True
             detail.update(torn_tail_bytes=len(torn), torn_tail_sm3=sm3(torn).hex())
@@ -199,8 +202,9 @@ class AuditTrail:
 
     # --- writing --------------------------------------------------------------
 
-    def _write_record(self, fields: dict) -> dict:
+    def _write_record(self, fields: Record) -> Record:
         line, h = seal_record(fields, self._head, self._seq)
+        assert self._fd is not None, "_open() runs before every write"
         try:
             n = os.write(self._fd, line)
         except OSError:
@@ -217,7 +221,7 @@ class AuditTrail:
         self._attempt = b""
         return record
 
-    def _base(self, now: float, event: str, verdict: str) -> dict:
+    def _base(self, now: float, event: str, verdict: str) -> Record:
         return {"time": format_time(now), "agent": self.agent, "agent_name": self.agent_name,
                 "event": event, "verdict": verdict}
 
@@ -232,7 +236,7 @@ class AuditTrail:
         self._failures, self._failed_since, self._last_error = 0, None, ""
         self._pending = None
 
-    def _guarded(self, now: float, make_fields) -> dict:
+    def _guarded(self, now: float, make_fields: Callable[[], Record]) -> Record:
         """Write pending alarms then one record; AuditUnavailable if anything fails."""
         if self._closed:
             raise AuditError("audit trail is closed")
@@ -265,7 +269,7 @@ class AuditTrail:
         """Hash of the last record written."""
         return self._head
 
-    def append(self, now: float, **fields) -> dict:
+    def append(self, now: float, **fields: Any) -> Record:
         """Write one record (``time``, ``agent``, ``agent_name`` are filled in) and return it.
 
         Known fields given as None are left out. ValueError (RecordError) for bad fields;
@@ -296,7 +300,7 @@ class AuditTrail:
             unsigned > 0 and self._last_cp_time is not None
             and now - self._last_cp_time >= self._interval)
 
-    def tick(self, now: float) -> dict | None:
+    def tick(self, now: float) -> Record | None:
         """Write a checkpoint if checkpoint_interval has passed with unsigned records."""
         if self._last_cp_time is None:
             self._last_cp_time = now
@@ -304,7 +308,7 @@ class AuditTrail:
             return self.checkpoint(now)
         return None
 
-    def checkpoint(self, now: float) -> dict | None:
+    def checkpoint(self, now: float) -> Record | None:
         """Sign the records since the last checkpoint now, and fdatasync. None if there are none."""
         if self._closed:
             raise AuditError("audit trail is closed")
@@ -313,7 +317,7 @@ class AuditTrail:
             self.sync(now)
             return None
 
-        def make() -> dict:
+        def make() -> Record:
             return checkpoint_fields(format_time(now), self.agent, self.agent_name,
                                      self._signed, self._head, self._seq - 1, self._key)
 

@@ -10,13 +10,14 @@ unless an open (unsigned) tail is allowed, as for a trail still being written.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import IO
 
 from ferry import limits
 from ferry.audit.errors import AuditError, RecordError
-from ferry.audit.records import ZERO_HASH, chain_hash, checkpoint_message, parse_line
+from ferry.audit.records import ZERO_HASH, Record, chain_hash, checkpoint_message, parse_line
 from ferry.crypto import CryptoError, SM2PublicKey
 
 TRAIL_FILE = "audit.jsonl"
@@ -54,7 +55,7 @@ class ChainVerifier:
         self.head = ZERO_HASH           # hash of the last verified record
         self.signed = 0                 # first seq not covered by a checkpoint
         self.agent: str | None = None
-        self.last_record: dict | None = None
+        self.last_record: Record | None = None
         self.failure: tuple[int, int | None, str] | None = None  # (position, claimed seq, reason)
 
     @property
@@ -66,7 +67,7 @@ class ChainVerifier:
         if self.failure is None:
             self.failure = (self.count, claimed_seq, reason)
 
-    def feed(self, line: bytes) -> dict | None:
+    def feed(self, line: bytes) -> Record | None:
         """Verify the next line; returns its record, or None once anything failed."""
         if self.failure is not None:
             return None
@@ -102,7 +103,7 @@ class ChainVerifier:
         self.last_record = rec
         return rec
 
-    def _checkpoint(self, rec: dict) -> bool:
+    def _checkpoint(self, rec: Record) -> bool:
         seq = rec["seq"]
         expect = [self.signed, seq - 1]
         if rec["covers"] != expect:
@@ -130,30 +131,28 @@ class ChainVerifier:
     def result(self, *, allow_open_tail: bool = False, key_source: str = "given",
                warnings: Iterable[str] = ()) -> VerifyResult:
         warn = list(warnings)
-        common = dict(records=self.count, checkpoints=self.checkpoints, agent=self.agent,
-                      head=self.head.hex(), signed=self.signed, key_id=self.key_id,
-                      key_source=key_source)
+        common = VerifyResult(ok=True, reason="intact", records=self.count, checkpoints=self.checkpoints,
+                              agent=self.agent, head=self.head.hex(), signed=self.signed, key_id=self.key_id,
+                              key_source=key_source)
         if self.failure is not None:
             pos, claimed, reason = self.failure
-            return VerifyResult(ok=False, reason=reason, first_bad=pos, first_bad_line=pos + 1,
-                                claimed_seq=claimed, warnings=tuple(warn), **common)
+            return replace(common, ok=False, reason=reason, first_bad=pos, first_bad_line=pos + 1,
+                           claimed_seq=claimed, warnings=tuple(warn))
         if self.count == 0:
             if allow_open_tail:
                 warn.append("the trail is empty")
-                return VerifyResult(ok=True, reason="empty", warnings=tuple(warn), **common)
-            return VerifyResult(ok=False, reason="the trail is empty", warnings=tuple(warn),
-                                **common)
+                return replace(common, ok=True, reason="empty", warnings=tuple(warn))
+            return replace(common, ok=False, reason="the trail is empty", warnings=tuple(warn))
         if self.signed < self.count:
             tail = f"records {self.signed}..{self.count - 1} are not covered by a signed checkpoint"
             if allow_open_tail:
                 warn.append(tail + " (open tail)")
-                return VerifyResult(ok=True, reason="intact, open tail", warnings=tuple(warn),
-                                    **common)
-            return VerifyResult(ok=False, reason=f"the trail does not end with a checkpoint: {tail} "
-                                "(final checkpoint removed, or trail cut short)",
-                                first_bad=self.signed, first_bad_line=self.signed + 1,
-                                claimed_seq=self.signed, warnings=tuple(warn), **common)
-        return VerifyResult(ok=True, reason="intact", warnings=tuple(warn), **common)
+                return replace(common, ok=True, reason="intact, open tail", warnings=tuple(warn))
+            return replace(common, ok=False, reason=f"the trail does not end with a checkpoint: {tail} "
+                           "(final checkpoint removed, or trail cut short)",
+                           first_bad=self.signed, first_bad_line=self.signed + 1,
+                           claimed_seq=self.signed, warnings=tuple(warn))
+        return replace(common, ok=True, reason="intact", warnings=tuple(warn))
 
 
 def verify_lines(lines: Iterable[bytes], public_key: SM2PublicKey, *,
@@ -167,7 +166,7 @@ def verify_lines(lines: Iterable[bytes], public_key: SM2PublicKey, *,
     return v.result(allow_open_tail=allow_open_tail)
 
 
-def iter_file_lines(f) -> Iterator[tuple[int, bytes]]:
+def iter_file_lines(f: IO[bytes]) -> Iterator[tuple[int, bytes]]:
     """(offset, line) of a binary file; a line is cut at AUDIT_RECORD_MAX + 1 bytes."""
     offset = 0
     while True:
@@ -193,11 +192,11 @@ def load_signer(directory: Path) -> SM2PublicKey:
 
 def verify_dir(directory: Path, public_key: SM2PublicKey | None = None,
                allow_open_tail: bool = False, *,
-               on_record: Callable[[dict], None] | None = None) -> VerifyResult:
+               on_record: Callable[[Record], None] | None = None) -> VerifyResult:
     """Verify DIR/audit.jsonl. Without ``public_key``, DIR/signer.pub is used and the
     result says so. AuditError if the trail or key cannot be read."""
     directory = Path(directory)
-    warnings = []
+    warnings: list[str] = []
     key_source = "given"
     if public_key is None:
         public_key = load_signer(directory)

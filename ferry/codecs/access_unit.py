@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from ferry import limits
 from ferry.codecs import h264, h265
 from ferry.codecs.nal import AnnexBSplitter, NalError, h264_nal_type, h265_nal_header
+from ferry.pb import ferry_pb2
 
 H264 = "h264"
 H265 = "h265"
@@ -38,10 +39,8 @@ class AccessUnit:
     def size(self) -> int:
         return sum(len(n) for n in self.nal_units)
 
-    def to_pb(self, stream_id: str = ""):
+    def to_pb(self, stream_id: str = "") -> ferry_pb2.AccessUnit:
         """The proto AccessUnit (absent timestamps become 0)."""
-        from ferry.pb import ferry_pb2
-
         return ferry_pb2.AccessUnit(
             stream_id=stream_id, codec=self.codec, keyframe=self.keyframe,
             pts=self.pts or 0, dts=self.dts if self.dts is not None else (self.pts or 0),

@@ -14,10 +14,11 @@ video PES on 0xE0 with PTS/DTS, audio PES on 0xC0; the same input gives the same
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ferry import limits
-from ferry.codecs.access_unit import sniff_codec
+from ferry.codecs.access_unit import AccessUnit, sniff_codec
 from ferry.codecs.errors import CodecError
 from ferry.codecs.nal import join_annexb
 
@@ -213,6 +214,9 @@ class PsDemuxer:
     """Sans-IO program stream demuxer: `feed(data) -> events`, `flush() -> events` at the end."""
 
     def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
         self._buf = bytearray()
         self._skip = 0                    # bytes of a skipped packet still to come
         self._unbounded: int | None = None  # stream id of an unbounded video PES in progress
@@ -254,7 +258,7 @@ class PsDemuxer:
             self._garbage = 0
         if self._garbage:
             out.append(Skipped("no start code", self._garbage))
-        self.__init__()
+        self._reset()
         return out
 
     # one pass over the buffer; returns the number of bytes consumed
@@ -331,7 +335,7 @@ class PsDemuxer:
         avail = len(buf) - pos
         if avail < 6:
             return 0
-        length = _U16.unpack_from(buf, pos + 4)[0]
+        length: int = _U16.unpack_from(buf, pos + 4)[0]
         total = 6 + length
         if sid == PSM:
             if not 10 <= length <= limits.PS_PSM_MAX:
@@ -414,15 +418,17 @@ class PsDemuxer:
     def _unbounded_payload(self, pos: int, out: list[PsEvent]) -> tuple[int, bool]:
         """Deliver an unbounded video PES up to the next start code; (new pos, finished)."""
         buf = self._buf
+        sid = self._unbounded
+        assert sid is not None  # called only while an unbounded PES is in progress
         i = self._next_start_code(pos)
         if i >= 0 and i + 3 < len(buf):
             if i > pos:
-                self._emit(self._unbounded, None, None, bytes(buf[pos:i]), out, True)
+                self._emit(sid, None, None, bytes(buf[pos:i]), out, True)
             self._unbounded = None
             return i, True
         keep = max(pos, len(buf) - 3)
         if keep > pos:
-            self._emit(self._unbounded, None, None, bytes(buf[pos:keep]), out, True)
+            self._emit(sid, None, None, bytes(buf[pos:keep]), out, True)
         return keep, False
 
     def _emit(self, sid: int, pts: int | None, dts: int | None, data: bytes, out: list[PsEvent],
@@ -537,7 +543,8 @@ class PsMuxer:
             out.append(bytes((0, 0, 1, sid)) + _U16.pack(len(header) + len(chunk)) + header + chunk)
         return b"".join(out)
 
-    def video(self, nal_units, pts: int | None, dts: int | None = None, keyframe: bool = False) -> bytes:
+    def video(self, nal_units: Iterable[bytes | bytearray | memoryview], pts: int | None, dts: int | None = None,
+              keyframe: bool = False) -> bytes:
         """One access unit: pack header, (system header, PSM on key frames), video PES.
 
         Without a PTS the PES carries no timestamps and the SCR repeats the previous one.
@@ -553,7 +560,7 @@ class PsMuxer:
             head += self.system_header() + self.program_stream_map()
         return head + self._pes(VIDEO, join_annexb(nal_units), pts, dts)
 
-    def access_unit(self, au) -> bytes:
+    def access_unit(self, au: AccessUnit) -> bytes:
         """`video` for an access_unit.AccessUnit (its codec must be this muxer's)."""
         if au.codec != self.video_codec:
             raise ValueError("access unit codec differs from the muxer's")

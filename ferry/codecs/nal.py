@@ -9,6 +9,7 @@ so every 00 00 01 is a start code. Parsers raise only NalError.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 
 from ferry import limits
 from ferry.codecs.errors import CodecError
@@ -35,7 +36,7 @@ class NalKind(enum.Enum):
     UNSPECIFIED = "unspecified"
 
 
-def _strip_trailing_zeros(buf, start: int, end: int) -> int:
+def _strip_trailing_zeros(buf: bytes | bytearray, start: int, end: int) -> int:
     while end > start and buf[end - 1] == 0:
         end -= 1
     return end
@@ -126,7 +127,7 @@ class AnnexBSplitter:
         self._unit_start = -1
 
 
-def join_annexb(nal_units, start_code: bytes = b"\x00\x00\x00\x01") -> bytes:
+def join_annexb(nal_units: Iterable[bytes | bytearray | memoryview], start_code: bytes = b"\x00\x00\x00\x01") -> bytes:
     """An Annex B byte stream of the given NAL units (4-byte start codes by default)."""
     return b"".join(start_code + bytes(n) for n in nal_units)
 

@@ -15,12 +15,16 @@ GX = 0x32C4AE2C1F1981195F9904466A39C9948FE30BBFF2660BE1715A4589334C74C7
 GY = 0xBC3736A2F4F6779C59BDCEE36B692153D0A9877CC62A474002DF32E52139F0A0
 
 
+# a point in Jacobian coordinates (X, Y, Z): affine (X/Z^2, Y/Z^3); Z = 0 is the point at infinity
+Jacobian = tuple[int, int, int]
+
+
 def on_curve(x: int, y: int) -> bool:
     """True if (x, y) is an affine point of the SM2 curve (cofactor 1: no subgroup check needed)."""
     return 0 <= x < P and 0 <= y < P and (y * y - (x * x * x + A * x + B)) % P == 0
 
 
-def _double(p):
+def _double(p: Jacobian) -> Jacobian:
     x, y, z = p
     if z == 0 or y == 0:
         return (1, 1, 0)
@@ -34,7 +38,7 @@ def _double(p):
     return (x3, y3, z3)
 
 
-def _add(p, q):
+def _add(p: Jacobian, q: Jacobian) -> Jacobian:
     x1, y1, z1 = p
     x2, y2, z2 = q
     if z1 == 0:
@@ -62,7 +66,8 @@ def _add(p, q):
 
 def base_mult(d: int) -> tuple[int, int]:
     """Affine d*G for 1 <= d < N."""
-    r0, r1 = (1, 1, 0), (GX, GY, 1)
+    r0: Jacobian = (1, 1, 0)
+    r1: Jacobian = (GX, GY, 1)
     for i in range(255, -1, -1):
         if (d >> i) & 1:
             r0, r1 = _add(r0, r1), _double(r1)

@@ -8,6 +8,8 @@ writes them. ASN.1 via asn1crypto.
 
 from __future__ import annotations
 
+from typing import Any
+
 import gmssl_pyx
 from asn1crypto import core, keys, pem
 
@@ -27,11 +29,15 @@ if SM2_CURVE_OID not in keys.NamedCurve._map:  # asn1crypto does not know SM2
 _BACKEND_ERRORS = (gmssl_pyx.GmsslInnerError, gmssl_pyx.InvalidValueError, ValueError, TypeError)
 
 
-class _SM2Signature(core.Sequence):
+# asn1crypto and gmssl_pyx ship no type information (pyproject: ignore_missing_imports): their values
+# are Any, and every bytes they return is bound to an annotated name before it leaves this module.
+
+
+class _SM2Signature(core.Sequence):  # type: ignore[misc]  # asn1crypto is untyped: core.Sequence is Any
     _fields = [("r", core.Integer), ("s", core.Integer)]
 
 
-class _SM2Ciphertext(core.Sequence):
+class _SM2Ciphertext(core.Sequence):  # type: ignore[misc]  # asn1crypto is untyped: core.Sequence is Any
     """GM/T 0009 SM2Cipher: C1 (x, y), C3 (SM3 hash), C2 (ciphertext)."""
 
     _fields = [
@@ -42,7 +48,7 @@ class _SM2Ciphertext(core.Sequence):
     ]
 
 
-def _strict_der(spec, data, what: str, canonical: bool = True):
+def _strict_der(spec: type[core.Asn1Value], data: bytes, what: str, canonical: bool = True) -> Any:
     """Parse ``data`` as ``spec``; with ``canonical``, require it to re-encode to the same bytes."""
     try:
         data = bytes(data)
@@ -62,6 +68,8 @@ def _unarmor(data: bytes, label: str, what: str) -> bytes:
         data = bytes(data)
         if not pem.detect(data):
             raise ValueError("not PEM")
+        name: str
+        der: bytes
         name, _headers, der = pem.unarmor(data)
     except Exception as exc:
         raise CryptoError(f"{what}: not PEM ({exc.__class__.__name__})") from None
@@ -70,15 +78,15 @@ def _unarmor(data: bytes, label: str, what: str) -> bytes:
     return der
 
 
-def _is_sm2_algorithm(alg) -> bool:
-    return (
+def _is_sm2_algorithm(alg: Any) -> bool:
+    return bool(
         alg["algorithm"].dotted == "1.2.840.10045.2.1"
         and alg["parameters"].name == "named"
         and alg["parameters"].chosen.dotted == SM2_CURVE_OID
     )
 
 
-def _algorithm():
+def _algorithm() -> dict[str, object]:
     return {
         "algorithm": "ec",
         "parameters": keys.ECDomainParameters(name="named", value="sm2"),
@@ -123,12 +131,14 @@ class SM2PublicKey:
 
     def to_der(self) -> bytes:
         """SPKI DER."""
-        return keys.PublicKeyInfo(
+        der: bytes = keys.PublicKeyInfo(
             {"algorithm": _algorithm(), "public_key": b"\x04" + self._raw}
         ).dump()
+        return der
 
     def to_pem(self) -> bytes:
-        return pem.armor("PUBLIC KEY", self.to_der())
+        armored: bytes = pem.armor("PUBLIC KEY", self.to_der())
+        return armored
 
     def raw(self) -> bytes:
         """64 bytes x || y."""
@@ -155,7 +165,8 @@ class SM2PublicKey:
         if not 1 <= len(plaintext) <= MAX_PLAINTEXT:
             raise CryptoError(f"SM2 encrypt: plaintext must be 1..{MAX_PLAINTEXT} bytes")
         try:
-            return gmssl_pyx.sm2_encrypt(self._raw, bytes(plaintext))
+            ciphertext: bytes = gmssl_pyx.sm2_encrypt(self._raw, bytes(plaintext))
+            return ciphertext
         except _BACKEND_ERRORS as exc:
             raise CryptoError(f"SM2 encrypt failed: {exc}") from None
 
@@ -235,13 +246,15 @@ class SM2PrivateKey:
             }
         )
         ec.set_key_size(32)  # keep 32 bytes with leading zeros, as openssl does
-        return keys.PrivateKeyInfo(
+        der: bytes = keys.PrivateKeyInfo(
             {"version": 0, "private_key_algorithm": _algorithm(), "private_key": ec}
         ).dump()
+        return der
 
     def to_pem(self) -> bytes:
         """PKCS#8 PEM, openssl-compatible."""
-        return pem.armor("PRIVATE KEY", self.to_der())
+        armored: bytes = pem.armor("PRIVATE KEY", self.to_der())
+        return armored
 
     def public_key(self) -> SM2PublicKey:
         return self._public
@@ -249,7 +262,8 @@ class SM2PrivateKey:
     def sign(self, message: bytes) -> bytes:
         """DER SEQUENCE{r, s} over SM3(Z_A || M), ID = DEFAULT_ID."""
         try:
-            return gmssl_pyx.sm2_sign(self._d, self._public.raw(), bytes(message), signer_id=DEFAULT_ID)
+            signature: bytes = gmssl_pyx.sm2_sign(self._d, self._public.raw(), bytes(message), signer_id=DEFAULT_ID)
+            return signature
         except _BACKEND_ERRORS as exc:
             raise CryptoError(f"SM2 sign failed: {exc}") from None
 
@@ -261,7 +275,8 @@ class SM2PrivateKey:
             c = _strict_der(_SM2Ciphertext, ciphertext, "SM2 ciphertext")
             if len(c["hash"].native) != 32 or not _curve.on_curve(c["x"].native, c["y"].native):
                 raise CryptoError("SM2 decrypt failed")
-            return gmssl_pyx.sm2_decrypt(self._d, bytes(ciphertext))
+            plaintext: bytes = gmssl_pyx.sm2_decrypt(self._d, bytes(ciphertext))
+            return plaintext
         except (CryptoError, *_BACKEND_ERRORS):
             raise CryptoError("SM2 decrypt failed") from None
 

@@ -8,11 +8,19 @@ from __future__ import annotations
 
 import hashlib
 import hmac as _hmac
+from typing import Protocol
 
 from ferry.crypto.errors import CryptoError
 
 DIGEST_SIZE = 32
 BLOCK_SIZE = 64
+
+
+class _Hash(Protocol):
+    def update(self, data: bytes | memoryview, /) -> None: ...
+
+    def digest(self) -> bytes: ...
+
 
 try:
     hashlib.new("sm3", b"")
@@ -29,7 +37,7 @@ if _HASHLIB:
         except TypeError as exc:
             raise CryptoError(f"sm3: {exc}") from None
 
-    def _new():
+    def _new() -> _Hash:
         return hashlib.new("sm3")
 
 else:  # pragma: no cover
@@ -48,13 +56,13 @@ else:  # pragma: no cover
         def __init__(self) -> None:
             self._h = hashes.Hash(hashes.SM3())
 
-        def update(self, data) -> None:
+        def update(self, data: bytes | memoryview, /) -> None:
             self._h.update(data)
 
         def digest(self) -> bytes:
             return self._h.copy().finalize()
 
-    def _new():
+    def _new() -> _Hash:
         return _CryptographySM3()
 
 

@@ -14,11 +14,13 @@ import sys
 from pathlib import Path
 
 from ferry.kernel import KernelError
+from ferry.kernel import netlink, nft
+from ferry.policy import PolicyError, load_plan
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Register ``kernel`` and its subcommands on an argparse subparsers object."""
     p = subparsers.add_parser("kernel", help="nftables rules and the ferry link from the policy",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -50,10 +52,7 @@ def _err(msg: str) -> None:
     print(f"ferry kernel: {msg}", file=sys.stderr)
 
 
-def cmd_rules(args) -> int:
-    from ferry.kernel.nft import apply_ruleset, compile_ruleset
-    from ferry.policy import PolicyError, load_plan
-
+def cmd_rules(args: argparse.Namespace) -> int:
     try:
         plan = load_plan(args.policy)
     except PolicyError as e:
@@ -61,15 +60,15 @@ def cmd_rules(args) -> int:
             _err(str(problem))
         return EXIT_FAILED
     try:
-        text = compile_ruleset(plan, args.role, link_if=args.link_if, link_port=args.link_port,
-                               peer_addr=args.peer, ingest_if=args.ingest_if)
+        text = nft.compile_ruleset(plan, args.role, link_if=args.link_if, link_port=args.link_port,
+                                   peer_addr=args.peer, ingest_if=args.ingest_if)
     except KernelError as e:
         _err(str(e))
         return EXIT_USAGE
     sys.stdout.write(text)
     if args.apply:
         try:
-            apply_ruleset(text)
+            nft.apply_ruleset(text)
         except KernelError as e:
             _err(str(e))
             return EXIT_FAILED
@@ -77,11 +76,10 @@ def cmd_rules(args) -> int:
     return EXIT_OK
 
 
-def cmd_link_up(args) -> int:
-    from ferry.kernel.netlink import bring_up_link
-
+def cmd_link_up(args: argparse.Namespace) -> int:
     try:
-        state = bring_up_link(args.role, args.ifname, args.address, peer_ip=args.peer_ip, peer_mac=args.peer_mac)
+        state = netlink.bring_up_link(args.role, args.ifname, args.address,
+                                      peer_ip=args.peer_ip, peer_mac=args.peer_mac)
     except KernelError as e:
         _err(str(e))
         return EXIT_USAGE
@@ -95,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ferry")
     add_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["kernel", *(sys.argv[1:] if argv is None else argv)])
-    return args.func(args)
+    rc: int = args.func(args)
+    return rc
 
 
 if __name__ == "__main__":

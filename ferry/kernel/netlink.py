@@ -15,6 +15,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
 from ferry.kernel import KernelError
 from ferry.kernel.nft import ROLES, check_ifname
 
@@ -87,9 +90,6 @@ def bring_up_link(role: str, ifname: str, address_cidr: str, *, peer_ip: str | N
     elif peer_ip is not None or peer_mac is not None:
         raise KernelError("the inner host takes no peer: it never sends on the link")
 
-    from pyroute2 import IPRoute
-    from pyroute2.netlink.exceptions import NetlinkError
-
     try:
         with IPRoute() as ipr:
             found = ipr.link_lookup(ifname=ifname)
@@ -115,8 +115,6 @@ def bring_up_link(role: str, ifname: str, address_cidr: str, *, peer_ip: str | N
 
 def link_mac(ifname: str) -> str:
     """The interface's MAC address (the outer host's neighbour entry needs the inner one's)."""
-    from pyroute2 import IPRoute
-
     ifname = check_ifname(ifname, "interface")
     with IPRoute() as ipr:
         found = ipr.link_lookup(ifname=ifname)

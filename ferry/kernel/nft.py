@@ -28,6 +28,7 @@ the current network namespace.
 
 from __future__ import annotations
 
+import ctypes
 import ipaddress
 import json
 import re
@@ -37,6 +38,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import nftables  # pip-nftables: loads libnftables only when an Nftables() is made
 
 from ferry.kernel import KernelError
 
@@ -184,8 +187,8 @@ def _q(name: str) -> str:
 
 
 def _set(items: Iterable[object]) -> str:
-    items = [str(i) for i in items]
-    return items[0] if len(items) == 1 else "{ " + ", ".join(items) + " }"
+    texts = [str(i) for i in items]
+    return texts[0] if len(texts) == 1 else "{ " + ", ".join(texts) + " }"
 
 
 def _table(family: str, name: str, counters: Iterable[str], chains: list[tuple[str, list[str]]]) -> list[str]:
@@ -315,9 +318,8 @@ def link_files() -> dict[str, str]:
 
 def _nft() -> Any:
     try:
-        import nftables
         return nftables.Nftables()
-    except (ImportError, OSError) as e:
+    except OSError as e:
         raise KernelError(f"libnftables is not available: {e}") from None
 
 
@@ -348,8 +350,6 @@ def apply_ruleset(text: str) -> None:
 
 def check_ruleset(text: str) -> None:
     """Parse and evaluate ``text`` without committing it (``nft -c``)."""
-    import ctypes
-
     nft = _nft()
     try:
         lib = ctypes.CDLL("libnftables.so.1")

@@ -124,7 +124,8 @@ def parse_bundle(data: bytes) -> PolicyBundle:
     return bundle
 
 
-def _trusted_by_id(trusted_keys: Iterable[SM2PublicKey] | Mapping[bytes, SM2PublicKey]):
+def _trusted_by_id(trusted_keys: Iterable[SM2PublicKey] | Mapping[bytes, SM2PublicKey]
+                   ) -> dict[bytes, SM2PublicKey]:
     if isinstance(trusted_keys, Mapping):
         return dict(trusted_keys)
     return {k.key_id(): k for k in trusted_keys}
@@ -160,8 +161,8 @@ def verify_bundle(bundle: PolicyBundle,
     _check_files(files)
     key = _trusted_by_id(trusted_keys).get(bytes(bundle.signer_key_id))
     if key is None:
-        raise BundleError("unknown_signer",
-                          f"bundle signed by key {bundle.signer_key_id.hex()[:16]}, which is not a trusted policy signer")
+        raise BundleError("unknown_signer", f"bundle signed by key {bundle.signer_key_id.hex()[:16]}, "
+                          "which is not a trusted policy signer")
     message = signing_message(bundle.format, bytes(bundle.policy_hash), bytes(bundle.signer_key_id),
                               bundle.signed_at, files)
     try:

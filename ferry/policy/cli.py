@@ -1,4 +1,4 @@
-"""``ferry policy check|test|diff`` (and sign/apply from ferry.mgmt.cli): the admin's commands.
+"""``ferry policy check|test|diff`` (and sign/apply/status): the admin's commands.
 
 Exit status: 0 ok, 1 the check failed (lint errors, a failing test case, an
 invalid policy for ``check``), 2 invalid input (an unreadable or invalid
@@ -9,13 +9,23 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from pathlib import Path
+
+from ferry.policy import PolicyError, load_plan
+from ferry.policy.diff import diff_policies
+from ferry.policy.lint import ERROR, lint
+from ferry.policy.suite import load_suite, run_suite
+
+Subparsers = argparse._SubParsersAction  # the object add_subparsers() returns
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 
 
-def add_parser(subparsers) -> argparse.ArgumentParser:
-    """Register ``policy`` and its subcommands on an argparse subparsers object."""
+def add_parser(subparsers: Subparsers[argparse.ArgumentParser],
+               more: Callable[[Subparsers[argparse.ArgumentParser]], None] | None = None) -> argparse.ArgumentParser:
+    """Register ``policy`` and its subcommands on an argparse subparsers object; ``more`` adds further
+    subcommands to ``policy`` (``ferry.cli`` passes the management ones: policy does not import mgmt)."""
     p = subparsers.add_parser("policy", help="policy as code: check, test, diff",
                               description=__doc__)
     sub = p.add_subparsers(dest="policy_command", metavar="ACTION", required=True)
@@ -35,24 +45,17 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     d.add_argument("new", type=Path)
     d.set_defaults(func=cmd_diff)
 
-    try:
-        from ferry.mgmt.cli import add_policy_commands
-    except ImportError:
-        pass
-    else:
-        add_policy_commands(sub)
+    if more is not None:
+        more(sub)
     return p
 
 
-def _print_policy_error(e) -> None:
+def _print_policy_error(e: PolicyError) -> None:
     for problem in e.errors:
         print(f"error: {problem}", file=sys.stderr)
 
 
-def cmd_check(args) -> int:
-    from ferry.policy import PolicyError, load_plan
-    from ferry.policy.lint import ERROR, lint
-
+def cmd_check(args: argparse.Namespace) -> int:
     try:
         plan = load_plan(args.dir)
     except PolicyError as e:
@@ -74,10 +77,7 @@ def _verdict(allowed: bool) -> str:
     return "allow" if allowed else "refuse"
 
 
-def cmd_test(args) -> int:
-    from ferry.policy import PolicyError, load_plan
-    from ferry.policy.suite import load_suite, run_suite
-
+def cmd_test(args: argparse.Namespace) -> int:
     try:
         plan = load_plan(args.dir)
         cases = load_suite(args.dir)
@@ -106,10 +106,7 @@ def cmd_test(args) -> int:
     return EXIT_FAILED if failed else EXIT_OK
 
 
-def cmd_diff(args) -> int:
-    from ferry.policy import PolicyError
-    from ferry.policy.diff import diff_policies
-
+def cmd_diff(args: argparse.Namespace) -> int:
     try:
         lines = diff_policies(args.old, args.new)
     except PolicyError as e:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import ipaddress
 import itertools
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -62,7 +62,8 @@ def describe_changes(old: m.Policy, new: m.Policy) -> list[str]:
     return out
 
 
-def _named(what: str, old: dict[str, Any], new: dict[str, Any], changes) -> list[str]:
+def _named(what: str, old: dict[str, Any], new: dict[str, Any],
+           changes: Callable[[Any, Any], list[str]]) -> list[str]:
     out = [f"{what} {name} removed" for name in old if name not in new]
     out += [f"{what} {name} added ({_kind(new[name])})" for name in new if name not in old]
     for name in old:
@@ -233,11 +234,11 @@ def _rule_changes(old: m.Policy, new: m.Policy) -> list[str]:
             direction = (STRICTER if after < before else LOOSER if after > before else "changed")
             words.append(f"when {_when_words(a.when)} -> {_when_words(r.when)}: {direction}")
         if a.rate != r.rate:
-            if a.rate is None:
+            if a.rate is None and r.rate is not None:
                 words.append(f"rate {r.rate.per_second:g}/s burst {r.rate.burst} added: stricter")
-            elif r.rate is None:
+            elif r.rate is None and a.rate is not None:
                 words.append(f"rate {a.rate.per_second:g}/s burst {a.rate.burst} removed: looser")
-            else:
+            elif a.rate is not None and r.rate is not None:
                 words += _field_changes("rate.", a.rate, r.rate)
         if a.lane == r.lane:
             words += _field_changes("", getattr(a, a.lane), getattr(r, r.lane))

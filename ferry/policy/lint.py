@@ -105,7 +105,7 @@ def _section(rule: Any) -> Any:
 
 
 def _same(a: Any, b: Any) -> bool:
-    return a.from_ == b.from_ and _section(a) == _section(b) and a.when == b.when
+    return bool(a.from_ == b.from_ and _section(a) == _section(b) and a.when == b.when)
 
 
 def _rate_note(a: Any, b: Any) -> str:
@@ -206,9 +206,17 @@ def _nets(addresses: Iterable[str]) -> list[ipaddress.IPv4Network | ipaddress.IP
     return [ipaddress.ip_network(a) for a in addresses]
 
 
+def _subnet_of(n: ipaddress.IPv4Network | ipaddress.IPv6Network,
+               b: ipaddress.IPv4Network | ipaddress.IPv6Network) -> bool:
+    """n within b; False across IP versions."""
+    if isinstance(n, ipaddress.IPv4Network):
+        return isinstance(b, ipaddress.IPv4Network) and n.subnet_of(b)
+    return isinstance(b, ipaddress.IPv6Network) and n.subnet_of(b)
+
+
 def _nets_within(small: Iterable[str], big: Iterable[str]) -> bool:
     bigs = _nets(big)
-    return all(any(n.version == b.version and n.subnet_of(b) for b in bigs) for n in _nets(small))
+    return all(any(_subnet_of(n, b) for b in bigs) for n in _nets(small))
 
 
 def _first_overlap(a: Iterable[str], b: Iterable[str]) -> str | None:

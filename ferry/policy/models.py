@@ -13,7 +13,8 @@ import ipaddress
 import re
 import warnings
 import zoneinfo
-from typing import Annotated, Literal, Union
+from collections.abc import Callable, Hashable
+from typing import Annotated, Literal, TypeVar, Union, get_args
 
 from pydantic import (
     AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator,
@@ -28,7 +29,8 @@ NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
 
 LANES = ("files", "video", "viid", "signaling", "reverse")
-DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+DAYS: tuple[Day, ...] = get_args(Day)
 
 
 class Strict(BaseModel):
@@ -37,8 +39,11 @@ class Strict(BaseModel):
 
 # --- small value types ---------------------------------------------------------
 
-def _distinct(values: list) -> list:
-    seen: set = set()
+H = TypeVar("H", bound=Hashable)
+
+
+def _distinct(values: list[H]) -> list[H]:
+    seen: set[H] = set()
     for v in values:
         if v in seen:
             raise ValueError(f"{v!r} is listed twice")
@@ -46,7 +51,7 @@ def _distinct(values: list) -> list:
     return values
 
 
-def _digits(n: int, what: str):
+def _digits(n: int, what: str) -> Callable[[str], str]:
     def check(value: str) -> str:
         if not is_ascii_digits(value, n):
             raise ValueError(f"{what} must be exactly {n} ASCII digits, got {value!r}")
@@ -113,18 +118,25 @@ def _clock(value: str) -> str:
     return value
 
 
-def Distinct(item, min_length: int = 1, max_length: int = limits.POLICY_LIST_MAX):  # noqa: N802
-    """A list of ``item`` without repeats."""
-    return Annotated[list[item], Field(min_length=min_length, max_length=max_length), AfterValidator(_distinct)]
+# A list without repeats: Distinct[X] holds at least one X, DistinctOrEmpty[X] may be empty.
+Distinct = Annotated[list[H], Field(min_length=1, max_length=limits.POLICY_LIST_MAX), AfterValidator(_distinct)]
+DistinctOrEmpty = Annotated[list[H], Field(min_length=0, max_length=limits.POLICY_LIST_MAX),
+                            AfterValidator(_distinct)]
 
 
-DeviceIdStr = Annotated[str, AfterValidator(_digits(20, "device ID")), Field(json_schema_extra={"pattern": "^[0-9]{20}$"})]
+DeviceIdStr = Annotated[str, AfterValidator(_digits(20, "device ID")),
+                        Field(json_schema_extra={"pattern": "^[0-9]{20}$"})]
 Network = Annotated[str, AfterValidator(_network), Field(description="IPv4/IPv6 network, host bits zero")]
 Port = Annotated[int, Field(ge=1, le=65535)]
 Protocol = Literal["udp", "tcp", "any"]
 MediaType = Annotated[str, AfterValidator(_known_media_type)]
 Serial = Annotated[str, AfterValidator(_digits(7, "serial")), Field(json_schema_extra={"pattern": "^[0-9]{7}$"})]
-Clock = Annotated[str, AfterValidator(_clock), Field(description="HH:MM", json_schema_extra={"pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$|^24:00$"})]
+Clock = Annotated[str, AfterValidator(_clock),
+                  Field(description="HH:MM", json_schema_extra={"pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$|^24:00$"})]
+RegionCode = Annotated[str, AfterValidator(_region), Field(json_schema_extra={"pattern": "^([0-9]{2}){1,4}$"})]
+IndustryCode = Annotated[str, AfterValidator(_digits(2, "industry code")),
+                         Field(json_schema_extra={"pattern": "^[0-9]{2}$"})]
+TypeCode = Annotated[str, AfterValidator(_digits(3, "type code")), Field(json_schema_extra={"pattern": "^[0-9]{3}$"})]
 
 
 # --- sources and destinations --------------------------------------------------
@@ -143,9 +155,9 @@ class SerialRange(Strict):
 class DeviceMatch(Strict):
     """All given fields must hold; at least one is given."""
 
-    region: Annotated[str, AfterValidator(_region), Field(json_schema_extra={"pattern": "^([0-9]{2}){1,4}$"})] | None = None
-    industry: Distinct(Annotated[str, AfterValidator(_digits(2, "industry code")), Field(json_schema_extra={"pattern": "^[0-9]{2}$"})]) | None = None
-    type: Distinct(Annotated[str, AfterValidator(_digits(3, "type code")), Field(json_schema_extra={"pattern": "^[0-9]{3}$"})]) | None = None
+    region: RegionCode | None = None
+    industry: Distinct[IndustryCode] | None = None
+    type: Distinct[TypeCode] | None = None
     serial: SerialRange | None = None
 
     @model_validator(mode="after")
@@ -168,9 +180,9 @@ class DevicesSource(Strict):
     kind: Literal["devices"]
     description: str = ""
     match: Annotated[list[DeviceMatch], Field(max_length=limits.POLICY_LIST_MAX)] = []
-    ids: Distinct(DeviceIdStr, min_length=0) = []
-    addresses: Distinct(Network, min_length=0) = []
-    ports: Distinct(Port, min_length=0) = []
+    ids: DistinctOrEmpty[DeviceIdStr] = []
+    addresses: DistinctOrEmpty[Network] = []
+    ports: DistinctOrEmpty[Port] = []
     protocol: Protocol = "any"
 
     @model_validator(mode="after")
@@ -185,8 +197,8 @@ class AddressesSource(Strict):
 
     kind: Literal["addresses"]
     description: str = ""
-    addresses: Distinct(Network)
-    ports: Distinct(Port, min_length=0) = []
+    addresses: Distinct[Network]
+    ports: DistinctOrEmpty[Port] = []
     protocol: Protocol = "any"
 
 
@@ -209,7 +221,7 @@ class FilesLimits(Strict):
     """What a files-lane rule lets through."""
 
     max_size: int = Field(ge=0, le=limits.FILE_MAX)
-    media_types: Distinct(MediaType)
+    media_types: Distinct[MediaType]
     # Matched with re.fullmatch against the whole name, after the hard name rules.
     name_pattern: Annotated[str, StringConstraints(min_length=1, max_length=1000), AfterValidator(_regex)]
 
@@ -217,7 +229,7 @@ class FilesLimits(Strict):
 class VideoLimits(Strict):
     """Access units (and G.711 audio if ``audio``) of a video stream."""
 
-    codecs: Distinct(Literal["h264", "h265"])
+    codecs: Distinct[Literal["h264", "h265"]]
     max_width: int = Field(ge=1, le=limits.VIDEO_DIMENSION_MAX)
     max_height: int = Field(ge=1, le=limits.VIDEO_DIMENSION_MAX)
     max_frame_rate: float = Field(gt=0, le=1000)
@@ -227,17 +239,19 @@ class VideoLimits(Strict):
     mode: Literal["remux", "transcode"] = "remux"
 
 
-VIEW_OBJECT_TYPES = ("Face", "Person", "MotorVehicle", "NonMotorVehicle", "Thing", "Scene", "Image")
-PICTURE_TYPES = ("image/jpeg", "image/png")
+ViewObjectType = Literal["Face", "Person", "MotorVehicle", "NonMotorVehicle", "Thing", "Scene", "Image"]
+VIEW_OBJECT_TYPES: tuple[ViewObjectType, ...] = get_args(ViewObjectType)
+PictureType = Literal["image/jpeg", "image/png"]
+PICTURE_TYPES: tuple[PictureType, ...] = get_args(PictureType)
 
 
 class ViidLimits(Strict):
     """GA/T 1400 view-library objects and their pictures."""
 
-    object_types: Distinct(Literal[VIEW_OBJECT_TYPES])  # type: ignore[valid-type]
+    object_types: Distinct[ViewObjectType]
     max_pictures: int = Field(ge=0, le=limits.VIEW_PICTURES_MAX)
     max_picture_bytes: int = Field(ge=0, le=limits.VIEW_PICTURE_BYTES_MAX)
-    picture_types: Distinct(Literal[PICTURE_TYPES])  # type: ignore[valid-type]
+    picture_types: Distinct[PictureType]
 
 
 CmdType = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9]{0,31}$")]
@@ -246,22 +260,22 @@ CmdType = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9]{0,31}$
 class SignalingLimits(Strict):
     """GB/T 28181 MANSCDP messages, matched exactly (case-sensitive)."""
 
-    roots: Distinct(Literal["Query", "Notify", "Response", "Control"])
-    cmd_types: Distinct(CmdType)
+    roots: Distinct[Literal["Query", "Notify", "Response", "Control"]]
+    cmd_types: Distinct[CmdType]
     max_body_bytes: int = Field(ge=1, le=limits.SIGNALING_BODY_MAX)
 
 
 class ReverseLimits(Strict):
     """Requests of the closed reverse-lane schema."""
 
-    requests: Distinct(Literal["start_stream", "stop_stream", "ptz", "catalog_query"])
+    requests: Distinct[Literal["start_stream", "stop_stream", "ptz", "catalog_query"]]
 
 
 class TimeWindow(Strict):
     """Days and a [from, to) time of day; to < from wraps past midnight
     (the window belongs to the day it starts on); from == to is empty."""
 
-    days: Distinct(Literal[DAYS])  # type: ignore[valid-type]
+    days: Distinct[Day]
     from_: Clock = Field(alias="from")
     to: Clock
 

@@ -221,8 +221,10 @@ class ReverseCheck:
 
 
 LaneCheck = FilesCheck | VideoCheck | ViidCheck | SignalingCheck | ReverseCheck
-_CHECKS = {"files": FilesCheck, "video": VideoCheck, "viid": ViidCheck,
-           "signaling": SignalingCheck, "reverse": ReverseCheck}
+# lane -> its check's compile(limits section) (each takes its own lane's section)
+_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "files": FilesCheck.compile, "video": VideoCheck.compile, "viid": ViidCheck.compile,
+    "signaling": SignalingCheck.compile, "reverse": ReverseCheck.compile}
 
 
 # --- compiled rules, sources, destinations -------------------------------------------
@@ -562,7 +564,7 @@ def compile_policy(policy: models.Policy, hash: bytes) -> Plan:
     checks: dict[Any, tuple[Any, Any]] = {}
 
     def check_of(lane: str, spec: Any) -> tuple[Any, Any]:
-        check = _CHECKS[lane].compile(spec)
+        check = _CHECKS[lane](spec)
         if check not in checks:
             checks[check] = (check, check.fast() if hasattr(check, "fast") else None)
         return checks[check]

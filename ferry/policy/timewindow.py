@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import zoneinfo
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -31,7 +32,7 @@ class Window:
     end: int               # minutes, exclusive; < start wraps; == start is empty
 
     @classmethod
-    def build(cls, days: list[str] | tuple[str, ...], start: str, end: str) -> Window:
+    def build(cls, days: Sequence[str], start: str, end: str) -> Window:
         return cls(frozenset(DAYS.index(d) for d in days), minutes(start), minutes(end))
 
     @property

@@ -44,8 +44,7 @@ def load_yaml(path: str, data: bytes) -> tuple[Any, Lines]:
         value = loader.construct_document(node)
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
-        line = mark.line + 1 if mark is not None else None
-        raise PolicyError(path, line, "", _yaml_message(e)) from None
+        raise PolicyError(path, mark.line + 1 if mark is not None else None, "", _yaml_message(e)) from None
     except yaml.YAMLError as e:
         raise PolicyError(path, None, "", f"YAML error: {e}") from None
     except (ValueError, OverflowError) as e:

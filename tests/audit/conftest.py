@@ -1,1 +1,1 @@
-from audit_support import key, other_key, trail_lines  # noqa: F401  (fixtures)
+from .audit_support import key, other_key, trail_lines  # noqa: F401  (fixtures)

@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from ferry.crypto import CryptoError, SM2PrivateKey, SM2PublicKey
+from ferry.crypto import CryptoError, SM2PrivateKey, SM2PublicKey, sm3, sm4_ecb_encrypt_block
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
 
@@ -101,8 +101,6 @@ def test_openssl_envelope_decrypted_by_ferry(ossl_key, tmp_path):
 
 
 def test_sm4_and_sm3_agree_with_openssl(tmp_path):
-    from ferry.crypto import sm3, sm4_ecb_encrypt_block
-
     key = bytes.fromhex("0123456789abcdeffedcba9876543210")
     out = openssl("enc", "-sm4-ecb", "-K", key.hex(), "-nopad", input=key).stdout
     assert out == sm4_ecb_encrypt_block(key, key)

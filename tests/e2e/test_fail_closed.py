@@ -5,12 +5,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
 from appliance import read_trail
 from rootcheck import need_root
+from waiting import file_size, wait_stable
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 
@@ -48,7 +48,10 @@ def test_outer_lane_stops_while_audit_is_full(appliance_factory, small_disk):
     names = [f"during-{n:02d}.txt" for n in range(30)]
     for name in names:
         a.drop(name, f"{name} must wait for the audit trail\n".encode())
-    time.sleep(3.0)      # many scan intervals: the outer agent has seen and sealed every file by now
+    # the outer agent has seen every file (scan interval 0.1 s) and done what it could: its trail
+    # and the outcomes stop moving; a full second of stillness is ten scans
+    wait_stable(lambda: (file_size(a.outer_audit / "audit.jsonl"), frozenset(a.outcomes().items())), 1.0, 30,
+                "the outer trail and the outcomes", interval=0.1)
     held = [n for n in names if n not in a.outcomes()]
     assert held, "every file crossed although the audit trail could not be written"
     assert not any((a.inner_spool / n).exists() for n in held)

@@ -20,7 +20,7 @@ def _send(port: int, datagrams: list[bytes]) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         for d in datagrams:
             s.sendto(d, ("127.0.0.1", port))
-            time.sleep(0.0005)
+            time.sleep(0.0005)    # the send pace (scenario): a burst would overflow the agent's socket
 
 
 def _events(a, name):
@@ -62,8 +62,9 @@ def test_wrong_key_garbage_and_replay_are_refused_and_audited(appliance_factory)
     assert _events(a, "policy_mismatch")
     # 4. the same datagrams again: the blocks are replays
     _send(a.port, [d for d in dgrams if d[3] == 1])
-    replays = lambda: [r for r in _events(a, "block_refused")
-                       if r["epoch"] == rogue.epoch and "replay" in r["reason"]]
+    def replays() -> list[dict]:
+        return [r for r in _events(a, "block_refused") if r["epoch"] == rogue.epoch and "replay" in r["reason"]]
+
     a.wait_for(replays, 10, "replayed blocks refused")
     assert [r.get("object_id") for r in _events(a, "object_refused")].count(42) == 1
     assert not os.listdir(a.inner_spool)

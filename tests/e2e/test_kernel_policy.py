@@ -15,6 +15,7 @@ import pytest
 
 from appliance import ROOT, read_trail
 from rootcheck import need_root
+from waiting import wait_until
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 
@@ -43,6 +44,7 @@ import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.bind(("0.0.0.0", int(sys.argv[1])))
 with open(sys.argv[2], "a", buffering=1) as out:
+    out.write("ready\n")
     while True:
         data, addr = s.recvfrom(2048)
         out.write(f"{addr[0]} {data.decode()}\n")
@@ -87,17 +89,20 @@ def hosts():
             sh("ip", "netns", "add", n)
             sh("ip", "link", "set", "lo", "up", ns=n)
         sh("ip", "link", "add", "c-o", "netns", ns["cam"], "type", "veth", "peer", "name", "o-c", "netns", ns["outer"])
-        sh("ip", "link", "add", "o-i", "netns", ns["outer"], "type", "veth", "peer", "name", "i-o", "netns", ns["inner"])
+        sh("ip", "link", "add", "o-i", "netns", ns["outer"], "type", "veth", "peer", "name", "i-o",
+           "netns", ns["inner"])
         for n, dev, addrs in ((ns["cam"], "c-o", [CAM_A, CAM_B]), (ns["outer"], "o-c", [OUTER_CAM])):
             for a in addrs:
                 sh("ip", "addr", "add", f"{a}/24", "dev", dev, ns=n)
             sh("ip", "link", "set", dev, "up", ns=n)
         # the link, brought up by ferry itself (pyroute2): static neighbour on the outer host, NOARP inside
         inner_mac = json.loads(sh("ip", "-j", "link", "show", "i-o", ns=ns["inner"]))[0]["address"]
-        up = "from ferry.kernel.netlink import bring_up_link; import sys; bring_up_link(*sys.argv[1:4], **dict(a.split('=') for a in sys.argv[4:]))"
+        up = ("from ferry.kernel.netlink import bring_up_link; import sys; "
+              "bring_up_link(*sys.argv[1:4], **dict(a.split('=') for a in sys.argv[4:]))")
         env_py = [sys.executable, "-c", up]
         sh(*env_py, "inner", "i-o", f"{INNER_LINK}/30", ns=ns["inner"])
-        sh(*env_py, "outer", "o-i", f"{OUTER_LINK}/30", f"peer_ip={INNER_LINK}", f"peer_mac={inner_mac}", ns=ns["outer"])
+        sh(*env_py, "outer", "o-i", f"{OUTER_LINK}/30", f"peer_ip={INNER_LINK}", f"peer_mac={inner_mac}",
+           ns=ns["outer"])
         yield ns
     finally:
         for n in ns.values():
@@ -112,6 +117,7 @@ def heard(path: Path, tag: str) -> set[str]:
 
 def probe(hosts, out: Path, tag: str) -> set[str]:
     sh(sys.executable, "-c", PROBE, OUTER_CAM, tag, CAM_A, CAM_B, ns=hosts["cam"])
+    # a probe's window (scenario): what passes the rules arrives within it, what they drop never does
     time.sleep(0.5)
     return heard(out, tag)
 
@@ -132,7 +138,7 @@ def test_policy_apply_changes_who_reaches_the_outer_agent(hosts, appliance_facto
     listener = subprocess.Popen(["ip", "netns", "exec", hosts["outer"], sys.executable, "-c", LISTENER,
                                  str(INGEST_PORT), str(out)])
     try:
-        time.sleep(0.3)
+        wait_until(lambda: out.exists() and "ready" in out.read_text(), 10, "the listener starting")
         assert probe(hosts, out, "before") == {CAM_A, CAM_B}      # no rules yet: both reach the port
         a.start()
         assert probe(hosts, out, "policy-a") == {CAM_A}

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
 
 import pytest
 
-from appliance import read_trail
+from appliance import ROOT, read_trail
 
 pytestmark = pytest.mark.e2e
 
@@ -69,7 +70,7 @@ def test_only_whole_files_are_taken(appliance_factory):
         for _ in range(5):                      # written over ~1 s, longer than the settle time
             f.write(b"line of text\n" * 1000)
             f.flush()
-            time.sleep(0.2)
+            time.sleep(0.2)                     # the writer's pace (scenario): a file still growing
     a.wait_for(lambda: "growing.txt" in a.outcomes(), 20, "growing.txt")
     assert (a.inner_spool / "growing.txt").read_bytes() == b"line of text\n" * 5000
 
@@ -123,10 +124,7 @@ def test_agent_reports_config_errors_with_file_and_key(tmp_path):
 
 
 def test_per_source_rate_limit_refuses_the_excess(appliance_factory, tmp_path):
-    from appliance import ROOT
-
     pol = tmp_path / "rate-policy"
-    import shutil
 
     shutil.copytree(ROOT / "policy" / "demo", pol)
     text = (pol / "policy.yaml").read_text()

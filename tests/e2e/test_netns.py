@@ -3,8 +3,8 @@
     outer ns  o-l 10.231.1.1 ──veth── l-o 10.231.1.2  link ns  l-i 10.231.2.2 ──veth── i-l 10.231.2.1  inner ns
 
 The link namespace forwards outer -> inner only; the shipped nftables rules
-(appliance/nftables/) on both hosts make the link one-way (the inner host drops everything it would send on it, the outer host
-accepts nothing from it), ARP cannot work backwards so neighbours are static, and
+(appliance/nftables/) on both hosts make the link one-way (the inner host drops everything it
+would send on it, the outer host accepts nothing from it), ARP cannot work backwards so neighbours are static, and
 ``tc netem`` (or, on a kernel without it, an nftables random drop) makes the
 link lossy.
 """
@@ -14,13 +14,14 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from appliance import read_trail
 from rootcheck import need_root
+
+from ferry.audit import reconcile
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 
@@ -77,22 +78,22 @@ def namespaces():
         for ns in names.values():
             sh("ip", "netns", "add", ns)
             sh("ip", "link", "set", "lo", "up", ns=ns)
-        o, l, i = names["outer"], names["link"], names["inner"]
-        sh("ip", "link", "add", "o-l", "netns", o, "type", "veth", "peer", "name", "l-o", "netns", l)
-        sh("ip", "link", "add", "i-l", "netns", i, "type", "veth", "peer", "name", "l-i", "netns", l)
-        for ns, dev, addr in ((o, "o-l", OUTER_IP), (l, "l-o", LINK_O), (l, "l-i", LINK_I), (i, "i-l", INNER_IP)):
+        o, lk, i = names["outer"], names["link"], names["inner"]
+        sh("ip", "link", "add", "o-l", "netns", o, "type", "veth", "peer", "name", "l-o", "netns", lk)
+        sh("ip", "link", "add", "i-l", "netns", i, "type", "veth", "peer", "name", "l-i", "netns", lk)
+        for ns, dev, addr in ((o, "o-l", OUTER_IP), (lk, "l-o", LINK_O), (lk, "l-i", LINK_I), (i, "i-l", INNER_IP)):
             # the link carries IPv4 datagrams only: no IPv6 autoconfiguration chatter
             sh("sysctl", "-qw", f"net.ipv6.conf.{dev}.disable_ipv6=1", ns=ns)
             sh("ip", "addr", "add", f"{addr}/24", "dev", dev, ns=ns)
             sh("ip", "link", "set", dev, "up", ns=ns)
-        sh("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=l)
+        sh("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=lk)
         # A NIC puts each GSO segment on the wire as its own frame, and a lossy link
         # loses frames: make the outer host's veth segment before transmitting too.
         sh("ip", "link", "set", "dev", "o-l", "gso_max_segs", "1", ns=o)
         sh("ip", "route", "add", "10.231.2.0/24", "via", LINK_O, ns=o)
         # a one-way link cannot resolve ARP: static neighbours toward the inner side
-        sh("ip", "neigh", "replace", LINK_O, "lladdr", mac(l, "l-o"), "dev", "o-l", "nud", "permanent", ns=o)
-        sh("ip", "neigh", "replace", INNER_IP, "lladdr", mac(i, "i-l"), "dev", "l-i", "nud", "permanent", ns=l)
+        sh("ip", "neigh", "replace", LINK_O, "lladdr", mac(lk, "l-o"), "dev", "o-l", "nud", "permanent", ns=o)
+        sh("ip", "neigh", "replace", INNER_IP, "lladdr", mac(i, "i-l"), "dev", "l-i", "nud", "permanent", ns=lk)
         yield names
     finally:
         for ns in names.values():
@@ -125,16 +126,16 @@ def _apply_shipped(ns: str, name: str, **defines) -> None:
 
 @pytest.mark.parametrize("loss", [0, 5])
 def test_files_cross_a_one_way_link(namespaces, appliance_factory, tmp_path, loss):
-    o, l, i = namespaces["outer"], namespaces["link"], namespaces["inner"]
+    o, lk, i = namespaces["outer"], namespaces["link"], namespaces["inner"]
     a = appliance_factory(outer_host=OUTER_IP, inner_host=INNER_IP, bind_host=OUTER_IP,
                           outer_netns=o, inner_netns=i, fec_m=8 if loss else 4, rate_mbps=100.0,
                           outer_iface="o-l", inner_iface="i-l")
     _apply_shipped(i, "inner-link.nft", LINK_IF="i-l", OUTER_ADDR=OUTER_IP, LINK_PORT=a.port)
     _apply_shipped(o, "outer-link.nft", LINK_IF="o-l", INNER_ADDR=INNER_IP, LINK_PORT=a.port)
-    _apply(l, LINK_RULES, tmp_path, "link")
+    _apply(lk, LINK_RULES, tmp_path, "link")
     netem = False
     if loss:
-        netem = _add_loss(l, "l-i", loss, tmp_path)
+        netem = _add_loss(lk, "l-i", loss, tmp_path)
     a.start()
     files = {f"file-{n:02d}.txt": (f"payload {n}\n".encode() * (1000 + 3000 * n)) for n in range(12)}
     for name, content in files.items():
@@ -145,7 +146,7 @@ def test_files_cross_a_one_way_link(namespaces, appliance_factory, tmp_path, los
         assert (a.inner_spool / name).read_bytes() == content
     a.stop()
     assert counter(i, "ferry_link", "toward_outer") == 0, "the inner host tried to send on the link"
-    assert counter(l, "ferry", "inner_to_outer") == 0, "a packet crossed the link from inner to outer"
+    assert counter(lk, "ferry", "inner_to_outer") == 0, "a packet crossed the link from inner to outer"
     assert counter(o, "ferry_link", "from_link") == 0, "the outer host received something from the link"
     # and the rules were live: the link carried the transfer
     assert counter(i, "ferry_link", "link_in") > 0 and counter(o, "ferry_link", "link_out") > 0
@@ -154,10 +155,10 @@ def test_files_cross_a_one_way_link(namespaces, appliance_factory, tmp_path, los
     if loss:
         # the loss really happened on the link
         if netem:
-            stats = sh("tc", "-s", "qdisc", "show", "dev", "l-i", ns=l)
+            stats = sh("tc", "-s", "qdisc", "show", "dev", "l-i", ns=lk)
             dropped = int(stats.split("dropped ")[1].split(",")[0])
         else:
-            dropped = counter(l, "ferry", "link_loss")
+            dropped = counter(lk, "ferry", "link_loss")
         assert dropped > 0
         recovered = [r for r in inner if r["event"] == "object_delivered"]
         assert len(recovered) == len(files)
@@ -166,18 +167,21 @@ def test_files_cross_a_one_way_link(namespaces, appliance_factory, tmp_path, los
 def test_loss_beyond_fec_is_named_not_silent(namespaces, appliance_factory, tmp_path):
     """25% loss with k=16, m=4 loses most multi-block files: each one that does not
     arrive is reported lost by the inner agent and named by reconciliation."""
-    o, l, i = namespaces["outer"], namespaces["link"], namespaces["inner"]
+    o, lk, i = namespaces["outer"], namespaces["link"], namespaces["inner"]
     a = appliance_factory(outer_host=OUTER_IP, inner_host=INNER_IP, bind_host=OUTER_IP,
                           outer_netns=o, inner_netns=i, fec_m=4, rate_mbps=50.0)
-    _apply(l, LINK_RULES, tmp_path, "link")
-    _add_loss(l, "l-i", 25, tmp_path)
+    _apply(lk, LINK_RULES, tmp_path, "link")
+    _add_loss(lk, "l-i", 25, tmp_path)
     a.start()
     files = {f"f{n:02d}.txt": (f"{n} ".encode() * (50 + 20000 * (n % 4))) for n in range(12)}
     for name, content in files.items():
         a.drop(name, content)
     a.wait_for(lambda: sum(r["event"] == "object_sent" for r in read_trail(a.outer_audit)) == len(files), 30,
                "every file sent")
-    time.sleep(6)        # heartbeats (themselves lossy) prove which blocks were sent
+    # heartbeats (themselves lossy) prove which blocks were sent: wait until the inner trail
+    # accounts for every object the outer one sent (delivered, refused or lost)
+    a.wait_for(lambda: not reconcile(read_trail(a.outer_audit), read_trail(a.inner_audit)).unaccounted, 60,
+               "every sent object accounted for by the inner agent", interval=0.5)
     a.stop()
     r = subprocess.run([sys.executable, "-m", "ferry", "audit", "reconcile", str(a.outer_audit),
                         str(a.inner_audit), "--json"], capture_output=True, text=True)

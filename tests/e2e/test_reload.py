@@ -10,12 +10,17 @@ import time
 import pytest
 
 from appliance import read_trail
+from ferry.crypto import SM2PrivateKey
+from ferry.mgmt.client import ManagementClient
+from ferry.policy import load_plan
+from ferry.policy.bundle import make_bundle
 
 pytestmark = pytest.mark.e2e
 
 PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\n%%EOF\n"
 V1_TYPES = "media_types: [application/pdf, image/png, image/jpeg, text/plain]"
 V2_TYPES = "media_types: [application/pdf]"
+FEED_MAX = 600          # pairs of files the feeder drops at most (60 s of traffic)
 
 
 def _policy(*args) -> subprocess.CompletedProcess:
@@ -28,17 +33,11 @@ def _ferry(*args) -> subprocess.CompletedProcess:
 
 
 def _running_hash(sock) -> bytes:
-    from ferry.mgmt.client import ManagementClient
-
     with ManagementClient(sock) as c:
         return c.get_policy().hash
 
 
 def test_reload_under_traffic(appliance_factory):
-    from ferry.crypto import SM2PrivateKey
-    from ferry.policy import load_plan
-    from ferry.policy.bundle import make_bundle
-
     a = appliance_factory(management=True).start()
     v1 = load_plan(a.work / "policy")
     v2_dir = a.work / "policy-v2"
@@ -53,26 +52,42 @@ def test_reload_under_traffic(appliance_factory):
     assert _running_hash(a.inner_socket) == _running_hash(a.outer_socket) == v1.hash
 
     dropped: dict[str, tuple[float, bytes]] = {}
+    stop = threading.Event()
 
     def feeder():
-        for i in range(40):                               # a PDF and a text file every 0.1 s for 4 s
-            for name, content in ((f"doc{i:02d}.pdf", PDF + b"%" + bytes([65 + i % 26]) * (1000 + i)),
-                                  (f"note{i:02d}.txt", f"note {i}\n".encode() * 50)):
+        for i in range(FEED_MAX):                         # a PDF and a text file every 0.1 s until told to stop
+            for name, content in ((f"doc{i:03d}.pdf", PDF + b"%" + bytes([65 + i % 26]) * (1000 + i)),
+                                  (f"note{i:03d}.txt", f"note {i}\n".encode() * 50)):
                 dropped[name] = (time.monotonic(), content)
                 a.drop(name, content)
-            time.sleep(0.1)
+            if stop.wait(0.1):                            # the traffic's pace (scenario), not a wait for an event
+                return
+
+    def texts_dropped(since: float = 0.0) -> set[str]:
+        return {n for n, (t0, _) in list(dropped.items()) if n.endswith(".txt") and t0 > since}
 
     t = threading.Thread(target=feeder)
     t.start()
-    time.sleep(2.0)
-    t_begin = time.monotonic()
-    # inner first, then outer; the pause lets objects the outer still seals under v1 reach
-    # the inner after its switch (taken within the grace period, re-checked under v2)
-    r_inner = _policy("apply", str(bundle), "--socket", str(a.inner_socket))
-    time.sleep(0.6)
-    r_outer = _policy("apply", str(bundle), "--socket", str(a.outer_socket))
-    t_end = time.monotonic()
-    t.join()
+    try:
+        # traffic flows under v1: five text files crossed before the reload begins
+        a.wait_for(lambda: sum(a.outcomes().get(n) == "delivered" for n in texts_dropped()) >= 5, 60,
+                   "five text files delivered under v1")
+        delivered_before = {n for n, o in a.outcomes().items() if o == "delivered" and n.endswith(".txt")}
+        t_begin = time.monotonic()   # (for the failure message)
+        # inner first, then outer. In between, objects the outer still seals under v1 reach the inner
+        # after its switch (taken within the grace period, re-checked under v2): wait until that
+        # happened once, so the switch window is exercised, then switch the outer.
+        r_inner = _policy("apply", str(bundle), "--socket", str(a.inner_socket))
+        assert r_inner.returncode == 0, r_inner.stdout + r_inner.stderr
+        a.wait_for(lambda: any(r["event"] == "object_refused" for r in read_trail(a.inner_audit)), 30,
+                   "the inner agent refusing a text file the outer sealed under v1")
+        r_outer = _policy("apply", str(bundle), "--socket", str(a.outer_socket))
+        t_end = time.monotonic()
+        # traffic goes on after the reload until five more text files were dropped under v2
+        a.wait_for(lambda: len(texts_dropped(since=t_end)) >= 5, 60, "five text files dropped after the reload")
+    finally:
+        stop.set()
+        t.join()
     for r in (r_inner, r_outer):
         assert r.returncode == 0, r.stdout + r.stderr
         assert f"-> {v2.hash.hex()}" in r.stdout
@@ -84,8 +99,8 @@ def test_reload_under_traffic(appliance_factory):
     assert {n: out[n] for n in pdfs} == {n: "delivered" for n in pdfs}        # none lost, none refused
     for n in pdfs:
         assert (a.inner_spool / n).read_bytes() == dropped[n][1]
-    before = {n for n in texts if dropped[n][0] < t_begin - 1.0}
-    after = {n for n in texts if dropped[n][0] > t_end}
+    before = delivered_before                     # crossed under v1, before the reload began
+    after = texts_dropped(since=t_end)
     assert len(before) >= 5 and len(after) >= 5, (t_begin, t_end)
     assert {out[n] for n in before} == {"delivered"}
     assert {out[n] for n in after} == {"refused"}
@@ -151,7 +166,8 @@ def test_outer_alone_reloaded_is_a_mismatch_on_the_inner(appliance_factory):
     assert _policy("sign", str(v2_dir), "--key", str(a.admin_key), "-o", str(bundle)).returncode == 0
     r = _policy("apply", str(bundle), "--socket", str(a.outer_socket))
     assert r.returncode == 0, r.stderr
-    time.sleep(0.5)
+    a.wait_for(lambda: any(r["event"] == "policy_applied" for r in read_trail(a.outer_audit)), 10,
+               "the outer agent's policy_applied record")
     a.drop("late.pdf", PDF)
     a.wait_for(lambda: "late.pdf" in a.outcomes(), 30, "late.pdf")
     assert a.outcomes()["late.pdf"] == "refused"

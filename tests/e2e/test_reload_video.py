@@ -5,11 +5,13 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import time
 
 import pytest
 
-from appliance import ROOT, read_trail
+from appliance import ROOT, free_udp_port, read_trail
+from waiting import file_size, wait_stable
+from ferry.camera import Camera, framemd5, make_source, ps_packets
+from ferry.policy import load_plan
 
 pytestmark = pytest.mark.e2e
 
@@ -25,15 +27,11 @@ def _ferry(*args):
 def source(tmp_path_factory):
     if shutil.which("ffmpeg") is None:
         pytest.skip("needs ffmpeg")
-    from ferry.camera import make_source
 
     return make_source(tmp_path_factory.mktemp("cam"), "h264", size="320x240", seconds=6, rate=25)
 
 
 def test_reload_keeps_allowed_streams_and_ends_revoked_ones(appliance_factory, tmp_path, source):
-    from ferry.camera import Camera, framemd5, ps_packets
-    from ferry.policy import load_plan
-
     v1 = tmp_path / "v1"
     shutil.copytree(ROOT / "policy" / "demo", v1, ignore=shutil.ignore_patterns("tests"))
     text = (v1 / "policy.yaml").read_text()
@@ -44,8 +42,6 @@ def test_reload_keeps_allowed_streams_and_ends_revoked_ones(appliance_factory, t
     a = appliance_factory(management=True, policy_dir=v1)
     ports = {}
     for name, device in (("kept", KEPT), ("revoked", REVOKED)):
-        from appliance import free_udp_port
-
         ports[name] = free_udp_port()
         a.append_config("outer", f'[[video]]\nname = "{name}"\ntransport = "udp"\n'
                                  f'listen = "127.0.0.1:{ports[name]}"\ndevice_id = "{device}"\n'
@@ -55,7 +51,10 @@ def test_reload_keeps_allowed_streams_and_ends_revoked_ones(appliance_factory, t
     a.start()
     cams = [Camera(ps_packets(source, "h264", ssrc=0x1000 + i), ("127.0.0.1", ports[n]), realtime=True).start()
             for i, n in enumerate(("kept", "revoked"))]
-    time.sleep(2.0)
+    # both streams cross under v1 before the reload
+    a.wait_for(lambda: {n for n in ("kept", "revoked") for r in read_trail(a.inner_audit)
+                        if r["event"] == "stream_started" and r.get("flow", "").startswith(n + "-")}
+               == {"kept", "revoked"}, 30, "both streams started on the inner agent")
     bundle = tmp_path / "v2.ferrypolicy"
     r = _ferry("policy", "sign", str(v2), "--key", str(a.admin_key), "-o", str(bundle))
     assert r.returncode == 0, r.stdout + r.stderr
@@ -63,7 +62,11 @@ def test_reload_keeps_allowed_streams_and_ends_revoked_ones(appliance_factory, t
     assert r.returncode == 0, r.stdout + r.stderr
     for c in cams:
         c.join()
-    time.sleep(1.5)
+    # the last access units cross: the kept stream's recording stops growing (stopping the inner
+    # agent then ends its stream)
+    recordings = a.work / "recordings"
+    wait_stable(lambda: sorted((p.name, file_size(p)) for p in recordings.glob("kept-*.ps")), 1.0, 30,
+                "the kept stream's recording")
     a.stop()
     outer, inner = read_trail(a.outer_audit), read_trail(a.inner_audit)
     new_hash = load_plan(v2).hash.hex()

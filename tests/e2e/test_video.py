@@ -5,7 +5,6 @@ a file sink; the file's decoded frames are compared with the source's (`ffmpeg -
 """
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import socket
@@ -20,6 +19,7 @@ import pytest
 
 import gb28181
 from appliance import free_udp_port, read_trail
+from waiting import file_size, udp_receive_queues, wait_stable, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
@@ -85,7 +85,7 @@ def make_appliance(factory, tmp_path: Path):
 
 
 def video_entry(name: str, device: str, *, transport="udp", listen="", connect="", payload="ps", ssrc=0) -> str:
-    lines = [f'[[video]]', f'name = "{name}"', f'transport = "{transport}"', f'device_id = "{device}"',
+    lines = ['[[video]]', f'name = "{name}"', f'transport = "{transport}"', f'device_id = "{device}"',
              f'payload = "{payload}"', 'destination = "police-vms"', f"ssrc = {ssrc}"]
     if listen:
         lines.append(f'listen = "{listen}"')
@@ -116,19 +116,19 @@ class Tshark:
         self.log = open(path.with_suffix(".log"), "wb")
         self.proc = subprocess.Popen(["tshark", "-i", "lo", "-f", f"udp port {port}", "-w", str(path)],
                                      stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if b"Capturing on" in path.with_suffix(".log").read_bytes():
-                time.sleep(0.3)
-                return
+        def running() -> None:
             if self.proc.poll() is not None:
-                break
-            time.sleep(0.1)
-        raise AssertionError("tshark did not start: " + path.with_suffix(".log").read_text(errors="replace"))
+                raise AssertionError("tshark did not start: " + path.with_suffix(".log").read_text(errors="replace"))
+
+        wait_until(lambda: b"Capturing on" in path.with_suffix(".log").read_bytes(), 15, "tshark capturing",
+                   check=running)
+        # tshark says "Capturing on" as dumpcap opens the interface, a moment before its filter is
+        # live; nothing outside shows that moment, so this short pause stays
+        time.sleep(0.3)
 
     def stop(self) -> list[tuple[int, int, int, bytes]]:
         """(ssrc, seq, timestamp, payload) of each captured packet, in capture order."""
-        time.sleep(0.5)
+        wait_stable(lambda: file_size(self.path), 0.5, 15, "the capture file")   # the last packets written
         self.proc.send_signal(signal.SIGINT)
         self.proc.wait(15)
         self.log.close()
@@ -222,7 +222,10 @@ def cross(factory, tmp_path: Path, codec: str, transport: str, *, seconds=10, lo
         camera.start()
         dropped = camera.join(60)
         a.wait_for(lambda: events(a.outer_audit, "stream_ended"), 30, "outer stream_ended")
-        time.sleep(1.5)      # the last access units cross; stopping the inner agent ends its stream
+        # the last access units cross: the file output stops growing (stopping the inner agent
+        # then ends its stream)
+        wait_stable(lambda: sorted((p.name, file_size(p)) for p in out_file.parent.glob("*.ps")), 1.0, 30,
+                    "the inner agent's file output")
     finally:
         rows = shark.stop() if shark else []
         a.stop()
@@ -362,6 +365,8 @@ def test_rfc6184_7798_output_plays_in_ffmpeg_through_sdp(appliance_factory, tmp_
     port, out_port = free_udp_port(), free_even_udp_port()
     a.append_config("outer", video_entry("cam1", CAMERA, listen=f"127.0.0.1:{port}"))
     a.append_config("inner", output_entry(address=f"127.0.0.1:{out_port}", form=codec))
+    tap = Collector()     # a second output of the same form, to see when the inner agent has sent everything
+    a.append_config("inner", output_entry(address=f"127.0.0.1:{tap.port}", form=codec))
     sdp = tmp_path / "out.sdp"
     sdp.write_text(f"v=0\no=- 0 0 IN IP4 127.0.0.1\ns=ferry\nc=IN IP4 127.0.0.1\nt=0 0\n"
                    f"m=video {out_port} RTP/AVP 96\na=rtpmap:96 {codec.upper()}/90000\n"
@@ -372,13 +377,16 @@ def test_rfc6184_7798_output_plays_in_ffmpeg_through_sdp(appliance_factory, tmp_
                                "-f", "framemd5", str(md5)], stdin=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         a.start()
-        time.sleep(0.5)
+        wait_until(lambda: udp_receive_queues(out_port), 20, "ffmpeg opening its RTP port")
         gb28181.Camera(gb28181.ps_packets(src, codec, ssrc=0x4321), ("127.0.0.1", port), realtime=4.0).start().join(60)
         a.wait_for(lambda: events(a.outer_audit, "stream_ended"), 30, "outer stream_ended")
-        time.sleep(1.5)
+        # the inner agent has sent the last access units (its tap stops receiving) and ffmpeg has read them
+        wait_stable(lambda: len(tap.datagrams), 1.0, 30, "the inner agent's RTP output")
+        wait_until(lambda: not any(udp_receive_queues(out_port)), 10, "ffmpeg reading the RTP packets")
     finally:
         player.communicate(b"q", timeout=30)
         a.stop()
+        tap.stop()
     got = [line.rsplit(",", 1)[1].strip() for line in md5.read_text().splitlines()
            if line and not line.startswith("#")]
     want = gb28181.framemd5(src)
@@ -398,7 +406,7 @@ def test_packets_from_another_address_are_refused_once(appliance_factory, tmp_pa
     src = gb28181.make_source(None, "h264", seconds=2)
     gb28181.send_udp(gb28181.ps_packets(src, "h264", ssrc=0x77), ("127.0.0.1", port))
     a.wait_for(lambda: events(a.outer_audit, "stream_refused"), 20, "stream_refused")
-    time.sleep(1)
+    time.sleep(1)   # time for a second refusal or a stream start, which must not come (scenario: a negative)
     a.stop()
     [r] = events(a.outer_audit, "stream_refused")
     assert r["rule"] == "ferry-video-ingest" and "127.0.0.1 is not 127.0.0.2" in r["reason"]

@@ -1,1 +1,1 @@
-from kernel_support import netns  # noqa: F401  (fixture)
+from .kernel_support import netns  # noqa: F401  (fixture)

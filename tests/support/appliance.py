@@ -8,9 +8,16 @@ import signal
 import socket
 import subprocess
 import sys
-import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
+from waiting import wait_until
+
+from ferry.crypto import SM2PrivateKey
+from ferry.crypto.keys import init_keys
+
+T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -32,8 +39,6 @@ class Appliance:
     def __init__(self, work: Path, *, outer_host="127.0.0.1", inner_host="127.0.0.1", port=None,
                  bind_host="127.0.0.1", fec_m=4, rate_mbps=200.0, outer_netns=None, inner_netns=None,
                  outer_audit=None, outer_iface="", inner_iface="", management=False, policy_dir=None) -> None:
-        from ferry.crypto.keys import init_keys
-
         self.work = work
         self.port = port or free_udp_port()
         self.outer_netns, self.inner_netns = outer_netns, inner_netns
@@ -85,8 +90,6 @@ spool = "spool/inner"
 
     def _add_management(self) -> None:
         """Management sockets on both agents, trusting one administrator key (keys/admin.key)."""
-        from ferry.crypto import SM2PrivateKey
-
         admin = SM2PrivateKey.generate()
         self.admin_key, self.admin_pub = self.work / "keys" / "admin.key", self.work / "keys" / "admin.pub"
         self.admin_key.write_bytes(admin.to_pem())
@@ -118,17 +121,18 @@ spool = "spool/inner"
     def log(self, role: str) -> str:
         return (self.work / "logs" / f"{role}.log").read_text(errors="replace")
 
-    def wait_for(self, cond, timeout: float, what: str) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+    def wait_for(self, cond: Callable[[], T], timeout: float, what: str, interval: float = 0.1) -> T:
+        """wait_until(cond), failing at once if an agent exits; a timeout shows both agents' logs.
+        (The conditions read audit trails: 0.1 s between polls keeps that cheap.)"""
+        def alive() -> None:
             for role, p in self.procs.items():
                 if p.poll() is not None:
                     raise AssertionError(f"{role} agent exited ({p.returncode}) waiting for {what}:\n{self.log(role)}")
-            if cond():
-                return
-            time.sleep(0.1)
-        raise AssertionError(f"timed out waiting for {what}\n--- outer:\n{self.log('outer')[-3000:]}"
-                             f"\n--- inner:\n{self.log('inner')[-3000:]}")
+
+        def logs() -> str:
+            return f"--- outer:\n{self.log('outer')[-3000:]}\n--- inner:\n{self.log('inner')[-3000:]}"
+
+        return wait_until(cond, timeout, what, interval, check=alive, details=logs)
 
     def drop(self, name: str, content: bytes) -> None:
         staging = self.work / "staging"

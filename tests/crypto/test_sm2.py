@@ -72,7 +72,8 @@ def test_encrypt_decrypt(key):
 
 def _rebuild(ct: bytes, **changes) -> bytes:
     class C(core.Sequence):
-        _fields = [("x", core.Integer), ("y", core.Integer), ("hash", core.OctetString), ("ciphertext", core.OctetString)]
+        _fields = [("x", core.Integer), ("y", core.Integer), ("hash", core.OctetString),
+                   ("ciphertext", core.OctetString)]
 
     c = C.load(ct)
     fields = {k: c[k].native for k in ("x", "y", "hash", "ciphertext")}

@@ -109,4 +109,5 @@ def test_ferry_ps_read_by_ffmpeg_bit_exact(media):
     assert framemd5(ours) == framemd5(raw)
     # and what we wrote demuxes to the same access units again
     _, again = demux_access_units(codec, ours.read_bytes(), 1500)
-    assert [(a.nal_units, a.pts, a.dts, a.keyframe) for a in again] == [(a.nal_units, a.pts, a.dts, a.keyframe) for a in aus]
+    assert [(a.nal_units, a.pts, a.dts, a.keyframe) for a in again] == [
+        (a.nal_units, a.pts, a.dts, a.keyframe) for a in aus]

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from scapy.layers.rtp import RTP, RTPExtension
 from scapy.packet import Raw
 
-from ferry.codecs.errors import CodecError, RtpError
+from ferry.codecs.errors import CodecError, FramingError, RtpError
 from ferry.codecs.rtp import RtpPacketWriter, build_rtp, parse_rtp
 
 # RFC 3550 §5.1 fixed header, written out by hand: V=2 P=0 X=0 CC=0 | M=1 PT=96 | seq | ts | SSRC
@@ -187,7 +187,5 @@ def test_version_2_bytes_parse_or_raise_codec_error(data: bytes) -> None:
 
 
 def test_one_error_family() -> None:
-    from ferry.codecs.errors import FramingError
-
     assert issubclass(RtpError, CodecError) and issubclass(FramingError, CodecError)
     assert not issubclass(CodecError, (ValueError, KeyError, IndexError))  # nothing generic is caught by it

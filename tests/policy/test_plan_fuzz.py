@@ -74,7 +74,8 @@ OBJECTS = st.builds(
         source=ferry_pb2.Source(device_id=did, address=addr, name=name), **body),
     st.sampled_from(["video", "viid", "signaling", "reverse", "files", ""]),
     st.sampled_from(["police-vms", "view-library", "police-sip", "social-platform", "inner-spool", "x"]),
-    st.sampled_from(["43090000001320000001", "43090000001325000001", "43090000002000000001", ""]) | st.text(max_size=22),
+    st.sampled_from(["43090000001320000001", "43090000001325000001", "43090000002000000001", ""])
+    | st.text(max_size=22),
     st.sampled_from(["10.20.1.1", "10.21.0.1", "10.20.5.10", "10.20.5.20", "10.100.8.1", "::ffff:10.20.1.1"])
     | st.text(max_size=20),
     st.sampled_from(["outer-spool", ""]) | st.text(max_size=8),

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kernel_support import REPO, py, py_json, sh
+from .kernel_support import REPO, py, py_json, sh
 from ferry.kernel import KernelError
 from ferry.kernel.nft import compile_ruleset, ingest_of, link_file, link_files
 

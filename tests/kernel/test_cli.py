@@ -1,10 +1,13 @@
 """``ferry kernel rules|link-up`` through ferry.kernel.cli: output, exit codes, errors."""
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
-from kernel_support import REPO, sh
 from ferry.kernel import KernelError, cli
+
+from .kernel_support import REPO, sh
 
 ARGS = ["--role", "outer", "--link-if", "o-l", "--link-port", "47000", "--peer", "10.232.1.2"]
 POLICY = """\
@@ -73,8 +76,6 @@ def test_a_refused_ruleset_exits_1_with_nft_error(policy, capsys, monkeypatch):
 
 
 def test_registers_under_the_ferry_parser():
-    import argparse
-
     p = argparse.ArgumentParser()
     cli.add_parser(p.add_subparsers(dest="command"))
     args = p.parse_args(["kernel", "link-up", "--role", "inner", "--if", "i-l", "--address", "10.0.0.2/30"])

@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from audit_support import T0, records, write_trail
+from .audit_support import T0, records, write_trail
 from ferry.audit import AuditError, AuditTrail, AuditUnavailable, verify_dir
 from ferry.audit import trail as trail_module
 

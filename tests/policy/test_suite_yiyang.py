@@ -70,12 +70,14 @@ def failures(capsys) -> str:
      "decision: refuse by video-social: width 1920 exceeds max_width 1280"),
     # a widened region prefix lets a look-alike region through
     ('      - region: "4309"\n        type: ["131", "132"]', '      - region: "43"\n        type: ["131", "132"]',
-     "region 4301 (43019...) is not 4309\n     expected refuse, got allow\n     expected rule default-deny, got video-social"),
+     "region 4301 (43019...) is not 4309\n     expected refuse, got allow\n"
+     "     expected rule default-deny, got video-social"),
     # dropping the network pin lets the allowed ID in from anywhere
     ('    addresses: ["10.20.0.0/16"]        # e-government', '    # addresses removed        # e-government',
      "allowed ID from the internet\n     expected refuse, got allow"),
     # a widened time window
-    ('        to: "19:00"', '        to: "20:00"', "(window closes, exclusive) -> refused\n     expected refuse, got allow"),
+    ('        to: "19:00"', '        to: "20:00"',
+     "(window closes, exclusive) -> refused\n     expected refuse, got allow"),
     # a lower-case cmd_type slipped in
     ("cmd_types: [Catalog, Keepalive, Alarm]", "cmd_types: [Catalog, catalog, Keepalive, Alarm]",
      "cmd_type 'catalog' (lower case) -> refused\n     expected refuse, got allow"),

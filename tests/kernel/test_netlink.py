@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from kernel_support import py, py_json, sh
+from .kernel_support import py, py_json, sh
 from ferry.kernel import KernelError
 from ferry.kernel.netlink import bring_up_link
 

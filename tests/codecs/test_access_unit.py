@@ -116,7 +116,8 @@ def test_access_unit_size_is_bounded():
 def test_to_pb():
     au = run("h264", [SPS264, PPS264, IDR], pts=90, dts=0)[0]
     pb = au.to_pb("cam1")
-    assert (pb.stream_id, pb.codec, pb.keyframe, pb.pts, pb.dts, pb.width, pb.height) == ("cam1", "h264", True, 90, 0, 640, 360)
+    assert (pb.stream_id, pb.codec, pb.keyframe, pb.pts, pb.dts, pb.width, pb.height) == (
+        "cam1", "h264", True, 90, 0, 640, 360)
     assert list(pb.nal_units) == [SPS264, PPS264, IDR]
 
 

@@ -3,7 +3,7 @@ import json
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from audit_support import records, rechain, write_trail
+from .audit_support import records, rechain, write_trail
 from ferry.audit import AuditError, verify_dir, verify_lines
 from ferry.audit.records import canonical, checkpoint_message
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from waiting import udp_receive_queues, wait_until
+
 from ferry.codecs import rtp_h264, rtp_h265
 from ferry.codecs.rtp import ReorderBuffer, RtpPacketWriter, parse_rtp
 from ferry.codecs.rtp_h264 import H264Depacketizer
@@ -161,15 +163,19 @@ def test_ffmpeg_decodes_our_rtp_bit_exact(tmp_path: Path, hevc: bool, max_payloa
                   "-fps_mode", "passthrough", "-f", "framemd5", "-"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 20
-        while not udp_listening(port):
+        def running() -> None:
             assert receiver.poll() is None, receiver.stderr.read().decode()
-            assert time.monotonic() < deadline, "ffmpeg did not open its RTP port"
-            time.sleep(0.05)
+
+        wait_until(lambda: udp_listening(port), 20, "ffmpeg opening its RTP port", check=running)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             for p in packets:
                 s.sendto(p, ("127.0.0.1", port))
-                time.sleep(0.0005)
+                time.sleep(0.0005)    # the send pace (scenario): a burst would overflow ffmpeg's socket
+            # the BYE ends ffmpeg's input: first let it read every RTP packet sent ...
+            wait_until(lambda: udp_receive_queues(port) and not any(udp_receive_queues(port)), 10,
+                       "ffmpeg reading the RTP packets", check=running)
+            # ... and demux them: its UDP thread moves datagrams into a FIFO of its own, and nothing
+            # outside shows when the demuxer has caught up, so this one short pause stays
             time.sleep(0.2)
             s.sendto(rtcp_bye(ssrc), ("127.0.0.1", port + 1))
         out, err = receiver.communicate(timeout=30)

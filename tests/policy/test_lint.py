@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-
-from ferry.policy import compile_policy, parse_policy
+from ferry.policy import compile_policy, load_plan, parse_policy
 from ferry.policy.cli import EXIT_FAILED, EXIT_OK, add_parser
 from ferry.policy.lint import ERROR, WARNING, Finding, lint
 
@@ -83,7 +82,6 @@ def test_clean_policy_has_no_findings():
 
 
 def test_shipped_policies_are_clean():
-    from ferry.policy import load_plan
     for name in ("demo", "yiyang"):
         assert lint(load_plan(ROOT / "policy" / name)) == []
 

@@ -70,7 +70,8 @@ def test_removed_rule_in_words_and_verdicts(tmp_path):
 
 def test_loosened_and_widened_in_words(tmp_path):
     new = copy(tmp_path)
-    edit(new, '      - region: "4309"\n        type: ["131", "132"]', '      - region: "43"\n        type: ["131", "132"]')
+    edit(new, '      - region: "4309"\n        type: ["131", "132"]',
+         '      - region: "43"\n        type: ["131", "132"]')
     edit(new, "cmd_types: [Catalog, Keepalive, Alarm]", "cmd_types: [Catalog, Keepalive]")
     edit(new, "picture_types: [image/jpeg]", "picture_types: [image/jpeg, image/png]")
     edit(new, '        to: "19:00"', '        to: "18:00"')
@@ -81,7 +82,8 @@ def test_loosened_and_widened_in_words(tmp_path):
         "source social-cameras: matcher[0] region 4309 -> 43: wider",
         "rule signaling-catalog: cmd_types - Alarm: stricter",
         "rule viid-faces-vehicles: picture_types + image/png: looser",
-        "rule video-roadworks: when mon,tue,wed,thu,fri,sat 07:00-19:00 -> mon,tue,wed,thu,fri,sat 07:00-18:00: stricter",
+        "rule video-roadworks: when mon,tue,wed,thu,fri,sat 07:00-19:00 -> mon,tue,wed,thu,fri,sat 07:00-18:00: "
+        "stricter",
         "rule video-shops: mode transcode -> remux: looser",
         "timezone Asia/Shanghai -> UTC: time windows now read in UTC",
     ):

@@ -92,7 +92,8 @@ def test_mpeg2_pack_stuffing_system_header_padding_private():
     data = pack + system + b"\x00\x00\x01\xbe\x00\x04\xff\xff\xff\xff" + b"\x00\x00\x01\xbd\x00\x02\x01\x02" \
         + pes(0xE0, b"\x00\x00\x01\x09\xf0", 5)
     events = demux(data)
-    assert [e for e in events if isinstance(e, Skipped)] == [Skipped("padding stream", 10), Skipped("private stream 1", 8)]
+    assert [e for e in events if isinstance(e, Skipped)] == [
+        Skipped("padding stream", 10), Skipped("private stream 1", 8)]
     assert video(events)[0].data == b"\x00\x00\x01\x09\xf0"
 
 
@@ -211,7 +212,8 @@ def test_timestamps_wrap_at_33_bits():
 
 
 # --- fuzz -----------------------------------------------------------------------
-_SEED = PsMuxer("h264", "g711a").video([SPS, PPS, IDR[:40]], 3600, 0, True) + PsMuxer("h264", "g711a").audio(b"\xd5" * 8, 1)
+_SEED = (PsMuxer("h264", "g711a").video([SPS, PPS, IDR[:40]], 3600, 0, True)
+         + PsMuxer("h264", "g711a").audio(b"\xd5" * 8, 1))
 
 
 def _check_bounded(data, step):

@@ -7,10 +7,16 @@ from pathlib import Path
 
 import pytest
 
+from ferry.crypto import sm3
 from ferry.lanes.files import make_file_object
 from ferry.pb import ferry_pb2
 from ferry.policy import (
-    DEFAULT_DENY, Decision, compile_policy, load_plan, parse_policy, policy_hash,
+    DEFAULT_DENY,
+    Decision,
+    compile_policy,
+    load_plan,
+    parse_policy,
+    policy_hash,
 )
 
 DEMO = Path(__file__).resolve().parents[2] / "policy" / "demo"
@@ -203,7 +209,6 @@ def test_policy_hash_is_order_independent_and_unambiguous():
 
 def test_policy_hash_known_value():
     # pins the canonical encoding: domain, count, then (u32 name len, name, u64 len, bytes)
-    from ferry.crypto import sm3
     expected = sm3(b"ferry policy bundle v1\0" + b"\0\0\0\x01" + b"\0\0\0\x01a"
                    + b"\0" * 7 + b"\x01" + b"x")
     assert policy_hash({"a": b"x"}) == expected

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 from pathlib import Path
 
@@ -87,7 +88,8 @@ def test_run_suite_passes_on_demo_and_fails_on_wrong_expectations():
     (("      lane: files\n      source: {name: outer-spool}\n      destination: inner-spool\n      created: 2026",
       "      lane: files\n      sorce: {name: outer-spool}\n      destination: inner-spool\n      created: 2026"),
      5, "tests[0].object.sorce", "unknown field of CanonicalObject"),
-    (("size: 1000, media_type", "sise: 1000, media_type"), 8, "tests[0].object.file.sise", "unknown field of FileObject"),
+    (("size: 1000, media_type", "sise: 1000, media_type"), 8, "tests[0].object.file.sise",
+     "unknown field of FileObject"),
     (("size: 1000, media_type", "size: -1, media_type"), 8, "tests[0].object.file.size", "out of range"),
     (("2026-11-26T10:00:00+08:00", "2026-11-26T10:00:00"), 7, "tests[0].object.created", "no UTC offset"),
     (("2026-11-26T10:00:00+08:00", "2026-11-26"), 7, "tests[0].object.created", "date without a time"),
@@ -120,7 +122,8 @@ def test_not_a_mapping_and_empty_list():
 
 
 def test_two_body_fields_are_an_error():
-    e = error(GOOD.replace("      file: {name: report.pdf", "      signaling: {root: Notify}\n      file: {name: report.pdf", 1))
+    e = error(GOOD.replace("      file: {name: report.pdf",
+                           "      signaling: {root: Notify}\n      file: {name: report.pdf", 1))
     assert e.line == 3 and "oneof" in e.message
 
 
@@ -199,7 +202,6 @@ def test_random_bytes_only_raise_policy_error(data):
 @settings(max_examples=300, deadline=None)
 @given(_values)
 def test_random_structures_only_raise_policy_error(value):
-    import json
     _only_policy_error(json.dumps({"tests": [value]}, default=str).encode())
     case = {"name": "x", "expect": "allow", "object": value}
     _only_policy_error(json.dumps({"tests": [case]}, default=str).encode())

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ferry.pb import ferry_pb2
-from ferry.policy import DEFAULT_DENY, Decision, load_plan
+from ferry.policy import DEFAULT_DENY, Decision, compile_policy, load_plan, parse_policy
 from ferry.policy.plan import VideoCheck
 
 YIYANG = Path(__file__).resolve().parents[2] / "policy" / "yiyang"
@@ -143,8 +143,11 @@ def test_roadworks_window_in_beijing_time(plan, when, allowed):
 
 def test_window_uses_the_policy_zone_not_utc(plan):
     # 2026-11-23 00:30 UTC is 08:30 in Beijing: open; 12:00 UTC is 20:00 in Beijing: closed.
-    assert plan.decide(video(ROADWORKS, created=datetime.fromisoformat("2026-11-23T00:30+00:00").timestamp())).allowed
-    assert not plan.decide(video(ROADWORKS, created=datetime.fromisoformat("2026-11-23T12:00+00:00").timestamp())).allowed
+    def at(iso: str) -> float:
+        return datetime.fromisoformat(iso).timestamp()
+
+    assert plan.decide(video(ROADWORKS, created=at("2026-11-23T00:30+00:00"))).allowed
+    assert not plan.decide(video(ROADWORKS, created=at("2026-11-23T12:00+00:00"))).allowed
 
 
 @pytest.mark.parametrize("created", [float("nan"), float("inf"), -float("inf"), 1e300, -1e300])
@@ -171,7 +174,6 @@ rules:
 
 
 def wrap_plan(tz="Asia/Kolkata"):
-    from ferry.policy import compile_policy, parse_policy
     files = {"policy.yaml": WRAP.format(tz=tz).encode()}
     return compile_policy(parse_policy(files), b"\0" * 32)
 

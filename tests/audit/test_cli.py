@@ -5,7 +5,7 @@ import shutil
 
 import pytest
 
-from audit_support import T0, write_trail
+from .audit_support import T0, write_trail
 from ferry.audit import AuditTrail, verify_dir
 from ferry.audit.cli import add_parser
 
