@@ -280,8 +280,6 @@ class InnerAgent:
             if self.audit_down and self.flush_audit():
                 self.drain()
             self.check_grace(now)
-            if not self.audit_down:
-                self.video.poll(now)
             t = self.receiver.get_timer()
             delay = 0.1 if t is None else max(0.005, min(0.1, t - time.time()))
             try:

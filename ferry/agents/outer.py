@@ -26,6 +26,7 @@ from ferry.agents.pacing import Pacer
 from ferry.agents.link_writer import LinkWriter, defer
 from ferry.agents.spool import SpoolWatcher, move_aside, read_whole_file
 from ferry.agents.video_ingest import VideoIngest
+from ferry.lanes.work import ObjectIds
 from ferry.audit import AuditUnavailable
 from ferry.lanes import files as files_lane
 from ferry.wire import LinkSender
@@ -122,7 +123,6 @@ class OuterAgent:
         now = time.time()
         self.started_at = now
         self.run_id = int(now) & 0xFFFFFFFF
-        self.counter = 0
         link = cfg.link
         # blocks are sealed by the link writer thread, beside the loop (sealer=defer)
         self.sender = LinkSender(outer_key=self.id.key, inner_public=self.id.peer,
@@ -130,7 +130,8 @@ class OuterAgent:
                                  k=link.fec_k, m=link.fec_m, datagram_max=link.datagram_max,
                                  sealer=defer)
         # cameras' ports first: the link socket's ephemeral port can then never be one of them
-        self.video = VideoIngest(self, list(cfg.video)) if cfg.video else None
+        self.ids = ObjectIds(self.run_id)
+        self.video = VideoIngest(list(cfg.video), self, lambda: self.id.plan, self.ids) if cfg.video else None
         if self.video:
             self.video.bind()
         self.sock = LinkSendSocket((link.peer_host, link.peer_port), bind_host=link.bind_host,
@@ -169,8 +170,16 @@ class OuterAgent:
 
     # -- files lane ------------------------------------------------------------
     def next_object_id(self) -> int:
-        self.counter += 1
-        return (self.run_id << 32) | self.counter
+        return self.ids.next()
+
+    # -- video lane (ferry.agents.video_ingest.IngestHost) ---------------------
+    def seal(self, obj, wall: float) -> None:
+        self.sender.submit(obj.object_id, obj.SerializeToString(), wall)
+
+    def flush_link(self, wall: float) -> None:
+        self.sender.flush(wall)
+        self.sender_events()
+        self.pump.collect(wall)
 
     def _refuse(self, entry_path: Path, name: str, size: int, rule: str, reason: str,
                 object_id: int | None = None, sm3: str | None = None, media_type: str | None = None,

@@ -369,7 +369,7 @@ def test_ingest_fast_path_crosses_the_same_access_units(plan_of, marked):
         objs = ready(events)
         assert [n for o in objs for n in o.access_unit.nal_units] == want, order
         assert not [e for e in events if isinstance(e, StreamLoss)]
-        assert stream._markers is marked
+        assert stream.front.markers is marked
 
 
 def test_gathering_is_bounded_when_the_marker_never_comes_again(plan_of):
@@ -385,7 +385,7 @@ def test_gathering_is_bounded_when_the_marker_never_comes_again(plan_of):
     for i, data in enumerate(packets):
         p = parse_rtp(data)
         stream.push_fields(p.ssrc, p.sequence, p.marker, memoryview(data)[12:], i * 0.001, data)
-        most = max(most, stream._gathered)
+        most = max(most, stream.front.gathered_bytes)
     assert 0 < most < limits.VIDEO_GATHER_MAX
     objs = ready(stream.close(10.0))
     assert objs      # the tail still crosses at the end
@@ -410,7 +410,7 @@ def test_ingest_fast_path_takes_hostile_ps_without_raising(plan_of, cut, junk, s
         seq = (seq + (jump if jump > 0 else 1)) & 0xFFFF
         packet = build_rtp(96, seq, i * 3600, SSRC, data, marker=marker)
         stream.push_fields(SSRC, seq, marker, memoryview(packet)[12:], i * 0.01, packet)
-        assert stream._gathered < limits.VIDEO_GATHER_MAX + 65536
+        assert stream.front.gathered_bytes < limits.VIDEO_GATHER_MAX + 65536
         stream.poll(i * 0.01)
     stream.close(10.0)
 
