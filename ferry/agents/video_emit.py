@@ -176,7 +176,9 @@ Sink = UdpSink | TcpSink | FileSink
 
 
 def make_sink(out: InnerVideoOutput) -> Sink:
-    return {"udp": UdpSink, "tcp": TcpSink, "file": FileSink}[out.transport](out)
+    if out.transport == "udp":
+        return UdpSink(out)
+    return TcpSink(out) if out.transport == "tcp" else FileSink(out)
 
 
 class EmitHost(Protocol):

@@ -25,6 +25,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 from typing import Any, Protocol
 
 from ferry import limits
@@ -261,8 +262,7 @@ class VideoIngest:
         self.bind()
         for e in self.entries:
             if e.transport == "tcp-listen":
-                server = await asyncio.start_server(
-                    lambda r, w, name=e.name: self._accepted(name, r, w), sock=self.listeners[e.name])
+                server = await asyncio.start_server(partial(self._accepted, e.name), sock=self.listeners[e.name])
                 self.servers.append(server)
             elif e.transport == "tcp-connect":
                 self.tasks.append(asyncio.create_task(self._connect_loop(e, stop)))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
 import threading
 import time
 
@@ -115,7 +116,7 @@ def _by_picture(packets) -> list[list[bytes]]:
 
 
 def test_event_loop_stays_responsive_while_720p_h264_is_transcoded(plan, monkeypatch):
-    from ferry.lanes.transcode import Transcoder
+    Transcoder = pytest.importorskip("ferry.lanes.transcode").Transcoder
     threads = set()
 
     class Recording(Transcoder):
@@ -195,8 +196,6 @@ def test_no_audit_no_transfer_for_transcoded_streams(plan, monkeypatch):
 def test_bind_takes_every_listening_port_at_once_and_names_the_entry_on_failure(plan):
     """The agent binds the cameras' ports before its own ephemeral link socket (bind()); a port in
     use is an error that says which entry and address."""
-    import socket
-
     busy = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     busy.bind(("127.0.0.1", 0))
     free = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

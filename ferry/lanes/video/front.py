@@ -100,7 +100,7 @@ class PsFront:
         self._payload(data, marker, now, out)
 
     def _payload(self, payload: bytes | memoryview, marker: bool, now: float, out: list[Event]) -> None:
-        events = self._demux.feed(payload)
+        events = self._demux.feed(payload)  # type: ignore[arg-type]  # any buffer: it copies what it keeps
         if events:
             self._demux_events(events, now, out)
         if marker and self._bsa is not None and self._demux_idle():

@@ -32,7 +32,7 @@ from ferry.policy.models import VideoLimits
 _KEEP = frozenset({NalKind.SLICE, NalKind.KEY_SLICE, NalKind.PARAMETER_SET, NalKind.END})
 
 
-def strip_nal_units(codec: str, nal_units: Iterable[bytes | memoryview],
+def strip_nal_units(codec: str, nal_units: Iterable[bytes],
                     keep_sei: bool = False) -> tuple[list[bytes], int]:
     """(the NAL units that cross, how many were stripped)."""
     classify = h264.classify if codec == "h264" else h265.classify
@@ -180,7 +180,7 @@ class Gate:
         return obj
 
     def decide(self, pb: ferry_pb2.AccessUnit, now: float, out: list[Event], transcoded: bool = False,
-               raw: Sequence[bytes | memoryview] = (), stripped: int = 0) -> None:
+               raw: Sequence[bytes] = (), stripped: int = 0) -> None:
         plan = self.plan_getter()
         obj = self._object()
         obj.access_unit.CopyFrom(pb)

@@ -96,8 +96,8 @@ class InnerStream:
         if self.form == "ps" or obj.HasField("audio"):
             data, ts, video = self.container(obj)
             view, mtu = memoryview(data), self.mtu
-            payloads = [view[i:i + mtu] for i in range(0, len(data), mtu)]
-            packets = self.writer.write(payloads, ts, marker_last=True)
+            packets = self.writer.write([view[i:i + mtu] for i in range(0, len(data), mtu)], ts,
+                                        marker_last=True)
         else:
             reason = self.accepts(obj)
             if reason:
