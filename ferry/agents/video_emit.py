@@ -23,6 +23,7 @@ from typing import IO, Any, Protocol
 
 from ferry import limits
 from ferry.agents.config import InnerVideoOutput, split_host_port
+from ferry.agents.lane_timer import LaneTimer
 from ferry.agents.link_io import probe_gso, send_datagrams
 from ferry.codecs.rfc4571 import frame
 from ferry.lanes.video import AppendBytes, Emit, EndOutput, InnerVideoLane
@@ -196,8 +197,7 @@ class VideoEmitter:
         self.host = host
         self.lane = InnerVideoLane(outputs)
         self.sinks: list[Sink] = [make_sink(out) for out in outputs]
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
+        self.timer = LaneTimer(self.lane.next_timer, self._on_timer)
 
     @property
     def stats(self) -> dict[str, int]:
@@ -209,9 +209,7 @@ class VideoEmitter:
 
     def close(self, wall: float) -> None:
         self._carry(self.lane.close(time.monotonic(), wall))
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.timer.cancel()
         for sink in self.sinks:
             sink.close()
 
@@ -249,26 +247,10 @@ class VideoEmitter:
                 sink = self.sinks[w.output]
                 if isinstance(sink, FileSink):
                     sink.end(w.stream_id)
-        self._arm()
+        self.timer.arm()
 
-    def _arm(self) -> None:
-        t = self.lane.next_timer()
-        if t == self._timer_at:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_at = t
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:     # no loop (stopping, or a tool): idle streams end at close
-            self._timer = self._timer_at = None
-            return
-        self._timer = None if t is None else loop.call_at(t, self._on_timer, t)
-
-    def _on_timer(self, t: float) -> None:
-        self._timer = self._timer_at = None
+    def _on_timer(self, now: float) -> None:
         if not self.host.audit_available():   # streams end only when their end can be recorded
-            self._timer_at = time.monotonic() + limits.VIDEO_AUDIT_RETRY
-            self._timer = asyncio.get_running_loop().call_at(self._timer_at, self._on_timer, self._timer_at)
+            self.timer.arm(now + limits.VIDEO_AUDIT_RETRY)
             return
-        self._carry(self.lane.handle_timer(max(time.monotonic(), t), time.time()))
+        self._carry(self.lane.handle_timer(now, time.time()))

@@ -6,14 +6,14 @@ parses, decides and says what to do; this module reads the sockets (clocks read 
 wake-up), carries out the lane's work (objects to the link, records to the trail, pictures to
 the transcoders) and arms one timer from the lane's `next_timer()`.
 
-The agent gives `IngestHost`: `seal(obj, wall)` submits an object to the link, `flush(wall)`
+The agent gives `IngestHost`: `seal(obj, wall)` submits an object to the link, `flush_link(wall)`
 seals what was submitted (at most VIDEO_SUBMIT_DELAY later), `audit(**fields)` writes a record,
 `audit_available()` says whether the trail can be written (no audit, no transfer).
 
 Transcode mode runs off the event loop: each transcoded stream has its own transcoder
-(`TranscoderRunner`) and a queue of its requests, run one at a time, in order, on a small thread
-pool (PyAV releases the GIL while it decodes, scales and encodes); each answer comes back on the
-loop (`call_soon_threadsafe`) into the lane. The lane bounds a stream's outstanding requests.
+(`TranscoderRunner`) and a task that runs its requests one at a time, in order, on a small thread
+pool (PyAV releases the GIL while it decodes, scales and encodes), and hands each answer to the
+lane. The lane bounds a stream's outstanding requests.
 """
 from __future__ import annotations
 
@@ -22,14 +22,14 @@ import logging
 import select
 import socket
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, Protocol
 
 from ferry import limits
 from ferry.agents.config import OuterVideo, split_host_port
+from ferry.agents.lane_timer import LaneTimer
 from ferry.codecs.errors import CodecError
 from ferry.lanes.video import OuterVideoLane, TranscodeEnd, TranscodeRequest, TranscoderRunner
 from ferry.lanes.video.outer_lane import IdSource, OuterWork
@@ -60,92 +60,6 @@ class IngestHost(Protocol):
 def transcoder_factory() -> Callable[..., Any] | None:
     """The PyAV transcoder's constructor, or None where PyAV is not installed."""
     return _Transcoder
-
-
-class _TranscodeQueue:
-    """One stream's transcoder and its pending requests, run one at a time (order kept) on the pool."""
-
-    def __init__(self, ingest: VideoIngest, stream_id: str) -> None:
-        self.ingest, self.stream_id = ingest, stream_id
-        assert ingest.factory is not None
-        self.runner = TranscoderRunner(ingest.factory)
-        self.pending: deque[TranscodeRequest | TranscodeEnd] = deque()
-        self.busy = False
-        self.done = asyncio.Event()       # set once the end was answered (or abandoned)
-
-    def put(self, ev: TranscodeRequest | TranscodeEnd) -> None:
-        if len(self.pending) > limits.VIDEO_TRANSCODE_QUEUE:   # the lane bounds it; this only guards
-            raise RuntimeError(f"transcode queue of {self.stream_id} overflowed")
-        self.pending.append(ev)
-        self._next()
-
-    def _next(self) -> None:
-        if self.busy or self.done.is_set():
-            return
-        ingest = self.ingest
-        while self.pending and isinstance(self.pending[0], TranscodeRequest):
-            now, wall = ingest.clocks()
-            work = ingest.lane.transcode_skip(self.stream_id, now, wall)   # refused: not worth decoding
-            if work is None:
-                break
-            self.pending.popleft()
-            ingest.carry(work, wall)
-        if not self.pending:
-            return
-        ev = self.pending.popleft()
-        self.busy = True
-        loop = asyncio.get_running_loop()
-
-        def answered(f: Future[tuple[list[Any] | None, str | None]]) -> None:
-            try:
-                loop.call_soon_threadsafe(self._answered, ev, f)
-            except RuntimeError:              # the loop is gone (agent exited)
-                pass
-        ingest.pool.submit(self._run, ev).add_done_callback(answered)
-
-    def _run(self, ev: TranscodeRequest | TranscodeEnd) -> tuple[list[Any] | None, str | None]:
-        """On a worker thread: the transcoder's output, or why it failed."""
-        try:
-            return self.runner.run(ev), None
-        except CodecError as exc:
-            return None, str(exc)
-        except Exception as exc:  # fail closed: a transcoder bug refuses the stream, never the agent
-            log.exception("video stream %s: transcoder", self.stream_id)
-            return None, f"{type(exc).__name__}: {exc}"
-
-    def _answered(self, ev: TranscodeRequest | TranscodeEnd,
-                  fut: Future[tuple[list[Any] | None, str | None]]) -> None:
-        """On the loop: hand the answer to the lane, then start the next request."""
-        self.busy = False
-        if self.done.is_set():
-            return
-        ingest = self.ingest
-        now, wall = ingest.clocks()
-        try:
-            aus, error = fut.result()
-        except BaseException as exc:   # cancelled when the pool shut down
-            aus, error = None, f"{type(exc).__name__}: {exc}"
-        lane = ingest.lane
-        work = (lane.transcoded(self.stream_id, aus, now, wall) if aus is not None
-                else lane.transcode_failed(self.stream_id, error or "", now, wall))
-        if isinstance(ev, TranscodeEnd):
-            self._done()
-        ingest.carry(work, wall)
-        self._next()
-
-    def abandon(self) -> None:
-        """The agent stops and the transcoder did not finish in time: end the stream without it."""
-        if self.done.is_set():
-            return
-        self._done()
-        self.pending.clear()
-        now, wall = self.ingest.clocks()
-        self.ingest.carry(self.ingest.lane.transcode_abandon(self.stream_id, now, wall), wall)
-
-    def _done(self) -> None:
-        self.done.set()
-        if self.ingest.transcodes.get(self.stream_id) is self:
-            del self.ingest.transcodes[self.stream_id]
 
 
 class _UdpPoller:
@@ -212,10 +126,10 @@ class VideoIngest:
         self.poller = _UdpPoller(limits.VIDEO_INGEST_TICK, self._drain)
         self.servers: list[asyncio.Server] = []
         self.tasks: list[asyncio.Task[None]] = []
-        self.transcodes: dict[str, _TranscodeQueue] = {}    # stream id -> its transcoder
+        # stream id -> its requests and the task that runs them in order on the pool
+        self.transcodes: dict[str, tuple[asyncio.Queue[TranscodeRequest | TranscodeEnd], asyncio.Task[None]]] = {}
         self._pool: ThreadPoolExecutor | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at: float | None = None
+        self.timer = LaneTimer(self.lane.next_timer, self._on_timer)
         self._flush_handle: asyncio.TimerHandle | None = None
 
     @property
@@ -279,21 +193,21 @@ class VideoIngest:
         await asyncio.gather(*self.tasks, return_exceptions=True)
         now, wall = self.clocks()
         self.carry(self.lane.close(now, wall), wall)
-        queues = list(self.transcodes.values())
-        if queues:   # the transcoders flush on their threads; their last access units still cross
-            try:
-                await asyncio.wait_for(asyncio.gather(*(q.done.wait() for q in queues)),
-                                       limits.VIDEO_TRANSCODE_STOP_TIMEOUT)
-            except asyncio.TimeoutError:
+        tasks = {sid: task for sid, (_q, task) in self.transcodes.items()}
+        if tasks:    # the transcoders flush on their threads; their last access units still cross
+            _done, late = await asyncio.wait(tasks.values(), timeout=limits.VIDEO_TRANSCODE_STOP_TIMEOUT)
+            if late:
                 log.warning("video: transcoders did not finish within %.0f s", limits.VIDEO_TRANSCODE_STOP_TIMEOUT)
-            for q in queues:
-                q.abandon()
+            for sid, task in tasks.items():
+                if task in late:     # end the stream without its transcoder
+                    task.cancel()
+                    self.transcodes.pop(sid, None)
+                    now, wall = self.clocks()
+                    self.carry(self.lane.transcode_abandon(sid, now, wall), wall)
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self.timer.cancel()
         self._flush()
 
     # -- work -----------------------------------------------------------------------------------
@@ -312,13 +226,47 @@ class VideoIngest:
                 host.audit(**w.fields)
                 log.info("video %s %s: %s", w.fields["event"], w.fields["flow"], w.fields.get("reason"))
             else:
-                q = self.transcodes.get(w.stream_id)
-                if q is None:
-                    q = self.transcodes[w.stream_id] = _TranscodeQueue(self, w.stream_id)
-                q.put(w)
+                entry = self.transcodes.get(w.stream_id)
+                if entry is None:
+                    queue: asyncio.Queue[TranscodeRequest | TranscodeEnd] = asyncio.Queue()
+                    entry = self.transcodes[w.stream_id] = (
+                        queue, asyncio.create_task(self._transcode(w.stream_id, queue)))
+                elif entry[0].qsize() > limits.VIDEO_TRANSCODE_QUEUE:   # the lane bounds it; this only guards
+                    raise RuntimeError(f"transcode queue of {w.stream_id} overflowed")
+                entry[0].put_nowait(w)
         if submitted and self._flush_handle is None:
             self._flush_handle = asyncio.get_running_loop().call_later(limits.VIDEO_SUBMIT_DELAY, self._flush)
-        self._arm()
+        self.timer.arm()
+
+    async def _transcode(self, sid: str, queue: asyncio.Queue[TranscodeRequest | TranscodeEnd]) -> None:
+        """One stream's requests, one at a time, in order, on the pool; the answers to the lane."""
+        assert self.factory is not None
+        runner = TranscoderRunner(self.factory)
+        loop = asyncio.get_running_loop()
+        lane = self.lane
+        while True:
+            ev = await queue.get()
+            now, wall = self.clocks()
+            if isinstance(ev, TranscodeRequest) and (work := lane.transcode_skip(sid, now, wall)) is not None:
+                self.carry(work, wall)       # refused: its queued pictures are not worth decoding
+                continue
+            try:
+                aus: list[Any] | None = await loop.run_in_executor(self.pool, runner.run, ev)
+                error = ""
+            except CodecError as exc:
+                aus, error = None, str(exc)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # fail closed: a transcoder bug refuses the stream, never the agent
+                log.exception("video stream %s: transcoder", sid)
+                aus, error = None, f"{type(exc).__name__}: {exc}"
+            now, wall = self.clocks()
+            if isinstance(ev, TranscodeEnd):
+                self.transcodes.pop(sid, None)
+            self.carry(lane.transcoded(sid, aus, now, wall) if aus is not None
+                       else lane.transcode_failed(sid, error, now, wall), wall)
+            if isinstance(ev, TranscodeEnd):
+                return
 
     def _flush(self) -> None:
         """Seal what the streams submitted and hand the datagrams to the pump."""
@@ -327,19 +275,9 @@ class VideoIngest:
             self._flush_handle = None
         self.host.flush_link(time.time())
 
-    def _arm(self) -> None:
-        t = self.lane.next_timer()
-        if t == self._timer_at:
-            return
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_at = t
-        self._timer = None if t is None else asyncio.get_running_loop().call_at(t, self._on_timer, t)
-
-    def _on_timer(self, t: float) -> None:
-        self._timer = self._timer_at = None
-        now, wall = self.clocks()
-        self.carry(self.lane.handle_timer(max(now, t), wall), wall)
+    def _on_timer(self, now: float) -> None:
+        _, wall = self.clocks()
+        self.carry(self.lane.handle_timer(now, wall), wall)
 
     # -- UDP ----------------------------------------------------------------------------------------
     def _drain(self, name: str, sock: socket.socket, now: float, wall: float) -> None:

@@ -10,7 +10,6 @@ from ferry.codecs import h264
 from ferry.codecs.access_unit import AccessUnit
 from ferry.codecs.mpeg_ps import AudioPes
 from ferry.codecs.nal import NalKind
-from ferry.codecs.rtp import parse_rtp
 from ferry.lanes.video import BUILTIN_RULE, AccessUnitReady, StreamRefused
 from ferry.lanes.video.front import PsFront
 from ferry.lanes.video.gate import BitrateMeter, Gate
