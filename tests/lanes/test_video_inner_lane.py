@@ -57,7 +57,7 @@ def test_objects_become_fresh_output_per_output_and_the_stream_ends_when_idle():
     assert started["event"] == "stream_started" and started["flow"] == "cam-1"
     assert started["detail"]["outputs"] == ["udp:192.0.2.50:9000 (ps)", "file:/x/{stream}.h264 (h264)"]
     es = emits(work)
-    assert len(es) == 50 and all(e.counted and e.video for e in es)
+    assert len(es) == 50 and all(e.counted and e.obj.HasField("access_unit") for e in es)
     sends = [e.outputs[0] for e in es]
     files = [e.outputs[1] for e in es]
     assert all(isinstance(s, SendPackets) and s.output == 0 for s in sends)

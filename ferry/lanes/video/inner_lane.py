@@ -52,7 +52,8 @@ class VideoOutput(Protocol):
     def payload_type(self) -> int: ...
 
 
-@dataclass(frozen=True, slots=True)
+# per access unit: plain slotted dataclasses (a frozen one costs several times more to build)
+@dataclass(slots=True)
 class SendPackets:
     """RTP packets of one access unit (or audio frame) for output `output` (UDP or TCP)."""
     output: int
@@ -60,7 +61,7 @@ class SendPackets:
     keyframe: bool
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AppendBytes:
     """The container bytes (PS, or Annex B) of one object, for the file of `stream_id` of output `output`."""
     output: int
@@ -68,15 +69,14 @@ class AppendBytes:
     data: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Emit:
     """One object's outputs, in order. `counted`: answer with `emitted` (False: a later output
     refused the object, which is accounted as refused)."""
     stream_id: str
-    outputs: tuple[SendPackets | AppendBytes, ...]
+    outputs: list[SendPackets | AppendBytes]
     counted: bool
-    video: bool
-    nbytes: int
+    obj: ferry_pb2.CanonicalObject
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,14 +99,15 @@ class _Flow:
     last: float
     rule: str = ""
     refused: bool = False
-    outputs: list[tuple[int, InnerStream]] = field(default_factory=list)   # (output index, its stream)
+    outputs: list[tuple[int, InnerStream, bool]] = field(default_factory=list)   # (output index, its stream, file?)
     counts: dict[str, int] = field(default_factory=lambda: {
         "access_units": 0, "audio_frames": 0, "bytes": 0, "refused": 0, "dropped": 0, "packets": 0,
         "sends": 0})
 
 
 def _stream_id(obj: ferry_pb2.CanonicalObject) -> str:
-    return str(obj.access_unit.stream_id if obj.HasField("access_unit") else obj.audio.stream_id)
+    sid: str = obj.access_unit.stream_id if obj.HasField("access_unit") else obj.audio.stream_id
+    return sid
 
 
 class InnerVideoLane:
@@ -142,25 +143,23 @@ class InnerVideoLane:
         if not flow.outputs:
             self._refuse(flow, obj, BUILTIN_RULE, f"no video output for destination {obj.destination!r}", work)
             return work
-        video = obj.HasField("access_unit")
-        keyframe = bool(video and obj.access_unit.keyframe)
+        keyframe = bool(obj.HasField("access_unit") and obj.access_unit.keyframe)
         made: list[SendPackets | AppendBytes] = []
-        for i, inner in flow.outputs:
+        for i, inner, is_file in flow.outputs:
             reason = inner.accepts(obj)
             if reason:
                 if made:
-                    work.append(Emit(flow.stream_id, tuple(made), False, video, 0))
+                    work.append(Emit(flow.stream_id, made, False, obj))
                 self._refuse(flow, obj, BUILTIN_RULE, reason, work)
                 return work
-            if self.outputs[i].transport == "file":
+            if is_file:
                 data, _, _ = inner.container(obj)
                 made.append(AppendBytes(i, flow.stream_id, data))
             else:
                 packets = inner.push(obj)
                 flow.counts["packets"] += len(packets)
                 made.append(SendPackets(i, packets, keyframe))
-        nbytes = sum(len(n) for n in obj.access_unit.nal_units) if video else len(obj.audio.payload)
-        work.append(Emit(flow.stream_id, tuple(made), True, video, nbytes))
+        work.append(Emit(flow.stream_id, made, True, obj))
         return work
 
     def emitted(self, emit: Emit, delivered: bool, sends: int) -> None:
@@ -173,8 +172,13 @@ class InnerVideoLane:
             return
         if delivered:
             if counts is not None:
-                counts["access_units" if emit.video else "audio_frames"] += 1
-                counts["bytes"] += emit.nbytes
+                obj = emit.obj
+                if obj.HasField("access_unit"):
+                    counts["access_units"] += 1
+                    counts["bytes"] += sum(len(n) for n in obj.access_unit.nal_units)
+                else:
+                    counts["audio_frames"] += 1
+                    counts["bytes"] += len(obj.audio.payload)
             self.stats["video_delivered"] += 1
         else:
             if counts is not None:
@@ -214,14 +218,14 @@ class InnerVideoLane:
             outs = self.by_destination.get(obj.destination, [])
             for i in outs:
                 o = self.outputs[i]
-                flow.outputs.append((i, InnerStream(o.form, now, payload_type=o.payload_type)))
+                flow.outputs.append((i, InnerStream(o.form, now, payload_type=o.payload_type), o.transport == "file"))
             self.stats["video_streams"] += 1
             work.append(AuditIntent(dict(
                 event="stream_started", verdict="info", lane="video", flow=sid, source=src,
                 destination=obj.destination, reason="video stream started",
                 detail={"outputs": [f"{self.outputs[i].transport}:{self.outputs[i].address or self.outputs[i].path} "
                                     f"({self.outputs[i].form})" for i in outs],
-                        "ssrcs": [s.ssrc for _, s in flow.outputs]})))
+                        "ssrcs": [s.ssrc for _, s, _ in flow.outputs]})))
             deadline = now + limits.VIDEO_INNER_IDLE
             if self._soonest is None or deadline < self._soonest:
                 self._soonest = deadline
@@ -244,8 +248,8 @@ class InnerVideoLane:
 
     def _end(self, flow: _Flow, why: str, work: list[InnerWork]) -> None:
         self.flows.pop(flow.stream_id, None)
-        for i, _ in flow.outputs:
-            if self.outputs[i].transport == "file":
+        for i, _, is_file in flow.outputs:
+            if is_file:
                 work.append(EndOutput(i, flow.stream_id))
         c: dict[str, Any] = dict(flow.counts, duration=round(flow.last - flow.started, 3))
         work.append(AuditIntent(dict(
