@@ -140,3 +140,4 @@ VIDEO_TRANSCODE_WORKERS = 2    # threads shared by the outer agent's transcoded 
 VIDEO_TRANSCODE_STOP_TIMEOUT = 10.0  # seconds the outer agent waits, when stopping, for transcoders to flush
 VIDEO_AUDIT_RETRY = 0.1        # inner: seconds before idle streams are checked again while the trail is down
 VIDEO_UDP_SNDBUF = 4 << 20     # SO_SNDBUF of each inner UDP output socket
+VIDEO_TCP_READ = 65536         # bytes one read of a video TCP connection takes (outer ingest, inner output)

@@ -119,7 +119,7 @@ class TcpSink:
                 self.writer, self.need_key = writer, True
                 log.info("video output connected to %s:%d", self.host, self.port)
                 try:
-                    while await reader.read(4096):   # anything the receiver says is ignored
+                    while await reader.read(limits.VIDEO_TCP_READ):   # anything the receiver says is ignored
                         pass
                 except (ConnectionError, OSError):
                     pass

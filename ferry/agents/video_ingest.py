@@ -338,7 +338,7 @@ class VideoIngest:
         try:
             while True:
                 try:
-                    data = await reader.read(65536)
+                    data = await reader.read(limits.VIDEO_TCP_READ)
                 except (ConnectionError, OSError):
                     break
                 if not data:
