@@ -56,6 +56,11 @@ sys.path.insert(0, str(ROOT / "tests" / "support"))
 
 from ferry import camera as gb28181  # noqa: E402  (the GB/T 28181 test camera)
 from ferry.codecs.rtp import HEADER, parse_rtp  # noqa: E402
+from ferry import limits  # noqa: E402
+from ferry.crypto import SM4GCM, random_key  # noqa: E402
+from ferry.wire import fec  # noqa: E402
+from ferry.wire.frame import SYMBOL_HEADER_SIZE  # noqa: E402
+from appliance import Appliance, read_trail  # noqa: E402  (tests/support)
 
 CODEC = "h264"
 SOURCE = dict(codec=CODEC, size="1920x1080", seconds=10, rate=25,
@@ -241,7 +246,8 @@ def receiver(n: int, keep: list[int], port_q, result_q, stop) -> None:
                     markers[i].append(t)
                 if i in ps:
                     ps[i].append(data[12:])
-    result_q.put(("received", time.process_time() - (cpu0 or 0.0), packets, gaps, [sorted(s) for s in ssrcs], [sorted(p) for p in pts], markers,
+    result_q.put(("received", time.process_time() - (cpu0 or 0.0), packets, gaps, [sorted(s) for s in ssrcs],
+                  [sorted(p) for p in pts], markers,
                   {i: b"".join(v) for i, v in ps.items()}))
 
 
@@ -270,8 +276,6 @@ def child_cpu(cmd: list[str]) -> float:
 
 def floor(path: Path, work: Path) -> dict:
     """CPU seconds per stream-second: ffmpeg -c copy (steady state) + SM4-GCM seal + open."""
-    from ferry.crypto import SM4GCM, random_key
-
     one = gb28181.ps_stream(gb28181.ps_packets(path, CODEC, ssrc=1))
     passes = 20
     long = gb28181.ps_stream(gb28181.ps_packets(path, CODEC, ssrc=1, loops=passes))
@@ -288,12 +292,7 @@ def floor(path: Path, work: Path) -> dict:
         samples.append((copy("long.mpg") - copy("one.mpg")) / ((passes - 1) * seconds))
     ffmpeg_copy = max(statistics.median(samples), 1e-6)
 
-    try:
-        from ferry.wire import fec
-        from ferry.wire.frame import SYMBOL_HEADER_SIZE
-        block = fec.block_capacity(16, 1472, SYMBOL_HEADER_SIZE)
-    except Exception:  # noqa: BLE001 - a reasonable block size if the wire API moved
-        block = 16 * 1440
+    block = fec.block_capacity(16, 1472, SYMBOL_HEADER_SIZE)
     aead = SM4GCM(random_key())
     nonce, aad = bytes(12), b"hdr"
     blocks = [one[i:i + block] for i in range(0, len(one), block)]
@@ -331,8 +330,6 @@ class _Direct:
 
 # --- trial -----------------------------------------------------------------------------------------
 def audit_problems(appliance) -> list[dict]:
-    from appliance import read_trail
-
     bad = []
     for trail in (appliance.outer_audit, appliance.inner_audit):
         for r in read_trail(trail):
@@ -377,8 +374,6 @@ def perf_shares(data: Path) -> dict[str, float]:
 def trial(n: int, path: Path, work: Path, expected_md5: list[str], seconds_cap: float, direct: bool = False,
           max_latency_ms: float = 200.0, profile: Path | None = None, perf: Path | None = None) -> dict:
     """One run of N streams; `direct`: cameras straight to the receiver (checks the harness itself)."""
-    from appliance import Appliance
-
     work.mkdir(parents=True)
     write_policy(work / "policy-src", n)
     keep = sorted({0, n - 1})
@@ -436,7 +431,6 @@ def trial(n: int, path: Path, work: Path, expected_md5: list[str], seconds_cap: 
         m1 = machine_busy()
         t1 = time.monotonic()
         if not direct:  # the last access units leave when the streams end (idle)
-            from ferry import limits
             time.sleep(limits.VIDEO_STREAM_IDLE + 1.0)
         stop.set()
         received = result_q.get(timeout=30)
@@ -512,7 +506,8 @@ def trial(n: int, path: Path, work: Path, expected_md5: list[str], seconds_cap: 
         for role, cpu in zip(roles, cpu_each):
             shares = perf_shares(perf / f"n{n}-{role}.data")
             breakdown[role] = {k: v * cpu / stream_seconds for k, v in shares.items()}
-    return {"n": n, "breakdown": breakdown, "ok": not reasons, "reasons": reasons[:5], "sender_lag_s": lag, "held_frames": held,
+    return {"n": n, "breakdown": breakdown, "ok": not reasons, "reasons": reasons[:5],
+            "sender_lag_s": lag, "held_frames": held,
             "latency_p50_ms": q[49] * 1000, "latency_p99_ms": q[98] * 1000, "p99_by_second": p99_by_second,
             "cpu_s": sum(cpu1) - sum(cpu0), "wall_s": t1 - t0,
             "cpu_each": cpu_each, "harness_cpu_s": harness,
@@ -560,7 +555,8 @@ def main() -> int:
             print(f"N={n:4d} latency p50 {r['latency_p50_ms']:.1f} ms p99 {r['latency_p99_ms']:.1f} ms, "
                   f"ferry CPU {r['cpu_s']:.2f} s ({'+'.join(f'{c:.2f}' for c in r['cpu_each'])}) over "
                   f"{r['wall_s']:.1f} s = {r['cpu_per_stream_s']:.5f} per stream-s, cameras and receiver "
-                  f"{r['harness_cpu_s']:.2f} s, machine {r['machine_busy'] * 100:.0f}% busy, sender lag {r['sender_lag_s'] * 1000:.0f} ms, {r['held_frames']} frames out at "
+                  f"{r['harness_cpu_s']:.2f} s, machine {r['machine_busy'] * 100:.0f}% busy, "
+                  f"sender lag {r['sender_lag_s'] * 1000:.0f} ms, {r['held_frames']} frames out at "
                   f"stream end: {state}", flush=True)
             print(f"       p99 ms by second of the run: {r['p99_by_second']}", flush=True)
             for role, kinds in r["breakdown"].items():
@@ -568,7 +564,8 @@ def main() -> int:
             if r["breakdown"]:
                 total = {k: sum(b[k] for b in r["breakdown"].values()) for k in PERF_KINDS}
                 rest = sum(total.values()) - total["cipher"]
-                print(f"       both agents: cipher {total['cipher']:.5f} (floor's SM4 {fl['sm4_seal'] + fl['sm4_open']:.5f}), "
+                print(f"       both agents: cipher {total['cipher']:.5f} "
+                      f"(floor's SM4 {fl['sm4_seal'] + fl['sm4_open']:.5f}), "
                       f"everything else {rest:.5f}; cpu_vs_floor 1.5 leaves "
                       f"{1.5 * fl['total'] - total['cipher']:.5f} for everything else", flush=True)
             if not r["ok"]:

@@ -136,3 +136,16 @@ VIDEO_GATHER_MAX = 65536       # PS bytes of one picture the outer agent gathers
 VIDEO_INGEST_TICK = 0.005      # seconds the outer agent lets UDP ingest queue between wake-ups (at most)
 VIDEO_SUBMIT_DELAY = 0.005     # seconds the outer agent gathers access units before sealing
 VIDEO_INNER_IDLE = 10.0        # inner: seconds without an access unit that end a stream (> VIDEO_STREAM_IDLE)
+
+# --- video lane (ferry.lanes.video, ferry.agents.video_ingest / video_emit) -------
+VIDEO_TRANSCODE_QUEUE = 8      # transcode requests outstanding per stream before access units are dropped
+VIDEO_REFUSED_ADDRESSES_MAX = 1024  # (entry, address) pairs whose refusal is recorded once; later ones only counted
+VIDEO_UDP_READS_PER_WAKE = 256  # datagrams the outer agent drains from one ingest socket per wake-up, at most
+VIDEO_UDP_BUFFER = 65536       # bytes of the outer agent's one ingest receive buffer (a datagram's maximum)
+VIDEO_UDP_RCVBUF = 8 << 20     # SO_RCVBUF of each UDP ingest socket
+VIDEO_RECONNECT_DELAY = 1.0    # seconds between attempts of a TCP client (outer tcp-connect, inner tcp output)
+VIDEO_TRANSCODE_WORKERS = 2    # threads shared by the outer agent's transcoded streams
+VIDEO_TRANSCODE_STOP_TIMEOUT = 10.0  # seconds the outer agent waits, when stopping, for transcoders to flush
+VIDEO_AUDIT_RETRY = 0.1        # inner: seconds before idle streams are checked again while the trail is down
+VIDEO_UDP_SNDBUF = 4 << 20     # SO_SNDBUF of each inner UDP output socket
+VIDEO_TCP_READ = 65536         # bytes one read of a video TCP connection takes (outer ingest, inner output)

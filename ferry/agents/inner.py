@@ -163,14 +163,12 @@ class InnerAgent(PolicyHost):
         if self.audit_down and self.flush_audit():
             self.drain(now, wall)
         self.carry(self.dispatch.check_grace(self.id.plan, self.receiver.current_epoch, now))
-        if not self.audit_down:
-            self.video.poll(wall)
         delays = [TIMER_MAX]
         if (t := self.receiver.get_timer()) is not None:
             delays.append(t - now)
         if (g := self.dispatch.next_timer()) is not None:
             delays.append(g - now)
-        if self.audit_down or self.video.flows:
+        if self.audit_down:
             delays.append(TICK)
         return max(TIMER_MIN, min(delays))
 

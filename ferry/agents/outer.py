@@ -27,6 +27,7 @@ from ferry.kernel.agent_rules import KernelRules, kernel_rules_for
 from ferry.lanes.files import MoveAside, OuterFilesLane, SpoolFile
 from ferry.lanes.sent import SentRecords
 from ferry.lanes.work import AuditIntent, ObjectIds, SealObject
+from ferry.pb.ferry_pb2 import CanonicalObject
 from ferry.policy import Plan
 from ferry.wire import LinkSender
 from ferry.wire.events import BlockSealed, KeyAnnounced, KeyRotated
@@ -120,7 +121,7 @@ class OuterAgent(PolicyHost):
                                  name=cfg.agent.name, now=time.monotonic(), wall=wall, k=link.fec_k, m=link.fec_m,
                                  datagram_max=link.datagram_max, seal=False)
         # cameras' ports first: the link socket's ephemeral port can then never be one of them
-        self.video = VideoIngest(self, list(cfg.video)) if cfg.video else None
+        self.video = VideoIngest(list(cfg.video), self, lambda: self.id.plan, self.ids) if cfg.video else None
         if self.video:
             self.video.bind()
         self.sock = LinkSendSocket((link.peer_host, link.peer_port), bind_host=link.bind_host,
@@ -151,6 +152,16 @@ class OuterAgent(PolicyHost):
             self.pump.wake.set()
         self.pump.held = not written
         return written
+
+    # -- video lane (ferry.agents.video_ingest.IngestHost) ---------------------
+    def seal(self, obj: CanonicalObject, wall: float) -> None:
+        self.sender.submit(obj.object_id, obj.SerializeToString(), time.monotonic(), wall)
+
+    def flush_link(self, wall: float) -> None:
+        now = time.monotonic()
+        self.sender.flush(now, wall)
+        self.sender_events()
+        self.pump.collect(now)
 
     # -- files lane ------------------------------------------------------------
     def take_file(self, spool: _Spool, entry: SpoolEntry, now: float, wall: float) -> None:

@@ -6,27 +6,34 @@ connected, access units are dropped and counted, and output resumes at a keyfram
 (appends PS, or Annex B for the h264/h265 forms; "{stream}" in the path is the stream id).
 Every stream gets fresh SSRC, sequence numbers and timestamps per output (ferry.lanes.video).
 
-Accounting is per stream, not per object: stream_started, stream_refused (first refusal, rule
-and reason), stream_ended (delivered / refused / dropped counts) after VIDEO_INNER_IDLE without
-an access unit, or when the agent stops.
+The pure lane (ferry.lanes.video.InnerVideoLane) keeps the streams and their accounting and
+says what to send or write; this module owns the sinks, carries out the lane's work and arms
+one timer from the lane's `next_timer()`. The agent gives `EmitHost`: `audit(**fields)` and
+`audit_available()` (no audit, no transfer; idle streams end only while the trail is up).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import socket
-from dataclasses import dataclass, field
+import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import IO, Any, Protocol
 
 from ferry import limits
-from ferry.agents.config import InnerVideoOutput, split_host_port
+from ferry.config import InnerVideoOutput, split_host_port
+from ferry.agents.lane_timer import LaneTimer
 from ferry.agents.link_io import probe_gso, send_datagrams
 from ferry.codecs.rfc4571 import frame
-from ferry.lanes.video import BUILTIN_RULE, InnerStream
+from ferry.lanes.video import AppendBytes, Emit, EndOutput, InnerVideoLane
+from ferry.lanes.video.inner_lane import InnerWork
+from ferry.lanes.work import AuditIntent
+from ferry.pb import ferry_pb2
+from ferry.policy.plan import Decision
 
 log = logging.getLogger("ferry.inner.video")
 
-RECONNECT_DELAY = 1.0
 _SAFE = str.maketrans({c: "_" for c in "/\\\0"})
 
 
@@ -43,7 +50,7 @@ class UdpSink:
         host, port = split_host_port(out.address)
         self.address = (host, port)
         self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, limits.VIDEO_UDP_SNDBUF)
         self.sock.setblocking(False)
         self.gso = out.gso == "auto" and probe_gso(self.sock)
         self.errors = 0
@@ -112,14 +119,14 @@ class TcpSink:
                 self.writer, self.need_key = writer, True
                 log.info("video output connected to %s:%d", self.host, self.port)
                 try:
-                    while await reader.read(4096):   # anything the receiver says is ignored
+                    while await reader.read(limits.VIDEO_TCP_READ):   # anything the receiver says is ignored
                         pass
                 except (ConnectionError, OSError):
                     pass
                 self.writer = None
                 writer.close()
             try:
-                await asyncio.wait_for(stop.wait(), RECONNECT_DELAY)
+                await asyncio.wait_for(stop.wait(), limits.VIDEO_RECONNECT_DELAY)
             except asyncio.TimeoutError:
                 pass
 
@@ -135,7 +142,7 @@ class FileSink:
 
     def __init__(self, out: InnerVideoOutput) -> None:
         self.template = out.path
-        self.files: dict[str, object] = {}
+        self.files: dict[str, IO[bytes]] = {}
         self.errors = 0
 
     def write(self, stream_id: str, data: bytes) -> bool:
@@ -166,136 +173,84 @@ class FileSink:
             self.end(sid)
 
 
-def make_sink(out: InnerVideoOutput):
-    return {"udp": UdpSink, "tcp": TcpSink, "file": FileSink}[out.transport](out)
+Sink = UdpSink | TcpSink | FileSink
 
 
-@dataclass
-class _Flow:
-    """One stream as the inner agent sees it."""
-    stream_id: str
-    destination: str
-    source: dict
-    started: float
-    last: float
-    rule: str = ""
-    refused: bool = False
-    outputs: list = field(default_factory=list)      # (InnerStream, sink) per output
-    counts: dict = field(default_factory=lambda: {
-        "access_units": 0, "audio_frames": 0, "bytes": 0, "refused": 0, "dropped": 0, "packets": 0,
-        "sends": 0})
+def make_sink(out: InnerVideoOutput) -> Sink:
+    if out.transport == "udp":
+        return UdpSink(out)
+    return TcpSink(out) if out.transport == "tcp" else FileSink(out)
+
+
+class EmitHost(Protocol):
+    """What the video outputs need of the inner agent."""
+
+    def audit(self, **fields: Any) -> object: ...
+
+    def audit_available(self) -> bool: ...
 
 
 class VideoEmitter:
-    """The inner agent's video outputs and per-stream accounting."""
+    """The inner agent's video outputs: sinks around `InnerVideoLane`."""
 
-    def __init__(self, agent, outputs: list[InnerVideoOutput]) -> None:
-        self.agent = agent
-        self.by_destination: dict[str, list[tuple[InnerVideoOutput, object]]] = {}
-        for out in outputs:
-            self.by_destination.setdefault(out.destination, []).append((out, make_sink(out)))
-        self.flows: dict[str, _Flow] = {}
-        self.stats = {"video_streams": 0, "video_delivered": 0, "video_refused": 0, "video_dropped": 0}
+    def __init__(self, host: EmitHost, outputs: Sequence[InnerVideoOutput]) -> None:
+        self.host = host
+        self.lane = InnerVideoLane(outputs)
+        self.sinks: list[Sink] = [make_sink(out) for out in outputs]
+        self.timer = LaneTimer(self.lane.next_timer, self._on_timer)
+
+    @property
+    def stats(self) -> dict[str, int]:
+        return self.lane.stats
 
     async def start(self, stop: asyncio.Event) -> None:
-        for sinks in self.by_destination.values():
-            for _, sink in sinks:
-                await sink.start(stop)
+        for sink in self.sinks:
+            await sink.start(stop)
 
-    def close(self, now: float) -> None:
-        for flow in list(self.flows.values()):
-            self._end(flow, now, "agent stopping")
-        for sinks in self.by_destination.values():
-            for _, sink in sinks:
-                sink.close()
+    def close(self, wall: float) -> None:
+        self._carry(self.lane.close(time.monotonic(), wall))
+        self.timer.cancel()
+        for sink in self.sinks:
+            sink.close()
 
-    # -- streams ------------------------------------------------------------------------------
-    def _flow(self, obj, now: float) -> _Flow:
-        sid = obj.access_unit.stream_id if obj.HasField("access_unit") else obj.audio.stream_id
-        flow = self.flows.get(sid)
-        if flow is None:
-            if len(self.flows) >= limits.VIDEO_STREAMS_MAX:   # the oldest idle one makes room
-                oldest = min(self.flows.values(), key=lambda f: f.last)
-                self._end(oldest, now, "too many streams")
-            src = {"device_id": obj.source.device_id, "address": obj.source.address}
-            flow = self.flows[sid] = _Flow(sid, obj.destination, src, now, now)
-            for out, sink in self.by_destination.get(obj.destination, ()):
-                flow.outputs.append((InnerStream(out.form, now, payload_type=out.payload_type), sink))
-            self.stats["video_streams"] += 1
-            self.agent.audit(event="stream_started", verdict="info", lane="video", flow=sid, source=src,
-                             destination=obj.destination, reason="video stream started",
-                             detail={"outputs": [f"{o.transport}:{o.address or o.path} ({o.form})"
-                                                 for o, _ in self.by_destination.get(obj.destination, ())],
-                                     "ssrcs": [s.ssrc for s, _ in flow.outputs]})
-        flow.last = now
-        return flow
-
-    def refuse(self, obj, rule: str, reason: str, now: float) -> None:
+    # -- objects (the agent's wall clock) -------------------------------------------------------
+    def refuse(self, obj: ferry_pb2.CanonicalObject, rule: str, reason: str, wall: float) -> None:
         """An object the inner agent refuses: counted; the stream's first refusal is recorded."""
-        flow = self._flow(obj, now)
-        flow.counts["refused"] += 1
-        self.stats["video_refused"] += 1
-        if not flow.refused:
-            flow.refused = True
-            au = obj.access_unit
-            self.agent.audit(event="stream_refused", verdict="refused", lane="video", flow=flow.stream_id,
-                             source=flow.source, destination=flow.destination, rule=rule, reason=reason,
-                             object_id=obj.object_id,
-                             detail={"codec": au.codec, "width": au.width, "height": au.height}
-                             if obj.HasField("access_unit") else None)
-            log.info("video stream %s refused: %s: %s", flow.stream_id, rule, reason)
+        self._carry(self.lane.refuse(obj, rule, reason, time.monotonic(), wall))
 
-    def deliver(self, obj, decision, now: float) -> None:
+    def deliver(self, obj: ferry_pb2.CanonicalObject, decision: Decision, wall: float) -> None:
         """An allowed object: fresh output on every output of its destination."""
-        flow = self._flow(obj, now)
-        flow.rule = decision.rule
-        if not self.agent.audit_available():    # no audit, no transfer
-            flow.counts["dropped"] += 1
-            self.stats["video_dropped"] += 1
-            return
-        if not flow.outputs:
-            self.refuse(obj, BUILTIN_RULE, f"no video output for destination {obj.destination!r}", now)
-            return
-        video = obj.HasField("access_unit")
-        keyframe = video and obj.access_unit.keyframe
-        delivered = False
-        for inner, sink in flow.outputs:
-            reason = inner.accepts(obj)
-            if reason:
-                self.refuse(obj, BUILTIN_RULE, reason, now)
-                return
-            if isinstance(sink, FileSink):
-                data, _, _ = inner.container(obj)
-                ok = sink.write(flow.stream_id, data)
-            else:
-                packets = inner.push(obj)
-                flow.counts["packets"] += len(packets)
-                calls = sink.calls
-                ok = sink.send(packets, keyframe)
-                flow.counts["sends"] += sink.calls - calls
-            delivered |= ok
-        if delivered:
-            flow.counts["access_units" if video else "audio_frames"] += 1
-            flow.counts["bytes"] += (sum(len(n) for n in obj.access_unit.nal_units) if video
-                                     else len(obj.audio.payload))
-            self.stats["video_delivered"] += 1
-        else:
-            flow.counts["dropped"] += 1
-            self.stats["video_dropped"] += 1
+        self.lane.audit_available = self.host.audit_available()
+        self._carry(self.lane.deliver(obj, decision.rule, time.monotonic(), wall))
 
-    def poll(self, now: float) -> None:
-        for flow in list(self.flows.values()):
-            if now - flow.last >= limits.VIDEO_INNER_IDLE:
-                self._end(flow, now, "no access unit for %gs" % limits.VIDEO_INNER_IDLE)
+    # -- work -----------------------------------------------------------------------------------
+    def _carry(self, work: list[InnerWork]) -> None:
+        for w in work:
+            if isinstance(w, Emit):
+                delivered, sends = False, 0
+                for out in w.outputs:
+                    sink = self.sinks[out.output]
+                    if isinstance(out, AppendBytes):
+                        assert isinstance(sink, FileSink)
+                        ok = sink.write(out.stream_id, out.data)
+                    else:
+                        assert not isinstance(sink, FileSink)
+                        calls = sink.calls
+                        ok = sink.send(out.packets, out.keyframe)
+                        sends += sink.calls - calls
+                    delivered |= ok
+                self.lane.emitted(w, delivered, sends)
+            elif isinstance(w, AuditIntent):
+                self.host.audit(**w.fields)
+                log.info("video %s %s: %s", w.fields["event"], w.fields["flow"], w.fields.get("reason"))
+            elif isinstance(w, EndOutput):
+                sink = self.sinks[w.output]
+                if isinstance(sink, FileSink):
+                    sink.end(w.stream_id)
+        self.timer.arm()
 
-    def _end(self, flow: _Flow, now: float, why: str) -> None:
-        self.flows.pop(flow.stream_id, None)
-        for _, sink in flow.outputs:
-            if isinstance(sink, FileSink):
-                sink.end(flow.stream_id)
-        c = dict(flow.counts, duration=round(flow.last - flow.started, 3))
-        self.agent.audit(event="stream_ended", verdict="info", lane="video", flow=flow.stream_id,
-                         source=flow.source, destination=flow.destination, rule=flow.rule or None,
-                         reason=f"{why}: {c['access_units']} access units delivered, {c['refused']} refused",
-                         size=c["bytes"], detail=c)
-        log.info("video stream %s ended: %s", flow.stream_id, c)
+    def _on_timer(self, now: float) -> None:
+        if not self.host.audit_available():   # streams end only when their end can be recorded
+            self.timer.arm(now + limits.VIDEO_AUDIT_RETRY)
+            return
+        self._carry(self.lane.handle_timer(now, time.time()))

@@ -14,7 +14,9 @@ Every failure, hostile input included, is a `CodecError` with a reason.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from fractions import Fraction
+from typing import Any
 
 import av
 from av.video.frame import PictureType
@@ -93,6 +95,7 @@ class Transcoder:
         return h264_nal_type(nal) if self.in_codec == "h264" else h265_nal_header(nal)[0]
 
     def _check_sps(self, t: int, nal: bytes) -> None:
+        sps: h264.Sps | h265.Sps
         if self.in_codec == "h264":
             if t != h264.SPS:
                 return
@@ -173,15 +176,16 @@ class Transcoder:
         return out
 
     # -- pictures --------------------------------------------------------------
-    def _encode_all(self, frames) -> list[ferry_pb2.AccessUnit]:
+    def _encode_all(self, frames: Iterable[Any]) -> list[ferry_pb2.AccessUnit]:
         out: list[ferry_pb2.AccessUnit] = []
         for frame in frames:
             out.extend(self._encode_picture(frame))
         return out
 
-    def _picture_pts(self, frame) -> int | None:
+    def _picture_pts(self, frame: Any) -> int | None:
         """The output pts of a decoded picture, or None to drop it (decimation to the frame rate)."""
-        pts, prev = frame.pts, self._prev_pts
+        pts: int | None = frame.pts
+        prev = self._prev_pts
         self._prev_pts = pts
         last = self._last_pts
         if last is None:
@@ -192,7 +196,7 @@ class Transcoder:
             return None  # faster than the output frame rate
         return pts
 
-    def _encode_picture(self, frame) -> list[ferry_pb2.AccessUnit]:
+    def _encode_picture(self, frame: Any) -> list[ferry_pb2.AccessUnit]:
         self.pictures_in += 1
         factor = limits.TRANSCODE_INPUT_FACTOR
         if frame.width > self.max_width * factor or frame.height > self.max_height * factor:
@@ -211,6 +215,7 @@ class Transcoder:
             picture.pts = pts
             picture.time_base = _TIME_BASE
             picture.pict_type = PictureType.NONE
+            assert self._encoder is not None    # opened above for this size
             packets = self._encoder.encode(picture)
         except (av.FFmpegError, ValueError, OverflowError) as exc:
             raise CodecError(f"encoder: {exc}") from None
@@ -255,7 +260,7 @@ class Transcoder:
             raise CodecError(f"encoder: {exc}") from None
         return self._access_units(packets, enc)
 
-    def _access_units(self, packets, enc=None) -> list[ferry_pb2.AccessUnit]:
+    def _access_units(self, packets: Iterable[Any], enc: Any = None) -> list[ferry_pb2.AccessUnit]:
         enc = enc or self._encoder
         sei = _H264_SEI if self.out_codec == "h264" else _H265_SEI
         out: list[ferry_pb2.AccessUnit] = []

@@ -15,7 +15,7 @@ class Recorder:
         self.got: dict = {}
         self.wakes: list[float] = []
 
-    def __call__(self, entry, sock, now) -> None:
+    def __call__(self, entry, sock, now, wall) -> None:
         self.wakes.append(now)
         while True:
             try:

@@ -3,16 +3,17 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
 import threading
 import time
-from types import SimpleNamespace
 
 import pytest
 
 import gb28181
 from ferry.agents import video_ingest
-from ferry.agents.config import OuterVideo
+from ferry.config import OuterVideo
 from ferry.agents.video_ingest import VideoIngest
+from ferry.lanes.work import ObjectIds
 from ferry.codecs.nal import split_annexb
 from ferry.pb import ferry_pb2
 from ferry.policy import load_plan
@@ -39,38 +40,31 @@ rules:
 """
 
 
-class Sender:
+class Host:
+    """What VideoIngest uses of the outer agent (ferry.agents.video_ingest.IngestHost)."""
+
     def __init__(self) -> None:
         self.objects: list[ferry_pb2.CanonicalObject] = []
-
-    def submit(self, oid, data, now) -> None:
-        self.objects.append(ferry_pb2.CanonicalObject.FromString(data))
-
-    def flush(self, now) -> None:
-        pass
-
-
-class Agent:
-    """What VideoIngest uses of the outer agent."""
-
-    def __init__(self, plan) -> None:
-        self.id = SimpleNamespace(plan=plan)
-        self.pump = SimpleNamespace(held=False, collect=lambda now: None)
-        self.sender = Sender()
-        self.run_id = 7
-        self.counter = 0
         self.records: list[dict] = []
+        self.available = True
+
+    def seal(self, obj, wall) -> None:
+        self.objects.append(ferry_pb2.CanonicalObject.FromString(obj.SerializeToString()))
+
+    def flush_link(self, wall) -> None:
+        pass
 
     def audit(self, **fields) -> bool:
         self.records.append(fields)
         return True
 
-    def next_object_id(self) -> int:
-        self.counter += 1
-        return self.counter
+    def audit_available(self) -> bool:
+        return self.available
 
-    def sender_events(self) -> None:
-        pass
+
+def _ingest(plan, entries) -> tuple[VideoIngest, Host]:
+    host = Host()
+    return VideoIngest(entries, host, lambda: plan, ObjectIds(7)), host
 
 
 @pytest.fixture
@@ -100,7 +94,7 @@ async def _run(ingest: VideoIngest, frames_of_packets, rate: float, burst: int) 
     for i in range(0, len(frames_of_packets), burst):
         for pkts in frames_of_packets[i:i + burst]:
             for data in pkts:
-                ingest.udp_packet(ENTRY, data, ("192.0.2.10", 5000))
+                ingest.udp_packet(ENTRY.name, data, ("192.0.2.10", 5000))
         wait = start + (i + burst) / rate - time.perf_counter()
         await asyncio.sleep(max(wait, 0.0))
     await asyncio.sleep(0.3)
@@ -122,7 +116,8 @@ def _by_picture(packets) -> list[list[bytes]]:
 
 
 def test_event_loop_stays_responsive_while_720p_h264_is_transcoded(plan, monkeypatch):
-    from ferry.lanes.transcode import Transcoder
+    Transcoder = video_ingest.transcoder_factory()     # PyAV's, imported where the agent imports it
+    assert Transcoder is not None
     threads = set()
 
     class Recording(Transcoder):
@@ -133,12 +128,11 @@ def test_event_loop_stays_responsive_while_720p_h264_is_transcoded(plan, monkeyp
     monkeypatch.setattr(video_ingest, "transcoder_factory", lambda: Recording)
     src = gb28181.make_source(None, "h264", size="1280x720", seconds=3, extra="-b:v 4M -maxrate 4M -bufsize 4M")
     pictures = _by_picture(gb28181.ps_packets(src, "h264", ssrc=SSRC))
-    agent = Agent(plan)
-    ingest = VideoIngest(agent, [ENTRY])
+    ingest, agent = _ingest(plan, [ENTRY])
     worst = asyncio.run(_run(ingest, pictures, rate=25, burst=5))
     assert worst < 0.1, f"the event loop stalled {worst * 1000:.0f} ms"
     assert threads and threading.main_thread().ident not in threads     # never on the loop's thread
-    objs = agent.sender.objects
+    objs = agent.objects
     assert len(objs) >= 70, len(objs)    # 75 pictures; the last ones come from the flush at stop
     assert objs[0].access_unit.keyframe and all(o.rule == "video-cameras" for o in objs)
     assert all(o.access_unit.width == 1280 and o.access_unit.height == 720 for o in objs)
@@ -149,7 +143,7 @@ def test_event_loop_stays_responsive_while_720p_h264_is_transcoded(plan, monkeyp
     started = [r for r in agent.records if r["event"] == "stream_started"]
     [ended] = [r for r in agent.records if r["event"] == "stream_ended"]
     assert len(started) == 1 and ended["detail"]["access_units"] == len(objs)
-    assert ended["rule"] == "video-cameras" and not ingest.streams and not ingest.transcodes
+    assert ended["rule"] == "video-cameras" and not ingest.lane.streams and not ingest.transcodes
 
 
 class Slow:
@@ -170,11 +164,10 @@ def test_a_slow_transcoder_drops_to_the_next_keyframe_and_the_loop_keeps_running
     monkeypatch.setattr(video_ingest, "transcoder_factory", lambda: Slow)
     src = gb28181.make_source(None, "h264", size="640x360", seconds=4, gop=25)
     pictures = _by_picture(gb28181.ps_packets(src, "h264", ssrc=SSRC))
-    agent = Agent(plan)
-    ingest = VideoIngest(agent, [ENTRY])
+    ingest, agent = _ingest(plan, [ENTRY])
     worst = asyncio.run(_run(ingest, pictures, rate=25, burst=1))
     assert worst < 0.1, f"the event loop stalled {worst * 1000:.0f} ms"
-    objs = agent.sender.objects
+    objs = agent.objects
     [ended] = [r for r in agent.records if r["event"] == "stream_ended"]
     c = ended["detail"]
     assert c["transcode_dropped_aus"] > 0 and c["access_units"] == len(objs)
@@ -193,11 +186,10 @@ def test_no_audit_no_transfer_for_transcoded_streams(plan, monkeypatch):
     monkeypatch.setattr(Slow, "push", lambda self, au: [au])
     src = gb28181.make_source(None, "h264", size="640x360", seconds=1)
     pictures = _by_picture(gb28181.ps_packets(src, "h264", ssrc=SSRC))
-    agent = Agent(plan)
-    agent.pump.held = True
-    ingest = VideoIngest(agent, [ENTRY])
+    ingest, agent = _ingest(plan, [ENTRY])
+    agent.available = False
     asyncio.run(_run(ingest, pictures, rate=100, burst=5))
-    assert agent.sender.objects == []
+    assert agent.objects == []
     [ended] = [r for r in agent.records if r["event"] == "stream_ended"]
     assert ended["detail"]["dropped_no_audit"] == 25 and ingest.stats["video_dropped_no_audit"] == 25
 
@@ -205,8 +197,6 @@ def test_no_audit_no_transfer_for_transcoded_streams(plan, monkeypatch):
 def test_bind_takes_every_listening_port_at_once_and_names_the_entry_on_failure(plan):
     """The agent binds the cameras' ports before its own ephemeral link socket (bind()); a port in
     use is an error that says which entry and address."""
-    import socket
-
     busy = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     busy.bind(("127.0.0.1", 0))
     free = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -218,10 +208,10 @@ def test_bind_takes_every_listening_port_at_once_and_names_the_entry_on_failure(
                          destination="police-vms")
         with pytest.raises(OSError, match="video cam-udp: cannot listen on 127.0.0.1:%d \\(udp\\)"
                            % busy.getsockname()[1]):
-            VideoIngest(Agent(None), [udp]).bind()
+            _ingest(None, [udp])[0].bind()
         tcp = OuterVideo(name="cam-tcp", transport="tcp-listen", listen=f"127.0.0.1:{tcp_port}",
                          device_id=CAMERA, destination="police-vms")
-        ingest = VideoIngest(Agent(None), [tcp])
+        ingest, _ = _ingest(None, [tcp])
         ingest.bind()
         with socket.create_connection(("127.0.0.1", tcp_port), timeout=2):
             pass                                   # listening before start()

@@ -2,7 +2,6 @@
 No sockets, no agent: the plan is a real compiled policy, the video lane a recorder."""
 from __future__ import annotations
 
-import dataclasses
 from datetime import datetime, timezone
 
 import pytest

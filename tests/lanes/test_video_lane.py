@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import gb28181
+from ferry import limits
 from ferry.codecs import h264, h265
 from ferry.codecs.mpeg_ps import PsDemuxer, PsMuxer, VideoPes
 from ferry.codecs.nal import split_annexb
@@ -55,8 +56,8 @@ rules:
 """
 
 
-@pytest.fixture
-def plan_of(tmp_path):
+def plan_maker(tmp_path):
+    """make(**policy_text arguments) -> a loaded plan, each in its own folder under tmp_path."""
     made = []
 
     def make(**kw):
@@ -66,6 +67,11 @@ def plan_of(tmp_path):
         made.append(load_plan(d))
         return made[-1]
     return make
+
+
+@pytest.fixture
+def plan_of(tmp_path):
+    return plan_maker(tmp_path)
 
 
 def source(codec, seconds=2, **kw):
@@ -369,13 +375,11 @@ def test_ingest_fast_path_crosses_the_same_access_units(plan_of, marked):
         objs = ready(events)
         assert [n for o in objs for n in o.access_unit.nal_units] == want, order
         assert not [e for e in events if isinstance(e, StreamLoss)]
-        assert stream._markers is marked
+        assert stream.front.markers is marked
 
 
 def test_gathering_is_bounded_when_the_marker_never_comes_again(plan_of):
     """A camera that marked once and then never again: gathered PS is demuxed every VIDEO_GATHER_MAX bytes."""
-    from ferry import limits
-
     src = source("h264")
     packets = [d for d, _ in gb28181.ps_packets(src, "h264", ssrc=SSRC)]
     first_marker = next(i for i, d in enumerate(packets) if d[1] & 0x80)
@@ -385,7 +389,7 @@ def test_gathering_is_bounded_when_the_marker_never_comes_again(plan_of):
     for i, data in enumerate(packets):
         p = parse_rtp(data)
         stream.push_fields(p.ssrc, p.sequence, p.marker, memoryview(data)[12:], i * 0.001, data)
-        most = max(most, stream._gathered)
+        most = max(most, stream.front.gathered_bytes)
     assert 0 < most < limits.VIDEO_GATHER_MAX
     objs = ready(stream.close(10.0))
     assert objs      # the tail still crosses at the end
@@ -398,8 +402,6 @@ def test_ingest_fast_path_takes_hostile_ps_without_raising(plan_of, cut, junk, s
     """The ingest's own path (push_fields, gathering to the marker): a real PS cut at random
     places, with lies in the marker bits, sequence jumps and junk packets, never raises, and what
     is gathered stays bounded."""
-    from ferry import limits
-
     ps = _fuzz_ps()
     rng = random.Random(seed)
     stream = outer(_fuzz_plan(plan_of))
@@ -410,7 +412,7 @@ def test_ingest_fast_path_takes_hostile_ps_without_raising(plan_of, cut, junk, s
         seq = (seq + (jump if jump > 0 else 1)) & 0xFFFF
         packet = build_rtp(96, seq, i * 3600, SSRC, data, marker=marker)
         stream.push_fields(SSRC, seq, marker, memoryview(packet)[12:], i * 0.01, packet)
-        assert stream._gathered < limits.VIDEO_GATHER_MAX + 65536
+        assert stream.front.gathered_bytes < limits.VIDEO_GATHER_MAX + 65536
         stream.poll(i * 0.01)
     stream.close(10.0)
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from ferry.agents.config import ConfigError, InnerConfig, OuterConfig, load_config, split_host_port
+from ferry.config import ConfigError, InnerConfig, OuterConfig, load_config, split_host_port
 
 BASE_OUTER = """
 [agent]
@@ -95,7 +95,8 @@ payload_type = 98
     a, b = cfg.video_output
     assert (a.form, a.transport, a.payload_type) == ("ps", "udp", 96)
     assert b.path == str(tmp_path / "rec" / "{stream}.h264") and b.payload_type == 98
-    for bad, words in (('transport = "file"', "needs path"), ('address = "1.2.3.4:5"\npayload_type = 200', "payload_type"),
+    for bad, words in (('transport = "file"', "needs path"),
+                       ('address = "1.2.3.4:5"\npayload_type = 200', "payload_type"),
                        ('address = "1.2.3.4:5"\nform = "mjpeg"', "form")):
         with pytest.raises(ConfigError, match=words):
             load(tmp_path, BASE_INNER + '[[video_output]]\ndestination = "d"\n' + bad + "\n", InnerConfig)

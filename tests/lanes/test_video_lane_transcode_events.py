@@ -9,9 +9,14 @@ import gb28181
 from ferry.codecs.rtp import parse_rtp
 from ferry.lanes.video import (BUILTIN_RULE, AccessUnitReady, OuterStream, StreamEnded, StreamRefused,
                                TranscodeCaps, TranscodeEnd, TranscodeRequest)
-from test_video_lane import CAMERA, SSRC, plan_of  # noqa: F401  (fixture)
+from test_video_lane import CAMERA, SSRC, plan_maker
 
 pytestmark = pytest.mark.skipif(not shutil.which("ffmpeg"), reason="ffmpeg not installed")
+
+
+@pytest.fixture
+def plan_of(tmp_path):
+    return plan_maker(tmp_path)
 
 
 def offloaded(plan, **kw) -> OuterStream:

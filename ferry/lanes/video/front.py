@@ -1,0 +1,200 @@
+"""The front end of an outer stream: in-order RTP payloads -> coded access units.
+
+Two forms, one interface (`packet`, `discontinuity`, `close`, `codec`):
+- `PsFront`: GB/T 28181 RTP/PS. The payloads are an MPEG-2 program stream (ISO/IEC 13818-1
+  §2.5): `PsDemuxer` -> the video PES of the stream the PSM names (H.264/H.265) -> Annex B byte
+  stream -> `ByteStreamAssembler`; G.711 audio PES go to the gate as they are. A camera that
+  marks the last packet of each picture gets one demuxer pass per picture (`gathered`), and
+  the marker ends the picture without waiting for the next one.
+- `RtpFront`: RFC 6184 (H.264) / RFC 7798 (H.265) payloads -> depacketizer -> NAL units per RTP
+  timestamp -> `AccessUnitAssembler`.
+What comes out goes to a `Sink` (the gate): access units (or what the assembler dropped) and
+audio frames.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from ferry import limits
+from ferry.codecs.access_unit import AccessUnit, AccessUnitAssembler, ByteStreamAssembler
+from ferry.codecs.access_unit import Dropped as AuDropped
+from ferry.codecs.mpeg_ps import AudioPes, PsDemuxer, PsEvent, StreamInfo, VideoPes, is_audio, is_video
+from ferry.codecs.rtp import RtpPacket
+from ferry.codecs.rtp_h264 import H264Depacketizer
+from ferry.codecs.rtp_h265 import H265Depacketizer
+from ferry.codecs.rtp_payload import Dropped as RtpDropped
+from ferry.codecs.rtp_payload import Event as RtpEvent
+from ferry.lanes.video.events import Event
+
+
+class Sink(Protocol):
+    """Where a front end's output goes (`ferry.lanes.video.gate.Gate`)."""
+    need_key: bool
+
+    def access_units(self, events: Sequence[AccessUnit | AuDropped], now: float, out: list[Event]) -> None: ...
+
+    def audio(self, ev: AudioPes, codec: str | None, now: float, out: list[Event]) -> None: ...
+
+
+class PsFront:
+    """RTP/PS payloads, in order, -> access units of the program's video stream (and its audio)."""
+
+    def __init__(self, sink: Sink, counts: dict[str, int]) -> None:
+        self.sink = sink
+        self.counts = counts
+        self.codec: str | None = None   # from the PSM (or the stream type of the first PES)
+        self._demux = PsDemuxer()
+        self._gather: list[bytes] = []  # in-order payloads of the current picture, fed at its marker
+        self.gathered_bytes = 0
+        self.markers = False            # the camera marks the last packet of a picture
+        self._video_sid: int | None = None
+        self._audio_codec: str | None = None
+        self._bsa: ByteStreamAssembler | None = None
+
+    # -- input ---------------------------------------------------------------------------------
+    def gathered(self, payload: bytes | memoryview, marker: bool, now: float, out: list[Event]) -> None:
+        """The ingest's own path: one packet's payload (a view is fine: used or copied at once)."""
+        if not self.markers:
+            if not marker:
+                self._payload(payload, False, now, out)
+                return
+            self.markers = True
+        # a marking camera: one demuxer pass per picture, not per packet
+        self._gather.append(bytes(payload))
+        self.gathered_bytes += len(payload)
+        if marker or self.gathered_bytes >= limits.VIDEO_GATHER_MAX:
+            self._gathered_out(marker, now, out)
+
+    def packet(self, packet: RtpPacket, now: float, out: list[Event]) -> None:
+        """A packet released in order by the reorder buffer (what was gathered goes first)."""
+        if self._gather:
+            self._gathered_out(False, now, out)
+        self._payload(packet.payload, packet.marker, now, out)
+
+    def flush_gathered(self, now: float, out: list[Event]) -> None:
+        if self._gather:
+            self._gathered_out(False, now, out)
+
+    def discontinuity(self, now: float, out: list[Event]) -> None:
+        """Packets were lost: forget the partial pack/PES (its middle is gone)."""
+        if self._gather:
+            self._gathered_out(False, now, out)
+        self._demux = PsDemuxer()
+        if self._bsa is not None:
+            self.sink.access_units(self._bsa.discontinuity(), now, out)
+
+    def close(self, now: float, out: list[Event]) -> None:
+        if self._gather:
+            self._gathered_out(False, now, out)
+        self._demux_events(self._demux.flush(), now, out)
+        if self._bsa is not None:
+            self.sink.access_units(self._bsa.flush(), now, out)
+
+    # -- stages --------------------------------------------------------------------------------
+    def _gathered_out(self, marker: bool, now: float, out: list[Event]) -> None:
+        parts = self._gather
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        self._gather = []
+        self.gathered_bytes = 0
+        self._payload(data, marker, now, out)
+
+    def _payload(self, payload: bytes | memoryview, marker: bool, now: float, out: list[Event]) -> None:
+        events = self._demux.feed(payload)  # type: ignore[arg-type]  # any buffer: it copies what it keeps
+        if events:
+            self._demux_events(events, now, out)
+        if marker and self._bsa is not None and self._demux_idle():
+            # the marker ends the picture (GB/T 28181): no need to wait for the next one
+            self.sink.access_units(self._bsa.flush(), now, out)
+
+    def _demux_idle(self) -> bool:
+        """The demuxer holds nothing: every PES fed so far was delivered whole."""
+        d = self._demux
+        return not d._buf and d._unbounded is None and not d._skip
+
+    def _demux_events(self, events: Sequence[PsEvent], now: float, out: list[Event]) -> None:
+        for ev in events:
+            if isinstance(ev, VideoPes):
+                if self._video_sid is None and self.codec is not None:
+                    self._video_sid = ev.stream_id
+                if ev.stream_id != self._video_sid or self._bsa is None:
+                    self.counts["skipped_bytes"] += len(ev.data)
+                    continue
+                self.sink.access_units(self._bsa.feed(ev.data, ev.pts, ev.dts, new_pes=not ev.continued), now, out)
+            elif isinstance(ev, AudioPes):
+                self.sink.audio(ev, self._audio_codec, now, out)
+            elif isinstance(ev, StreamInfo):
+                if is_video(ev.stream_id) and ev.codec in ("h264", "h265"):
+                    if self._video_sid in (None, ev.stream_id) and self._bsa is None:
+                        self._video_sid = ev.stream_id
+                        self.codec = ev.codec
+                        self._bsa = ByteStreamAssembler(ev.codec)
+                elif is_audio(ev.stream_id) and ev.codec in ("g711a", "g711u"):
+                    self._audio_codec = ev.codec
+            else:  # Skipped
+                self.counts["skipped_bytes"] += ev.nbytes
+
+
+class _Unwrap:
+    """32-bit RTP timestamps extended to a monotonic-ish 64-bit count (RFC 3550 §A.1 style)."""
+
+    def __init__(self) -> None:
+        self._last: int | None = None
+        self._ext = 0
+
+    def __call__(self, ts: int) -> int:
+        if self._last is None:
+            self._ext = ts
+        else:
+            delta = (ts - self._last) & 0xFFFFFFFF
+            self._ext += delta - (1 << 32) if delta >= 1 << 31 else delta
+        self._last = ts
+        return self._ext
+
+
+class RtpFront:
+    """RFC 6184 / RFC 7798 payloads, in order, -> access units (one per RTP timestamp)."""
+
+    def __init__(self, codec: str, sink: Sink, counts: dict[str, int]) -> None:
+        self.sink = sink
+        self.counts = counts
+        self.codec: str | None = codec
+        self._depack: H264Depacketizer | H265Depacketizer = (H264Depacketizer() if codec == "h264"
+                                                              else H265Depacketizer())
+        self._asm = AccessUnitAssembler(codec)
+        self._pes = 0
+        self._unwrap = _Unwrap()
+
+    def packet(self, packet: RtpPacket, now: float, out: list[Event]) -> None:
+        for ev in self._depack.push(packet):
+            self._event(ev, now, out)
+
+    def flush_gathered(self, now: float, out: list[Event]) -> None:
+        return None
+
+    def discontinuity(self, now: float, out: list[Event]) -> None:
+        for ev in self._depack.gap():
+            self._event(ev, now, out)
+        self.sink.access_units(self._asm.discard(), now, out)
+
+    def close(self, now: float, out: list[Event]) -> None:
+        for ev in self._depack.flush():
+            self._event(ev, now, out)
+
+    def _event(self, ev: RtpEvent, now: float, out: list[Event]) -> None:
+        if isinstance(ev, RtpDropped):
+            self.counts["skipped_bytes"] += ev.nbytes
+            return
+        if ev.lossy:
+            self.sink.need_key = True
+        pts = self._unwrap(ev.timestamp)
+        self._pes += 1
+        asm = self._asm
+        events: list[AccessUnit | AuDropped] = []
+        for i, nal in enumerate(ev.nal_units):
+            events.extend(asm.push(nal, pts, pts, self._pes, i == 0))
+        events.extend(asm.flush())   # one RTP timestamp is one access unit: no need to wait
+        self.sink.access_units(events, now, out)
+
+
+Front = PsFront | RtpFront

@@ -1,0 +1,259 @@
+"""The inner side of the video lane, whole and pure: decided objects in, outputs and records out.
+
+`InnerVideoLane` takes the video objects the inner agent has opened and decided, with `now`
+(monotonic: idle streams) and `wall` (the wall clock):
+- `deliver(obj, rule, now, wall)`: an allowed access unit or audio frame -> fresh output for
+  every output of its destination (`InnerStream` per stream and output: new SSRC, sequence
+  numbers, timestamps), as one `Emit` work item;
+- `refuse(obj, rule, reason, now, wall)`: a refused one -> counted; the stream's first
+  refusal is recorded;
+- its timer: `handle_timer(now, wall)` at `next_timer()`: a stream without an access unit for
+  VIDEO_INNER_IDLE ends; `close(now, wall)`: every stream ends.
+Accounting is per stream, not per object: stream_started, stream_refused (first refusal, rule
+and reason), stream_ended (delivered / refused / dropped counts). At most VIDEO_STREAMS_MAX
+streams: the oldest idle one makes room. No audit, no transfer: while the agent says the
+trail is down (`audit_available = False`) objects are dropped and counted.
+
+The agent carries out an `Emit` (sends the packets, appends the bytes) and answers
+`emitted(emit, delivered, sends)`: whether any output took it, and how many send calls it made.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ferry import limits
+from ferry.lanes.video.events import BUILTIN_RULE
+from ferry.lanes.video.inner_stream import InnerStream
+from ferry.lanes.work import AuditIntent
+from ferry.pb import ferry_pb2
+
+
+class VideoOutput(Protocol):
+    """What the lane reads of one `[[video_output]]` (ferry.config.InnerVideoOutput)."""
+
+    @property
+    def destination(self) -> str: ...
+
+    @property
+    def form(self) -> str: ...
+
+    @property
+    def transport(self) -> str: ...
+
+    @property
+    def address(self) -> str: ...
+
+    @property
+    def path(self) -> str: ...
+
+    @property
+    def payload_type(self) -> int: ...
+
+
+# per access unit: plain slotted dataclasses (a frozen one costs several times more to build)
+@dataclass(slots=True)
+class SendPackets:
+    """RTP packets of one access unit (or audio frame) for output `output` (UDP or TCP)."""
+    output: int
+    packets: list[bytes]
+    keyframe: bool
+
+
+@dataclass(slots=True)
+class AppendBytes:
+    """The container bytes (PS, or Annex B) of one object, for the file of `stream_id` of output `output`."""
+    output: int
+    stream_id: str
+    data: bytes
+
+
+@dataclass(slots=True)
+class Emit:
+    """One object's outputs, in order. `counted`: answer with `emitted` (False: a later output
+    refused the object, which is accounted as refused)."""
+    stream_id: str
+    outputs: list[SendPackets | AppendBytes]
+    counted: bool
+    obj: ferry_pb2.CanonicalObject
+
+
+@dataclass(frozen=True, slots=True)
+class EndOutput:
+    """The stream ended: output `output` lets go of it (a file output closes its file)."""
+    output: int
+    stream_id: str
+
+
+InnerWork = AuditIntent | Emit | EndOutput
+
+
+@dataclass
+class _Flow:
+    """One stream as the inner agent sees it."""
+    stream_id: str
+    destination: str
+    source: dict[str, str]
+    started: float
+    last: float
+    rule: str = ""
+    refused: bool = False
+    outputs: list[tuple[int, InnerStream, bool]] = field(default_factory=list)   # (output index, its stream, file?)
+    counts: dict[str, int] = field(default_factory=lambda: {
+        "access_units": 0, "audio_frames": 0, "bytes": 0, "refused": 0, "dropped": 0, "packets": 0,
+        "sends": 0})
+
+
+def _stream_id(obj: ferry_pb2.CanonicalObject) -> str:
+    sid: str = obj.access_unit.stream_id if obj.HasField("access_unit") else obj.audio.stream_id
+    return sid
+
+
+class InnerVideoLane:
+    """The inner agent's video streams and their accounting (see the module doc)."""
+
+    def __init__(self, outputs: Sequence[VideoOutput]) -> None:
+        self.outputs = list(outputs)
+        self.by_destination: dict[str, list[int]] = {}
+        for i, out in enumerate(self.outputs):
+            self.by_destination.setdefault(out.destination, []).append(i)
+        self.flows: dict[str, _Flow] = {}
+        self.audit_available = True       # the agent says whether the trail can be written
+        self._soonest: float | None = None
+        self.stats = {"video_streams": 0, "video_delivered": 0, "video_refused": 0, "video_dropped": 0}
+
+    # -- input ---------------------------------------------------------------------------------
+    def refuse(self, obj: ferry_pb2.CanonicalObject, rule: str, reason: str, now: float,
+               wall: float) -> list[InnerWork]:
+        """An object the inner agent refuses: counted; the stream's first refusal is recorded."""
+        work: list[InnerWork] = []
+        self._refuse(self._flow(obj, now, work), obj, rule, reason, work)
+        return work
+
+    def deliver(self, obj: ferry_pb2.CanonicalObject, rule: str, now: float, wall: float) -> list[InnerWork]:
+        """An allowed object: fresh output on every output of its destination."""
+        work: list[InnerWork] = []
+        flow = self._flow(obj, now, work)
+        flow.rule = rule
+        if not self.audit_available:    # no audit, no transfer
+            flow.counts["dropped"] += 1
+            self.stats["video_dropped"] += 1
+            return work
+        if not flow.outputs:
+            self._refuse(flow, obj, BUILTIN_RULE, f"no video output for destination {obj.destination!r}", work)
+            return work
+        keyframe = bool(obj.HasField("access_unit") and obj.access_unit.keyframe)
+        made: list[SendPackets | AppendBytes] = []
+        for i, inner, is_file in flow.outputs:
+            reason = inner.accepts(obj)
+            if reason:
+                if made:
+                    work.append(Emit(flow.stream_id, made, False, obj))
+                self._refuse(flow, obj, BUILTIN_RULE, reason, work)
+                return work
+            if is_file:
+                data, _, _ = inner.container(obj)
+                made.append(AppendBytes(i, flow.stream_id, data))
+            else:
+                packets = inner.push(obj)
+                flow.counts["packets"] += len(packets)
+                made.append(SendPackets(i, packets, keyframe))
+        work.append(Emit(flow.stream_id, made, True, obj))
+        return work
+
+    def emitted(self, emit: Emit, delivered: bool, sends: int) -> None:
+        """The agent carried out `emit`: whether any output took it, and its send calls."""
+        flow = self.flows.get(emit.stream_id)
+        counts = flow.counts if flow is not None else None
+        if counts is not None:
+            counts["sends"] += sends
+        if not emit.counted:
+            return
+        if delivered:
+            if counts is not None:
+                obj = emit.obj
+                if obj.HasField("access_unit"):
+                    counts["access_units"] += 1
+                    counts["bytes"] += sum(len(n) for n in obj.access_unit.nal_units)
+                else:
+                    counts["audio_frames"] += 1
+                    counts["bytes"] += len(obj.audio.payload)
+            self.stats["video_delivered"] += 1
+        else:
+            if counts is not None:
+                counts["dropped"] += 1
+            self.stats["video_dropped"] += 1
+
+    # -- time ----------------------------------------------------------------------------------
+    def next_timer(self) -> float | None:
+        """When `handle_timer` should run next (None: no stream). May be early."""
+        return self._soonest
+
+    def handle_timer(self, now: float, wall: float) -> list[InnerWork]:
+        work: list[InnerWork] = []
+        idle = limits.VIDEO_INNER_IDLE
+        for flow in list(self.flows.values()):
+            if now - flow.last >= idle:
+                self._end(flow, "no access unit for %gs" % idle, work)
+        self._soonest = min((f.last + idle for f in self.flows.values()), default=None)
+        return work
+
+    def close(self, now: float, wall: float) -> list[InnerWork]:
+        work: list[InnerWork] = []
+        for flow in list(self.flows.values()):
+            self._end(flow, "agent stopping", work)
+        return work
+
+    # -- streams -------------------------------------------------------------------------------
+    def _flow(self, obj: ferry_pb2.CanonicalObject, now: float, work: list[InnerWork]) -> _Flow:
+        sid = _stream_id(obj)
+        flow = self.flows.get(sid)
+        if flow is None:
+            if len(self.flows) >= limits.VIDEO_STREAMS_MAX:   # the oldest idle one makes room
+                oldest = min(self.flows.values(), key=lambda f: f.last)
+                self._end(oldest, "too many streams", work)
+            src = {"device_id": obj.source.device_id, "address": obj.source.address}
+            flow = self.flows[sid] = _Flow(sid, obj.destination, src, now, now)
+            outs = self.by_destination.get(obj.destination, [])
+            for i in outs:
+                o = self.outputs[i]
+                flow.outputs.append((i, InnerStream(o.form, now, payload_type=o.payload_type), o.transport == "file"))
+            self.stats["video_streams"] += 1
+            work.append(AuditIntent(dict(
+                event="stream_started", verdict="info", lane="video", flow=sid, source=src,
+                destination=obj.destination, reason="video stream started",
+                detail={"outputs": [f"{self.outputs[i].transport}:{self.outputs[i].address or self.outputs[i].path} "
+                                    f"({self.outputs[i].form})" for i in outs],
+                        "ssrcs": [s.ssrc for _, s, _ in flow.outputs]})))
+            deadline = now + limits.VIDEO_INNER_IDLE
+            if self._soonest is None or deadline < self._soonest:
+                self._soonest = deadline
+        flow.last = now
+        return flow
+
+    def _refuse(self, flow: _Flow, obj: ferry_pb2.CanonicalObject, rule: str, reason: str,
+                work: list[InnerWork]) -> None:
+        flow.counts["refused"] += 1
+        self.stats["video_refused"] += 1
+        if not flow.refused:
+            flow.refused = True
+            au = obj.access_unit
+            detail: dict[str, Any] | None = ({"codec": au.codec, "width": au.width, "height": au.height}
+                                             if obj.HasField("access_unit") else None)
+            work.append(AuditIntent(dict(
+                event="stream_refused", verdict="refused", lane="video", flow=flow.stream_id,
+                source=flow.source, destination=flow.destination, rule=rule, reason=reason,
+                object_id=obj.object_id, detail=detail)))
+
+    def _end(self, flow: _Flow, why: str, work: list[InnerWork]) -> None:
+        self.flows.pop(flow.stream_id, None)
+        for i, _, is_file in flow.outputs:
+            if is_file:
+                work.append(EndOutput(i, flow.stream_id))
+        c: dict[str, Any] = dict(flow.counts, duration=round(flow.last - flow.started, 3))
+        work.append(AuditIntent(dict(
+            event="stream_ended", verdict="info", lane="video", flow=flow.stream_id, source=flow.source,
+            destination=flow.destination, rule=flow.rule or None,
+            reason=f"{why}: {c['access_units']} access units delivered, {c['refused']} refused",
+            size=c["bytes"], detail=c)))

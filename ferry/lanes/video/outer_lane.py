@@ -1,0 +1,378 @@
+"""The outer side of the video lane, whole and pure: what the agent reads in, work out.
+
+`OuterVideoLane` takes what the outer agent's video endpoints read, each with `now`
+(monotonic: timers, idle, rates) and `wall` (the wall clock: `created`, audit times):
+- a UDP datagram of an entry: `datagram(entry, data, addr, now, wall)` (`data` may be a view
+  of the agent's receive buffer, valid until the call returns);
+- a TCP connection of an entry: `tcp_opened(entry, address, port, ...)` -> its stream id (or
+  None: refused), `tcp_data(stream_id, bytes, ...)` (RFC 4571 frames, resynchronising),
+  `tcp_closed(stream_id, ...)`; `is_open(stream_id)` says whether to keep reading;
+- a transcoder's answer: `transcoded` / `transcode_failed` (and `transcode_skip`,
+  `transcode_abandon` for what will never be run);
+- its timer: `handle_timer(now, wall)` at `next_timer()` (reorder timeouts, idle streams);
+- the end: `close(now, wall)`.
+It returns work (ferry.lanes.work): `SealObject` (object ID set, `sent` None: video is
+accounted per stream), `AuditIntent`, and `TranscodeRequest` / `TranscodeEnd` for the agent's
+transcode threads.
+
+It owns the stream table (streams by id, each entry's current UDP stream, per-entry numbering,
+at most VIDEO_STREAMS_MAX streams), the source-address check (one refusal record per address,
+at most VIDEO_REFUSED_ADDRESSES_MAX remembered), the RTP fast path (a plain RTP header of the
+entry's current stream goes to `OuterStream.push_fields`: one struct unpack, no RtpPacket),
+and the audit records of a stream: stream_started, stream_refused (first refusal, rule and
+reason), stream_loss (at most every VIDEO_LOSS_AUDIT_INTERVAL), stream_ended (counts).
+No audit, no transfer: while the agent says the trail is down (`audit_available = False`),
+access units are dropped and counted (`dropped_no_audit`), not sealed.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from ferry import limits
+from ferry.codecs.errors import CodecError
+from ferry.codecs.rfc4571 import Deframer
+from ferry.codecs.rtp import HEADER, HEADER_SIZE, parse_rtp
+from ferry.lanes.video.events import (AccessUnitReady, Event, StreamEnded, StreamLoss, StreamRefused,
+                                      StreamStarted, TranscodeEnd, TranscodeRequest)
+from ferry.lanes.video.stream import OuterStream
+from ferry.lanes.video.transcode_flow import TranscoderFactory
+from ferry.lanes.work import AuditIntent, SealObject
+from ferry.pb import ferry_pb2
+from ferry.policy.plan import Plan
+
+INGEST_RULE = "ferry-video-ingest"     # refusals of a peer before any stream (address, stream count)
+
+OuterWork = AuditIntent | SealObject | TranscodeRequest | TranscodeEnd
+_NOTHING: tuple[OuterWork, ...] = ()
+_unpack = HEADER.unpack_from
+
+
+class VideoEntry(Protocol):
+    """What the lane reads of one `[[video]]` entry (ferry.config.OuterVideo)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def transport(self) -> str: ...
+
+    @property
+    def device_id(self) -> str: ...
+
+    @property
+    def ssrc(self) -> int: ...
+
+    @property
+    def source_address(self) -> str: ...
+
+    @property
+    def payload(self) -> str: ...
+
+    @property
+    def destination(self) -> str: ...
+
+
+class IdSource(Protocol):
+    """Object IDs of the agent's run (ferry.lanes.work.ObjectIds)."""
+
+    @property
+    def run_id(self) -> int: ...
+
+    def next(self) -> int: ...
+
+
+class _Endpoint:
+    """One entry and its current UDP stream."""
+
+    __slots__ = ("entry", "stream", "number")
+
+    def __init__(self, entry: VideoEntry) -> None:
+        self.entry = entry
+        self.stream: OuterStream | None = None
+        self.number = 0
+
+
+class _Connection:
+    __slots__ = ("endpoint", "stream", "deframer")
+
+    def __init__(self, endpoint: _Endpoint, stream: OuterStream, deframer: Deframer) -> None:
+        self.endpoint, self.stream, self.deframer = endpoint, stream, deframer
+
+
+class OuterVideoLane:
+    """The outer agent's video streams (see the module doc)."""
+
+    def __init__(self, entries: Sequence[VideoEntry], plan_getter: Callable[[], Plan], ids: IdSource, *,
+                 offload_transcode: bool = False, transcoder_factory: TranscoderFactory | None = None) -> None:
+        self.endpoints = {e.name: _Endpoint(e) for e in entries}
+        self.plan_getter = plan_getter
+        self.ids = ids
+        self.offload_transcode = offload_transcode
+        self.transcoder_factory = transcoder_factory     # in process (tests, tools)
+        self.audit_available = True       # the agent says whether the trail can be written
+        self.streams: dict[str, OuterStream] = {}
+        self._entry_of: dict[str, _Endpoint] = {}         # stream id -> its endpoint
+        self.connections: dict[str, _Connection] = {}     # stream id -> its TCP connection
+        self.refused_addresses: set[tuple[str, str]] = set()
+        self.loss_audited: dict[str, float] = {}
+        self._soonest: float | None = None
+        self.stats = {"video_streams": 0, "video_access_units": 0, "video_refused_packets": 0,
+                      "video_dropped_no_audit": 0}
+
+    # -- UDP -----------------------------------------------------------------------------------
+    def datagram(self, entry: str, data: memoryview | bytes, addr: tuple[Any, ...], now: float,
+                 wall: float) -> Sequence[OuterWork]:
+        """One datagram of an entry. The common one (the current stream's source, a plain RTP
+        header: version 2, no padding, extension or CSRC) goes straight to its stream."""
+        ep = self.endpoints[entry]
+        stream = ep.stream
+        if stream is not None and len(data) >= HEADER_SIZE and data[0] == 0x80 and addr[0] == stream.address:
+            _b0, b1, seq, _ts, ssrc = _unpack(data)
+            events = stream.push_fields(ssrc, seq, b1 >= 0x80, data[HEADER_SIZE:], now, data, wall)
+            if events or stream.rearm or stream.closed:
+                return self._handle(stream, events, now, wall)
+            return _NOTHING
+        return self._datagram(ep, data, addr, now, wall)
+
+    def _datagram(self, ep: _Endpoint, data: memoryview | bytes, addr: tuple[Any, ...], now: float,
+                  wall: float) -> Sequence[OuterWork]:
+        address, port = addr[0], addr[1]
+        work: list[OuterWork] = []
+        if not self._allowed_peer(ep, address, work):
+            return work
+        stream = ep.stream
+        if stream is not None and stream.address != address:
+            stream.counts["foreign_source_packets"] = stream.counts.get("foreign_source_packets", 0) + 1
+            return work
+        try:
+            packet = parse_rtp(data)
+        except CodecError:
+            if stream is not None:
+                stream.counts["malformed_packets"] = stream.counts.get("malformed_packets", 0) + 1
+            return work
+        if stream is None:
+            stream = self._new_stream(ep, address, port, now, wall, work)
+            if stream is None:
+                return work
+            ep.stream = stream
+        work.extend(self._handle(stream, stream.push_rtp(packet, now, wall), now, wall))
+        return work
+
+    # -- TCP -----------------------------------------------------------------------------------
+    def tcp_opened(self, entry: str, address: str, port: int, now: float,
+                   wall: float) -> tuple[str | None, list[OuterWork]]:
+        """A connection of an entry (accepted or made): its stream id, or None if it is refused."""
+        ep = self.endpoints[entry]
+        work: list[OuterWork] = []
+        if not self._allowed_peer(ep, address, work):
+            return None, work
+        stream = self._new_stream(ep, address, port, now, wall, work)
+        if stream is None:
+            return None, work
+        ssrc = ep.entry.ssrc
+        self.connections[stream.stream_id] = _Connection(ep, stream, Deframer(resync=True, ssrc=ssrc or None))
+        return stream.stream_id, work
+
+    def tcp_data(self, stream_id: str, data: bytes, now: float, wall: float) -> Sequence[OuterWork]:
+        """Bytes read from a connection: RFC 4571 frames, resynchronising over garbage."""
+        conn = self.connections[stream_id]
+        stream, deframer = conn.stream, conn.deframer
+        deframer.receive(data)
+        events: list[Event] = []
+        while (frame := deframer.next_packet()) is not None:
+            try:
+                packet = parse_rtp(frame)
+            except CodecError:
+                stream.counts["malformed_packets"] = stream.counts.get("malformed_packets", 0) + 1
+                continue
+            events.extend(stream.push_rtp(packet, now, wall))
+        return self._handle(stream, events, now, wall)
+
+    def is_open(self, stream_id: str) -> bool:
+        """Keep reading this connection (its stream has not ended)."""
+        conn = self.connections.get(stream_id)
+        return conn is not None and not conn.stream.closed
+
+    def tcp_closed(self, stream_id: str, now: float, wall: float) -> Sequence[OuterWork]:
+        conn = self.connections.pop(stream_id, None)
+        if conn is None:
+            return _NOTHING
+        conn.stream.counts["skipped_bytes"] += conn.deframer.skipped_bytes
+        return self._handle(conn.stream, conn.stream.close(now, wall), now, wall)
+
+    # -- transcoder answers --------------------------------------------------------------------
+    def transcoded(self, stream_id: str, aus: list[ferry_pb2.AccessUnit], now: float,
+                   wall: float) -> Sequence[OuterWork]:
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            return _NOTHING
+        return self._handle(stream, stream.transcoded(aus, now, wall), now, wall)
+
+    def transcode_failed(self, stream_id: str, reason: str, now: float, wall: float) -> Sequence[OuterWork]:
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            return _NOTHING
+        return self._handle(stream, stream.transcode_failed(reason, now, wall), now, wall)
+
+    def transcode_skip(self, stream_id: str, now: float, wall: float) -> Sequence[OuterWork] | None:
+        """A queued request of a refused stream is not worth running: its answer, empty (None: run it)."""
+        stream = self.streams.get(stream_id)
+        if stream is None or stream.refused is None:
+            return None
+        stream.counts["refused_aus"] += 1
+        return self._handle(stream, stream.transcoded([], now, wall), now, wall)
+
+    def transcode_abandon(self, stream_id: str, now: float, wall: float) -> Sequence[OuterWork]:
+        """The agent stops and the transcoder did not finish in time: end the stream without it."""
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            return _NOTHING
+        events: list[Event] = []
+        while stream.transcode_pending > 1:   # pictures never transcoded: dropped, not a refusal
+            stream.counts["dropped_aus"] += 1
+            events.extend(stream.transcoded([], now, wall))
+        events.extend(stream.transcode_failed("agent stopping", now, wall))   # the end: StreamEnded
+        return self._handle(stream, events, now, wall)
+
+    # -- time ----------------------------------------------------------------------------------
+    def next_timer(self) -> float | None:
+        """When `handle_timer` should run next (None: no stream waits for time). May be early."""
+        return self._soonest
+
+    def handle_timer(self, now: float, wall: float) -> list[OuterWork]:
+        """Release packets whose gaps timed out; end the streams silent for their idle time."""
+        work: list[OuterWork] = []
+        for stream in list(self.streams.values()):
+            d = stream.deadline()
+            if d is not None and d <= now:
+                work.extend(self._handle(stream, stream.poll(now, wall), now, wall))
+        soonest = None
+        for stream in self.streams.values():
+            d = stream.deadline()
+            if d is not None and (soonest is None or d < soonest):
+                soonest = d
+            stream.rearm = False
+        self._soonest = soonest
+        return work
+
+    def close(self, now: float, wall: float) -> list[OuterWork]:
+        """The agent stops: every stream ends (a transcoded one once its transcoder answers the end)."""
+        work: list[OuterWork] = []
+        for stream in list(self.streams.values()):
+            work.extend(self._handle(stream, stream.close(now, wall), now, wall))
+        return work
+
+    def unsent(self, obj: ferry_pb2.CanonicalObject) -> None:
+        """The agent could not seal this object (the trail went down while it carried out work)."""
+        sid = obj.access_unit.stream_id if obj.HasField("access_unit") else obj.audio.stream_id
+        stream = self.streams.get(sid)
+        if stream is not None:
+            stream.counts["dropped_no_audit"] += 1
+        self.stats["video_dropped_no_audit"] += 1
+        self.stats["video_access_units"] -= 1
+
+    # -- streams -------------------------------------------------------------------------------
+    def _new_stream(self, ep: _Endpoint, address: str, port: int, now: float, wall: float,
+                    work: list[OuterWork]) -> OuterStream | None:
+        """A stream of an entry (UDP: silence ends it; TCP: the connection does)."""
+        e = ep.entry
+        if len(self.streams) >= limits.VIDEO_STREAMS_MAX:
+            self._refuse_address(ep, address, f"more than {limits.VIDEO_STREAMS_MAX} video streams", work)
+            return None
+        ep.number += 1
+        sid = f"{e.name}-{self.ids.run_id:08x}-{ep.number}"
+        stream = OuterStream(sid, e.device_id, address, e.payload, e.destination, self.plan_getter, now,
+                             ssrc=e.ssrc, port=port, offload_transcode=self.offload_transcode,
+                             transcoder_factory=self.transcoder_factory, wall=wall,
+                             idle=limits.VIDEO_STREAM_IDLE if e.transport == "udp" else None)
+        stream.counts["dropped_no_audit"] = 0
+        self.streams[sid] = stream
+        self._entry_of[sid] = ep
+        self.stats["video_streams"] += 1
+        self._timer_for(stream)
+        return stream
+
+    def _timer_for(self, stream: OuterStream) -> None:
+        stream.rearm = False
+        d = stream.deadline()
+        if d is not None and (self._soonest is None or d < self._soonest):
+            self._soonest = d
+
+    def _refuse_address(self, ep: _Endpoint, address: str, reason: str, work: list[OuterWork]) -> None:
+        self.stats["video_refused_packets"] += 1
+        e = ep.entry
+        key = (e.name, address)
+        if key in self.refused_addresses or len(self.refused_addresses) >= limits.VIDEO_REFUSED_ADDRESSES_MAX:
+            return
+        self.refused_addresses.add(key)
+        work.append(AuditIntent(dict(
+            event="stream_refused", verdict="refused", lane="video", flow=e.name,
+            source={"device_id": e.device_id, "address": address}, destination=e.destination,
+            rule=INGEST_RULE, reason=reason)))
+
+    def _allowed_peer(self, ep: _Endpoint, address: str, work: list[OuterWork]) -> bool:
+        src = ep.entry.source_address
+        if src and address != src:
+            self._refuse_address(ep, address, f"source address {address} is not {src}", work)
+            return False
+        return True
+
+    def _handle(self, stream: OuterStream, events: list[Event], now: float, wall: float) -> list[OuterWork]:
+        """A stream's events as work: objects to seal, audit records, transcode requests."""
+        work: list[OuterWork] = []
+        sid = stream.stream_id
+        ep = self._entry_of.get(sid)
+        if ep is None:                 # ended already (e.g. its connection closes after the end)
+            return work
+        for ev in events:
+            if isinstance(ev, AccessUnitReady):
+                if not self.audit_available:
+                    stream.counts["dropped_no_audit"] += 1
+                    self.stats["video_dropped_no_audit"] += 1
+                    continue
+                ev.obj.object_id = self.ids.next()
+                work.append(SealObject(ev.obj))
+                self.stats["video_access_units"] += 1
+            elif isinstance(ev, (TranscodeRequest, TranscodeEnd)):
+                work.append(ev)
+            elif isinstance(ev, StreamStarted):
+                e = ep.entry
+                work.append(self._record(stream, "stream_started", "info", f"video stream {e.name} started",
+                                         detail={"ssrc": ev.ssrc, "transport": e.transport, "payload": e.payload,
+                                                 "port": stream.port}))
+            elif isinstance(ev, StreamRefused):
+                work.append(self._record(stream, "stream_refused", "refused", ev.reason, rule=ev.rule,
+                                         detail=ev.detail))
+            elif isinstance(ev, StreamLoss):
+                last = self.loss_audited.get(sid)
+                if last is None or now - last >= limits.VIDEO_LOSS_AUDIT_INTERVAL:
+                    self.loss_audited[sid] = now
+                    work.append(self._record(stream, "stream_loss", "lost",
+                                             f"{ev.total} RTP packets lost on ingest so far",
+                                             detail={"lost_packets": ev.total}))
+            elif isinstance(ev, StreamEnded):
+                c = ev.counts
+                c["dropped_no_audit"] = stream.counts.get("dropped_no_audit", 0)
+                refused = stream.refused
+                work.append(self._record(
+                    stream, "stream_ended", "info",
+                    (f"refused: {refused.reason}" if refused else
+                     f"{c['access_units']} access units sent, {c['lost_packets']} packets lost"),
+                    rule=stream.rule_id or (refused.rule if refused else None), size=c["au_bytes"], detail=c))
+                self.streams.pop(sid, None)
+                self._entry_of.pop(sid, None)
+                self.loss_audited.pop(sid, None)
+                if ep.stream is stream:
+                    ep.stream = None
+        if stream.closed and ep.stream is stream:
+            ep.stream = None   # ending (its transcoder still flushing): new packets start anew
+        if stream.rearm:
+            self._timer_for(stream)
+        return work
+
+    @staticmethod
+    def _record(stream: OuterStream, event: str, verdict: str, reason: str, **fields: Any) -> AuditIntent:
+        return AuditIntent(dict(event=event, verdict=verdict, lane="video", flow=stream.stream_id,
+                                source={"device_id": stream.device_id, "address": stream.address},
+                                destination=stream.destination, reason=reason, **fields))

@@ -1,0 +1,223 @@
+"""One outer ingest stream: RTP packets in, policy-checked canonical access units out.
+
+`OuterStream` takes the RTP packets of one stream (GB/T 28181 RTP/PS, or RFC 6184/7798) with
+`now` (monotonic: reorder timeouts, idle end, bitrate) and optionally `wall` (the wall clock:
+the objects' `created`; `now` when not given), and returns events (`ferry.lanes.video.events`):
+`StreamStarted`, `AccessUnitReady(obj)` for each access unit the policy allows, `StreamRefused`
+once per stream (its later access units are dropped and counted), `StreamLoss`,
+`StreamEnded(counts)`, and in transcode mode `TranscodeRequest` / `TranscodeEnd`.
+
+Pipeline: SSRC binding -> ReorderBuffer -> front end (`front`: PS demux or RTP depacketize ->
+access units) -> gate (`gate`: keyframe wait, NAL stripping, bitrate, policy) -> transcode flow
+(`transcode_flow`, transcode mode only). Losses reset the front end and make the gate wait for a
+keyframe.
+
+`push_fields` is the ingest's fast path: the header fields of a plain RTP packet and a view of
+its payload; no RtpPacket is built for an in-order PS packet.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ferry import limits
+from ferry.codecs.rtp import Lost, ReorderBuffer, RtpPacket, parse_rtp
+from ferry.lanes.video.events import PAYLOADS, Event, StreamEnded, StreamLoss, StreamRefused, StreamStarted
+from ferry.lanes.video.front import PsFront, RtpFront
+from ferry.lanes.video.gate import Gate
+from ferry.lanes.video.transcode_flow import TranscodeFlow, TranscoderFactory, TranscoderRunner
+from ferry.pb import ferry_pb2
+from ferry.policy.plan import Plan
+
+TRANSCODE_QUEUE = limits.VIDEO_TRANSCODE_QUEUE
+
+
+class OuterStream:
+    """One ingest stream (see the module doc)."""
+
+    def __init__(self, stream_id: str, device_id: str, address: str, payload: str, destination: str,
+                 plan_getter: Callable[[], Plan], now: float, *, ssrc: int = 0, port: int = 0,
+                 transcoder_factory: TranscoderFactory | None = None, offload_transcode: bool = False,
+                 transcode_queue: int = TRANSCODE_QUEUE, idle: float | None = limits.VIDEO_STREAM_IDLE,
+                 wall: float | None = None) -> None:
+        if payload not in PAYLOADS:
+            raise ValueError(f"payload must be one of {PAYLOADS}, not {payload!r}")
+        self.stream_id = stream_id
+        self.idle = idle              # seconds of silence that end the stream (None: never, e.g. TCP)
+        self.device_id = device_id
+        self.address = address
+        self.port = port
+        self.payload = payload
+        self.destination = destination
+        self.ssrc: int | None = ssrc or None
+        self.started_at = now
+        self.last_packet = now
+        self.closed = False
+        self.rearm = False            # its deadline may have moved earlier (a packet waits in order)
+        self._closed_at = now
+        self._ended = False
+        self.counts = {
+            "packets": 0, "bytes": 0, "access_units": 0, "au_bytes": 0, "refused_aus": 0,
+            "dropped_aus": 0, "lost_packets": 0, "late_packets": 0, "duplicate_packets": 0,
+            "foreign_ssrc_packets": 0, "stripped_nal_units": 0, "audio_frames": 0, "dropped_audio": 0,
+            "skipped_bytes": 0, "transcode_dropped_aus": 0,
+        }
+        self._reorder = ReorderBuffer()
+        self.gate = Gate(stream_id, (device_id, address, port), destination, plan_getter, self.counts,
+                         now if wall is None else wall)
+        self._ps: PsFront | None = PsFront(self.gate, self.counts) if payload == "ps" else None
+        self.front: PsFront | RtpFront = self._ps or RtpFront(payload, self.gate, self.counts)
+        runner = TranscoderRunner(transcoder_factory) if transcoder_factory is not None else None
+        self.transcode_queue = transcode_queue
+        self.flow = TranscodeFlow(stream_id, self.gate, self.counts, transcode_queue, self._end, runner)
+        if runner is not None or offload_transcode:
+            self.gate.transcoding = self.flow
+
+    # -- what the stream knows -----------------------------------------------------------------
+    @property
+    def refused(self) -> StreamRefused | None:
+        return self.gate.refused
+
+    @property
+    def rule_id(self) -> str | None:
+        return self.gate.rule_id
+
+    @property
+    def codec(self) -> str | None:
+        return self.front.codec
+
+    @property
+    def width(self) -> int:
+        return self.gate.width
+
+    @property
+    def height(self) -> int:
+        return self.gate.height
+
+    @property
+    def frame_rate(self) -> float:
+        return self.gate.frame_rate
+
+    @property
+    def transcode_pending(self) -> int:
+        """Requests (and the end) not answered yet."""
+        return self.flow.in_flight
+
+    # -- input ---------------------------------------------------------------------------------
+    def push_rtp(self, packet: RtpPacket, now: float, wall: float | None = None) -> list[Event]:
+        if self.closed:
+            return []
+        self.gate.wall = now if wall is None else wall
+        out: list[Event] = []
+        if self.ssrc is None:
+            self.ssrc = packet.ssrc
+        if packet.ssrc != self.ssrc:
+            self.counts["foreign_ssrc_packets"] += 1
+            return out
+        if self.counts["packets"] == 0:
+            out.append(StreamStarted(packet.ssrc))
+        self.counts["packets"] += 1
+        self.counts["bytes"] += len(packet.payload)
+        self.last_packet = now
+        # the payload is a view into the caller's buffer: keep a copy while it waits in order
+        packet = RtpPacket(packet.version, packet.padding, packet.marker, packet.payload_type,
+                           packet.sequence, packet.timestamp, packet.ssrc, (), None, bytes(packet.payload))
+        self._released(self._reorder.push(packet, now), now, out)
+        if self._reorder._held:
+            self.rearm = True
+        return out
+
+    def push_fields(self, ssrc: int, sequence: int, marker: bool, payload: memoryview | bytes, now: float,
+                    data: memoryview | bytes, wall: float | None = None) -> list[Event]:
+        """`push_rtp` without an RtpPacket: the header fields, the payload (a view is fine: it is
+        used or copied at once) and the whole packet `data` (parsed only if the packet must wait
+        in the reorder buffer or the payload is not PS). Same events as `push_rtp(parse_rtp(data))`."""
+        ps = self._ps
+        if ps is None or self.closed or self._reorder._held:
+            return self.push_rtp(parse_rtp(data), now, wall)
+        if self.ssrc is None:
+            self.ssrc = ssrc
+        counts = self.counts
+        if ssrc != self.ssrc:
+            counts["foreign_ssrc_packets"] += 1
+            return []
+        if not self._reorder.advance(sequence):
+            return self.push_rtp(parse_rtp(data), now, wall)
+        self.gate.wall = now if wall is None else wall
+        out: list[Event] = []
+        if counts["packets"] == 0:
+            out.append(StreamStarted(ssrc))
+        counts["packets"] += 1
+        counts["bytes"] += len(payload)
+        self.last_packet = now
+        ps.gathered(payload, marker, now, out)
+        return out
+
+    def deadline(self) -> float | None:
+        """When `poll` should run next (reorder timeouts and the idle end)."""
+        if self.closed:
+            return None
+        d = self._reorder.deadline()
+        if self.idle is None:
+            return d
+        idle = self.last_packet + self.idle
+        return idle if d is None else min(d, idle)
+
+    def poll(self, now: float, wall: float | None = None) -> list[Event]:
+        """Release packets whose gaps timed out; end the stream after `idle` seconds of silence."""
+        if self.closed:
+            return []
+        self.gate.wall = now if wall is None else wall
+        out: list[Event] = []
+        self._released(self._reorder.poll(now), now, out)
+        if self.idle is not None and now - self.last_packet >= self.idle:
+            out.extend(self.close(now, wall))
+        return out
+
+    def close(self, now: float, wall: float | None = None) -> list[Event]:
+        """End of stream (connection closed, idle, agent stopping): flush and count."""
+        if self.closed:
+            return []
+        self.gate.wall = now if wall is None else wall
+        out: list[Event] = []
+        self._released(self._reorder.flush(), now, out)
+        self.front.close(now, out)
+        self.closed = True
+        self._closed_at = now
+        c = self.counts
+        c["late_packets"], c["duplicate_packets"] = self._reorder.late, self._reorder.duplicates
+        if not self.flow.end(now, out):   # a transcoder ran: its end (and StreamEnded) comes back later
+            self._end(out)
+        return out
+
+    def _end(self, out: list[Event]) -> None:
+        self._ended = self.flow.ended = True
+        out.append(StreamEnded(dict(self.counts, codec=self.codec or "", width=self.width, height=self.height,
+                                    duration=round(self._closed_at - self.started_at, 3))))
+
+    # -- transcode answers ---------------------------------------------------------------------
+    def transcoded(self, aus: list[ferry_pb2.AccessUnit], now: float, wall: float | None = None) -> list[Event]:
+        """The answer to the oldest outstanding request: the access units the transcoder made."""
+        self.gate.wall = now if wall is None else wall
+        out: list[Event] = []
+        self.flow.answered(aus, now, out)
+        return out
+
+    def transcode_failed(self, reason: str, now: float, wall: float | None = None) -> list[Event]:
+        """The oldest outstanding request failed: the stream is refused (once); a failed end is counted."""
+        self.gate.wall = now if wall is None else wall
+        out: list[Event] = []
+        self.flow.failed(reason, now, out)
+        return out
+
+    # -- stages --------------------------------------------------------------------------------
+    def _released(self, items: list[RtpPacket | Lost], now: float, out: list[Event]) -> None:
+        front = self.front
+        front.flush_gathered(now, out)    # what was gathered comes first
+        for item in items:
+            if isinstance(item, Lost):
+                self.counts["lost_packets"] += item.count
+                out.append(StreamLoss(item.count, self.counts["lost_packets"]))
+                self.gate.need_key = True
+                front.discontinuity(now, out)
+            else:
+                front.packet(item, now, out)
