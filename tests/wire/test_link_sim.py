@@ -17,7 +17,7 @@ from ferry.wire import (
     ObjectLost,
     ObjectReceived,
 )
-from wire_sim import Channel, Link, block_of, object_sizes
+from .wire_sim import Channel, Link, block_of, object_sizes
 
 
 def run_objects(link: Link, rng: random.Random, n: int, first_id: int = 0, per_step: int = 4) -> list[int]:

@@ -11,7 +11,7 @@ from ferry.wire.liveness import Liveness, open_heartbeat
 from ferry.wire.report import Report
 from ferry.wire.seal import seal_heartbeat
 
-from wire_helpers import announcement
+from .wire_helpers import announcement
 
 
 def test_up_and_down_on_the_monotonic_clock():

@@ -9,7 +9,7 @@ from ferry.wire.epochs import KeyEpochs
 from ferry.wire.events import AnnouncementRefused
 from ferry.wire.report import Report
 
-from wire_helpers import announcement
+from .wire_helpers import announcement
 
 WALL = 1.7e9 + 100  # the inner wall clock; announcements start at 1.7e9
 NOW = 50.0  # the monotonic clock: unrelated to the wall clock

@@ -13,8 +13,8 @@ from ferry.codecs.nal import NalKind
 from ferry.lanes.video import BUILTIN_RULE, AccessUnitReady, StreamRefused
 from ferry.lanes.video.front import PsFront
 from ferry.lanes.video.gate import BitrateMeter, Gate
-from test_video_front import Sink
-from test_video_lane import CAMERA, SSRC, plan_maker
+from .test_front import Sink
+from .test_stream import CAMERA, SSRC, plan_maker
 
 pytestmark = pytest.mark.skipif(not shutil.which("ffmpeg"), reason="ffmpeg not installed")
 

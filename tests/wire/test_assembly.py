@@ -9,7 +9,7 @@ from ferry.wire.assembly import BlockAssembly, rebuild
 from ferry.wire.epochs import KeyEpochs
 from ferry.wire.report import Report
 
-from wire_helpers import announcement, fields, symbols
+from .wire_helpers import announcement, fields, symbols
 
 WALL = 1.7e9 + 1
 

@@ -12,7 +12,7 @@ from ferry.codecs.rfc4571 import frame
 from ferry.lanes.video import INGEST_RULE, OuterVideoLane, TranscodeEnd, TranscodeRequest
 from ferry.lanes.work import AuditIntent, ObjectIds, SealObject
 from ferry.pb import ferry_pb2
-from test_video_lane import CAMERA, SSRC, plan_maker
+from .test_stream import CAMERA, SSRC, plan_maker
 
 pytestmark = pytest.mark.skipif(not shutil.which("ffmpeg"), reason="ffmpeg not installed")
 

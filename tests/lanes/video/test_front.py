@@ -10,7 +10,7 @@ from ferry.codecs.access_unit import AccessUnit
 from ferry.codecs.access_unit import Dropped as AuDropped
 from ferry.codecs.rtp import parse_rtp
 from ferry.lanes.video.front import PsFront, RtpFront
-from test_video_lane import SSRC
+from .test_stream import SSRC
 
 pytestmark = pytest.mark.skipif(not shutil.which("ffmpeg"), reason="ffmpeg not installed")
 

@@ -9,7 +9,7 @@ import gb28181
 from ferry.codecs.rtp import parse_rtp
 from ferry.lanes.video import (BUILTIN_RULE, AccessUnitReady, OuterStream, StreamEnded, StreamRefused,
                                TranscodeCaps, TranscodeEnd, TranscodeRequest)
-from test_video_lane import CAMERA, SSRC, plan_maker
+from .test_stream import CAMERA, SSRC, plan_maker
 
 pytestmark = pytest.mark.skipif(not shutil.which("ffmpeg"), reason="ffmpeg not installed")
 

@@ -12,8 +12,8 @@ from ferry.wire import LinkReceiver
 from ferry.wire.assembly import BlockAssembly
 from ferry.wire.reassembly import Reassembly
 from ferry.wire.events import BlockLost, InternalError, KeyRotated, LinkDown, ObjectReceived
-from wire_helpers import symbols
-from wire_sim import Channel, Link
+from .wire_helpers import symbols
+from .wire_sim import Channel, Link
 
 
 def _events(r: LinkReceiver) -> list:
