@@ -25,6 +25,7 @@ from ferry.lanes.files import WriteFile
 from ferry.lanes.inner import InnerDispatch
 from ferry.lanes.work import AuditIntent
 from ferry.policy import Plan
+from ferry.reasons import Reason
 from ferry.wire import LinkReceiver
 
 log = logging.getLogger("ferry.inner")
@@ -46,8 +47,8 @@ class EmitterVideo:
         self.emitter.deliver(obj, decision, wall)
         return ()
 
-    def refuse(self, obj, rule: str, reason: str, now: float, wall: float) -> tuple:
-        self.emitter.refuse(obj, rule, reason, wall)
+    def refuse(self, obj, decision, now: float, wall: float) -> tuple:
+        self.emitter.refuse(obj, decision, wall)
         return ()
 
 
@@ -122,7 +123,8 @@ class InnerAgent(PolicyHost):
             # the plan is read once per event: a reload between two objects never splits one
             self.carry(self.dispatch.handle(e, self.id.plan, now, wall))
         if self.overflow and not self.audit_down:
-            self.audit(event="objects_dropped", verdict="lost", reason="audit trail unavailable and hold queue full",
+            self.audit(event="objects_dropped", verdict="lost", code=Reason.AUDIT_UNAVAILABLE,
+                       reason="audit trail unavailable and hold queue full",
                        detail={"events": self.overflow})
             self.overflow = 0
 

@@ -16,6 +16,7 @@ from ferry.mgmt.host import ApplyRefused, PolicyOrigin
 from ferry.pb import mgmt_pb2
 from ferry.policy import Plan, PolicyError, compile_policy, parse_policy, policy_hash
 from ferry.policy.bundle import BundleError, policy_files, verify_bundle
+from ferry.reasons import Reason
 
 log = logging.getLogger("ferry.mgmt")
 
@@ -87,7 +88,8 @@ class PolicyHost:
             detail["claimed_signer_key_id"] = bundle.signer_key_id.hex()
         if len(bundle.policy_hash) == 32:
             detail["claimed_policy_hash"] = bundle.policy_hash.hex()
-        self.audit(event="policy_refused", verdict="refused", reason=reason, detail=detail)
+        record_code = Reason(code) if code in (Reason.INVALID_POLICY, Reason.KERNEL_RULES) else Reason.BUNDLE_REFUSED
+        self.audit(event="policy_refused", verdict="refused", code=record_code, reason=reason, detail=detail)
         log.error("policy bundle refused: %s", reason)
         return ApplyRefused(code, reason)
 

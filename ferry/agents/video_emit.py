@@ -214,9 +214,9 @@ class VideoEmitter:
             sink.close()
 
     # -- objects (the agent's wall clock) -------------------------------------------------------
-    def refuse(self, obj: ferry_pb2.CanonicalObject, rule: str, reason: str, wall: float) -> None:
+    def refuse(self, obj: ferry_pb2.CanonicalObject, decision: Decision, wall: float) -> None:
         """An object the inner agent refuses: counted; the stream's first refusal is recorded."""
-        self._carry(self.lane.refuse(obj, rule, reason, time.monotonic(), wall))
+        self._carry(self.lane.refuse(obj, decision, time.monotonic(), wall))
 
     def deliver(self, obj: ferry_pb2.CanonicalObject, decision: Decision, wall: float) -> None:
         """An allowed object: fresh output on every output of its destination."""

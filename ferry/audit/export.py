@@ -19,7 +19,7 @@ CSV_COLUMNS = (
     "seq", "time", "agent", "agent_name", "event", "verdict", "lane", "flow",
     "source_device_id", "source_address", "source_name",
     "destination_device_id", "destination_address", "destination_name",
-    "object_type", "size", "rule", "reason", "policy_hash", "object_id", "epoch",
+    "object_type", "size", "rule", "reason", "code", "policy_hash", "object_id", "epoch",
     "blocks", "sm3", "detail", "covers", "head", "key_id", "sig", "prev", "hash",
 )
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r", "\n")

@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 from ferry import limits
 from ferry.audit.errors import RecordError
 from ferry.crypto import SM2PrivateKey, sm3
+from ferry.reasons import Reason
 
 # A record, or the fields of one: a JSON object, its values checked by FIELDS (values are JSON: Any).
 Record = dict[str, Any]
@@ -134,6 +135,14 @@ def _event(name: str, v: object) -> None:
         raise RecordError(f"{name}: expected a machine name like 'object_sent'")
 
 
+_CODES = frozenset(r.value for r in Reason)
+
+
+def _code(name: str, v: object) -> None:
+    if type(v) is not str or v not in _CODES:
+        raise RecordError(f"{name}: expected a reason code (ferry.reasons.Reason)")
+
+
 def _blocks(name: str, v: object) -> None:
     if type(v) is not list:
         raise RecordError(f"{name}: expected a list of block numbers")
@@ -160,7 +169,7 @@ FIELDS: dict[str, Check] = {
     "time": _time, "agent": _agent, "agent_name": _str, "event": _event,
     "verdict": _verdict, "lane": _str, "flow": _str, "source": _peer,
     "destination": _destination, "object_type": _str, "size": _uint, "rule": _str,
-    "reason": _str, "policy_hash": _hex64, "object_id": _uint, "epoch": _uint,
+    "reason": _str, "code": _code, "policy_hash": _hex64, "object_id": _uint, "epoch": _uint,
     "blocks": _blocks, "sm3": _hex64, "detail": _detail,
 }
 _CHECKPOINT: dict[str, Check] = {"covers": _covers, "head": _hex64, "key_id": _hex64, "sig": _sig}

@@ -13,6 +13,7 @@ import fcntl
 import os
 import stat
 from collections.abc import Callable
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -275,7 +276,9 @@ class AuditTrail:
         Known fields given as None are left out. ValueError (RecordError) for bad fields;
         AuditUnavailable if it could not be written.
         """
-        fields = {k: v for k, v in fields.items() if not (v is None and k in FIELDS)}
+        # known fields given as None are left out; an enumeration member (a reason code) is its value
+        fields = {k: v.value if isinstance(v, Enum) else v for k, v in fields.items()
+                  if not (v is None and k in FIELDS)}
         for k in ("time", "agent", "agent_name", "seq", "prev", "hash"):
             if k in fields:
                 raise RecordError(f"{k!r} is set by the trail")

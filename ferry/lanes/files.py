@@ -20,6 +20,7 @@ from ferry.crypto import sm3
 from ferry.lanes.work import AuditIntent, ObjectIds, SealObject
 from ferry.pb import ferry_pb2
 from ferry.policy.plan import Decision, Plan
+from ferry.reasons import Reason
 from ferry.policy.ratelimit import RateLimiter
 
 __all__ = [
@@ -168,15 +169,18 @@ class OuterFilesLane:
     def take(self, entry: SpoolFile, plan: Plan, now: float, wall: float) -> list[AuditIntent | MoveAside | SealObject]:
         """``plan`` is read once by the agent: a reload between two objects never splits one."""
         if entry.kind != "file":
-            return self._refuse(entry, entry.size, BUILTIN_RULE, f"not a regular file ({entry.kind})")
+            return self._refuse(entry, entry.size, Decision(False, BUILTIN_RULE, f"not a regular file ({entry.kind})",
+                                                            Reason.NOT_REGULAR_FILE))
         bad = check_file_name(entry.name)
         if bad:
-            return self._refuse(entry, entry.size, BUILTIN_RULE, bad)
+            return self._refuse(entry, entry.size, Decision(False, BUILTIN_RULE, bad, Reason.BAD_FILE_NAME))
         if entry.read_error is not None:
-            return self._refuse(entry, entry.size, BUILTIN_RULE, f"cannot read: {entry.read_error}")
+            return self._refuse(entry, entry.size, Decision(False, BUILTIN_RULE, f"cannot read: {entry.read_error}",
+                                                            Reason.UNREADABLE))
         if entry.content is None or len(entry.content) > limits.FILE_MAX:
-            return self._refuse(entry, entry.size, BUILTIN_RULE,
-                                f"size {entry.size} exceeds the appliance limit {limits.FILE_MAX}")
+            return self._refuse(entry, entry.size, Decision(
+                False, BUILTIN_RULE, f"size {entry.size} exceeds the appliance limit {limits.FILE_MAX}",
+                Reason.FILE_TOO_LARGE))
         oid = self.ids.next()
         obj = make_file_object(object_id=oid, name=entry.name, content=entry.content, source=self.source,
                                destination=self.destination, now=wall)
@@ -184,7 +188,7 @@ class OuterFilesLane:
         f = obj.file
         known = {"object_id": oid, "sm3": f.sm3.hex(), "policy_hash": plan.hash.hex()}
         if not decision.allowed:
-            return self._refuse(entry, len(entry.content), decision.rule, decision.reason, f.media_type, known)
+            return self._refuse(entry, len(entry.content), decision, f.media_type, known)
         obj.rule = decision.rule
         sent = self._record(entry, len(entry.content), "object_sent", "sent", decision, f.media_type, known)
         return [SealObject(obj, sent=sent)]
@@ -194,12 +198,12 @@ class OuterFilesLane:
         return {"event": event, "verdict": verdict, "lane": LANE,
                 "source": {"name": self.source, "address": entry.address}, "destination": self.destination,
                 "object_type": "file", "size": size, "rule": decision.rule, "reason": decision.reason,
-                "detail": {"name": entry.name, "media_type": media_type}, **known}
+                "detail": {"name": entry.name, "media_type": media_type},
+                **({"code": decision.code} if decision.code else {}), **known}
 
-    def _refuse(self, entry: SpoolFile, size: int, rule: str, reason: str, media_type: str | None = None,
+    def _refuse(self, entry: SpoolFile, size: int, decision: Decision, media_type: str | None = None,
                 known: dict[str, Any] | None = None) -> list[AuditIntent | MoveAside | SealObject]:
-        fields = self._record(entry, size, "object_refused", "refused", Decision(False, rule, reason),
-                              media_type, known or {})
+        fields = self._record(entry, size, "object_refused", "refused", decision, media_type, known or {})
         return [AuditIntent(fields), MoveAside(entry.address)]
 
 
@@ -224,7 +228,7 @@ class WriteFile:
         return AuditIntent({**self.delivered, "detail": detail})
 
     def failed(self, error: str) -> AuditIntent:
-        return AuditIntent({**self.lost, "reason": f"cannot write output: {error}"})
+        return AuditIntent({**self.lost, "reason": f"cannot write output: {error}", "code": Reason.OUTPUT_FAILED})
 
 
 def inner_write(obj: ferry_pb2.CanonicalObject, decision: Decision, epoch: int,

@@ -22,6 +22,7 @@ from ferry.lanes import files
 from ferry.lanes.work import AuditIntent
 from ferry.pb import ferry_pb2
 from ferry.policy.plan import Decision, Plan
+from ferry.reasons import Reason
 from ferry.wire import events as ev
 
 CANONICAL_RULE = "ferry-canonical"     # refusals of objects that are not well-formed or not on time
@@ -36,7 +37,7 @@ class InnerVideo(Protocol):
     def deliver(self, obj: ferry_pb2.CanonicalObject, decision: Decision, now: float,
                 wall: float) -> Sequence[object]: ...
 
-    def refuse(self, obj: ferry_pb2.CanonicalObject, rule: str, reason: str, now: float,
+    def refuse(self, obj: ferry_pb2.CanonicalObject, decision: Decision, now: float,
                wall: float) -> Sequence[object]: ...
 
 
@@ -75,11 +76,12 @@ class InnerDispatch:
         if isinstance(e, ev.ObjectReceived):
             return self.on_object(e, plan, now, wall)
         if isinstance(e, ev.BlockLost):
-            return _audit(event="block_lost", verdict="lost", epoch=e.epoch, blocks=[e.block_no], reason=e.reason)
+            return _audit(event="block_lost", verdict="lost", epoch=e.epoch, blocks=[e.block_no], reason=e.reason,
+                          code=e.reason)
         if isinstance(e, ev.ObjectLost):
             self.counts["lost"] += 1
             return _audit(event="object_lost", verdict="lost", object_id=e.object_id, epoch=e.epoch,
-                          blocks=list(e.blocks), reason=e.reason)
+                          blocks=list(e.blocks), reason=e.reason, code=e.reason)
         if isinstance(e, ev.KeyAccepted):
             self.epoch_policy[e.epoch] = e.policy_hash
             out = _audit(event="key_accepted", verdict="info", epoch=e.epoch,
@@ -89,19 +91,21 @@ class InnerDispatch:
                 out += self.alarm_mismatch(e.epoch, e.policy_hash, plan)
             return out
         if isinstance(e, ev.AnnouncementRefused):
-            return _audit(event="announcement_refused", verdict="refused", epoch=e.epoch, reason=e.reason)
+            return _audit(event="announcement_refused", verdict="refused", epoch=e.epoch, reason=e.reason,
+                          code=e.reason)
         if isinstance(e, ev.BlockRefused):
             return _audit(event="block_refused", verdict="refused", epoch=e.epoch, blocks=[e.block_no],
-                          reason=e.reason)
+                          reason=e.reason, code=e.reason)
         if isinstance(e, ev.DatagramsDropped):
-            return _audit(event="datagrams_dropped", verdict="refused", reason=e.reason, detail={"count": e.count})
+            return _audit(event="datagrams_dropped", verdict="refused", reason=e.reason, code=e.reason,
+                          detail={"count": e.count})
         if isinstance(e, ev.LinkDown):
             return _audit(event="link_down", verdict="alarm", reason="no authenticated heartbeat from the outer agent",
                           detail={"since": e.since})
         if isinstance(e, ev.LinkUp):
             return _audit(event="link_up", verdict="info", reason="authenticated heartbeats again")
         if isinstance(e, ev.InternalError):      # a bug in the receiver: logged there, alarmed here
-            return _audit(event="internal_error", verdict="alarm",
+            return _audit(event="internal_error", verdict="alarm", code=Reason.INTERNAL_ERROR,
                           reason=f"internal error in the link receiver: {e.error}")
         return []
 
@@ -118,7 +122,8 @@ class InnerDispatch:
             return []
         self.mismatch_alarmed.add(key)
         shown = outer_hash.hex()[:16] if outer_hash else "unknown"
-        return _audit(event="policy_mismatch", verdict="alarm", epoch=epoch, policy_hash=plan.hash.hex(),
+        return _audit(event="policy_mismatch", verdict="alarm", code=Reason.POLICY_MISMATCH, epoch=epoch,
+                      policy_hash=plan.hash.hex(),
                       reason=f"outer agent runs policy {shown}, inner runs {plan.hash.hex()[:16]}: "
                              "objects of this epoch are refused",
                       detail={"outer_policy_hash": outer_hash.hex() if outer_hash else None,
@@ -151,49 +156,52 @@ class InnerDispatch:
         except DecodeError as err:
             self.counts["refused"] += 1
             return _audit(event="object_refused", verdict="refused", object_id=e.object_id, epoch=e.epoch,
-                          blocks=list(e.blocks), rule=CANONICAL_RULE, reason=f"malformed canonical object: {err}")
+                          blocks=list(e.blocks), rule=CANONICAL_RULE, reason=f"malformed canonical object: {err}",
+                          code=Reason.MALFORMED_OBJECT)
         if obj.object_id != e.object_id:
-            return self.refuse(obj, CANONICAL_RULE, f"object id {obj.object_id} differs from its link id {e.object_id}",
-                               e.epoch, e.blocks)
+            return self.refuse(obj, Decision(False, CANONICAL_RULE, f"object id {obj.object_id} differs from its "
+                                             f"link id {e.object_id}", Reason.OBJECT_ID_MISMATCH), e.epoch, e.blocks)
         outer_hash = self.epoch_policy.get(e.epoch)
         video = obj.lane == "video" and (obj.HasField("access_unit") or obj.HasField("audio"))
         out: list[Any] = []
+        refusal: Decision | None = None
         if not self.hash_accepted(outer_hash, plan, now):
             out = self.alarm_mismatch(e.epoch, outer_hash, plan)
-            rule, reason = HASH_RULE, DIFFERENT_POLICIES
-        else:
+            refusal = Decision(False, HASH_RULE, DIFFERENT_POLICIES, Reason.POLICY_MISMATCH)
+        elif late := skew_refusal(obj.created, wall):
             # Before the decision: a forged created must not satisfy a time-windowed rule.
-            late = skew_refusal(obj.created, wall)
-            rule, reason = (CANONICAL_RULE, late) if late else ("", "")
-        if reason:
+            refusal = Decision(False, CANONICAL_RULE, late, Reason.CLOCK_SKEW)
+        if refusal is not None:
             if video:                # accounted per stream, not per access unit
                 self.counts["refused"] += 1
-                return out + list(self.video.refuse(obj, rule, reason, now, wall))
-            return out + self.refuse(obj, rule, reason, e.epoch, e.blocks)
+                return out + list(self.video.refuse(obj, refusal, now, wall))
+            return out + self.refuse(obj, refusal, e.epoch, e.blocks)
         decision = plan.decide(obj)
         if video:
             if decision.allowed:
                 return list(self.video.deliver(obj, decision, now, wall))
             self.counts["refused"] += 1
-            return list(self.video.refuse(obj, decision.rule, decision.reason, now, wall))
+            return list(self.video.refuse(obj, decision, now, wall))
         if not decision.allowed:
-            return self.refuse(obj, decision.rule, decision.reason, e.epoch, e.blocks)
+            return self.refuse(obj, decision, e.epoch, e.blocks)
         if obj.lane != files.LANE or not obj.HasField("file"):
-            return self.refuse(obj, LANES_RULE, f"lane {obj.lane!r} has no output on this agent", e.epoch, e.blocks)
+            return self.refuse(obj, Decision(False, LANES_RULE, f"lane {obj.lane!r} has no output on this agent",
+                                             Reason.NO_OUTPUT), e.epoch, e.blocks)
         write = files.inner_write(obj, decision, e.epoch, e.blocks)
         if isinstance(write, str):
-            return self.refuse(obj, files.BUILTIN_RULE, write, e.epoch, e.blocks)
-        if not self.files_output:
-            return self.refuse(obj, files.BUILTIN_RULE, "no files output configured on the inner agent",
+            return self.refuse(obj, Decision(False, files.BUILTIN_RULE, write, Reason.INCONSISTENT_FILE),
                                e.epoch, e.blocks)
+        if not self.files_output:
+            return self.refuse(obj, Decision(False, files.BUILTIN_RULE, "no files output configured on the inner agent",
+                                             Reason.NO_OUTPUT), e.epoch, e.blocks)
         return [write]
 
-    def refuse(self, obj: ferry_pb2.CanonicalObject, rule: str, reason: str, epoch: int,
+    def refuse(self, obj: ferry_pb2.CanonicalObject, decision: Decision, epoch: int,
                blocks: Sequence[int]) -> list[Any]:
         self.counts["refused"] += 1
         f = obj.file if obj.HasField("file") else None
         return _audit(event="object_refused", verdict="refused", lane=obj.lane, object_id=obj.object_id,
-                      epoch=epoch, blocks=list(blocks), rule=rule, reason=reason,
+                      epoch=epoch, blocks=list(blocks), rule=decision.rule, reason=decision.reason, code=decision.code,
                       object_type="file" if f is not None else None, size=f.size if f is not None else None,
                       detail={"name": f.name} if f is not None else None)
 

@@ -48,6 +48,7 @@ from ferry.pb import ferry_pb2
 from ferry.policy import models
 from ferry.policy.device_id import DeviceIndex, DeviceMatcher
 from ferry.policy.timewindow import DAYS, Clock, Window, in_windows
+from ferry.reasons import Reason
 
 DEFAULT_DENY = "default-deny"
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -58,6 +59,7 @@ class Decision:
     allowed: bool
     rule: str       # the rule that allowed or refused, or "default-deny"
     reason: str
+    code: Reason | None = None     # why it refused (ferry.reasons); None when allowed
 
 
 # --- lane checks: refuse(kind, body) -> reason or None ---------------------------------
@@ -488,7 +490,8 @@ class Plan:
                     local = self._clock.local(obj.created)
                 if not in_windows(rule.windows, local):
                     if first is None:
-                        first = Decision(False, rule.id, self._outside(rule, obj.created, local))
+                        first = Decision(False, rule.id, self._outside(rule, obj.created, local),
+                                         Reason.OUTSIDE_TIME_WINDOW)
                     continue
             passes = rule.passes
             if passes is not None and passes(obj):
@@ -500,7 +503,7 @@ class Plan:
             if reason is None:
                 return rule.allow
             if first is None:
-                first = Decision(False, rule.id, reason)
+                first = Decision(False, rule.id, reason, Reason.CONTENT_LIMIT)
         assert first is not None
         return first
 
@@ -535,6 +538,7 @@ class Plan:
             decision = Decision(
                 False, DEFAULT_DENY,
                 f"no rule for lane {_short(lane)} from {describe_source(src)} to {_short(destination)}",
+                Reason.DEFAULT_DENY,
             )
             if len(memo) >= POLICY_MEMO_MAX:
                 memo.clear()

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from ferry import limits
+from ferry.reasons import Reason
 from ferry.pb import ferry_pb2
 from ferry.policy.plan import Decision, Plan, describe_source
 
@@ -59,4 +60,5 @@ class RateLimiter:
             bucket[0] -= 1.0
             return decision
         return Decision(False, rule.id,
-                        f"rate limit {rate.describe()} exceeded for {describe_source(obj.source)}")
+                        f"rate limit {rate.describe()} exceeded for {describe_source(obj.source)}",
+                        Reason.RATE_LIMITED)

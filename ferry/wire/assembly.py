@@ -12,6 +12,7 @@ repair symbols and to spot replays; failed ones (`failure`) to explain a loss.
 
 from __future__ import annotations
 
+from ferry.reasons import Reason
 from ferry import limits
 from ferry.wire import fec
 from ferry.wire.bounded import Recent
@@ -68,7 +69,7 @@ class BlockAssembly:
         self.nbytes = 0  # symbol bytes held
         self.unknown = 0  # pending blocks of epochs not announced yet
         self._done: Recent[BlockKey, list[int]] = Recent(limits.RECENT_MAX)  # opened: [mask, duplicates]
-        self._notes: Recent[BlockKey, str] = Recent(limits.RECENT_MAX)  # why a block failed
+        self._notes: Recent[BlockKey, Reason] = Recent(limits.RECENT_MAX)  # why a block failed
         self._refused: Recent[BlockKey, None] = Recent(limits.REFUSED_RECENT_MAX)  # refused as replays
 
     # --- symbols ------------------------------------------------------------
@@ -86,18 +87,18 @@ class BlockAssembly:
             if p is None:
                 return None
         elif p.k != k or p.m != m or p.sealed_len != sealed_len:
-            self._report.drop("inconsistent_header", now)
+            self._report.drop(Reason.INCONSISTENT_HEADER, now)
             return None
         symbols = p.symbols
         if symbols[index] is not None:
-            self._report.drop("duplicate_symbol", now)
+            self._report.drop(Reason.DUPLICATE_SYMBOL, now)
             return None
         if p.complete:
             self._report.counters.symbols_late += 1
             return None
         size = p.symsize
         if self.nbytes + size > limits.PENDING_SYMBOL_BYTES_MAX:
-            self._report.drop("pending_full", now)
+            self._report.drop(Reason.PENDING_FULL, now)
             return None
         symbols[index] = bytes(data[SYMBOL_HEADER_SIZE:])
         p.count += 1
@@ -113,31 +114,31 @@ class BlockAssembly:
         """A new pending block, if its epoch and number allow one and there is room."""
         report = self._report
         if self._notes.get(key) == "auth":
-            report.drop("after_failure", now)
+            report.drop(Reason.AFTER_FAILURE, now)
             return None
         epoch, block_no = key
         ep = self._epochs.epochs.get(epoch)
         if ep is None:
             cur = self._epochs.current
             if cur is not None and epoch <= cur.epoch:
-                report.drop("unknown_epoch", now)
+                report.drop(Reason.UNKNOWN_EPOCH, now)
                 return None
             if self.unknown >= limits.PENDING_UNKNOWN_EPOCH_MAX:
-                report.drop("pending_full", now)
+                report.drop(Reason.PENDING_FULL, now)
                 return None
         else:
             if block_no < ep.first_block:
-                report.drop("before_first_block", now)
+                report.drop(Reason.BEFORE_FIRST_BLOCK, now)
                 return None
             replay = ep.replay
             if not replay.check(block_no):
                 self.replayed(key, now)
                 return None
             if replay.last >= 0 and block_no > replay.last + limits.REPLAY_WINDOW:
-                report.drop("too_far_ahead", now)
+                report.drop(Reason.TOO_FAR_AHEAD, now)
                 return None
         if len(self.pending) >= limits.PENDING_BLOCKS_MAX:
-            report.drop("pending_full", now)
+            report.drop(Reason.PENDING_FULL, now)
             return None
         p = self.pending[key] = Pending(k, m, sealed_len, now)
         if ep is None:
@@ -148,19 +149,19 @@ class BlockAssembly:
         bit = 1 << index
         if done[0] & bit:
             done[1] += 1
-            self._report.drop("duplicate_symbol", now)
+            self._report.drop(Reason.DUPLICATE_SYMBOL, now)
             if done[1] == k:  # a whole block's worth again: a replay, not network duplication
-                self._report.refuse_block(key[0], key[1], "replay", now)
+                self._report.refuse_block(key[0], key[1], Reason.REPLAY, now)
         else:
             done[0] |= bit
             self._report.counters.symbols_late += 1
 
     def replayed(self, key: BlockKey, now: float) -> None:
         """A block number already opened (or out of the window): dropped, refused once."""
-        self._report.drop("replay", now)
+        self._report.drop(Reason.REPLAY, now)
         if key not in self._refused:
             self._refused.put(key, None)
-            self._report.refuse_block(key[0], key[1], "replay", now)
+            self._report.refuse_block(key[0], key[1], Reason.REPLAY, now)
 
     # --- blocks leaving -----------------------------------------------------
     def take(self, key: BlockKey) -> Pending:
@@ -173,7 +174,7 @@ class BlockAssembly:
         """The block authenticated: remember which symbols it had."""
         self._done.put(key, [mask, 0])
 
-    def failed(self, key: BlockKey, reason: str) -> None:
+    def failed(self, key: BlockKey, reason: Reason) -> None:
         """The block could not be rebuilt ("fec") or opened ("auth")."""
         self._notes.put(key, reason)
 
@@ -209,7 +210,7 @@ class BlockAssembly:
         self.take(key)
         return True
 
-    def failure(self, key: BlockKey) -> str | None:
+    def failure(self, key: BlockKey) -> Reason | None:
         return self._notes.get(key)
 
     # --- timers -------------------------------------------------------------
@@ -238,6 +239,6 @@ class BlockAssembly:
             self.take(key)
             if not is_known:
                 self.unknown -= 1
-                self._report.drop("key_never_came", now)
+                self._report.drop(Reason.KEY_NEVER_CAME, now)
             else:
-                self._notes.put(key, "timeout")
+                self._notes.put(key, Reason.TIMEOUT)

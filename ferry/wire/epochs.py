@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ferry.reasons import Reason
 from ferry import limits
 from ferry.crypto import CryptoError, SM2PrivateKey, SM2PublicKey, SM4GCM
 from ferry.wire.announce import Announcement, parse_announcement
@@ -96,31 +97,31 @@ class KeyEpochs:
         try:
             a = parse_announcement(raw)
         except WireError:
-            report.drop("bad_announcement", now)
+            report.drop(Reason.BAD_ANNOUNCEMENT, now)
             return None
         if a.outer_key_id != self._outer_key_id:
-            report.refuse_announcement("wrong_outer_key", a.epoch, now)
+            report.refuse_announcement(Reason.WRONG_OUTER_KEY, a.epoch, now)
             return None
         if a.inner_key_id != self._inner_key_id:
-            report.refuse_announcement("wrong_inner_key", a.epoch, now)
+            report.refuse_announcement(Reason.WRONG_INNER_KEY, a.epoch, now)
             return None
         cur = self.current
         if cur is not None and a.epoch < cur.epoch:
-            report.refuse_announcement("old_epoch", a.epoch, now)
+            report.refuse_announcement(Reason.OLD_EPOCH, a.epoch, now)
             return None
         if not self._verify.take(now):
-            report.drop("announcement_rate_limited", now)
+            report.drop(Reason.ANNOUNCEMENT_RATE_LIMITED, now)
             return None
         try:
             self._outer_public.verify(a.body_bytes, a.signature)
         except CryptoError:
-            report.refuse_announcement("bad_signature", a.epoch, now)
+            report.refuse_announcement(Reason.BAD_SIGNATURE, a.epoch, now)
             return None
         if wall < a.not_before - limits.CLOCK_SKEW:
-            report.refuse_announcement("not_yet_valid", a.epoch, now)
+            report.refuse_announcement(Reason.NOT_YET_VALID, a.epoch, now)
             return None
         if wall > a.not_after + limits.CLOCK_SKEW:
-            report.refuse_announcement("expired", a.epoch, now)
+            report.refuse_announcement(Reason.EXPIRED, a.epoch, now)
             return None
         expires = now + (a.not_after + limits.CLOCK_SKEW - wall)
         ep = self.epochs.get(a.epoch)
@@ -130,16 +131,16 @@ class KeyEpochs:
             try:
                 key = self._inner_key.decrypt(a.envelope)
             except CryptoError:
-                report.refuse_announcement("envelope", a.epoch, now)
+                report.refuse_announcement(Reason.ENVELOPE, a.epoch, now)
                 return None
             if len(key) != KEY_SIZE:
-                report.refuse_announcement("envelope", a.epoch, now)
+                report.refuse_announcement(Reason.ENVELOPE, a.epoch, now)
                 return None
         rotated_from = None
         new = ep is None
         if ep is not None:
             if key != ep.key or a.first_block != ep.first_block:
-                report.refuse_announcement("epoch_changed", a.epoch, now)
+                report.refuse_announcement(Reason.EPOCH_CHANGED, a.epoch, now)
                 return None
             ep.policy_hash, ep.sender = a.policy_hash, a.sender
             ep.not_before, ep.not_after, ep.expires = a.not_before, a.not_after, expires

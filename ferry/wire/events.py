@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ferry.reasons import Reason
+
 
 # --- sender ---------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
@@ -51,7 +53,7 @@ class BlockLost:
 
     epoch: int
     block_no: int
-    reason: str
+    reason: Reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +63,7 @@ class ObjectLost:
     object_id: int
     epoch: int
     blocks: tuple[int, ...]
-    reason: str
+    reason: Reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +81,7 @@ class KeyAccepted:
 class AnnouncementRefused:
     """A key announcement was refused."""
 
-    reason: str
+    reason: Reason
     epoch: int | None
 
 
@@ -89,14 +91,14 @@ class BlockRefused:
 
     epoch: int
     block_no: int
-    reason: str
+    reason: Reason
 
 
 @dataclass(frozen=True, slots=True)
 class DatagramsDropped:
     """Datagrams dropped for one reason since the last such event (at most one per reason per second)."""
 
-    reason: str
+    reason: Reason
     count: int
 
 

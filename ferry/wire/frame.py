@@ -10,6 +10,7 @@ import struct
 from collections.abc import Sequence
 from typing import NamedTuple
 
+from ferry.reasons import Reason
 from ferry import limits
 from ferry.wire.errors import WireError
 
@@ -80,11 +81,11 @@ def parse_symbol_header(data: bytes | memoryview) -> SymbolFields:
     """
     n = len(data)
     if n <= SYMBOL_HEADER_SIZE or n > UDP_MAX:
-        raise WireError("bad_length")
+        raise WireError(Reason.BAD_LENGTH)
     f = _unpack_symbol_ints(data)
     prefix, _, block_no, index, k, m, flags, sealed_len = f
     if prefix != SYMBOL_PREFIX_INT:
-        raise WireError("bad_magic")
+        raise WireError(Reason.BAD_MAGIC)
     if (
         not 0 < k <= _K_MAX
         or not 0 < m <= _M_MAX
@@ -93,9 +94,9 @@ def parse_symbol_header(data: bytes | memoryview) -> SymbolFields:
         or block_no > BLOCK_NO_MAX
         or index >= k + m
     ):
-        raise WireError("bad_header")
+        raise WireError(Reason.BAD_HEADER)
     if n - SYMBOL_HEADER_SIZE != -(-sealed_len // k):
-        raise WireError("bad_length")
+        raise WireError(Reason.BAD_LENGTH)
     return f
 
 
@@ -145,5 +146,5 @@ def parse_heartbeat(data: bytes | memoryview) -> tuple[int, int, bytes, bytes]:
 def datagram_type(data: bytes | memoryview) -> int:
     """The type byte of a datagram after checking magic and version (WireError "bad_magic")."""
     if len(data) < 4 or data[0] != 0xFE or data[1] != 0x52 or data[2] != VERSION:
-        raise WireError("bad_magic")
+        raise WireError(Reason.BAD_MAGIC)
     return data[3]

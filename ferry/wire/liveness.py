@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from google.protobuf.message import DecodeError
 
+from ferry.reasons import Reason
 from ferry import limits
 from ferry.crypto import CryptoError
 from ferry.pb import ferry_pb2
@@ -26,28 +27,28 @@ def open_heartbeat(
     try:
         epoch, seq, header, sealed = parse_heartbeat(data)
     except WireError:
-        report.drop("bad_heartbeat", now)
+        report.drop(Reason.BAD_HEARTBEAT, now)
         return None
     ep = epochs.epochs.get(epoch)
     if ep is None:
-        report.drop("heartbeat_unknown_epoch", now)
+        report.drop(Reason.HEARTBEAT_UNKNOWN_EPOCH, now)
         return None
     if seq <= ep.hb_seq:
-        report.drop("heartbeat_replay", now)
+        report.drop(Reason.HEARTBEAT_REPLAY, now)
         return None
     try:
         body = ep.aead.open(heartbeat_nonce(epoch, seq), sealed, header)
     except CryptoError:
-        report.drop("heartbeat_auth", now)
+        report.drop(Reason.HEARTBEAT_AUTH, now)
         return None
     ep.hb_seq = seq
     try:
         hb = ferry_pb2.Heartbeat.FromString(body)
     except DecodeError:
-        report.drop("heartbeat_body", now)
+        report.drop(Reason.HEARTBEAT_BODY, now)
         return None
     if hb.epoch != epoch or hb.seq != seq or hb.next_block > BLOCK_NO_MAX + 1:
-        report.drop("heartbeat_body", now)
+        report.drop(Reason.HEARTBEAT_BODY, now)
         return None
     return ep, hb
 

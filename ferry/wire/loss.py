@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
+from ferry.reasons import Reason
 from ferry import limits
 from ferry.wire.bounded import Recent
 from ferry.wire.events import BlockLost
@@ -64,7 +65,7 @@ class PendingBlocks(Protocol):
 
     def abandon(self, key: BlockKey) -> bool: ...
 
-    def failure(self, key: BlockKey) -> str | None: ...
+    def failure(self, key: BlockKey) -> Reason | None: ...
 
 
 class LossAccounting:
@@ -131,7 +132,7 @@ class LossAccounting:
             b = led.resolved
             led.resolved = b + 1
             if not replay.seen(b) and (led.lineage, b) not in self.lost:
-                self.report_lost(led, b, self._pending.failure((led.epoch, b)) or "missing")
+                self.report_lost(led, b, self._pending.failure((led.epoch, b)) or Reason.MISSING)
         proofs = led.proofs
         while proofs and proofs[0][0] <= led.resolved:
             proofs.popleft()
@@ -166,13 +167,13 @@ class LossAccounting:
             budget -= 1
             reason = pending.failure(key)
             if pending.abandon(key):
-                reason = reason or "timeout"
-            self.report_lost(led, b, reason or "missing")
+                reason = reason or Reason.TIMEOUT
+            self.report_lost(led, b, reason or Reason.MISSING)
             led.resolved = b + 1
         while proofs and proofs[0][0] <= led.resolved:
             proofs.popleft()
 
-    def report_lost(self, led: Ledger, block_no: int, reason: str) -> None:
+    def report_lost(self, led: Ledger, block_no: int, reason: Reason) -> None:
         lk = (led.lineage, block_no)
         self.lost.put(lk, None)
         self._report.counters.blocks_lost += 1

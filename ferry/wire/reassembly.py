@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Container, Sequence
 
+from ferry.reasons import Reason
 from ferry import limits
 from ferry.wire.block import Fragment
 from ferry.wire.bounded import Recent
@@ -59,7 +60,7 @@ class Reassembly:
         report = self._report
         for i, (oid, total, off, data) in enumerate(frags):
             if oid in self._lost or oid in self._delivered:
-                report.drop("stale_fragment", now)
+                report.drop(Reason.STALE_FRAGMENT, now)
                 continue
             ln = len(data)
             obj = objects.get(oid)
@@ -70,17 +71,17 @@ class Reassembly:
                     report.events.append(ObjectReceived(oid, bytes(data), epoch, (block_no,)))
                     continue
                 if len(objects) >= limits.PENDING_OBJECTS_MAX or self.nbytes + total > limits.PENDING_OBJECT_BYTES_MAX:
-                    self._object_lost(oid, epoch, (block_no,), "too_many_pending")
+                    self._object_lost(oid, epoch, (block_no,), Reason.TOO_MANY_PENDING)
                     continue
                 obj = objects[oid] = PartialObject(total, epoch, now)
                 self.nbytes += total
             elif obj.total != total:
-                self._drop(oid, obj, "inconsistent_total")
+                self._drop(oid, obj, Reason.INCONSISTENT_TOTAL)
                 continue
             end = off + ln
             ranges = obj.ranges
             if ranges.overlaps(off, end):
-                self._drop(oid, obj, "overlap")
+                self._drop(oid, obj, Reason.OVERLAP)
                 continue
             left = ranges.ends_at(off)
             right = ranges.starts_at(end)
@@ -101,10 +102,10 @@ class Reassembly:
     def _need(self, led: Ledger, oid: int, obj: PartialObject, lk: LineageKey) -> bool:
         """Record that obj needs block lk; False (object lost) if that block never comes."""
         if lk in self.lost_blocks:
-            self._drop(oid, obj, "block_lost")
+            self._drop(oid, obj, Reason.BLOCK_LOST)
             return False
         if led.missing_before_start(lk[1]):
-            self._drop(oid, obj, "start_missing")
+            self._drop(oid, obj, Reason.START_MISSING)
             return False
         self.needs.setdefault(lk, set()).add(oid)
         obj.needs.append(lk)
@@ -115,7 +116,7 @@ class Reassembly:
         for oid in sorted(self.needs.pop(lk, ())):
             obj = self.objects.get(oid)
             if obj is not None:
-                self._drop(oid, obj, "block_lost")
+                self._drop(oid, obj, Reason.BLOCK_LOST)
 
     def _forget(self, oid: int, obj: PartialObject) -> None:
         del self.objects[oid]
@@ -133,11 +134,11 @@ class Reassembly:
         self._report.counters.objects += 1
         self._report.events.append(ObjectReceived(oid, bytes(obj.buf), obj.epoch, tuple(obj.blocks)))
 
-    def _drop(self, oid: int, obj: PartialObject, reason: str) -> None:
+    def _drop(self, oid: int, obj: PartialObject, reason: Reason) -> None:
         self._forget(oid, obj)
         self._object_lost(oid, obj.epoch, tuple(obj.blocks), reason)
 
-    def _object_lost(self, oid: int, epoch: int, blocks: tuple[int, ...], reason: str) -> None:
+    def _object_lost(self, oid: int, epoch: int, blocks: tuple[int, ...], reason: Reason) -> None:
         self._lost.put(oid, None)
         self._report.counters.objects_lost += 1
         self._report.events.append(ObjectLost(oid, epoch, blocks, reason))
@@ -153,4 +154,4 @@ class Reassembly:
             oid, obj = next(iter(self.objects.items()))
             if obj.created + limits.OBJECT_TIMEOUT > now:
                 break
-            self._drop(oid, obj, "timeout")
+            self._drop(oid, obj, Reason.TIMEOUT)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 
+from ferry.reasons import Reason
 from ferry import limits
 from ferry.crypto import CryptoError, SM2PrivateKey, SM2PublicKey
 from ferry.wire.assembly import BlockAssembly, rebuild
@@ -97,14 +98,14 @@ class LinkReceiver:
             elif t == TYPE_HEARTBEAT:
                 self._on_heartbeat(data, now, wall)
             else:
-                report.drop("bad_type", now)
+                report.drop(Reason.BAD_TYPE, now)
         except Exception as exc:  # noqa: BLE001 - a bug, not an input problem
             self._bug(exc, now)
 
     def receive_segments(self, buf: bytes | memoryview, segment_size: int, now: float, wall: float) -> None:
         """Handle a GRO batch: equal-size segments, the last may be shorter."""
         if segment_size <= 0:
-            self.report.drop("bad_segment_size", now)
+            self.report.drop(Reason.BAD_SEGMENT_SIZE, now)
             return
         view = memoryview(buf)
         if view.ndim != 1 or view.itemsize != 1:
@@ -117,7 +118,7 @@ class LinkReceiver:
         if self._strict:
             raise exc
         self.counters.internal_errors += 1
-        self.report.drop("internal_error", now)
+        self.report.drop(Reason.INTERNAL_ERROR, now)
         tb = exc.__traceback__
         while tb is not None and tb.tb_next is not None:
             tb = tb.tb_next
@@ -139,8 +140,8 @@ class LinkReceiver:
         try:
             sealed, repaired = rebuild(p)
         except WireError:
-            assembly.failed(key, "fec")
-            report.drop("fec_failed", now)
+            assembly.failed(key, Reason.FEC)
+            report.drop(Reason.FEC_FAILED, now)
             return
         if not ep.replay.check(block_no):
             assembly.replayed(key, now)
@@ -149,8 +150,8 @@ class LinkReceiver:
             header = block_header(epoch, block_no, p.k, p.m, p.sealed_len)
             plaintext = ep.aead.open(block_nonce(epoch, block_no), sealed, header)
         except CryptoError:
-            assembly.failed(key, "auth")
-            report.refuse_block(epoch, block_no, "auth", now)
+            assembly.failed(key, Reason.AUTH)
+            report.refuse_block(epoch, block_no, Reason.AUTH, now)
             return
         # authenticated from here on
         assembly.opened(key, p.mask())
@@ -163,7 +164,7 @@ class LinkReceiver:
         try:
             frags = parse_fragments(plaintext)
         except WireError:
-            self.loss.report_lost(led, block_no, "bad_plaintext")
+            self.loss.report_lost(led, block_no, Reason.BAD_PLAINTEXT)
         else:
             self.reassembly.deliver(led, block_no, frags, now)
         self.loss.resolve(led, now)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+from ferry.reasons import Reason
 from ferry import limits
 from ferry.wire.bounded import TokenBucket
 from ferry.wire.events import AnnouncementRefused, BlockRefused, DatagramsDropped, ReceiverEvent
@@ -22,7 +23,7 @@ class ReceiverCounters:
 
     datagrams: int = 0
     bytes: int = 0
-    dropped_by_reason: dict[str, int] = field(default_factory=dict)
+    dropped_by_reason: dict[Reason, int] = field(default_factory=dict)
     blocks_ok: int = 0
     blocks_repaired: int = 0
     blocks_lost: int = 0
@@ -46,10 +47,10 @@ class Report:
         self.counters = ReceiverCounters()
         self.events: deque[ReceiverEvent] = deque()
         self._refusals = TokenBucket(limits.REFUSAL_EVENT_RATE, now)
-        self._unreported: dict[str, int] = {}
+        self._unreported: dict[Reason, int] = {}
         self._last: dict[str, float] = {}
 
-    def drop(self, reason: str, now: float) -> None:
+    def drop(self, reason: Reason, now: float) -> None:
         """Count one dropped datagram (or fragment) for `reason`."""
         d = self.counters.dropped_by_reason
         d[reason] = d.get(reason, 0) + 1
@@ -57,25 +58,25 @@ class Report:
         if now - self._last.get(reason, -1e18) >= limits.DROP_EVENT_INTERVAL:
             self._flush(reason, now)
 
-    def _flush(self, reason: str, now: float) -> None:
+    def _flush(self, reason: Reason, now: float) -> None:
         count = self._unreported.pop(reason, 0)
         if count:
             self._last[reason] = now
             self.events.append(DatagramsDropped(reason, count))
 
-    def refuse_block(self, epoch: int, block_no: int, reason: str, now: float) -> None:
+    def refuse_block(self, epoch: int, block_no: int, reason: Reason, now: float) -> None:
         self.counters.blocks_refused += 1
         if self._refusals.take(now):
             self.events.append(BlockRefused(epoch, block_no, reason))
         else:
-            self.drop("refusal_suppressed", now)
+            self.drop(Reason.REFUSAL_SUPPRESSED, now)
 
-    def refuse_announcement(self, reason: str, epoch: int | None, now: float) -> None:
+    def refuse_announcement(self, reason: Reason, epoch: int | None, now: float) -> None:
         self.counters.announcements_refused += 1
         if self._refusals.take(now):
             self.events.append(AnnouncementRefused(reason, epoch))
         else:
-            self.drop("refusal_suppressed", now)
+            self.drop(Reason.REFUSAL_SUPPRESSED, now)
 
     def next_timer(self) -> float | None:
         """When the next held-back drop event is due."""

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from appliance import Appliance
+from appliance import Appliance, uncoded
 
 
 @pytest.fixture
@@ -17,3 +17,6 @@ def appliance_factory(tmp_path):
     yield make
     for a in made:
         a.stop()
+    for a in made:   # every refusal and loss in the trails carries a reason code
+        missing = uncoded(a.trails())
+        assert not missing, f"refused/lost records without a reason code: {missing[:3]}"

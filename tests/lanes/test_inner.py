@@ -13,6 +13,7 @@ from ferry.lanes.files import WriteFile, make_file_object
 from ferry.lanes.inner import InnerDispatch, skew_refusal
 from ferry.lanes.work import AuditIntent
 from ferry.pb import ferry_pb2
+from ferry.reasons import Reason
 from ferry.policy import compile_policy, parse_policy, policy_hash
 from ferry.wire import LinkReceiver, LinkSender
 from ferry.wire import events as ev
@@ -59,8 +60,8 @@ class Video:
         self.calls.append(("deliver", obj.object_id, decision.rule, now, wall))
         return ["video-out"]
 
-    def refuse(self, obj, rule, reason, now, wall):
-        self.calls.append(("refuse", obj.object_id, rule, reason))
+    def refuse(self, obj, decision, now, wall):
+        self.calls.append(("refuse", obj.object_id, decision.rule, decision.reason, decision.code))
         return []
 
 
@@ -222,8 +223,8 @@ def test_video_is_handed_to_the_video_lane():
     assert d.handle(_received(_au(9, created=MONDAY_0830 - 3600)), PLAN, NOW, MONDAY_0830) == []
     calls = d.video.calls
     assert calls[0] == ("deliver", 7, "video", NOW, MONDAY_0830)
-    assert calls[1][:2] == ("refuse", 8)
-    assert calls[2][:3] == ("refuse", 9, "ferry-canonical")
+    assert calls[1][:2] == ("refuse", 8) and calls[1][4] == Reason.DEFAULT_DENY
+    assert calls[2][:3] == ("refuse", 9, "ferry-canonical") and calls[2][4] == Reason.CLOCK_SKEW
     assert d.counts["refused"] == 2
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from ferry.reasons import Reason
 from ferry.crypto import sm3
 from ferry.lanes.files import make_file_object
 from ferry.pb import ferry_pb2
@@ -47,7 +48,7 @@ def test_text_png_jpeg_allowed(plan):
 
 def test_refused_for_size(plan):
     d = plan.decide(obj(content=b"%PDF-" + b"x" * (5 * 1024 * 1024 - 5)))
-    assert d == Decision(False, "files-documents", "size 5242880 exceeds max_size 1048576")
+    assert d == Decision(False, "files-documents", "size 5242880 exceeds max_size 1048576", Reason.CONTENT_LIMIT)
 
 
 def test_size_limit_is_inclusive(plan):
@@ -76,7 +77,7 @@ def test_elf_named_txt_refused(plan):
 
 def test_refused_for_name_pattern(plan):
     d = plan.decide(obj(name="evil..exe"))
-    assert d == Decision(False, "files-documents", "name 'evil..exe' does not match name_pattern")
+    assert d == Decision(False, "files-documents", "name 'evil..exe' does not match name_pattern", Reason.CONTENT_LIMIT)
 
 
 @pytest.mark.parametrize("name", [
@@ -98,7 +99,7 @@ def test_default_deny_other_lane(plan):
     o = obj()
     o.lane = "video"
     assert plan.decide(o) == Decision(
-        False, DEFAULT_DENY, "no rule for lane 'video' from 'outer-spool' to 'inner-spool'")
+        False, DEFAULT_DENY, "no rule for lane 'video' from 'outer-spool' to 'inner-spool'", Reason.DEFAULT_DENY)
 
 
 def test_default_deny_other_source(plan):
@@ -159,7 +160,7 @@ def test_first_allowing_rule_wins():
 
 def test_no_rule_allows_quotes_first_matching_rule():
     d = two_rules().decide(obj("a.txt", b"hello world, too long"))
-    assert d == Decision(False, "small-text", "size 21 exceeds max_size 10")
+    assert d == Decision(False, "small-text", "size 21 exceeds max_size 10", Reason.CONTENT_LIMIT)
 
 
 def test_decide_ignores_outer_rule_field_and_clock():

@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ferry.reasons import Reason
 from ferry.pb import ferry_pb2
 from ferry.policy import DEFAULT_DENY, Decision, compile_policy, load_plan, parse_policy
 from ferry.policy.plan import VideoCheck
@@ -64,7 +65,7 @@ def test_video_allowed(plan):
     ({"width": 0}, "picture size unknown (no active SPS)"),
 ])
 def test_video_limits(plan, kw, reason):
-    assert plan.decide(video(**kw)) == Decision(False, "video-social", reason)
+    assert plan.decide(video(**kw)) == Decision(False, "video-social", reason, Reason.CONTENT_LIMIT)
 
 
 def test_video_limits_inclusive(plan):
@@ -74,7 +75,7 @@ def test_video_limits_inclusive(plan):
 def test_shop_cameras_get_the_stricter_rule(plan):
     assert plan.decide(video(SHOP, "10.21.3.4", width=1280, height=720, fps=15, kbps=2000)).rule == "video-shops"
     d = plan.decide(video(SHOP, "10.21.3.4"))
-    assert d == Decision(False, "video-shops", "width 1920 exceeds max_width 1280")
+    assert d == Decision(False, "video-shops", "width 1920 exceeds max_width 1280", Reason.CONTENT_LIMIT)
 
 
 def test_shop_camera_from_the_social_network_is_not_a_social_camera(plan):
@@ -115,13 +116,14 @@ def test_default_deny_names_lane_source_and_destination(plan):
 def test_audio_only_when_the_rule_says_so(plan):
     o = video()
     o.audio.codec = "g711a"
-    assert plan.decide(o) == Decision(False, "video-social", "audio not allowed (audio: false)")
+    assert plan.decide(o) == Decision(False, "video-social", "audio not allowed (audio: false)", Reason.CONTENT_LIMIT)
 
 
 def test_video_lane_without_body(plan):
     o = video()
     o.ClearField("access_unit")
-    assert plan.decide(o) == Decision(False, "video-social", "video lane object has no access_unit or audio body")
+    assert plan.decide(o) == Decision(False, "video-social", "video lane object has no access_unit or audio body",
+                                        Reason.CONTENT_LIMIT)
 
 
 # --- time windows ------------------------------------------------------------------------------
@@ -233,7 +235,7 @@ def test_viid(plan):
         "9 pictures exceed max_pictures 8": view(pictures=[("image/jpeg", 1)] * 9),
     }
     for reason, o in refuse.items():
-        assert plan.decide(o) == Decision(False, "viid-faces-vehicles", reason)
+        assert plan.decide(o) == Decision(False, "viid-faces-vehicles", reason, Reason.CONTENT_LIMIT)
     assert plan.decide(view(address="10.20.5.11")).rule == DEFAULT_DENY
 
 
@@ -254,7 +256,7 @@ def test_signaling(plan):
         (signaling(root="Control"), "root 'Control' not allowed (allowed: Notify, Response)"),
         (signaling(xml="é" * 32769), "body 65538 bytes exceeds max_body_bytes 65536"),
     ]:
-        assert plan.decide(o) == Decision(False, "signaling-catalog", reason)
+        assert plan.decide(o) == Decision(False, "signaling-catalog", reason, Reason.CONTENT_LIMIT)
     assert plan.decide(signaling(device_id=SOCIAL)).rule == DEFAULT_DENY
 
 
@@ -265,7 +267,8 @@ def test_reverse(plan):
                                          reverse=ferry_pb2.ReverseRequest(request=r, device_id=SOCIAL))
     assert plan.decide(req("start_stream")).allowed and plan.decide(req("stop_stream")).allowed
     assert plan.decide(req("ptz")) == Decision(False, "reverse-stream",
-                                               "request 'ptz' not allowed (allowed: start_stream, stop_stream)")
+                                               "request 'ptz' not allowed (allowed: start_stream, stop_stream)",
+                                               Reason.CONTENT_LIMIT)
     assert plan.decide(req("start_stream", "10.100.9.7")).rule == DEFAULT_DENY
 
 

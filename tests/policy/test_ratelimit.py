@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ferry.reasons import Reason
 from ferry.pb import ferry_pb2
 from ferry.policy import Decision, load_plan
 from ferry.policy.ratelimit import RateLimiter
@@ -28,7 +29,8 @@ def test_burst_then_refused_with_reason():
     out = run(rl, 1000.0, 51)
     assert all(d.allowed for d in out[:50])
     assert out[50] == Decision(False, "signaling-catalog",
-                               f"rate limit 20/s (burst 50) exceeded for device '{PLATFORM}' address '10.20.5.20'")
+                               f"rate limit 20/s (burst 50) exceeded for device '{PLATFORM}' address '10.20.5.20'",
+                               Reason.RATE_LIMITED)
 
 
 def test_refills_at_the_rate():
@@ -54,7 +56,7 @@ def test_same_inputs_same_outputs():
 
 def test_refusals_and_unlimited_rules_pass_through_untouched():
     rl = RateLimiter(PLAN)
-    refused = Decision(False, "default-deny", "x")
+    refused = Decision(False, "default-deny", "x", Reason.DEFAULT_DENY)
     assert rl.check(refused, keepalive(), 0.0) is refused
     video = Decision(True, "video-social", "allowed by video-social")
     for _ in range(1000):

@@ -14,6 +14,7 @@ from typing import TypeVar
 
 from waiting import wait_until
 
+from ferry.reasons import Reason
 from ferry.crypto import SM2PrivateKey
 from ferry.crypto.keys import init_keys
 
@@ -33,6 +34,13 @@ def read_trail(directory: Path) -> list[dict]:
         return []
     lines = path.read_bytes().split(b"\n")
     return [json.loads(x) for x in lines[:-1] if x.strip()]
+
+
+def uncoded(records: list[dict]) -> list[dict]:
+    """The refused or lost records without a reason code (ferry.reasons.Reason): every such
+    record must carry one, so the e2e tests check every trail they make."""
+    codes = {r.value for r in Reason}
+    return [r for r in records if r.get("verdict") in ("refused", "lost") and r.get("code") not in codes]
 
 
 class Appliance:
@@ -154,6 +162,10 @@ spool = "spool/inner"
             if r["event"] in ("object_delivered", "object_refused", "object_lost"):
                 out[names.get(r.get("object_id"), (r.get("detail") or {}).get("name"))] = r["event"][7:]
         return out
+
+    def trails(self) -> list[dict]:
+        """Both agents' audit records (the outer's, then the inner's)."""
+        return read_trail(self.outer_audit) + read_trail(self.inner_audit)
 
     def stop(self) -> None:
         for role in ("outer", "inner"):

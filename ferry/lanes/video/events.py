@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ferry.pb import ferry_pb2
+from ferry.reasons import Reason
 
 PAYLOADS = ("ps", "h264", "h265")     # what an outer stream ingests
 FORMS = ("ps", "h264", "h265")        # what an inner stream writes
@@ -27,6 +28,7 @@ class StreamRefused:
     rule: str
     reason: str
     detail: dict[str, Any] = field(default_factory=dict)
+    code: Reason | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ from ferry.codecs.mpeg_ps import AudioPes
 from ferry.codecs.nal import NalKind
 from ferry.lanes.video.events import BUILTIN_RULE, CLOCK, AccessUnitReady, Event, StreamRefused
 from ferry.pb import ferry_pb2
+from ferry.reasons import Reason
 from ferry.policy.plan import Plan
 from ferry.policy.models import VideoLimits
 
@@ -196,7 +197,7 @@ class Gate:
                     self.transcoding.request(pb, video, now, out)
                 return
         if not decision.allowed:
-            self.refuse(decision.rule, decision.reason, detail(pb), out)
+            self.refuse(decision.rule, decision.reason, detail(pb), out, decision.code)
             return
         self.rule_id = decision.rule
         obj.rule = decision.rule
@@ -211,11 +212,12 @@ class Gate:
 
     def refuse_au(self, pb: ferry_pb2.AccessUnit, reason: str, out: list[Event]) -> None:
         """A refusal by the lane itself (BUILTIN_RULE) over this access unit."""
-        self.refuse(BUILTIN_RULE, reason, detail(pb), out)
+        self.refuse(BUILTIN_RULE, reason, detail(pb), out, Reason.STREAM_CHECK)
 
-    def refuse(self, rule: str, reason: str, detail: dict[str, Any], out: list[Event]) -> None:
+    def refuse(self, rule: str, reason: str, detail: dict[str, Any], out: list[Event],
+               code: Reason | None) -> None:
         self.counts["refused_aus"] += 1
         if self.refused is None:
-            self.refused = StreamRefused(rule, reason, detail)
+            self.refused = StreamRefused(rule, reason, detail, code)
             out.append(self.refused)
 

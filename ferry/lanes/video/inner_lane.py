@@ -28,6 +28,8 @@ from ferry.lanes.video.events import BUILTIN_RULE
 from ferry.lanes.video.inner_stream import InnerStream
 from ferry.lanes.work import AuditIntent
 from ferry.pb import ferry_pb2
+from ferry.policy.plan import Decision
+from ferry.reasons import Reason
 
 
 class VideoOutput(Protocol):
@@ -124,11 +126,11 @@ class InnerVideoLane:
         self.stats = {"video_streams": 0, "video_delivered": 0, "video_refused": 0, "video_dropped": 0}
 
     # -- input ---------------------------------------------------------------------------------
-    def refuse(self, obj: ferry_pb2.CanonicalObject, rule: str, reason: str, now: float,
+    def refuse(self, obj: ferry_pb2.CanonicalObject, decision: Decision, now: float,
                wall: float) -> list[InnerWork]:
         """An object the inner agent refuses: counted; the stream's first refusal is recorded."""
         work: list[InnerWork] = []
-        self._refuse(self._flow(obj, now, work), obj, rule, reason, work)
+        self._refuse(self._flow(obj, now, work), obj, decision, work)
         return work
 
     def deliver(self, obj: ferry_pb2.CanonicalObject, rule: str, now: float, wall: float) -> list[InnerWork]:
@@ -141,7 +143,8 @@ class InnerVideoLane:
             self.stats["video_dropped"] += 1
             return work
         if not flow.outputs:
-            self._refuse(flow, obj, BUILTIN_RULE, f"no video output for destination {obj.destination!r}", work)
+            self._refuse(flow, obj, Decision(False, BUILTIN_RULE, f"no video output for destination "
+                                             f"{obj.destination!r}", Reason.NO_OUTPUT), work)
             return work
         keyframe = bool(obj.HasField("access_unit") and obj.access_unit.keyframe)
         made: list[SendPackets | AppendBytes] = []
@@ -150,7 +153,7 @@ class InnerVideoLane:
             if reason:
                 if made:
                     work.append(Emit(flow.stream_id, made, False, obj))
-                self._refuse(flow, obj, BUILTIN_RULE, reason, work)
+                self._refuse(flow, obj, Decision(False, BUILTIN_RULE, reason, Reason.STREAM_CHECK), work)
                 return work
             if is_file:
                 data, _, _ = inner.container(obj)
@@ -232,7 +235,7 @@ class InnerVideoLane:
         flow.last = now
         return flow
 
-    def _refuse(self, flow: _Flow, obj: ferry_pb2.CanonicalObject, rule: str, reason: str,
+    def _refuse(self, flow: _Flow, obj: ferry_pb2.CanonicalObject, decision: Decision,
                 work: list[InnerWork]) -> None:
         flow.counts["refused"] += 1
         self.stats["video_refused"] += 1
@@ -243,8 +246,8 @@ class InnerVideoLane:
                                              if obj.HasField("access_unit") else None)
             work.append(AuditIntent(dict(
                 event="stream_refused", verdict="refused", lane="video", flow=flow.stream_id,
-                source=flow.source, destination=flow.destination, rule=rule, reason=reason,
-                object_id=obj.object_id, detail=detail)))
+                source=flow.source, destination=flow.destination, rule=decision.rule, reason=decision.reason,
+                code=decision.code, object_id=obj.object_id, detail=detail)))
 
     def _end(self, flow: _Flow, why: str, work: list[InnerWork]) -> None:
         self.flows.pop(flow.stream_id, None)

@@ -39,6 +39,7 @@ from ferry.lanes.video.stream import OuterStream
 from ferry.lanes.video.transcode_flow import TranscoderFactory
 from ferry.lanes.work import AuditIntent, SealObject
 from ferry.pb import ferry_pb2
+from ferry.reasons import Reason
 from ferry.policy.plan import Plan
 
 INGEST_RULE = "ferry-video-ingest"     # refusals of a peer before any stream (address, stream count)
@@ -278,7 +279,8 @@ class OuterVideoLane:
         """A stream of an entry (UDP: silence ends it; TCP: the connection does)."""
         e = ep.entry
         if len(self.streams) >= limits.VIDEO_STREAMS_MAX:
-            self._refuse_address(ep, address, f"more than {limits.VIDEO_STREAMS_MAX} video streams", work)
+            self._refuse_address(ep, address, f"more than {limits.VIDEO_STREAMS_MAX} video streams",
+                                 Reason.TOO_MANY_STREAMS, work)
             return None
         ep.number += 1
         sid = f"{e.name}-{self.ids.run_id:08x}-{ep.number}"
@@ -299,7 +301,8 @@ class OuterVideoLane:
         if d is not None and (self._soonest is None or d < self._soonest):
             self._soonest = d
 
-    def _refuse_address(self, ep: _Endpoint, address: str, reason: str, work: list[OuterWork]) -> None:
+    def _refuse_address(self, ep: _Endpoint, address: str, reason: str, code: Reason,
+                        work: list[OuterWork]) -> None:
         self.stats["video_refused_packets"] += 1
         e = ep.entry
         key = (e.name, address)
@@ -309,12 +312,12 @@ class OuterVideoLane:
         work.append(AuditIntent(dict(
             event="stream_refused", verdict="refused", lane="video", flow=e.name,
             source={"device_id": e.device_id, "address": address}, destination=e.destination,
-            rule=INGEST_RULE, reason=reason)))
+            rule=INGEST_RULE, reason=reason, code=code)))
 
     def _allowed_peer(self, ep: _Endpoint, address: str, work: list[OuterWork]) -> bool:
         src = ep.entry.source_address
         if src and address != src:
-            self._refuse_address(ep, address, f"source address {address} is not {src}", work)
+            self._refuse_address(ep, address, f"source address {address} is not {src}", Reason.SOURCE_ADDRESS, work)
             return False
         return True
 
@@ -343,14 +346,14 @@ class OuterVideoLane:
                                                  "port": stream.port}))
             elif isinstance(ev, StreamRefused):
                 work.append(self._record(stream, "stream_refused", "refused", ev.reason, rule=ev.rule,
-                                         detail=ev.detail))
+                                         detail=ev.detail, code=ev.code))
             elif isinstance(ev, StreamLoss):
                 last = self.loss_audited.get(sid)
                 if last is None or now - last >= limits.VIDEO_LOSS_AUDIT_INTERVAL:
                     self.loss_audited[sid] = now
                     work.append(self._record(stream, "stream_loss", "lost",
                                              f"{ev.total} RTP packets lost on ingest so far",
-                                             detail={"lost_packets": ev.total}))
+                                             detail={"lost_packets": ev.total}, code=Reason.RTP_LOSS))
             elif isinstance(ev, StreamEnded):
                 c = ev.counts
                 c["dropped_no_audit"] = stream.counts.get("dropped_no_audit", 0)

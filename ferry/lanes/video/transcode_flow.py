@@ -21,6 +21,7 @@ from ferry.lanes.video.events import BUILTIN_RULE, Event, TranscodeCaps, Transco
 from ferry.lanes.video.gate import Gate, detail
 from ferry.pb import ferry_pb2
 from ferry.policy.models import VideoLimits
+from ferry.reasons import Reason
 
 
 class Transcoder(Protocol):
@@ -137,4 +138,4 @@ class TranscodeFlow:
             self.counts["dropped_aus"] += 1
             self.on_end(out)
         else:
-            self.gate.refuse(BUILTIN_RULE, f"transcoder: {reason}", self._src, out)
+            self.gate.refuse(BUILTIN_RULE, f"transcoder: {reason}", self._src, out, Reason.TRANSCODE_FAILED)

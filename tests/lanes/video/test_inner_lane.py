@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ferry.policy.plan import Decision
+from ferry.reasons import Reason
 from ferry import limits
 from ferry.codecs.mpeg_ps import PsDemuxer, VideoPes
 from ferry.codecs.nal import split_annexb
@@ -104,10 +106,12 @@ def test_no_audit_no_transfer():
 
 def test_the_first_refusal_of_a_stream_is_recorded_once():
     lane = InnerVideoLane([Output()])
-    work = lane.refuse(au(0), "policy-hash", "outer and inner agents run different policies", 1.0, 0.0)
-    work += lane.refuse(au(1), "policy-hash", "again", 1.1, 0.0)
+    mismatch = Decision(False, "policy-hash", "outer and inner agents run different policies", Reason.POLICY_MISMATCH)
+    work = lane.refuse(au(0), mismatch, 1.0, 0.0)
+    work += lane.refuse(au(1), Decision(False, "policy-hash", "again", Reason.POLICY_MISMATCH), 1.1, 0.0)
     [refused] = records(work, "stream_refused")
     assert refused["rule"] == "policy-hash" and refused["object_id"] == 100
+    assert refused["code"] == Reason.POLICY_MISMATCH
     assert refused["detail"] == {"codec": "h264", "width": 16, "height": 16}
     [ended] = records(lane.close(2.0, 0.0), "stream_ended")
     assert ended["detail"]["refused"] == 2
@@ -118,11 +122,12 @@ def test_an_object_without_an_output_or_one_an_output_cannot_carry_is_refused():
     work = lane.deliver(au(0, dest="elsewhere"), "r", 1.0, 0.0)
     [refused] = records(work, "stream_refused")
     assert refused["rule"] == BUILTIN_RULE and "no video output" in refused["reason"]
+    assert refused["code"] == Reason.NO_OUTPUT
     work = lane.deliver(au(0, stream="cam-2"), "r", 1.0, 0.0)
     [e] = emits(work)                      # the PS output was served before the H.265 one refused
     assert not e.counted and [o.output for o in e.outputs] == [0]
     [refused] = records(work, "stream_refused")
-    assert refused["reason"] == "a h265 output cannot carry h264"
+    assert refused["reason"] == "a h265 output cannot carry h264" and refused["code"] == Reason.STREAM_CHECK
 
 
 def test_the_oldest_stream_makes_room(monkeypatch):

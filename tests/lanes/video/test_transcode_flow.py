@@ -5,6 +5,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from ferry.reasons import Reason
 from ferry.codecs.errors import CodecError
 from ferry.lanes.video import AccessUnitReady, StreamRefused, TranscodeCaps, TranscodeEnd, TranscodeRequest
 from ferry.lanes.video.transcode_flow import TranscodeFlow, TranscoderRunner
@@ -26,9 +27,9 @@ class Gate:
         self.decided.append(pb)
         out.append(AccessUnitReady(ferry_pb2.CanonicalObject(access_unit=pb)))
 
-    def refuse(self, rule, reason, detail, out) -> None:
+    def refuse(self, rule, reason, detail, out, code) -> None:
         if self.refused is None:
-            self.refused = StreamRefused(rule, reason, detail)
+            self.refused = StreamRefused(rule, reason, detail, code)
             out.append(self.refused)
 
 
@@ -89,6 +90,7 @@ def test_a_failure_refuses_the_stream_once_and_a_failed_end_is_counted():
     flow.failed("decoder: invalid data", 1.0, got)
     [refused] = got
     assert refused.reason == "transcoder: decoder: invalid data" and refused.detail["width"] == 640
+    assert refused.code == Reason.TRANSCODE_FAILED
     flow.answered([pb(1)], 1.0, got)           # in flight before the refusal: not sent
     assert len(got) == 1 and counts["refused_aus"] == 1
     flow.failed("again", 1.0, got)

@@ -1,0 +1,162 @@
+"""Why ferry dropped, refused or lost something: one enumeration of reason codes.
+
+Every audit record whose verdict is "refused" or "lost" carries one of these as its ``code``
+(the ``reason`` beside it is the sentence for a person); the link receiver's drop counters and
+events use the same codes. The tables in proto/WIRE.md (the link's codes) and in the README's
+audit section (all of them) list exactly these; a test keeps them in step.
+"""
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    # --- link: datagrams dropped before they earn any state (datagrams_dropped) ------------------
+    BAD_MAGIC = "bad_magic"
+    BAD_TYPE = "bad_type"
+    BAD_LENGTH = "bad_length"
+    BAD_HEADER = "bad_header"
+    BAD_SEGMENT_SIZE = "bad_segment_size"
+    INCONSISTENT_HEADER = "inconsistent_header"
+    DUPLICATE_SYMBOL = "duplicate_symbol"
+    PENDING_FULL = "pending_full"
+    AFTER_FAILURE = "after_failure"
+    UNKNOWN_EPOCH = "unknown_epoch"
+    BEFORE_FIRST_BLOCK = "before_first_block"
+    TOO_FAR_AHEAD = "too_far_ahead"
+    REPLAY = "replay"
+    KEY_NEVER_CAME = "key_never_came"
+    FEC_FAILED = "fec_failed"
+    STALE_FRAGMENT = "stale_fragment"
+    BAD_ANNOUNCEMENT = "bad_announcement"
+    ANNOUNCEMENT_RATE_LIMITED = "announcement_rate_limited"
+    BAD_HEARTBEAT = "bad_heartbeat"
+    HEARTBEAT_UNKNOWN_EPOCH = "heartbeat_unknown_epoch"
+    HEARTBEAT_REPLAY = "heartbeat_replay"
+    HEARTBEAT_AUTH = "heartbeat_auth"
+    HEARTBEAT_BODY = "heartbeat_body"
+    REFUSAL_SUPPRESSED = "refusal_suppressed"
+    INTERNAL_ERROR = "internal_error"
+    # --- link: blocks and key announcements refused (block_refused, announcement_refused) -------
+    AUTH = "auth"
+    WRONG_OUTER_KEY = "wrong_outer_key"
+    WRONG_INNER_KEY = "wrong_inner_key"
+    OLD_EPOCH = "old_epoch"
+    BAD_SIGNATURE = "bad_signature"
+    NOT_YET_VALID = "not_yet_valid"
+    EXPIRED = "expired"
+    ENVELOPE = "envelope"
+    EPOCH_CHANGED = "epoch_changed"
+    # --- link: blocks and objects lost (block_lost, object_lost) ----------------------------------
+    TIMEOUT = "timeout"
+    MISSING = "missing"
+    FEC = "fec"
+    BAD_PLAINTEXT = "bad_plaintext"
+    TOO_MANY_PENDING = "too_many_pending"
+    INCONSISTENT_TOTAL = "inconsistent_total"
+    OVERLAP = "overlap"
+    BLOCK_LOST = "block_lost"
+    START_MISSING = "start_missing"
+    # --- objects and streams refused by the lanes (object_refused, stream_refused) --------------
+    NOT_REGULAR_FILE = "not_regular_file"
+    BAD_FILE_NAME = "bad_file_name"
+    UNREADABLE = "unreadable"
+    FILE_TOO_LARGE = "file_too_large"
+    INCONSISTENT_FILE = "inconsistent_file"
+    MALFORMED_OBJECT = "malformed_object"
+    OBJECT_ID_MISMATCH = "object_id_mismatch"
+    CLOCK_SKEW = "clock_skew"
+    POLICY_MISMATCH = "policy_mismatch"
+    NO_OUTPUT = "no_output"
+    SOURCE_ADDRESS = "source_address"
+    TOO_MANY_STREAMS = "too_many_streams"
+    STREAM_CHECK = "stream_check"
+    TRANSCODE_FAILED = "transcode_failed"
+    # --- the policy's decisions (object_refused, stream_refused) ---------------------------------
+    DEFAULT_DENY = "default_deny"
+    OUTSIDE_TIME_WINDOW = "outside_time_window"
+    CONTENT_LIMIT = "content_limit"
+    RATE_LIMITED = "rate_limited"
+    # --- outputs and the agents (object_lost, stream_loss, objects_dropped, policy_refused) ------
+    OUTPUT_FAILED = "output_failed"
+    RTP_LOSS = "rtp_loss"
+    AUDIT_UNAVAILABLE = "audit_unavailable"
+    BUNDLE_REFUSED = "bundle_refused"
+    INVALID_POLICY = "invalid_policy"
+    KERNEL_RULES = "kernel_rules"
+
+
+_ALL = list(Reason)
+# The link's own codes (the receiver's drops, refusals and losses): those declared before the lanes'.
+LINK: frozenset[Reason] = frozenset(_ALL[:_ALL.index(Reason.NOT_REGULAR_FILE)])
+
+# What each code means, for the documentation (and the test that keeps it in step).
+MEANING: dict[Reason, str] = {
+    Reason.BAD_MAGIC: "not a ferry datagram: wrong magic or version",
+    Reason.BAD_TYPE: "unknown datagram type",
+    Reason.BAD_LENGTH: "datagram length does not match its header",
+    Reason.BAD_HEADER: "symbol header out of range (k, m, flags, sealed length, block number, index)",
+    Reason.BAD_SEGMENT_SIZE: "a receive batch with no segment size",
+    Reason.INCONSISTENT_HEADER: "symbol disagrees with the earlier symbols of its block",
+    Reason.DUPLICATE_SYMBOL: "symbol already held",
+    Reason.PENDING_FULL: "the partial-block table or its byte budget is full",
+    Reason.AFTER_FAILURE: "symbol of a block that already failed authentication",
+    Reason.UNKNOWN_EPOCH: "no key for the symbol's epoch and no room to hold it",
+    Reason.BEFORE_FIRST_BLOCK: "block number below its epoch's first block",
+    Reason.TOO_FAR_AHEAD: "block number beyond the replay window ahead of the highest opened block",
+    Reason.REPLAY: "block already opened (replay window)",
+    Reason.KEY_NEVER_CAME: "symbols held for an unannounced epoch expired before its key came",
+    Reason.FEC_FAILED: "the erasure code could not rebuild the block (datagram count)",
+    Reason.STALE_FRAGMENT: "fragment of an object already complete or given up",
+    Reason.BAD_ANNOUNCEMENT: "key announcement that does not parse",
+    Reason.ANNOUNCEMENT_RATE_LIMITED: "over the SM2 verification budget for new announcements",
+    Reason.BAD_HEARTBEAT: "heartbeat that does not parse",
+    Reason.HEARTBEAT_UNKNOWN_EPOCH: "heartbeat of an epoch without a key",
+    Reason.HEARTBEAT_REPLAY: "heartbeat sequence number already seen",
+    Reason.HEARTBEAT_AUTH: "heartbeat that fails authentication",
+    Reason.HEARTBEAT_BODY: "authenticated heartbeat with a malformed body",
+    Reason.REFUSAL_SUPPRESSED: "refusal beyond the refusal-event rate: counted, not recorded one by one",
+    Reason.INTERNAL_ERROR: "a bug in the receiver (logged with its traceback, alarmed once)",
+    Reason.AUTH: "block that fails SM4-GCM authentication",
+    Reason.WRONG_OUTER_KEY: "announcement signed by a key other than the outer agent's",
+    Reason.WRONG_INNER_KEY: "announcement for another inner agent's key",
+    Reason.OLD_EPOCH: "announcement of an epoch older than the newest accepted",
+    Reason.BAD_SIGNATURE: "announcement (or policy bundle) whose SM2 signature does not verify",
+    Reason.NOT_YET_VALID: "announcement whose validity starts after the inner clock",
+    Reason.EXPIRED: "announcement whose validity ended before the inner clock",
+    Reason.ENVELOPE: "SM2 key envelope that does not open",
+    Reason.EPOCH_CHANGED: "announcement of a known epoch with a different key or start",
+    Reason.TIMEOUT: "not complete within its time limit",
+    Reason.MISSING: "block never arrived, proven sent by later authenticated data",
+    Reason.FEC: "block lost: too few symbols, or they did not rebuild it",
+    Reason.BAD_PLAINTEXT: "authenticated block whose fragments do not parse",
+    Reason.TOO_MANY_PENDING: "too many objects in reassembly at once",
+    Reason.INCONSISTENT_TOTAL: "fragments of one object disagree on its size",
+    Reason.OVERLAP: "fragments of one object overlap",
+    Reason.BLOCK_LOST: "object lost with a block it needed",
+    Reason.START_MISSING: "object whose first fragment was lost",
+    Reason.NOT_REGULAR_FILE: "spool entry that is not a regular file (link, fifo, device, folder)",
+    Reason.BAD_FILE_NAME: "file name refused (characters, length, reserved forms)",
+    Reason.UNREADABLE: "file that could not be read",
+    Reason.FILE_TOO_LARGE: "file over the appliance's size limit",
+    Reason.INCONSISTENT_FILE: "file object whose size, digest or media type do not match its content",
+    Reason.MALFORMED_OBJECT: "canonical object that does not parse",
+    Reason.OBJECT_ID_MISMATCH: "object whose id differs from its link id",
+    Reason.CLOCK_SKEW: "object whose created time is further than the allowed skew from the inner clock",
+    Reason.POLICY_MISMATCH: "outer and inner agents run different policies",
+    Reason.NO_OUTPUT: "no output configured for the object's lane or destination",
+    Reason.SOURCE_ADDRESS: "video from an address other than the configured source",
+    Reason.TOO_MANY_STREAMS: "more video streams than the appliance takes at once",
+    Reason.STREAM_CHECK: "video the lane cannot take or the output cannot carry (codec, parameters)",
+    Reason.TRANSCODE_FAILED: "the transcoder failed on the stream",
+    Reason.DEFAULT_DENY: "no policy rule for the object's source, lane and destination",
+    Reason.OUTSIDE_TIME_WINDOW: "a rule matched, outside its time window",
+    Reason.CONTENT_LIMIT: "a rule matched, the content is outside its limits (type, size, codec, caps)",
+    Reason.RATE_LIMITED: "over the rule's rate limit for the source",
+    Reason.OUTPUT_FAILED: "the output could not be written",
+    Reason.RTP_LOSS: "RTP packets lost on ingest",
+    Reason.AUDIT_UNAVAILABLE: "the audit trail could not be written and the hold queue was full",
+    Reason.BUNDLE_REFUSED: "policy bundle refused: unsigned, unknown signer, malformed, too large, edited",
+    Reason.INVALID_POLICY: "policy bundle whose policy does not validate",
+    Reason.KERNEL_RULES: "the kernel refused the policy's nftables rules",
+}
