@@ -5,6 +5,8 @@ import asyncio
 import socket
 import time
 
+from waiting import async_wait_until
+
 from ferry.agents.video_ingest import _UdpPoller
 
 
@@ -52,8 +54,8 @@ def test_poller_drains_every_socket_in_order_and_coalesces_wake_ups():
                         d = f"{i}-{burst}-{n}".encode()
                         tx.sendto(d, s.getsockname())
                         sent[i].append(d)
-                await asyncio.sleep(0.06)
-            await asyncio.sleep(0.1)
+                await asyncio.sleep(0.06)     # the bursts' pace (scenario)
+            await async_wait_until(lambda: got == sent, 10, "every datagram drained")
         finally:
             tx.close()
             poller.close()
@@ -81,8 +83,8 @@ def test_a_trickle_of_datagrams_wakes_the_loop_at_most_once_per_tick():
         try:
             for n in range(200):
                 tx.sendto(b"%d" % n, rx.getsockname())
-                await asyncio.sleep(0.001)
-            await asyncio.sleep(0.05)
+                await asyncio.sleep(0.001)    # the trickle's pace (scenario)
+            await async_wait_until(lambda: len(rec.got.get("cam", ())) == 200, 10, "all 200 datagrams")
         finally:
             tx.close()
             poller.close()

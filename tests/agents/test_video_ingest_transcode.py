@@ -97,7 +97,7 @@ async def _run(ingest: VideoIngest, frames_of_packets, rate: float, burst: int) 
                 ingest.udp_packet(ENTRY.name, data, ("192.0.2.10", 5000))
         wait = start + (i + burst) / rate - time.perf_counter()
         await asyncio.sleep(max(wait, 0.0))
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.3)   # the loop keeps running while transcodes are in flight (scenario: the ticker watches)
     await ingest.stop()     # ends the stream: the transcoder flushes on its thread
     done = True
     await tick

@@ -9,6 +9,7 @@ rate, letting a settle time pass), and says so beside the sleep.
 """
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +37,18 @@ def wait_until(cond: Callable[[], T], timeout: float, what: str, interval: float
             extra = f"\n{details()}" if details is not None else ""
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}{extra}")
         time.sleep(interval)
+
+
+async def async_wait_until(cond: Callable[[], T], timeout: float, what: str, interval: float = 0.005) -> T:
+    """``wait_until`` inside an event loop: the loop keeps running while it waits."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = cond()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        await asyncio.sleep(interval)
 
 
 def wait_stable(value: Callable[[], object], settle: float, timeout: float, what: str,
