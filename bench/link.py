@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ferry.agents.link_io import LinkReceiveSocket, LinkSendSocket  # noqa: E402
-from ferry.agents.pacing import Pacer  # noqa: E402
+from ferry.wire.pacing import Pacer  # noqa: E402
 from ferry.crypto import SM2PrivateKey, SM2PublicKey, SM4GCM, random_key  # noqa: E402
 from ferry.wire import LinkReceiver, LinkSender  # noqa: E402
 from ferry.wire.events import KeyAccepted, ObjectReceived  # noqa: E402

@@ -37,21 +37,6 @@ TICK = 0.1                    # while the trail is down or video flows may go id
 TIMER_MIN, TIMER_MAX = 0.005, 1.0
 
 
-class EmitterVideo:
-    """Today's VideoEmitter behind the dispatcher's InnerVideo interface (it audits itself)."""
-
-    def __init__(self, emitter: VideoEmitter) -> None:
-        self.emitter = emitter
-
-    def deliver(self, obj, decision, now: float, wall: float) -> tuple:
-        self.emitter.deliver(obj, decision, wall)
-        return ()
-
-    def refuse(self, obj, decision, now: float, wall: float) -> tuple:
-        self.emitter.refuse(obj, decision, wall)
-        return ()
-
-
 class InnerAgent(PolicyHost):
     role = "inner"
 
@@ -75,7 +60,7 @@ class InnerAgent(PolicyHost):
         self.overflow = 0
         self.video = VideoEmitter(self, list(cfg.video_output))
         self.out = Path(cfg.files.spool) if cfg.files else None
-        self.dispatch = InnerDispatch(EmitterVideo(self.video), files_output=self.out is not None)
+        self.dispatch = InnerDispatch(self.video, files_output=self.out is not None)
         self.wake = asyncio.Event()   # the timer task's: a core's next timer came earlier than its sleep
         self.wake_at = 0.0
 

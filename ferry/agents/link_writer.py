@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Collection
 
 from ferry.agents.link_io import LinkSendSocket
-from ferry.agents.pacing import Pacer
+from ferry.wire.pacing import Pacer
 from ferry.wire.seal import UnsealedBlock, seal
 from ferry.wire.sender import SendItem
 

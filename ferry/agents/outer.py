@@ -18,7 +18,7 @@ from ferry import limits
 from ferry.agents.common import AuditQueue, Identity, Management, open_identity, run_agent
 from ferry.agents.link_io import LinkSendSocket
 from ferry.agents.link_writer import LinkWriter
-from ferry.agents.pacing import Pacer
+from ferry.wire.pacing import Pacer
 from ferry.agents.policy_host import PolicyHost
 from ferry.agents.spool import SpoolEntry, SpoolWatcher, move_aside, read_whole_file
 from ferry.agents.video_ingest import VideoIngest

@@ -214,14 +214,18 @@ class VideoEmitter:
             sink.close()
 
     # -- objects (the agent's wall clock) -------------------------------------------------------
-    def refuse(self, obj: ferry_pb2.CanonicalObject, decision: Decision, wall: float) -> None:
+    # The dispatcher's video collaborator (ferry.lanes.inner.InnerVideo): the lane's work is
+    # carried out here, at once, so nothing is handed back.
+    def refuse(self, obj: ferry_pb2.CanonicalObject, decision: Decision, now: float, wall: float) -> tuple[()]:
         """An object the inner agent refuses: counted; the stream's first refusal is recorded."""
-        self._carry(self.lane.refuse(obj, decision, time.monotonic(), wall))
+        self._carry(self.lane.refuse(obj, decision, now, wall))
+        return ()
 
-    def deliver(self, obj: ferry_pb2.CanonicalObject, decision: Decision, wall: float) -> None:
+    def deliver(self, obj: ferry_pb2.CanonicalObject, decision: Decision, now: float, wall: float) -> tuple[()]:
         """An allowed object: fresh output on every output of its destination."""
         self.lane.audit_available = self.host.audit_available()
-        self._carry(self.lane.deliver(obj, decision.rule, time.monotonic(), wall))
+        self._carry(self.lane.deliver(obj, decision.rule, now, wall))
+        return ()
 
     # -- work -----------------------------------------------------------------------------------
     def _carry(self, work: list[InnerWork]) -> None:

@@ -8,7 +8,7 @@ import pytest
 
 from ferry.agents.link_io import LinkReceiveSocket, LinkSendSocket
 from ferry.agents.link_writer import LinkWriter
-from ferry.agents.pacing import Pacer
+from ferry.wire.pacing import Pacer
 from ferry.crypto import SM2PrivateKey
 from ferry.wire import LinkReceiver, LinkSender, ObjectReceived
 from ferry.wire.seal import UnsealedBlock

@@ -1,4 +1,4 @@
-from ferry.agents.pacing import Pacer
+from ferry.wire.pacing import Pacer
 
 
 def test_pacer_holds_the_rate():
