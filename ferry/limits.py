@@ -149,3 +149,15 @@ VIDEO_TRANSCODE_STOP_TIMEOUT = 10.0  # seconds the outer agent waits, when stopp
 VIDEO_AUDIT_RETRY = 0.1        # inner: seconds before idle streams are checked again while the trail is down
 VIDEO_UDP_SNDBUF = 4 << 20     # SO_SNDBUF of each inner UDP output socket
 VIDEO_TCP_READ = 65536         # bytes one read of a video TCP connection takes (outer ingest, inner output)
+
+# --- the agents' loops (ferry.agents) ---------------------------------------
+LINK_READS_PER_WAKE = 64       # inner: link reads (each up to a GRO batch of 64 KiB) per wake-up, at most
+HELD_EVENTS_MAX = 10_000       # inner: link events held while the audit trail is down
+AUDIT_BACKLOG_MAX = 100_000    # inner: audit records held while the trail is down
+INNER_TICK = 0.1               # inner: while the trail is down, look again this often (s)
+INNER_TIMER_MIN = 0.005        # inner: the timer task sleeps at least this long (s) ...
+INNER_TIMER_MAX = 1.0          # ... and at most this long
+PUMP_TICK = 0.2                # outer: the link pump looks at its writer thread at least this often (s)
+WRITER_BATCH_DATAGRAMS = 64    # outer: datagrams the link writer paces and sends together, at most
+WRITER_BATCH_BYTES = 256 << 10
+WRITER_WRITABLE_WAIT = 1.0     # outer: seconds the writer waits for room in the socket buffer, per try

@@ -14,6 +14,7 @@ import time
 from collections import deque
 from pathlib import Path
 
+from ferry import limits
 from ferry.agents.common import AuditQueue, Identity, Management, open_identity, run_agent
 from ferry.agents.link_io import LinkReceiveSocket
 from ferry.agents.policy_host import PolicyHost
@@ -30,11 +31,6 @@ from ferry.wire import LinkReceiver
 
 log = logging.getLogger("ferry.inner")
 
-READS_PER_WAKE = 64           # link reads (each up to a GRO batch of 64 KiB) per wake-up, at most
-HELD_EVENTS_MAX = 10_000       # link events held while the audit trail is down
-BACKLOG_MAX = 100_000          # audit records held while the trail is down
-TICK = 0.1                    # while the trail is down or video flows may go idle: look this often (s)
-TIMER_MIN, TIMER_MAX = 0.005, 1.0
 
 
 class InnerAgent(PolicyHost):
@@ -54,7 +50,7 @@ class InnerAgent(PolicyHost):
                                       rcvbuf=link.rcvbuf, gro=link.gro == "auto")
         if not self.sock.check_receive_only():
             raise RuntimeError("the link socket is not receive-only; refusing to run")
-        self.records = AuditQueue(self.id.audit, lambda: self.id.plan, "delivery", BACKLOG_MAX)
+        self.records = AuditQueue(self.id.audit, lambda: self.id.plan, "delivery", limits.AUDIT_BACKLOG_MAX)
         self.stats = {"policy_reloads": 0}
         self.held: deque = deque()
         self.overflow = 0
@@ -100,7 +96,7 @@ class InnerAgent(PolicyHost):
                 self.carry(self.dispatch.handle(e, self.id.plan, now, wall))
         while (e := self.receiver.next_event()) is not None:
             if self.audit_down and not self.flush_audit():
-                if len(self.held) < HELD_EVENTS_MAX:
+                if len(self.held) < limits.HELD_EVENTS_MAX:
                     self.held.append(e)
                 else:
                     self.overflow += 1
@@ -130,7 +126,7 @@ class InnerAgent(PolicyHost):
     # -- I/O ---------------------------------------------------------------------------
     def on_readable(self) -> None:
         now, wall = time.monotonic(), time.time()
-        for _ in range(READS_PER_WAKE):
+        for _ in range(limits.LINK_READS_PER_WAKE):
             got = self.sock.receive()
             if got is None:
                 break
@@ -150,14 +146,14 @@ class InnerAgent(PolicyHost):
         if self.audit_down and self.flush_audit():
             self.drain(now, wall)
         self.carry(self.dispatch.check_grace(self.id.plan, self.receiver.current_epoch, now))
-        delays = [TIMER_MAX]
+        delays = [limits.INNER_TIMER_MAX]
         if (t := self.receiver.get_timer()) is not None:
             delays.append(t - now)
         if (g := self.dispatch.next_timer()) is not None:
             delays.append(g - now)
         if self.audit_down:
-            delays.append(TICK)
-        return max(TIMER_MIN, min(delays))
+            delays.append(limits.INNER_TICK)
+        return max(limits.INNER_TIMER_MIN, min(delays))
 
     async def timers(self, stop: asyncio.Event) -> None:
         while not stop.is_set():

@@ -18,6 +18,7 @@ import time
 from collections import deque
 from collections.abc import Collection
 
+from ferry import limits
 from ferry.agents.link_io import LinkSendSocket
 from ferry.wire.pacing import Pacer
 from ferry.wire.seal import UnsealedBlock, seal
@@ -25,9 +26,6 @@ from ferry.wire.sender import SendItem
 
 log = logging.getLogger("ferry.outer.link")
 
-BATCH_DATAGRAMS = 64          # datagrams paced and sent together, at most
-BATCH_BYTES = 256 << 10
-WRITABLE_WAIT = 1.0           # seconds the thread waits for room in the socket buffer, per try
 # The writer takes the GIL back after each cipher call or send; the loop thread, busy in Python,
 # hands it over only every switch interval (5 ms by default), which would add up to a wait per
 # block. A shorter interval keeps a burst of blocks from waiting tens of milliseconds.
@@ -85,7 +83,7 @@ class LinkWriter:
     def _batch(self) -> list[bytes]:
         queued, size = self.queued, 0
         batch: list[bytes] = []
-        while queued and len(batch) < BATCH_DATAGRAMS and size < BATCH_BYTES:
+        while queued and len(batch) < limits.WRITER_BATCH_DATAGRAMS and size < limits.WRITER_BATCH_BYTES:
             item = queued.popleft()
             if isinstance(item, UnsealedBlock):
                 datagrams = seal(item)
@@ -117,4 +115,4 @@ class LinkWriter:
             if done < len(batch):     # the socket buffer is full: wait for room
                 p = select.poll()
                 p.register(self.sock.sock.fileno(), select.POLLOUT)
-                p.poll(WRITABLE_WAIT * 1000)
+                p.poll(limits.WRITER_WRITABLE_WAIT * 1000)

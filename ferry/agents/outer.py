@@ -33,7 +33,6 @@ from ferry.wire import LinkSender
 from ferry.wire.events import BlockSealed, KeyAnnounced, KeyRotated
 
 log = logging.getLogger("ferry.outer")
-PUMP_TICK = 0.2               # the pump looks at its writer thread at least this often (s)
 
 
 @dataclass
@@ -94,8 +93,8 @@ class LinkPump:
             timer = self.sender.get_timer()
             self.wake.clear()
             try:
-                await asyncio.wait_for(self.wake.wait(), PUMP_TICK if timer is None else
-                                       max(0.0, min(PUMP_TICK, timer - now)))
+                await asyncio.wait_for(self.wake.wait(), limits.PUMP_TICK if timer is None else
+                                       max(0.0, min(limits.PUMP_TICK, timer - now)))
             except asyncio.TimeoutError:
                 pass
         if self.writer.error is not None:
