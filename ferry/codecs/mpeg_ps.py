@@ -374,6 +374,8 @@ class PsDemuxer:
             return 0
         pts, dts, payload = header
         if length == 0:
+            if payload > len(buf):  # the header's stuffing is not all here: wait (at most 9 + 255 bytes)
+                return 0
             self._unbounded = sid
             self._emit(sid, pts, dts, b"", out)
             return payload - pos

@@ -85,4 +85,22 @@ def test_unbounded_pes_with_header_stuffing_cut_anywhere_in_its_header():
         header_end = len(head) + 6 + 3 + 5 + 200
         for cut in range(len(head), header_end + 1):
             assert ps_run(data, [cut]) == whole, cut
-        assert ps_run(data, range(len(data))) == whole  # byte by byte
+
+
+def test_codec_of_an_unbounded_pes_is_sniffed_wherever_its_parameter_sets_are_cut():
+    """Found by the property test below: a sniffed codec depended on the pieces of an unbounded PES
+    (an SPS cut in two was never seen). The info must also come before the piece with the SPS,
+    which the video lane would otherwise skip as of an unknown codec."""
+    es = join_annexb([SPS, PPS, IDR])
+    head = pack_header(3600, 50_000)
+    data = head + unbounded_pes_with_stuffing(es, 3600, 0) + PsMuxer("h264").video([SLICE], 7200)
+    whole = ps_run(data)
+    assert whole[1] == [(0xE0, None, "h264", "sniffed")]
+    start = len(head) + 14
+    for cut in range(start, start + 4 + len(SPS) + 4):
+        assert ps_run(data, [cut]) == whole, cut
+    assert ps_run(data, range(len(data))) == whole  # byte by byte
+    d = PsDemuxer()
+    events = feed_pieces(d.feed, data, range(start + 10))
+    kinds = [type(e).__name__ for e in events if not (isinstance(e, VideoPes) and not e.data)]
+    assert kinds[0] == "StreamInfo", kinds
