@@ -255,27 +255,42 @@ class ByteStreamAssembler:
 
 def sniff_codec(payload: bytes) -> str | None:
     """"h264" or "h265" when the bytes hold a parameter set that parses as one; else None."""
-    i = payload.find(b"\x00\x00\x01")
-    while 0 <= i < len(payload) - 4:
-        j = payload.find(b"\x00\x00\x01", i + 3)
+    return scan_parameter_sets(payload, 0, len(payload), True)[0]
+
+
+def scan_parameter_sets(payload: bytes | bytearray, start: int, stop: int, final: bool) -> tuple[str | None, int]:
+    """`sniff_codec` over payload[start:stop] that may be cut: (codec, index of the parameter set)
+    or (None, safe), every start code before `safe` being decided not to be a parameter set.
+
+    With `final` off more bytes may follow `stop`: a candidate whose end (the next start code,
+    or PARAMETER_SET_MAX) is not known yet is left undecided, so scanning the bytes in pieces
+    decides exactly as scanning them whole.
+    """
+    i = payload.find(b"\x00\x00\x01", start, stop)
+    while i >= 0:
+        if i + 4 >= stop:
+            return None, (stop if final else i)
+        j = payload.find(b"\x00\x00\x01", i + 3, stop)
         b0, b1 = payload[i + 3], payload[i + 4]
         h265_ps = b0 in (0x40, 0x42) and b1 == 0x01
-        if not (h265_ps or b0 & 0x9F == h264.SPS):
-            i = j
-            continue
-        end = min(j if j >= 0 else len(payload), i + 4 + limits.PARAMETER_SET_MAX)
-        nal = bytes(payload[i + 3:end])
-        if h265_ps:
+        if h265_ps or b0 & 0x9F == h264.SPS:
+            limit = i + 4 + limits.PARAMETER_SET_MAX
+            if j >= 0:
+                end = min(j, limit)
+            elif final:
+                end = min(stop, limit)
+            elif limit <= stop - 2:  # a start code yet to come begins at stop - 2 or later
+                end = limit
+            else:
+                return None, i
+            nal = bytes(payload[i + 3:end])
             try:
-                (h265.parse_vps if b0 == 0x40 else h265.parse_sps)(nal)
-                return H265
-            except NalError:
-                pass
-        elif b0 & 0x9F == h264.SPS:
-            try:
+                if h265_ps:
+                    (h265.parse_vps if b0 == 0x40 else h265.parse_sps)(nal)
+                    return H265, i
                 h264.parse_sps(nal)
-                return H264
+                return H264, i
             except NalError:
                 pass
         i = j
-    return None
+    return None, (stop if final else max(start, stop - 2))

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ferry import limits
-from ferry.codecs.access_unit import AccessUnit, sniff_codec
+from ferry.codecs.access_unit import AccessUnit, scan_parameter_sets, sniff_codec
 from ferry.codecs.errors import CodecError
 from ferry.codecs.nal import join_annexb
 
@@ -250,7 +250,7 @@ class PsDemuxer:
         out: list[PsEvent] = []
         buf = self._buf
         if self._unbounded is not None and buf:
-            out.append(VideoPes(self._unbounded, None, None, bytes(buf), True))
+            self._emit(self._unbounded, None, None, bytes(buf), out, True)
         elif buf:
             self._garbage += len(buf)
             reason = "truncated packet"
@@ -374,6 +374,8 @@ class PsDemuxer:
             return 0
         pts, dts, payload = header
         if length == 0:
+            if payload > len(buf):  # the header's stuffing is not all here: wait (at most 9 + 255 bytes)
+                return 0
             self._unbounded = sid
             self._emit(sid, pts, dts, b"", out)
             return payload - pos
@@ -416,20 +418,35 @@ class PsDemuxer:
         return 4
 
     def _unbounded_payload(self, pos: int, out: list[PsEvent]) -> tuple[int, bool]:
-        """Deliver an unbounded video PES up to the next start code; (new pos, finished)."""
+        """Deliver an unbounded video PES up to the next start code; (new pos, finished).
+
+        While its codec is unknown, bytes that may begin a parameter set are held back until
+        the parameter set is decided: the sniffed StreamInfo then comes before the piece that
+        carries it, and the pieces a feed is cut into do not change what is sniffed.
+        """
         buf = self._buf
         sid = self._unbounded
         assert sid is not None  # called only while an unbounded PES is in progress
         i = self._next_start_code(pos)
-        if i >= 0 and i + 3 < len(buf):
-            if i > pos:
-                self._emit(sid, None, None, bytes(buf[pos:i]), out, True)
+        finished = i >= 0 and i + 3 < len(buf)
+        stop = i if finished else max(pos, len(buf) - 3)
+        if sid not in self.streams:
+            codec, safe = scan_parameter_sets(buf, pos, i if finished else len(buf), finished)
+            if codec is not None:
+                self._sniffed(sid, codec, out)
+            else:
+                stop = min(stop, safe)
+        if stop > pos:
+            self._emit(sid, None, None, bytes(buf[pos:stop]), out, True)
+        if finished:
             self._unbounded = None
-            return i, True
-        keep = max(pos, len(buf) - 3)
-        if keep > pos:
-            self._emit(sid, None, None, bytes(buf[pos:keep]), out, True)
-        return keep, False
+            return stop, True
+        return stop, False
+
+    def _sniffed(self, sid: int, codec: str, out: list[PsEvent]) -> None:
+        info = StreamInfo(sid, None, codec, "sniffed")
+        self.streams[sid] = info
+        out.append(info)
 
     def _emit(self, sid: int, pts: int | None, dts: int | None, data: bytes, out: list[PsEvent],
               continued: bool = False) -> None:
@@ -437,9 +454,7 @@ class PsDemuxer:
             if data and sid not in self.streams:
                 codec = sniff_codec(data)
                 if codec is not None:
-                    info = StreamInfo(sid, None, codec, "sniffed")
-                    self.streams[sid] = info
-                    out.append(info)
+                    self._sniffed(sid, codec, out)
             out.append(VideoPes(sid, pts, dts, data, continued))
         else:
             out.append(AudioPes(sid, pts, dts, data))

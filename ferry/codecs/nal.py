@@ -54,7 +54,8 @@ class AnnexBSplitter:
     """Streaming start-code splitter: `feed(data)` returns the NAL units completed so far.
 
     A unit is complete when the next start code arrives; `flush()` returns the last one at
-    the end of the stream. A unit longer than `max_nal` raises NalError (bounded buffer).
+    the end of the stream. A unit longer than `max_nal` (+ 3 bytes of slack; trailing zeros
+    count) raises NalError, wherever the feeds are cut (bounded buffer).
     """
 
     __slots__ = ("_buf", "_base", "_scan", "_unit_start", "_max")
@@ -86,6 +87,8 @@ class AnnexBSplitter:
             if i < 0:
                 break
             if self._unit_start >= 0:
+                if i - self._unit_start > self._max + 3:  # as a partial unit would have been refused
+                    raise NalError("NAL unit too long")
                 end = _strip_trailing_zeros(buf, self._unit_start, i)
                 if end > self._unit_start:
                     out.append((self._base + self._unit_start - 3, bytes(buf[self._unit_start:end])))
@@ -100,7 +103,8 @@ class AnnexBSplitter:
             self._scan -= keep
             if self._unit_start >= 0:
                 self._unit_start = 0
-        if len(buf) > self._max + 3:
+        # a unit's length counts to its end, the next start code: that may begin 2 bytes from the end
+        if len(buf) - 2 > self._max + 3:
             raise NalError("NAL unit too long")
         return out
 
