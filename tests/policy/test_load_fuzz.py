@@ -48,6 +48,26 @@ def test_demo_policy_mutated(pos, insert, cut):
     parses_or_policy_error(DEMO_TEXT[:pos] + insert + DEMO_TEXT[pos + cut:])
 
 
+def suite_parses_or_policy_error(data: bytes) -> None:
+    try:
+        parse_suite({"t.yaml": data}, base="pol/tests")
+    except PolicyError as e:
+        assert str(e)
+        assert e.line is None or e.line >= 1
+
+
+@FAST
+@given(st.binary(max_size=2000))
+def test_suite_random_bytes(data):
+    suite_parses_or_policy_error(data)
+
+
+@FAST
+@given(st.integers(0, len(DEMO_SUITE) - 1), st.binary(min_size=0, max_size=8), st.integers(0, 8))
+def test_demo_suite_mutated(pos, insert, cut):
+    suite_parses_or_policy_error(DEMO_SUITE[:pos] + insert + DEMO_SUITE[pos + cut:])
+
+
 # Explicit tags in front of a value, on the value it had or on an odd one: PyYAML's own
 # constructors raised KeyError, IndexError or AttributeError on `!!bool maybe`, `!!int ""`,
 # `!!float "+"`, `!!timestamp x` (issue 15). Every loader must answer with PolicyError.
