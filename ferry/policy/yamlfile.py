@@ -4,9 +4,9 @@ PyYAML keeps the last of two equal keys and happily builds booleans from
 ``no`` keys; here every mapping key must be a plain string, appear once, and
 no aliases, merge keys or explicit tags (``!!int``, ``!foo``) are allowed: a
 policy needs none, and PyYAML's constructors answer some tagged values
-(``!!bool maybe``, ``!!int ""``) with KeyError or IndexError. The result is plain data (dict, list,
-str, int, float, bool, None) and a map from a path such as
-``("rules", 0, "files", "max_size")`` to its 1-based line.
+(``!!bool maybe``, ``!!int ""``) with KeyError or IndexError. The result is
+plain data (dict, list, str, int, float, bool, None) and a map from a path
+such as ``("rules", 0, "files", "max_size")`` to its 1-based line.
 """
 
 from __future__ import annotations
