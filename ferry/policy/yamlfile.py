@@ -2,9 +2,11 @@
 
 PyYAML keeps the last of two equal keys and happily builds booleans from
 ``no`` keys; here every mapping key must be a plain string, appear once, and
-no aliases or merge keys are allowed. The result is plain data (dict, list,
-str, int, float, bool, None) and a map from a path such as
-``("rules", 0, "files", "max_size")`` to its 1-based line.
+no aliases, merge keys or explicit tags (``!!int``, ``!foo``) are allowed: a
+policy needs none, and PyYAML's constructors answer some tagged values
+(``!!bool maybe``, ``!!int ""``) with KeyError or IndexError. The result is
+plain data (dict, list, str, int, float, bool, None) and a map from a path
+such as ``("rules", 0, "files", "max_size")`` to its 1-based line.
 """
 
 from __future__ import annotations
@@ -21,6 +23,23 @@ Path = tuple[str | int, ...]
 Lines = dict[Path, int]
 
 _STR_TAG = "tag:yaml.org,2002:str"
+_YAML_TAG_PREFIX = "tag:yaml.org,2002:"
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that remembers which nodes carried an explicit tag, as written."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.explicit_tags: dict[int, str] = {}
+
+    def compose_node(self, parent: Node | None, index: int) -> Node | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]  # untyped in types-PyYAML
+        tag = getattr(event, "tag", None)  # None on an alias and on an untagged node
+        node = super().compose_node(parent, index)
+        if tag is not None and node is not None:
+            self.explicit_tags.setdefault(id(node), tag)
+        return node
 
 
 def load_yaml(path: str, data: bytes) -> tuple[Any, Lines]:
@@ -31,10 +50,12 @@ def load_yaml(path: str, data: bytes) -> tuple[Any, Lines]:
         line = data[: e.start].count(b"\n") + 1
         raise PolicyError(path, line, "", "file is not valid UTF-8") from None
     try:
-        loader = yaml.SafeLoader(text)
+        loader = _Loader(text)
     except yaml.reader.ReaderError as e:
         line = text[: e.position].count("\n") + 1
         raise PolicyError(path, line, "", f"character U+{e.character:04X} is not allowed in YAML") from None
+    except yaml.YAMLError as e:
+        raise PolicyError(path, None, "", f"YAML error: {e}") from None
     try:
         node = loader.get_single_node()
         if node is None:
@@ -66,12 +87,30 @@ def _yaml_message(e: yaml.MarkedYAMLError) -> str:
     return "YAML error: " + (", ".join(parts) if parts else "invalid YAML")
 
 
-def _walk(loader: yaml.SafeLoader, path: str, node: Node, at: Path, lines: Lines, seen: set[int], depth: int) -> None:
-    """Record key lines; refuse aliases, non-string and duplicate keys, deep nesting."""
+def _shown_tag(tag: str) -> str:
+    """A tag the way a file writes it: ``!!int``, ``!foo``, ``!<urn:x>``."""
+    if tag.startswith(_YAML_TAG_PREFIX):
+        return "!!" + tag[len(_YAML_TAG_PREFIX):]
+    return tag if tag.startswith("!") else f"!<{tag}>"
+
+
+def _refuse_explicit_tag(loader: _Loader, path: str, node: Node, at: Path) -> None:
+    tag = loader.explicit_tags.get(id(node))
+    if tag is not None:
+        raise PolicyError(path, node.start_mark.line + 1, render_key(at),
+                          f"explicit YAML tags are not allowed: {_shown_tag(tag)}")
+
+
+def _walk(loader: _Loader, path: str, node: Node, at: Path, lines: Lines, seen: set[int], depth: int) -> None:
+    """Record key lines; refuse aliases, explicit tags, non-string and duplicate keys, deep nesting.
+
+    Nothing is constructed before its node has passed these checks.
+    """
     line = node.start_mark.line + 1
     if id(node) in seen:  # an alias: the node starts at its anchor, so quote the key
         raise PolicyError(path, lines.get(at, line), render_key(at), "YAML aliases (*name) are not allowed")
     seen.add(id(node))
+    _refuse_explicit_tag(loader, path, node, at)
     if isinstance(node, ScalarNode):
         try:
             loader.construct_object(node)
@@ -92,6 +131,7 @@ def _walk(loader: yaml.SafeLoader, path: str, node: Node, at: Path, lines: Lines
             if id(key_node) in seen:
                 raise PolicyError(path, key_line, render_key(at), "YAML aliases (*name) are not allowed")
             seen.add(id(key_node))
+            _refuse_explicit_tag(loader, path, key_node, at)
             if not isinstance(key_node, ScalarNode) or key_node.tag != _STR_TAG:
                 if key_node.tag.endswith(":merge"):
                     message = "merge keys (<<) are not allowed"

@@ -80,3 +80,20 @@ def test_start_kernel_rules_refused_stops_the_start():
         a.start_kernel_rules()
     assert [x["event"] for x in a.records] == ["kernel_rules_refused"]
     Agent(None).start_kernel_rules()                  # no kernel rules configured: nothing to do
+
+
+@pytest.mark.parametrize("value", ["!!bool maybe", '!!bool ""', '!!int ""', '!!int "+"', '!!float "-"',
+                                   "!!timestamp nope", "!!python/object:os.system x", "!foo x", "!!int 2"])
+def test_a_bundle_with_explicit_yaml_tags_is_refused_and_recorded(value):
+    # issue 15: PyYAML's constructors raised KeyError/IndexError/AttributeError out of
+    # apply_bundle, and no policy_refused record was written.
+    a = Agent(Kernel(fail=False))
+    old = a.id.plan
+    bundle = make_bundle({"policy.yaml": V2.replace(b"version: 1", b"version: " + value.encode(), 1)}, ADMIN, 50.0)
+    with pytest.raises(ApplyRefused) as ei:
+        a.apply_bundle(bundle, 77.0)
+    assert ei.value.code == "invalid_policy" and a.id.plan is old and a.swaps == [] and a.kernel.applied == []
+    [rec] = a.records
+    assert rec["event"] == "policy_refused" and rec["code"] == "invalid_policy"
+    assert rec["detail"]["code"] == "invalid_policy"
+    assert "bundle/policy.yaml:5: version: explicit YAML tags are not allowed: !" in rec["reason"]

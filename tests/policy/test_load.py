@@ -259,6 +259,40 @@ def test_python_tags_refused():
     assert e.line == 1
 
 
+# Explicit tags: PyYAML's own constructors raise KeyError, IndexError or AttributeError
+# on some of these (issue 15); a policy needs no tag, so every one is refused by name.
+EXPLICIT_TAGS = [
+    ("!!bool maybe", "!!bool"), ("!!bool", "!!bool"), ('!!bool ""', "!!bool"),
+    ("!!int", "!!int"), ('!!int ""', "!!int"), ('!!int "-"', "!!int"), ('!!int "+"', "!!int"),
+    ("!!float", "!!float"), ('!!float ""', "!!float"), ('!!float "-"', "!!float"),
+    ("!!timestamp nope", "!!timestamp"), ("!!timestamp 2024-01-01x", "!!timestamp"),
+    ("!!int 5", "!!int"), ("!!str x", "!!str"), ("!<tag:yaml.org,2002:int> 3", "!!int"),
+    ("!!python/object:os.system x", "!!python/object:os.system"), ("!foo x", "!foo"), ("! 5", "!"),
+    ("!!map {}", "!!map"), ("!!seq []", "!!seq"), ("!!set {a}", "!!set"), ("!<urn:x> 1", "!<urn:x>"),
+]
+
+
+@pytest.mark.parametrize(("value", "shown"), EXPLICIT_TAGS)
+def test_explicit_tags_refused_from_a_folder(tmp_path, value, shown):
+    (tmp_path / "policy.yaml").write_text(GOOD.replace("max_size: 1048576", "max_size: " + value))
+    with pytest.raises(PolicyError) as info:
+        load_policy(tmp_path)
+    e = info.value
+    assert (e.path, e.line, e.key) == (str(tmp_path / "policy.yaml"), 14, "rules[0].files.max_size")
+    assert e.message == f"explicit YAML tags are not allowed: {shown}"
+
+
+def test_explicit_tags_refused_on_keys_collections_and_the_document():
+    e = error(GOOD.replace("policy: test", "!!str policy: test"))
+    assert (e.line, e.message) == (1, "explicit YAML tags are not allowed: !!str")
+    e = error(GOOD.replace("media_types: [", "media_types: !!seq ["))
+    assert (e.line, e.key, e.message) == (15, "rules[0].files.media_types", "explicit YAML tags are not allowed: !!seq")
+    e = error("--- !!map\n" + GOOD)
+    assert (e.line, e.key, e.message) == (1, "", "explicit YAML tags are not allowed: !!map")
+    e = error("%TAG !e! tag:example.com,2000:\n---\n" + GOOD.replace("policy: test", "policy: !e!x test"))
+    assert (e.line, e.message) == (3, "explicit YAML tags are not allowed: !<tag:example.com,2000:x>")
+
+
 def test_bad_scalar_values_have_lines():
     e = error(GOOD.replace("policy: test", "policy: 2024-13-45"))
     assert (e.line, e.key) == (1, "policy")

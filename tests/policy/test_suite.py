@@ -214,3 +214,18 @@ def test_random_structures_only_raise_policy_error(value):
 @given(st.integers(0, len(GOOD) - 1), st.text(max_size=8))
 def test_mutated_good_file_only_raises_policy_error(at, insert):
     _only_policy_error((GOOD[:at] + insert + GOOD[at:]).encode("utf-8", "surrogatepass"))
+
+
+@pytest.mark.parametrize("value", ["!!bool maybe", '!!bool ""', '!!int ""', '!!int "-"', '!!float "+"',
+                                   "!!timestamp nope", "!!python/object:os.system x", "!foo x", "!!int 5"])
+def test_explicit_tags_refused_by_the_suite_loader(tmp_path, value):
+    # issue 15: PyYAML's constructors raised KeyError/IndexError/AttributeError past `policy test`.
+    (tmp_path / "policy.yaml").write_bytes((DEMO / "policy.yaml").read_bytes())
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "t.yaml").write_text(GOOD.replace("size: 1000,", f"size: {value},", 1))
+    with pytest.raises(PolicyError) as info:
+        load_suite(tmp_path)
+    e = info.value
+    assert (e.path, e.line, e.key) == (str(tmp_path / "tests" / "t.yaml"), 8, "tests[0].object.file.size")
+    assert e.message.startswith("explicit YAML tags are not allowed: !")
+    assert run_cli("test", str(tmp_path)) == EXIT_INVALID
