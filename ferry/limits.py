@@ -71,6 +71,7 @@ LOSS_REPORTS_PER_CALL = 4096   # BlockLost events produced per call before yield
 REFUSED_RECENT_MAX = 1024      # block numbers remembered as refused replays (one BlockRefused each)
 LATE_JOIN_AGE_MARGIN = 1.0     # s: a receiver this much younger than an epoch still saw its first block
 INTERNAL_ERRORS_LOGGED = 64    # distinct receiver bugs logged with a traceback (and alarmed) once each
+LOSS_RANGE_MIN = 64            # missing blocks in a run (none opened or pending) reported as one BlockLost(count)
 ANNOUNCEMENTS_KEPT = 4         # exact announcement datagrams remembered per epoch (the cheap repeat check)
 FEC_DRIVERS_CACHED = 16        # pyeclib drivers kept, one per (k, m)
 FEC_TEMPLATES_CACHED = 64      # pyeclib fragment-header templates kept, one per (k, m, sealed_len)

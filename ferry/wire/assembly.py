@@ -213,6 +213,16 @@ class BlockAssembly:
     def failure(self, key: BlockKey) -> Reason | None:
         return self._notes.get(key)
 
+    def known_from(self, epoch: int, lo: int, hi: int) -> int | None:
+        """The lowest block number in [lo, hi) of the epoch that is pending or failed, if any.
+        Scans the bounded pending and failure memories (for a run of missing blocks only)."""
+        best = None
+        for keys in (self.pending, self._notes):
+            for e, b in keys:
+                if e == epoch and lo <= b < hi and (best is None or b < best):
+                    best = b
+        return best
+
     # --- timers -------------------------------------------------------------
     def next_timer(self) -> float | None:
         best = None

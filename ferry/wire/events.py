@@ -49,11 +49,13 @@ class ObjectReceived:
 
 @dataclass(frozen=True, slots=True)
 class BlockLost:
-    """A block that authenticated data proves was sent can never be rebuilt."""
+    """Blocks block_no .. block_no + count - 1 that authenticated data proves were sent can never
+    be rebuilt. A run of LOSS_RANGE_MIN or more missing blocks is one event (count > 1)."""
 
     epoch: int
     block_no: int
     reason: Reason
+    count: int = 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,7 +47,8 @@ class Ledger:
         self.first_block = first_block
         self.replay = replay  # the epoch's: which block numbers were opened
         self.start = start  # None until decided (fresh receiver, epoch already under way)
-        self.resolved = start if start is not None else 0  # blocks below are opened or reported lost
+        # blocks below are opened or reported lost; nothing below first_block is ever accounted
+        self.resolved = start if start is not None else first_block
         self.frontier = self.resolved  # blocks below are proven sent
         self.proofs: deque[tuple[int, float]] = deque()  # (frontier, time it was proven)
         self.deadline: float | None = None  # when resolve() has more to do
@@ -66,6 +67,8 @@ class PendingBlocks(Protocol):
     def abandon(self, key: BlockKey) -> bool: ...
 
     def failure(self, key: BlockKey) -> Reason | None: ...
+
+    def known_from(self, epoch: int, lo: int, hi: int) -> int | None: ...
 
 
 class LossAccounting:
@@ -104,6 +107,7 @@ class LossAccounting:
             self.decide_start(led, next_block if low is None else min(low, next_block), now)
 
     def decide_start(self, led: Ledger, start: int, now: float) -> None:
+        start = max(start, led.first_block)
         led.start = led.resolved = led.frontier = start
         if led.replay.last >= start:
             self.advance(led, led.replay.last + 1, now)
@@ -121,39 +125,55 @@ class LossAccounting:
     def opened(self, led: Ledger, block_no: int, now: float) -> None:
         """An authenticated block: blocks it pushes out of the replay window are resolved now."""
         self.observe(led, block_no, now)
-        self.force_resolve(led, block_no - led.replay.size + 1, now)
+        if led.start is not None:  # undecided: a late joiner accounts nothing before what it saw
+            self.force_resolve(led, block_no - led.replay.size + 1, now)
         led.replay.mark(block_no)
         self.advance(led, block_no + 1, now)
 
     def force_resolve(self, led: Ledger, upto: int, now: float) -> None:
-        """Resolve every block below upto at once (they are leaving the replay window)."""
+        """Resolve every block below upto at once (they are leaving the replay window, or the epoch
+        retires). Work is bounded by the window, not the block numbers: a run of missing blocks
+        is one record (`_run`)."""
         replay = led.replay
+        lost = self.lost
+        plain_until = led.resolved
         while led.resolved < upto:
             b = led.resolved
+            if replay.seen(b) or (led.lineage, b) in lost:
+                led.resolved = b + 1
+                continue
+            if b >= plain_until:
+                end, plain_until = self._run(led, b, upto)
+                if end > b:
+                    self.report_range(led, b, end)
+                    led.resolved = end
+                    continue
             led.resolved = b + 1
-            if not replay.seen(b) and (led.lineage, b) not in self.lost:
-                self.report_lost(led, b, self._pending.failure((led.epoch, b)) or Reason.MISSING)
+            self.report_lost(led, b, self._pending.failure((led.epoch, b)) or Reason.MISSING)
         proofs = led.proofs
         while proofs and proofs[0][0] <= led.resolved:
             proofs.popleft()
 
     def resolve(self, led: Ledger, now: float) -> None:
-        """Report as lost the proven blocks whose grace time has passed."""
+        """Report as lost the proven blocks whose grace time has passed: at most
+        LOSS_REPORTS_PER_CALL records per call, the rest on the next timer (`deadline`)."""
         led.deadline = None
         replay = led.replay
         proofs = led.proofs
         pending = self._pending
         budget = limits.LOSS_REPORTS_PER_CALL
+        plain_until = led.resolved
         while led.resolved < led.frontier:
             b = led.resolved
             if replay.seen(b) or (led.lineage, b) in self.lost:
                 led.resolved = b + 1
                 continue
             key = (led.epoch, b)
+            while proofs and proofs[0][0] <= b:
+                proofs.popleft()
+            upto = proofs[0][0] if proofs else led.frontier  # the blocks proven at the same time as b
+            t = proofs[0][1] if proofs else now
             if not replay.too_old(b):
-                while proofs and proofs[0][0] <= b:
-                    proofs.popleft()
-                t = proofs[0][1] if proofs else now
                 seen = pending.first_seen(key)
                 if seen is not None and seen > t:
                     t = seen
@@ -161,10 +181,18 @@ class LossAccounting:
                 if now < deadline:
                     led.deadline = deadline
                     break
+            elif now < t + limits.BLOCK_TIMEOUT:  # a run goes no further than the too old blocks
+                upto = min(upto, replay.last - replay.size + 1)
             if budget == 0:
                 led.deadline = now
                 break
             budget -= 1
+            if b >= plain_until:
+                end, plain_until = self._run(led, b, upto)
+                if end > b:
+                    self.report_range(led, b, end)
+                    led.resolved = end
+                    continue
             reason = pending.failure(key)
             if pending.abandon(key):
                 reason = reason or Reason.TIMEOUT
@@ -172,6 +200,35 @@ class LossAccounting:
             led.resolved = b + 1
         while proofs and proofs[0][0] <= led.resolved:
             proofs.popleft()
+
+    def _run(self, led: Ledger, b: int, upto: int) -> tuple[int, int]:
+        """A missing block b: (end, plain_until). If end > b, blocks [b, end) are one run to report
+        as a single record: LOSS_RANGE_MIN or more blocks below upto, none opened (the replay
+        window) and none pending or failed (the assembly). Otherwise report block by block up to
+        plain_until (not asked again before it, so a long gap is scanned once)."""
+        if upto - b < limits.LOSS_RANGE_MIN:
+            return b, upto
+        nxt = led.replay.next_seen(b)
+        end = upto if nxt is None or nxt > upto else nxt
+        if end - b < limits.LOSS_RANGE_MIN:
+            return b, end
+        known = self._pending.known_from(led.epoch, b, end)
+        if known is None:
+            return end, end
+        if known - b >= limits.LOSS_RANGE_MIN:
+            return known, known
+        return b, known + 1
+
+    def report_range(self, led: Ledger, block_no: int, end: int) -> None:
+        """Blocks [block_no, end), none of them ever seen, are lost: one record. Objects the
+        receiver knows of touch a run only at its ends (an object's blocks are consecutive)."""
+        first, last = (led.lineage, block_no), (led.lineage, end - 1)
+        self.lost.put(first, None)
+        self.lost.put(last, None)
+        self._report.counters.blocks_lost += end - block_no
+        self._report.events.append(BlockLost(led.epoch, block_no, Reason.MISSING, end - block_no))
+        self._on_lost(first)
+        self._on_lost(last)
 
     def report_lost(self, led: Ledger, block_no: int, reason: Reason) -> None:
         lk = (led.lineage, block_no)

@@ -38,6 +38,14 @@ class ReplayWindow:
         back = self.last - n
         return back < self.size and bool((self._bits >> back) & 1)
 
+    def next_seen(self, n: int) -> int | None:
+        """The lowest marked number above n still in the window, None if there is none."""
+        back = self.last - n
+        if back <= 0:
+            return None
+        below = self._bits & ((1 << min(back, self.size)) - 1)
+        return self.last - below.bit_length() + 1 if below else None
+
     def too_old(self, n: int) -> bool:
         """True if n has fallen out of the window."""
         return self.last - n >= self.size

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from ferry import limits
@@ -155,3 +155,58 @@ def test_receiver_flood_of_distinct_blocks_stays_bounded(keys):
     assert len(events) < 10  # aggregated, not one per datagram
     r.handle_timer(10.0)
     assert r.pending_sizes()["blocks"] == 0
+
+
+BLOCK_NUMBERS = st.one_of(st.integers(0, 10_000), st.integers(0, 2**62), st.sampled_from([10**6, 2**40, 2**62]))
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.sampled_from(["block", "heartbeat"]), BLOCK_NUMBERS, st.floats(0, 5)),
+                min_size=1, max_size=8),
+       st.booleans())
+@example([("block", 20_000, 0.0), ("block", 20_001, 0.0)], True)  # an inner restart after 20,000 blocks
+@example([("block", 10**6, 0.0)], False)
+@example([("heartbeat", 2**40, 0.0)], False)
+def test_receiver_on_authenticated_huge_block_numbers(keys, steps, restarted):
+    """Issue 15: authenticated blocks and heartbeats with any block number (a receiver keyed from
+    the start, or restarted mid-epoch): the work and the loss records stay bounded; no block is
+    reported lost twice."""
+    outer, inner = keys
+    now = 100.0
+    s = LinkSender(outer_key=outer, inner_public=inner.public_key(), policy_hash=bytes(32), name="f", now=now,
+                   wall=now)
+    if restarted:
+        now += 10.0
+    r = LinkReceiver(inner_key=inner, outer_public=outer.public_key(), now=now, strict=True)
+    if not restarted:
+        s.heartbeat(now, now)
+    lost: list[tuple[int, int]] = []
+
+    def pump() -> None:
+        for d in s.datagrams_to_send(now):
+            r.receive_datagram(d, now, now)
+        r.handle_timer(now)
+        while (e := r.next_event()) is not None:
+            if type(e).__name__ == "BlockLost":
+                lost.append((e.block_no, e.block_no + getattr(e, "count", 1)))
+
+    pump()
+    for i, (kind, n, dt) in enumerate(steps):
+        s._next_block = max(n, s._next_block)
+        if kind == "block":
+            s.submit(i, b"z" * 100, now)
+            s.flush(now)
+        else:
+            s.heartbeat(now, now)
+        pump()
+        now += dt
+        for _ in range(3):  # the timers the receiver asks for
+            now += limits.BLOCK_TIMEOUT
+            pump()
+        check_bounded(r)
+        assert len(lost) <= 8 * (i + 2)  # records per step: a few, whatever the numbers
+    lost.sort()
+    assert all(a[1] <= b[0] for a, b in zip(lost, lost[1:]))  # disjoint: nothing reported twice
+    assert len(r.loss.lost) <= limits.RECENT_MAX
+    if restarted:  # a late joiner reports nothing below the first block it saw
+        assert not lost or lost[0][0] >= min(n for _, n, _ in steps)

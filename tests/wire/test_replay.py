@@ -38,3 +38,12 @@ def test_first_number_may_be_anything():
     w = ReplayWindow()
     assert w.check(0) and w.check(1 << 62)
     assert w.mark(1 << 62) and not w.check(0)
+
+
+def test_next_seen_is_the_lowest_marked_number_above():
+    w = ReplayWindow(size=8)
+    assert w.next_seen(0) is None
+    for n in (10, 12, 15):
+        w.mark(n)
+    assert [w.next_seen(n) for n in (0, 7, 9, 10, 11, 12, 14, 15, 2**40)] == [10, 10, 10, 12, 12, 15, 15, None, None]
+    assert w.next_seen(-(2**40)) == 10  # far below the window: cheap, no huge shift

@@ -142,7 +142,7 @@ class Link:
         sent_ids = set(self.sent) if sent_ids is None else set(sent_ids)
         delivered = [e.object_id for e in self.of(ObjectReceived)]
         lost_objects = [e.object_id for e in self.of(ObjectLost)]
-        lost_blocks = [(e.epoch, e.block_no) for e in self.of(BlockLost)]
+        lost_blocks = [(e.epoch, b) for e in self.of(BlockLost) for b in range(e.block_no, e.block_no + e.count)]
         assert len(delivered) == len(set(delivered)), "object delivered twice"
         assert len(lost_objects) == len(set(lost_objects)), "object reported lost twice"
         assert len(lost_blocks) == len(set(lost_blocks)), "block reported lost twice"
