@@ -73,9 +73,13 @@ def reconcile(outer_records: Iterable[Record], inner_records: Iterable[Record]) 
     lost: set[int] = set()
     unexpected: list[Record] = []
     unmatched: list[Record] = []
+    runs: list[tuple[Any, int, int]] = []     # (epoch, first, end) of block_lost records that name a run
     for rec in inner_records:
         event = rec.get("event")
         if event == "block_lost":
+            count = (rec.get("detail") or {}).get("count", 1)
+            if isinstance(count, int) and count > 1 and rec.get("blocks"):
+                runs.append((rec.get("epoch"), rec["blocks"][0], rec["blocks"][0] + count))   # a run of blocks
             for b in rec.get("blocks") or ():
                 lost.update(by_block.get((rec.get("epoch"), b), ()))
             continue
@@ -95,6 +99,9 @@ def reconcile(outer_records: Iterable[Record], inner_records: Iterable[Record]) 
         else:
             lost.add(oid)
 
+    for (epoch, b), oids in by_block.items():
+        if any(epoch == e and first <= b < end for e, first, end in runs):
+            lost.update(oids)
     accounted = set(deliveries) | refused | lost
     return ReconcileReport(
         sent=len(sent),

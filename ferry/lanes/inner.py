@@ -76,8 +76,9 @@ class InnerDispatch:
         if isinstance(e, ev.ObjectReceived):
             return self.on_object(e, plan, now, wall)
         if isinstance(e, ev.BlockLost):
+            # a run of missing blocks is one record: its first block, and how many (detail.count)
             return _audit(event="block_lost", verdict="lost", epoch=e.epoch, blocks=[e.block_no], reason=e.reason,
-                          code=e.reason)
+                          code=e.reason, detail={"count": e.count} if e.count > 1 else None)
         if isinstance(e, ev.ObjectLost):
             self.counts["lost"] += 1
             return _audit(event="object_lost", verdict="lost", object_id=e.object_id, epoch=e.epoch,

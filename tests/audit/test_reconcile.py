@@ -35,6 +35,17 @@ def test_block_lost_covers_objects_in_that_block():
     assert [u["object_id"] for u in r.unaccounted] == [3, 4]      # other block, other epoch
 
 
+def test_a_run_of_lost_blocks_covers_every_object_in_it():
+    """The receiver reports a long run of missing blocks as one record (its first block and
+    detail.count): every object sent in the run is lost, the ones around it are not."""
+    outer = [out(1, blocks=(99,)), out(2, blocks=(100,)), out(3, blocks=(150, 151)), out(4, blocks=(163, 164)),
+             out(5, blocks=(164,)), out(6, epoch=2, blocks=(120,))]
+    inner = [{"event": "block_lost", "epoch": 1, "blocks": [100], "detail": {"count": 64}}]
+    r = reconcile(outer, inner)
+    assert r.lost == [2, 3, 4]                                     # 100 .. 163
+    assert [u["object_id"] for u in r.unaccounted] == [1, 5, 6]
+
+
 def test_unexpected_and_duplicate():
     r = reconcile([out(1)], [inn("object_delivered", 1), inn("object_delivered", 1),
                              inn("object_delivered", 5, seq=3)])

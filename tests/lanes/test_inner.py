@@ -231,11 +231,11 @@ def test_video_is_handed_to_the_video_lane():
 # --- other link events -------------------------------------------------------------------------
 
 @pytest.mark.parametrize("event, name, verdict", [
-    (ev.BlockLost(1, 2, "fec"), "block_lost", "lost"),
-    (ev.ObjectLost(5, 1, (2, 3), "gap"), "object_lost", "lost"),
-    (ev.AnnouncementRefused("bad signature", None), "announcement_refused", "refused"),
-    (ev.BlockRefused(1, 2, "replay"), "block_refused", "refused"),
-    (ev.DatagramsDropped("short", 4), "datagrams_dropped", "refused"),
+    (ev.BlockLost(1, 2, Reason.FEC), "block_lost", "lost"),
+    (ev.ObjectLost(5, 1, (2, 3), Reason.BLOCK_LOST), "object_lost", "lost"),
+    (ev.AnnouncementRefused(Reason.BAD_SIGNATURE, None), "announcement_refused", "refused"),
+    (ev.BlockRefused(1, 2, Reason.REPLAY), "block_refused", "refused"),
+    (ev.DatagramsDropped(Reason.BAD_LENGTH, 4), "datagrams_dropped", "refused"),
     (ev.LinkDown(1.0), "link_down", "alarm"),
     (ev.LinkUp(), "link_up", "info"),
 ])
@@ -243,6 +243,17 @@ def test_link_events_become_records(event, name, verdict):
     [rec] = _records(InnerDispatch(Video(), files_output=True).handle(event, PLAN, NOW, 0.0))
     assert rec["event"] == name and rec["verdict"] == verdict
     assert None not in rec.values()
+    if verdict in ("refused", "lost"):
+        assert rec["code"] == event.reason and rec["code"] in set(Reason)
+
+
+def test_a_run_of_lost_blocks_is_one_record_with_its_count():
+    [rec] = _records(InnerDispatch(Video(), files_output=True).handle(
+        ev.BlockLost(1, 100, Reason.MISSING, 1 << 40), PLAN, NOW, 0.0))
+    assert rec["blocks"] == [100] and rec["detail"] == {"count": 1 << 40} and rec["code"] == Reason.MISSING
+    [one] = _records(InnerDispatch(Video(), files_output=True).handle(
+        ev.BlockLost(1, 7, Reason.TIMEOUT), PLAN, NOW, 0.0))
+    assert "detail" not in one
 
 
 def test_an_internal_error_alarm_is_recorded():
