@@ -142,12 +142,9 @@ class LossAccounting:
             if replay.seen(b) or (led.lineage, b) in lost:
                 led.resolved = b + 1
                 continue
-            if b >= plain_until:
-                end, plain_until = self._run(led, b, upto)
-                if end > b:
-                    self.report_range(led, b, end)
-                    led.resolved = end
-                    continue
+            plain_until = self._report_run(led, b, upto, plain_until)
+            if led.resolved > b:
+                continue
             led.resolved = b + 1
             self.report_lost(led, b, self._pending.failure((led.epoch, b)) or Reason.MISSING)
         proofs = led.proofs
@@ -187,12 +184,9 @@ class LossAccounting:
                 led.deadline = now
                 break
             budget -= 1
-            if b >= plain_until:
-                end, plain_until = self._run(led, b, upto)
-                if end > b:
-                    self.report_range(led, b, end)
-                    led.resolved = end
-                    continue
+            plain_until = self._report_run(led, b, upto, plain_until)
+            if led.resolved > b:
+                continue
             reason = pending.failure(key)
             if pending.abandon(key):
                 reason = reason or Reason.TIMEOUT
@@ -200,6 +194,17 @@ class LossAccounting:
             led.resolved = b + 1
         while proofs and proofs[0][0] <= led.resolved:
             proofs.popleft()
+
+    def _report_run(self, led: Ledger, b: int, upto: int, plain_until: int) -> int:
+        """At the missing block b = led.resolved: if a run of missing blocks starts there, report
+        it as one record and move led.resolved past it. Returns the new plain_until."""
+        if b < plain_until:
+            return plain_until
+        end, plain_until = self._run(led, b, upto)
+        if end > b:
+            self.report_range(led, b, end)
+            led.resolved = end
+        return plain_until
 
     def _run(self, led: Ledger, b: int, upto: int) -> tuple[int, int]:
         """A missing block b: (end, plain_until). If end > b, blocks [b, end) are one run to report
