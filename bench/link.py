@@ -31,7 +31,7 @@ from ferry.wire.events import KeyAccepted, ObjectReceived  # noqa: E402
 
 MIB = 1 << 20
 # wire bytes per payload byte with k=16, m=4 and 1472-byte datagrams: (k+m)/k plus headers
-WIRE_OVERHEAD = 20 / 16 * 1472 / (1472 - 24)
+WIRE_OVERHEAD = 20 / 16 * 1472 / (1472 - 32)  # header with the symbol authenticator: 32 bytes
 
 
 def pin(core: int) -> None:

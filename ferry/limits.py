@@ -60,6 +60,7 @@ OUTPUT_NAME_CANDIDATES_MAX = 1000  # "stem (n).ext" names tried before giving up
 # --- wire (ferry/wire) ----------------------------------------------------
 PENDING_SYMBOL_BYTES_MAX = 64 << 20  # symbol bytes held in partial blocks at once
 KEY_WAIT = 3.0                 # a complete block of an unknown epoch waits this long for its key (s)
+PENDING_UNKNOWN_EPOCH_BYTES_MAX = 8 << 20  # their symbol bytes (apart from PENDING_SYMBOL_BYTES_MAX)
 PENDING_UNKNOWN_EPOCH_MAX = 256  # partial blocks of not-yet-announced epochs held at once
 ANNOUNCE_VERIFY_RATE = 5.0     # SM2 verifications of new announcements per second (burst the same)
 REFUSAL_EVENT_RATE = 20.0      # BlockRefused/AnnouncementRefused events per second (burst the same)

@@ -18,6 +18,8 @@ class Reason(StrEnum):
     BAD_HEADER = "bad_header"
     BAD_SEGMENT_SIZE = "bad_segment_size"
     INCONSISTENT_HEADER = "inconsistent_header"
+    BAD_SYMBOL_AUTH = "bad_symbol_auth"
+    CONFLICTING_SYMBOL = "conflicting_symbol"
     DUPLICATE_SYMBOL = "duplicate_symbol"
     PENDING_FULL = "pending_full"
     AFTER_FAILURE = "after_failure"
@@ -98,6 +100,8 @@ MEANING: dict[Reason, str] = {
     Reason.BAD_HEADER: "symbol header out of range (k, m, flags, sealed length, block number, index)",
     Reason.BAD_SEGMENT_SIZE: "a receive batch with no segment size",
     Reason.INCONSISTENT_HEADER: "symbol disagrees with the earlier symbols of its block",
+    Reason.BAD_SYMBOL_AUTH: "symbol whose authenticator does not verify under its epoch's key",
+    Reason.CONFLICTING_SYMBOL: "two different symbols with the same valid authenticator: neither is kept",
     Reason.DUPLICATE_SYMBOL: "symbol already held",
     Reason.PENDING_FULL: "the partial-block table or its byte budget is full",
     Reason.AFTER_FAILURE: "symbol of a block that already failed authentication",

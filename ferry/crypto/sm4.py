@@ -74,3 +74,22 @@ def sm4_ecb_encrypt_block(key: bytes, block: bytes) -> bytes:
 def random_key() -> bytes:
     """A fresh 16-byte SM4 key from os.urandom."""
     return os.urandom(KEY_SIZE)
+
+
+class SM4ECB:
+    """SM4 on whole 16-byte blocks (ECB): a PRF over fixed-size inputs, e.g. the link's
+    per-datagram authenticators. The key schedule is built once per key."""
+
+    __slots__ = ("_alg",)
+
+    def __init__(self, key: bytes) -> None:
+        if not isinstance(key, (bytes, bytearray)) or len(key) != KEY_SIZE:
+            raise CryptoError("SM4 key must be 16 bytes")
+        self._alg = algorithms.SM4(bytes(key))
+
+    def encrypt(self, blocks: bytes) -> bytes:
+        """SM4 of each 16-byte block of `blocks` (its length a multiple of 16)."""
+        if len(blocks) % BLOCK_SIZE:
+            raise CryptoError("SM4-ECB: input must be whole 16-byte blocks")
+        enc = Cipher(self._alg, modes.ECB()).encryptor()
+        return enc.update(blocks) + enc.finalize()

@@ -20,6 +20,7 @@ from ferry.wire.bounded import TokenBucket
 from ferry.wire.errors import WireError
 from ferry.wire.loss import Ledger
 from ferry.wire.replay import ReplayWindow
+from ferry.wire.symtag import SymbolAuth
 from ferry.wire.report import Report
 
 KEY_SIZE = 16  # SM4
@@ -29,7 +30,7 @@ class Epoch:
     """Receiver state of one accepted key epoch."""
 
     __slots__ = (
-        "epoch", "key", "aead", "envelope", "announcements", "policy_hash", "sender", "not_before",
+        "epoch", "key", "aead", "auth", "envelope", "announcements", "policy_hash", "sender", "not_before",
         "not_after", "first_block", "lineage", "replay", "ledger", "expires", "retire_at", "hb_seq",
     )
 
@@ -37,6 +38,7 @@ class Epoch:
         self.epoch = a.epoch
         self.key = key
         self.aead = SM4GCM(key)
+        self.auth = SymbolAuth(key)  # symbol authenticators (symtag.py)
         self.envelope = a.envelope
         self.announcements: list[bytes] = []
         self.policy_hash = a.policy_hash

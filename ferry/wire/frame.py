@@ -1,6 +1,6 @@
 """Datagram framing of the ferry link (proto/WIRE.md): fixed headers, exact length checks.
 
-Every datagram: magic b"\\xfeR", version 1, type (1 symbol, 2 key announcement, 3 heartbeat).
+Every datagram: magic b"\\xfeR", version 2, type (1 symbol, 2 key announcement, 3 heartbeat).
 Big-endian throughout. Parsers raise only WireError.
 """
 
@@ -15,7 +15,7 @@ from ferry import limits
 from ferry.wire.errors import WireError
 
 MAGIC = b"\xfeR"
-VERSION = 1
+VERSION = 2
 TYPE_SYMBOL = 1
 TYPE_ANNOUNCEMENT = 2
 TYPE_HEARTBEAT = 3
@@ -24,14 +24,16 @@ PREFIX = MAGIC + bytes([VERSION])
 TAG_SIZE = 16
 UDP_MAX = 65507
 
-# symbol datagram: magic ver type epoch block_no index k m flags sealed_len
-SYMBOL_HEADER = struct.Struct(">2sBBIQBBBBI")
-SYMBOL_HEADER_SIZE = SYMBOL_HEADER.size  # 24
+# symbol datagram: magic ver type epoch block_no index k m flags sealed_len authenticator
+SYMBOL_HEADER = struct.Struct(">2sBBIQBBBBI8s")
+SYMBOL_HEADER_SIZE = SYMBOL_HEADER.size  # 32
+AUTH_SIZE = 8  # the symbol authenticator (symtag.py): bytes 24..32
+AUTH_OFFSET = SYMBOL_HEADER_SIZE - AUTH_SIZE
 # block header (AAD of the seal): the same without index
 BLOCK_HEADER = struct.Struct(">2sBBIQBBBI")
 BLOCK_HEADER_SIZE = BLOCK_HEADER.size  # 23
 # the same header with magic, version and type as one integer: parse_symbol_header's unpack
-SYMBOL_HEADER_INTS = struct.Struct(">IIQBBBBI")
+SYMBOL_HEADER_INTS = struct.Struct(">IIQBBBBIQ")
 NONCE = struct.Struct(">IQ")
 HEARTBEAT_HEADER = struct.Struct(">2sBBIQ")
 HEARTBEAT_HEADER_SIZE = HEARTBEAT_HEADER.size  # 16
@@ -66,8 +68,9 @@ def block_header(epoch: int, block_no: int, k: int, m: int, sealed_len: int, fla
     return BLOCK_HEADER.pack(MAGIC, VERSION, TYPE_SYMBOL, epoch, block_no, k, m, flags, sealed_len)
 
 
-# (prefix, epoch, block_no, index, k, m, flags, sealed_len) as unpacked; prefix: magic, version, type
-SymbolFields = tuple[int, int, int, int, int, int, int, int]
+# (prefix, epoch, block_no, index, k, m, flags, sealed_len, auth) as unpacked; prefix: magic,
+# version, type; auth: the 8-byte symbol authenticator as an integer
+SymbolFields = tuple[int, int, int, int, int, int, int, int, int]
 _unpack_symbol_ints = SYMBOL_HEADER_INTS.unpack_from
 _K_MAX, _M_MAX, _BLOCK_MAX = limits.FEC_K_MAX, limits.FEC_M_MAX, limits.BLOCK_MAX
 
@@ -76,14 +79,14 @@ def parse_symbol_header(data: bytes | memoryview) -> SymbolFields:
     """The checked header fields of a symbol datagram: the receiver's data path (and fuzzed).
 
     One unpack_from and no other allocation: returns the unpacked tuple
-    (prefix, epoch, block_no, index, k, m, flags, sealed_len). Raises WireError whose message
+    (prefix, epoch, block_no, index, k, m, flags, sealed_len, auth). Raises WireError whose message
     is the receiver's drop reason: "bad_length", "bad_magic" (magic, version or type), "bad_header".
     """
     n = len(data)
     if n <= SYMBOL_HEADER_SIZE or n > UDP_MAX:
         raise WireError(Reason.BAD_LENGTH)
     f = _unpack_symbol_ints(data)
-    prefix, _, block_no, index, k, m, flags, sealed_len = f
+    prefix, _, block_no, index, k, m, flags, sealed_len, _ = f
     if prefix != SYMBOL_PREFIX_INT:
         raise WireError(Reason.BAD_MAGIC)
     if (
@@ -110,18 +113,24 @@ class SymbolHeader(NamedTuple):
     m: int
     flags: int
     sealed_len: int
+    auth: int
 
 
 def parse_symbol(data: bytes | memoryview) -> tuple[SymbolHeader, memoryview]:
     """Parse a symbol datagram into its header and symbol bytes (exact length check)."""
-    _, epoch, block_no, index, k, m, flags, sealed_len = parse_symbol_header(data)
-    return SymbolHeader(epoch, block_no, index, k, m, flags, sealed_len), memoryview(data)[SYMBOL_HEADER_SIZE:]
+    _, epoch, block_no, index, k, m, flags, sealed_len, auth = parse_symbol_header(data)
+    header = SymbolHeader(epoch, block_no, index, k, m, flags, sealed_len, auth)
+    return header, memoryview(data)[SYMBOL_HEADER_SIZE:]
 
 
-def build_symbols(header: bytes, symbols: Sequence[bytes | memoryview]) -> list[bytes]:
-    """Symbol datagrams of one block: block header (23 bytes) with the index inserted after block_no."""
+def build_symbols(header: bytes, symbols: Sequence[bytes | memoryview], auths: bytes) -> list[bytes]:
+    """Symbol datagrams of one block: block header (23 bytes) with the index inserted after
+    block_no and symbol i's authenticator after sealed_len. `auths`: the output of
+    `symtag.SymbolAuth.block` (16 bytes per symbol, the first AUTH_SIZE of them used)."""
     head, tail = header[:16], header[16:]
-    return [b"".join((head, bytes((i,)), tail, s)) for i, s in enumerate(symbols)]
+    return [
+        b"".join((head, bytes((i,)), tail, auths[16 * i : 16 * i + AUTH_SIZE], s)) for i, s in enumerate(symbols)
+    ]
 
 
 def build_heartbeat_header(epoch: int, seq: int) -> bytes:

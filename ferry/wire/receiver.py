@@ -154,7 +154,7 @@ class LinkReceiver:
             report.refuse_block(epoch, block_no, Reason.AUTH, now)
             return
         # authenticated from here on
-        assembly.opened(key, p.mask())
+        assembly.opened(key, p)
         led = ep.ledger
         self.loss.opened(led, block_no, now)
         if repaired:
@@ -182,7 +182,7 @@ class LinkReceiver:
         self.report.events.append(KeyAccepted(a.epoch, a.policy_hash, a.sender, a.not_before, a.not_after))
         if acc.new and acc.epoch is self.key_epochs.current:
             for key in self.assembly.held_keys(a.epoch):  # complete blocks waiting for this key
-                if self.assembly.release(key) is not None:
+                if self.assembly.release(key, now) is not None:
                     self._open(key, now)
 
     def _on_heartbeat(self, data: bytes | memoryview, now: float, wall: float) -> None:
@@ -257,6 +257,7 @@ class LinkReceiver:
         return {
             "blocks": len(self.assembly.pending),
             "block_bytes": self.assembly.nbytes,
+            "unknown_epoch_bytes": self.assembly.unknown_nbytes,
             "unknown_epoch_blocks": self.assembly.unknown,
             "objects": len(self.reassembly.objects),
             "object_bytes": self.reassembly.nbytes,

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from ferry.crypto import SM4GCM
 from ferry.wire import fec
+from ferry.wire.symtag import SymbolAuth
 from ferry.wire.frame import (
     SYMBOL_HEADER_SIZE,
     TAG_SIZE,
@@ -22,11 +23,23 @@ from ferry.wire.frame import (
 )
 
 
-def seal_block(aead: SM4GCM, epoch: int, block_no: int, plaintext: bytes, k: int, m: int) -> list[bytes]:
-    """The k + m symbol datagrams of one block (SM4-GCM seal, then Reed-Solomon)."""
-    header = block_header(epoch, block_no, k, m, len(plaintext) + TAG_SIZE)
-    sealed = aead.seal(block_nonce(epoch, block_no), plaintext, header)
-    return build_symbols(header, fec.encode(sealed, k, m))
+class EpochKey:
+    """The ciphers of one key epoch, built once per key: SM4-GCM for blocks and heartbeats,
+    and the symbol authenticators (symtag.py) under the key derived from it."""
+
+    __slots__ = ("aead", "auth")
+
+    def __init__(self, key: bytes) -> None:
+        self.aead = SM4GCM(key)
+        self.auth = SymbolAuth(key)
+
+
+def seal_block(key: EpochKey, epoch: int, block_no: int, plaintext: bytes, k: int, m: int) -> list[bytes]:
+    """The k + m symbol datagrams of one block (SM4-GCM seal, Reed-Solomon, authenticators)."""
+    sealed_len = len(plaintext) + TAG_SIZE
+    header = block_header(epoch, block_no, k, m, sealed_len)
+    sealed = key.aead.seal(block_nonce(epoch, block_no), plaintext, header)
+    return build_symbols(header, fec.encode(sealed, k, m), key.auth.block(block_no, k, m, 0, sealed_len))
 
 
 def seal_heartbeat(aead: SM4GCM, epoch: int, seq: int, body: bytes) -> bytes:
@@ -49,7 +62,7 @@ class UnsealedBlock:
     plaintext: bytes = field(repr=False)
     k: int
     m: int
-    aead: SM4GCM = field(repr=False, compare=False)  # the epoch's cipher (its key)
+    key: EpochKey = field(repr=False, compare=False)  # the epoch's ciphers
 
     @property
     def wire_bytes(self) -> int:
@@ -59,4 +72,4 @@ class UnsealedBlock:
 
 def seal(block: UnsealedBlock) -> list[bytes]:
     """The k + m symbol datagrams of an unsealed block (pure; safe on any thread)."""
-    return seal_block(block.aead, block.epoch, block.block_no, block.plaintext, block.k, block.m)
+    return seal_block(block.key, block.epoch, block.block_no, block.plaintext, block.k, block.m)

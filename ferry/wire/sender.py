@@ -26,14 +26,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ferry import limits
-from ferry.crypto import SM2PrivateKey, SM2PublicKey, SM4GCM
+from ferry.crypto import SM2PrivateKey, SM2PublicKey
 from ferry.pb import ferry_pb2
 from ferry.wire import fec
 from ferry.wire.announce import build_announcement
 from ferry.wire.block import FRAGMENT_HEADER, FRAGMENT_HEADER_SIZE
 from ferry.wire.events import BlockSealed, KeyAnnounced, KeyRotated, SenderEvent
 from ferry.wire.frame import BLOCK_NO_MAX, EPOCH_MAX, SYMBOL_HEADER_SIZE, TAG_SIZE
-from ferry.wire.seal import UnsealedBlock, block_wire_bytes, seal, seal_block, seal_heartbeat
+from ferry.wire.seal import EpochKey, UnsealedBlock, block_wire_bytes, seal, seal_block, seal_heartbeat
 
 KEY_SIZE = 16
 
@@ -130,7 +130,7 @@ class LinkSender:
         if len(key) != KEY_SIZE:
             raise ValueError("rng returned a short key")
         self._epoch = epoch
-        self._aead = SM4GCM(key)
+        self._key = EpochKey(key)
         self._envelope = self._inner_public.encrypt(key)
         self._epoch_started = now                    # monotonic: the key lifetime timer
         self._epoch_started_wall = self._wall(now)   # wall: the announcement's validity
@@ -237,9 +237,9 @@ class LinkSender:
         k, m = self._k, self._m
         c = self.counters
         if self._seal_now:
-            self._out.extend(seal_block(self._aead, self._epoch, block_no, plaintext, k, m))
+            self._out.extend(seal_block(self._key, self._epoch, block_no, plaintext, k, m))
         else:
-            self._out.append(UnsealedBlock(self._epoch, block_no, plaintext, k, m, self._aead))
+            self._out.append(UnsealedBlock(self._epoch, block_no, plaintext, k, m, self._key))
         c.blocks += 1
         c.datagrams += k + m
         c.bytes += block_wire_bytes(len(plaintext), k, m)
@@ -312,6 +312,6 @@ class LinkSender:
             datagrams_sent=c.datagrams,
             epoch=self._epoch,
         ).SerializeToString(deterministic=True)
-        self._push(seal_heartbeat(self._aead, self._epoch, seq, body))
+        self._push(seal_heartbeat(self._key.aead, self._epoch, seq, body))
         c.heartbeats += 1
         self._next_heartbeat = now + limits.HEARTBEAT_INTERVAL

@@ -91,10 +91,14 @@ class _BrokenCipher:
         return 1 / 0
 
 
+class _BrokenKey:
+    aead = _BrokenCipher()
+
+
 def test_a_failing_seal_stops_the_writer_with_the_error():
     tx, rx, writer = _link()
     try:
-        writer.put([UnsealedBlock(0, 0, b"x", 16, 4, _BrokenCipher())])
+        writer.put([UnsealedBlock(0, 0, b"x", 16, 4, _BrokenKey())])
         deadline = time.monotonic() + 5
         while writer.error is None and time.monotonic() < deadline:
             time.sleep(0.01)

@@ -54,7 +54,7 @@ def test_unknown_epoch_blocks_are_held_then_released(keys, parts):
     assert report.counters.symbols_late == 1
     _key(keys, epochs)
     assert asm.held_keys(7) == [(7, 0)]
-    p = asm.release((7, 0))
+    p = asm.release((7, 0), 0.0)
     assert p is not None and not p.complete and asm.unknown == 0
 
 
@@ -70,7 +70,7 @@ def test_inconsistent_duplicate_and_late_symbols(keys, parts):
         p = _add(asm, d)
     assert p is not None
     asm.take((7, 1))
-    asm.opened((7, 1), p.mask())
+    asm.opened((7, 1), p)
     _add(asm, ds[4])  # a late repair symbol of an opened block: counted, not held
     assert report.counters.symbols_late == 1 and not asm.pending
     for d in ds[:4]:  # the whole block again: a replay
@@ -102,12 +102,17 @@ def test_bounds_hold(keys, parts, monkeypatch):
     assert len(asm.pending) == 3 and asm.unknown == 3
     _key(keys, epochs, 7)
     _add(asm, symbols(7, 0)[0])  # epoch 9, newer than the current 7, stays held
-    monkeypatch.setattr(limits, "PENDING_BLOCKS_MAX", 4)
+    # unverified blocks of unknown epochs do not take the room of authenticated ones
+    monkeypatch.setattr(limits, "PENDING_BLOCKS_MAX", 2)
     _add(asm, symbols(7, 1)[0])
+    _add(asm, symbols(7, 2)[0])
     monkeypatch.setattr(limits, "PENDING_SYMBOL_BYTES_MAX", asm.nbytes)
     _add(asm, symbols(7, 0)[1])
     assert report.counters.dropped_by_reason["pending_full"] == 4
-    assert len(asm.pending) == 4
+    assert len(asm.pending) == 5 and asm.unknown == 3
+    monkeypatch.setattr(limits, "PENDING_UNKNOWN_EPOCH_BYTES_MAX", asm.unknown_nbytes)
+    _add(asm, symbols(9, 0)[1])
+    assert report.counters.dropped_by_reason["pending_full"] == 5
 
 
 def test_timeouts_block_and_key_wait(keys, parts):
@@ -134,3 +139,64 @@ def test_loss_accounting_view(keys, parts):
     _add(asm, symbols(7, 5)[0])
     asm.discard_epoch(7)
     assert not asm.pending
+
+
+def test_forged_symbols_are_dropped_before_they_are_kept(keys, parts):
+    """Without the key a symbol cannot start a block, fix its parameters or take a symbol's place."""
+    asm, epochs, report = parts
+    _key(keys, epochs)
+    forged = symbols(7, 3, sealed_len=120, key=None)
+    _add(asm, forged[0])                    # would start block 3 with wrong parameters
+    assert not asm.pending and asm.nbytes == 0
+    ds = symbols(7, 3)
+    _add(asm, ds[0])
+    _add(asm, forged[1])                    # a forged symbol of a pending block
+    _add(asm, symbols(7, 3, key=None)[2])   # right parameters, forged authenticator
+    assert asm.pending[(7, 3)].count == 1
+    p = None
+    for d in ds[1:4]:
+        p = _add(asm, d)
+    assert p is not None and rebuild(p) == (b"".join(ds[i][32:] for i in range(4))[:100], False)
+    assert report.counters.dropped_by_reason == {"inconsistent_header": 1, "bad_symbol_auth": 2}
+    asm.take((7, 3))
+    asm.opened((7, 3), p)
+    _add(asm, forged[4])                    # nor is a forged late symbol counted as one
+    _add(asm, symbols(7, 3, key=None)[4])
+    assert report.counters.dropped_by_reason["bad_symbol_auth"] == 4 and report.counters.symbols_late == 0
+
+
+def test_a_copy_with_other_bytes_erases_the_symbol_it_copies(keys, parts):
+    """A genuine datagram's header and authenticator on other bytes: neither copy is kept, so
+    the block still opens from its other symbols."""
+    asm, epochs, report = parts
+    _key(keys, epochs)
+    ds = symbols(7, 4)
+    copy = ds[1][:32] + bytes(len(ds[1]) - 32)
+    _add(asm, copy)
+    _add(asm, ds[0])
+    _add(asm, ds[1])                        # the genuine one after the copy: index 1 is contested
+    _add(asm, ds[1])
+    assert asm.pending[(7, 4)].count == 1 and asm.nbytes == asm.pending[(7, 4)].symsize
+    assert report.counters.dropped_by_reason == {"conflicting_symbol": 2}
+    p = None
+    for d in ds[2:5]:
+        p = _add(asm, d)
+    assert p is not None and p.mask() == 0b11101
+    _add(asm, ds[0])                        # a network duplicate is not a conflict
+    assert report.counters.dropped_by_reason["duplicate_symbol"] == 1
+
+
+def test_held_symbols_are_verified_when_the_key_arrives(keys, parts):
+    asm, epochs, report = parts
+    _add(asm, symbols(7, 0, key=None)[0])   # unverified: held
+    for d in symbols(7, 0)[1:4]:
+        _add(asm, d)
+    _add(asm, symbols(7, 1, key=None)[0])   # a block made of forged symbols only
+    assert asm.unknown == 2 and asm.pending[(7, 0)].complete
+    _key(keys, epochs)
+    assert asm.release((7, 0), 0.0) is None  # the forged symbol is dropped: 3 of 4 left
+    assert asm.release((7, 1), 0.0) is None and (7, 1) not in asm.pending
+    assert report.counters.dropped_by_reason == {"bad_symbol_auth": 2}
+    assert asm.unknown == 0 and asm.unknown_nbytes == 0 and asm.nbytes == 3 * asm.pending[(7, 0)].symsize
+    p = _add(asm, symbols(7, 0)[5])
+    assert p is not None and p.count == 4

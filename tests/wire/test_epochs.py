@@ -85,7 +85,7 @@ def test_refusals_in_order_of_cost(keys, other_key, table):
     assert t.accept(announcement(outer, inner, epoch=8), NOW, WALL) is None
     changed = announcement(outer, inner, epoch=9, key=bytes(16))
     assert t.accept(changed, NOW, WALL) is None
-    assert t.accept(b"\xfeR\x01\x02garbage", NOW, WALL) is None
+    assert t.accept(b"\xfeR\x02\x02garbage", NOW, WALL) is None
     assert _refusals(report) == ["wrong_outer_key", "wrong_inner_key", "old_epoch", "epoch_changed"]
     assert report.counters.dropped_by_reason == {"bad_announcement": 1}
 

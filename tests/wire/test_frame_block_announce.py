@@ -26,16 +26,18 @@ from ferry.wire.frame import (
 
 
 def test_header_sizes():
-    assert SYMBOL_HEADER_SIZE == 24 and BLOCK_HEADER_SIZE == 23 and FRAGMENT_HEADER_SIZE == 20
+    assert SYMBOL_HEADER_SIZE == 32 and BLOCK_HEADER_SIZE == 23 and FRAGMENT_HEADER_SIZE == 20
 
 
 def test_symbol_roundtrip_and_exact_length():
     hdr = block_header(7, 42, 4, 2, 100)
     syms = [bytes([i]) * symbol_size(100, 4) for i in range(6)]
-    ds = build_symbols(hdr, syms)
-    assert ds[0][:4] == b"\xfeR\x01\x01"
+    auths = bytes(range(96))
+    ds = build_symbols(hdr, syms, auths)
+    assert ds[0][:4] == b"\xfeR\x02\x01"
     h, sym = parse_symbol(ds[5])
     assert (h.epoch, h.block_no, h.index, h.k, h.m, h.flags, h.sealed_len) == (7, 42, 5, 4, 2, 0, 100)
+    assert h.auth == int.from_bytes(auths[80:88], "big") and ds[5][24:32] == auths[80:88]
     assert bytes(sym) == syms[5]
     with pytest.raises(WireError):
         parse_symbol(ds[0] + b"x")  # one byte too long
@@ -47,7 +49,7 @@ def test_symbol_roundtrip_and_exact_length():
     "patch",
     [
         (0, b"\xfe\x53"),  # magic
-        (2, b"\x02"),  # version
+        (2, b"\x01"),  # version 1
         (3, b"\x03"),  # type
         (16, b"\x06"),  # index >= k + m
         (17, b"\x00"),  # k = 0
@@ -59,7 +61,7 @@ def test_symbol_roundtrip_and_exact_length():
     ],
 )
 def test_symbol_header_refusals(patch):
-    d = bytearray(build_symbols(block_header(1, 2, 4, 2, 100), [b"\0" * 25] * 6)[0])
+    d = bytearray(build_symbols(block_header(1, 2, 4, 2, 100), [b"\0" * 25] * 6, bytes(96))[0])
     at, val = patch
     d[at : at + len(val)] = val
     with pytest.raises(WireError):
@@ -125,7 +127,7 @@ def test_decode_from_any_k_symbols():
 
 def test_block_capacity_fits_the_datagram():
     cap = fec.block_capacity(16, 1472, SYMBOL_HEADER_SIZE)
-    assert cap == 1448 * 16
+    assert cap == 1440 * 16
     assert SYMBOL_HEADER_SIZE + len(fec.driver_symbol(16, cap)) == 1472
     assert SYMBOL_HEADER_SIZE + len(fec.driver_symbol(16, cap + 1)) > 1472
 
@@ -137,12 +139,12 @@ def test_announcement_roundtrip(keys):
         not_after=2.0, policy_hash=b"p" * 32, outer_key_id=outer.public_key().key_id(),
         inner_key_id=inner.public_key().key_id(), first_block=77, sender="outer-1",
     )
-    assert data[:4] == b"\xfeR\x01\x02" and len(data) <= limits.ANNOUNCEMENT_MAX
+    assert data[:4] == b"\xfeR\x02\x02" and len(data) <= limits.ANNOUNCEMENT_MAX
     a = parse_announcement(data)
     assert (a.epoch, a.first_block, a.sender, a.policy_hash) == (9, 77, "outer-1", b"p" * 32)
     outer.public_key().verify(a.body_bytes, a.signature)
     assert inner.decrypt(a.envelope) == b"k" * 16
-    for bad in (data[:3], data[:4], data[:-1], data + b"\0", b"\xfeR\x01\x02" + b"\xff" * 50):
+    for bad in (data[:3], data[:4], data[:-1], data + b"\0", b"\xfeR\x02\x02" + b"\xff" * 50):
         with pytest.raises(WireError):
             parse_announcement(bad)
 

@@ -38,7 +38,7 @@ def test_parsers_on_arbitrary_bytes(parser, data):
 @given(data=st.binary(max_size=400))
 def test_parsers_on_prefixed_bytes(parser, data):
     for t in (1, 2, 3):
-        only_wire_error(parser, b"\xfeR\x01" + bytes([t]) + data)
+        only_wire_error(parser, b"\xfeR\x02" + bytes([t]) + data)
 
 
 @SETTINGS
@@ -86,8 +86,8 @@ def test_symbol_header_fast_parse_agrees_with_parse_symbol(valid_datagrams, data
                     parse_symbol(view)
                 continue
             h, sym = parse_symbol(view)
-            assert f[1:] == (h.epoch, h.block_no, h.index, h.k, h.m, h.flags, h.sealed_len)
-            assert bytes(sym) == d[24:]
+            assert f[1:] == (h.epoch, h.block_no, h.index, h.k, h.m, h.flags, h.sealed_len, h.auth)
+            assert bytes(sym) == d[32:]
 
 
 def check_bounded(r: LinkReceiver) -> None:
@@ -95,6 +95,7 @@ def check_bounded(r: LinkReceiver) -> None:
     assert sizes["blocks"] <= limits.PENDING_BLOCKS_MAX
     assert sizes["block_bytes"] <= limits.PENDING_SYMBOL_BYTES_MAX
     assert sizes["unknown_epoch_blocks"] <= limits.PENDING_UNKNOWN_EPOCH_MAX
+    assert sizes["unknown_epoch_bytes"] <= limits.PENDING_UNKNOWN_EPOCH_BYTES_MAX
     assert sizes["objects"] <= limits.PENDING_OBJECTS_MAX
     assert r.counters.dropped_by_reason.get("internal_error", 0) == 0
 
@@ -106,7 +107,7 @@ def test_receiver_on_arbitrary_datagrams(keys, datagrams, dt):
     r = LinkReceiver(inner_key=inner, outer_public=outer.public_key(), now=100.0, strict=True)
     for d in datagrams:
         r.receive_datagram(d, 100.0, 100.0)
-        r.receive_datagram(b"\xfeR\x01\x01" + d, 100.0, 100.0)
+        r.receive_datagram(b"\xfeR\x02\x01" + d, 100.0, 100.0)
     r.receive_segments(b"".join(datagrams), 37, 100.0, 100.0)
     r.handle_timer(100.0 + dt)
     while r.next_event() is not None:
@@ -140,7 +141,7 @@ def test_receiver_on_mutated_datagrams(keys, valid_datagrams, data):
 def test_receiver_flood_of_distinct_blocks_stays_bounded(keys):
     outer, inner = keys
     r = LinkReceiver(inner_key=inner, outer_public=outer.public_key(), now=0.0, strict=True)
-    head = bytearray(b"\xfeR\x01\x01" + bytes(20))
+    head = bytearray(b"\xfeR\x02\x01" + bytes(28))
     sym = bytes(1448)
     for i in range(5000):
         head[4:8] = (1 + i % 7).to_bytes(4, "big")

@@ -47,6 +47,6 @@ def test_open_heartbeat(keys):
     bad[-1] ^= 1
     assert open_heartbeat(bytes(bad), epochs, report, 0.0) is None
     assert open_heartbeat(seal_heartbeat(aead, 4, 1, b""), epochs, report, 0.0) is None
-    assert open_heartbeat(b"\xfeR\x01\x03", epochs, report, 0.0) is None
+    assert open_heartbeat(b"\xfeR\x02\x03", epochs, report, 0.0) is None
     assert report.counters.dropped_by_reason == {
         "heartbeat_replay": 1, "heartbeat_auth": 1, "heartbeat_unknown_epoch": 1, "bad_heartbeat": 1}

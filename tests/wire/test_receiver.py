@@ -30,7 +30,7 @@ def test_a_wall_clock_step_neither_fires_nor_stalls_link_timers(keys, step):
     s, r = link.sender, link.receiver
     assert r.link_up and r.current_epoch == s.epoch
     # a partial block (one filler symbol of the current epoch): waits BLOCK_TIMEOUT on `now`
-    r.receive_datagram(symbols(s.epoch, 10_000, k=16, m=4, sealed_len=20_000)[0], link.now, link.wall)
+    r.receive_datagram(symbols(s.epoch, 10_000, k=16, m=4, sealed_len=20_000, key=s._key.auth)[0], link.now, link.wall)
     came = link.now
     s_timer, r_timer = s.get_timer(), r.get_timer()
     link.wall_offset += step  # both hosts' wall clocks jump
@@ -128,7 +128,7 @@ def test_a_policy_hash_refresh_leaves_the_unknown_epoch_count_alone(keys):
     link = Link(keys, Channel(random.Random(3)))
     link.step()
     s, r = link.sender, link.receiver
-    r.receive_datagram(symbols(s.epoch, 9_000, k=16, m=4, sealed_len=20_000)[0], link.now, link.wall)
+    r.receive_datagram(symbols(s.epoch, 9_000, k=16, m=4, sealed_len=20_000, key=s._key.auth)[0], link.now, link.wall)
     s.set_policy_hash(b"\x05" * 32, link.now)
     link.step()
     assert r.pending_sizes()["unknown_epoch_blocks"] == 0

@@ -70,6 +70,6 @@ def test_heartbeat_body_carries_the_wall_clock(keys):
     s.datagrams_to_send(NOW)
     s.heartbeat(NOW + 0.5, WALL + 0.5)
     (hb,) = s.datagrams_to_send(NOW + 0.5)
-    aead = s._aead
+    aead = s._key.aead
     body = aead.open(heartbeat_nonce(s.epoch, 0), hb[16:], hb[:16])
     assert ferry_pb2.Heartbeat.FromString(body).sent_at == WALL + 0.5

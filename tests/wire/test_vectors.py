@@ -1,11 +1,13 @@
 """Fixed test vectors: a block and a heartbeat sealed with a fixed key are fixed bytes.
 
 The vector file was generated once (FERRY_REGEN_VECTORS=1). The decoding checks below use
-`cryptography` and `pyeclib` directly, not ferry.wire, so the vector is not circular.
+`cryptography`, `hmac`/`hashlib` and `pyeclib` directly, not ferry.wire, so the vector is not
+circular. Version 2 (symbol authenticators) replaced link_v1.json.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import os
 import struct
@@ -19,9 +21,9 @@ from ferry.crypto import SM4GCM
 from ferry.pb import ferry_pb2
 from ferry.wire import LinkReceiver, LinkSender, ObjectReceived
 from ferry.wire.block import fragment_header
-from ferry.wire.seal import seal_block, seal_heartbeat
+from ferry.wire.seal import EpochKey, seal_block, seal_heartbeat
 
-VECTORS = Path(__file__).parent / "vectors" / "link_v1.json"
+VECTORS = Path(__file__).parent / "vectors" / "link_v2.json"
 KEY = bytes.fromhex("0123456789abcdeffedcba9876543210")
 EPOCH = 0x01020304
 BLOCK_NO = 0x0000000A0B0C0D0E
@@ -39,7 +41,7 @@ def generate() -> dict:
     return {
         "key": KEY.hex(), "epoch": EPOCH, "block_no": BLOCK_NO, "k": K, "m": M,
         "plaintext": PLAINTEXT.hex(),
-        "block_datagrams": [d.hex() for d in seal_block(aead, EPOCH, BLOCK_NO, PLAINTEXT, K, M)],
+        "block_datagrams": [d.hex() for d in seal_block(EpochKey(KEY), EPOCH, BLOCK_NO, PLAINTEXT, K, M)],
         "heartbeat_body": HEARTBEAT.SerializeToString(deterministic=True).hex(),
         "heartbeat_datagram": seal_heartbeat(aead, EPOCH, 3, HEARTBEAT.SerializeToString(deterministic=True)).hex(),
     }
@@ -71,22 +73,26 @@ def test_block_vector_decodes_independently(vec):
     for i, d in enumerate(ds):
         magic, ver, typ, epoch, block_no, index, k, m, flags, slen = struct.unpack(">2sBBIQBBBBI", d[:24])
         assert (magic, ver, typ, epoch, block_no, index, k, m, flags, slen) == (
-            b"\xfeR", 1, 1, EPOCH, BLOCK_NO, i, K, M, 0, sealed_len)
-        assert len(d) == 24 + sym
-    aad = ds[0][:16] + ds[0][17:24]  # block header = symbol header without index
-    sealed = b"".join(d[24:] for d in ds[:K])[:sealed_len]
+            b"\xfeR", 2, 1, EPOCH, BLOCK_NO, i, K, M, 0, sealed_len)
+        assert len(d) == 32 + sym
+        # the authenticator: SM4 under HMAC-SM3(key, label)[:16] of header bytes 8..24, first 8 bytes
+        auth_key = hmac.new(KEY, b"ferry link v2 symbol authenticator", "sm3").digest()[:16]
+        enc = Cipher(algorithms.SM4(auth_key), modes.ECB()).encryptor()
+        assert d[24:32] == (enc.update(d[8:24]) + enc.finalize())[:8]
+    aad = ds[0][:16] + ds[0][17:24]  # block header = symbol header without index and authenticator
+    sealed = b"".join(d[32:] for d in ds[:K])[:sealed_len]
     nonce = struct.pack(">IQ", EPOCH, BLOCK_NO)
     assert sm4_gcm_open(KEY, nonce, sealed, aad) == PLAINTEXT
     # repair symbols are pyeclib's, with its 80-byte header taken off
     drv = ECDriver(k=K, m=M, ec_type="isa_l_rs_vand")
     frags = drv.encode(sealed)
-    assert [f[80:] for f in frags] == [d[24:] for d in ds]
+    assert [f[80:] for f in frags] == [d[32:] for d in ds]
     assert drv.decode([frags[i] for i in (1, 3, 4, 5)]) == sealed
 
 
 def test_heartbeat_vector_decodes_independently(vec):
     d = bytes.fromhex(vec["heartbeat_datagram"])
-    assert d[:4] == b"\xfeR\x01\x03"
+    assert d[:4] == b"\xfeR\x02\x03"
     epoch, seq = struct.unpack(">IQ", d[4:16])
     assert (epoch, seq) == (EPOCH, 3)
     nonce = struct.pack(">IQ", EPOCH, (1 << 63) | 3)
@@ -102,7 +108,7 @@ def test_sender_with_fixed_key_produces_the_vector_block(keys):
     s.submit(0x1111, b"hello", 100.0)
     s.flush(100.0)
     ds = [d for d in s.datagrams_to_send(100.0) if d[3] == 1]
-    expect = seal_block(SM4GCM(KEY), EPOCH, 0, fragment_header(0x1111, 5, 0, 5) + b"hello", K, M)
+    expect = seal_block(EpochKey(KEY), EPOCH, 0, fragment_header(0x1111, 5, 0, 5) + b"hello", K, M)
     assert ds == expect
     r = LinkReceiver(inner_key=inner, outer_public=outer.public_key(), now=100.0, strict=True)
     r.receive_datagram(s.announcement, 100.0, 100.0)

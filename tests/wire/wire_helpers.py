@@ -5,6 +5,7 @@ from __future__ import annotations
 from ferry.crypto import SM2PrivateKey
 from ferry.wire.announce import build_announcement
 from ferry.wire.frame import block_header, build_symbols, parse_symbol_header, symbol_size
+from ferry.wire.symtag import SymbolAuth
 
 
 def announcement(outer: SM2PrivateKey, inner: SM2PrivateKey, *, epoch: int, key: bytes = bytes(range(16)),
@@ -16,11 +17,16 @@ def announcement(outer: SM2PrivateKey, inner: SM2PrivateKey, *, epoch: int, key:
         inner_key_id=inner.public_key().key_id(), first_block=first_block, sender=sender)
 
 
-def symbols(epoch: int, block_no: int, k: int = 4, m: int = 2, sealed_len: int = 100) -> list[bytes]:
-    """k + m symbol datagrams of a block whose symbols are filler (not authentic)."""
+def symbols(epoch: int, block_no: int, k: int = 4, m: int = 2, sealed_len: int = 100,
+            key: bytes | SymbolAuth | None = bytes(range(16))) -> list[bytes]:
+    """k + m symbol datagrams of a block whose symbols are filler (the block does not open),
+    with authenticators under `key` (the default key of `announcement`); key=None: forged
+    authenticators (all zero)."""
     size = symbol_size(sealed_len, k)
     header = block_header(epoch, block_no, k, m, sealed_len)
-    return build_symbols(header, [bytes([i]) * size for i in range(k + m)])
+    auth = SymbolAuth(key) if isinstance(key, bytes) else key
+    auths = bytes(16 * (k + m)) if auth is None else auth.block(block_no, k, m, 0, sealed_len)
+    return build_symbols(header, [bytes([i]) * size for i in range(k + m)], auths)
 
 
 def fields(d: bytes):
