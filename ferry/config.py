@@ -34,6 +34,7 @@ class AgentSection(_Strict):
     peer_public: str              # the other agent's SM2 public key (SPKI PEM)
     policy: str                   # policy directory
     audit_dir: str
+    state_dir: str = ""           # what the agent keeps across restarts (default: <audit_dir>-state)
 
 
 class OuterLink(_Strict):
@@ -201,7 +202,9 @@ def load_config(path: Path, kind: type[OuterConfig] | type[InnerConfig]) -> Oute
         raise ConfigError("\n".join(msgs)) from None
     base = path.resolve().parent
     agent = cfg.agent.model_copy(update={k: _resolve(base, getattr(cfg.agent, k))
-                                         for k in ("key", "peer_public", "policy", "audit_dir")})
+                                         for k in ("key", "peer_public", "policy", "audit_dir", "state_dir")})
+    if not agent.state_dir:
+        agent = agent.model_copy(update={"state_dir": agent.audit_dir.rstrip("/") + "-state"})
     update: dict = {"agent": agent}
     if cfg.files is not None:
         fields = {"spool": _resolve(base, cfg.files.spool)}

@@ -29,6 +29,8 @@ KEY_OVERLAP = 30.0             # old epoch still accepted this long after a new 
 ANNOUNCE_INTERVAL = 1.0        # repeat the current key announcement (s)
 ANNOUNCE_REPEAT_ON_ROTATE = 3  # extra copies sent right after a rotation
 ANNOUNCEMENT_MAX = 1024        # bytes of a serialized announcement
+DELIVERED_IDS_MAX = 1_000_000  # object IDs the inner agent remembers as delivered (replay window, lanes/delivered.py)
+STATE_SAVE_INTERVAL = 1.0      # the inner agent saves its link state (highest blocks opened) at most this often (s)
 CLOCK_SKEW = 300.0             # tolerated difference between outer and inner clocks (s)
 
 # --- heartbeats -----------------------------------------------------------

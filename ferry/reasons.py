@@ -68,6 +68,7 @@ class Reason(StrEnum):
     MALFORMED_OBJECT = "malformed_object"
     OBJECT_ID_MISMATCH = "object_id_mismatch"
     CLOCK_SKEW = "clock_skew"
+    REPLAYED_OBJECT = "replayed_object"
     POLICY_MISMATCH = "policy_mismatch"
     NO_OUTPUT = "no_output"
     SOURCE_ADDRESS = "source_address"
@@ -147,6 +148,7 @@ MEANING: dict[Reason, str] = {
     Reason.MALFORMED_OBJECT: "canonical object that does not parse",
     Reason.OBJECT_ID_MISMATCH: "object whose id differs from its link id",
     Reason.CLOCK_SKEW: "object whose created time is further than the allowed skew from the inner clock",
+    Reason.REPLAYED_OBJECT: "object already delivered (its ID is in the replay window), or too old to tell",
     Reason.POLICY_MISMATCH: "outer and inner agents run different policies",
     Reason.NO_OUTPUT: "no output configured for the object's lane or destination",
     Reason.SOURCE_ADDRESS: "video from an address other than the configured source",

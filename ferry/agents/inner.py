@@ -16,12 +16,14 @@ from pathlib import Path
 
 from ferry import limits
 from ferry.agents.common import AuditQueue, Identity, Management, open_identity, run_agent
+from ferry.agents.inner_state import InnerState
 from ferry.agents.link_io import LinkReceiveSocket
 from ferry.agents.policy_host import PolicyHost
 from ferry.agents.spool import write_atomically
 from ferry.agents.video_emit import VideoEmitter
 from ferry.config import InnerConfig
 from ferry.kernel.agent_rules import KernelRules, kernel_rules_for
+from ferry.lanes.delivered import Remember
 from ferry.lanes.files import WriteFile
 from ferry.lanes.inner import InnerDispatch
 from ferry.lanes.work import AuditIntent
@@ -57,8 +59,54 @@ class InnerAgent(PolicyHost):
         self.video = VideoEmitter(self, list(cfg.video_output))
         self.out = Path(cfg.files.spool) if cfg.files else None
         self.dispatch = InnerDispatch(self.video, files_output=self.out is not None)
+        # across restarts: the newest epoch and where the link was, the files delivered
+        self.state = InnerState(Path(cfg.agent.state_dir))
+        self.state_problems: list[str] = []
+        self.resumed = self.resume(time.monotonic(), time.time())
+        self.saved = self.receiver.snapshot()
+        self.state.save_link(self.saved)
+        self.next_save = 0.0
         self.wake = asyncio.Event()   # the timer task's: a core's next timer came earlier than its sleep
         self.wake_at = 0.0
+
+    # -- state across restarts (inner_state.py) ----------------------------------------
+    def resume(self, now: float, wall: float) -> bool:
+        """Load the state directory: delivered IDs into the dispatcher (the journal compacted),
+        the link state into the receiver. True if the stored key was accepted again."""
+        stored, records, self.state_problems = self.state.load()
+        self.dispatch.delivered.load(records, wall)
+        self.state.compact(self.dispatch.delivered.live())
+        if stored is None:
+            return False
+        opened: dict[int, int] = {}
+        for r in records:   # deliveries journaled after the last save of the link state
+            if r.opened > opened.get(r.epoch, -1):
+                opened[r.epoch] = r.opened
+        return self.receiver.resume(stored.merged(opened), now, wall)
+
+    def save_state(self, now: float, *, force: bool = False) -> None:
+        """Save the link state if it changed: at once for a new epoch (or `force`), else at
+        most every STATE_SAVE_INTERVAL."""
+        if not force and now < self.next_save and self.receiver.key_epochs.floor == self.saved.floor:
+            return
+        state = self.receiver.snapshot()
+        self.next_save = now + limits.STATE_SAVE_INTERVAL
+        if state == self.saved:
+            return
+        try:
+            self.state.save_link(state)
+        except OSError as err:
+            log.error("cannot save the link state: %s", err)
+            return
+        self.saved = state
+
+    def remember(self, r: Remember) -> None:
+        try:
+            self.state.remember(r)
+        except OSError as err:   # the file is delivered; a replay of it after a restart would not be known
+            log.error("cannot journal delivered object %d: %s", r.object_id, err)
+            self.audit(event="state_unwritable", verdict="alarm", object_id=r.object_id,
+                       reason=f"cannot journal a delivered object in {self.state.dir}: {err}")
 
     # -- audit -------------------------------------------------------------------
     def audit(self, **fields) -> None:
@@ -74,7 +122,9 @@ class InnerAgent(PolicyHost):
     # -- work from the dispatcher ------------------------------------------------------
     def carry(self, work: list) -> None:
         for w in work:
-            if isinstance(w, AuditIntent):
+            if isinstance(w, Remember):
+                self.remember(w)
+            elif isinstance(w, AuditIntent):
                 self.audit(**w.fields)
                 if w.fields["event"] in ("object_refused", "policy_mismatch"):
                     log.log(logging.ERROR if w.fields["verdict"] == "alarm" else logging.INFO, "%s: %s: %s",
@@ -85,7 +135,8 @@ class InnerAgent(PolicyHost):
                 except OSError as err:
                     self.carry(self.dispatch.file_lost(w, str(err)))
                     continue
-                self.carry(self.dispatch.file_written(w, path.name))
+                self.carry(self.dispatch.file_written(w, path.name,
+                                                      self.receiver.opened_high(w.delivered["epoch"])))
                 log.info("delivered %s as %s", w.name, path.name)
 
     def drain(self, now: float, wall: float) -> None:
@@ -103,6 +154,8 @@ class InnerAgent(PolicyHost):
                 continue
             # the plan is read once per event: a reload between two objects never splits one
             self.carry(self.dispatch.handle(e, self.id.plan, now, wall))
+        if self.receiver.key_epochs.floor != self.saved.floor:
+            self.save_state(now)   # a new epoch: stored before anything else happens
         if self.overflow and not self.audit_down:
             self.audit(event="objects_dropped", verdict="lost", code=Reason.AUDIT_UNAVAILABLE,
                        reason="audit trail unavailable and hold queue full",
@@ -146,7 +199,9 @@ class InnerAgent(PolicyHost):
         if self.audit_down and self.flush_audit():
             self.drain(now, wall)
         self.carry(self.dispatch.check_grace(self.id.plan, self.receiver.current_epoch, now))
-        delays = [limits.INNER_TIMER_MAX]
+        self.save_state(now)
+        self.dispatch.delivered.expire(wall)
+        delays = [limits.INNER_TIMER_MAX, limits.STATE_SAVE_INTERVAL]
         if (t := self.receiver.get_timer()) is not None:
             delays.append(t - now)
         if (g := self.dispatch.next_timer()) is not None:
@@ -172,6 +227,13 @@ class InnerAgent(PolicyHost):
                    detail={"listen": f"{self.sock.address[0]}:{self.sock.address[1]}", "gro": self.sock.gro,
                            "rcvbuf": self.sock.rcvbuf, "receive_only": True})
         self.audit(event="policy_loaded", verdict="info", reason=f"policy {self.id.plan.name} loaded")
+        for problem in self.state_problems:
+            self.audit(event="state_problem", verdict="alarm", reason=problem)
+        self.audit(event="state_loaded", verdict="info",
+                   reason=(f"resumed key epoch {self.saved.floor}" if self.resumed else "no key resumed")
+                   + f"; {len(self.dispatch.delivered)} delivered object(s) in the replay window",
+                   detail={"state_dir": str(self.state.dir), "epoch_floor": self.saved.floor,
+                           "resumed": self.resumed, "delivered_ids": len(self.dispatch.delivered)})
         self.start_kernel_rules()
         log.info("inner agent %s: policy %s (%s), listening on %s:%d, gro=%s", self.name,
                  self.id.plan.name, self.id.plan.hash.hex()[:16], *self.sock.address, self.sock.gro)
@@ -186,6 +248,8 @@ class InnerAgent(PolicyHost):
         self.on_readable()
         await asyncio.gather(timer_task, return_exceptions=True)
         self.video.close(time.time())
+        self.save_state(time.monotonic(), force=True)
+        self.state.close()
         self.audit(event="agent_stopped", verdict="info", reason="inner agent stopped",
                    detail={**self.dispatch.counts, **self.stats})
         self.flush_audit()

@@ -8,6 +8,7 @@ read, and the agent retries until it can.
 from __future__ import annotations
 
 import asyncio
+import math
 import logging
 import time
 from collections import deque
@@ -111,6 +112,10 @@ class OuterAgent(PolicyHost):
         self.id: Identity = open_identity(cfg.agent, "outer", cfg.management)
         self.kernel: KernelRules | None = kernel_rules_for(cfg, "outer")
         self.management = Management(cfg.management)
+        # Start on a whole second: a run's object IDs (run id = start second) and its first key
+        # epoch (int(wall)) are then above those of any earlier run, however soon it restarts
+        # (the inner agent refuses an older epoch, and a known object ID, across its restarts).
+        time.sleep(max(0.0, math.floor(time.time()) + 1 - time.time()))
         wall = self.started_at = time.time()
         self.ids = ObjectIds(int(wall))
         self.run_id = self.ids.run_id

@@ -219,6 +219,7 @@ class WriteFile:
     content: bytes
     delivered: dict[str, Any]
     lost: dict[str, Any]
+    created: float = 0.0  # the object's (for the replay window: lanes/delivered.py)
 
     def candidates(self) -> Iterator[str]:
         return output_name_candidates(self.name)
@@ -244,4 +245,4 @@ def inner_write(obj: ferry_pb2.CanonicalObject, decision: Decision, epoch: int,
                  "destination": obj.destination, "object_type": "file", "size": f.size, "sm3": f.sm3.hex(),
                  "detail": {"name": f.name, "media_type": f.media_type}}
     lost = {"event": "object_lost", "verdict": "lost", **ids, "object_type": "file", "size": f.size}
-    return WriteFile(f.name, f.content, delivered, lost)
+    return WriteFile(f.name, f.content, delivered, lost, obj.created)

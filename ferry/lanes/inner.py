@@ -19,15 +19,18 @@ from google.protobuf.message import DecodeError
 
 from ferry import limits
 from ferry.lanes import files
+from ferry.lanes.delivered import DeliveredIds
 from ferry.lanes.work import AuditIntent
 from ferry.pb import ferry_pb2
 from ferry.policy.plan import Decision, Plan
 from ferry.reasons import Reason
 from ferry.wire import events as ev
+from ferry.wire.bounded import Recent
 
 CANONICAL_RULE = "ferry-canonical"     # refusals of objects that are not well-formed or not on time
 HASH_RULE = "policy-hash"
 LANES_RULE = "ferry-lanes"
+REPLAY_RULE = "ferry-replay"            # an object delivered before (lanes/delivered.py)
 DIFFERENT_POLICIES = "outer and inner agents run different policies"
 
 
@@ -59,16 +62,20 @@ def skew_refusal(created: float, wall: float, skew: float = limits.CLOCK_SKEW) -
 class InnerDispatch:
     """Link events -> work. ``files_output``: whether the agent has a files spool."""
 
-    def __init__(self, video: InnerVideo, *, files_output: bool) -> None:
+    def __init__(self, video: InnerVideo, *, files_output: bool, delivered: DeliveredIds | None = None) -> None:
         self.video = video
         self.files_output = files_output
+        # delivered object IDs within the replay window (the agent journals them, and loads
+        # them again after a restart); a replayed object is refused and recorded once
+        self.delivered = delivered if delivered is not None else DeliveredIds()
+        self.replays_recorded: Recent[int, None] = Recent(limits.REFUSED_RECENT_MAX)
         self.epoch_policy: dict[int, bytes] = {}
         self.mismatch_alarmed: set[tuple[int, bytes, bytes]] = set()   # (epoch, outer hash, inner hash)
         # After a reload, objects the outer agent sealed under the previous hash are still
         # taken (and re-decided under the new plan) until previous_until (monotonic).
         self.previous_hash: bytes | None = None
         self.previous_until = 0.0
-        self.counts = {"delivered": 0, "refused": 0, "lost": 0}
+        self.counts = {"delivered": 0, "refused": 0, "lost": 0, "replays": 0}
 
     # -- link events ------------------------------------------------------------------
     def handle(self, e: object, plan: Plan, now: float, wall: float) -> list[Any]:
@@ -172,6 +179,12 @@ class InnerDispatch:
         elif late := skew_refusal(obj.created, wall):
             # Before the decision: a forged created must not satisfy a time-windowed rule.
             refusal = Decision(False, CANONICAL_RULE, late, Reason.CLOCK_SKEW)
+        elif not video and (again := self.delivered.refusal(obj.object_id, obj.created)):
+            self.counts["replays"] += 1
+            if obj.object_id in self.replays_recorded:   # replayed again: counted, recorded once
+                return out
+            self.replays_recorded.put(obj.object_id, None)
+            refusal = Decision(False, REPLAY_RULE, again, Reason.REPLAYED_OBJECT)
         if refusal is not None:
             if video:                # accounted per stream, not per access unit
                 self.counts["refused"] += 1
@@ -207,9 +220,13 @@ class InnerDispatch:
                       detail={"name": f.name} if f is not None else None)
 
     # -- the agent's report on a WriteFile ------------------------------------------------
-    def file_written(self, work: files.WriteFile, written_as: str) -> list[Any]:
+    def file_written(self, work: files.WriteFile, written_as: str, opened: int) -> list[Any]:
+        """The file is in place: journal its ID (``Remember``, before the record), then record it.
+        ``opened``: the highest block number opened in its epoch now."""
         self.counts["delivered"] += 1
-        return [work.written(written_as)]
+        ids = work.delivered
+        return [self.delivered.remember(ids["object_id"], work.created, ids["epoch"], opened),
+                work.written(written_as)]
 
     def file_lost(self, work: files.WriteFile, error: str) -> list[Any]:
         self.counts["lost"] += 1

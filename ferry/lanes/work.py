@@ -39,8 +39,9 @@ class SealObject:
 
 
 class ObjectIds:
-    """Object IDs of one agent run: the run id (from the start time) in the top 32 bits, a
-    counter below, so that IDs of two runs never collide in a trail."""
+    """Object IDs of one agent run: the run id (its start second) in the top 32 bits, a counter
+    below, so that IDs of two runs never collide (the outer agent starts on a whole second, so
+    a restart gets a larger run id) and the inner agent can tell a replay by its ID."""
 
     __slots__ = ("run_id", "count")
 
@@ -49,5 +50,6 @@ class ObjectIds:
         self.count = 0
 
     def next(self) -> int:
-        self.count += 1
+        """The next ID; never 0 (lanes/delivered.py reserves it), the counter wraps at 2**32."""
+        self.count = (self.count + 1) & 0xFFFFFFFF or 1
         return (self.run_id << 32) | self.count

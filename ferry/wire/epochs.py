@@ -16,7 +16,7 @@ from ferry.reasons import Reason
 from ferry import limits
 from ferry.crypto import CryptoError, SM2PrivateKey, SM2PublicKey, SM4GCM
 from ferry.wire.announce import Announcement, parse_announcement
-from ferry.wire.bounded import TokenBucket
+from ferry.wire.bounded import Recent, TokenBucket
 from ferry.wire.errors import WireError
 from ferry.wire.loss import Ledger
 from ferry.wire.replay import ReplayWindow
@@ -74,7 +74,7 @@ class KeyEpochs:
 
     __slots__ = (
         "_inner_key", "_outer_public", "_inner_key_id", "_outer_key_id", "_report", "_verify",
-        "epochs", "current", "_ever_keyed",
+        "epochs", "current", "_ever_keyed", "floor", "resumed", "_old_refused",
     )
 
     def __init__(self, inner_key: SM2PrivateKey, outer_public: SM2PublicKey, report: Report, now: float) -> None:
@@ -87,6 +87,9 @@ class KeyEpochs:
         self.epochs: dict[int, Epoch] = {}
         self.current: Epoch | None = None
         self._ever_keyed = False
+        self.floor = -1  # the newest epoch ever accepted (kept across restarts: resume.py)
+        self.resumed: dict[int, int] = {}  # epoch -> highest block opened before a restart
+        self._old_refused: Recent[int, None] = Recent(limits.REFUSED_RECENT_MAX)
 
     def accept(self, data: bytes | memoryview, now: float, wall: float) -> Accepted | None:
         """Check an announcement datagram; None if it was a repeat, dropped or refused."""
@@ -108,8 +111,12 @@ class KeyEpochs:
             report.refuse_announcement(Reason.WRONG_INNER_KEY, a.epoch, now)
             return None
         cur = self.current
-        if cur is not None and a.epoch < cur.epoch:
-            report.refuse_announcement(Reason.OLD_EPOCH, a.epoch, now)
+        if (cur is not None and a.epoch < cur.epoch) or a.epoch < self.floor:
+            if a.epoch in self._old_refused:  # a replay repeats its announcement: refused, recorded once
+                report.counters.announcements_refused += 1
+            else:
+                self._old_refused.put(a.epoch, None)
+                report.refuse_announcement(Reason.OLD_EPOCH, a.epoch, now)
             return None
         if not self._verify.take(now):
             report.drop(Reason.ANNOUNCEMENT_RATE_LIMITED, now)
@@ -159,8 +166,13 @@ class KeyEpochs:
         if cur is not None and a.epoch == cur.epoch + 1 and a.first_block >= cur.first_block:
             ep = Epoch(a, key, cur.lineage, a.first_block, expires)  # rotation: block numbers continue
             rotated_from = cur
+        elif a.epoch in self.resumed:  # the epoch this receiver ran before a restart: go on from there
+            opened = self.resumed.pop(a.epoch)
+            ep = Epoch(a, key, a.epoch, max(opened + 1, a.first_block), expires)
+            ep.replay.close_through(opened)
         else:
             ep = Epoch(a, key, a.epoch, a.first_block if self._ever_keyed else None, expires)
+        self.floor = max(self.floor, a.epoch)
         if cur is not None:
             cur.retire_at = now + limits.KEY_OVERLAP
         self.epochs[a.epoch] = ep

@@ -48,6 +48,7 @@ from ferry.wire.frame import (
 from ferry.wire.liveness import Liveness, heartbeat_event, open_heartbeat
 from ferry.wire.loss import BlockKey, LossAccounting
 from ferry.wire.reassembly import Reassembly
+from ferry.wire.resume import LinkState
 from ferry.wire.report import ReceiverCounters, Report
 
 __all__ = ["LinkReceiver", "ReceiverCounters"]
@@ -237,6 +238,35 @@ class LinkReceiver:
         self.loss.force_resolve(ep.ledger, ep.ledger.frontier, now)
         self.assembly.discard_epoch(ep.epoch)
         self.key_epochs.retire(ep)
+
+    # --- across a restart (resume.py) ---------------------------------------
+    def snapshot(self) -> LinkState:
+        """What a restarted receiver needs to refuse replays and go on where this one stopped."""
+        epochs = self.key_epochs
+        cur = epochs.current
+        announcement = cur.announcements[-1] if cur is not None and cur.announcements else b""
+        opened = {e: ep.replay.last for e, ep in epochs.epochs.items() if ep.replay.last >= 0}
+        return LinkState(epochs.floor, announcement, opened)
+
+    def resume(self, state: LinkState, now: float, wall: float) -> bool:
+        """Start from a stored state (before any datagram): the epoch floor, and the stored
+        announcement checked again like a received one. True if its key was accepted."""
+        epochs = self.key_epochs
+        epochs.floor = max(epochs.floor, state.floor)
+        if not state.announcement:
+            return False
+        epochs.resumed = dict(state.opened)
+        try:
+            before = epochs.current
+            self._on_announcement(state.announcement, now, wall)
+            return epochs.current is not before
+        finally:
+            epochs.resumed = {}
+
+    def opened_high(self, epoch: int) -> int:
+        """The highest block number opened in an epoch (-1 if none, or the epoch is gone)."""
+        ep = self.key_epochs.epochs.get(epoch)
+        return ep.replay.last if ep is not None else -1
 
     # --- introspection (tests, status) --------------------------------------
     @property

@@ -50,6 +50,12 @@ class ReplayWindow:
         """True if n has fallen out of the window."""
         return self.last - n >= self.size
 
+    def close_through(self, n: int) -> None:
+        """Every number up to n counts as opened (a receiver resumed after a restart)."""
+        if n > self.last:
+            self.last = n
+            self._bits = self._mask
+
     def mark(self, n: int) -> bool:
         """Mark n as opened; False (and no change) if check(n) would refuse it."""
         if n > self.last:

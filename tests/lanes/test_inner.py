@@ -9,6 +9,7 @@ import pytest
 from ferry import limits
 from ferry.crypto import SM2PrivateKey
 from ferry.lanes import inner
+from ferry.lanes.delivered import Remember
 from ferry.lanes.files import WriteFile, make_file_object
 from ferry.lanes.inner import InnerDispatch, skew_refusal
 from ferry.lanes.work import AuditIntent
@@ -91,13 +92,35 @@ def test_an_allowed_file_becomes_a_write_and_its_records():
     [w] = d.handle(_received(_file()), PLAN, NOW, MONDAY_0830)
     assert isinstance(w, WriteFile) and w.name == "a.txt" and w.content == b"hello\n"
     assert list(w.candidates())[:2] == ["a.txt", "a (1).txt"]
-    [rec] = _records(d.file_written(w, "a (1).txt"))
+    work = d.file_written(w, "a (1).txt", 11)
+    assert work[0] == Remember(5, MONDAY_0830 + limits.CLOCK_SKEW, EPOCH, 11)   # journaled before its record
+    [rec] = _records(work)
     assert rec["event"] == "object_delivered" and rec["rule"] == "office-hours" and rec["object_id"] == 5
     assert rec["epoch"] == EPOCH and rec["blocks"] == [10, 11] and rec["size"] == 6
     assert rec["detail"] == {"name": "a.txt", "media_type": "text/plain", "written_as": "a (1).txt"}
     [lost] = _records(d.file_lost(w, "disk full"))
     assert lost["event"] == "object_lost" and lost["reason"] == "cannot write output: disk full"
-    assert d.counts == {"delivered": 1, "refused": 0, "lost": 1}
+    assert d.counts == {"delivered": 1, "refused": 0, "lost": 1, "replays": 0}
+
+
+def test_a_delivered_object_again_is_a_replay_refused_and_recorded_once():
+    d = _dispatch()
+    [w] = d.handle(_received(_file()), PLAN, NOW, MONDAY_0830)
+    d.file_written(w, "a.txt", 11)
+    [rec] = _records(d.handle(_received(_file()), PLAN, NOW, MONDAY_0830 + 1))
+    assert rec["event"] == "object_refused" and rec["code"] == Reason.REPLAYED_OBJECT
+    assert rec["rule"] == inner.REPLAY_RULE and "already delivered" in rec["reason"]
+    assert d.handle(_received(_file()), PLAN, NOW, MONDAY_0830 + 2) == []      # again: counted only
+    assert d.counts["replays"] == 2 and d.counts["refused"] == 1
+    # a restarted agent knows it from the journal
+    d2 = InnerDispatch(Video(), files_output=True)
+    d2.delivered.load([Remember(5, MONDAY_0830 + limits.CLOCK_SKEW, EPOCH, 11)], MONDAY_0830)
+    d2.handle(ev.KeyAccepted(EPOCH, PLAN.hash, "outer", 0.0, 2e9), PLAN, NOW, MONDAY_0830)
+    [rec] = _records(d2.handle(_received(_file()), PLAN, NOW, MONDAY_0830 + 3))
+    assert rec["code"] == Reason.REPLAYED_OBJECT
+    # another object still crosses
+    [w2] = d2.handle(_received(_file(oid=6)), PLAN, NOW, MONDAY_0830 + 3)
+    assert isinstance(w2, WriteFile)
 
 
 def test_refusals_name_rule_and_reason():

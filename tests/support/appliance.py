@@ -114,17 +114,30 @@ spool = "spool/inner"
             f.write("\n" + text.strip() + "\n")
 
     def start(self) -> "Appliance":
-        for role, ns in (("inner", self.inner_netns), ("outer", self.outer_netns)):
-            cmd = [sys.executable, "-m", "ferry", role, "--config", str(self.work / f"{role}.toml")]
-            if ns:
-                cmd = ["ip", "netns", "exec", ns] + cmd
-            log = open(self.work / "logs" / f"{role}.log", "wb")
-            self.procs[role] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.work,
-                                                env={**os.environ, "PYTHONUNBUFFERED": "1", "FERRY_STRICT": "1"})
-            log.close()
-            self.wait_for(lambda: any(r["event"] == "agent_started" for r in read_trail(
-                self.inner_audit if role == "inner" else self.outer_audit)), 20, f"{role} agent start")
+        for role in ("inner", "outer"):
+            self.start_role(role)
         return self
+
+    def start_role(self, role: str) -> None:
+        """Start one agent (again) and wait for its agent_started record."""
+        ns = self.inner_netns if role == "inner" else self.outer_netns
+        trail = self.inner_audit if role == "inner" else self.outer_audit
+        started = sum(r["event"] == "agent_started" for r in read_trail(trail))
+        cmd = [sys.executable, "-m", "ferry", role, "--config", str(self.work / f"{role}.toml")]
+        if ns:
+            cmd = ["ip", "netns", "exec", ns] + cmd
+        log = open(self.work / "logs" / f"{role}.log", "ab")
+        self.procs[role] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.work,
+                                            env={**os.environ, "PYTHONUNBUFFERED": "1", "FERRY_STRICT": "1"})
+        log.close()
+        self.wait_for(lambda: sum(r["event"] == "agent_started" for r in read_trail(trail)) > started, 20,
+                      f"{role} agent start")
+
+    def kill(self, role: str) -> None:
+        """kill -9 one agent."""
+        p = self.procs.pop(role)
+        p.send_signal(signal.SIGKILL)
+        p.wait()
 
     def log(self, role: str) -> str:
         return (self.work / "logs" / f"{role}.log").read_text(errors="replace")

@@ -1,0 +1,95 @@
+"""What the inner agent keeps on disk across restarts (crash-safe), in its state directory:
+
+- ``link.json``: the receiver's `LinkState` (ferry/wire/resume.py): the newest epoch accepted,
+  its announcement, the highest block opened per epoch. Replaced atomically (write a temporary
+  file, fsync it, rename, fsync the directory) when a new epoch is accepted, every
+  STATE_SAVE_INTERVAL while blocks arrive, and on stop.
+- ``delivered.journal``: one record per delivered file (ferry/lanes/delivered.py), appended
+  and fsync'd before the file's audit record; compacted (atomically) at start.
+
+Only I/O here; what the bytes mean is in the pure modules.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ferry.lanes.delivered import Remember, parse_journal
+from ferry.wire.resume import LinkState, ResumeError, decode, encode
+
+LINK_FILE = "link.json"
+JOURNAL_FILE = "delivered.journal"
+
+
+def replace_durably(path: Path, data: bytes) -> None:
+    """Write `data` as `path`: a crash leaves the old file or the new one, never a mix."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+class InnerState:
+    """The state directory: load once, then save the link state and journal deliveries."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._journal: int | None = None
+
+    def load(self) -> tuple[LinkState | None, list[Remember], list[str]]:
+        """The stored link state (None if there is none or it is unusable), the journal's
+        records, and a sentence for each problem found (for the audit trail)."""
+        problems: list[str] = []
+        state = None
+        link = self.dir / LINK_FILE
+        try:
+            state = decode(link.read_bytes())
+        except FileNotFoundError:
+            pass
+        except (OSError, ResumeError) as err:
+            problems.append(f"{link}: {err}: starting without the stored link state")
+        records: list[Remember] = []
+        journal = self.dir / JOURNAL_FILE
+        try:
+            records, bad = parse_journal(journal.read_bytes())
+            if bad:
+                problems.append(f"{journal}: {bad} torn or corrupt record(s) skipped")
+        except FileNotFoundError:
+            pass
+        except OSError as err:
+            problems.append(f"{journal}: {err}: starting without the delivered-object journal")
+        return state, records, problems
+
+    def compact(self, records: list[Remember]) -> None:
+        """Rewrite the journal with `records` only, and open it for appending."""
+        self.close()
+        path = self.dir / JOURNAL_FILE
+        replace_durably(path, b"".join(r.record() for r in records))
+        self._journal = os.open(path, os.O_WRONLY | os.O_APPEND)
+
+    def remember(self, r: Remember) -> None:
+        """Append one delivered object and make it durable (OSError if the disk fails)."""
+        if self._journal is None:
+            self._journal = os.open(self.dir / JOURNAL_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        os.write(self._journal, r.record())
+        os.fsync(self._journal)
+
+    def save_link(self, state: LinkState) -> None:
+        replace_durably(self.dir / LINK_FILE, encode(state))
+
+    def close(self) -> None:
+        if self._journal is not None:
+            os.close(self._journal)
+            self._journal = None
