@@ -12,8 +12,11 @@ from collections import Counter
 
 import pytest
 
-from appliance import read_trail
+from appliance import Appliance, read_trail
+from ferry import limits
+from ferry.agents.inner import InnerAgent
 from ferry.audit import reconcile, verify_dir
+from ferry.config import ConfigError, InnerConfig, load_config
 from ferry.crypto import SM2PrivateKey
 from ferry.crypto.keys import load_public_key
 from ferry.reasons import Reason
@@ -131,3 +134,40 @@ def test_a_flood_of_refusals_is_capped_per_reason_and_summarized(appliance_facto
     print(f"offered={sum(per_reason.values()) + sum(w['records'] for w in withheld.values())} "
           f"written={sum(per_reason.values())} reasons={len(per_reason)} record_bytes_max={sizes} "
           f"summary_bytes={len(json.dumps(summary, separators=(',', ':')))}")
+
+
+def test_the_inner_agents_timer_writes_the_summary_when_the_hour_ends(tmp_path):
+    """In process: the inner agent's own timer (on_timer), not a thread or a stop, writes the summary."""
+    a = Appliance(tmp_path)
+    a.append_config("inner", "[audit]\nrefusals_per_reason_per_hour = 1")
+    agent = InnerAgent(load_config(a.work / "inner.toml", InnerConfig))
+    try:
+        for n in (5, 6, 7):
+            agent.audit(event="datagrams_dropped", verdict="refused", code=Reason.BAD_LENGTH, reason="bad_length",
+                        detail={"count": n})
+        agent.audit(event="block_refused", verdict="refused", code=Reason.AUTH, reason="auth", epoch=1, blocks=[2])
+        now = time.monotonic()
+        assert agent.on_timer(now, time.time()) <= limits.INNER_TIMER_MAX
+        assert not _records(a, "audit_suppressed")
+        end = agent.records.budget.next_timer()
+        assert end is not None and end - now > limits.AUDIT_REFUSAL_WINDOW - 60
+        agent.on_timer(end, time.time())
+        [s] = _records(a, "audit_suppressed")
+        assert s["detail"]["withheld"] == [{"event": "datagrams_dropped", "code": "bad_length", "records": 2,
+                                            "count": 13}]
+        assert [r["detail"]["count"] for r in _records(a, "datagrams_dropped")] == [5]
+        assert len(_records(a, "block_refused")) == 1
+    finally:
+        agent.sock.close()
+        agent.id.audit.close(time.time())
+
+
+def test_the_cap_is_an_inner_config_key_checked_strictly(tmp_path):
+    a = Appliance(tmp_path)
+    assert load_config(a.work / "inner.toml", InnerConfig).audit.refusals_per_reason_per_hour == \
+        limits.AUDIT_REFUSALS_PER_REASON_PER_HOUR
+    for bad in ("-1", '"60"', str(limits.AUDIT_REFUSALS_PER_REASON_PER_HOUR_MAX + 1)):
+        (a.work / "bad.toml").write_text((a.work / "inner.toml").read_text() +
+                                         f"[audit]\nrefusals_per_reason_per_hour = {bad}\n")
+        with pytest.raises(ConfigError, match="audit.refusals_per_reason_per_hour"):
+            load_config(a.work / "bad.toml", InnerConfig)
