@@ -129,11 +129,11 @@ def test_a_flood_of_refusals_is_capped_per_reason_and_summarized(appliance_facto
         assert v.ok, v.reason
     report = reconcile(read_trail(a.outer_audit), inner)
     assert report.ok and len(report.delivered) == len(genuine)
-    sizes = {e: max(len(json.dumps(r, separators=(",", ":"))) for r in capped if r["event"] == e)
-             for e in {r["event"] for r in capped}}
+    lines = [(json.loads(x)["event"], len(x) + 1) for x in (a.inner_audit / "audit.jsonl").read_bytes().splitlines()]
+    sizes = {e: max(n for ev, n in lines if ev == e) for e in {r["event"] for r in capped} | {"audit_suppressed"}}
     print(f"offered={sum(per_reason.values()) + sum(w['records'] for w in withheld.values())} "
-          f"written={sum(per_reason.values())} reasons={len(per_reason)} record_bytes_max={sizes} "
-          f"summary_bytes={len(json.dumps(summary, separators=(',', ':')))}")
+          f"written={sum(per_reason.values())} reasons={len(per_reason)} line_bytes_max={sizes} "
+          f"capped_bytes={sum(n for ev, n in lines if ev in CAPPED)} trail_bytes={sum(n for _, n in lines)}")
 
 
 def test_the_inner_agents_timer_writes_the_summary_when_the_hour_ends(tmp_path):
