@@ -51,10 +51,10 @@ class Withheld:
 def capped_key(fields: Record) -> Key | None:
     """The (event, code) a record is capped under, or None if it is always written."""
     event, code = fields.get("event"), fields.get("code")
-    if event not in CAPPED_EVENTS or not isinstance(code, str):
+    if type(event) is not str or event not in CAPPED_EVENTS or not isinstance(code, str):
         return None
     code = str(code)          # a Reason is its value
-    return (str(event), code) if code in _CODES else None
+    return (event, code) if code in _CODES else None
 
 
 def record_count(fields: Record) -> int:

@@ -87,7 +87,8 @@ def test_only_link_refusals_are_capped():
               {"event": "policy_mismatch", "verdict": "alarm", "code": Reason.POLICY_MISMATCH},
               {"event": "agent_started", "verdict": "info"},
               {"event": "datagrams_dropped", "verdict": "refused"},                  # no code: not a key
-              {"event": "datagrams_dropped", "verdict": "refused", "code": "made_up"}]  # the trail refuses it
+              {"event": "datagrams_dropped", "verdict": "refused", "code": "made_up"},  # the trail refuses it
+              {"event": ["datagrams_dropped"], "verdict": "refused", "code": "auth"}]   # ... and this
     for r in always:
         assert b.offer(r, 1.0, T0) == [r]
     assert b.close() == []
