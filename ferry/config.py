@@ -165,12 +165,19 @@ class OuterConfig(_Strict):
         return self
 
 
+class AuditSection(_Strict):
+    """Inner: link refusal records written per (event, code) per hour; the rest are counted (README, Audit)."""
+    refusals_per_reason_per_hour: int = Field(default=limits.AUDIT_REFUSALS_PER_REASON_PER_HOUR, ge=0,
+                                              le=limits.AUDIT_REFUSALS_PER_REASON_PER_HOUR_MAX)
+
+
 class InnerConfig(_Strict):
     agent: AgentSection
     link: InnerLink
     files: InnerFiles | None = None
     management: ManagementSection | None = None
     kernel: KernelSection | None = None
+    audit: AuditSection = AuditSection()
     video_output: list[InnerVideoOutput] = Field(default_factory=list, max_length=limits.VIDEO_STREAMS_MAX)
 
     @model_validator(mode="after")

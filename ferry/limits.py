@@ -48,6 +48,12 @@ AUDIT_CHECKPOINT_EVERY = 1000  # records between signed checkpoints
 AUDIT_CHECKPOINT_INTERVAL = 60.0
 AUDIT_RECORD_MAX = 64 << 10    # bytes of one JSON line
 AUDIT_RETRY_INTERVAL = 1.0     # while failed closed, retry writing this often
+# Link refusal records (datagrams_dropped, block_refused, announcement_refused) written per
+# (event, code) per window; the rest are counted in one audit_suppressed record per window
+# (ferry.audit.budget). Inner agent: [audit] refusals_per_reason_per_hour.
+AUDIT_REFUSALS_PER_REASON_PER_HOUR = 60   # the first minute of each kind of attack in full (drops: 1 a second)
+AUDIT_REFUSALS_PER_REASON_PER_HOUR_MAX = 1_000_000   # the most the configuration accepts
+AUDIT_REFUSAL_WINDOW = 3600.0  # s: the window of that cap
 
 # --- policy ---------------------------------------------------------------
 POLICY_FILE_MAX = 4 << 20

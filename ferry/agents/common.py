@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ferry.audit import AuditTrail, AuditUnavailable
+from ferry.audit.budget import RefusalBudget
 from ferry.config import AgentSection, ManagementSection
 from ferry.crypto import SM2PrivateKey, SM2PublicKey
 from ferry.crypto.keys import load_private_key, load_public_key
@@ -50,20 +51,51 @@ def open_identity(section: AgentSection, role: str, management: ManagementSectio
 
 class AuditQueue:
     """Audit records in order. No audit, no transfer: while the trail cannot be written they
-    wait here (``down``), and the agent stops its lane until a flush gets them all out."""
+    wait here (``down``), and the agent stops its lane until a flush gets them all out.
 
-    def __init__(self, trail: AuditTrail, plan: Callable[[], Plan], lane: str, limit: int | None = None) -> None:
+    With ``refusal_cap`` (the inner agent's ``[audit] refusals_per_reason_per_hour``), link
+    refusal records pass through a ``RefusalBudget`` first: at most that many per (event, code)
+    per hour are queued, the rest are counted into one ``audit_suppressed`` record, written when
+    the hour ends (``tick``, from the agent's timer) or the agent stops (``close_budget``)."""
+
+    def __init__(self, trail: AuditTrail, plan: Callable[[], Plan], lane: str, limit: int | None = None,
+                 refusal_cap: int | None = None) -> None:
         self.trail, self.plan, self.lane, self.limit = trail, plan, lane, limit
         self.records: deque[dict[str, Any]] = deque()
         self.down = False
+        self.budget = RefusalBudget(refusal_cap, time.monotonic()) if refusal_cap is not None else None
 
     def append(self, fields: dict[str, Any]) -> bool:
         """Queue a record (None values left out) and write all queued; False while the trail is down."""
-        if self.limit is not None and len(self.records) >= self.limit:
-            log.error("audit backlog full; dropping record %s", fields.get("event"))
-            return False
-        self.records.append({"policy_hash": self.plan().hash.hex(), **{k: v for k, v in fields.items()
-                                                                          if v is not None}})
+        fields = {k: v for k, v in fields.items() if v is not None}
+        if self.budget is None:
+            return self._queue([fields])
+        batch = self.budget.offer(fields, time.monotonic(), time.time())
+        if self.budget.just_capped is not None:
+            log.warning("audit: more than %d %s records with code %s this hour: further ones are counted, "
+                        "and written as one audit_suppressed record when the hour ends",
+                        self.budget.cap, *self.budget.just_capped)
+        return self._queue(batch)
+
+    def tick(self, now: float) -> float | None:
+        """The agent's timer: write the summary of an hour that ended; when to call again (monotonic)."""
+        if self.budget is None:
+            return None
+        batch = self.budget.handle_timer(now)
+        if batch:
+            self._queue(batch)
+        return self.budget.next_timer()
+
+    def close_budget(self) -> bool:
+        """The agent stops: write the summary of what was withheld so far, if anything."""
+        return self._queue(self.budget.close()) if self.budget is not None else self.flush()
+
+    def _queue(self, batch: list[dict[str, Any]]) -> bool:
+        for fields in batch:
+            if self.limit is not None and len(self.records) >= self.limit:
+                log.error("audit backlog full; dropping record %s", fields.get("event"))
+                return False
+            self.records.append({"policy_hash": self.plan().hash.hex(), **fields})
         return self.flush()
 
     def flush(self) -> bool:

@@ -52,7 +52,8 @@ class InnerAgent(PolicyHost):
                                       rcvbuf=link.rcvbuf, gro=link.gro == "auto")
         if not self.sock.check_receive_only():
             raise RuntimeError("the link socket is not receive-only; refusing to run")
-        self.records = AuditQueue(self.id.audit, lambda: self.id.plan, "delivery", limits.AUDIT_BACKLOG_MAX)
+        self.records = AuditQueue(self.id.audit, lambda: self.id.plan, "delivery", limits.AUDIT_BACKLOG_MAX,
+                                  refusal_cap=cfg.audit.refusals_per_reason_per_hour)
         self.stats = {"policy_reloads": 0}
         self.held: deque = deque()
         self.overflow = 0
@@ -208,6 +209,8 @@ class InnerAgent(PolicyHost):
             delays.append(g - now)
         if self.audit_down:
             delays.append(limits.INNER_TICK)
+        if (b := self.records.tick(now)) is not None:    # the hourly summary of capped refusals
+            delays.append(b - now)
         return max(limits.INNER_TIMER_MIN, min(delays))
 
     async def timers(self, stop: asyncio.Event) -> None:
@@ -250,6 +253,7 @@ class InnerAgent(PolicyHost):
         self.video.close(time.time())
         self.save_state(time.monotonic(), force=True)
         self.state.close()
+        self.records.close_budget()
         self.audit(event="agent_stopped", verdict="info", reason="inner agent stopped",
                    detail={**self.dispatch.counts, **self.stats})
         self.flush_audit()

@@ -3,7 +3,8 @@
 ``records`` (pure) defines fields, canonical form and the chain hash; ``trail`` writes
 one agent's trail (the only module here that touches files, fail closed); ``verify``
 proves a trail complete and untampered; ``reconcile`` accounts for every object
-across the two sides; ``export`` and ``cli`` serve auditors.
+across the two sides; ``export`` and ``cli`` serve auditors; ``budget`` (pure) caps the
+link's refusal records per reason and hour, summing up the rest.
 """
 
 from ferry.audit.errors import AuditError, AuditUnavailable, RecordError

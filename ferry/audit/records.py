@@ -37,7 +37,7 @@ EVENTS = frozenset({
     "object_sent", "object_refused", "object_delivered", "block_lost", "object_lost",
     "key_announced", "key_accepted", "announcement_refused", "block_refused",
     "datagrams_dropped", "policy_loaded", "policy_mismatch", "agent_started",
-    "agent_stopped", "audit_resumed", "checkpoint",
+    "agent_stopped", "audit_resumed", "audit_suppressed", "checkpoint",
 })  # the known events; other machine names are accepted (see _EVENT_RE)
 
 MANDATORY = ("time", "agent", "event", "verdict")

@@ -1,6 +1,7 @@
 """ferry.agents.common.AuditQueue: no audit, no transfer — records wait in order while the trail is down."""
 from __future__ import annotations
 
+import time
 from types import SimpleNamespace
 
 from ferry.agents.common import AuditQueue
@@ -38,3 +39,43 @@ def test_a_bounded_queue_drops_past_its_limit():
         q.append({"event": e})
     trail.up = True
     assert q.flush() and [r["event"] for r in trail.written] == ["a", "b"]
+
+
+def _dropped(code="bad_magic", count=3):
+    return {"event": "datagrams_dropped", "verdict": "refused", "code": code, "reason": code,
+            "detail": {"count": count}, "rule": None}
+
+
+def test_with_a_refusal_cap_link_refusals_beyond_it_are_summed_up_not_queued():
+    trail = Trail()
+    q = AuditQueue(trail, lambda: SimpleNamespace(hash=b"\0" * 32), "delivery", refusal_cap=2)
+    for _ in range(5):
+        q.append(_dropped())
+    q.append({"event": "object_delivered", "verdict": "delivered", "object_id": 1})
+    assert [r["event"] for r in trail.written] == ["datagrams_dropped"] * 2 + ["object_delivered"]
+    assert "rule" not in trail.written[0]                                   # None values still left out
+    assert q.tick(time.monotonic()) == q.budget.next_timer() > time.monotonic()   # the agent's next timer
+    assert q.tick(q.budget.next_timer()) is None                            # the hour ends: the summary
+    s = trail.written[-1]
+    assert s["event"] == "audit_suppressed" and s["policy_hash"] == "00" * 32
+    assert s["detail"]["withheld"] == [{"event": "datagrams_dropped", "code": "bad_magic", "records": 3, "count": 9}]
+
+
+def test_close_budget_writes_the_summary_while_the_trail_may_be_down():
+    trail = Trail()
+    q = AuditQueue(trail, lambda: SimpleNamespace(hash=b"\0" * 32), "delivery", refusal_cap=0)
+    q.append(_dropped())
+    assert trail.written == []
+    trail.up = False
+    assert not q.close_budget() and q.down                 # queued, in order, like every record
+    trail.up = True
+    assert q.flush() and [r["event"] for r in trail.written] == ["audit_suppressed"]
+    assert q.close_budget() and len(trail.written) == 1    # nothing more withheld: nothing written
+
+
+def test_without_a_cap_nothing_is_withheld():
+    trail = Trail()
+    q = AuditQueue(trail, lambda: SimpleNamespace(hash=b"\0" * 32), "lane")
+    for _ in range(100):
+        q.append(_dropped())
+    assert len(trail.written) == 100 and q.tick(time.monotonic()) is None and q.close_budget()
