@@ -7,7 +7,7 @@ which meanwhile reads cameras and files. The agent decides this: its sender is m
 (`put`): datagrams, and `UnsealedBlock`s that this thread seals (`ferry.wire.seal.seal`) in
 their place. Data leaves in the order the sender made it, paced to the link rate.
 
-Control ahead of data (proto/WIRE.md §2a): key announcements and heartbeats
+Control ahead of data (proto/WIRE.md §3a): key announcements and heartbeats
 (`LinkSender.control_to_send`) are handed over apart (`put_control`) and go before the data
 queued, within the reserved share of the rate (`ferry.wire.pacing.LinkPacer`); one whose
 `after_block` has not left yet (a rotation's announcement) waits for those blocks, and no batch

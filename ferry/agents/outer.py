@@ -47,7 +47,7 @@ class _Spool:
 class LinkPump:
     """The sender state machine on the loop (timers, collecting what it made) and its writer
     thread (sealing, pacing, sending). Control datagrams (announcements, heartbeats) go to the
-    writer apart, ahead of the data (proto/WIRE.md §2a); the sender learns from the writer which
+    writer apart, ahead of the data (proto/WIRE.md §3a); the sender learns from the writer which
     blocks have left (its heartbeats claim no others). While the audit trail is down (`held`)
     nothing more is handed to the writer: it waits in `outbox` and `control_outbox`."""
 

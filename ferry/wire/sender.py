@@ -17,7 +17,7 @@ a thread beside its event loop); `datagrams_to_send` still returns sealed bytes 
 byte counter counts a block's datagrams when the block is made, sealed or not (their size is
 known exactly).
 
-Control ahead of data (proto/WIRE.md §2a): announcements and heartbeats are kept apart from the
+Control ahead of data (proto/WIRE.md §3a): announcements and heartbeats are kept apart from the
 blocks. `items_to_send` / `datagrams_to_send` still give everything in the order it was made;
 a caller that paces data (the outer agent's link writer) takes the control datagrams first with
 `control_to_send` and sends them ahead of the data it has queued. Such a caller makes the sender

@@ -78,7 +78,7 @@ def test_heartbeat_body_carries_the_wall_clock(keys):
     assert ferry_pb2.Heartbeat.FromString(body).sent_at == WALL + 0.5
 
 
-# --- control datagrams ahead of data (proto/WIRE.md §2a) ---------------------------------------
+# --- control datagrams ahead of data (proto/WIRE.md §3a) ---------------------------------------
 
 def _kinds(datagrams) -> str:
     """One letter per datagram: A announcement, H heartbeat, s symbol."""
