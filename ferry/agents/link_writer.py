@@ -82,8 +82,10 @@ class LinkWriter:
         them first: an `after_block` waits for blocks handed over)."""
         if not items:
             return
-        self.control.extend(items)
-        self._wake()
+        with self._more:              # the thread looks through `control`: never while it changes
+            self.control.extend(items)
+            self._news = True
+            self._more.notify()
 
     def _wake(self) -> None:
         with self._more:
@@ -107,9 +109,8 @@ class LinkWriter:
             while True:
                 if self._pending is None and self.queued:
                     self._pending = self._take_batch()
-                i = self._ready_control()
+                control = self._ready_control()
                 data = self._pending
-                control = self.control[i] if i is not None else None
                 choice = self.pacer.next(None if control is None else len(control.data),
                                          None if data is None else data.size, time.monotonic())
                 if choice is None:
@@ -120,8 +121,9 @@ class LinkWriter:
                 if wait > 0:
                     self._sleep(wait)     # then decide again: control may have come meanwhile
                     continue
-                if kind is Next.CONTROL and i is not None and control is not None:
-                    del self.control[i]   # only this thread removes: the index still holds
+                if kind is Next.CONTROL and control is not None:
+                    with self._more:
+                        self.control.remove(control)   # the first equal one: this one, or its twin
                     self.pacer.consume(Next.CONTROL, len(control.data), time.monotonic())
                     self._send([control.data])
                     self.control_sent += 1
@@ -145,19 +147,21 @@ class LinkWriter:
             self._news = False
         return True
 
-    def _ready_control(self) -> int | None:
+    def _ready_control(self) -> Control | None:
         """The first control datagram whose blocks have left (or that has no more to wait for:
-        no data is queued), by index."""
+        no data is queued)."""
         idle = self._pending is None and not self.queued
-        for i, c in enumerate(self.control):
-            if c.after_block <= self.next_block_sent or idle:
-                return i
+        with self._more:
+            for c in self.control:
+                if c.after_block <= self.next_block_sent or idle:
+                    return c
         return None
 
     def _take_batch(self) -> _Batch:
         """Seal the next batch of data; it stops before a block that a waiting control datagram
         must precede."""
-        gates = [c.after_block for c in self.control if c.after_block > self.next_block_sent]
+        with self._more:
+            gates = [c.after_block for c in self.control if c.after_block > self.next_block_sent]
         stop_at = min(gates) if gates else None
         queued, batch = self.queued, _Batch()
         most, most_bytes = limits.WRITER_BATCH_DATAGRAMS, limits.WRITER_BATCH_BYTES

@@ -1,4 +1,6 @@
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ferry.wire.pacing import LinkPacer, Next, Pacer
 
@@ -81,3 +83,42 @@ def test_control_alone_goes_at_its_share():
 def test_control_share_must_be_a_fraction():
     with pytest.raises(ValueError):
         LinkPacer(RATE, burst=10_000, now=0.0, control_share=1.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    share=st.floats(0.005, 0.5),
+    control_burst=st.integers(1_000, 50_000),
+    steps=st.lists(st.tuples(st.sampled_from(["control", "data", "both", "idle"]),
+                             st.integers(40, 1_472), st.integers(1_000, 100_000), st.floats(0.0, 0.05)),
+                   min_size=1, max_size=300),
+)
+def test_any_mix_holds_the_link_rate_and_the_control_share(share, control_burst, steps):
+    """Whatever waits, and however often the writer asks: what goes over any prefix is within
+    the link's rate (+ its burst + one datagram of debt) and control within its share."""
+    rate, burst = RATE, 64_000
+    p = LinkPacer(rate, burst, now=0.0, control_share=share, control_burst=control_burst)
+    now, total, control_bytes = 0.0, 0, 0
+    for what, csize, dsize, idle in steps:
+        now += idle
+        c = csize if what in ("control", "both") else None
+        d = dsize if what in ("data", "both") else None
+        got = p.next(c, d, now)
+        if got is None:
+            assert c is None and d is None
+            continue
+        kind, wait = got
+        assert wait >= 0
+        if kind is Next.CONTROL:
+            assert c is not None
+        else:
+            assert d is not None and (c is None or p.control.delay(c, now) > 0)   # control first while it may
+        now += wait
+        size = c if kind is Next.CONTROL else d
+        assert size is not None
+        p.consume(kind, size, now)
+        total += size
+        if kind is Next.CONTROL:
+            control_bytes += size
+        assert total <= rate * now + burst + 100_000 + 1e-6
+        assert control_bytes <= rate * share * now + control_burst + 1_472 + 1e-6
