@@ -24,8 +24,8 @@ a caller that paces data (the outer agent's link writer) takes the control datag
 with `track_sent=True` and reports which blocks have left (`blocks_sent`): a heartbeat then
 claims only those blocks (its `next_block` proves blocks sent, and a claim ahead of queued data
 would make the receiver report them lost), it is sealed under the key of the epoch on the wire,
-the repeated announcement is that epoch's, and a rotation's announcement waits (`Control.after_block`)
-until the blocks of the previous epoch have left.
+the repeated announcement is the one that covers those blocks, and a new announcement (rotation,
+policy hash) waits (`Control.after_block`) until the blocks made before it have left.
 """
 
 from __future__ import annotations
@@ -55,20 +55,24 @@ SendItem = bytes | UnsealedBlock
 class Control:
     """A control datagram (key announcement or heartbeat) to send ahead of queued data.
 
-    `after_block`: send it only once every block below this number has left (a rotation's
-    announcement: its `first_block`, so it never overtakes the previous epoch's blocks, whose
-    loss it would otherwise prove); a heartbeat's is 0 (at once)."""
+    `after_block`: send it only once every block below this number has left. A new announcement
+    waits for the blocks made before it: a rotation's proves the previous epoch's blocks sent
+    (their loss, were it to overtake them), a new policy hash would label the objects sealed
+    under the old one. A heartbeat's is 0 (at once)."""
 
     data: bytes
     after_block: int = 0
 
 
-@dataclass(slots=True)
-class _WireEpoch:
-    """An epoch whose blocks are on the wire or queued: what heartbeats and repeats use."""
+@dataclass(frozen=True, slots=True)
+class _Announced:
+    """An announcement and the blocks it covers, from `from_block` (its epoch's first block, or
+    where a new policy hash began) to the next one's: what heartbeats and repeats use while
+    those blocks are on the wire or queued."""
 
     epoch: int
     first_block: int
+    from_block: int
     aead: SM4GCM
     announcement: bytes
 
@@ -141,7 +145,7 @@ class LinkSender:
         self._data_made = 0   # data items ever queued
         self._data_taken = 0  # ... and taken
         self._sent: int | None = 0 if track_sent else None  # blocks below have left (track_sent)
-        self._wire: deque[_WireEpoch] = deque()  # epochs from the one on the wire to the newest
+        self._wire: deque[_Announced] = deque()  # from the announcement on the wire to the newest
         self._events: deque[SenderEvent] = deque()
         # block being filled
         self._parts: list[bytes | memoryview] = []
@@ -180,7 +184,6 @@ class LinkSender:
         if reason is not None:
             self._events.append(KeyRotated(epoch, reason))
         self._build_announcement()
-        self._wire.append(_WireEpoch(epoch, self._epoch_first_block, self._aead, self._announcement))
         self._announce(now, copies=limits.ANNOUNCE_REPEAT_ON_ROTATE)
         self._events.append(KeyAnnounced(epoch))
 
@@ -200,9 +203,12 @@ class LinkSender:
         )
 
     def _announce(self, now: float, copies: int) -> None:
-        """Queue the newest announcement (a new epoch or policy hash): after the blocks before it."""
+        """Queue a new announcement (a new epoch or policy hash): after the blocks made before it."""
+        self._wire.append(_Announced(self._epoch, self._epoch_first_block, self._next_block, self._aead,
+                                     self._announcement))
+        self._on_wire()   # forget what has left
         for _ in range(copies):
-            self._push(Control(self._announcement, self._epoch_first_block))
+            self._push(Control(self._announcement, self._next_block))
         self.counters.announcements += copies
         self._next_announce = now + limits.ANNOUNCE_INTERVAL
 
@@ -210,7 +216,7 @@ class LinkSender:
         """The timer's repeat: the announcement of the epoch on the wire (the newest one unless
         blocks of an older epoch are still queued: a receiver joining now needs that key)."""
         w = self._on_wire()
-        self._push(Control(w.announcement, w.first_block))
+        self._push(Control(w.announcement, w.from_block))
         self.counters.announcements += 1
         self._next_announce = now + limits.ANNOUNCE_INTERVAL
 
@@ -223,7 +229,6 @@ class LinkSender:
             raise ValueError("policy_hash must be 32 bytes")
         self._policy_hash = bytes(policy_hash)
         self._build_announcement()
-        self._wire[-1].announcement = self._announcement
         self._announce(now, copies=limits.ANNOUNCE_REPEAT_ON_ROTATE)
 
     @property
@@ -321,10 +326,11 @@ class LinkSender:
         """Blocks below have left: as reported (track_sent), else every block made."""
         return self._next_block if self._sent is None else self._sent
 
-    def _on_wire(self) -> _WireEpoch:
-        """The epoch of the blocks leaving now; older epochs whose blocks all left are forgotten."""
+    def _on_wire(self) -> _Announced:
+        """The announcement of the blocks leaving now; older ones whose blocks all left are
+        forgotten."""
         wire, frontier = self._wire, self._frontier()
-        while len(wire) > 1 and wire[1].first_block <= frontier:
+        while len(wire) > 1 and wire[1].from_block <= frontier:
             wire.popleft()
         return wire[0]
 

@@ -6,6 +6,8 @@ import random
 import struct
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ferry import limits
 from ferry.pb import ferry_pb2
@@ -184,11 +186,64 @@ def test_a_rotation_waits_for_the_previous_epochs_blocks_and_the_wire_epoch_is_a
     assert _heartbeat(hb.data, s._aead).next_block == new_first_block
 
 
-def test_a_policy_hash_announced_anew_replaces_the_repeated_announcement(keys):
-    s = _sender(keys, track_sent=True)
-    s.control_to_send(NOW)
+def test_a_new_policy_hash_is_announced_after_the_blocks_sealed_under_the_old_one(keys):
+    s = _sender(keys, seal=False, track_sent=True)
+    (old,) = {c.data for c in s.control_to_send(NOW)}
+    for i in range(3):
+        s.submit(i, bytes(23_000), NOW)                   # blocks 0-2, under the old policy
+    s.flush(NOW)
     s.set_policy_hash(b"\x01" * 32, NOW)
     new = s.control_to_send(NOW)
     assert len({c.data for c in new}) == 1 and parse_announcement(new[0].data).policy_hash == b"\x01" * 32
+    assert {c.after_block for c in new} == {3}
     s.handle_timer(NOW + limits.ANNOUNCE_INTERVAL, WALL + limits.ANNOUNCE_INTERVAL)
-    assert s.control_to_send(NOW + limits.ANNOUNCE_INTERVAL)[0].data == new[0].data
+    assert s.control_to_send(NOW + limits.ANNOUNCE_INTERVAL)[0].data == old   # blocks 0-2 still queued
+    s.blocks_sent(3)
+    s.handle_timer(NOW + 2 * limits.ANNOUNCE_INTERVAL, WALL + 2 * limits.ANNOUNCE_INTERVAL)
+    assert s.control_to_send(NOW + 2 * limits.ANNOUNCE_INTERVAL)[0].data == new[0].data
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.sampled_from(["submit", "heartbeat", "flush", "policy", "take", "control", "timer"]),
+                          st.integers(0, 60_000)), max_size=30))
+def test_any_sequence_keeps_the_made_order_and_loses_nothing(keys, ops):
+    """Taken in any mix of control_to_send and items_to_send, every datagram comes out once, and
+    items_to_send keeps the order made: a heartbeat comes after every block it claims and before
+    every later block."""
+    s = _sender(keys, key_bytes_max=100_000)
+    now, wall, out, control = NOW, WALL, [], []
+    aeads = {s.epoch: s._aead}                           # each epoch's cipher (one rotation per op at most)
+    for i, (op, n) in enumerate(ops):
+        if op == "submit":
+            s.submit(i, bytes(n), now)
+        elif op == "heartbeat":
+            s.heartbeat(now, wall)
+        elif op == "flush":
+            s.flush(now)
+        elif op == "policy":
+            s.set_policy_hash(n.to_bytes(32, "big"), now)
+        elif op == "take":
+            out += s.datagrams_to_send(now)
+        elif op == "control":
+            control += [c.data for c in s.control_to_send(now)]
+        else:
+            now, wall = now + limits.ANNOUNCE_INTERVAL, wall + limits.ANNOUNCE_INTERVAL
+            s.handle_timer(now, wall)
+        aeads[s.epoch] = s._aead
+    s.flush(now)
+    aeads[s.epoch] = s._aead
+    out += s.datagrams_to_send(now)
+    assert len(out) + len(control) == s.counters.datagrams
+    assert sum(map(len, out)) + sum(map(len, control)) == s.counters.bytes
+    seen_blocks = -1
+    for d in out:
+        if d[3] == TYPE_HEARTBEAT:
+            epoch = struct.unpack(">I", d[4:8])[0]
+            hb = _heartbeat(d, aeads[epoch])
+            assert hb.next_block == seen_blocks + 1
+        elif d[3] == TYPE_ANNOUNCEMENT:
+            assert parse_announcement(d).first_block <= seen_blocks + 1   # after the blocks before it
+        else:
+            block_no = struct.unpack(">Q", d[8:16])[0]
+            assert block_no in (seen_blocks, seen_blocks + 1)
+            seen_blocks = block_no
