@@ -17,9 +17,9 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import time
 import subprocess
 import sys
+import time
 from datetime import datetime
 
 import pytest
