@@ -171,3 +171,7 @@ PUMP_TICK = 0.2                # outer: the link pump looks at its writer thread
 WRITER_BATCH_DATAGRAMS = 64    # outer: datagrams the link writer paces and sends together, at most
 WRITER_BATCH_BYTES = 256 << 10
 WRITER_WRITABLE_WAIT = 1.0     # outer: seconds the writer waits for room in the socket buffer, per try
+
+# --- link priority: control datagrams ahead of data (ferry.wire.pacing, the outer link writer) ---
+CONTROL_SHARE = 0.02           # share of the link rate control datagrams (announcements, heartbeats) may take first
+CONTROL_BURST = 16 << 10       # bytes of control datagrams that may go at once (a rotation's copies and a heartbeat)

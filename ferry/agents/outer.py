@@ -19,7 +19,7 @@ from ferry import limits
 from ferry.agents.common import AuditQueue, Identity, Management, open_identity, run_agent
 from ferry.agents.link_io import LinkSendSocket
 from ferry.agents.link_writer import LinkWriter
-from ferry.wire.pacing import Pacer
+from ferry.wire.pacing import LinkPacer
 from ferry.agents.policy_host import PolicyHost
 from ferry.agents.spool import SpoolEntry, SpoolWatcher, move_aside, read_whole_file
 from ferry.agents.video_ingest import VideoIngest
@@ -47,25 +47,35 @@ class _Spool:
 
 class LinkPump:
     """The sender state machine on the loop (timers, collecting what it made) and its writer
-    thread (sealing, pacing, sending). While the audit trail is down (`held`) nothing more is
-    handed to the writer: it waits in `outbox`."""
+    thread (sealing, pacing, sending). Control datagrams (announcements, heartbeats) go to the
+    writer apart, ahead of the data (proto/WIRE.md §3a); the sender learns from the writer which
+    blocks have left (its heartbeats claim no others). While the audit trail is down (`held`)
+    nothing more is handed to the writer: it waits in `outbox` and `control_outbox`."""
 
     def __init__(self, sender: LinkSender, sock: LinkSendSocket, rate_bytes: float, now: float, on_events) -> None:
         self.sender = sender
         self.on_events = on_events
         # A burst covers what one object seals into (the sender seals whole objects
         # at once); the average stays at the configured rate.
-        self.writer = LinkWriter(sock, Pacer(rate_bytes, burst=max(1 << 20, int(rate_bytes * 0.02)), now=now))
+        self.writer = LinkWriter(sock, LinkPacer(rate_bytes, burst=max(1 << 20, int(rate_bytes * 0.02)), now=now))
         self.outbox: deque = deque()   # made while held
+        self.control_outbox: deque = deque()
         self.held = False              # True while the audit trail cannot be written
         self.wake = asyncio.Event()
         self._sealed_bytes = 0
 
     def collect(self, now: float) -> None:
+        self.sender.blocks_sent(self.writer.next_block_sent)
+        self.control_outbox.extend(self.sender.control_to_send(now))
         self.outbox.extend(self.sender.items_to_send(now))
-        if self.outbox and not self.held:
-            self.writer.put(self.outbox)
-            self.outbox = deque()
+        if not self.held:
+            # data first: a control datagram's after_block waits for blocks handed over
+            if self.outbox:
+                self.writer.put(self.outbox)
+                self.outbox = deque()
+            if self.control_outbox:
+                self.writer.put_control(self.control_outbox)
+                self.control_outbox = deque()
         sealed = self.writer.sealed_bytes
         if sealed != self._sealed_bytes:
             self._sealed_bytes = sealed
@@ -78,7 +88,8 @@ class LinkPump:
         """Stopping: everything made goes out (unless held), then the writer ends."""
         if not self.held:
             self.writer.put(self.outbox)
-            self.outbox = deque()
+            self.writer.put_control(self.control_outbox)
+            self.outbox, self.control_outbox = deque(), deque()
         await asyncio.to_thread(self.writer.close)
         self.collect(time.monotonic())
 
@@ -88,6 +99,7 @@ class LinkPump:
             now, wall = time.monotonic(), time.time()
             timer = self.sender.get_timer()
             if timer is not None and timer <= now:
+                self.sender.blocks_sent(self.writer.next_block_sent)   # what the heartbeat may claim
                 self.sender.handle_timer(now, wall)
                 self.on_events()
             self.collect(now)
@@ -120,10 +132,12 @@ class OuterAgent(PolicyHost):
         self.ids = ObjectIds(int(wall))
         self.run_id = self.ids.run_id
         link = cfg.link
-        # blocks are sealed by the link writer thread, beside the loop (seal=False)
+        # blocks are sealed by the link writer thread, beside the loop (seal=False), which tells
+        # the sender which blocks have left (track_sent: LinkPump)
         self.sender = LinkSender(outer_key=self.id.key, inner_public=self.id.peer, policy_hash=self.id.plan.hash,
                                  name=cfg.agent.name, now=time.monotonic(), wall=wall, k=link.fec_k, m=link.fec_m,
-                                 datagram_max=link.datagram_max, seal=False)
+                                 datagram_max=link.datagram_max, seal=False,
+                                 track_sent=True)
         # cameras' ports first: the link socket's ephemeral port can then never be one of them
         self.video = VideoIngest(list(cfg.video), self, lambda: self.id.plan, self.ids) if cfg.video else None
         if self.video:

@@ -16,6 +16,16 @@ caller takes it (`items_to_send`) and seals it where it likes (`ferry.wire.seal.
 a thread beside its event loop); `datagrams_to_send` still returns sealed bytes only. The
 byte counter counts a block's datagrams when the block is made, sealed or not (their size is
 known exactly).
+
+Control ahead of data (proto/WIRE.md §3a): announcements and heartbeats are kept apart from the
+blocks. `items_to_send` / `datagrams_to_send` still give everything in the order it was made;
+a caller that paces data (the outer agent's link writer) takes the control datagrams first with
+`control_to_send` and sends them ahead of the data it has queued. Such a caller makes the sender
+with `track_sent=True` and reports which blocks have left (`blocks_sent`): a heartbeat then
+claims only those blocks (its `next_block` proves blocks sent, and a claim ahead of queued data
+would make the receiver report them lost), it is sealed under the key of the epoch on the wire,
+the repeated announcement is the one that covers those blocks, and a new announcement (rotation,
+policy hash) waits (`Control.after_block`) until the blocks made before it have left.
 """
 
 from __future__ import annotations
@@ -26,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ferry import limits
-from ferry.crypto import SM2PrivateKey, SM2PublicKey
+from ferry.crypto import SM2PrivateKey, SM2PublicKey, SM4GCM
 from ferry.pb import ferry_pb2
 from ferry.wire import fec
 from ferry.wire.announce import build_announcement
@@ -39,6 +49,32 @@ KEY_SIZE = 16
 
 # what the sender queues: a datagram, or (with seal=False) a block to seal in its place
 SendItem = bytes | UnsealedBlock
+
+
+@dataclass(frozen=True, slots=True)
+class Control:
+    """A control datagram (key announcement or heartbeat) to send ahead of queued data.
+
+    `after_block`: send it only once every block below this number has left. A new announcement
+    waits for the blocks made before it: a rotation's proves the previous epoch's blocks sent
+    (their loss, were it to overtake them), a new policy hash would label the objects sealed
+    under the old one. A heartbeat's is 0 (at once)."""
+
+    data: bytes
+    after_block: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Announced:
+    """An announcement and the blocks it covers, from `from_block` (its epoch's first block, or
+    where a new policy hash began) to the next one's: what heartbeats and repeats use while
+    those blocks are on the wire or queued."""
+
+    epoch: int
+    first_block: int
+    from_block: int
+    aead: SM4GCM
+    announcement: bytes
 
 
 @dataclass(slots=True)
@@ -74,11 +110,13 @@ class LinkSender:
         epoch: int | None = None,
         rng: Callable[[int], bytes] = os.urandom,
         seal: bool = True,
+        track_sent: bool = False,
     ) -> None:
         """`now` is monotonic, `wall` the wall clock (None: `now` is the wall clock too).
 
         The first epoch number is int(wall) unless `epoch` is given. seal=False: blocks are
-        left unsealed for the caller (see the module docstring)."""
+        left unsealed for the caller; track_sent=True: the caller reports the blocks that left
+        (`blocks_sent`), heartbeats claim no others (see the module docstring)."""
         if not 1 <= k <= limits.FEC_K_MAX or not 1 <= m <= limits.FEC_M_MAX:
             raise ValueError("k or m out of range")
         if len(policy_hash) != 32:
@@ -101,7 +139,13 @@ class LinkSender:
         if self.capacity < FRAGMENT_HEADER_SIZE + 1:
             raise ValueError("datagram_max too small for a block")
         self.counters = SenderCounters()
-        self._out: deque[SendItem] = deque()  # datagrams, and blocks to seal (seal=False)
+        self._out: deque[SendItem] = deque()  # data: datagrams, and blocks to seal (seal=False)
+        # control datagrams, each with the number of data items made before it (the made order)
+        self._control: deque[tuple[int, Control]] = deque()
+        self._data_made = 0   # data items ever queued
+        self._data_taken = 0  # ... and taken
+        self._sent: int | None = 0 if track_sent else None  # blocks below have left (track_sent)
+        self._wire: deque[_Announced] = deque()  # from the announcement on the wire to the newest
         self._events: deque[SenderEvent] = deque()
         # block being filled
         self._parts: list[bytes | memoryview] = []
@@ -135,7 +179,6 @@ class LinkSender:
         self._epoch_started = now                    # monotonic: the key lifetime timer
         self._epoch_started_wall = self._wall(now)   # wall: the announcement's validity
         self._epoch_first_block = self._next_block
-        self._epoch_blocks = 0
         self._epoch_bytes = 0
         self.counters.epoch = epoch
         if reason is not None:
@@ -160,9 +203,21 @@ class LinkSender:
         )
 
     def _announce(self, now: float, copies: int) -> None:
+        """Queue a new announcement (a new epoch or policy hash): after the blocks made before it."""
+        self._wire.append(_Announced(self._epoch, self._epoch_first_block, self._next_block, self._key.aead,
+                                     self._announcement))
+        self._on_wire()   # forget what has left
         for _ in range(copies):
-            self._push(self._announcement)
+            self._push(Control(self._announcement, self._next_block))
         self.counters.announcements += copies
+        self._next_announce = now + limits.ANNOUNCE_INTERVAL
+
+    def _repeat_announcement(self, now: float) -> None:
+        """The timer's repeat: the announcement of the epoch on the wire (the newest one unless
+        blocks of an older epoch are still queued: a receiver joining now needs that key)."""
+        w = self._on_wire()
+        self._push(Control(w.announcement, w.from_block))
+        self.counters.announcements += 1
         self._next_announce = now + limits.ANNOUNCE_INTERVAL
 
     def _rotate(self, now: float, reason: str) -> None:
@@ -238,14 +293,15 @@ class LinkSender:
         c = self.counters
         if self._seal_now:
             self._out.extend(seal_block(self._key, self._epoch, block_no, plaintext, k, m))
+            self._data_made += k + m
         else:
             self._out.append(UnsealedBlock(self._epoch, block_no, plaintext, k, m, self._key))
+            self._data_made += 1
         c.blocks += 1
         c.datagrams += k + m
         c.bytes += block_wire_bytes(len(plaintext), k, m)
         self._events.append(BlockSealed(self._epoch, block_no, tuple(self._ids), sealed_len))
         self._next_block = block_no + 1
-        self._epoch_blocks += 1
         self._epoch_bytes += sealed_len
         self._parts = []
         self._ids = []
@@ -253,10 +309,30 @@ class LinkSender:
         if self._epoch_bytes >= self._key_bytes_max:
             self._rotate(now, "bytes")
 
-    def _push(self, datagram: bytes) -> None:
-        self._out.append(datagram)
+    def _push(self, control: Control) -> None:
+        self._control.append((self._data_made, control))
         self.counters.datagrams += 1
-        self.counters.bytes += len(datagram)
+        self.counters.bytes += len(control.data)
+
+    # --- what has left (track_sent) -------------------------------------------
+    def blocks_sent(self, next_block: int) -> None:
+        """The caller reports that every block below `next_block` has left (handed to the link,
+        or lost sending it). Only with track_sent=True; never goes back."""
+        if self._sent is None:
+            raise ValueError("blocks_sent needs a sender made with track_sent=True")
+        self._sent = max(self._sent, min(next_block, self._next_block))
+
+    def _frontier(self) -> int:
+        """Blocks below have left: as reported (track_sent), else every block made."""
+        return self._next_block if self._sent is None else self._sent
+
+    def _on_wire(self) -> _Announced:
+        """The announcement of the blocks leaving now; older ones whose blocks all left are
+        forgotten."""
+        wire, frontier = self._wire, self._frontier()
+        while len(wire) > 1 and wire[1].from_block <= frontier:
+            wire.popleft()
+        return wire[0]
 
     # --- output, events, timers --------------------------------------------
     def datagrams_to_send(self, now: float) -> list[bytes]:
@@ -271,10 +347,28 @@ class LinkSender:
         return out
 
     def items_to_send(self, now: float) -> list[SendItem]:
-        """Everything ready, in order: datagrams and (seal=False) blocks to seal in their place,
-        with `ferry.wire.seal.seal`, before the datagrams after them are sent."""
-        out = list(self._out)
-        self._out.clear()
+        """Everything ready, in the order made: datagrams and (seal=False) blocks to seal in
+        their place, with `ferry.wire.seal.seal`, before the datagrams after them are sent.
+        Control datagrams taken already (`control_to_send`) are not here again."""
+        data = self._out
+        out: list[SendItem] = []
+        for made, control in self._control:
+            take = made - self._data_taken
+            if take > 0:
+                out.extend(data.popleft() for _ in range(take))
+                self._data_taken = made
+            out.append(control.data)
+        self._control.clear()
+        out.extend(data)
+        self._data_taken += len(data)
+        data.clear()
+        return out
+
+    def control_to_send(self, now: float) -> list[Control]:
+        """The control datagrams ready (announcements, heartbeats), in order, to send ahead of
+        the data queued (`items_to_send`), each once its `after_block` has left."""
+        out = [control for _, control in self._control]
+        self._control.clear()
         return out
 
     def next_event(self) -> SenderEvent | None:
@@ -289,7 +383,7 @@ class LinkSender:
         if now >= self._epoch_started + self._key_lifetime:
             self._rotate(now, "time")
         if now >= self._next_announce:
-            self._announce(now, copies=1)
+            self._repeat_announcement(now)
         if now >= self._next_heartbeat:
             self._heartbeat(now)
 
@@ -299,19 +393,23 @@ class LinkSender:
         self._heartbeat(now)
 
     def _heartbeat(self, now: float) -> None:
+        """A heartbeat of the epoch on the wire: `next_block` (proof that the blocks below were
+        sent) and `blocks_sent` count the blocks that left; the other counters what was made."""
         seq = self._hb_seq
         self._hb_seq += 1
         c = self.counters
+        w = self._on_wire()
+        frontier = self._frontier()
         body = ferry_pb2.Heartbeat(
             seq=seq,
             sent_at=self._wall(now),
-            blocks_sent=self._epoch_blocks,
-            next_block=self._next_block,
+            blocks_sent=max(0, frontier - w.first_block),
+            next_block=frontier,
             objects_sent=c.objects,
             bytes_sent=c.bytes,
             datagrams_sent=c.datagrams,
-            epoch=self._epoch,
+            epoch=w.epoch,
         ).SerializeToString(deterministic=True)
-        self._push(seal_heartbeat(self._key.aead, self._epoch, seq, body))
+        self._push(Control(seal_heartbeat(w.aead, w.epoch, seq, body)))
         c.heartbeats += 1
         self._next_heartbeat = now + limits.HEARTBEAT_INTERVAL
