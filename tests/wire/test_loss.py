@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from ferry import limits
 from ferry.wire.events import BlockLost
 from ferry.wire.loss import Ledger, LossAccounting
@@ -28,6 +30,10 @@ class FakePending:
     def failure(self, key):
         return self.notes.get(key)
 
+    def known_from(self, epoch, lo, hi):
+        known = [b for e, b in [*self.seen, *self.notes] if e == epoch and lo <= b < hi]
+        return min(known) if known else None
+
 
 def _setup(start=0, window=limits.REPLAY_WINDOW):
     report = Report(0.0)
@@ -40,6 +46,10 @@ def _setup(start=0, window=limits.REPLAY_WINDOW):
 
 def _lost(report: Report) -> list:
     return [(e.block_no, e.reason) for e in report.events if isinstance(e, BlockLost)]
+
+
+def _gaps(report: Report) -> list:
+    return [(e.block_no, e.count, e.reason) for e in report.events if isinstance(e, BlockLost)]
 
 
 def test_a_gap_is_lost_after_the_block_timeout_of_its_proof():
@@ -97,3 +107,78 @@ def test_the_report_budget_yields_to_the_timer(monkeypatch):
     loss.resolve(led, limits.BLOCK_TIMEOUT)
     loss.resolve(led, limits.BLOCK_TIMEOUT)
     assert [b for b, _ in _lost(report)] == list(range(10))
+
+
+# --- issue 10 item 4: a loss once per gap ---------------------------------------------------
+@pytest.mark.parametrize("n", [1, 2, 5, 63, 64, 1000, limits.REPLAY_WINDOW - 2])
+def test_a_gap_of_any_length_is_one_record(n):
+    loss, led, report, _, lost_calls = _setup()
+    loss.opened(led, 0, 1.0)
+    loss.opened(led, n + 1, 1.0)  # proves blocks 1 .. n sent
+    loss.resolve(led, 1.0 + limits.BLOCK_TIMEOUT)
+    assert _gaps(report) == [(1, n, "missing")]
+    assert report.counters.blocks_lost == n and led.resolved == n + 2
+    assert sorted(set(lost_calls)) == sorted({(3, 1), (3, n)})  # the objects at its two ends
+
+
+def test_gaps_between_opened_blocks_are_one_record_each():
+    loss, led, report, _, _ = _setup()
+    for b in (0, 3, 4, 10, 11, 12, 40):
+        loss.opened(led, b, 1.0)
+    loss.resolve(led, 1.0 + limits.BLOCK_TIMEOUT)
+    assert _gaps(report) == [(1, 2, "missing"), (5, 5, "missing"), (13, 27, "missing")]
+
+
+def test_a_gap_with_pending_and_failed_blocks_in_it_is_still_one_record():
+    loss, led, report, pending, _ = _setup()
+    pending.notes[(3, 5)] = "fec"
+    pending.seen[(3, 7)] = 1.0  # some symbols came, never enough
+    loss.opened(led, 0, 1.0)
+    loss.opened(led, 10, 1.0)
+    loss.resolve(led, 1.0 + limits.BLOCK_TIMEOUT)
+    assert _gaps(report) == [(1, 9, "fec")]  # the reason of the first block seen in it
+    assert pending.abandoned == [(3, 7)]
+
+
+def test_a_gap_waits_for_its_pending_block_and_is_then_one_record():
+    loss, led, report, pending, _ = _setup()
+    loss.opened(led, 0, 1.0)
+    loss.opened(led, 10, 1.0)
+    pending.seen[(3, 6)] = 2.5  # its first symbol after the proof: its own grace
+    loss.resolve(led, 1.0 + limits.BLOCK_TIMEOUT)
+    assert _gaps(report) == [] and led.deadline == 2.5 + limits.BLOCK_TIMEOUT
+    loss.resolve(led, 2.5 + limits.BLOCK_TIMEOUT)
+    assert _gaps(report) == [(1, 9, "timeout")]
+
+
+def test_a_gap_proven_in_two_steps_is_one_record_when_all_of_it_is_due():
+    loss, led, report, _, _ = _setup()
+    loss.opened(led, 0, 1.0)
+    loss.advance(led, 5, 1.0)   # a heartbeat proves blocks 1 .. 4
+    loss.opened(led, 9, 2.0)    # block 9 proves 5 .. 8 a second later
+    loss.resolve(led, 1.0 + limits.BLOCK_TIMEOUT)
+    assert _gaps(report) == [] and led.deadline == 2.0 + limits.BLOCK_TIMEOUT
+    loss.resolve(led, 2.0 + limits.BLOCK_TIMEOUT)
+    assert _gaps(report) == [(1, 8, "missing")]
+
+
+def test_a_gap_open_at_the_frontier_reports_what_is_due():
+    loss, led, report, _, _ = _setup()
+    loss.opened(led, 0, 1.0)
+    loss.advance(led, 5, 1.0)   # heartbeats only: nothing after the gap was opened
+    loss.advance(led, 9, 3.0)
+    loss.resolve(led, 1.0 + limits.BLOCK_TIMEOUT)
+    assert _gaps(report) == [(1, 4, "missing")] and led.deadline == 3.0 + limits.BLOCK_TIMEOUT
+    loss.resolve(led, 3.0 + limits.BLOCK_TIMEOUT)
+    assert _gaps(report) == [(1, 4, "missing"), (5, 4, "missing")]
+
+
+def test_a_start_given_from_outside_reports_nothing_below_it():
+    """The hook for a receiver that persisted its link state: accounting starts at the block
+    after the highest its previous run opened; what that run delivered is never reported."""
+    loss, led, report, _, _ = _setup(start=None)
+    loss.decide_start(led, 500, 1.0)
+    loss.opened(led, 505, 1.0)
+    loss.resolve(led, 1.0 + limits.BLOCK_TIMEOUT)
+    assert _gaps(report) == [(500, 5, "missing")]
+    assert led.missing_before_start(499) and not led.missing_before_start(500)
