@@ -79,9 +79,8 @@ def test_failure_notes_give_the_reason_and_the_window_forces_resolution():
     loss, led, report, pending, _ = _setup(window=8)
     pending.notes[(3, 1)] = "auth"
     loss.opened(led, 0, 0.0)
-    loss.opened(led, 20, 0.0)  # blocks 1..12 leave the window of 8: lost at once
-    assert [b for b, _ in _lost(report)] == list(range(1, 13))
-    assert _lost(report)[0] == (1, "auth")
+    loss.opened(led, 20, 0.0)  # blocks 1..12 leave the window of 8: lost at once, one gap
+    assert _gaps(report) == [(1, 12, "auth")]
 
 
 def test_late_joiner_start_from_the_first_heartbeat():
@@ -100,13 +99,14 @@ def test_late_joiner_start_from_the_first_heartbeat():
 def test_the_report_budget_yields_to_the_timer(monkeypatch):
     monkeypatch.setattr(limits, "LOSS_REPORTS_PER_CALL", 3)
     loss, led, report, _, _ = _setup()
-    loss.advance(led, 10, 0.0)
+    for b in range(1, 20, 2):  # ten gaps of one block: 0, 2, .., 18
+        loss.opened(led, b, 0.0)
     loss.resolve(led, limits.BLOCK_TIMEOUT)
     assert len(_lost(report)) == 3 and led.deadline == limits.BLOCK_TIMEOUT
     loss.resolve(led, limits.BLOCK_TIMEOUT)
     loss.resolve(led, limits.BLOCK_TIMEOUT)
     loss.resolve(led, limits.BLOCK_TIMEOUT)
-    assert [b for b, _ in _lost(report)] == list(range(10))
+    assert [b for b, _ in _lost(report)] == list(range(0, 20, 2))
 
 
 # --- issue 10 item 4: a loss once per gap ---------------------------------------------------
@@ -182,3 +182,15 @@ def test_a_start_given_from_outside_reports_nothing_below_it():
     loss.resolve(led, 1.0 + limits.BLOCK_TIMEOUT)
     assert _gaps(report) == [(500, 5, "missing")]
     assert led.missing_before_start(499) and not led.missing_before_start(500)
+
+
+def test_a_gap_held_back_by_a_pending_block_gives_up_nothing_before_it_is_reported():
+    loss, led, report, pending, _ = _setup()
+    pending.seen[(3, 3)] = 1.0   # due at 1.0 + BLOCK_TIMEOUT
+    pending.seen[(3, 6)] = 2.5   # due later: the whole gap waits for it
+    loss.opened(led, 0, 1.0)
+    loss.opened(led, 10, 1.0)
+    loss.resolve(led, 1.0 + limits.BLOCK_TIMEOUT)
+    assert _gaps(report) == [] and pending.abandoned == []
+    loss.resolve(led, 2.5 + limits.BLOCK_TIMEOUT)
+    assert _gaps(report) == [(1, 9, "timeout")] and pending.abandoned == [(3, 3), (3, 6)]

@@ -55,7 +55,8 @@ def test_a_lost_neighbour_block_loses_the_object():
     ra, led, report, lost = _setup()
     ra.deliver(led, 5, [_frag(7, 10, 0, b"12345")], 0.0)  # needs block 6
     ra.block_lost((4, 6))
-    assert [(e.object_id, e.reason, e.blocks) for e in _events(report, ObjectLost)] == [(7, "block_lost", (5,))]
+    # its block range: the block that carried it and the one it needed
+    assert [(e.object_id, e.reason, e.blocks) for e in _events(report, ObjectLost)] == [(7, "block_lost", (5, 6))]
     lost.add((4, 9))
     ra.deliver(led, 10, [_frag(8, 10, 5, b"12345")], 0.0)  # needs block 9, already lost
     assert _events(report, ObjectLost)[-1].reason == "block_lost"
@@ -122,7 +123,9 @@ def test_a_gap_is_one_block_lost_and_an_object_one_object_lost_with_its_block_ra
     assert gaps == [(b1[2], 3), (b1[-1], len(across))]    # one record per gap, whatever its length
     lost = {e.object_id: e for e in link.of(ObjectLost)}
     assert len(link.of(ObjectLost)) == len(lost) == 2      # once per object
-    assert lost[1].blocks == (b1[0], b1[-1]) and lost[12].blocks == (b12[0], b12[-1])
+    # object 1 from its first block to its last; object 12 from the block before the first one
+    # that came (it needed it) to its last: where it began, the receiver cannot know
+    assert lost[1].blocks == (b1[0], b1[-1]) and lost[12].blocks == (max(across), b12[-1])
     acc = link.account()
     assert acc["delivered"] == set(link.sent) - {1, 12} - {oid for oid in range(2, 12)
                                                            if set(_blocks_of(link, oid)) & across}
