@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from ferry import limits
 from ferry.wire.events import BlockLost
@@ -194,3 +195,43 @@ def test_a_gap_held_back_by_a_pending_block_gives_up_nothing_before_it_is_report
     assert _gaps(report) == [] and pending.abandoned == []
     loss.resolve(led, 2.5 + limits.BLOCK_TIMEOUT)
     assert _gaps(report) == [(1, 9, "timeout")] and pending.abandoned == [(3, 3), (3, 6)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 300), st.floats(0, 3)), max_size=60),
+       st.sets(st.integers(0, 300), max_size=10), st.sets(st.integers(0, 300), max_size=10),
+       st.integers(0, 320))
+def test_property_every_proven_missing_block_is_reported_once_in_one_record_per_gap(
+        opens, pending_at, failed_at, heartbeat):
+    """Blocks opened in any order at any times, some pending or failed, a heartbeat: once all is
+    due, the records are disjoint, cover exactly the proven blocks not opened in time (a block
+    that comes after its loss was reported stays lost), and the gaps closed by an opened block
+    are one record each."""
+    loss, led, report, pending, _ = _setup()
+    now = 0.0
+    for b in pending_at:
+        pending.seen[(3, b)] = 0.5
+    for b in failed_at:
+        pending.notes[(3, b)] = "fec"
+    opened = set()
+    for b, dt in opens:
+        now += dt
+        if led.replay.check(b):
+            if b >= led.resolved:  # else it came after its loss was reported: it stays lost
+                opened.add(b)
+            loss.opened(led, b, now)
+        loss.resolve(led, now)
+    loss.advance(led, heartbeat, now)
+    for _ in range(3):
+        now += limits.BLOCK_TIMEOUT
+        loss.resolve(led, now)
+    got = sorted((e.block_no, e.block_no + e.count) for e in report.events if isinstance(e, BlockLost))
+    assert all(a[1] <= b[0] for a, b in zip(got, got[1:]))                    # disjoint
+    covered = {n for lo, hi in got for n in range(lo, hi)}
+    frontier = max([heartbeat] + [b + 1 for b in opened])
+    assert covered == set(range(frontier)) - opened                            # exactly the proven missing
+    if opened:
+        last = max(opened)
+        gaps = [(lo, hi) for lo, hi in got if hi <= last]                      # closed by an opened block
+        assert all(hi in opened for _, hi in gaps)                              # each a whole gap
+        assert len(gaps) == len({hi for _, hi in gaps})
