@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from hypothesis import given, settings, strategies as st
 
 from ferry import limits
-from ferry.wire.events import BlockLost
+from ferry.wire.events import BlockLost, ObjectReceived
 from ferry.wire.loss import Ledger, LossAccounting
 from ferry.wire.replay import ReplayWindow
 from ferry.wire.report import Report
+from .wire_sim import Channel, Link
 
 
 class FakePending:
@@ -235,3 +238,30 @@ def test_property_every_proven_missing_block_is_reported_once_in_one_record_per_
         gaps = [(lo, hi) for lo, hi in got if hi <= last]                      # closed by an opened block
         assert all(hi in opened for _, hi in gaps)                              # each a whole gap
         assert len(gaps) == len({hi for _, hi in gaps})
+
+
+def test_a_restarted_receiver_never_reports_blocks_of_objects_its_predecessor_delivered(keys):
+    """The e2e symptom (issue 10 item 4): a heartbeat that waited in the outer agent's queue
+    behind data carries an early sent_at, so the epoch looks as young as the restarted receiver;
+    it must not count losses from the epoch's first block (what the previous run delivered)."""
+    link = Link(keys, Channel(random.Random(43)))
+    link.idle(0.5)
+    for oid in range(1, 6):
+        link.submit(oid, bytes([oid]) * 30_000)
+    link.step()
+    delivered = {e.object_id for e in link.of(ObjectReceived)}
+    assert delivered == set(range(1, 6))
+    link.sender.heartbeat(link.now, link.wall)
+    stale = [d for d in link.sender.datagrams_to_send(link.now) if d[3] == 3]  # queued, arrives late
+    link.idle(5.0)
+    link.receiver = link.new_receiver()  # inner restart (nothing kept from the previous run)
+    link.events.clear()
+    link.deliver([link.sender.announcement] + stale)
+    for oid in range(100, 110):
+        link.submit(oid, bytes([oid]) * 3000)
+        link.step(0.1)
+    link.idle(limits.BLOCK_TIMEOUT * 3)
+    lost = {b for e in link.of(BlockLost) for b in range(e.block_no, e.block_no + e.count)}
+    theirs = {b for (_, b), ids in link.sealed.items() if set(ids) & delivered}
+    assert not lost & theirs, f"{len(lost & theirs)} blocks of delivered objects reported lost"
+    assert {e.object_id for e in link.of(ObjectReceived)} >= set(range(100, 110))
