@@ -4,9 +4,10 @@ Only authenticated data moves it (an opened block, an authenticated heartbeat, a
 rotation). Per key epoch a `Ledger` holds:
 
 - `start`: the first block number accounted for. A receiver keyed before an epoch began knows
-  it from the announcement (first_block); a fresh receiver meeting an epoch already under way
-  (a restart, a late joiner) decides it later (`decide_start`): from the first heartbeat, or
-  where the replay window would forget the lowest block it opened;
+  it from the announcement (first_block); a fresh receiver meeting its first epoch (a first
+  start, a restart, a late joiner) decides it later (`decide_start`): the lowest block it opened
+  or the first heartbeat's next_block, or where the replay window would forget the lowest block
+  it opened; a receiver that kept its link state across a restart gives it from outside;
 - `frontier`: blocks below it are proven sent (a later block opened, a heartbeat's next_block),
   each proof remembered with the time it came (`proofs`);
 - `resolved`: blocks below it are opened or reported lost. A proven block still missing is
@@ -97,18 +98,18 @@ class LossAccounting:
                 self.decide_start(led, low, now)
 
     def join(self, led: Ledger, receiver_age: float, epoch_age: float, next_block: int, now: float) -> None:
-        """The first authenticated heartbeat of an epoch whose start is undecided.
-
-        Durations on one clock each (receiver_age on ours, epoch_age on the sender's), so clock
-        offsets do not matter: a receiver about as old as the epoch saw it from its first block;
-        a younger one joined mid-way and counts from what it saw."""
+        """The first authenticated heartbeat of an epoch whose start is undecided (the first
+        epoch a fresh receiver meets): it counts from what it saw, the lowest block it opened or
+        the heartbeat's next_block. Never from the epoch's first block: the receiver cannot know
+        what a previous run of it delivered (issue 10 item 4), and the ages cannot tell (a
+        heartbeat that waited behind data carries an early sent_at, so the epoch looks as young
+        as a receiver that just restarted). receiver_age and epoch_age are not used for that
+        reason; a receiver that kept its link state gives its start with `decide_start`."""
+        del receiver_age, epoch_age
         if led.start is not None:
             return
-        if receiver_age + limits.LATE_JOIN_AGE_MARGIN >= epoch_age:
-            self.decide_start(led, led.first_block, now)
-        else:
-            low = led.lowest_opened
-            self.decide_start(led, next_block if low is None else min(low, next_block), now)
+        low = led.lowest_opened
+        self.decide_start(led, next_block if low is None else min(low, next_block), now)
 
     def decide_start(self, led: Ledger, start: int, now: float) -> None:
         """Accounting starts at `start` (never below the epoch's first block). Also the way in
