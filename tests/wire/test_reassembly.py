@@ -150,3 +150,20 @@ def test_a_block_that_comes_after_its_loss_was_reported_is_not_delivered(keys):
     assert not delivered & in_late
     assert link.receiver.counters.dropped_by_reason.get("stale_fragment", 0) >= len(in_late)
     link.account()  # nothing both delivered and lost, every object delivered or lost
+
+
+def test_a_gap_inside_one_known_object_is_recorded_once_by_its_object_lost(keys):
+    """Blocks that belong to a known object (it came on both sides of the gap: an object's
+    blocks are consecutive, so they carry nothing else) are accounted by its ObjectLost alone;
+    a gap that also touches blocks of objects the receiver never saw is a BlockLost."""
+    link = Link(keys, Channel(random.Random(44)))
+    link.idle(1.0)
+    datagrams = _send(link, [(1, b"a" * 300_000), (2, b"b" * 100)])
+    b1 = _blocks_of(link, 1)
+    inside = set(b1[3:7])
+    link.deliver(_without(datagrams, inside))
+    _settle(link)
+    assert not link.of(BlockLost), link.of(BlockLost)
+    [lost] = link.of(ObjectLost)
+    assert (lost.object_id, lost.blocks) == (1, (b1[0], b1[-1]))
+    link.account()
