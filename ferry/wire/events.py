@@ -51,7 +51,8 @@ class ObjectReceived:
 class BlockLost:
     """A gap: blocks block_no .. block_no + count - 1 that authenticated data proves were sent can
     never be rebuilt. One event per gap whatever its length (a gap still open at the frontier may
-    go on in a later event)."""
+    go on in a later event); none for a gap inside one object the receiver saw on both sides of
+    it (that object's ObjectLost is the record)."""
 
     epoch: int
     block_no: int

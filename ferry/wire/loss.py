@@ -25,12 +25,13 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from itertools import islice
 from typing import Protocol
 
 from ferry.reasons import Reason
 from ferry import limits
 from ferry.wire.bounded import Recent
-from ferry.wire.events import BlockLost
+from ferry.wire.events import BlockLost, ObjectLost
 from ferry.wire.replay import ReplayWindow
 from ferry.wire.report import Report
 
@@ -259,17 +260,25 @@ class LossAccounting:
         return n, reason or Reason.MISSING, wait
 
     def report_range(self, led: Ledger, block_no: int, end: int, reason: Reason = Reason.MISSING) -> None:
-        """Blocks [block_no, end), a gap, none of them opened, are lost: one record. Objects the
-        receiver knows of touch a gap only at its ends (an object's blocks are consecutive, and
-        a block opened after its loss is not delivered: `Reassembly.deliver`)."""
+        """Blocks [block_no, end), a gap, none of them opened, are lost. Objects the receiver
+        knows of touch a gap only at its ends (an object's blocks are consecutive, and a block
+        opened after its loss is not delivered: `Reassembly.deliver`); those that needed it are
+        lost (`on_lost`: one ObjectLost each, with its block range). The gap is one BlockLost
+        unless it lies inside one of them (it came on both sides): then its blocks carry
+        nothing else, and that ObjectLost is the one record of the loss."""
         first, last = (led.lineage, block_no), (led.lineage, end - 1)
         self.lost.put(first, None)
         self.lost.put(last, None)
         self._report.counters.blocks_lost += end - block_no
-        self._report.events.append(BlockLost(led.epoch, block_no, reason, end - block_no))
+        events = self._report.events
+        before = len(events)
         self._on_lost(first)
         if last != first:
             self._on_lost(last)
+        for e in islice(events, before, None):
+            if isinstance(e, ObjectLost) and e.blocks[0] < block_no and e.blocks[1] >= end:
+                return
+        events.append(BlockLost(led.epoch, block_no, reason, end - block_no))
 
     def report_lost(self, led: Ledger, block_no: int, reason: Reason) -> None:
         lk = (led.lineage, block_no)
