@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+from hypothesis import HealthCheck, given, settings, strategies as st
+
 from ferry import limits
 from ferry.wire.block import Fragment
 from ferry.wire.events import BlockLost, ObjectLost, ObjectReceived
@@ -168,3 +170,26 @@ def test_a_gap_inside_one_known_object_is_recorded_once_by_its_object_lost(keys)
     [lost] = link.of(ObjectLost)
     assert (lost.object_id, lost.blocks) == (1, (b1[0], b1[-1]))
     link.account()
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.integers(1, 120_000), min_size=1, max_size=25), st.sets(st.integers(0, 63), max_size=12),
+       st.sets(st.integers(0, 63), max_size=4), st.integers(0, 2**32))
+def test_property_any_loss_and_late_blocks_each_object_delivered_or_lost_never_both(
+        keys, sizes, dropped, late, seed):
+    """Objects of any size, any blocks dropped, some of them coming late (after their loss was
+    reported): every object is delivered or lost, none both, each loss recorded once (the link
+    simulator's accounting), and gaps are whole: no two block_lost records adjacent."""
+    link = Link(keys, Channel(random.Random(seed)))
+    link.idle(1.0)
+    datagrams = _send(link, [(oid, bytes([oid % 256]) * n) for oid, n in enumerate(sizes)])
+    blocks = sorted(b for _, b in link.sealed)
+    dropped = {blocks[i % len(blocks)] for i in dropped}
+    late = {blocks[i % len(blocks)] for i in late}
+    link.deliver(_without(datagrams, dropped | late))
+    _settle(link)
+    link.deliver([d for d in datagrams if block_of(d) is not None and block_of(d)[1] in late - dropped])
+    _settle(link)
+    link.account()
+    ranges = sorted((e.block_no, e.block_no + e.count) for e in link.of(BlockLost))
+    assert all(a[1] < b[0] for a, b in zip(ranges, ranges[1:]))
