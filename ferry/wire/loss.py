@@ -275,7 +275,7 @@ class LossAccounting:
         self._on_lost(first)
         if last != first:
             self._on_lost(last)
-        for e in islice(events, before, None):
+        for e in islice(reversed(events), len(events) - before):  # the ObjectLost just added
             if isinstance(e, ObjectLost) and e.blocks[0] < block_no and e.blocks[1] >= end:
                 return
         events.append(BlockLost(led.epoch, block_no, reason, end - block_no))
