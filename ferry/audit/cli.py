@@ -129,6 +129,8 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
               f"(inner seq {u['seq']}) that the outer agent never sent")
     for oid in report.duplicates:
         print(f"ALARM duplicate: object {oid} delivered more than once")
+    for oid in report.delivered_and_lost:
+        print(f"ALARM delivered and lost: object {oid} is both delivered and lost in the inner trail")
     if report.unmatched:
         print(f"note: {len(report.unmatched)} inner refusal/loss records name objects without an outer "
               "object_sent (lanes accounted per stream, such as video: see their stream records)")

@@ -2,7 +2,9 @@
 
 Every ``object_sent`` on the outer side must meet an inner outcome:
 ``object_delivered``, ``object_refused`` or ``object_lost`` with its object_id,
-or a ``block_lost`` naming (epoch, block) of a block that carried it.
+or a ``block_lost`` naming (epoch, block) of a block that carried it (``blocks: [first]``
+and ``detail.count``: a range). An object both delivered and lost (an ``object_lost``, or a
+``block_lost`` of a block that carried it) is a contradiction: listed, and a failure.
 """
 
 from __future__ import annotations
@@ -33,10 +35,11 @@ class ReconcileReport:
     unmatched: list[Record] = field(default_factory=list)
     duplicates: list[int] = field(default_factory=list)    # delivered more than once
     refused_outer: list[int] = field(default_factory=list)
+    delivered_and_lost: list[int] = field(default_factory=list)   # both: the trail contradicts itself
 
     @property
     def ok(self) -> bool:
-        return not (self.unaccounted or self.unexpected or self.duplicates)
+        return not (self.unaccounted or self.unexpected or self.duplicates or self.delivered_and_lost)
 
     @property
     def exit_status(self) -> int:
@@ -113,4 +116,5 @@ def reconcile(outer_records: Iterable[Record], inner_records: Iterable[Record]) 
         unmatched=unmatched,
         duplicates=sorted(oid for oid, n in deliveries.items() if n > 1),
         refused_outer=sorted(refused_outer),
+        delivered_and_lost=sorted(lost & set(deliveries)),
     )

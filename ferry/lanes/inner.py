@@ -83,13 +83,16 @@ class InnerDispatch:
         if isinstance(e, ev.ObjectReceived):
             return self.on_object(e, plan, now, wall)
         if isinstance(e, ev.BlockLost):
-            # a run of missing blocks is one record: its first block, and how many (detail.count)
+            # a loss is recorded once per gap: its first block, and how many (detail.count)
             return _audit(event="block_lost", verdict="lost", epoch=e.epoch, blocks=[e.block_no], reason=e.reason,
                           code=e.reason, detail={"count": e.count} if e.count > 1 else None)
         if isinstance(e, ev.ObjectLost):
+            # ... and once per object, with its block range named the same way
             self.counts["lost"] += 1
+            first, last = e.blocks
             return _audit(event="object_lost", verdict="lost", object_id=e.object_id, epoch=e.epoch,
-                          blocks=list(e.blocks), reason=e.reason, code=e.reason)
+                          blocks=[first], reason=e.reason, code=e.reason,
+                          detail={"count": last - first + 1} if last > first else None)
         if isinstance(e, ev.KeyAccepted):
             self.epoch_policy[e.epoch] = e.policy_hash
             out = _audit(event="key_accepted", verdict="info", epoch=e.epoch,

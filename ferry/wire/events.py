@@ -49,8 +49,10 @@ class ObjectReceived:
 
 @dataclass(frozen=True, slots=True)
 class BlockLost:
-    """Blocks block_no .. block_no + count - 1 that authenticated data proves were sent can never
-    be rebuilt. A run of LOSS_RANGE_MIN or more missing blocks is one event (count > 1)."""
+    """A gap: blocks block_no .. block_no + count - 1 that authenticated data proves were sent can
+    never be rebuilt. One event per gap whatever its length (a gap still open at the frontier may
+    go on in a later event); none for a gap inside one object the receiver saw on both sides of
+    it (that object's ObjectLost is the record)."""
 
     epoch: int
     block_no: int
@@ -60,11 +62,13 @@ class BlockLost:
 
 @dataclass(frozen=True, slots=True)
 class ObjectLost:
-    """An object the receiver knows of that will never be complete."""
+    """An object the receiver knows of that will never be complete (once per object, never for one
+    delivered); blocks: (first, last), the range of blocks known to carry it (those that did
+    and the neighbours it needed)."""
 
     object_id: int
     epoch: int
-    blocks: tuple[int, ...]
+    blocks: tuple[int, int]
     reason: Reason
 
 

@@ -4,28 +4,34 @@ Only authenticated data moves it (an opened block, an authenticated heartbeat, a
 rotation). Per key epoch a `Ledger` holds:
 
 - `start`: the first block number accounted for. A receiver keyed before an epoch began knows
-  it from the announcement (first_block); a fresh receiver meeting an epoch already under way
-  (a restart, a late joiner) decides it later (`decide_start`): from the first heartbeat, or
-  where the replay window would forget the lowest block it opened;
+  it from the announcement (first_block); a fresh receiver meeting its first epoch (a first
+  start, a restart, a late joiner) decides it later (`decide_start`): the lowest block it opened
+  or the first heartbeat's next_block, or where the replay window would forget the lowest block
+  it opened; a receiver that kept its link state across a restart gives it from outside;
 - `frontier`: blocks below it are proven sent (a later block opened, a heartbeat's next_block),
   each proof remembered with the time it came (`proofs`);
 - `resolved`: blocks below it are opened or reported lost. A proven block still missing is
   reported lost BLOCK_TIMEOUT after its proof (or its first symbol, if later), or at once
   when it leaves the replay window.
 
-A lost block is reported once per lineage (epochs joined by rotation continue block numbers).
+A loss is reported once per gap: the missing blocks between two opened ones are ONE `BlockLost`
+(block_no, count), whatever their number, reported when all of them are due; a gap still open
+at the frontier (proven only by heartbeats) is reported as it comes due. A lost block is
+reported once per lineage (epochs joined by rotation continue block numbers). The objects the
+receiver knows of that needed a lost block are lost (`Reassembly`), once each.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from itertools import islice
 from typing import Protocol
 
 from ferry.reasons import Reason
 from ferry import limits
 from ferry.wire.bounded import Recent
-from ferry.wire.events import BlockLost
+from ferry.wire.events import BlockLost, ObjectLost
 from ferry.wire.replay import ReplayWindow
 from ferry.wire.report import Report
 
@@ -93,22 +99,27 @@ class LossAccounting:
                 self.decide_start(led, low, now)
 
     def join(self, led: Ledger, receiver_age: float, epoch_age: float, next_block: int, now: float) -> None:
-        """The first authenticated heartbeat of an epoch whose start is undecided.
-
-        Durations on one clock each (receiver_age on ours, epoch_age on the sender's), so clock
-        offsets do not matter: a receiver about as old as the epoch saw it from its first block;
-        a younger one joined mid-way and counts from what it saw."""
+        """The first authenticated heartbeat of an epoch whose start is undecided (the first
+        epoch a fresh receiver meets): it counts from what it saw, the lowest block it opened or
+        the heartbeat's next_block. Never from the epoch's first block: the receiver cannot know
+        what a previous run of it delivered (issue 10 item 4), and the ages cannot tell (a
+        heartbeat that waited behind data carries an early sent_at, so the epoch looks as young
+        as a receiver that just restarted). receiver_age and epoch_age are not used for that
+        reason; a receiver that kept its link state gives its start with `decide_start`."""
+        del receiver_age, epoch_age
         if led.start is not None:
             return
-        if receiver_age + limits.LATE_JOIN_AGE_MARGIN >= epoch_age:
-            self.decide_start(led, led.first_block, now)
-        else:
-            low = led.lowest_opened
-            self.decide_start(led, next_block if low is None else min(low, next_block), now)
+        low = led.lowest_opened
+        self.decide_start(led, next_block if low is None else min(low, next_block), now)
 
     def decide_start(self, led: Ledger, start: int, now: float) -> None:
+        """Accounting starts at `start` (never below the epoch's first block). Also the way in
+        for a start given from outside, before accounting began: a receiver that kept its link
+        state across a restart starts at the block after the highest its previous run opened,
+        so that nothing that run delivered is ever reported lost."""
         start = max(start, led.first_block)
         led.start = led.resolved = led.frontier = start
+        led.deadline = None
         if led.replay.last >= start:
             self.advance(led, led.replay.last + 1, now)
 
@@ -132,108 +143,142 @@ class LossAccounting:
 
     def force_resolve(self, led: Ledger, upto: int, now: float) -> None:
         """Resolve every block below upto at once (they are leaving the replay window, or the epoch
-        retires). Work is bounded by the window, not the block numbers: a run of missing blocks
-        is one record (`_run`)."""
+        retires), a gap at a time: work is bounded by the window, not the block numbers."""
         replay = led.replay
         lost = self.lost
-        plain_until = led.resolved
         while led.resolved < upto:
             b = led.resolved
             if replay.seen(b) or (led.lineage, b) in lost:
                 led.resolved = b + 1
                 continue
-            plain_until = self._report_run(led, b, upto, plain_until)
-            if led.resolved > b:
-                continue
-            led.resolved = b + 1
-            self.report_lost(led, b, self._pending.failure((led.epoch, b)) or Reason.MISSING)
+            nxt = replay.next_seen(b)
+            gap_end, reason, _ = self._scan(led, b, upto if nxt is None or nxt > upto else nxt, now, True, False)
+            self.report_range(led, b, gap_end, reason)
+            led.resolved = gap_end
+            led.deadline = None  # resolve() decides again what it waits for
         proofs = led.proofs
         while proofs and proofs[0][0] <= led.resolved:
             proofs.popleft()
 
     def resolve(self, led: Ledger, now: float) -> None:
-        """Report as lost the proven blocks whose grace time has passed: at most
+        """Report the proven missing blocks whose grace time has passed, ONE record per gap (the
+        blocks from a missing one up to the next opened one). A gap closed by an opened block is
+        reported once, when all of it is due (BLOCK_TIMEOUT after the proof of its last block, or
+        after the first symbol of a block in it, if later); a gap still open at the frontier
+        (proven by heartbeats only) reports what is due and goes on in a later record. At most
         LOSS_REPORTS_PER_CALL records per call, the rest on the next timer (`deadline`)."""
-        led.deadline = None
         replay = led.replay
+        if led.deadline is not None and now < led.deadline and not replay.seen(led.resolved):
+            return  # waiting for the gap at led.resolved (nothing before it can move)
+        led.deadline = None
         proofs = led.proofs
-        pending = self._pending
+        timeout = limits.BLOCK_TIMEOUT
         budget = limits.LOSS_REPORTS_PER_CALL
-        plain_until = led.resolved
         while led.resolved < led.frontier:
             b = led.resolved
             if replay.seen(b) or (led.lineage, b) in self.lost:
                 led.resolved = b + 1
                 continue
-            key = (led.epoch, b)
             while proofs and proofs[0][0] <= b:
                 proofs.popleft()
-            upto = proofs[0][0] if proofs else led.frontier  # the blocks proven at the same time as b
-            t = proofs[0][1] if proofs else now
-            if not replay.too_old(b):
-                seen = pending.first_seen(key)
-                if seen is not None and seen > t:
-                    t = seen
-                deadline = t + limits.BLOCK_TIMEOUT
-                if now < deadline:
-                    led.deadline = deadline
+            nxt = replay.next_seen(b)
+            closed = nxt is not None  # a block after the gap was opened: the gap is whole
+            end = led.frontier if nxt is None else min(nxt, led.frontier)
+            if replay.too_old(b):  # out of the window: its blocks can never be opened
+                upto, wait, forced = min(end, replay.last - replay.size + 1), None, True
+            else:
+                (upto, wait), forced = self._due(led, b, end, now, timeout), False
+                if wait is not None and (closed or upto == b):
+                    led.deadline = wait
                     break
-            elif now < t + limits.BLOCK_TIMEOUT:  # a run goes no further than the too old blocks
-                upto = min(upto, replay.last - replay.size + 1)
             if budget == 0:
                 led.deadline = now
                 break
+            gap_end, reason, pending_wait = self._scan(led, b, upto, now, forced, closed)
+            if gap_end == b:  # a pending block in its grace time holds the gap back
+                led.deadline = pending_wait
+                break
             budget -= 1
-            plain_until = self._report_run(led, b, upto, plain_until)
-            if led.resolved > b:
-                continue
-            reason = pending.failure(key)
-            if pending.abandon(key):
-                reason = reason or Reason.TIMEOUT
-            self.report_lost(led, b, reason or Reason.MISSING)
-            led.resolved = b + 1
+            self.report_range(led, b, gap_end, reason)
+            led.resolved = gap_end
         while proofs and proofs[0][0] <= led.resolved:
             proofs.popleft()
 
-    def _report_run(self, led: Ledger, b: int, upto: int, plain_until: int) -> int:
-        """At the missing block b = led.resolved: if a run of missing blocks starts there, report
-        it as one record and move led.resolved past it. Returns the new plain_until."""
-        if b < plain_until:
-            return plain_until
-        end, plain_until = self._run(led, b, upto)
-        if end > b:
-            self.report_range(led, b, end)
-            led.resolved = end
-        return plain_until
+    @staticmethod
+    def _due(led: Ledger, b: int, end: int, now: float, timeout: float) -> tuple[int, float | None]:
+        """Of the proven blocks [b, end): (upto, wait): [b, upto) are due now (their proofs are
+        BLOCK_TIMEOUT old); wait is when the next one is, None if all are. The proofs walked
+        are those inside the gap (heartbeats) and the one after it: a few."""
+        upto = b
+        for frontier, t in led.proofs:
+            if t + timeout > now:
+                return upto, t + timeout
+            upto = min(frontier, end)
+            if upto >= end:
+                break
+        return end, None
 
-    def _run(self, led: Ledger, b: int, upto: int) -> tuple[int, int]:
-        """A missing block b: (end, plain_until). If end > b, blocks [b, end) are one run to report
-        as a single record: LOSS_RANGE_MIN or more blocks below upto, none opened (the replay
-        window) and none pending or failed (the assembly). Otherwise report block by block up to
-        plain_until (not asked again before it, so a long gap is scanned once)."""
-        if upto - b < limits.LOSS_RANGE_MIN:
-            return b, upto
-        nxt = led.replay.next_seen(b)
-        end = upto if nxt is None or nxt > upto else nxt
-        if end - b < limits.LOSS_RANGE_MIN:
-            return b, end
-        known = self._pending.known_from(led.epoch, b, end)
-        if known is None:
-            return end, end
-        if known - b >= limits.LOSS_RANGE_MIN:
-            return known, known
-        return b, known + 1
+    def _scan(
+        self, led: Ledger, b: int, end: int, now: float, forced: bool, whole: bool
+    ) -> tuple[int, Reason, float | None]:
+        """The gap from the missing block b (= led.resolved) up to at most end: (gap_end, reason,
+        wait). It stops before a pending block still in its grace time (wait: when that ends;
+        never when forced), and then, if the gap is to be reported whole, is nothing yet
+        (gap_end == b); it stops before a block already reported. The pending blocks of the gap
+        returned are given up. The reason: `missing` if no block of the gap was ever seen, else why the first
+        seen one failed (`timeout`, `fec`, `auth`). Work: one look-up per block for at most
+        LOSS_SCAN_BLOCKS blocks, then one scan of the assembly's bounded tables for the rest."""
+        pending = self._pending
+        epoch, lineage = led.epoch, led.lineage
+        lost = self.lost
+        timeout = limits.BLOCK_TIMEOUT
+        reason: Reason | None = None
+        wait: float | None = None
+        give_up: list[BlockKey] = []
+        near = min(end, b + limits.LOSS_SCAN_BLOCKS)
+        n = b
+        while n < near:
+            key = (epoch, n)
+            if n > b and (lineage, n) in lost:
+                break
+            seen = pending.first_seen(key)
+            if seen is not None:
+                if not forced and now < seen + timeout:
+                    wait = seen + timeout
+                    break
+                give_up.append(key)
+            if reason is None:
+                reason = pending.failure(key) or (Reason.TIMEOUT if seen is not None else None)
+            n += 1
+        if wait is not None and whole:
+            return b, Reason.MISSING, wait
+        if n == near < end:  # a long gap: it ends at the first block the assembly knows of, if any
+            known = pending.known_from(epoch, near, end)
+            n = end if known is None else known
+        for key in give_up:
+            pending.abandon(key)
+        return n, reason or Reason.MISSING, wait
 
-    def report_range(self, led: Ledger, block_no: int, end: int) -> None:
-        """Blocks [block_no, end), none of them ever seen, are lost: one record. Objects the
-        receiver knows of touch a run only at its ends (an object's blocks are consecutive)."""
+    def report_range(self, led: Ledger, block_no: int, end: int, reason: Reason = Reason.MISSING) -> None:
+        """Blocks [block_no, end), a gap, none of them opened, are lost. Objects the receiver
+        knows of touch a gap only at its ends (an object's blocks are consecutive, and a block
+        opened after its loss is not delivered: `Reassembly.deliver`); those that needed it are
+        lost (`on_lost`: one ObjectLost each, with its block range). The gap is one BlockLost
+        unless it lies inside one of them (it came on both sides): then its blocks carry
+        nothing else, and that ObjectLost is the one record of the loss."""
         first, last = (led.lineage, block_no), (led.lineage, end - 1)
         self.lost.put(first, None)
         self.lost.put(last, None)
         self._report.counters.blocks_lost += end - block_no
-        self._report.events.append(BlockLost(led.epoch, block_no, Reason.MISSING, end - block_no))
+        events = self._report.events
+        before = len(events)
         self._on_lost(first)
-        self._on_lost(last)
+        if last != first:
+            self._on_lost(last)
+        for e in islice(reversed(events), len(events) - before):  # the ObjectLost just added
+            if isinstance(e, ObjectLost) and e.blocks[0] < block_no and e.blocks[1] >= end:
+                return
+        events.append(BlockLost(led.epoch, block_no, reason, end - block_no))
 
     def report_lost(self, led: Ledger, block_no: int, reason: Reason) -> None:
         lk = (led.lineage, block_no)

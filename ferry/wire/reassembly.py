@@ -6,6 +6,11 @@ continue into the previous or next block record that block as needed: if loss ac
 reports it lost (`block_lost`), or it precedes the accounting start of a late joiner, the
 object is lost. At most PENDING_OBJECTS_MAX objects and PENDING_OBJECT_BYTES_MAX bytes wait,
 each at most OBJECT_TIMEOUT.
+
+A loss is reported once per object (`ObjectLost` with the range of blocks known to carry it:
+those that did and the neighbours it needed), never for an object delivered. A block opened
+after loss accounting reported it lost (it came too late) is not delivered: its objects are
+already accounted as lost (by the gap's `BlockLost`).
 """
 
 from __future__ import annotations
@@ -58,6 +63,10 @@ class Reassembly:
         last = len(frags) - 1
         objects = self.objects
         report = self._report
+        if led.start is not None and led.start <= block_no < led.resolved:
+            for _ in frags:  # resolved before it was opened: reported lost, it came too late
+                report.drop(Reason.STALE_FRAGMENT, now)
+            return
         for i, (oid, total, off, data) in enumerate(frags):
             if oid in self._lost or oid in self._delivered:
                 report.drop(Reason.STALE_FRAGMENT, now)
@@ -71,7 +80,7 @@ class Reassembly:
                     report.events.append(ObjectReceived(oid, bytes(data), epoch, (block_no,)))
                     continue
                 if len(objects) >= limits.PENDING_OBJECTS_MAX or self.nbytes + total > limits.PENDING_OBJECT_BYTES_MAX:
-                    self._object_lost(oid, epoch, (block_no,), Reason.TOO_MANY_PENDING)
+                    self._object_lost(oid, epoch, (block_no, block_no), Reason.TOO_MANY_PENDING)
                     continue
                 obj = objects[oid] = PartialObject(total, epoch, now)
                 self.nbytes += total
@@ -101,6 +110,7 @@ class Reassembly:
 
     def _need(self, led: Ledger, oid: int, obj: PartialObject, lk: LineageKey) -> bool:
         """Record that obj needs block lk; False (object lost) if that block never comes."""
+        obj.needs.append(lk)
         if lk in self.lost_blocks:
             self._drop(oid, obj, Reason.BLOCK_LOST)
             return False
@@ -108,7 +118,6 @@ class Reassembly:
             self._drop(oid, obj, Reason.START_MISSING)
             return False
         self.needs.setdefault(lk, set()).add(oid)
-        obj.needs.append(lk)
         return True
 
     def block_lost(self, lk: LineageKey) -> None:
@@ -136,9 +145,12 @@ class Reassembly:
 
     def _drop(self, oid: int, obj: PartialObject, reason: Reason) -> None:
         self._forget(oid, obj)
-        self._object_lost(oid, obj.epoch, tuple(obj.blocks), reason)
+        known = obj.blocks + [lk[1] for lk in obj.needs]  # the blocks that carried it and those it needed
+        self._object_lost(oid, obj.epoch, (min(known), max(known)), reason)
 
-    def _object_lost(self, oid: int, epoch: int, blocks: tuple[int, ...], reason: Reason) -> None:
+    def _object_lost(self, oid: int, epoch: int, blocks: tuple[int, int], reason: Reason) -> None:
+        if oid in self._delivered or oid in self._lost:  # once per object, never a delivered one
+            return
         self._lost.put(oid, None)
         self._report.counters.objects_lost += 1
         self._report.events.append(ObjectLost(oid, epoch, blocks, reason))

@@ -1,4 +1,8 @@
-from ferry.audit import reconcile
+import json
+
+from .audit_support import T0
+from .test_cli import run
+from ferry.audit import AuditTrail, reconcile
 
 
 def out(oid, epoch=1, blocks=(0,), seq=0):
@@ -65,3 +69,38 @@ def test_lost_or_refused_without_object_sent_is_listed_not_a_failure():
     r = reconcile([out(1)], [inn("object_delivered", 1), inn("object_lost", 9, seq=4), inn("object_refused", 8, seq=5)])
     assert r.ok and r.unexpected == []
     assert [u["object_id"] for u in r.unmatched] == [9, 8]
+
+
+def test_an_object_both_delivered_and_lost_fails_reconcile_naming_it():
+    """Issue 10 item 4: an inner trail that records an object delivered and also lost (by an
+    object_lost, or by a block_lost of a block that carried it) does not reconcile."""
+    outer = [out(1, blocks=(10,)), out(2, blocks=(11, 12)), out(3, blocks=(20,)), out(4, blocks=(30,))]
+    inner = [inn("object_delivered", 1), inn("object_delivered", 2), inn("object_delivered", 3),
+             inn("object_lost", 3), inn("object_lost", 4),
+             {"event": "block_lost", "epoch": 1, "blocks": [12]}]
+    r = reconcile(outer, inner)
+    assert r.delivered_and_lost == [2, 3]
+    assert not r.ok and r.exit_status == 1
+    assert r.to_dict()["delivered_and_lost"] == [2, 3]
+    assert reconcile(outer[3:], inner[4:5]).ok                     # lost only: fine
+
+
+
+def test_the_reconcile_command_fails_naming_an_object_both_delivered_and_lost(tmp_path, key, other_key, capsys):
+    outer, inner = tmp_path / "outer", tmp_path / "inner"
+    t = AuditTrail(outer, "outer", "o", key)
+    for i in range(3):
+        t.append(T0, event="object_sent", verdict="sent", object_id=i, epoch=1, blocks=[i])
+    t.close(T0)
+    t = AuditTrail(inner, "inner", "i", other_key)
+    for i in range(3):
+        t.append(T0, event="object_delivered", verdict="delivered", object_id=i)
+    t.append(T0, event="block_lost", verdict="lost", code="missing", epoch=1, blocks=[1], detail={"count": 2})
+    t.close(T0)
+    assert run("reconcile", outer, inner) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("NOT RECONCILED")
+    assert "delivered and lost: object 1" in out and "delivered and lost: object 2" in out
+    assert "object 0" not in out
+    assert run("reconcile", outer, inner, "--json") == 1
+    assert json.loads(capsys.readouterr().out)["delivered_and_lost"] == [1, 2]

@@ -279,6 +279,17 @@ def test_a_run_of_lost_blocks_is_one_record_with_its_count():
     assert "detail" not in one
 
 
+def test_a_lost_object_is_one_record_with_its_block_range():
+    """Issue 10 item 4: ObjectLost carries (first, last); the record names it as block_lost does:
+    blocks [first] and detail.count."""
+    [rec] = _records(InnerDispatch(Video(), files_output=True).handle(
+        ev.ObjectLost(5, 1, (200, 450), Reason.BLOCK_LOST), PLAN, NOW, 0.0))
+    assert (rec["object_id"], rec["blocks"], rec["detail"]) == (5, [200], {"count": 251})
+    [one] = _records(InnerDispatch(Video(), files_output=True).handle(
+        ev.ObjectLost(6, 1, (7, 7), Reason.TOO_MANY_PENDING), PLAN, NOW, 0.0))
+    assert one["blocks"] == [7] and "detail" not in one
+
+
 def test_an_internal_error_alarm_is_recorded():
     [rec] = _records(InnerDispatch(Video(), files_output=True).handle(ev.InternalError("KeyError: 3"), PLAN, NOW, 0.0))
     assert (rec["event"], rec["verdict"]) == ("internal_error", "alarm")
