@@ -74,7 +74,7 @@ class KeyEpochs:
 
     __slots__ = (
         "_inner_key", "_outer_public", "_inner_key_id", "_outer_key_id", "_report", "_verify",
-        "epochs", "current", "_ever_keyed", "floor", "resumed", "_old_refused",
+        "epochs", "current", "_ever_keyed", "floor", "resumed", "_old_refused", "_final",
     )
 
     def __init__(self, inner_key: SM2PrivateKey, outer_public: SM2PublicKey, report: Report, now: float) -> None:
@@ -90,6 +90,9 @@ class KeyEpochs:
         self.floor = -1  # the newest epoch ever accepted (kept across restarts: resume.py)
         self.resumed: dict[int, int] = {}  # epoch -> highest block opened before a restart
         self._old_refused: Recent[int, None] = Recent(limits.REFUSED_RECENT_MAX)
+        # signed announcements refused for good (expired, envelope, epoch changed): a repeat
+        # (a replayed capture) is counted, not checked or recorded again
+        self._final: Recent[bytes, None] = Recent(limits.REFUSED_RECENT_MAX)
 
     def accept(self, data: bytes | memoryview, now: float, wall: float) -> Accepted | None:
         """Check an announcement datagram; None if it was a repeat, dropped or refused."""
@@ -99,6 +102,9 @@ class KeyEpochs:
             if raw in known.announcements:
                 report.counters.announcements_repeated += 1
                 return None
+        if raw in self._final:
+            report.counters.announcements_refused += 1
+            return None
         try:
             a = parse_announcement(raw)
         except WireError:
@@ -130,7 +136,7 @@ class KeyEpochs:
             report.refuse_announcement(Reason.NOT_YET_VALID, a.epoch, now)
             return None
         if wall > a.not_after + limits.CLOCK_SKEW:
-            report.refuse_announcement(Reason.EXPIRED, a.epoch, now)
+            self._refuse_for_good(raw, Reason.EXPIRED, a.epoch, now)
             return None
         expires = now + (a.not_after + limits.CLOCK_SKEW - wall)
         ep = self.epochs.get(a.epoch)
@@ -140,16 +146,16 @@ class KeyEpochs:
             try:
                 key = self._inner_key.decrypt(a.envelope)
             except CryptoError:
-                report.refuse_announcement(Reason.ENVELOPE, a.epoch, now)
+                self._refuse_for_good(raw, Reason.ENVELOPE, a.epoch, now)
                 return None
             if len(key) != KEY_SIZE:
-                report.refuse_announcement(Reason.ENVELOPE, a.epoch, now)
+                self._refuse_for_good(raw, Reason.ENVELOPE, a.epoch, now)
                 return None
         rotated_from = None
         new = ep is None
         if ep is not None:
             if key != ep.key or a.first_block != ep.first_block:
-                report.refuse_announcement(Reason.EPOCH_CHANGED, a.epoch, now)
+                self._refuse_for_good(raw, Reason.EPOCH_CHANGED, a.epoch, now)
                 return None
             ep.policy_hash, ep.sender = a.policy_hash, a.sender
             ep.not_before, ep.not_after, ep.expires = a.not_before, a.not_after, expires
@@ -159,6 +165,10 @@ class KeyEpochs:
         del ep.announcements[: -limits.ANNOUNCEMENTS_KEPT]
         report.counters.announcements_accepted += 1
         return Accepted(ep, a, new, rotated_from)
+
+    def _refuse_for_good(self, raw: bytes, reason: Reason, epoch: int, now: float) -> None:
+        self._final.put(raw, None)
+        self._report.refuse_announcement(reason, epoch, now)
 
     def _new_epoch(self, a: Announcement, key: bytes, now: float, expires: float) -> tuple[Epoch, Epoch | None]:
         cur = self.current

@@ -84,7 +84,9 @@ def test_a_stored_announcement_is_checked_again(keys):
     link.wall_offset += 30 * 24 * 3600.0                           # a month later: the key has expired
     link.events.clear()
     assert not _restart(link, state)
+    link.deliver([state.announcement] * 3)                         # replayed: counted, recorded once
     assert [e.reason for e in link.of(AnnouncementRefused)] == ["expired"]
+    assert link.receiver.counters.announcements_refused == 4
     assert link.receiver.current_epoch is None
     assert link.receiver.key_epochs.floor == state.floor           # the floor holds all the same
 
