@@ -79,6 +79,7 @@ LOSS_REPORTS_PER_CALL = 4096   # BlockLost events produced per call before yield
 # --- receiver state (ferry/wire, issue 9) -----------------------------------
 REFUSED_RECENT_MAX = 1024      # block numbers remembered as refused replays (one BlockRefused each)
 INTERNAL_ERRORS_LOGGED = 64    # distinct receiver bugs logged with a traceback (and alarmed) once each
+LATE_JOIN_AGE_MARGIN = 1.0     # s: a receiver this much younger than an epoch still saw its first block
 LOSS_SCAN_BLOCKS = 2 * REPLAY_WINDOW  # blocks of a gap looked at one by one (pending ones lie near the window)
 ANNOUNCEMENTS_KEPT = 4         # exact announcement datagrams remembered per epoch (the cheap repeat check)
 FEC_DRIVERS_CACHED = 16        # pyeclib drivers kept, one per (k, m)

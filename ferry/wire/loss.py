@@ -100,14 +100,19 @@ class LossAccounting:
 
     def join(self, led: Ledger, receiver_age: float, epoch_age: float, next_block: int, now: float) -> None:
         """The first authenticated heartbeat of an epoch whose start is undecided (the first
-        epoch a fresh receiver meets): it counts from what it saw, the lowest block it opened or
-        the heartbeat's next_block. Never from the epoch's first block: the receiver cannot know
-        what a previous run of it delivered (issue 10 item 4), and the ages cannot tell (a
-        heartbeat that waited behind data carries an early sent_at, so the epoch looks as young
-        as a receiver that just restarted). receiver_age and epoch_age are not used for that
-        reason; a receiver that kept its link state gives its start with `decide_start`."""
-        del receiver_age, epoch_age
+        epoch a receiver without stored link state meets).
+
+        Durations on one clock each (receiver_age on ours, epoch_age on the sender's, from the
+        heartbeat's sent_at), so clock offsets do not matter: a receiver about as old as the
+        epoch saw it from its first block, and a block lost before the first one it opened is
+        lost (issue 10: a fresh link's first block must not vanish unaccounted); a younger one
+        joined mid-way and counts from what it saw. Heartbeats go ahead of queued data and claim
+        only blocks that left (proto/WIRE.md §3a), so sent_at is fresh; a receiver that kept its
+        link state across a restart never gets here (it resumes with its start given)."""
         if led.start is not None:
+            return
+        if receiver_age + limits.LATE_JOIN_AGE_MARGIN >= epoch_age:
+            self.decide_start(led, led.first_block, now)
             return
         low = led.lowest_opened
         self.decide_start(led, next_block if low is None else min(low, next_block), now)
