@@ -97,3 +97,34 @@ def test_without_audio_in_the_policy_the_psm_lists_only_the_video(tmp_path):
     maps = psms(ps)
     assert maps and all(m == [(0x1B, 0xE0)] for m in maps)
     assert b"\x00\x00\x01\xc0" not in ps
+
+
+def test_a_program_that_changes_gets_a_new_map_version_ahead_of_its_pes():
+    """The audio an access unit announced is not what arrives: a new PSM (next version, valid CRC)
+    goes ahead of the first audio PES; an unchanged program repeats its map on keyframes only."""
+    from ferry.codecs.mpeg_ps import crc32_mpeg2
+    from ferry.pb import ferry_pb2
+
+    def obj(n, key, audio=None):
+        o = ferry_pb2.CanonicalObject(lane="video", destination="police-vms", object_id=n)
+        if audio:
+            o.audio.CopyFrom(ferry_pb2.AudioFrame(stream_id="s", codec=audio, pts=n * 3600, payload=b"\xff" * 160))
+        else:
+            o.access_unit.CopyFrom(ferry_pb2.AccessUnit(stream_id="s", codec="h264", keyframe=key, pts=n * 3600,
+                                                        dts=n * 3600, nal_units=[b"\x65\x88" if key else b"\x41\x9a"],
+                                                        audio_codec="g711a"))
+        return o
+
+    inner = InnerStream("ps", 0.0)
+    parts = [inner.container(o)[0] for o in (obj(1, True), obj(2, False), obj(3, False, "g711u"), obj(4, False))]
+    assert [psms(p) for p in parts] == [[[(0x1B, 0xE0), (0x90, 0xC0)]], [], [[(0x1B, 0xE0), (0x91, 0xC0)]], []]
+    for p, version in ((parts[0], 0), (parts[2], 1)):
+        i = p.find(b"\x00\x00\x01\xbc")
+        length = int.from_bytes(p[i + 4:i + 6], "big")
+        psm = p[i:i + 6 + length]
+        assert psm[6] & 0x1F == version and crc32_mpeg2(psm) == 0      # CRC over the whole map: residue 0
+    assert parts[2].find(b"\x00\x00\x01\xbc") < parts[2].find(b"\x00\x00\x01\xc0")
+    # an access unit naming no audio (or something that is not G.711) changes nothing
+    o = obj(5, True)
+    o.access_unit.audio_codec = "mp3"
+    assert psms(inner.container(o)[0]) == [[(0x1B, 0xE0), (0x91, 0xC0)]]
