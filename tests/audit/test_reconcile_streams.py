@@ -7,10 +7,15 @@ and the trails do not reconcile.
 """
 from __future__ import annotations
 
+import json
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ferry.audit import reconcile
+from ferry.audit import AuditTrail, reconcile
+
+from .audit_support import T0
+from .test_cli import run
 
 
 def o_start(flow):
@@ -115,10 +120,33 @@ def test_access_units_dropped_for_want_of_audit_were_never_sent():
     assert r.ok and by_flow(r)["cam-1"]["sent"] == 45
 
 
-@settings(max_examples=200, deadline=None)
-@given(st.lists(st.dictionaries(st.sampled_from(["event", "flow", "detail", "object_id", "blocks"]),
+def test_the_reconcile_command_lists_a_stream_that_does_not_add_up(tmp_path, key, other_key, capsys):
+    outer, inner = tmp_path / "outer", tmp_path / "inner"
+    t = AuditTrail(outer, "outer", "o", key)
+    for rec in (o_start("cam-1"), o_start("cam-2"), o_end("cam-1", 50), o_end("cam-2", 10)):
+        t.append(T0, **{k: v for k, v in rec.items() if k not in ("seq", "time")})
+    t.close(T0)
+    t = AuditTrail(inner, "inner", "i", other_key)
+    for rec in (i_start("cam-1"), i_start("cam-2"), i_end("cam-1", 50), i_end("cam-2", 7)):
+        t.append(T0, **{k: v for k, v in rec.items() if k not in ("seq", "time")})
+    t.close(T0)
+    assert run("reconcile", outer, inner) == 1
+    out = capsys.readouterr().out
+    assert out.startswith("NOT RECONCILED")
+    assert "2 video streams: 1 reconciled, 0 with objects lost on the link, 1 not reconciled" in out
+    assert "stream unaccounted: cam-2" in out and "sent 10" in out and "missing 3" in out
+    assert "cam-1" not in out
+    assert run("reconcile", outer, inner, "--json") == 1
+    streams = {s["flow"]: s for s in json.loads(capsys.readouterr().out)["streams"]}
+    assert streams["cam-1"]["status"] == "reconciled" and streams["cam-2"]["missing"] == 3
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.dictionaries(st.sampled_from(["event", "flow", "detail", "object_id", "blocks", "lane", "epoch"]),
                                 st.one_of(st.none(), st.integers(), st.text(max_size=5),
-                                          st.sampled_from(["stream_started", "stream_ended", "cam"]),
+                                          st.sampled_from(["stream_started", "stream_ended", "cam", "video", "block_lost", "object_lost",
+                                                          "object_sent", "object_delivered"]),
+                                          st.lists(st.one_of(st.integers(), st.text(max_size=2)), max_size=3),
                                           st.dictionaries(st.sampled_from(["access_units", "audio_frames",
                                                                            "refused", "dropped", "count"]),
                                                           st.one_of(st.integers(), st.text(max_size=3)))),
