@@ -42,6 +42,10 @@ def lost(oid):
             "time": "t", "code": "timeout"}
 
 
+EVENTS = ["stream_started", "stream_ended", "cam", "video", "block_lost", "object_lost", "object_sent",
+          "object_delivered"]
+
+
 def by_flow(r):
     return {s["flow"]: s for s in r.streams}
 
@@ -144,8 +148,7 @@ def test_the_reconcile_command_lists_a_stream_that_does_not_add_up(tmp_path, key
 @settings(max_examples=400, deadline=None)
 @given(st.lists(st.dictionaries(st.sampled_from(["event", "flow", "detail", "object_id", "blocks", "lane", "epoch"]),
                                 st.one_of(st.none(), st.integers(), st.text(max_size=5),
-                                          st.sampled_from(["stream_started", "stream_ended", "cam", "video", "block_lost", "object_lost",
-                                                          "object_sent", "object_delivered"]),
+                                          st.sampled_from(EVENTS),
                                           st.lists(st.one_of(st.integers(), st.text(max_size=2)), max_size=3),
                                           st.dictionaries(st.sampled_from(["access_units", "audio_frames",
                                                                            "refused", "dropped", "count"]),

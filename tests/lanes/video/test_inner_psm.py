@@ -11,9 +11,10 @@ import shutil
 import pytest
 
 import gb28181
-from ferry.codecs.mpeg_ps import PsMuxer, parse_psm
+from ferry.codecs.mpeg_ps import PsMuxer, crc32_mpeg2, parse_psm
 from ferry.codecs.rtp import build_rtp, parse_rtp
 from ferry.lanes.video import AccessUnitReady, InnerStream, OuterStream
+from ferry.pb import ferry_pb2
 from ferry.policy import load_plan
 
 pytestmark = pytest.mark.skipif(not shutil.which("ffmpeg"), reason="ffmpeg not installed")
@@ -87,7 +88,7 @@ def test_the_first_psm_lists_the_audio_the_policy_lets_through(tmp_path, audio_c
     ps = rebuilt(tmp_path, audio_codec, True)
     maps = psms(ps)
     assert maps, "no program stream map in the rebuilt stream"
-    assert sorted(maps[0]) == sorted([(0x1B, 0xE0), (stream_type, 0xC0)])     # the very first PSM
+    assert sorted(maps[0]) == sorted([(0x1B, 0xE0), (stream_type, 0xC0)])  # the first PSM
     assert ps.find(b"\x00\x00\x01\xbc") < ps.find(b"\x00\x00\x01\xc0")        # before the first audio PES
     assert all(sorted(m) == sorted(maps[0]) for m in maps)
 
@@ -102,8 +103,6 @@ def test_without_audio_in_the_policy_the_psm_lists_only_the_video(tmp_path):
 def test_a_program_that_changes_gets_a_new_map_version_ahead_of_its_pes():
     """The audio an access unit announced is not what arrives: a new PSM (next version, valid CRC)
     goes ahead of the first audio PES; an unchanged program repeats its map on keyframes only."""
-    from ferry.codecs.mpeg_ps import crc32_mpeg2
-    from ferry.pb import ferry_pb2
 
     def obj(n, key, audio=None):
         o = ferry_pb2.CanonicalObject(lane="video", destination="police-vms", object_id=n)
