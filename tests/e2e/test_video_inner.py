@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -74,9 +75,10 @@ def camera_packets(codec: str, audio_codec: str | None, seconds: float = 4) -> l
     return out
 
 
-def run_camera(a, packets, out_dir: Path) -> None:
+def run_camera(a, packets, out_dir: Path, udp_out: int = 0) -> None:
     """Start the agents, send the packets, wait until the stream ended on the outer side and the
-    inner file output settled, stop the agents (the inner stream ends: its stream_ended)."""
+    inner file output settled, stop the agents (the inner stream ends: its stream_ended).
+    `udp_out`: also an RTP/PS output to that port."""
     port = free_udp_port()
     a.append_config("outer", "\n".join([
         "[[video]]", 'name = "cam1"', 'transport = "udp"', f'device_id = "{CAMERA}"', 'payload = "ps"',
@@ -84,6 +86,10 @@ def run_camera(a, packets, out_dir: Path) -> None:
     a.append_config("inner", "\n".join([
         "[[video_output]]", 'destination = "police-vms"', 'form = "ps"', 'transport = "file"',
         f'path = "{out_dir}/{{stream}}.ps"']))
+    if udp_out:
+        a.append_config("inner", "\n".join([
+            "[[video_output]]", 'destination = "police-vms"', 'form = "ps"', 'transport = "udp"',
+            f'address = "127.0.0.1:{udp_out}"']))
     try:
         a.start()
         camera = gb28181.Camera(packets, ("127.0.0.1", port), transport="udp", realtime=4.0)
@@ -108,13 +114,25 @@ def psm_entries(ps: bytes) -> list[list[tuple[int, int]]]:
 def test_the_first_psm_of_the_rebuilt_stream_lists_the_g711_audio(appliance_factory, tmp_path):
     a = appliance(appliance_factory, tmp_path, audio=True)
     out_dir = a.work / "recordings"
-    run_camera(a, camera_packets("h264", "g711a"), out_dir)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx:       # the RTP/PS output, as a player gets it
+        rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 << 20)
+        rx.bind(("127.0.0.1", 0))
+        run_camera(a, camera_packets("h264", "g711a"), out_dir, udp_out=rx.getsockname()[1])
+        rx.setblocking(False)
+        datagrams = []
+        while True:
+            try:
+                datagrams.append(rx.recv(65536))
+            except BlockingIOError:
+                break
     [path] = list(out_dir.glob("*.ps"))
+    rtp_ps = b"".join(d[12:] for d in datagrams)      # loopback keeps the order of one sender
+    for ps in (path.read_bytes(), rtp_ps):
+        maps = psm_entries(ps)
+        assert maps, "the rebuilt stream has no program stream map"
+        assert sorted(maps[0]) == [(0x1B, 0xE0), (0x90, 0xC0)], maps[0]    # video and G.711A, from the start
+        assert ps.find(b"\x00\x00\x01\xbc") < ps.find(b"\x00\x00\x01\xc0")  # listed before the first audio PES
     ps = path.read_bytes()
-    maps = psm_entries(ps)
-    assert maps, "the rebuilt stream has no program stream map"
-    assert sorted(maps[0]) == [(0x1B, 0xE0), (0x90, 0xC0)], maps[0]        # video and G.711A, from the start
-    assert ps.find(b"\x00\x00\x01\xbc") < ps.find(b"\x00\x00\x01\xc0")     # listed before the first audio PES
     [inner_end] = events(a.inner_audit, "stream_ended")
     assert inner_end["detail"]["audio_frames"] > 0 and inner_end["detail"]["access_units"] > 0
     # the video still decodes
