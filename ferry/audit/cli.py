@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ferry.audit.errors import AuditError, RecordError
 from ferry.audit.export import export_csv, export_jsonl
-from ferry.audit.reconcile import INNER_OUTCOMES, reconcile
+from ferry.audit.reconcile import INNER_EVENTS, OUTER_EVENTS, reconcile
 from ferry.audit.records import Record, parse_line
 from ferry.audit.verify import TRAIL_FILE, VerifyResult, iter_file_lines, verify_dir
 from ferry.crypto import CryptoError, SM2PublicKey, load_public_key
@@ -100,8 +100,8 @@ def _collect(directory: Path, keep: tuple[str, ...]) -> tuple[VerifyResult, list
 
 def cmd_reconcile(args: argparse.Namespace) -> int:
     try:
-        ro, outer = _collect(args.outer_dir, ("object_sent", "object_refused"))
-        ri, inner = _collect(args.inner_dir, INNER_OUTCOMES + ("block_lost",))
+        ro, outer = _collect(args.outer_dir, OUTER_EVENTS)
+        ri, inner = _collect(args.inner_dir, INNER_EVENTS)
     except (AuditError, CryptoError) as exc:
         _err(str(exc))
         return EXIT_ERROR
@@ -120,6 +120,15 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
           f"{len(report.delivered)} delivered, {len(report.refused_inner)} refused by the inner "
           f"agent, {len(report.lost)} lost on the link, {len(report.refused_outer)} refused "
           "by the outer agent")
+    streams, bad = report.streams, report.streams_not_reconciled
+    print(f"{len(streams)} video stream{'' if len(streams) == 1 else 's'}: "
+          f"{sum(s['status'] == 'reconciled' for s in streams)} reconciled, "
+          f"{sum(s['status'] == 'lost_on_link' for s in streams)} with objects lost on the link, "
+          f"{len(bad)} not reconciled")
+    for st in bad:
+        print(f"stream {st['status']}: {st['flow']} (outer seq {st.get('seq')}): sent {st['sent']}, "
+              f"received by the inner agent {st['received']} in {st['inner_streams']} inner stream(s), "
+              f"missing {st['missing']}, of which the trail says lost on the link {st['lost_on_link']}")
     for s in report.unaccounted:
         print(f"unaccounted: object {s['object_id']} sent at {s.get('time')} "
               f"(outer seq {s.get('seq')}, lane {s.get('lane')}, flow {s.get('flow')}, "

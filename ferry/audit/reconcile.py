@@ -5,6 +5,20 @@ Every ``object_sent`` on the outer side must meet an inner outcome:
 or a ``block_lost`` naming (epoch, block) of a block that carried it (``blocks: [first]``
 and ``detail.count``: a range). An object both delivered and lost (an ``object_lost``, or a
 ``block_lost`` of a block that carried it) is a contradiction: listed, and a failure.
+
+Video is accounted per stream, not per access unit (no ``object_sent`` for an access unit), so
+streams are reconciled by their counts. Every outer ``stream_started`` (its ``flow``) must meet
+the outer ``stream_ended`` and, if the outer agent sent anything on it, inner
+``stream_started``/``stream_ended`` pairs of the same flow (the inner side ends an idle stream
+and starts it again: the pairs add up) that received as many objects as were sent: access units
+and audio frames sealed (outer ``access_units + audio_frames - dropped_no_audit``) against
+those the inner side delivered, refused or dropped. What is missing must be what the inner
+trail says was lost on the link: ``object_lost`` records that name no ``object_sent`` (one
+object each, shared among the streams that miss some, in flow order), or any ``block_lost``
+(a lost block holds an unknown number of objects). Each stream gets a status: ``reconciled``,
+``lost_on_link`` (fine), or ``unaccounted`` (missing without a loss in the trail), ``open`` (no
+``stream_ended`` on a side), ``excess`` (the inner side received more than was sent),
+``unexpected`` (an inner stream the outer agent never started): those are listed, and fail.
 """
 
 from __future__ import annotations
@@ -18,6 +32,10 @@ from ferry.audit.records import Record
 
 _SUMMARY = ("seq", "time", "lane", "flow", "object_type", "size", "epoch", "blocks", "rule")
 INNER_OUTCOMES = ("object_delivered", "object_refused", "object_lost")
+STREAM_EVENTS = ("stream_started", "stream_ended")
+OUTER_EVENTS = ("object_sent", "object_refused") + STREAM_EVENTS   # what reconcile reads of each trail
+INNER_EVENTS = INNER_OUTCOMES + ("block_lost",) + STREAM_EVENTS
+STREAM_OK = ("reconciled", "lost_on_link")
 
 
 @dataclass(frozen=True)
@@ -36,10 +54,17 @@ class ReconcileReport:
     duplicates: list[int] = field(default_factory=list)    # delivered more than once
     refused_outer: list[int] = field(default_factory=list)
     delivered_and_lost: list[int] = field(default_factory=list)   # both: the trail contradicts itself
+    # video streams, one entry per flow: counts on both sides and a status (module doc)
+    streams: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def streams_not_reconciled(self) -> list[dict[str, Any]]:
+        return [s for s in self.streams if s["status"] not in STREAM_OK]
 
     @property
     def ok(self) -> bool:
-        return not (self.unaccounted or self.unexpected or self.duplicates or self.delivered_and_lost)
+        return not (self.unaccounted or self.unexpected or self.duplicates or self.delivered_and_lost
+                    or self.streams_not_reconciled)
 
     @property
     def exit_status(self) -> int:
@@ -54,19 +79,106 @@ def _id(rec: Record) -> int | None:
     return oid if type(oid) is int else None
 
 
+def _blocks(rec: Record) -> list[int]:
+    """The block numbers a record names (whatever else is there is not one)."""
+    blocks = rec.get("blocks")
+    return [b for b in blocks if type(b) is int] if isinstance(blocks, list) else []
+
+
+def _epoch(rec: Record) -> int | None:
+    epoch = rec.get("epoch")
+    return epoch if type(epoch) is int else None
+
+
+def _count(value: Any) -> int:
+    return value if type(value) is int and value >= 0 else 0
+
+
+class _Streams:
+    """Per-flow counts of the stream records of both trails."""
+
+    def __init__(self) -> None:
+        self.outer: dict[str, dict[str, Any]] = {}
+        self.inner: dict[str, dict[str, Any]] = {}
+
+    def add(self, side: dict[str, dict[str, Any]], rec: Record, outer: bool) -> bool:
+        """Take a stream record (True), or say it is none (False)."""
+        event, flow = rec.get("event"), rec.get("flow")
+        if event not in STREAM_EVENTS or rec.get("lane") != "video" or not isinstance(flow, str):
+            return False
+        s = side.setdefault(flow, {"started": 0, "ended": 0, "count": 0, "delivered": 0, "refused": 0,
+                                   "dropped": 0, "seq": rec.get("seq"), "time": rec.get("time")})
+        if event == "stream_started":
+            s["started"] += 1
+            return True
+        s["ended"] += 1
+        d = rec.get("detail")
+        d = d if isinstance(d, dict) else {}
+        if outer:    # sealed: access units and audio frames decided, less those no trail could record
+            s["count"] += max(0, _count(d.get("access_units")) + _count(d.get("audio_frames"))
+                              - _count(d.get("dropped_no_audit")))
+        else:        # everything that arrived: delivered, refused or dropped by the inner agent
+            delivered = _count(d.get("access_units")) + _count(d.get("audio_frames"))
+            s["delivered"] += delivered
+            s["refused"] += _count(d.get("refused"))
+            s["dropped"] += _count(d.get("dropped"))
+            s["count"] += delivered + _count(d.get("refused")) + _count(d.get("dropped"))
+        return True
+
+    def report(self, lost_objects: int, lost_blocks: int) -> list[dict[str, Any]]:
+        """One entry per flow. ``lost_objects``: link losses naming no object_sent (one object
+        each, handed out in flow order); ``lost_blocks``: blocks lost whose objects nobody knows."""
+        out: list[dict[str, Any]] = []
+        for flow in sorted(set(self.outer) | set(self.inner)):
+            o, i = self.outer.get(flow), self.inner.get(flow)
+            entry: dict[str, Any] = {"flow": flow, "sent": None, "received": 0, "delivered": 0, "refused": 0,
+                                     "dropped": 0, "missing": 0, "lost_on_link": 0, "inner_streams": 0}
+            if i is not None:
+                entry.update(received=i["count"], delivered=i["delivered"], refused=i["refused"],
+                             dropped=i["dropped"], inner_streams=i["started"])
+            if o is None or not o["started"]:
+                entry["status"] = "unexpected"        # an inner stream the outer agent never started
+                out.append(entry)
+                continue
+            entry.update(seq=o["seq"], time=o["time"])
+            if not o["ended"] or (i is not None and i["ended"] < i["started"]):
+                entry["status"] = "open"              # counts unknown: a side never ended it
+                out.append(entry)
+                continue
+            entry["sent"] = o["count"]
+            missing = o["count"] - entry["received"]
+            entry["missing"] = missing
+            if missing == 0:
+                entry["status"] = "reconciled"
+            elif missing < 0:
+                entry["status"] = "excess"
+            else:
+                take = min(missing, lost_objects)
+                lost_objects -= take
+                if take == missing or lost_blocks:
+                    entry.update(status="lost_on_link", lost_on_link=missing)
+                else:
+                    entry.update(status="unaccounted", lost_on_link=take)
+            out.append(entry)
+        return out
+
+
 def reconcile(outer_records: Iterable[Record], inner_records: Iterable[Record]) -> ReconcileReport:
-    """Match outer ``object_sent`` records with inner outcomes."""
+    """Match outer ``object_sent`` records with inner outcomes, and outer video streams with inner ones."""
     sent: dict[int, Record] = {}
     by_block: dict[tuple[int | None, int], list[int]] = {}  # (epoch, block) -> objects it carried
     refused_outer: list[int] = []
+    streams = _Streams()
     for rec in outer_records:
+        if streams.add(streams.outer, rec, True):
+            continue
         oid = _id(rec)
         if oid is None:
             continue
         if rec.get("event") == "object_sent" and oid not in sent:
             sent[oid] = {"object_id": oid, **{k: rec[k] for k in _SUMMARY if k in rec}}
-            epoch = rec.get("epoch")
-            for b in rec.get("blocks") or ():
+            epoch = _epoch(rec)
+            for b in _blocks(rec):
                 by_block.setdefault((epoch, b), []).append(oid)
         elif rec.get("event") == "object_refused":
             refused_outer.append(oid)
@@ -77,14 +189,20 @@ def reconcile(outer_records: Iterable[Record], inner_records: Iterable[Record]) 
     unexpected: list[Record] = []
     unmatched: list[Record] = []
     runs: list[tuple[Any, int, int]] = []     # (epoch, first, end) of block_lost records that name a run
+    lost_blocks = 0
     for rec in inner_records:
+        if streams.add(streams.inner, rec, False):
+            continue
         event = rec.get("event")
         if event == "block_lost":
-            count = (rec.get("detail") or {}).get("count", 1)
-            if isinstance(count, int) and count > 1 and rec.get("blocks"):
-                runs.append((rec.get("epoch"), rec["blocks"][0], rec["blocks"][0] + count))   # a run of blocks
-            for b in rec.get("blocks") or ():
-                lost.update(by_block.get((rec.get("epoch"), b), ()))
+            lost_blocks += 1
+            detail = rec.get("detail")
+            count = detail.get("count", 1) if isinstance(detail, dict) else 1
+            blocks = _blocks(rec)
+            if type(count) is int and count > 1 and blocks:
+                runs.append((_epoch(rec), blocks[0], blocks[0] + count))   # a run of blocks
+            for b in blocks:
+                lost.update(by_block.get((_epoch(rec), b), ()))
             continue
         if event not in INNER_OUTCOMES:
             continue
@@ -117,4 +235,7 @@ def reconcile(outer_records: Iterable[Record], inner_records: Iterable[Record]) 
         duplicates=sorted(oid for oid, n in deliveries.items() if n > 1),
         refused_outer=sorted(refused_outer),
         delivered_and_lost=sorted(lost & set(deliveries)),
+        # an inner loss or refusal that names no object_sent: a video object (or one the inner
+        # agent could not read), lost on the link or refused before its stream was known
+        streams=streams.report(len(unmatched), lost_blocks),
     )

@@ -7,8 +7,10 @@ length 0 (unbounded video PES), PES split across feeds, garbage before the first
 It never raises: what it cannot use becomes a `Skipped(reason, nbytes)` event. Buffering is
 bounded by one PES packet (6 + 65535 bytes) plus the bytes of one feed.
 
-`PsMuxer` writes the GB/T 28181 shape: pack header (+ system header + PSM before key frames),
-video PES on 0xE0 with PTS/DTS, audio PES on 0xC0; the same input gives the same bytes.
+`PsMuxer` writes the GB/T 28181 shape: pack header (+ system header + PSM before key frames,
+and before the next pack after the program changed: `set_streams`, a new PSM version), video
+PES on 0xE0 with PTS/DTS, audio PES on 0xC0; the same input gives the same bytes. The map lists
+every stream the muxer is given (video, and audio if any), from its first PSM on.
 """
 
 from __future__ import annotations
@@ -518,7 +520,21 @@ class PsMuxer:
         self.audio_codec = audio_codec
         self.mux_rate = mux_rate & 0x3FFFFF
         self.pes_payload_max = pes_payload_max
+        self.psm_version = 0          # program_stream_map_version: + 1 (mod 32) for each change
+        self._map_due = False         # the program changed: the next pack carries the new map
         self._scr = 0
+
+    def set_streams(self, video_codec: str, audio_codec: str | None) -> None:
+        """What the program carries from now on. A change gets a new map (the next version) in the
+        next pack, ahead of the PES it concerns, key frame or not."""
+        if video_codec not in ("h264", "h265"):
+            raise ValueError(f"unsupported video codec {video_codec!r}")
+        if audio_codec is not None and audio_codec not in STREAM_TYPE_OF:
+            raise ValueError(f"unsupported audio codec {audio_codec!r}")
+        if (video_codec, audio_codec) != (self.video_codec, self.audio_codec):
+            self.video_codec, self.audio_codec = video_codec, audio_codec
+            self.psm_version = (self.psm_version + 1) & 0x1F
+            self._map_due = True
 
     def system_header(self) -> bytes:
         """System header (§2.5.3.5) listing video 0xE0 and audio 0xC0."""
@@ -539,7 +555,8 @@ class PsMuxer:
         entries = bytes((STREAM_TYPE_OF[self.video_codec], VIDEO, 0, 0))
         if self.audio_codec:
             entries += bytes((STREAM_TYPE_OF[self.audio_codec], AUDIO, 0, 0))
-        body = b"\xe0\xff\x00\x00" + _U16.pack(len(entries)) + entries
+        # current_next_indicator 1, reserved, version; reserved, marker; no program_stream_info
+        body = bytes((0xE0 | self.psm_version, 0xFF, 0, 0)) + _U16.pack(len(entries)) + entries
         head = b"\x00\x00\x01\xbc" + _U16.pack(len(body) + 4) + body
         return head + struct.pack(">I", crc32_mpeg2(head))
 
@@ -560,7 +577,8 @@ class PsMuxer:
 
     def video(self, nal_units: Iterable[bytes | bytearray | memoryview], pts: int | None, dts: int | None = None,
               keyframe: bool = False) -> bytes:
-        """One access unit: pack header, (system header, PSM on key frames), video PES.
+        """One access unit: pack header, (system header, PSM on key frames and after a change of
+        the program), video PES.
 
         Without a PTS the PES carries no timestamps and the SCR repeats the previous one.
         """
@@ -571,9 +589,14 @@ class PsMuxer:
         if dts is not None:
             self._scr = dts
         head = pack_header(self._scr, self.mux_rate)
-        if keyframe:
-            head += self.system_header() + self.program_stream_map()
+        if keyframe or self._map_due:
+            head += self._program()
         return head + self._pes(VIDEO, join_annexb(nal_units), pts, dts)
+
+    def _program(self) -> bytes:
+        """System header and PSM (what a player needs to know the streams)."""
+        self._map_due = False
+        return self.system_header() + self.program_stream_map()
 
     def access_unit(self, au: AccessUnit) -> bytes:
         """`video` for an access_unit.AccessUnit (its codec must be this muxer's)."""
@@ -582,10 +605,14 @@ class PsMuxer:
         return self.video(au.nal_units, au.pts, au.dts, au.keyframe)
 
     def audio(self, payload: bytes, pts: int) -> bytes:
-        """One audio frame: pack header and an audio PES on 0xC0."""
+        """One audio frame: pack header (system header and PSM after a change of the program)
+        and an audio PES on 0xC0."""
         if not self.audio_codec:
             raise ValueError("muxer has no audio stream")
         if len(payload) > self.pes_payload_max:
             raise ValueError("audio frame larger than one PES")
         self._scr = pts
-        return pack_header(pts, self.mux_rate) + self._pes(AUDIO, payload, pts, pts)
+        head = pack_header(pts, self.mux_rate)
+        if self._map_due:
+            head += self._program()
+        return head + self._pes(AUDIO, payload, pts, pts)

@@ -31,6 +31,7 @@ from ferry.lanes.video.events import Event
 class Sink(Protocol):
     """Where a front end's output goes (`ferry.lanes.video.gate.Gate`)."""
     need_key: bool
+    audio_codec: str | None    # the program's G.711 stream (PS: from its PSM)
 
     def access_units(self, events: Sequence[AccessUnit | AuDropped], now: float, out: list[Event]) -> None: ...
 
@@ -130,7 +131,7 @@ class PsFront:
                         self.codec = ev.codec
                         self._bsa = ByteStreamAssembler(ev.codec)
                 elif is_audio(ev.stream_id) and ev.codec in ("g711a", "g711u"):
-                    self._audio_codec = ev.codec
+                    self._audio_codec = self.sink.audio_codec = ev.codec
             else:  # Skipped
                 self.counts["skipped_bytes"] += ev.nbytes
 

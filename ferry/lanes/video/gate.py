@@ -119,6 +119,7 @@ class Gate:
         self.width = self.height = 0
         self.frame_rate = 0.0
         self.transcoding: Transcoding | None = None
+        self.audio_codec: str | None = None   # the source's G.711 stream (set by the front end)
         self._meter = BitrateMeter()
 
     # -- Sink (front end output) ---------------------------------------------------------------
@@ -201,6 +202,8 @@ class Gate:
             return
         self.rule_id = decision.rule
         obj.rule = decision.rule
+        if video is not None and video.audio and self.audio_codec:   # the inner's first PSM lists it
+            obj.access_unit.audio_codec = self.audio_codec
         if raw and video is not None and video.keep_sei:   # the rule keeps SEI: put them back
             nals, stripped = strip_nal_units(pb.codec, raw, keep_sei=True)
             del obj.access_unit.nal_units[:]

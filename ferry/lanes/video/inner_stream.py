@@ -4,6 +4,11 @@
 RFC 6184/7798 packets; new SSRC, sequence numbers and timestamps (random starts), timestamps
 derived from the access unit's pts. `container(obj)` gives the bytes without RTP (PS, or
 Annex B for the raw forms) for file outputs.
+
+The PS program lists every stream that crosses from the first PSM on: an access unit names the
+stream's G.711 audio (`audio_codec`, set by the outer agent when the rule lets audio through),
+so the first keyframe's map lists it before any audio frame arrives; a program that changes
+later (another audio codec) gets a new map version ahead of the PES it concerns.
 """
 from __future__ import annotations
 
@@ -17,6 +22,9 @@ from ferry.codecs.nal import join_annexb
 from ferry.codecs.rtp import RtpPacketWriter
 from ferry.lanes.video.events import CLOCK, FORMS
 from ferry.pb import ferry_pb2
+
+AUDIO_CODECS = ("g711a", "g711u")   # what an access unit's audio_codec may name (else ignored)
+
 
 class InnerStream:
     """Fresh output of one stream to one destination: `push(obj) -> [RTP packet bytes]`.
@@ -64,6 +72,8 @@ class InnerStream:
         if obj.HasField("audio"):
             if self.form != "ps":
                 return "audio travels only in the ps form"
+            if obj.audio.codec not in AUDIO_CODECS:
+                return f"audio codec {obj.audio.codec!r} has no output"
             return None
         return "no access unit or audio body"
 
@@ -74,22 +84,29 @@ class InnerStream:
             raise ValueError(reason)
         if obj.HasField("audio"):
             a = obj.audio
-            if self._audio_codec != a.codec or self._mux is None:
-                self._audio_codec = a.codec
-                self._mux = PsMuxer(self.codec or "h264", a.codec)
+            self._audio_codec = a.codec
+            mux = self._muxer(self.codec or "h264")
             ts, pts, _ = self._times(a.pts, a.pts)
-            return self._mux.audio(a.payload, pts), ts, False
+            return mux.audio(a.payload, pts), ts, False
         au = obj.access_unit
         ts, pts, dts = self._times(au.pts, au.dts)
         if self.form == "ps":
-            if self._mux is None or self._mux.video_codec != au.codec:
-                self._mux = PsMuxer(au.codec, self._audio_codec)
-            data = self._mux.video(list(au.nal_units), pts, dts, au.keyframe)
+            if self._audio_codec is None and au.audio_codec in AUDIO_CODECS:   # before its first frame
+                self._audio_codec = au.audio_codec      # (then the frames themselves say)
+            data = self._muxer(au.codec).video(list(au.nal_units), pts, dts, au.keyframe)
         else:
             data = join_annexb(au.nal_units)
         self.codec = au.codec
         self.access_units += 1
         return data, ts, True
+
+    def _muxer(self, video_codec: str) -> PsMuxer:
+        """The stream's one muxer, told what the program carries now (a change: a new PSM)."""
+        if self._mux is None:
+            self._mux = PsMuxer(video_codec, self._audio_codec)
+        else:
+            self._mux.set_streams(video_codec, self._audio_codec)
+        return self._mux
 
     def push(self, obj: ferry_pb2.CanonicalObject) -> list[bytes]:
         """Fresh RTP packets for one object (marker on the last packet of each picture)."""
