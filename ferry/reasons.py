@@ -73,6 +73,8 @@ class Reason(StrEnum):
     NO_OUTPUT = "no_output"
     SOURCE_ADDRESS = "source_address"
     TOO_MANY_STREAMS = "too_many_streams"
+    TOO_MANY_CONNECTIONS = "too_many_connections"
+    NO_RTP = "no_rtp"
     STREAM_CHECK = "stream_check"
     TRANSCODE_FAILED = "transcode_failed"
     # --- the policy's decisions (object_refused, stream_refused) ---------------------------------
@@ -153,6 +155,8 @@ MEANING: dict[Reason, str] = {
     Reason.NO_OUTPUT: "no output configured for the object's lane or destination",
     Reason.SOURCE_ADDRESS: "video from an address other than the configured source",
     Reason.TOO_MANY_STREAMS: "more video streams than the appliance takes at once",
+    Reason.TOO_MANY_CONNECTIONS: "TCP video connection over the pending limit of its entry or source address",
+    Reason.NO_RTP: "TCP video connection closed without a valid RTP packet (silent, garbage, or closed early)",
     Reason.STREAM_CHECK: "video the lane cannot take or the output cannot carry (codec, parameters)",
     Reason.TRANSCODE_FAILED: "the transcoder failed on the stream",
     Reason.DEFAULT_DENY: "no policy rule for the object's source, lane and destination",
