@@ -20,10 +20,13 @@ transcode threads.
 It owns the stream table (streams by id, each entry's current UDP stream, per-entry numbering,
 at most VIDEO_STREAMS_MAX streams), the source-address check (one refusal record per address,
 at most VIDEO_REFUSED_ADDRESSES_MAX remembered), refused TCP connections (aggregated: one
-stream_refused per entry, address and code per VIDEO_REFUSAL_AUDIT_INTERVAL, `detail.connections`), the RTP fast path (a plain RTP header of the
-entry's current stream goes to `OuterStream.push_fields`: one struct unpack, no RtpPacket),
-and the audit records of a stream: stream_started, stream_refused (first refusal, rule and
-reason), stream_loss (at most every VIDEO_LOSS_AUDIT_INTERVAL), stream_ended (counts).
+stream_refused per entry, address and code per VIDEO_REFUSAL_AUDIT_INTERVAL, with
+`detail.connections`), the RTP fast path (a plain RTP header of the entry's current stream goes
+to `OuterStream.push_fields`: one struct unpack, no RtpPacket), and the audit records of a
+stream: stream_started, stream_refused (first refusal, rule and reason; a stream that ends
+without a picture gets one too, code `no_picture`), stream_anomaly (bulk drops, another SSRC or
+source: at most one per code every VIDEO_ANOMALY_INTERVAL), stream_loss (at most every
+VIDEO_LOSS_AUDIT_INTERVAL), stream_ended (counts).
 No audit, no transfer: while the agent says the trail is down (`audit_available = False`),
 access units are dropped and counted (`dropped_no_audit`), not sealed.
 """
@@ -36,8 +39,8 @@ from ferry import limits
 from ferry.codecs.errors import CodecError
 from ferry.codecs.rfc4571 import Deframer
 from ferry.codecs.rtp import HEADER, HEADER_SIZE, parse_rtp
-from ferry.lanes.video.events import (AccessUnitReady, Event, StreamEnded, StreamLoss, StreamRefused,
-                                      StreamStarted, TranscodeEnd, TranscodeRequest)
+from ferry.lanes.video.events import (INGEST_RULE, AccessUnitReady, Event, StreamAnomaly, StreamEnded, StreamLoss,
+                                      StreamRefused, StreamStarted, TranscodeEnd, TranscodeRequest)
 from ferry.lanes.video.stream import OuterStream
 from ferry.lanes.video.transcode_flow import TranscoderFactory
 from ferry.lanes.work import AuditIntent, SealObject
@@ -45,7 +48,7 @@ from ferry.pb import ferry_pb2
 from ferry.reasons import Reason
 from ferry.policy.plan import Plan
 
-INGEST_RULE = "ferry-video-ingest"     # refusals of a peer before any stream (address, stream count)
+__all__ = ["INGEST_RULE", "IdSource", "OuterVideoLane", "OuterWork", "VideoEntry"]
 
 OuterWork = AuditIntent | SealObject | TranscodeRequest | TranscodeEnd
 _NOTHING: tuple[OuterWork, ...] = ()
@@ -178,6 +181,10 @@ class OuterVideoLane:
         stream = ep.stream
         if stream is not None and stream.address != address:
             stream.counts["foreign_source_packets"] = stream.counts.get("foreign_source_packets", 0) + 1
+            events: list[Event] = []
+            stream.foreign(now, events, address=address)
+            if events:
+                work.extend(self._handle(stream, events, now, wall))
             return work
         try:
             packet = parse_rtp(data)
@@ -511,6 +518,9 @@ class OuterVideoLane:
             elif isinstance(ev, StreamRefused):
                 work.append(self._record(stream, "stream_refused", "refused", ev.reason, rule=ev.rule,
                                          detail=ev.detail, code=ev.code))
+            elif isinstance(ev, StreamAnomaly):
+                work.append(self._record(stream, "stream_anomaly", "refused", ev.reason, detail=ev.detail,
+                                         code=ev.code))
             elif isinstance(ev, StreamLoss):
                 last = self.loss_audited.get(sid)
                 if last is None or now - last >= limits.VIDEO_LOSS_AUDIT_INTERVAL:
