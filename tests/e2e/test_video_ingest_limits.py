@@ -14,6 +14,7 @@ import pytest
 
 import gb28181
 from appliance import free_udp_port, read_trail, uncoded
+from tests.lanes.video.test_stream_reasons import huge_sps, packets_of
 from .test_video import CAMERA, events, free_tcp_port, make_appliance, output_entry, video_entry
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300),
@@ -99,3 +100,46 @@ def test_300_idle_connections_lock_nobody_out(appliance_factory, tmp_path):
     assert sum(r["detail"]["connections"] for r in attempt) == 300
     assert not [r for r in outer if "more than 256 video streams" in r.get("reason", "")]
     assert uncoded(outer) == [] and uncoded(inner) == []
+
+
+def test_streams_that_deliver_nothing_say_why_once_and_a_second_ssrc_leaves_a_trace(appliance_factory, tmp_path):
+    """Item 4 through real agents: an SPS claiming 100000x100000 and a stream without a keyframe
+    each get exactly one stream_refused with the parser's reason; packets of a second SSRC on a
+    working camera's port get one aggregated stream_anomaly while its 50 pictures cross."""
+    frames = gb28181.access_units(gb28181.make_source(None, "h264", seconds=2), "h264")
+    Frame = type(frames[0])
+    huge = packets_of([Frame(tuple(huge_sps() if n[0] & 0x1F == 7 else n for n in fr.nal_units), fr.pts, fr.dts,
+                             fr.keyframe) for fr in frames], ssrc=0x2001)
+    nokey = packets_of([Frame(tuple(n for n in fr.nal_units if n[0] & 0x1F != 5), fr.pts, fr.dts, False)
+                        for fr in frames], ssrc=0x2002)
+    ours, theirs = packets_of(frames, ssrc=0x2003), packets_of(frames, ssrc=0x2004)
+    mixed = [p for pair in zip(ours, theirs) for p in pair]
+    a = make_appliance(appliance_factory, tmp_path)
+    ports = {name: free_udp_port() for name in ("huge", "nokey", "mixed")}
+    for name, port in ports.items():
+        a.append_config("outer", video_entry(name, CAMERA, listen=f"127.0.0.1:{port}"))
+    a.append_config("inner", output_entry(transport="file", path=str(a.work / "recordings" / "{stream}.ps")))
+    try:
+        a.start()
+        for name, packets in (("huge", huge), ("nokey", nokey), ("mixed", mixed)):
+            gb28181.send_udp([(p, 0.0) for p in packets], ("127.0.0.1", ports[name]))
+        a.wait_for(lambda: len(events(a.outer_audit, "stream_ended")) == 3, 60, "three streams ended")
+        a.wait_for(lambda: events(a.inner_audit, "stream_ended"), 60, "the mixed stream ended inside")
+    finally:
+        a.stop()
+    outer = read_trail(a.outer_audit)
+    by_entry: dict[str, list[dict]] = {}
+    for r in outer:
+        if r.get("lane") == "video":
+            by_entry.setdefault(r["flow"].split("-")[0], []).append(r)
+    [refused] = [r for r in by_entry["huge"] if r["event"] == "stream_refused"]
+    assert refused["code"] == "stream_check" and refused["rule"] == "ferry-video-ingest"
+    assert "100000x100000" in refused["reason"]
+    [refused] = [r for r in by_entry["nokey"] if r["event"] == "stream_refused"]
+    assert refused["code"] == "no_picture" and "no keyframe" in refused["reason"]
+    assert not [r for r in by_entry["mixed"] if r["event"] == "stream_refused"]
+    [anomaly] = [r for r in by_entry["mixed"] if r["event"] == "stream_anomaly"]
+    assert anomaly["code"] == "foreign_ssrc" and anomaly["detail"]["packets"] >= 16
+    [inner_ended] = events(a.inner_audit, "stream_ended")
+    assert inner_ended["detail"]["access_units"] == 50
+    assert uncoded(outer) == []
