@@ -130,12 +130,14 @@ class Gate:
         self.drops: dict[str, int] = {}   # access units the assembler dropped, by its reason
         self.pictures = 0                 # access units that reached the gate
         self.keyframes = 0                # of which keyframes
+        self.seen_bytes = 0               # bytes of the access units and audio frames that reached the gate
+        self.largest = 0                  # the largest access unit so far (bytes)
         self._meter = BitrateMeter()
 
     # -- Sink (front end output) ---------------------------------------------------------------
     def access_units(self, events: Sequence[AccessUnit | AuDropped], now: float, out: list[Event]) -> None:
         for ev in events:
-            if isinstance(ev, AuDropped):
+            if isinstance(ev, AuDropped):      # its bytes: the front's `dropped_bytes` where it counts them
                 if ev.nbytes:
                     self.counts["dropped_aus"] += 1
                     self._dropped(ev.reason)
@@ -172,6 +174,7 @@ class Gate:
         return "no picture crossed: no complete access unit"
 
     def audio(self, ev: AudioPes, codec: str | None, now: float, out: list[Event]) -> None:
+        self.seen_bytes += len(ev.data)
         plan = self.plan_getter()
         rule = plan.rule(self.rule_id) if self.rule_id else None
         if (self.refused is not None or codec is None or rule is None or rule.video is None
@@ -195,6 +198,10 @@ class Gate:
     def _access_unit(self, au: AccessUnit, now: float, out: list[Event]) -> None:
         self.pictures += 1
         self.keyframes += au.keyframe
+        size = au.size
+        self.seen_bytes += size
+        if size > self.largest:
+            self.largest = size
         if self.refused is not None:
             self.counts["refused_aus"] += 1
             return
@@ -208,7 +215,7 @@ class Gate:
         if not nals:
             self.counts["dropped_aus"] += 1
             self.counts["stripped_nal_units"] += stripped
-            self.counts["stripped_bytes"] = self.counts.get("stripped_bytes", 0) + au.size
+            self.counts["stripped_bytes"] = self.counts.get("stripped_bytes", 0) + size
             return
         pb = ferry_pb2.AccessUnit(
             stream_id=self.stream_id, codec=au.codec, keyframe=au.keyframe,

@@ -31,6 +31,7 @@ from ferry.policy.plan import Plan
 from ferry.reasons import Reason
 
 TRANSCODE_QUEUE = limits.VIDEO_TRANSCODE_QUEUE
+_BULK = ("skipped_bytes", "stripped_bytes", "dropped_bytes", "unaccounted_bytes")   # what a bulk anomaly sums
 
 
 class OuterStream:
@@ -62,7 +63,7 @@ class OuterStream:
             "dropped_aus": 0, "lost_packets": 0, "late_packets": 0, "duplicate_packets": 0,
             "foreign_ssrc_packets": 0, "stripped_nal_units": 0, "audio_frames": 0, "dropped_audio": 0,
             "skipped_bytes": 0, "transcode_dropped_aus": 0, "stripped_bytes": 0, "dropped_bytes": 0,
-            "malformed_packets": 0, "foreign_source_packets": 0,
+            "malformed_packets": 0, "foreign_source_packets": 0, "unaccounted_bytes": 0,
         }
         # stream anomalies: what was counted at the last record (or window start) of each kind
         self._bulk_mark = (now, 0, 0)        # (when, bad bytes, payload bytes)
@@ -162,8 +163,8 @@ class OuterStream:
         counts["bytes"] += len(payload)
         self.last_packet = now
         ps.gathered(payload, marker, now, out)
-        if counts["skipped_bytes"] + counts["stripped_bytes"] + counts["dropped_bytes"] - self._bulk_mark[1] \
-                >= limits.VIDEO_ANOMALY_BYTES:
+        if not counts["packets"] & 63 or (counts["skipped_bytes"] + counts["stripped_bytes"] + counts["dropped_bytes"]
+                                          - self._bulk_mark[1] >= limits.VIDEO_ANOMALY_BYTES):
             self.bulk(now, out)
         return out
 
@@ -197,6 +198,7 @@ class OuterStream:
         out: list[Event] = []
         self._released(self._reorder.flush(), now, out)
         self.front.close(now, out)
+        self.unaccounted(slack=False)
         self.closed = True
         self._closed_at = now
         c = self.counts
@@ -217,12 +219,27 @@ class OuterStream:
                                     duration=round(self._closed_at - self.started_at, 3))))
 
     # -- anomalies -----------------------------------------------------------------------------
-    def bulk(self, now: float, out: list[Event]) -> None:
-        """A StreamAnomaly (`skipped_bytes`) when the bytes skipped, stripped or dropped since the
-        last one reach VIDEO_ANOMALY_BYTES and VIDEO_ANOMALY_SHARE of the payload meanwhile, at
-        most one per VIDEO_ANOMALY_INTERVAL; a window that does not qualify is restarted then."""
+    def unaccounted(self, slack: bool = True) -> int:
+        """Payload bytes that reached no access unit, audio frame or counted skip or drop:
+        container headers and start codes (a few %), and what no parser counts (runs of start
+        codes, empty NAL units; the assembler's drops where the front end does not count them as
+        `dropped_bytes`). Monotonic: with `slack`, what the front end may still hold (the largest
+        access unit, a gathered picture, a partial PES) is not counted yet; at the end it is exact."""
         c = self.counts
-        bad = c["skipped_bytes"] + c["stripped_bytes"] + c["dropped_bytes"]
+        held = (self.gate.largest + limits.VIDEO_GATHER_MAX + 0x10000) if slack else 0
+        est = c["bytes"] - self.gate.seen_bytes - c["skipped_bytes"] - c["dropped_bytes"] - held
+        if est > c["unaccounted_bytes"]:
+            c["unaccounted_bytes"] = est
+        return c["unaccounted_bytes"]
+
+    def bulk(self, now: float, out: list[Event]) -> None:
+        """A StreamAnomaly (`skipped_bytes`) when the bytes skipped, stripped, dropped or
+        unaccounted since the last one reach VIDEO_ANOMALY_BYTES and VIDEO_ANOMALY_SHARE of the
+        payload meanwhile, at most one per VIDEO_ANOMALY_INTERVAL; a window that does not qualify
+        is restarted then."""
+        c = self.counts
+        self.unaccounted()
+        bad = c["skipped_bytes"] + c["stripped_bytes"] + c["dropped_bytes"] + c["unaccounted_bytes"]
         since, bad0, got0 = self._bulk_mark
         new, got = bad - bad0, c["bytes"] - got0
         interval = limits.VIDEO_ANOMALY_INTERVAL
@@ -231,7 +248,7 @@ class OuterStream:
                 return
             self._bulk_last = now
             self._bulk_mark = (now, bad, c["bytes"])
-            parts = {k: c[k] - self._bulk_base.get(k, 0) for k in ("skipped_bytes", "stripped_bytes", "dropped_bytes")}
+            parts = {k: c[k] - self._bulk_base.get(k, 0) for k in _BULK}
             self._bulk_base = {k: c[k] for k in parts}
             share = round(100 * new / got) if got else 100
             out.append(StreamAnomaly(Reason.SKIPPED_BYTES,
@@ -240,7 +257,7 @@ class OuterStream:
                                      {"bytes": new, "payload_bytes": got, "seconds": round(now - since, 3), **parts}))
         elif now - since >= interval:
             self._bulk_mark = (now, bad, c["bytes"])
-            self._bulk_base = {k: c[k] for k in ("skipped_bytes", "stripped_bytes", "dropped_bytes")}
+            self._bulk_base = {k: c[k] for k in _BULK}
 
     def foreign(self, now: float, out: list[Event], ssrc: int | None = None, address: str | None = None) -> None:
         """A StreamAnomaly (`foreign_ssrc` / `foreign_source`) when VIDEO_ANOMALY_PACKETS packets of
