@@ -159,6 +159,18 @@ VIDEO_TRANSCODE_STOP_TIMEOUT = 10.0  # seconds the outer agent waits, when stopp
 VIDEO_AUDIT_RETRY = 0.1        # inner: seconds before idle streams are checked again while the trail is down
 VIDEO_UDP_SNDBUF = 4 << 20     # SO_SNDBUF of each inner UDP output socket
 VIDEO_TCP_READ = 65536         # bytes one read of a video TCP connection takes (outer ingest, inner output)
+# outer TCP ingest (issue 12 item 3): a connection is a stream only once it carries a valid RTP packet
+VIDEO_TCP_FIRST_BYTE = 5.0     # seconds a new connection may stay silent before it is closed
+VIDEO_TCP_FIRST_PACKET = 10.0  # seconds a new connection has to carry its first valid RTP packet
+VIDEO_TCP_IDLE = 10.0          # seconds without a valid RTP packet that end a TCP stream (closes the connection)
+VIDEO_TCP_PENDING_PER_ENTRY = 64   # connections of one entry waiting for their first RTP packet, at most
+VIDEO_TCP_PENDING_PER_ADDRESS = 8  # of those, from one source address, at most
+VIDEO_REFUSAL_AUDIT_INTERVAL = 10.0  # aggregated ingest refusals (per entry, address, code): one record this often
+# stream anomalies (issue 12 item 4): skipped, stripped and dropped bytes, packets of another SSRC or source
+VIDEO_ANOMALY_INTERVAL = 10.0  # at most one stream_anomaly record per stream and code this often (s)
+VIDEO_ANOMALY_BYTES = 65536    # bytes skipped/stripped/dropped since the last record that make an anomaly...
+VIDEO_ANOMALY_SHARE = 0.2      # ...when they are also at least this share of the payload bytes received meanwhile
+VIDEO_ANOMALY_PACKETS = 16     # packets of another SSRC or source address since the last record that make one
 
 # --- the agents' loops (ferry.agents) ---------------------------------------
 LINK_READS_PER_WAKE = 64       # inner: link reads (each up to a GRO batch of 64 KiB) per wake-up, at most

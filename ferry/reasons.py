@@ -73,6 +73,12 @@ class Reason(StrEnum):
     NO_OUTPUT = "no_output"
     SOURCE_ADDRESS = "source_address"
     TOO_MANY_STREAMS = "too_many_streams"
+    TOO_MANY_CONNECTIONS = "too_many_connections"
+    NO_RTP = "no_rtp"
+    NO_PICTURE = "no_picture"
+    SKIPPED_BYTES = "skipped_bytes"
+    FOREIGN_SSRC = "foreign_ssrc"
+    FOREIGN_SOURCE = "foreign_source"
     STREAM_CHECK = "stream_check"
     TRANSCODE_FAILED = "transcode_failed"
     # --- the policy's decisions (object_refused, stream_refused) ---------------------------------
@@ -153,6 +159,12 @@ MEANING: dict[Reason, str] = {
     Reason.NO_OUTPUT: "no output configured for the object's lane or destination",
     Reason.SOURCE_ADDRESS: "video from an address other than the configured source",
     Reason.TOO_MANY_STREAMS: "more video streams than the appliance takes at once",
+    Reason.TOO_MANY_CONNECTIONS: "TCP video connection over the pending limit of its entry or source address",
+    Reason.NO_RTP: "TCP video connection closed without a valid RTP packet (silent, garbage, or closed early)",
+    Reason.NO_PICTURE: "video stream that ended without a picture to send (the reason names the parser's)",
+    Reason.SKIPPED_BYTES: "video bytes skipped, stripped or dropped in bulk (stream_anomaly, aggregated)",
+    Reason.FOREIGN_SSRC: "RTP packets of another SSRC on a stream's port (stream_anomaly, aggregated)",
+    Reason.FOREIGN_SOURCE: "RTP packets from another address on a stream's UDP port (stream_anomaly, aggregated)",
     Reason.STREAM_CHECK: "video the lane cannot take or the output cannot carry (codec, parameters)",
     Reason.TRANSCODE_FAILED: "the transcoder failed on the stream",
     Reason.DEFAULT_DENY: "no policy rule for the object's source, lane and destination",

@@ -328,25 +328,33 @@ class VideoIngest:
                 pass
 
     async def _read_stream(self, name: str, reader: asyncio.StreamReader, peer: tuple[Any, ...]) -> None:
-        """One TCP connection is one stream: RFC 4571 frames until EOF (or the stream's end)."""
+        """One TCP connection: RFC 4571 frames until EOF, the stream's end, or the lane's deadline
+        (first byte, first RTP packet, idle: `tcp_deadline` / `tcp_expired`)."""
         lane = self.lane
         now, wall = self.clocks()
-        sid, work = lane.tcp_opened(name, peer[0], peer[1], now, wall)
+        cid, work = lane.tcp_opened(name, peer[0], peer[1], now, wall)
         self.carry(work, wall)
-        if sid is None:
+        if cid is None:
             return
         try:
-            while True:
+            while lane.is_open(cid):
+                deadline = lane.tcp_deadline(cid)
                 try:
-                    data = await reader.read(limits.VIDEO_TCP_READ)
+                    if deadline is None:
+                        data = await reader.read(limits.VIDEO_TCP_READ)
+                    else:
+                        data = await asyncio.wait_for(reader.read(limits.VIDEO_TCP_READ),
+                                                      max(0.0, deadline - time.monotonic()))
+                except asyncio.TimeoutError:
+                    if lane.tcp_expired(cid, time.monotonic()):
+                        break
+                    continue
                 except (ConnectionError, OSError):
                     break
                 if not data:
                     break
                 now, wall = self.clocks()
-                self.carry(lane.tcp_data(sid, data, now, wall), wall)
-                if not lane.is_open(sid):
-                    break
+                self.carry(lane.tcp_data(cid, data, now, wall), wall)
         finally:
             now, wall = self.clocks()
-            self.carry(lane.tcp_closed(sid, now, wall), wall)
+            self.carry(lane.tcp_closed(cid, now, wall), wall)

@@ -148,7 +148,8 @@ def parse_sps(nal: bytes) -> Sps:
     width = width_mbs * 16
     height = height_map_units * 16 * (2 - frame_mbs_only)
     if width > limits.VIDEO_MAX_WIDTH + 16 or height > limits.VIDEO_MAX_HEIGHT + 32:
-        raise NalError(f"SPS size {width}x{height} beyond the limits")
+        raise NalError(f"SPS size {width}x{height} beyond the limits "
+                       f"({limits.VIDEO_MAX_WIDTH}x{limits.VIDEO_MAX_HEIGHT})")
     if r.flag():  # frame_cropping_flag
         left, right, top, bottom = (r.ue() for _ in range(4))
         chroma_array_type = 0 if separate_colour_plane else chroma_format_idc
@@ -161,7 +162,8 @@ def parse_sps(nal: bytes) -> Sps:
         width -= crop_x * (left + right)
         height -= crop_y * (top + bottom)
     if not (0 < width <= limits.VIDEO_MAX_WIDTH and 0 < height <= limits.VIDEO_MAX_HEIGHT):
-        raise NalError(f"SPS size {width}x{height} beyond the limits")
+        raise NalError(f"SPS size {width}x{height} beyond the limits "
+                       f"({limits.VIDEO_MAX_WIDTH}x{limits.VIDEO_MAX_HEIGHT})")
     num_units_in_tick = time_scale = 0
     fixed_frame_rate = False
     if r.flag():  # vui_parameters_present_flag (Annex E.1.1)

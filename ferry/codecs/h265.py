@@ -228,7 +228,8 @@ def parse_sps(nal: bytes) -> Sps:
     coded_width = r.ue()
     coded_height = r.ue()
     if not (0 < coded_width <= limits.VIDEO_MAX_WIDTH + 64 and 0 < coded_height <= limits.VIDEO_MAX_HEIGHT + 64):
-        raise NalError(f"SPS size {coded_width}x{coded_height} beyond the limits")
+        raise NalError(f"SPS size {coded_width}x{coded_height} beyond the limits "
+                       f"({limits.VIDEO_MAX_WIDTH}x{limits.VIDEO_MAX_HEIGHT})")
     width, height = coded_width, coded_height
     if r.flag():  # conformance_window_flag
         left, right, top, bottom = (r.ue() for _ in range(4))
@@ -238,7 +239,8 @@ def parse_sps(nal: bytes) -> Sps:
         width -= sub_w * (left + right)
         height -= sub_h * (top + bottom)
     if not (0 < width <= limits.VIDEO_MAX_WIDTH and 0 < height <= limits.VIDEO_MAX_HEIGHT):
-        raise NalError(f"SPS size {width}x{height} beyond the limits")
+        raise NalError(f"SPS size {width}x{height} beyond the limits "
+                       f"({limits.VIDEO_MAX_WIDTH}x{limits.VIDEO_MAX_HEIGHT})")
     bit_depth_luma = 8 + r.ue(8)
     bit_depth_chroma = 8 + r.ue(8)
     log2_max_poc_lsb = 4 + r.ue(12)

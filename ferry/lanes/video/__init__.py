@@ -12,19 +12,20 @@ One module per concept:
 
 No sockets, no clocks, no threads: the agents (ferry.agents.video_ingest / video_emit) own the I/O.
 """
-from ferry.lanes.video.events import (BUILTIN_RULE, CLOCK, FORMS, PAYLOADS, AccessUnitReady, Event, StreamEnded,
-                                      StreamLoss, StreamRefused, StreamStarted, TranscodeCaps, TranscodeEnd,
-                                      TranscodeRequest)
+from ferry.lanes.video.events import (BUILTIN_RULE, CLOCK, FORMS, INGEST_RULE, PAYLOADS, AccessUnitReady, Event,
+                                      StreamAnomaly, StreamEnded, StreamLoss, StreamRefused, StreamStarted,
+                                      TranscodeCaps, TranscodeEnd, TranscodeRequest)
 from ferry.lanes.video.gate import BitrateMeter, strip_nal_units
 from ferry.lanes.video.inner_lane import AppendBytes, Emit, EndOutput, InnerVideoLane, SendPackets
 from ferry.lanes.video.inner_stream import InnerStream
-from ferry.lanes.video.outer_lane import INGEST_RULE, OuterVideoLane
+from ferry.lanes.video.outer_lane import OuterVideoLane
 from ferry.lanes.video.stream import TRANSCODE_QUEUE, OuterStream
 from ferry.lanes.video.transcode_flow import TranscoderRunner
 
 __all__ = [
     "BUILTIN_RULE", "CLOCK", "FORMS", "PAYLOADS", "AccessUnitReady", "Event", "StreamEnded", "StreamLoss",
-    "StreamRefused", "StreamStarted", "TranscodeCaps", "TranscodeEnd", "TranscodeRequest", "BitrateMeter",
+    "StreamRefused", "StreamAnomaly", "StreamStarted", "TranscodeCaps", "TranscodeEnd", "TranscodeRequest",
+    "BitrateMeter",
     "strip_nal_units", "AppendBytes", "Emit", "EndOutput", "InnerVideoLane", "SendPackets", "InnerStream",
     "INGEST_RULE", "OuterVideoLane", "TRANSCODE_QUEUE", "OuterStream", "TranscoderRunner",
 ]

@@ -11,6 +11,8 @@ PAYLOADS = ("ps", "h264", "h265")     # what an outer stream ingests
 FORMS = ("ps", "h264", "h265")        # what an inner stream writes
 CLOCK = 90_000                        # RTP video clock (Hz)
 BUILTIN_RULE = "ferry-video-lane"     # refusals by the lane itself (e.g. a codec the output cannot carry)
+INGEST_RULE = "ferry-video-ingest"    # refusals of what the source sends: a peer before any stream (address,
+                                      # stream count, connections), a parameter set beyond the limits, no picture
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +31,15 @@ class StreamRefused:
     reason: str
     detail: dict[str, Any] = field(default_factory=dict)
     code: Reason | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamAnomaly:
+    """What the stream dropped in bulk since the last such event of its code (at most one per
+    VIDEO_ANOMALY_INTERVAL): bytes skipped, stripped or dropped, packets of another SSRC or source."""
+    code: Reason
+    reason: str
+    detail: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,5 +82,5 @@ class TranscodeEnd:
     stream_id: str
 
 
-Event = (StreamStarted | AccessUnitReady | StreamRefused | StreamLoss | StreamEnded | TranscodeRequest
-         | TranscodeEnd)
+Event = (StreamStarted | AccessUnitReady | StreamRefused | StreamAnomaly | StreamLoss | StreamEnded
+         | TranscodeRequest | TranscodeEnd)

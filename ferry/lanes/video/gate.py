@@ -5,7 +5,10 @@ access units wait for a keyframe (the output never references a picture that did
 cross); NAL units are stripped (SEI unless the rule keeps it, filler, AUD, reserved and
 unspecified types always); the bitrate is measured (`BitrateMeter`); the canonical object is
 built and the policy decides (`plan.decide`). The first refusal refuses the stream (once, with
-rule, reason and what the access unit claims). A rule in transcode mode sends the access unit
+rule, reason and what the access unit claims); so does a parameter set the parser refuses (beyond
+ferry.limits: rule `ferry-video-ingest`, the parser's reason). What the assembler drops is
+remembered by reason (`drops`) so that a stream that ends without a picture can say why
+(`no_picture_reason`). A rule in transcode mode sends the access unit
 to the transcode flow instead, and decides its output afresh (`decide(..., transcoded=True)`).
 Audio (G.711 in PS) crosses only under a rule that allows it, after the stream's video.
 """
@@ -22,11 +25,16 @@ from ferry.codecs.access_unit import Dropped as AuDropped
 from ferry.codecs.errors import CodecError
 from ferry.codecs.mpeg_ps import AudioPes
 from ferry.codecs.nal import NalKind
-from ferry.lanes.video.events import BUILTIN_RULE, CLOCK, AccessUnitReady, Event, StreamRefused
+from ferry.lanes.video.events import BUILTIN_RULE, CLOCK, INGEST_RULE, AccessUnitReady, Event, StreamRefused
 from ferry.pb import ferry_pb2
 from ferry.reasons import Reason
 from ferry.policy.plan import Plan
 from ferry.policy.models import VideoLimits
+
+# the assembler's reason for an access unit whose parameter set the parser refused (beyond the limits)
+REFUSED_PARAMETER_SET = "refused parameter set"
+DISCONTINUITY = "discontinuity"
+_DROP_REASONS_MAX = 16        # distinct reasons a gate remembers (with counts) for a stream that sends nothing
 
 # NAL unit classes that cross; SEI only with keep_sei. AUD, filler, reserved, unspecified and
 # "other" (SVC/MVC extensions the remux does not carry) are stripped.
@@ -120,18 +128,54 @@ class Gate:
         self.frame_rate = 0.0
         self.transcoding: Transcoding | None = None
         self.audio_codec: str | None = None   # the source's G.711 stream (set by the front end)
+        self.drops: dict[str, int] = {}   # access units the assembler dropped, by its reason
+        self.pictures = 0                 # access units that reached the gate
+        self.keyframes = 0                # of which keyframes
+        self.seen_bytes = 0               # bytes of the access units and audio frames that reached the gate
+        self.largest = 0                  # the largest access unit so far (bytes)
         self._meter = BitrateMeter()
 
     # -- Sink (front end output) ---------------------------------------------------------------
     def access_units(self, events: Sequence[AccessUnit | AuDropped], now: float, out: list[Event]) -> None:
         for ev in events:
-            if isinstance(ev, AuDropped):
+            if isinstance(ev, AuDropped):      # its bytes: the front's `dropped_bytes` where it counts them
                 if ev.nbytes:
                     self.counts["dropped_aus"] += 1
+                    self._dropped(ev.reason)
+                if ev.reason.startswith(REFUSED_PARAMETER_SET) and self.refused is None:
+                    # the source claims what the appliance never takes: say so once, with the parser's words
+                    self.refuse(INGEST_RULE, ev.reason, {}, out, Reason.STREAM_CHECK)
                 continue
             self._access_unit(ev, now, out)
 
+    def _dropped(self, reason: str) -> None:
+        drops = self.drops
+        if reason in drops:
+            drops[reason] += 1
+        elif len(drops) < _DROP_REASONS_MAX:
+            drops[reason] = 1
+
+    def no_picture_reason(self, codec: str | None) -> str:
+        """Why a stream sent no picture, from what was dropped (the parser's reasons first)."""
+        c = self.counts
+        if c.get("dropped_no_audit"):
+            return "no picture crossed: the audit trail was unavailable"
+        if self.keyframes == 0 and self.pictures:
+            return f"no picture crossed: no keyframe in {self.pictures} access units"
+        told = [r for r in self.drops if r != DISCONTINUITY]
+        if told:
+            n = sum(self.drops.values())
+            return f"no picture crossed: {told[0]} ({n} access unit{'s' if n != 1 else ''} dropped)"
+        if self.pictures:
+            return f"no picture crossed: {self.pictures} access units, all dropped or stripped"
+        if codec is None:
+            return "no picture crossed: no H.264/H.265 video found in what the source sent"
+        if self.drops:
+            return f"no picture crossed: every access unit lost with a {DISCONTINUITY}"
+        return "no picture crossed: no complete access unit"
+
     def audio(self, ev: AudioPes, codec: str | None, now: float, out: list[Event]) -> None:
+        self.seen_bytes += len(ev.data)
         plan = self.plan_getter()
         rule = plan.rule(self.rule_id) if self.rule_id else None
         if (self.refused is not None or codec is None or rule is None or rule.video is None
@@ -153,6 +197,12 @@ class Gate:
 
     # -- stages --------------------------------------------------------------------------------
     def _access_unit(self, au: AccessUnit, now: float, out: list[Event]) -> None:
+        self.pictures += 1
+        self.keyframes += au.keyframe
+        size = au.size
+        self.seen_bytes += size
+        if size > self.largest:
+            self.largest = size
         if self.refused is not None:
             self.counts["refused_aus"] += 1
             return
@@ -166,6 +216,7 @@ class Gate:
         if not nals:
             self.counts["dropped_aus"] += 1
             self.counts["stripped_nal_units"] += stripped
+            self.counts["stripped_bytes"] = self.counts.get("stripped_bytes", 0) + size
             return
         pb = ferry_pb2.AccessUnit(
             stream_id=self.stream_id, codec=au.codec, keyframe=au.keyframe,
@@ -210,7 +261,10 @@ class Gate:
             obj.access_unit.nal_units.extend(nals)
         self.counts["stripped_nal_units"] += stripped
         self.counts["access_units"] += 1
-        self.counts["au_bytes"] += sum(len(n) for n in obj.access_unit.nal_units)
+        size = sum(len(n) for n in obj.access_unit.nal_units)
+        self.counts["au_bytes"] += size
+        if stripped and raw:
+            self.counts["stripped_bytes"] = self.counts.get("stripped_bytes", 0) + sum(len(n) for n in raw) - size
         out.append(AccessUnitReady(obj))
 
     def refuse_au(self, pb: ferry_pb2.AccessUnit, reason: str, out: list[Event]) -> None:

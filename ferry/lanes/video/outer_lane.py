@@ -4,9 +4,11 @@
 (monotonic: timers, idle, rates) and `wall` (the wall clock: `created`, audit times):
 - a UDP datagram of an entry: `datagram(entry, data, addr, now, wall)` (`data` may be a view
   of the agent's receive buffer, valid until the call returns);
-- a TCP connection of an entry: `tcp_opened(entry, address, port, ...)` -> its stream id (or
-  None: refused), `tcp_data(stream_id, bytes, ...)` (RFC 4571 frames, resynchronising),
-  `tcp_closed(stream_id, ...)`; `is_open(stream_id)` says whether to keep reading;
+- a TCP connection of an entry: `tcp_opened(entry, address, port, ...)` -> its connection id
+  (or None: refused), `tcp_data(conn_id, bytes, ...)` (RFC 4571 frames, resynchronising),
+  `tcp_closed(conn_id, ...)`; `is_open(conn_id)` says whether to keep reading, `tcp_deadline`
+  until when and `tcp_expired` whether it timed out. A connection is pending, not a stream, until
+  its first valid RTP packet (at most VIDEO_TCP_PENDING_PER_ENTRY / _PER_ADDRESS at once);
 - a transcoder's answer: `transcoded` / `transcode_failed` (and `transcode_skip`,
   `transcode_abandon` for what will never be run);
 - its timer: `handle_timer(now, wall)` at `next_timer()` (reorder timeouts, idle streams);
@@ -17,10 +19,14 @@ transcode threads.
 
 It owns the stream table (streams by id, each entry's current UDP stream, per-entry numbering,
 at most VIDEO_STREAMS_MAX streams), the source-address check (one refusal record per address,
-at most VIDEO_REFUSED_ADDRESSES_MAX remembered), the RTP fast path (a plain RTP header of the
-entry's current stream goes to `OuterStream.push_fields`: one struct unpack, no RtpPacket),
-and the audit records of a stream: stream_started, stream_refused (first refusal, rule and
-reason), stream_loss (at most every VIDEO_LOSS_AUDIT_INTERVAL), stream_ended (counts).
+at most VIDEO_REFUSED_ADDRESSES_MAX remembered), refused TCP connections (aggregated: one
+stream_refused per entry, address and code per VIDEO_REFUSAL_AUDIT_INTERVAL, with
+`detail.connections`), the RTP fast path (a plain RTP header of the entry's current stream goes
+to `OuterStream.push_fields`: one struct unpack, no RtpPacket), and the audit records of a
+stream: stream_started, stream_refused (first refusal, rule and reason; a stream that ends
+without a picture gets one too, code `no_picture`), stream_anomaly (bulk drops, another SSRC or
+source: at most one per code every VIDEO_ANOMALY_INTERVAL), stream_loss (at most every
+VIDEO_LOSS_AUDIT_INTERVAL), stream_ended (counts).
 No audit, no transfer: while the agent says the trail is down (`audit_available = False`),
 access units are dropped and counted (`dropped_no_audit`), not sealed.
 """
@@ -33,8 +39,8 @@ from ferry import limits
 from ferry.codecs.errors import CodecError
 from ferry.codecs.rfc4571 import Deframer
 from ferry.codecs.rtp import HEADER, HEADER_SIZE, parse_rtp
-from ferry.lanes.video.events import (AccessUnitReady, Event, StreamEnded, StreamLoss, StreamRefused,
-                                      StreamStarted, TranscodeEnd, TranscodeRequest)
+from ferry.lanes.video.events import (INGEST_RULE, AccessUnitReady, Event, StreamAnomaly, StreamEnded, StreamLoss,
+                                      StreamRefused, StreamStarted, TranscodeEnd, TranscodeRequest)
 from ferry.lanes.video.stream import OuterStream
 from ferry.lanes.video.transcode_flow import TranscoderFactory
 from ferry.lanes.work import AuditIntent, SealObject
@@ -42,7 +48,7 @@ from ferry.pb import ferry_pb2
 from ferry.reasons import Reason
 from ferry.policy.plan import Plan
 
-INGEST_RULE = "ferry-video-ingest"     # refusals of a peer before any stream (address, stream count)
+__all__ = ["INGEST_RULE", "IdSource", "OuterVideoLane", "OuterWork", "VideoEntry"]
 
 OuterWork = AuditIntent | SealObject | TranscodeRequest | TranscodeEnd
 _NOTHING: tuple[OuterWork, ...] = ()
@@ -86,19 +92,46 @@ class IdSource(Protocol):
 class _Endpoint:
     """One entry and its current UDP stream."""
 
-    __slots__ = ("entry", "stream", "number")
+    __slots__ = ("entry", "stream", "number", "connections")
 
     def __init__(self, entry: VideoEntry) -> None:
         self.entry = entry
         self.stream: OuterStream | None = None
         self.number = 0
+        self.connections = 0           # TCP connections numbered so far
 
 
 class _Connection:
-    __slots__ = ("endpoint", "stream", "deframer")
+    """A TCP connection of an entry: pending (no stream) until its first valid RTP packet."""
 
-    def __init__(self, endpoint: _Endpoint, stream: OuterStream, deframer: Deframer) -> None:
-        self.endpoint, self.stream, self.deframer = endpoint, stream, deframer
+    __slots__ = ("endpoint", "address", "port", "opened", "deframer", "stream", "bytes", "pending", "refused")
+
+    def __init__(self, endpoint: _Endpoint, address: str, port: int, opened: float, deframer: Deframer) -> None:
+        self.endpoint, self.address, self.port, self.opened = endpoint, address, port, opened
+        self.deframer = deframer
+        self.stream: OuterStream | None = None
+        self.bytes = 0                 # bytes read so far
+        self.pending = True            # counted against the pending limits (no stream yet)
+        self.refused = False           # closed by the lane (no stream could be opened)
+
+
+class _Refusals:
+    """Ingest refusals of one kind (entry, source address, code), recorded at most every
+    VIDEO_REFUSAL_AUDIT_INTERVAL: the first at once, the rest summed up in the next record."""
+
+    __slots__ = ("endpoint", "address", "code", "reason", "count", "total", "last")
+
+    def __init__(self, endpoint: _Endpoint, address: str, code: Reason) -> None:
+        self.endpoint, self.address, self.code = endpoint, address, code
+        self.reason = ""
+        self.count = 0                 # refused since the last record
+        self.total = 0
+        self.last: float | None = None     # when the last record was made
+
+    def due(self) -> float | None:
+        if not self.count or self.last is None:
+            return None
+        return self.last + limits.VIDEO_REFUSAL_AUDIT_INTERVAL
 
 
 class OuterVideoLane:
@@ -114,12 +147,15 @@ class OuterVideoLane:
         self.audit_available = True       # the agent says whether the trail can be written
         self.streams: dict[str, OuterStream] = {}
         self._entry_of: dict[str, _Endpoint] = {}         # stream id -> its endpoint
-        self.connections: dict[str, _Connection] = {}     # stream id -> its TCP connection
+        self.connections: dict[str, _Connection] = {}     # connection id -> its TCP connection
+        self._pending_entry: dict[str, int] = {}          # entry name -> pending connections
+        self._pending_address: dict[tuple[str, str], int] = {}   # (entry, address) -> pending connections
+        self._refusals: dict[tuple[str, str, Reason], _Refusals] = {}
         self.refused_addresses: set[tuple[str, str]] = set()
         self.loss_audited: dict[str, float] = {}
         self._soonest: float | None = None
         self.stats = {"video_streams": 0, "video_access_units": 0, "video_refused_packets": 0,
-                      "video_dropped_no_audit": 0}
+                      "video_dropped_no_audit": 0, "video_refused_connections": 0}
 
     # -- UDP -----------------------------------------------------------------------------------
     def datagram(self, entry: str, data: memoryview | bytes, addr: tuple[Any, ...], now: float,
@@ -145,6 +181,10 @@ class OuterVideoLane:
         stream = ep.stream
         if stream is not None and stream.address != address:
             stream.counts["foreign_source_packets"] = stream.counts.get("foreign_source_packets", 0) + 1
+            events: list[Event] = []
+            stream.foreign(now, events, address=address)
+            if events:
+                work.extend(self._handle(stream, events, now, wall))
             return work
         try:
             packet = parse_rtp(data)
@@ -163,44 +203,168 @@ class OuterVideoLane:
     # -- TCP -----------------------------------------------------------------------------------
     def tcp_opened(self, entry: str, address: str, port: int, now: float,
                    wall: float) -> tuple[str | None, list[OuterWork]]:
-        """A connection of an entry (accepted or made): its stream id, or None if it is refused."""
+        """A connection of an entry (accepted or made): its connection id, or None if it is refused.
+
+        It is pending, not a stream, until it carries a valid RTP packet: at most
+        VIDEO_TCP_PENDING_PER_ENTRY such connections per entry and VIDEO_TCP_PENDING_PER_ADDRESS
+        per source address; more are refused at once (recorded aggregated, `too_many_connections`)."""
         ep = self.endpoints[entry]
         work: list[OuterWork] = []
         if not self._allowed_peer(ep, address, work):
             return None, work
-        stream = self._new_stream(ep, address, port, now, wall, work)
-        if stream is None:
+        name = ep.entry.name
+        per_entry = self._pending_entry.get(name, 0)
+        per_address = self._pending_address.get((name, address), 0)
+        if per_entry >= limits.VIDEO_TCP_PENDING_PER_ENTRY:
+            self._refusal(ep, address, Reason.TOO_MANY_CONNECTIONS,
+                          f"more than {limits.VIDEO_TCP_PENDING_PER_ENTRY} connections of the entry wait for "
+                          "their first RTP packet", now, work)
             return None, work
+        if per_address >= limits.VIDEO_TCP_PENDING_PER_ADDRESS:
+            self._refusal(ep, address, Reason.TOO_MANY_CONNECTIONS,
+                          f"more than {limits.VIDEO_TCP_PENDING_PER_ADDRESS} connections from {address} wait for "
+                          "their first RTP packet", now, work)
+            return None, work
+        self._pending_entry[name] = per_entry + 1
+        self._pending_address[(name, address)] = per_address + 1
+        ep.connections += 1
+        cid = f"{name}-{self.ids.run_id:08x}-c{ep.connections}"
         ssrc = ep.entry.ssrc
-        self.connections[stream.stream_id] = _Connection(ep, stream, Deframer(resync=True, ssrc=ssrc or None))
-        return stream.stream_id, work
+        self.connections[cid] = _Connection(ep, address, port, now, Deframer(resync=True, ssrc=ssrc or None))
+        return cid, work
 
-    def tcp_data(self, stream_id: str, data: bytes, now: float, wall: float) -> Sequence[OuterWork]:
-        """Bytes read from a connection: RFC 4571 frames, resynchronising over garbage."""
-        conn = self.connections[stream_id]
+    def tcp_data(self, conn_id: str, data: bytes, now: float, wall: float) -> Sequence[OuterWork]:
+        """Bytes read from a connection: RFC 4571 frames, resynchronising over garbage. Its first
+        valid RTP packet makes it a stream (refused over VIDEO_STREAMS_MAX: see `is_open`)."""
+        conn = self.connections.get(conn_id)
+        if conn is None or conn.refused:
+            return _NOTHING
+        conn.bytes += len(data)
         stream, deframer = conn.stream, conn.deframer
         deframer.receive(data)
         events: list[Event] = []
+        work: list[OuterWork] = []
         while (frame := deframer.next_packet()) is not None:
             try:
                 packet = parse_rtp(frame)
             except CodecError:
-                stream.counts["malformed_packets"] = stream.counts.get("malformed_packets", 0) + 1
+                if stream is not None:
+                    stream.counts["malformed_packets"] = stream.counts.get("malformed_packets", 0) + 1
                 continue
+            if stream is None:
+                self._unpend(conn)
+                stream = self._new_stream(conn.endpoint, conn.address, conn.port, now, wall, work)
+                if stream is None:
+                    conn.refused = True
+                    return work
+                conn.stream = stream
             events.extend(stream.push_rtp(packet, now, wall))
-        return self._handle(stream, events, now, wall)
+        if stream is not None:
+            work.extend(self._handle(stream, events, now, wall))
+        return work
 
-    def is_open(self, stream_id: str) -> bool:
-        """Keep reading this connection (its stream has not ended)."""
-        conn = self.connections.get(stream_id)
-        return conn is not None and not conn.stream.closed
+    def tcp_deadline(self, conn_id: str) -> float | None:
+        """When the connection times out (None: it is gone): pending, VIDEO_TCP_FIRST_BYTE after it
+        opened while it sent nothing, else VIDEO_TCP_FIRST_PACKET; a stream, VIDEO_TCP_IDLE after its
+        last valid RTP packet. The agent reads until then, then asks `tcp_expired`."""
+        conn = self.connections.get(conn_id)
+        if conn is None:
+            return None
+        if conn.stream is None:
+            return conn.opened + (limits.VIDEO_TCP_FIRST_BYTE if not conn.bytes else limits.VIDEO_TCP_FIRST_PACKET)
+        return conn.stream.last_packet + limits.VIDEO_TCP_IDLE
 
-    def tcp_closed(self, stream_id: str, now: float, wall: float) -> Sequence[OuterWork]:
-        conn = self.connections.pop(stream_id, None)
+    def tcp_expired(self, conn_id: str, now: float) -> bool:
+        """The connection timed out: the agent closes it (then `tcp_closed`)."""
+        d = self.tcp_deadline(conn_id)
+        return d is not None and now >= d
+
+    def is_open(self, conn_id: str) -> bool:
+        """Keep reading this connection (not refused, its stream has not ended)."""
+        conn = self.connections.get(conn_id)
+        return conn is not None and not conn.refused and (conn.stream is None or not conn.stream.closed)
+
+    def tcp_closed(self, conn_id: str, now: float, wall: float) -> Sequence[OuterWork]:
+        """The connection is closed (by the peer, or by the agent: expired, refused, stopping). One
+        that never carried a valid RTP packet is refused (`no_rtp`, recorded aggregated)."""
+        conn = self.connections.pop(conn_id, None)
         if conn is None:
             return _NOTHING
-        conn.stream.counts["skipped_bytes"] += conn.deframer.skipped_bytes
-        return self._handle(conn.stream, conn.stream.close(now, wall), now, wall)
+        stream = conn.stream
+        if stream is None:
+            self._unpend(conn)
+            if conn.refused:
+                return _NOTHING
+            work: list[OuterWork] = []
+            if not conn.bytes and now - conn.opened >= limits.VIDEO_TCP_FIRST_BYTE:
+                why = f"silent for {limits.VIDEO_TCP_FIRST_BYTE:g} s"
+            elif now - conn.opened >= limits.VIDEO_TCP_FIRST_PACKET:
+                why = f"no valid RTP packet within {limits.VIDEO_TCP_FIRST_PACKET:g} s"
+            else:
+                why = "closed before a valid RTP packet"
+            self._refusal(conn.endpoint, conn.address, Reason.NO_RTP, why, now, work)
+            return work
+        stream.counts["skipped_bytes"] += conn.deframer.skipped_bytes
+        return self._handle(stream, stream.close(now, wall), now, wall)
+
+    def _unpend(self, conn: _Connection) -> None:
+        if not conn.pending:
+            return
+        conn.pending = False
+        name, key = conn.endpoint.entry.name, (conn.endpoint.entry.name, conn.address)
+        if self._pending_entry[name] > 1:
+            self._pending_entry[name] -= 1
+        else:
+            del self._pending_entry[name]
+        if self._pending_address[key] > 1:
+            self._pending_address[key] -= 1
+        else:
+            del self._pending_address[key]
+
+    def _refusal(self, ep: _Endpoint, address: str, code: Reason, reason: str, now: float,
+                 work: list[OuterWork]) -> None:
+        """One refused connection: a stream_refused record at once if none was made for this
+        (entry, address, code) in the last VIDEO_REFUSAL_AUDIT_INTERVAL, else counted for the next."""
+        self.stats["video_refused_connections"] += 1
+        key = (ep.entry.name, address, code)
+        agg = self._refusals.get(key)
+        if agg is None:
+            if len(self._refusals) >= limits.VIDEO_REFUSED_ADDRESSES_MAX:
+                key = (ep.entry.name, "*", code)          # a table full of addresses: one for the rest
+                agg = self._refusals.get(key)
+            if agg is None:
+                agg = self._refusals[key] = _Refusals(ep, key[1], code)
+        agg.count += 1
+        agg.total += 1
+        agg.reason = reason
+        if agg.last is None or now - agg.last >= limits.VIDEO_REFUSAL_AUDIT_INTERVAL:
+            work.append(self._refusal_record(agg, now))
+        else:
+            due = agg.due()
+            if due is not None and (self._soonest is None or due < self._soonest):
+                self._soonest = due
+
+    @staticmethod
+    def _refusal_record(agg: _Refusals, now: float) -> AuditIntent:
+        e = agg.endpoint.entry
+        n, agg.count, agg.last = agg.count, 0, now
+        what = "1 connection" if n == 1 else f"{n} connections"
+        return AuditIntent(dict(
+            event="stream_refused", verdict="refused", lane="video", flow=e.name,
+            source={"device_id": e.device_id, "address": agg.address}, destination=e.destination,
+            rule=INGEST_RULE, reason=f"{what} refused: {agg.reason}", code=agg.code,
+            detail={"connections": n, "total": agg.total, "transport": e.transport}))
+
+    def _refusals_due(self, now: float, final: bool = False) -> list[OuterWork]:
+        """The aggregated refusal records that are due (all of them at the end); forget quiet ones."""
+        work: list[OuterWork] = []
+        for key, agg in list(self._refusals.items()):
+            due = agg.due()
+            if due is not None and (final or due <= now):
+                work.append(self._refusal_record(agg, now))
+            elif not agg.count and agg.last is not None and now - agg.last >= limits.VIDEO_REFUSAL_AUDIT_INTERVAL:
+                del self._refusals[key]
+        return work
 
     # -- transcoder answers --------------------------------------------------------------------
     def transcoded(self, stream_id: str, aus: list[ferry_pb2.AccessUnit], now: float,
@@ -248,12 +412,18 @@ class OuterVideoLane:
             d = stream.deadline()
             if d is not None and d <= now:
                 work.extend(self._handle(stream, stream.poll(now, wall), now, wall))
+        if self._refusals:
+            work.extend(self._refusals_due(now))
         soonest = None
         for stream in self.streams.values():
             d = stream.deadline()
             if d is not None and (soonest is None or d < soonest):
                 soonest = d
             stream.rearm = False
+        for agg in self._refusals.values():
+            d = agg.due()
+            if d is not None and (soonest is None or d < soonest):
+                soonest = d
         self._soonest = soonest
         return work
 
@@ -262,6 +432,7 @@ class OuterVideoLane:
         work: list[OuterWork] = []
         for stream in list(self.streams.values()):
             work.extend(self._handle(stream, stream.close(now, wall), now, wall))
+        work.extend(self._refusals_due(now, final=True))
         return work
 
     def unsent(self, obj: ferry_pb2.CanonicalObject) -> None:
@@ -347,6 +518,9 @@ class OuterVideoLane:
             elif isinstance(ev, StreamRefused):
                 work.append(self._record(stream, "stream_refused", "refused", ev.reason, rule=ev.rule,
                                          detail=ev.detail, code=ev.code))
+            elif isinstance(ev, StreamAnomaly):
+                work.append(self._record(stream, "stream_anomaly", "refused", ev.reason, detail=ev.detail,
+                                         code=ev.code))
             elif isinstance(ev, StreamLoss):
                 last = self.loss_audited.get(sid)
                 if last is None or now - last >= limits.VIDEO_LOSS_AUDIT_INTERVAL:

@@ -21,14 +21,17 @@ from collections.abc import Callable
 
 from ferry import limits
 from ferry.codecs.rtp import Lost, ReorderBuffer, RtpPacket, parse_rtp
-from ferry.lanes.video.events import PAYLOADS, Event, StreamEnded, StreamLoss, StreamRefused, StreamStarted
+from ferry.lanes.video.events import (INGEST_RULE, PAYLOADS, Event, StreamAnomaly, StreamEnded, StreamLoss,
+                                      StreamRefused, StreamStarted)
 from ferry.lanes.video.front import PsFront, RtpFront
 from ferry.lanes.video.gate import Gate
 from ferry.lanes.video.transcode_flow import TranscodeFlow, TranscoderFactory, TranscoderRunner
 from ferry.pb import ferry_pb2
 from ferry.policy.plan import Plan
+from ferry.reasons import Reason
 
 TRANSCODE_QUEUE = limits.VIDEO_TRANSCODE_QUEUE
+_BULK = ("skipped_bytes", "stripped_bytes", "dropped_bytes", "unaccounted_bytes")   # what a bulk anomaly sums
 
 
 class OuterStream:
@@ -59,8 +62,14 @@ class OuterStream:
             "packets": 0, "bytes": 0, "access_units": 0, "au_bytes": 0, "refused_aus": 0,
             "dropped_aus": 0, "lost_packets": 0, "late_packets": 0, "duplicate_packets": 0,
             "foreign_ssrc_packets": 0, "stripped_nal_units": 0, "audio_frames": 0, "dropped_audio": 0,
-            "skipped_bytes": 0, "transcode_dropped_aus": 0,
+            "skipped_bytes": 0, "transcode_dropped_aus": 0, "stripped_bytes": 0, "dropped_bytes": 0,
+            "malformed_packets": 0, "foreign_source_packets": 0, "unaccounted_bytes": 0,
         }
+        # stream anomalies: what was counted at the last record (or window start) of each kind
+        self._bulk_mark = (now, 0, 0)        # (when, bad bytes, payload bytes)
+        self._bulk_last: float | None = None
+        self._bulk_base: dict[str, int] = {}
+        self._foreign_mark: dict[str, tuple[float, int]] = {}   # counter -> (when, count)
         self._reorder = ReorderBuffer()
         self.gate = Gate(stream_id, (device_id, address, port), destination, plan_getter, self.counts,
                          now if wall is None else wall)
@@ -112,6 +121,7 @@ class OuterStream:
             self.ssrc = packet.ssrc
         if packet.ssrc != self.ssrc:
             self.counts["foreign_ssrc_packets"] += 1
+            self.foreign(now, out, packet.ssrc)
             return out
         if self.counts["packets"] == 0:
             out.append(StreamStarted(packet.ssrc))
@@ -124,6 +134,7 @@ class OuterStream:
         self._released(self._reorder.push(packet, now), now, out)
         if self._reorder._held:
             self.rearm = True
+        self.bulk(now, out)
         return out
 
     def push_fields(self, ssrc: int, sequence: int, marker: bool, payload: memoryview | bytes, now: float,
@@ -139,17 +150,22 @@ class OuterStream:
         counts = self.counts
         if ssrc != self.ssrc:
             counts["foreign_ssrc_packets"] += 1
-            return []
+            out: list[Event] = []
+            self.foreign(now, out, ssrc)
+            return out
         if not self._reorder.advance(sequence):
             return self.push_rtp(parse_rtp(data), now, wall)
         self.gate.wall = now if wall is None else wall
-        out: list[Event] = []
+        out = []
         if counts["packets"] == 0:
             out.append(StreamStarted(ssrc))
         counts["packets"] += 1
         counts["bytes"] += len(payload)
         self.last_packet = now
         ps.gathered(payload, marker, now, out)
+        if not counts["packets"] & 63 or (counts["skipped_bytes"] + counts["stripped_bytes"] + counts["dropped_bytes"]
+                                          - self._bulk_mark[1] >= limits.VIDEO_ANOMALY_BYTES):
+            self.bulk(now, out)
         return out
 
     def deadline(self) -> float | None:
@@ -169,6 +185,7 @@ class OuterStream:
         self.gate.wall = now if wall is None else wall
         out: list[Event] = []
         self._released(self._reorder.poll(now), now, out)
+        self.bulk(now, out)
         if self.idle is not None and now - self.last_packet >= self.idle:
             out.extend(self.close(now, wall))
         return out
@@ -181,6 +198,7 @@ class OuterStream:
         out: list[Event] = []
         self._released(self._reorder.flush(), now, out)
         self.front.close(now, out)
+        self.unaccounted(slack=False)
         self.closed = True
         self._closed_at = now
         c = self.counts
@@ -191,8 +209,75 @@ class OuterStream:
 
     def _end(self, out: list[Event]) -> None:
         self._ended = self.flow.ended = True
+        gate = self.gate
+        if not self.counts["access_units"] and gate.refused is None:
+            # a stream that sent nothing says why, once (the parser's reason where there is one)
+            gate.refuse(INGEST_RULE, gate.no_picture_reason(self.codec),
+                        {"packets": self.counts["packets"], "bytes": self.counts["bytes"], "drops": dict(gate.drops)},
+                        out, Reason.NO_PICTURE)
         out.append(StreamEnded(dict(self.counts, codec=self.codec or "", width=self.width, height=self.height,
                                     duration=round(self._closed_at - self.started_at, 3))))
+
+    # -- anomalies -----------------------------------------------------------------------------
+    def unaccounted(self, slack: bool = True) -> int:
+        """Payload bytes that reached no access unit, audio frame or counted skip or drop:
+        container headers and start codes (a few %), and what no parser counts (runs of start
+        codes, empty NAL units; the assembler's drops where the front end does not count them as
+        `dropped_bytes`). Monotonic: with `slack`, what the front end may still hold (the largest
+        access unit, a gathered picture, a partial PES) is not counted yet; at the end it is exact."""
+        c = self.counts
+        held = (self.gate.largest + limits.VIDEO_GATHER_MAX + 0x10000) if slack else 0
+        est = c["bytes"] - self.gate.seen_bytes - c["skipped_bytes"] - c["dropped_bytes"] - held
+        if est > c["unaccounted_bytes"]:
+            c["unaccounted_bytes"] = est
+        return c["unaccounted_bytes"]
+
+    def bulk(self, now: float, out: list[Event]) -> None:
+        """A StreamAnomaly (`skipped_bytes`) when the bytes skipped, stripped, dropped or
+        unaccounted since the last one reach VIDEO_ANOMALY_BYTES and VIDEO_ANOMALY_SHARE of the
+        payload meanwhile, at most one per VIDEO_ANOMALY_INTERVAL; a window that does not qualify
+        is restarted then."""
+        c = self.counts
+        self.unaccounted()
+        bad = c["skipped_bytes"] + c["stripped_bytes"] + c["dropped_bytes"] + c["unaccounted_bytes"]
+        since, bad0, got0 = self._bulk_mark
+        new, got = bad - bad0, c["bytes"] - got0
+        interval = limits.VIDEO_ANOMALY_INTERVAL
+        if new >= limits.VIDEO_ANOMALY_BYTES and new >= limits.VIDEO_ANOMALY_SHARE * got:
+            if self._bulk_last is not None and now - self._bulk_last < interval:
+                return
+            self._bulk_last = now
+            self._bulk_mark = (now, bad, c["bytes"])
+            parts = {k: c[k] - self._bulk_base.get(k, 0) for k in _BULK}
+            self._bulk_base = {k: c[k] for k in parts}
+            share = round(100 * new / got) if got else 100
+            out.append(StreamAnomaly(Reason.SKIPPED_BYTES,
+                                     f"{new} bytes skipped, stripped or dropped in {now - since:.1f} s "
+                                     f"({share}% of the {got} payload bytes received)",
+                                     {"bytes": new, "payload_bytes": got, "seconds": round(now - since, 3), **parts}))
+        elif now - since >= interval:
+            self._bulk_mark = (now, bad, c["bytes"])
+            self._bulk_base = {k: c[k] for k in _BULK}
+
+    def foreign(self, now: float, out: list[Event], ssrc: int | None = None, address: str | None = None) -> None:
+        """A StreamAnomaly (`foreign_ssrc` / `foreign_source`) when VIDEO_ANOMALY_PACKETS packets of
+        another SSRC (or, UDP, from another address) came since the last one, at most one per
+        VIDEO_ANOMALY_INTERVAL."""
+        key = "foreign_ssrc_packets" if address is None else "foreign_source_packets"
+        count = self.counts[key]
+        since, count0 = self._foreign_mark.get(key, (self.started_at - limits.VIDEO_ANOMALY_INTERVAL, 0))
+        if count - count0 < limits.VIDEO_ANOMALY_PACKETS or now - since < limits.VIDEO_ANOMALY_INTERVAL:
+            return
+        self._foreign_mark[key] = (now, count)
+        n = count - count0
+        if address is None:
+            out.append(StreamAnomaly(Reason.FOREIGN_SSRC,
+                                     f"{n} packets of another SSRC (last 0x{ssrc or 0:08x}) dropped; the stream's "
+                                     f"is 0x{self.ssrc or 0:08x}", {"packets": n, "ssrc": ssrc or 0}))
+        else:
+            out.append(StreamAnomaly(Reason.FOREIGN_SOURCE,
+                                     f"{n} packets from another address (last {address}) dropped; the stream's "
+                                     f"source is {self.address}", {"packets": n, "address": address}))
 
     # -- transcode answers ---------------------------------------------------------------------
     def transcoded(self, aus: list[ferry_pb2.AccessUnit], now: float, wall: float | None = None) -> list[Event]:

@@ -96,7 +96,7 @@ def test_a_udp_stream_becomes_objects_to_seal_and_ends_on_its_idle_timer(plan_of
     assert ended["size"] == sum(len(n) for o in objs for n in o.access_unit.nal_units)
     assert not lane.streams and lane.next_timer() is None
     assert lane.stats == {"video_streams": 1, "video_access_units": 50, "video_refused_packets": 0,
-                          "video_dropped_no_audit": 0}
+                          "video_dropped_no_audit": 0, "video_refused_connections": 0}
     again = feed(lane, packets[:1], t0=200.0)                                         # a new stream, numbered on
     assert records(again, "stream_started")[0]["flow"] == f"cam-{RUN:08x}-2"
 
@@ -154,27 +154,88 @@ def test_a_gap_arms_the_reorder_timer_and_loss_records_are_throttled(plan_of, pa
 
 def test_a_tcp_connection_is_one_stream_and_garbage_is_skipped(plan_of, packets):
     lane = lane_of(plan_of(), Entry(transport="tcp-listen"))
-    sid, work = lane.tcp_opened("cam", CAM[0], CAM[1], 100.0, 1.7e9)
-    assert sid == f"cam-{RUN:08x}-1" and work == []
+    cid, work = lane.tcp_opened("cam", CAM[0], CAM[1], 100.0, 1.7e9)
+    assert cid == f"cam-{RUN:08x}-c1" and work == []
     data = b"".join(frame(p) for p in packets[:50]) + b"\xff" * 7 + b"".join(frame(p) for p in packets[50:])
     for i in range(0, len(data), 3000):
-        work += lane.tcp_data(sid, data[i:i + 3000], 100.0 + i * 1e-6, 1.7e9)
-    assert lane.is_open(sid) and lane.next_timer() is None            # TCP: no idle end
-    work += lane.tcp_closed(sid, 101.0, 1.7e9)
-    assert len(sealed(work)) == 50 and not lane.is_open(sid)
+        work += lane.tcp_data(cid, data[i:i + 3000], 100.0 + i * 1e-6, 1.7e9)
+    assert lane.is_open(cid) and lane.next_timer() is None            # the agent times the connection
+    [started] = records(work, "stream_started")
+    assert started["flow"] == f"cam-{RUN:08x}-1"
+    work += lane.tcp_closed(cid, 101.0, 1.7e9)
+    assert len(sealed(work)) == 50 and not lane.is_open(cid)
     [ended] = records(work, "stream_ended")
     assert ended["detail"]["skipped_bytes"] >= 7
-    assert lane.tcp_closed(sid, 102.0, 0.0) == ()
+    assert lane.tcp_closed(cid, 102.0, 0.0) == ()
 
 
-def test_the_stream_table_is_bounded(plan_of, monkeypatch):
+def test_the_stream_table_is_bounded(plan_of, packets, monkeypatch):
     monkeypatch.setattr(limits, "VIDEO_STREAMS_MAX", 1)
     lane = lane_of(plan_of(), Entry(transport="tcp-listen"))
-    sid, _ = lane.tcp_opened("cam", CAM[0], 1, 100.0, 0.0)
-    none, work = lane.tcp_opened("cam", CAM[0], 2, 100.0, 0.0)
-    assert sid is not None and none is None
+    first, _ = lane.tcp_opened("cam", CAM[0], 1, 100.0, 0.0)
+    second, _ = lane.tcp_opened("cam", CAM[0], 2, 100.0, 0.0)
+    assert first and second                       # connections are not streams
+    two = frame(packets[0]) + frame(packets[1])       # the deframer syncs on a frame and the next
+    lane.tcp_data(first, two, 100.1, 0.0)
+    work = lane.tcp_data(second, two, 100.1, 0.0)
+    assert not lane.is_open(second) and lane.is_open(first)
     [refused] = records(work)
     assert refused["rule"] == INGEST_RULE and refused["reason"] == "more than 1 video streams"
+    assert lane.tcp_closed(second, 100.2, 0.0) == ()          # refused once, not again as "no RTP"
+
+
+def test_idle_connections_are_not_streams_and_are_refused_aggregated(plan_of, packets, monkeypatch):
+    """Issue 12 item 3: connections that send nothing take no stream, are bounded per source
+    address and per entry, time out, and are recorded at most once per interval (with a count)."""
+    monkeypatch.setattr(limits, "VIDEO_STREAMS_MAX", 4)
+    lane = lane_of(plan_of(), Entry(transport="tcp-listen"))
+    work: list = []
+    opened = []
+    for i in range(300):
+        cid, w = lane.tcp_opened("cam", "192.0.2.66", 10_000 + i, 100.0 + i * 1e-3, 0.0)
+        work += w
+        if cid:
+            opened.append(cid)
+    assert len(opened) == limits.VIDEO_TCP_PENDING_PER_ADDRESS and not lane.streams
+    [first] = records(work, "stream_refused")                  # one record at once, the rest counted
+    assert first["code"] == "too_many_connections" and first["detail"]["connections"] == 1
+    # other addresses: up to the entry's limit
+    others = [lane.tcp_opened("cam", f"198.51.100.{i}", 1, 100.5, 0.0)[0] for i in range(1, 100)]
+    assert sum(c is not None for c in others) == limits.VIDEO_TCP_PENDING_PER_ENTRY - len(opened)
+    # silence: each pending connection expires VIDEO_TCP_FIRST_BYTE after it opened
+    assert lane.tcp_deadline(opened[0]) == 100.0 + limits.VIDEO_TCP_FIRST_BYTE
+    assert not lane.tcp_expired(opened[0], 104.0) and lane.tcp_expired(opened[0], 105.0)
+    closing = []
+    for cid in opened:
+        closing += lane.tcp_closed(cid, 106.0, 0.0)
+    [timed_out] = records(closing)
+    assert timed_out["code"] == "no_rtp" and "silent for 5 s" in timed_out["reason"]
+    # a camera from the same address now gets in, and a valid packet makes it a stream
+    cam, _ = lane.tcp_opened("cam", "192.0.2.66", 2, 107.0, 0.0)
+    assert cam is not None and lane.tcp_deadline(cam) == 107.0 + limits.VIDEO_TCP_FIRST_BYTE
+    lane.tcp_data(cam, b"\x00", 107.5, 0.0)                     # a byte, no packet yet
+    assert lane.tcp_deadline(cam) == 107.0 + limits.VIDEO_TCP_FIRST_PACKET
+    started = lane.tcp_data(cam, b"".join(frame(p) for p in packets[:3]), 107.6, 0.0)
+    assert records(started, "stream_started") and len(lane.streams) == 1
+    assert lane.tcp_deadline(cam) == 107.6 + limits.VIDEO_TCP_IDLE
+    # the counted refusals come out on the timer, summed up
+    later = timers(lane, 200.0)
+    summed = records(later, "stream_refused")
+    assert {(r["code"], r["source"]["address"]) for r in summed} >= {("too_many_connections", "192.0.2.66")}
+    everything = records(work + closing + later, "stream_refused")
+    assert sum(r["detail"]["connections"] for r in everything if r["source"]["address"] == "192.0.2.66") == 300
+    assert not [r for r in records(work + closing + later) if r["event"] in ("stream_started", "stream_ended")
+                and r["source"]["address"] == "192.0.2.66" and r["flow"] != f"cam-{RUN:08x}-1"]
+
+
+def test_pending_refusals_are_summed_up_when_the_lane_closes(plan_of):
+    lane = lane_of(plan_of(), Entry(transport="tcp-listen"))
+    for i in range(20):
+        lane.tcp_opened("cam", "192.0.2.66", i, 100.0, 0.0)
+    work = lane.close(101.0, 0.0)
+    [summed] = records(work, "stream_refused")
+    assert summed["detail"] == {"connections": 20 - limits.VIDEO_TCP_PENDING_PER_ADDRESS - 1, "total": 20 - 8,
+                                "transport": "tcp-listen"}
 
 
 def test_transcode_mode_asks_the_agent_and_decides_the_answers(plan_of, packets):
