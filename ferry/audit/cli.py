@@ -7,12 +7,18 @@ Exit status: 0 intact / all accounted, 1 tampered, incomplete or unaccounted,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
+import os
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import IO
 
-from ferry.audit.errors import AuditError, RecordError
+from ferry.audit.errors import AuditError
 from ferry.audit.export import export_csv, export_jsonl
 from ferry.audit.reconcile import INNER_OUTCOMES, reconcile
 from ferry.audit.records import Record, parse_line
@@ -149,27 +155,39 @@ def cmd_export(args: argparse.Namespace) -> int:
     for w in r.warnings:
         print(f"warning: {w}", file=sys.stderr)
     try:
-        with open(args.dir / TRAIL_FILE, "rb") as f:
+        with open(args.dir / TRAIL_FILE, "rb") as f, _all_or_nothing(args.output) as out:
             lines = (line for _, (_, line) in zip(range(r.records), iter_file_lines(f)))
             if args.format == "jsonl":
-                out = open(args.output, "wb") if args.output else sys.stdout.buffer
-                try:
-                    export_jsonl(lines, out)
-                finally:
-                    if args.output:
-                        out.close()
+                export_jsonl(lines, out)
             else:
-                out = (open(args.output, "w", encoding="utf-8", newline="") if args.output
-                       else io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="",
-                                             write_through=True))
+                text = io.TextIOWrapper(out, encoding="utf-8", newline="", write_through=True)
                 try:
-                    export_csv((parse_line(line) for line in lines), out)
+                    export_csv((parse_line(line) for line in lines), text)
                 finally:
-                    if args.output:
-                        out.close()
-                    else:
-                        out.detach()
-    except (OSError, RecordError) as exc:
-        _err(str(exc))
+                    text.detach()
+    except Exception as exc:    # noqa: BLE001 - whatever failed, the output is removed and the cause named
+        _err(f"export failed, nothing written: {type(exc).__name__}: {exc}")
         return EXIT_ERROR
     return EXIT_OK
+
+
+@contextlib.contextmanager
+def _all_or_nothing(output: Path | None) -> Iterator[IO[bytes]]:
+    """A binary file that becomes OUTPUT (or is copied to stdout) only if the block ends without an
+    exception: a failed export leaves neither a partial file nor partial output."""
+    if output is None:
+        with tempfile.TemporaryFile() as tmp:
+            yield tmp
+            tmp.seek(0)
+            shutil.copyfileobj(tmp, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+        return
+    fd, name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".part", dir=output.parent or ".")
+    try:
+        with os.fdopen(fd, "wb") as tmp:
+            yield tmp
+        os.replace(name, output)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+        raise

@@ -106,7 +106,8 @@ def any_record(draw):
                                    draw(st.binary(min_size=32, max_size=32)), first + draw(st.integers(0, 9)), _KEY)
     else:
         fields = {"time": format_time(draw(st.floats(0, 4e9))), "agent": draw(st.sampled_from(sorted(AGENTS))),
-                  "event": draw(st.sampled_from(sorted(EVENTS - {"checkpoint"})) | st.from_regex(r"[a-z][a-z0-9_]{0,20}", fullmatch=True)
+                  "event": draw(st.sampled_from(sorted(EVENTS - {"checkpoint"}))
+                                | st.from_regex(r"[a-z][a-z0-9_]{0,20}", fullmatch=True)
                                 .filter(lambda e: e != "checkpoint")),
                   "verdict": draw(st.sampled_from(sorted(VERDICTS)))}
         for k in draw(st.sets(st.sampled_from(sorted(VALUES)))):
