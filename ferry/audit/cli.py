@@ -14,7 +14,9 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO
 
@@ -76,11 +78,23 @@ def describe(path: Path, r: VerifyResult) -> str:
         if r.claimed_seq is not None and r.claimed_seq != r.first_bad:
             where += f", which says seq {r.claimed_seq}"
         lines.append(f"FAILED: {path}{where}: {r.reason}")
+        if r.last_time is not None and r.signed < r.records and r.first_bad == r.signed:
+            lines.append(f"  the newest record was written {_age(r.last_time)} ago ({r.last_time})")
         lines.append(f"  {r.records} records before it verified; the last signed checkpoint "
                      f"covers records 0..{r.signed - 1}" if r.signed else
                      f"  {r.records} records before it verified; none is covered by a checkpoint")
     lines += [f"warning: {w}" for w in r.warnings]
     return "\n".join(lines)
+
+
+def _age(iso: str, now: float | None = None) -> str:
+    """How long ago an ISO 8601 record time was, in words (s, min, h, days)."""
+    then = datetime.strptime(iso, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
+    secs = max(0.0, (time.time() if now is None else now) - then)
+    for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
+        if secs >= 2 * size:
+            return f"{secs / size:.0f} {unit}"
+    return f"{secs:.0f} s"
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
