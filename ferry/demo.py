@@ -111,6 +111,9 @@ source = "outer-spool"
 destination = "inner-spool"
 settle = 0.3
 scan_interval = 0.2
+
+[management]
+socket = "mgmt/outer.sock"      # ferry policy status --socket mgmt/outer.sock
 """ + video[0])
     inner.write_text(f"""# ferry inner agent (demo)
 [agent]
@@ -126,6 +129,9 @@ listen_port = {port}
 
 [files]
 spool = "spool/inner"
+
+[management]
+socket = "mgmt/inner.sock"      # ferry policy status --socket mgmt/inner.sock
 """ + video[1])
     return outer, inner
 
@@ -234,6 +240,9 @@ def run_demo(workdir: Path | None, keep: bool = False, timeout: float = 60.0) ->
          f" ({len(rec.delivered)} delivered, {len(rec.refused_inner)} refused inside, {len(rec.lost)} lost)")
     _say(f"  check them yourself: ferry audit verify {work / 'audit' / 'outer'}")
     _say(f"                       ferry audit reconcile {work / 'audit' / 'outer'} {work / 'audit' / 'inner'}")
+    _say(f"  run them:  ferry inner --config {inner_cfg} & ferry outer --config {outer_cfg} &")
+    _say(f"             ferry policy status --socket {work / 'mgmt' / 'inner.sock'} "
+         f"--socket {work / 'mgmt' / 'outer.sock'}")
     if temporary and not keep:
         _say(f"  (the work folder stays for inspection: {work})")
     if not ok:

@@ -1,8 +1,8 @@
 """``ferry policy check|test|diff`` (and sign/apply/status): the admin's commands.
 
 Exit status: 0 ok, 1 the check failed (lint errors, a failing test case, an
-invalid policy for ``check``), 2 invalid input (an unreadable or invalid
-policy or test file for ``test`` / ``diff``, usage errors).
+invalid policy for ``check``), 2 invalid input (a missing policy folder, an
+unreadable or invalid policy or test file for ``test`` / ``diff``, usage errors).
 """
 
 from __future__ import annotations
@@ -55,7 +55,17 @@ def _print_policy_error(e: PolicyError) -> None:
         print(f"error: {problem}", file=sys.stderr)
 
 
+def _missing(*folders: Path) -> bool:
+    """Say so, if a policy folder does not exist (a usage error: exit 2, as for test and diff)."""
+    gone = [f for f in folders if not f.is_dir()]
+    for f in gone:
+        print(f"error: {f}: no such policy folder", file=sys.stderr)
+    return bool(gone)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
+    if _missing(args.dir):
+        return EXIT_INVALID
     try:
         plan = load_plan(args.dir)
     except PolicyError as e:
@@ -78,6 +88,8 @@ def _verdict(allowed: bool) -> str:
 
 
 def cmd_test(args: argparse.Namespace) -> int:
+    if _missing(args.dir):
+        return EXIT_INVALID
     try:
         plan = load_plan(args.dir)
         cases = load_suite(args.dir)
@@ -107,6 +119,8 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
+    if _missing(args.old, args.new):
+        return EXIT_INVALID
     try:
         lines = diff_policies(args.old, args.new)
     except PolicyError as e:
