@@ -33,7 +33,9 @@ EXIT_OK, EXIT_BAD, EXIT_ERROR = 0, 1, 2
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Register ``audit`` and its subcommands on an argparse subparsers object."""
     p = subparsers.add_parser("audit", help="verify, reconcile and export audit trails",
-                              description=__doc__)
+                              description="The auditor's commands: verify, reconcile and export audit trails. "
+                              "Exit status: 0 intact / all accounted, 1 tampered, incomplete or unaccounted, "
+                              "2 usage or I/O error.")
     sub = p.add_subparsers(dest="audit_command", metavar="COMMAND", required=True)
 
     v = sub.add_parser("verify", help="prove a trail complete and untampered")
@@ -45,18 +47,44 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     v.set_defaults(func=cmd_verify)
 
     r = sub.add_parser("reconcile", help="account for every object sent, object by object")
-    r.add_argument("outer_dir", type=Path)
-    r.add_argument("inner_dir", type=Path)
+    r.add_argument("outer_dir", type=Path, metavar="OUTER", help="the outer agent's trail directory")
+    r.add_argument("inner_dir", type=Path, metavar="INNER", help="the inner agent's trail directory")
     r.add_argument("--json", action="store_true", help="print the report as JSON")
     r.set_defaults(func=cmd_reconcile)
 
     e = sub.add_parser("export", help="export a verified trail")
-    e.add_argument("dir", type=Path)
-    e.add_argument("--format", choices=("csv", "jsonl"), required=True)
+    e.add_argument("dir", type=Path, help="trail directory (holds audit.jsonl)")
+    e.add_argument("--format", choices=("csv", "jsonl"), default="jsonl",
+                   help="jsonl: the lines as stored, verifiable (default); csv: fixed columns for spreadsheets")
     e.add_argument("-o", "--output", type=Path, help="output file (default: stdout)")
     e.add_argument("--key", type=Path, help="SM2 public key (PEM); default: DIR/signer.pub")
     e.set_defaults(func=cmd_export)
     return p
+
+
+class _Progress:
+    """A count of records on stderr, rewritten in place about 5 times a second, only when stderr is a
+    terminal (a log or a pipe gets nothing); ``done`` leaves the final count on its own line."""
+
+    def __init__(self, label: str, total: int | None = None) -> None:
+        self.label, self.total, self.n = label, total, 0
+        self.on = sys.stderr.isatty()
+        self.shown = 0.0
+
+    def tick(self, *_: object) -> None:
+        self.n += 1
+        if self.on and (self.n == 1 or (self.n & 1023 == 0 and time.monotonic() - self.shown >= 0.2)):
+            self._show()
+
+    def _show(self, end: str = "") -> None:
+        pct = f" ({100 * self.n // self.total}%)" if self.total else ""
+        sys.stderr.write(f"\r{self.label}: {self.n:,} records{pct}{end}")
+        sys.stderr.flush()
+        self.shown = time.monotonic()
+
+    def done(self) -> None:
+        if self.on and self.n:
+            self._show("\n")
 
 
 def _err(msg: str) -> None:
@@ -98,11 +126,14 @@ def _age(iso: str, now: float | None = None) -> str:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    progress = _Progress(f"verifying {args.dir / TRAIL_FILE}")
     try:
-        r = verify_dir(args.dir, _key(args.key), allow_open_tail=args.open_tail)
+        r = verify_dir(args.dir, _key(args.key), allow_open_tail=args.open_tail, on_record=progress.tick)
     except (AuditError, CryptoError) as exc:
         _err(str(exc))
         return EXIT_ERROR
+    finally:
+        progress.done()
     print(describe(args.dir / TRAIL_FILE, r))
     return EXIT_OK if r.ok else EXIT_BAD
 
@@ -158,11 +189,14 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    progress = _Progress(f"verifying {args.dir / TRAIL_FILE}")
     try:
-        r = verify_dir(args.dir, _key(args.key), allow_open_tail=True)
+        r = verify_dir(args.dir, _key(args.key), allow_open_tail=True, on_record=progress.tick)
     except (AuditError, CryptoError) as exc:
         _err(str(exc))
         return EXIT_ERROR
+    finally:
+        progress.done()
     if not r.ok:
         print(describe(args.dir / TRAIL_FILE, r), file=sys.stderr)
         return EXIT_BAD
@@ -170,7 +204,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"warning: {w}", file=sys.stderr)
     try:
         with open(args.dir / TRAIL_FILE, "rb") as f, _all_or_nothing(args.output) as out:
-            lines = (line for _, (_, line) in zip(range(r.records), iter_file_lines(f)))
+            progress = _Progress(f"exporting {args.dir / TRAIL_FILE} as {args.format}", r.records)
+            lines = _counted((line for _, (_, line) in zip(range(r.records), iter_file_lines(f))), progress)
             if args.format == "jsonl":
                 export_jsonl(lines, out)
             else:
@@ -179,10 +214,18 @@ def cmd_export(args: argparse.Namespace) -> int:
                     export_csv((parse_line(line) for line in lines), text)
                 finally:
                     text.detach()
+        progress.done()
     except Exception as exc:    # noqa: BLE001 - whatever failed, the output is removed and the cause named
+        progress.done()
         _err(f"export failed, nothing written: {type(exc).__name__}: {exc}")
         return EXIT_ERROR
     return EXIT_OK
+
+
+def _counted(lines: Iterator[bytes], progress: _Progress) -> Iterator[bytes]:
+    for line in lines:
+        progress.tick()
+        yield line
 
 
 @contextlib.contextmanager

@@ -21,12 +21,20 @@ from ferry.kernel import netlink, nft
 from ferry.policy import PolicyError, load_plan
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+_DESCRIPTION = """The host's kernel side from the policy: nftables rules and the ferry link.
+
+    ferry kernel rules --config /etc/ferry/outer.toml [--apply]
+    ferry kernel rules --policy DIR --role outer --link-if ferry0 --link-port 47000 --peer 10.0.9.2 [--apply]
+    ferry kernel link-up --role outer --if ferry0 --address 10.0.9.1/30 --peer-ip 10.0.9.2 --peer-mac 02:..
+
+Exit status: 0 ok; 1 the policy is invalid or nft refused the ruleset;
+2 usage, parameter, netlink or I/O error."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Register ``kernel`` and its subcommands on an argparse subparsers object."""
     p = subparsers.add_parser("kernel", help="nftables rules and the ferry link from the policy",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                              description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="kernel_command", metavar="ACTION", required=True)
 
     r = sub.add_parser("rules", help="print (and with --apply, apply) the host's nftables ruleset",

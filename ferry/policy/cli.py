@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ferry.policy import PolicyError, load_plan
-from ferry.policy.diff import diff_policies
+from ferry.policy.diff import diff_report
 from ferry.policy.lint import ERROR, lint
 from ferry.policy.suite import load_suite, run_suite
 
@@ -27,22 +27,26 @@ def add_parser(subparsers: Subparsers[argparse.ArgumentParser],
     """Register ``policy`` and its subcommands on an argparse subparsers object; ``more`` adds further
     subcommands to ``policy`` (``ferry.cli`` passes the management ones: policy does not import mgmt)."""
     p = subparsers.add_parser("policy", help="policy as code: check, test, diff",
-                              description=__doc__)
+                              description="The administrator's commands: policy as code (check, test, diff; "
+                              "sign, apply and status for running agents). Exit status: 0 ok, 1 the check "
+                              "failed (lint errors, a failing test case, an invalid policy for check), 2 "
+                              "invalid input (a missing policy folder, an unreadable or invalid policy or test "
+                              "file for test and diff, usage errors).")
     sub = p.add_subparsers(dest="policy_command", metavar="ACTION", required=True)
 
     c = sub.add_parser("check", help="validate a policy folder and lint its rules")
-    c.add_argument("dir", type=Path)
+    c.add_argument("dir", type=Path, help="policy folder (policy.yaml, tests/*.yaml)")
     c.add_argument("--strict", action="store_true", help="fail on warnings too")
     c.set_defaults(func=cmd_check)
 
     t = sub.add_parser("test", help="run the policy's own test suite (DIR/tests/*.yaml)")
-    t.add_argument("dir", type=Path)
+    t.add_argument("dir", type=Path, help="policy folder whose tests/*.yaml to run")
     t.add_argument("-v", "--verbose", action="store_true", help="show rule and reason of passing cases")
     t.set_defaults(func=cmd_test)
 
     d = sub.add_parser("diff", help="what changes between two policies, in words and in verdicts")
-    d.add_argument("old", type=Path)
-    d.add_argument("new", type=Path)
+    d.add_argument("old", type=Path, help="policy folder of the policy running now")
+    d.add_argument("new", type=Path, help="policy folder of the policy to compare with it")
     d.set_defaults(func=cmd_diff)
 
     if more is not None:
@@ -122,12 +126,11 @@ def cmd_diff(args: argparse.Namespace) -> int:
     if _missing(args.old, args.new):
         return EXIT_INVALID
     try:
-        lines = diff_policies(args.old, args.new)
+        lines, summary = diff_report(args.old, args.new)
     except PolicyError as e:
         _print_policy_error(e)
         return EXIT_INVALID
     for line in lines:
         print(line)
-    if not lines:
-        print("no differences")
+    print(summary if lines else "no differences")
     return EXIT_OK
