@@ -241,6 +241,9 @@ def _all_or_nothing(output: Path | None) -> Iterator[IO[bytes]]:
         return
     fd, name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".part", dir=output.parent or ".")
     try:
+        mask = os.umask(0o077)
+        os.umask(mask)
+        os.fchmod(fd, 0o666 & ~mask)        # the mode open() would have given the file
         with os.fdopen(fd, "wb") as tmp:
             yield tmp
         os.replace(name, output)
