@@ -388,3 +388,89 @@ class Camera:
         self.stop()
         self._thread.join(5)
 
+
+
+# --- command line -----------------------------------------------------------------------------
+_EPILOG = """examples:
+  python -m ferry.camera --to 10.30.1.20:15060                         # RTP/PS over UDP, H.264 640x360, 10 s
+  python -m ferry.camera --to 10.30.1.20:15060 --codec h265 --size 1920x1080 --seconds 60 --loss 0.01
+  python -m ferry.camera --to 127.0.0.1:15062 --transport tcp --payload raw   # RFC 4571, RFC 6184 packets
+  python -m ferry.camera --listen 0.0.0.0:15064 --transport tcp-serve          # the agent connects to it
+
+A site check: point it at an outer agent's [[video]] listen address (the stream's device_id
+and the policy decide whether it crosses), then look for stream_started / stream_ended or
+stream_refused in the audit trails. Needs ffmpeg (libx264 / libx265).
+Exit status: 0 sent, 1 the sending failed, 2 usage or ffmpeg errors."""
+
+
+def _address(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m ferry.camera``: an ffmpeg-made test picture sent as a GB/T 28181 camera would."""
+    import argparse  # noqa: PLC0415 - the library part does not need it
+    import sys  # noqa: PLC0415
+
+    p = argparse.ArgumentParser(
+        prog="python -m ferry.camera", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_EPILOG,
+        description="A GB/T 28181 test camera: an ffmpeg test picture (testsrc2) encoded as H.264 or H.265 "
+                    "and sent as RTP/PS (or RFC 6184 / RFC 7798 RTP) over UDP or TCP (RFC 4571).")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--to", metavar="HOST:PORT", help="send to this address (udp, tcp)")
+    where.add_argument("--listen", metavar="HOST:PORT", help="tcp-serve: wait for the agent to connect here")
+    p.add_argument("--transport", choices=("udp", "tcp", "tcp-serve"), default=None,
+                   help="udp (default with --to) or tcp: RFC 4571 framing; tcp-serve with --listen")
+    p.add_argument("--payload", choices=("ps", "raw"), default="ps",
+                   help="ps: MPEG program stream in RTP, as GB/T 28181 (default); raw: RFC 6184/7798")
+    p.add_argument("--codec", choices=("h264", "h265"), default="h264", help="default h264")
+    p.add_argument("--size", default="640x360", help="WIDTHxHEIGHT (default 640x360)")
+    p.add_argument("--rate", type=int, default=25, help="pictures per second (default 25)")
+    p.add_argument("--seconds", type=float, default=10.0, help="length of the picture (default 10)")
+    p.add_argument("--loops", type=int, default=1, help="send the picture this many times (default 1)")
+    p.add_argument("--ssrc", type=lambda v: int(v, 0), default=0x0BEBC201,
+                   help="RTP SSRC (default 0x0BEBC201, decimal 0200000001: a GB/T 28181 real-time stream)")
+    p.add_argument("--loss", type=float, default=0.0, help="drop this share of packets, 0..1 (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of --loss")
+    p.add_argument("--fast", action="store_true", help="send as fast as the socket takes it, not in real time")
+    p.add_argument("--cache", type=Path, default=DEFAULT_CACHE,
+                   help=f"folder for the encoded pictures, kept per settings (default {DEFAULT_CACHE})")
+    args = p.parse_args(argv)
+    transport = args.transport or ("tcp-serve" if args.listen else "udp")
+    if (transport == "tcp-serve") != bool(args.listen):
+        p.error("--listen goes with --transport tcp-serve, --to with udp or tcp")
+    if not 0.0 <= args.loss < 1.0 or args.loops < 1 or args.rate < 1 or not args.seconds > 0:
+        p.error("--loss must be in 0..1, --loops, --rate and --seconds positive")
+    try:
+        addr = _address(args.listen or args.to)
+    except ValueError as e:
+        p.error(str(e))
+    try:
+        src = make_source(args.cache, args.codec, size=args.size, seconds=args.seconds, rate=args.rate)
+    except (OSError, subprocess.CalledProcessError) as e:
+        print(f"python -m ferry.camera: cannot make the picture with ffmpeg: {e}", file=sys.stderr)
+        return 2
+    make = ps_packets if args.payload == "ps" else raw_packets
+    packets = make(src, args.codec, ssrc=args.ssrc, loops=args.loops)
+    cam = Camera(packets, addr, transport=transport, realtime=not args.fast, loss=args.loss, seed=args.seed)
+    print(f"camera: {args.codec} {args.size} {args.rate} fps, {len(packets)} RTP/{args.payload.upper()} packets "
+          f"({packets[-1][1] if packets else 0:.1f} s), {transport} "
+          f"{'listening on' if transport == 'tcp-serve' else 'to'} {cam.address[0]}:{cam.address[1]}", flush=True)
+    cam.start()
+    try:
+        dropped = cam.join()
+    except KeyboardInterrupt:
+        cam.stop()
+        return 130
+    except OSError as e:
+        print(f"python -m ferry.camera: sending failed: {e}", file=sys.stderr)
+        return 1
+    print(f"camera: sent {len(packets) - len(dropped)} packets, dropped {len(dropped)} on purpose (--loss)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

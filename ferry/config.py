@@ -35,6 +35,9 @@ class AgentSection(_Strict):
     policy: str                   # policy directory
     audit_dir: str
     state_dir: str = ""           # what the agent keeps across restarts (default: <audit_dir>-state)
+    # seconds until records are signed, busy or idle (a timer signs a quiet agent's tail); at most the default
+    checkpoint_interval: float = Field(default=limits.AUDIT_CHECKPOINT_INTERVAL, ge=1.0,
+                                       le=limits.AUDIT_CHECKPOINT_INTERVAL)
 
 
 class OuterLink(_Strict):

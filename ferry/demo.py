@@ -88,6 +88,18 @@ path = "recordings/{stream}.ps"
     return outer, inner
 
 
+SOCKET_PATH_MAX = 107     # bytes of a Unix socket path (sun_path, with its NUL)
+
+
+def _management(work: Path, role: str) -> str:
+    """The [management] section (a socket for ferry policy status), unless the work folder's path is
+    too long for a Unix socket: then none, and the agents still run."""
+    sock = work.resolve() / "mgmt" / f"{role}.sock"
+    if len(os.fsencode(sock)) >= SOCKET_PATH_MAX:
+        return f"\n# no [management]: {sock} is too long for a Unix socket\n"
+    return f'\n[management]\nsocket = "mgmt/{role}.sock"      # ferry policy status --socket {sock}\n'
+
+
 def _write_configs(work: Path, port: int, video: tuple[str, str] = ("", "")) -> tuple[Path, Path]:
     outer = work / "outer.toml"
     inner = work / "inner.toml"
@@ -111,7 +123,7 @@ source = "outer-spool"
 destination = "inner-spool"
 settle = 0.3
 scan_interval = 0.2
-""" + video[0])
+""" + _management(work, "outer") + video[0])
     inner.write_text(f"""# ferry inner agent (demo)
 [agent]
 name = "demo-inner"
@@ -126,7 +138,7 @@ listen_port = {port}
 
 [files]
 spool = "spool/inner"
-""" + video[1])
+""" + _management(work, "inner") + video[1])
     return outer, inner
 
 
@@ -234,6 +246,10 @@ def run_demo(workdir: Path | None, keep: bool = False, timeout: float = 60.0) ->
          f" ({len(rec.delivered)} delivered, {len(rec.refused_inner)} refused inside, {len(rec.lost)} lost)")
     _say(f"  check them yourself: ferry audit verify {work / 'audit' / 'outer'}")
     _say(f"                       ferry audit reconcile {work / 'audit' / 'outer'} {work / 'audit' / 'inner'}")
+    _say(f"  run them:  ferry inner --config {inner_cfg} & ferry outer --config {outer_cfg} &")
+    if "[management]" in inner_cfg.read_text():
+        _say(f"             ferry policy status --socket {work / 'mgmt' / 'inner.sock'} "
+             f"--socket {work / 'mgmt' / 'outer.sock'}")
     if temporary and not keep:
         _say(f"  (the work folder stays for inspection: {work})")
     if not ok:

@@ -46,6 +46,7 @@ SPOOL_SCAN_INTERVAL = 0.5
 # --- audit ----------------------------------------------------------------
 AUDIT_CHECKPOINT_EVERY = 1000  # records between signed checkpoints
 AUDIT_CHECKPOINT_INTERVAL = 60.0
+AUDIT_CHECKPOINT_POLL = 1.0    # s: the agents' checkpoint timer looks at least this often
 AUDIT_RECORD_MAX = 64 << 10    # bytes of one JSON line
 AUDIT_RETRY_INTERVAL = 1.0     # while failed closed, retry writing this often
 # Link refusal records (datagrams_dropped, block_refused, announcement_refused) written per

@@ -15,7 +15,7 @@ from collections import deque
 from pathlib import Path
 
 from ferry import limits
-from ferry.agents.common import AuditQueue, Identity, Management, open_identity, run_agent
+from ferry.agents.common import AuditQueue, Identity, Management, open_identity, run_agent, sign_quiet_tail
 from ferry.agents.inner_state import InnerState
 from ferry.agents.link_io import LinkReceiveSocket
 from ferry.agents.policy_host import PolicyHost
@@ -243,13 +243,14 @@ class InnerAgent(PolicyHost):
         loop = asyncio.get_running_loop()
         loop.add_reader(self.sock.sock.fileno(), self.on_readable)
         timer_task = asyncio.create_task(self.timers(stop))
+        signer = asyncio.create_task(sign_quiet_tail(self.id.audit, stop))
         await self.video.start(stop)
         await stop.wait()
         self.wake.set()
         await self.management.stop()
         loop.remove_reader(self.sock.sock.fileno())
         self.on_readable()
-        await asyncio.gather(timer_task, return_exceptions=True)
+        await asyncio.gather(timer_task, signer, return_exceptions=True)
         self.video.close(time.time())
         self.save_state(time.monotonic(), force=True)
         self.state.close()

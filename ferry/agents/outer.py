@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ferry import limits
-from ferry.agents.common import AuditQueue, Identity, Management, open_identity, run_agent
+from ferry.agents.common import AuditQueue, Identity, Management, open_identity, run_agent, sign_quiet_tail
 from ferry.agents.link_io import LinkSendSocket
 from ferry.agents.link_writer import LinkWriter
 from ferry.wire.pacing import LinkPacer
@@ -276,11 +276,13 @@ class OuterAgent(PolicyHost):
         log.info("outer agent %s: policy %s (%s), link to %s:%d, gso=%s", self.name, self.id.plan.name,
                  self.id.plan.hash.hex()[:16], link.peer_host, link.peer_port, self.sock.gso)
         pump = asyncio.create_task(self.pump.run(stop))
+        signer = asyncio.create_task(sign_quiet_tail(self.id.audit, stop))
         if self.spool:
             self.scan_spool(self.spool)
         if self.video:
             await self.video.start(stop)
         await stop.wait()
+        await asyncio.gather(signer, return_exceptions=True)
         if self.scan_timer is not None:
             self.scan_timer.cancel()
         if self.video:

@@ -7,12 +7,20 @@ Exit status: 0 intact / all accounted, 1 tampered, incomplete or unaccounted,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
+import os
+import shutil
 import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import IO
 
-from ferry.audit.errors import AuditError, RecordError
+from ferry.audit.errors import AuditError
 from ferry.audit.export import export_csv, export_jsonl
 from ferry.audit.reconcile import INNER_EVENTS, OUTER_EVENTS, reconcile
 from ferry.audit.records import Record, parse_line
@@ -25,7 +33,9 @@ EXIT_OK, EXIT_BAD, EXIT_ERROR = 0, 1, 2
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Register ``audit`` and its subcommands on an argparse subparsers object."""
     p = subparsers.add_parser("audit", help="verify, reconcile and export audit trails",
-                              description=__doc__)
+                              description="The auditor's commands: verify, reconcile and export audit trails. "
+                              "Exit status: 0 intact / all accounted, 1 tampered, incomplete or unaccounted, "
+                              "2 usage or I/O error.")
     sub = p.add_subparsers(dest="audit_command", metavar="COMMAND", required=True)
 
     v = sub.add_parser("verify", help="prove a trail complete and untampered")
@@ -37,18 +47,44 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     v.set_defaults(func=cmd_verify)
 
     r = sub.add_parser("reconcile", help="account for every object sent, object by object")
-    r.add_argument("outer_dir", type=Path)
-    r.add_argument("inner_dir", type=Path)
+    r.add_argument("outer_dir", type=Path, metavar="OUTER", help="the outer agent's trail directory")
+    r.add_argument("inner_dir", type=Path, metavar="INNER", help="the inner agent's trail directory")
     r.add_argument("--json", action="store_true", help="print the report as JSON")
     r.set_defaults(func=cmd_reconcile)
 
     e = sub.add_parser("export", help="export a verified trail")
-    e.add_argument("dir", type=Path)
-    e.add_argument("--format", choices=("csv", "jsonl"), required=True)
+    e.add_argument("dir", type=Path, help="trail directory (holds audit.jsonl)")
+    e.add_argument("--format", choices=("csv", "jsonl"), default="jsonl",
+                   help="jsonl: the lines as stored, verifiable (default); csv: fixed columns for spreadsheets")
     e.add_argument("-o", "--output", type=Path, help="output file (default: stdout)")
     e.add_argument("--key", type=Path, help="SM2 public key (PEM); default: DIR/signer.pub")
     e.set_defaults(func=cmd_export)
     return p
+
+
+class _Progress:
+    """A count of records on stderr, rewritten in place about 5 times a second, only when stderr is a
+    terminal (a log or a pipe gets nothing); ``done`` leaves the final count on its own line."""
+
+    def __init__(self, label: str, total: int | None = None) -> None:
+        self.label, self.total, self.n = label, total, 0
+        self.on = sys.stderr.isatty()
+        self.shown = 0.0
+
+    def tick(self, *_: object) -> None:
+        self.n += 1
+        if self.on and (self.n == 1 or (self.n & 1023 == 0 and time.monotonic() - self.shown >= 0.2)):
+            self._show()
+
+    def _show(self, end: str = "") -> None:
+        pct = f" ({100 * self.n // self.total}%)" if self.total else ""
+        sys.stderr.write(f"\r{self.label}: {self.n:,} records{pct}{end}")
+        sys.stderr.flush()
+        self.shown = time.monotonic()
+
+    def done(self) -> None:
+        if self.on and self.n:
+            self._show("\n")
 
 
 def _err(msg: str) -> None:
@@ -70,6 +106,8 @@ def describe(path: Path, r: VerifyResult) -> str:
         if r.claimed_seq is not None and r.claimed_seq != r.first_bad:
             where += f", which says seq {r.claimed_seq}"
         lines.append(f"FAILED: {path}{where}: {r.reason}")
+        if r.last_time is not None and r.signed < r.records and r.first_bad == r.signed:
+            lines.append(f"  the newest record was written {_age(r.last_time)} ago ({r.last_time})")
         lines.append(f"  {r.records} records before it verified; the last signed checkpoint "
                      f"covers records 0..{r.signed - 1}" if r.signed else
                      f"  {r.records} records before it verified; none is covered by a checkpoint")
@@ -77,12 +115,25 @@ def describe(path: Path, r: VerifyResult) -> str:
     return "\n".join(lines)
 
 
+def _age(iso: str, now: float | None = None) -> str:
+    """How long ago an ISO 8601 record time was, in words (s, min, h, days)."""
+    then = datetime.strptime(iso, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc).timestamp()
+    secs = max(0.0, (time.time() if now is None else now) - then)
+    for unit, size in (("days", 86400), ("h", 3600), ("min", 60)):
+        if secs >= 2 * size:
+            return f"{secs / size:.0f} {unit}"
+    return f"{secs:.0f} s"
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
+    progress = _Progress(f"verifying {args.dir / TRAIL_FILE}")
     try:
-        r = verify_dir(args.dir, _key(args.key), allow_open_tail=args.open_tail)
+        r = verify_dir(args.dir, _key(args.key), allow_open_tail=args.open_tail, on_record=progress.tick)
     except (AuditError, CryptoError) as exc:
         _err(str(exc))
         return EXIT_ERROR
+    finally:
+        progress.done()
     print(describe(args.dir / TRAIL_FILE, r))
     return EXIT_OK if r.ok else EXIT_BAD
 
@@ -147,38 +198,65 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    progress = _Progress(f"verifying {args.dir / TRAIL_FILE}")
     try:
-        r = verify_dir(args.dir, _key(args.key), allow_open_tail=True)
+        r = verify_dir(args.dir, _key(args.key), allow_open_tail=True, on_record=progress.tick)
     except (AuditError, CryptoError) as exc:
         _err(str(exc))
         return EXIT_ERROR
+    finally:
+        progress.done()
     if not r.ok:
         print(describe(args.dir / TRAIL_FILE, r), file=sys.stderr)
         return EXIT_BAD
     for w in r.warnings:
         print(f"warning: {w}", file=sys.stderr)
     try:
-        with open(args.dir / TRAIL_FILE, "rb") as f:
-            lines = (line for _, (_, line) in zip(range(r.records), iter_file_lines(f)))
+        with open(args.dir / TRAIL_FILE, "rb") as f, _all_or_nothing(args.output) as out:
+            progress = _Progress(f"exporting {args.dir / TRAIL_FILE} as {args.format}", r.records)
+            lines = _counted((line for _, (_, line) in zip(range(r.records), iter_file_lines(f))), progress)
             if args.format == "jsonl":
-                out = open(args.output, "wb") if args.output else sys.stdout.buffer
-                try:
-                    export_jsonl(lines, out)
-                finally:
-                    if args.output:
-                        out.close()
+                export_jsonl(lines, out)
             else:
-                out = (open(args.output, "w", encoding="utf-8", newline="") if args.output
-                       else io.TextIOWrapper(sys.stdout.buffer, encoding="utf-8", newline="",
-                                             write_through=True))
+                text = io.TextIOWrapper(out, encoding="utf-8", newline="", write_through=True)
                 try:
-                    export_csv((parse_line(line) for line in lines), out)
+                    export_csv((parse_line(line) for line in lines), text)
                 finally:
-                    if args.output:
-                        out.close()
-                    else:
-                        out.detach()
-    except (OSError, RecordError) as exc:
-        _err(str(exc))
+                    text.detach()
+        progress.done()
+    except Exception as exc:    # noqa: BLE001 - whatever failed, the output is removed and the cause named
+        progress.done()
+        _err(f"export failed, nothing written: {type(exc).__name__}: {exc}")
         return EXIT_ERROR
     return EXIT_OK
+
+
+def _counted(lines: Iterator[bytes], progress: _Progress) -> Iterator[bytes]:
+    for line in lines:
+        progress.tick()
+        yield line
+
+
+@contextlib.contextmanager
+def _all_or_nothing(output: Path | None) -> Iterator[IO[bytes]]:
+    """A binary file that becomes OUTPUT (or is copied to stdout) only if the block ends without an
+    exception: a failed export leaves neither a partial file nor partial output."""
+    if output is None:
+        with tempfile.TemporaryFile() as tmp:
+            yield tmp
+            tmp.seek(0)
+            shutil.copyfileobj(tmp, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+        return
+    fd, name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".part", dir=output.parent or ".")
+    try:
+        mask = os.umask(0o077)
+        os.umask(mask)
+        os.fchmod(fd, 0o666 & ~mask)        # the mode open() would have given the file
+        with os.fdopen(fd, "wb") as tmp:
+            yield tmp
+        os.replace(name, output)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+        raise

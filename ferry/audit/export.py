@@ -40,7 +40,11 @@ def csv_row(record: Record) -> list[str]:
     """One record as cells in CSV_COLUMNS order."""
     flat = dict(record)
     for side in ("source", "destination"):
-        for k, v in (record.get(side) or {}).items():
+        peer = record.get(side)
+        if type(peer) is str:           # a named destination from the policy (the video lanes)
+            flat[f"{side}_name"] = peer
+            continue
+        for k, v in (peer or {}).items():
             flat[f"{side}_{k}"] = v
     if "blocks" in record:
         flat["blocks"] = " ".join(str(b) for b in record["blocks"])

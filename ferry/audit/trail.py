@@ -303,6 +303,15 @@ class AuditTrail:
             unsigned > 0 and self._last_cp_time is not None
             and now - self._last_cp_time >= self._interval)
 
+    def next_checkpoint(self, now: float) -> float | None:
+        """When (on the clock of ``now``) ``tick`` will sign the records written so far: None while
+        every record is signed, ``now`` if overdue. The agents arm a timer with it, so a quiet
+        agent's tail is signed within checkpoint_interval of its first unsigned record."""
+        if self._seq == self._signed or self._closed:
+            return None
+        last = now if self._last_cp_time is None else self._last_cp_time
+        return max(now, last + self._interval)
+
     def tick(self, now: float) -> Record | None:
         """Write a checkpoint if checkpoint_interval has passed with unsigned records."""
         if self._last_cp_time is None:

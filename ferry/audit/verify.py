@@ -42,6 +42,7 @@ class VerifyResult:
     signed: int = 0                 # records covered by a verified checkpoint
     key_id: str = ""
     key_source: str = "given"
+    last_time: str | None = None    # time of the last record that verified (how old an unsigned tail is)
 
 
 class ChainVerifier:
@@ -133,7 +134,8 @@ class ChainVerifier:
         warn = list(warnings)
         common = VerifyResult(ok=True, reason="intact", records=self.count, checkpoints=self.checkpoints,
                               agent=self.agent, head=self.head.hex(), signed=self.signed, key_id=self.key_id,
-                              key_source=key_source)
+                              key_source=key_source,
+                              last_time=None if self.last_record is None else self.last_record["time"])
         if self.failure is not None:
             pos, claimed, reason = self.failure
             return replace(common, ok=False, reason=reason, first_bad=pos, first_bad_line=pos + 1,
@@ -148,8 +150,11 @@ class ChainVerifier:
             if allow_open_tail:
                 warn.append(tail + " (open tail)")
                 return replace(common, ok=True, reason="intact, open tail", warnings=tuple(warn))
-            return replace(common, ok=False, reason=f"the trail does not end with a checkpoint: {tail} "
-                           "(final checkpoint removed, or trail cut short)",
+            return replace(common, ok=False, reason=f"the trail does not end with a checkpoint: {tail}. "
+                           "A running agent signs its tail within its checkpoint interval (60 s by "
+                           "default): verify a trail still being written with --open-tail. A trail "
+                           "whose agent stopped must end with a checkpoint: then an unclean stop, a "
+                           "removed final checkpoint or a trail cut short",
                            first_bad=self.signed, first_bad_line=self.signed + 1,
                            claimed_seq=self.signed, warnings=tuple(warn))
         return replace(common, ok=True, reason="intact", warnings=tuple(warn))

@@ -1,5 +1,6 @@
 """``ferry kernel rules|link-up``: the host's kernel side from the policy.
 
+    ferry kernel rules --config /etc/ferry/outer.toml [--apply]
     ferry kernel rules --policy DIR --role outer --link-if ferry0 --link-port 47000 --peer 10.0.9.2 [--apply]
     ferry kernel link-up --role outer --if ferry0 --address 10.0.9.1/30 --peer-ip 10.0.9.2 --peer-mac 02:..
 
@@ -11,28 +12,43 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tomllib
 from pathlib import Path
 
+from ferry.config import ConfigError, InnerConfig, OuterConfig, load_config
 from ferry.kernel import KernelError
 from ferry.kernel import netlink, nft
 from ferry.policy import PolicyError, load_plan
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+_DESCRIPTION = """The host's kernel side from the policy: nftables rules and the ferry link.
+
+    ferry kernel rules --config /etc/ferry/outer.toml [--apply]
+    ferry kernel rules --policy DIR --role outer --link-if ferry0 --link-port 47000 --peer 10.0.9.2 [--apply]
+    ferry kernel link-up --role outer --if ferry0 --address 10.0.9.1/30 --peer-ip 10.0.9.2 --peer-mac 02:..
+
+Exit status: 0 ok; 1 the policy is invalid or nft refused the ruleset;
+2 usage, parameter, netlink or I/O error."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Register ``kernel`` and its subcommands on an argparse subparsers object."""
     p = subparsers.add_parser("kernel", help="nftables rules and the ferry link from the policy",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                              description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="kernel_command", metavar="ACTION", required=True)
 
-    r = sub.add_parser("rules", help="print (and with --apply, apply) the host's nftables ruleset")
-    r.add_argument("--policy", required=True, type=Path, help="policy folder")
-    r.add_argument("--role", required=True, choices=("outer", "inner"))
-    r.add_argument("--link-if", required=True, help="the ferry link's interface")
-    r.add_argument("--link-port", required=True, type=int, help="the inner agent's UDP port on the link")
-    r.add_argument("--peer", required=True,
-                   help="the other end of the link (outer: the inner agent's address; inner: the outer's)")
+    r = sub.add_parser("rules", help="print (and with --apply, apply) the host's nftables ruleset",
+                       description="The host's nftables ruleset from the policy. With --config, the policy, "
+                       "the role and the link are read from the agent's configuration (as the agent applies "
+                       "them with [kernel] apply); a flag given as well wins.")
+    r.add_argument("--config", type=Path, help="the agent's configuration (outer.toml or inner.toml): "
+                   "policy from [agent], link port and peer from [link] (inner: [kernel] peer_addr), "
+                   "interfaces from [kernel]")
+    r.add_argument("--policy", type=Path, help="policy folder (default: the agent's, with --config)")
+    r.add_argument("--role", choices=("outer", "inner"), help="which host (default: the agent's, with --config)")
+    r.add_argument("--link-if", help="the ferry link's interface")
+    r.add_argument("--link-port", type=int, help="the inner agent's UDP port on the link")
+    r.add_argument("--peer", help="the other end of the link (outer: the inner agent's address; inner: the outer's)")
     r.add_argument("--ingest-if", help="outer: the only interface ingest may arrive on "
                    "(default: any but the link and lo)")
     r.add_argument("--apply", action="store_true", help="apply the ruleset in one nftables transaction")
@@ -52,7 +68,62 @@ def _err(msg: str) -> None:
     print(f"ferry kernel: {msg}", file=sys.stderr)
 
 
+def load_agent_config(path: Path, role: str | None) -> OuterConfig | InnerConfig:
+    """The outer or inner agent's configuration; without ``role``, whichever the file is
+    (an outer's [link] has peer_host, an inner's listen_host). ConfigError otherwise."""
+    if role is None:
+        try:
+            with open(path, "rb") as f:
+                link = tomllib.load(f).get("link") or {}
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{path}: {e}") from None
+        role = "inner" if isinstance(link, dict) and "listen_host" in link else "outer"
+    return load_config(path, OuterConfig if role == "outer" else InnerConfig)
+
+
+def _from_config(args: argparse.Namespace) -> str | None:
+    """Fill the parameters not given from the agent configuration; an error message, or None."""
+    try:
+        cfg = load_agent_config(args.config, args.role)
+    except ConfigError as e:
+        return str(e)
+    role = "outer" if isinstance(cfg, OuterConfig) else "inner"
+    k = cfg.kernel
+    peer: str | None
+    if isinstance(cfg, OuterConfig):
+        port, peer = cfg.link.peer_port, cfg.link.peer_host
+    else:
+        port, peer = cfg.link.listen_port, (k.peer_addr if k is not None else "") or None
+    given = {"role": role, "policy": Path(cfg.agent.policy), "link_port": port, "peer": peer,
+             "link_if": (k.link_if if k is not None else "") or cfg.link.interface or None,
+             "ingest_if": (k.ingest_if if k is not None else "") or None}
+    for name, value in given.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    return None
+
+
+_NEEDED = (("policy", "--policy", "[agent] policy"), ("role", "--role", "the kind of configuration"),
+           ("link_if", "--link-if", "[kernel] link_if"),
+           ("link_port", "--link-port", "[link] peer_port / listen_port"),
+           ("peer", "--peer", "[link] peer_host (outer) or [kernel] peer_addr (inner)"))
+
+
 def cmd_rules(args: argparse.Namespace) -> int:
+    if args.config is not None and (wrong := _from_config(args)) is not None:
+        _err(wrong)
+        return EXIT_USAGE
+    missing = [(flag, key) for name, flag, key in _NEEDED if getattr(args, name) is None]
+    if missing:
+        where = (f"in {args.config}" if args.config is not None
+                 else "or --config with the agent's configuration")
+        _err("missing " + ", ".join(f"{flag} ({key})" for flag, key in missing) + f": give them {where}")
+        return EXIT_USAGE
+    if not args.policy.is_dir():
+        _err(f"{args.policy}: no such policy folder")
+        return EXIT_USAGE
     try:
         plan = load_plan(args.policy)
     except PolicyError as e:

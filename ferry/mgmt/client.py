@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 
 import grpc
 
@@ -20,7 +21,28 @@ class ManagementError(Exception):
         self.code = code
         self.refused = code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
                                     grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL)
-        super().__init__(f"{socket}: {code.name}: {message}")
+        if code == grpc.StatusCode.UNAVAILABLE:     # words for the operator, not gRPC's
+            super().__init__(f"{socket}: cannot reach the agent: {unreachable(socket)}; check that the agent "
+                             "runs and that this is the [management] socket of its configuration")
+        else:
+            super().__init__(f"{socket}: {code.name}: {message}")
+
+
+def unreachable(socket: str) -> str:
+    """Why nothing answers on ``socket``, from what is at that path."""
+    try:
+        st = os.stat(socket)
+    except FileNotFoundError:
+        return "no such socket"
+    except PermissionError:
+        return "permission denied on its folder (run as root or the agent's user)"
+    except OSError as e:
+        return e.strerror or str(e)
+    if not stat.S_ISSOCK(st.st_mode):
+        return "not a socket"
+    if not os.access(socket, os.R_OK | os.W_OK):
+        return "permission denied (run as root or the agent's user)"
+    return "nobody listens on it (the agent stopped, or another one replaced the socket)"
 
 
 class ManagementClient:

@@ -1,8 +1,8 @@
 """``ferry policy check|test|diff`` (and sign/apply/status): the admin's commands.
 
 Exit status: 0 ok, 1 the check failed (lint errors, a failing test case, an
-invalid policy for ``check``), 2 invalid input (an unreadable or invalid
-policy or test file for ``test`` / ``diff``, usage errors).
+invalid policy for ``check``), 2 invalid input (a missing policy folder, an
+unreadable or invalid policy or test file for ``test`` / ``diff``, usage errors).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from ferry.policy import PolicyError, load_plan
-from ferry.policy.diff import diff_policies
+from ferry.policy.diff import diff_report
 from ferry.policy.lint import ERROR, lint
 from ferry.policy.suite import load_suite, run_suite
 
@@ -27,22 +27,26 @@ def add_parser(subparsers: Subparsers[argparse.ArgumentParser],
     """Register ``policy`` and its subcommands on an argparse subparsers object; ``more`` adds further
     subcommands to ``policy`` (``ferry.cli`` passes the management ones: policy does not import mgmt)."""
     p = subparsers.add_parser("policy", help="policy as code: check, test, diff",
-                              description=__doc__)
+                              description="The administrator's commands: policy as code (check, test, diff; "
+                              "sign, apply and status for running agents). Exit status: 0 ok, 1 the check "
+                              "failed (lint errors, a failing test case, an invalid policy for check), 2 "
+                              "invalid input (a missing policy folder, an unreadable or invalid policy or test "
+                              "file for test and diff, usage errors).")
     sub = p.add_subparsers(dest="policy_command", metavar="ACTION", required=True)
 
     c = sub.add_parser("check", help="validate a policy folder and lint its rules")
-    c.add_argument("dir", type=Path)
+    c.add_argument("dir", type=Path, help="policy folder (policy.yaml, tests/*.yaml)")
     c.add_argument("--strict", action="store_true", help="fail on warnings too")
     c.set_defaults(func=cmd_check)
 
     t = sub.add_parser("test", help="run the policy's own test suite (DIR/tests/*.yaml)")
-    t.add_argument("dir", type=Path)
+    t.add_argument("dir", type=Path, help="policy folder whose tests/*.yaml to run")
     t.add_argument("-v", "--verbose", action="store_true", help="show rule and reason of passing cases")
     t.set_defaults(func=cmd_test)
 
     d = sub.add_parser("diff", help="what changes between two policies, in words and in verdicts")
-    d.add_argument("old", type=Path)
-    d.add_argument("new", type=Path)
+    d.add_argument("old", type=Path, help="policy folder of the policy running now")
+    d.add_argument("new", type=Path, help="policy folder of the policy to compare with it")
     d.set_defaults(func=cmd_diff)
 
     if more is not None:
@@ -55,7 +59,17 @@ def _print_policy_error(e: PolicyError) -> None:
         print(f"error: {problem}", file=sys.stderr)
 
 
+def _missing(*folders: Path) -> bool:
+    """Say so, if a policy folder does not exist (a usage error: exit 2, as for test and diff)."""
+    gone = [f for f in folders if not f.is_dir()]
+    for f in gone:
+        print(f"error: {f}: no such policy folder", file=sys.stderr)
+    return bool(gone)
+
+
 def cmd_check(args: argparse.Namespace) -> int:
+    if _missing(args.dir):
+        return EXIT_INVALID
     try:
         plan = load_plan(args.dir)
     except PolicyError as e:
@@ -78,6 +92,8 @@ def _verdict(allowed: bool) -> str:
 
 
 def cmd_test(args: argparse.Namespace) -> int:
+    if _missing(args.dir):
+        return EXIT_INVALID
     try:
         plan = load_plan(args.dir)
         cases = load_suite(args.dir)
@@ -107,13 +123,14 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
+    if _missing(args.old, args.new):
+        return EXIT_INVALID
     try:
-        lines = diff_policies(args.old, args.new)
+        lines, summary = diff_report(args.old, args.new)
     except PolicyError as e:
         _print_policy_error(e)
         return EXIT_INVALID
     for line in lines:
         print(line)
-    if not lines:
-        print("no differences")
+    print(summary if lines else "no differences")
     return EXIT_OK

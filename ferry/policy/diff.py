@@ -186,7 +186,7 @@ def _field_changes(prefix: str, a: Any, b: Any) -> list[str]:
             looser = y if name in _LOOSER_WHEN_TRUE else not y
             out.append(f"{key} {str(x).lower()} -> {str(y).lower()}: {LOOSER if looser else STRICTER}")
         elif isinstance(x, (int, float)) and isinstance(y, (int, float)):
-            out.append(f"{key} {x:g} -> {y:g}: {STRICTER if y < x else LOOSER}")
+            out.append(f"{key} {_number(x)} -> {_number(y)}: {STRICTER if y < x else LOOSER}")
         elif isinstance(x, list) and isinstance(y, list):
             out += _set_changes(key, x, y, LOOSER, STRICTER)
         elif name == "mode":
@@ -194,6 +194,13 @@ def _field_changes(prefix: str, a: Any, b: Any) -> list[str]:
         else:
             out.append(f"{key} {x!r} -> {y!r}: changed")
     return out
+
+
+def _number(x: float) -> str:
+    """A limit as written: whole numbers in full (1048576, not 1.04858e+06), others as short as exact."""
+    if isinstance(x, int) or float(x).is_integer():
+        return str(int(x))
+    return repr(float(x))
 
 
 def _when_words(when: list[m.TimeWindow] | None) -> str:
@@ -235,9 +242,9 @@ def _rule_changes(old: m.Policy, new: m.Policy) -> list[str]:
             words.append(f"when {_when_words(a.when)} -> {_when_words(r.when)}: {direction}")
         if a.rate != r.rate:
             if a.rate is None and r.rate is not None:
-                words.append(f"rate {r.rate.per_second:g}/s burst {r.rate.burst} added: stricter")
+                words.append(f"rate {_number(r.rate.per_second)}/s burst {r.rate.burst} added: stricter")
             elif r.rate is None and a.rate is not None:
-                words.append(f"rate {a.rate.per_second:g}/s burst {a.rate.burst} removed: looser")
+                words.append(f"rate {_number(a.rate.per_second)}/s burst {a.rate.burst} removed: looser")
             elif a.rate is not None and r.rate is not None:
                 words += _field_changes("rate.", a.rate, r.rate)
         if a.lane == r.lane:
@@ -256,13 +263,46 @@ class Sample:
     origin: str      # "test 'name' (file:line)" or "probe of rule x: ..."
 
 
-def compare_plans(old: Any, new: Any, samples: Iterable[Sample] = ()) -> list[str]:
-    """Each verdict that differs between the plans, over ``samples`` and both plans' probes (pure)."""
+@dataclass
+class Tally:
+    """How many samples ``compare_plans`` decided, and how many verdicts changed which way."""
+
+    checked: int = 0
+    tests: int = 0                # changed verdicts of the suites' test cases (the rest: probes)
+    now_refused: int = 0
+    now_allowed: int = 0
+
+    @property
+    def changed(self) -> int:
+        return self.now_refused + self.now_allowed
+
+    def summary(self, words: int) -> str:
+        return (f"summary: {words} changes in words; {self.changed} verdicts changed ({self.tests} test cases, "
+                f"{self.changed - self.tests} probes): {self.now_refused} allowed before and now refused, "
+                f"{self.now_allowed} refused before and now allowed; {self.checked} samples decided")
+
+
+def diff_report(old_dir: str | os.PathLike[str], new_dir: str | os.PathLike[str]) -> tuple[list[str], str]:
+    """``diff_policies`` and its summary line."""
+    old, new = load_plan(old_dir), load_plan(new_dir)
+    samples = [Sample(c.object, f"test {c.name!r} ({c.where})") for c in load_suite(old_dir)]
+    samples += [Sample(c.object, f"test {c.name!r} ({c.where})") for c in load_suite(new_dir)]
+    words = describe_changes(old.policy, new.policy)
+    tally = Tally()
+    lines = words + compare_plans(old, new, samples, tally)
+    return lines, tally.summary(len(words))
+
+
+def compare_plans(old: Any, new: Any, samples: Iterable[Sample] = (), tally: Tally | None = None) -> list[str]:
+    """Each verdict that differs between the plans, over ``samples`` and both plans' probes (pure);
+    ``tally`` counts them."""
     out: list[str] = []
     seen: set[bytes] = set()
     more = requoted = 0
+    tally = Tally() if tally is None else tally
     for s in itertools.chain(samples, probes(old.policy), probes(new.policy)):
         a, b = old.decide(s.object), new.decide(s.object)
+        tally.checked += 1
         if a.allowed == b.allowed:
             if a.rule != b.rule:
                 requoted += 1   # still allowed / refused, another rule decides
@@ -271,6 +311,11 @@ def compare_plans(old: Any, new: Any, samples: Iterable[Sample] = ()) -> list[st
         if key in seen:
             continue
         seen.add(key)
+        tally.tests += s.origin.startswith("test ")
+        if b.allowed:
+            tally.now_allowed += 1
+        else:
+            tally.now_refused += 1
         if len(out) >= limits.POLICY_DIFF_LINES_MAX:
             more += 1
             continue
@@ -307,7 +352,7 @@ def describe_object(obj: ferry_pb2.CanonicalObject, timezone: str = "UTC") -> st
         try:
             when = datetime.fromtimestamp(obj.created, ZoneInfo(timezone)).strftime("%a %H:%M")
         except (ValueError, OverflowError, OSError):
-            when = f"t={obj.created:g}"
+            when = f"t={_number(obj.created)}"
     detail = ", ".join(p for p in (what, when) if p)
     return f"{obj.lane}: {who} -> {obj.destination}" + (f" ({detail})" if detail else "")
 
