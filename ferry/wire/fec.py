@@ -40,9 +40,15 @@ def templates(k: int, m: int, sealed_len: int) -> tuple[bytes, ...]:
 
 
 def join_source(symbols: Sequence[bytes | None], k: int, sealed_len: int) -> bytes:
-    """Fast path: the sealed block from its k source symbols, no pyeclib call."""
-    data = b"".join(s for s in symbols[:k] if s is not None)  # all k present (the caller checked)
+    """Fast path: the sealed block from its k source symbols, no pyeclib call. WireError if one
+    of them is missing or they are too short (the caller checked: never on the data path)."""
+    try:
+        data = b"".join(symbols[:k])  # type: ignore[arg-type]  # a None raises TypeError
+    except TypeError:
+        raise WireError("missing source symbol") from None
     if len(data) != sealed_len:
+        if len(data) < sealed_len:
+            raise WireError("source symbols too short")
         data = data[:sealed_len]
     return data
 
