@@ -271,15 +271,17 @@ class Tally:
     tests: int = 0                # changed verdicts of the suites' test cases (the rest: probes)
     now_refused: int = 0
     now_allowed: int = 0
+    mode_changed: int = 0         # allowed both times, transcoded one time and not the other
 
     @property
     def changed(self) -> int:
-        return self.now_refused + self.now_allowed
+        return self.now_refused + self.now_allowed + self.mode_changed
 
     def summary(self, words: int) -> str:
+        modes = f", {self.mode_changed} allowed both times but transcoded only once" if self.mode_changed else ""
         return (f"summary: {words} changes in words; {self.changed} verdicts changed ({self.tests} test cases, "
                 f"{self.changed - self.tests} probes): {self.now_refused} allowed before and now refused, "
-                f"{self.now_allowed} refused before and now allowed; {self.checked} samples decided")
+                f"{self.now_allowed} refused before and now allowed{modes}; {self.checked} samples decided")
 
 
 def diff_report(old_dir: str | os.PathLike[str], new_dir: str | os.PathLike[str]) -> tuple[list[str], str]:
@@ -301,9 +303,9 @@ def compare_plans(old: Any, new: Any, samples: Iterable[Sample] = (), tally: Tal
     more = requoted = 0
     tally = Tally() if tally is None else tally
     for s in itertools.chain(samples, probes(old.policy), probes(new.policy)):
-        a, b = old.decide(s.object), new.decide(s.object)
+        a, b = old.admit(s.object), new.admit(s.object)   # as the agents decide at ingest
         tally.checked += 1
-        if a.allowed == b.allowed:
+        if (a.allowed, a.transcode) == (b.allowed, b.transcode):
             if a.rule != b.rule:
                 requoted += 1   # still allowed / refused, another rule decides
             continue
@@ -312,7 +314,9 @@ def compare_plans(old: Any, new: Any, samples: Iterable[Sample] = (), tally: Tal
             continue
         seen.add(key)
         tally.tests += s.origin.startswith("test ")
-        if b.allowed:
+        if a.allowed and b.allowed:
+            tally.mode_changed += 1
+        elif b.allowed:
             tally.now_allowed += 1
         else:
             tally.now_refused += 1
@@ -330,7 +334,7 @@ def compare_plans(old: Any, new: Any, samples: Iterable[Sample] = (), tally: Tal
 
 def _verdict(d: Any) -> str:
     if d.allowed:
-        return f"allowed by {d.rule}"
+        return f"transcoded by {d.rule}" if d.transcode else f"allowed by {d.rule}"
     return f"refused by {d.rule}: {d.reason}"
 
 

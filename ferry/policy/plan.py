@@ -60,6 +60,7 @@ class Decision:
     rule: str       # the rule that allowed or refused, or "default-deny"
     reason: str
     code: Reason | None = None     # why it refused (ferry.reasons); None when allowed
+    transcode: bool = False        # allowed to be transcoded to the rule's limits (Plan.admit)
 
 
 # --- lane checks: refuse(kind, body) -> reason or None ---------------------------------
@@ -506,6 +507,28 @@ class Plan:
                 first = Decision(False, rule.id, reason, Reason.CONTENT_LIMIT)
         assert first is not None
         return first
+
+    def admit(self, obj: ferry_pb2.CanonicalObject) -> Decision:
+        """What happens to an object as its source sends it: the one decision the outer agent's
+        video gate, ``ferry policy test`` and ``ferry policy diff`` share (issue 16).
+
+        ``decide``, except for an access unit under a transcode-mode rule: in one of the rule's
+        codecs it is transcoded to the rule's limits (``Decision.transcode``), also where it
+        exceeds them (size, frame rate, bitrate: what the transcoder brings within). The
+        transcoder's output is decided again with ``decide``, strictly, and so is everything
+        the inner agent takes off the link: ``admit`` is never what lets bytes cross as they are."""
+        d = self.decide(obj)
+        if obj.WhichOneof("body") != "access_unit":
+            return d
+        rule = self._by_id.get(d.rule)
+        video = rule.video if rule is not None else None
+        if video is None or video.mode != "transcode" or obj.access_unit.codec not in video.codecs:
+            return d
+        if d.allowed:
+            return Decision(True, d.rule, f"{d.reason}, transcoded to its limits", None, True)
+        if d.code == Reason.CONTENT_LIMIT:   # over the limits, which the transcoder brings it within
+            return Decision(True, d.rule, f"transcoded by {d.rule} to its limits ({d.reason})", None, True)
+        return d
 
     def _match(self, src: Any, table: _Table) -> frozenset[str]:
         names: set[str] = set()

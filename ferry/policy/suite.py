@@ -46,6 +46,7 @@ class _CaseModel(_Strict):
     expect: Literal["allow", "refuse"]
     rule: Annotated[str, StringConstraints(min_length=1)] | None = None
     reason_contains: Annotated[str, StringConstraints(min_length=1)] | None = None
+    transcoded: bool | None = None
 
 
 class _SuiteFileModel(_Strict):
@@ -63,6 +64,7 @@ class SuiteCase:
     expect_allow: bool
     rule: str | None = None
     reason_contains: str | None = None
+    transcoded: bool | None = None   # expected Decision.transcode (video under a transcode rule)
 
     @property
     def where(self) -> str:
@@ -137,7 +139,7 @@ def parse_suite_file(path: str, data: bytes) -> list[SuiteCase]:
             problems.append(e)
             continue
         cases.append(SuiteCase(
-            path, lines.get(at), c.name, obj, c.expect == "allow", c.rule, c.reason_contains,
+            path, lines.get(at), c.name, obj, c.expect == "allow", c.rule, c.reason_contains, c.transcoded,
         ))
     if problems:
         raise _collect(problems)
@@ -249,8 +251,8 @@ def _collect(problems: list[PolicyError]) -> PolicyError:
 # --- running (pure) -----------------------------------------------------------------
 
 def run_case(plan: Plan, case: SuiteCase) -> CaseResult:
-    """Decide the case's object and compare with what it expects."""
-    d = plan.decide(case.object)
+    """Decide the case's object as the agents do (``Plan.admit``) and compare with what it expects."""
+    d = plan.admit(case.object)
     problems: list[str] = []
     if d.allowed != case.expect_allow:
         problems.append(
@@ -260,6 +262,9 @@ def run_case(plan: Plan, case: SuiteCase) -> CaseResult:
         problems.append(f"expected rule {case.rule}, got {d.rule}")
     if case.reason_contains is not None and case.reason_contains not in d.reason:
         problems.append(f"reason does not contain {case.reason_contains!r}")
+    if case.transcoded is not None and d.transcode != case.transcoded:
+        problems.append(f"expected {'' if case.transcoded else 'no '}transcoding, got "
+                        f"{'transcoding' if d.transcode else 'none'}")
     return CaseResult(case, d, tuple(problems))
 
 

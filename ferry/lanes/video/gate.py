@@ -237,17 +237,18 @@ class Gate:
         plan = self.plan_getter()
         obj = self._object()
         obj.access_unit.CopyFrom(pb)
-        decision = plan.decide(obj)
+        # as the source sent it: Plan.admit (what `policy test` and `policy diff` say too);
+        # the transcoder's output: Plan.decide, strictly within the rule's limits
+        decision = plan.decide(obj) if transcoded else plan.admit(obj)
         rule = plan.rule(decision.rule)
         video = rule.video if rule is not None else None
-        if video is not None and video.mode == "transcode" and not transcoded:
-            if pb.codec in video.codecs:
-                self.rule_id = decision.rule
-                if self.transcoding is None:
-                    self.refuse_au(pb, "transcode mode is not available on this agent", out)
-                else:
-                    self.transcoding.request(pb, video, now, out)
-                return
+        if decision.transcode and video is not None:
+            self.rule_id = decision.rule
+            if self.transcoding is None:
+                self.refuse_au(pb, "transcode mode is not available on this agent", out)
+            else:
+                self.transcoding.request(pb, video, now, out)
+            return
         if not decision.allowed:
             self.refuse(decision.rule, decision.reason, detail(pb), out, decision.code)
             return
