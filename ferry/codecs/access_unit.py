@@ -50,10 +50,18 @@ class AccessUnit:
 
 @dataclass(frozen=True, slots=True)
 class Dropped:
-    """NAL units that did not become (part of) an access unit, and why."""
+    """NAL units that did not become (part of) an access unit, and why.
+
+    `access_unit` False: bytes that were never part of one (the tail of a NAL unit whose start
+    code was lost), counted as bytes only.
+    """
 
     reason: str
     nbytes: int
+    access_unit: bool = True
+
+
+NO_START_CODE = "bytes before the first start code"
 
 
 AssemblerEvent = AccessUnit | Dropped
@@ -190,9 +198,17 @@ class AccessUnitAssembler:
         """End of stream: the last access unit."""
         return self._finish()
 
-    def discard(self) -> list[AssemblerEvent]:
-        """A discontinuity (lost bytes): drop the partial access unit."""
-        nbytes = self._bytes
+    def end_before(self, pts: int) -> list[AssemblerEvent]:
+        """A PES with timestamp `pts` starts with a start code: if `push` would end the access
+        unit at its first NAL unit (a picture in progress with another PTS), end it now."""
+        if self._nals and self._has_vcl and pts != self._pts:
+            return self._finish()
+        return []
+
+    def discard(self, extra: int = 0) -> list[AssemblerEvent]:
+        """A discontinuity (lost bytes): drop the partial access unit (and `extra` bytes of it
+        still in the caller's hands: the NAL unit in progress)."""
+        nbytes = self._bytes + extra
         self._reset_au()
         return [Dropped("discontinuity", nbytes)] if nbytes else []
 
@@ -202,7 +218,9 @@ class ByteStreamAssembler:
 
     `feed(payload, pts, dts)` per PES (`new_pes=False` for a continuation of the same PES);
     the PTS of a PES goes to the first access unit whose first start code lies in it
-    (ISO/IEC 13818-1 §2.4.3.7).
+    (ISO/IEC 13818-1 §2.4.3.7). A PES with a new PTS that starts with a start code ends the
+    access unit before it at once. Bytes before the first start code (after a discontinuity)
+    come out as `Dropped(NO_START_CODE, n, access_unit=False)`: counted, never silent.
     """
 
     def __init__(self, codec: str) -> None:
@@ -220,14 +238,23 @@ class ByteStreamAssembler:
         if new_pes:
             self._pes_no += 1
             self._pes.append((self._splitter.offset, self._pes_no, pts, dts))
+        splitter = self._splitter
+        skipped = splitter.skipped
         try:
-            located = self._splitter.feed_located(data)
+            located = splitter.feed_located(data)
         except NalError as exc:
-            self._splitter.reset()
-            return [*self.assembler.discard(), Dropped(str(exc), len(data))]
+            pending = splitter.pending
+            splitter.reset()
+            return [*self.assembler.discard(), Dropped(str(exc), max(len(data), pending))]
         out: list[AssemblerEvent] = []
+        if splitter.skipped != skipped:
+            out.append(Dropped(NO_START_CODE, splitter.skipped - skipped, False))
         for offset, nal in located:
             out.extend(self._push(offset, nal))
+        if new_pes and pts is not None and (data[:3] == b"\x00\x00\x01" or data[:4] == b"\x00\x00\x00\x01"):
+            # the next picture's PES is in: the picture before is complete without waiting for
+            # the end of this PES's first NAL unit (the start code proves the last one ended)
+            out.extend(self.assembler.end_before(pts))
         return out
 
     def _push(self, offset: int, nal: bytes) -> list[AssemblerEvent]:
@@ -241,16 +268,20 @@ class ByteStreamAssembler:
 
     def flush(self) -> list[AssemblerEvent]:
         out: list[AssemblerEvent] = []
+        skipped = self._splitter.skipped
         for offset, nal in self._splitter.flush_located():
             out.extend(self._push(offset, nal))
+        if self._splitter.skipped != skipped:
+            out.append(Dropped(NO_START_CODE, self._splitter.skipped - skipped, False))
         out.extend(self.assembler.flush())
         return out
 
     def discontinuity(self) -> list[AssemblerEvent]:
-        """Bytes were lost: forget the partial NAL unit and access unit."""
+        """Bytes were lost: forget the partial NAL unit and access unit (both counted)."""
+        pending = self._splitter.pending
         self._splitter.reset()
         self._pes.clear()
-        return self.assembler.discard()
+        return self.assembler.discard(pending)
 
 
 def sniff_codec(payload: bytes) -> str | None:

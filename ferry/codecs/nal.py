@@ -58,7 +58,7 @@ class AnnexBSplitter:
     count) raises NalError, wherever the feeds are cut (bounded buffer).
     """
 
-    __slots__ = ("_buf", "_base", "_scan", "_unit_start", "_max")
+    __slots__ = ("_buf", "_base", "_scan", "_unit_start", "_max", "skipped", "_zeros")
 
     def __init__(self, max_nal: int = limits.NAL_MAX) -> None:
         self._buf = bytearray()
@@ -66,6 +66,13 @@ class AnnexBSplitter:
         self._scan = 0          # index in _buf from which no start code has been searched yet
         self._unit_start = -1   # index of the current unit's first byte (after its start code)
         self._max = max_nal
+        self.skipped = 0        # bytes discarded before a first start code (zero padding aside)
+        self._zeros = 0         # zero bytes discarded so far, not counted: padding if a start code follows
+
+    @property
+    def pending(self) -> int:
+        """Bytes of the unit in progress (its end not seen yet)."""
+        return len(self._buf) - self._unit_start if self._unit_start >= 0 else 0
 
     @property
     def offset(self) -> int:
@@ -86,7 +93,10 @@ class AnnexBSplitter:
             i = buf.find(START_CODE, pos)
             if i < 0:
                 break
-            if self._unit_start >= 0:
+            if self._unit_start < 0:  # bytes of a unit whose start code was never seen
+                self._discard(0, i)
+                self._zeros = 0       # zeros right before a start code are padding
+            else:
                 if i - self._unit_start > self._max + 3:  # as a partial unit would have been refused
                     raise NalError("NAL unit too long")
                 end = _strip_trailing_zeros(buf, self._unit_start, i)
@@ -97,6 +107,8 @@ class AnnexBSplitter:
         self._scan = max(pos, len(buf) - 2)
         # drop consumed bytes: everything before the current unit (or all but a partial start code)
         keep = self._unit_start if self._unit_start >= 0 else self._scan
+        if self._unit_start < 0 and keep > 0:
+            self._discard(0, keep)
         if keep > 0:
             del buf[:keep]
             self._base += keep
@@ -115,6 +127,8 @@ class AnnexBSplitter:
             end = _strip_trailing_zeros(self._buf, self._unit_start, len(self._buf))
             if end > self._unit_start:
                 out.append(bytes(self._buf[self._unit_start:end]))
+        else:
+            self._discard(0, len(self._buf))
         self.reset()
         return out
 
@@ -123,8 +137,18 @@ class AnnexBSplitter:
         start = self._base + self._unit_start - 3
         return [(start, nal) for nal in self.flush()]
 
+    def _discard(self, start: int, end: int) -> None:
+        """Count buf[start:end], bytes before any start code: zeros only once non-zero bytes follow."""
+        nonzero = _strip_trailing_zeros(self._buf, start, end)
+        if nonzero > start:
+            self.skipped += self._zeros + nonzero - start
+            self._zeros = end - nonzero
+        else:
+            self._zeros += end - start
+
     def reset(self) -> None:
         """Forget buffered bytes (after a discontinuity); offsets keep counting."""
+        self._zeros = 0
         self._base += len(self._buf)
         self._buf = bytearray()
         self._scan = 0

@@ -4,12 +4,16 @@ Two forms, one interface (`packet`, `discontinuity`, `close`, `codec`):
 - `PsFront`: GB/T 28181 RTP/PS. The payloads are an MPEG-2 program stream (ISO/IEC 13818-1
   §2.5): `PsDemuxer` -> the video PES of the stream the PSM names (H.264/H.265) -> Annex B byte
   stream -> `ByteStreamAssembler`; G.711 audio PES go to the gate as they are. A camera that
-  marks the last packet of each picture gets one demuxer pass per picture (`gathered`), and
-  the marker ends the picture without waiting for the next one.
+  marks the last packet of each picture gets one demuxer pass per picture (`gathered`). The
+  marker is only that hint: sources mark every packet or every PES, so a marker may fall
+  inside an access unit, even inside a NAL unit. A picture ends where the next one starts (a
+  new PTS, an access unit delimiter, the first slice of the next picture: the assembler's
+  rules), never at a marker.
 - `RtpFront`: RFC 6184 (H.264) / RFC 7798 (H.265) payloads -> depacketizer -> NAL units per RTP
   timestamp -> `AccessUnitAssembler`.
 What comes out goes to a `Sink` (the gate): access units (or what the assembler dropped) and
-audio frames.
+audio frames. Every byte the assembler drops is counted with its reason (`drops`, and
+`dropped_bytes` in the stream's counts).
 """
 from __future__ import annotations
 
@@ -37,12 +41,38 @@ class Sink(Protocol):
     def audio(self, ev: AudioPes, codec: str | None, now: float, out: list[Event]) -> None: ...
 
 
-class PsFront:
-    """RTP/PS payloads, in order, -> access units of the program's video stream (and its audio)."""
+class _Front:
+    """What both forms share: the sink, the stream's counts, the dropped bytes by reason."""
 
     def __init__(self, sink: Sink, counts: dict[str, int]) -> None:
         self.sink = sink
         self.counts = counts
+        self.drops: dict[str, int] = {}  # bytes the assembler dropped, by reason
+
+    def _assembled(self, events: Sequence[AccessUnit | AuDropped], now: float, out: list[Event]) -> None:
+        """The assembler's output to the sink; every dropped byte counted with its reason."""
+        passed: list[AccessUnit | AuDropped] = []
+        for ev in events:
+            if isinstance(ev, AuDropped):
+                self._count_drop(ev)
+                if not ev.access_unit:      # the tail of a NAL unit whose start was lost
+                    self.sink.need_key = True
+                    continue
+            passed.append(ev)
+        if passed:
+            self.sink.access_units(passed, now, out)
+
+    def _count_drop(self, ev: AuDropped) -> None:
+        if ev.nbytes:
+            self.drops[ev.reason] = self.drops.get(ev.reason, 0) + ev.nbytes
+            self.counts["dropped_bytes"] = self.counts.get("dropped_bytes", 0) + ev.nbytes
+
+
+class PsFront(_Front):
+    """RTP/PS payloads, in order, -> access units of the program's video stream (and its audio)."""
+
+    def __init__(self, sink: Sink, counts: dict[str, int]) -> None:
+        super().__init__(sink, counts)
         self.codec: str | None = None   # from the PSM (or the stream type of the first PES)
         self._demux = PsDemuxer()
         self._gather: list[bytes] = []  # in-order payloads of the current picture, fed at its marker
@@ -82,14 +112,14 @@ class PsFront:
             self._gathered_out(False, now, out)
         self._demux = PsDemuxer()
         if self._bsa is not None:
-            self.sink.access_units(self._bsa.discontinuity(), now, out)
+            self._assembled(self._bsa.discontinuity(), now, out)
 
     def close(self, now: float, out: list[Event]) -> None:
         if self._gather:
             self._gathered_out(False, now, out)
         self._demux_events(self._demux.flush(), now, out)
         if self._bsa is not None:
-            self.sink.access_units(self._bsa.flush(), now, out)
+            self._assembled(self._bsa.flush(), now, out)
 
     # -- stages --------------------------------------------------------------------------------
     def _gathered_out(self, marker: bool, now: float, out: list[Event]) -> None:
@@ -100,17 +130,10 @@ class PsFront:
         self._payload(data, marker, now, out)
 
     def _payload(self, payload: bytes | memoryview, marker: bool, now: float, out: list[Event]) -> None:
+        # the marker does not end the picture: it may fall inside one (issue 12 item 1)
         events = self._demux.feed(payload)  # type: ignore[arg-type]  # any buffer: it copies what it keeps
         if events:
             self._demux_events(events, now, out)
-        if marker and self._bsa is not None and self._demux_idle():
-            # the marker ends the picture (GB/T 28181): no need to wait for the next one
-            self.sink.access_units(self._bsa.flush(), now, out)
-
-    def _demux_idle(self) -> bool:
-        """The demuxer holds nothing: every PES fed so far was delivered whole."""
-        d = self._demux
-        return not d._buf and d._unbounded is None and not d._skip
 
     def _demux_events(self, events: Sequence[PsEvent], now: float, out: list[Event]) -> None:
         for ev in events:
@@ -120,7 +143,7 @@ class PsFront:
                 if ev.stream_id != self._video_sid or self._bsa is None:
                     self.counts["skipped_bytes"] += len(ev.data)
                     continue
-                self.sink.access_units(self._bsa.feed(ev.data, ev.pts, ev.dts, new_pes=not ev.continued), now, out)
+                self._assembled(self._bsa.feed(ev.data, ev.pts, ev.dts, new_pes=not ev.continued), now, out)
             elif isinstance(ev, AudioPes):
                 self.sink.audio(ev, self._audio_codec, now, out)
             elif isinstance(ev, StreamInfo):
@@ -152,12 +175,11 @@ class _Unwrap:
         return self._ext
 
 
-class RtpFront:
+class RtpFront(_Front):
     """RFC 6184 / RFC 7798 payloads, in order, -> access units (one per RTP timestamp)."""
 
     def __init__(self, codec: str, sink: Sink, counts: dict[str, int]) -> None:
-        self.sink = sink
-        self.counts = counts
+        super().__init__(sink, counts)
         self.codec: str | None = codec
         self._depack: H264Depacketizer | H265Depacketizer = (H264Depacketizer() if codec == "h264"
                                                               else H265Depacketizer())
@@ -175,7 +197,7 @@ class RtpFront:
     def discontinuity(self, now: float, out: list[Event]) -> None:
         for ev in self._depack.gap():
             self._event(ev, now, out)
-        self.sink.access_units(self._asm.discard(), now, out)
+        self._assembled(self._asm.discard(), now, out)
 
     def close(self, now: float, out: list[Event]) -> None:
         for ev in self._depack.flush():
@@ -194,7 +216,7 @@ class RtpFront:
         for i, nal in enumerate(ev.nal_units):
             events.extend(asm.push(nal, pts, pts, self._pes, i == 0))
         events.extend(asm.flush())   # one RTP timestamp is one access unit: no need to wait
-        self.sink.access_units(events, now, out)
+        self._assembled(events, now, out)
 
 
 Front = PsFront | RtpFront

@@ -16,11 +16,16 @@ from ferry.codecs.mpeg_ps import PsMuxer
 from ferry.codecs.nal import join_annexb
 from ferry.codecs.rtp import build_rtp
 from ferry.lanes.video import StreamLoss
-from .test_stream import SSRC, expected_nals, outer, plan_of, ready, run_fields, source  # noqa: F401 (fixture)
+from .test_stream import SSRC, expected_nals, outer, plan_maker, ready, run_fields, source
 
 pytestmark = pytest.mark.skipif(not shutil.which("ffmpeg"), reason="ffmpeg not installed")
 
 PES_MAX = 1000
+
+
+@pytest.fixture
+def plan_of(tmp_path):
+    return plan_maker(tmp_path)
 
 
 def _pes_packets(ps: bytes) -> tuple[bytes, list[bytes]]:
