@@ -88,6 +88,14 @@ def parse_rtp(data: Buffer) -> RtpPacket:
     )
 
 
+def sequence_of(data: Buffer) -> int | None:
+    """The sequence number of a datagram `parse_rtp` may refuse, if it can be read: RTP version 2
+    and the first 4 header bytes present (RFC 3550 §5.1); else None (no sequence number at all)."""
+    if len(data) < 4 or data[0] >> 6 != RTP_VERSION:
+        return None
+    return (data[2] << 8) | data[3]
+
+
 def build_rtp(
     payload_type: int,
     sequence: int,

@@ -1,0 +1,96 @@
+"""Issue 12 item 2: one malformed RTP datagram is dropped alone.
+
+A datagram refused as malformed is counted as malformed, never also as a lost sequence
+number, and does not cost the pictures up to the next keyframe: if its sequence number
+cannot be read it is no gap; if it can, and the next packets complete the picture, nothing
+is lost.
+"""
+from __future__ import annotations
+
+import shutil
+import struct
+
+import pytest
+
+import gb28181
+from ferry.codecs.rtp import parse_rtp, sequence_of
+from ferry.lanes.video import strip_nal_units
+from .test_outer_lane import CAM, SSRC, lane_of, records, sealed, timers
+from .test_stream import plan_maker
+
+pytestmark = pytest.mark.skipif(not shutil.which("ffmpeg"), reason="ffmpeg not installed")
+
+
+def malformed(kind: str, seq: int, ts: int) -> bytes:
+    """A datagram of the stream that parse_rtp refuses, of each kind the issue lists."""
+    fixed = struct.pack("!BBHII", 0x80, 96, seq, ts, SSRC)
+    body = b"\x00\x00\x01\xba" + bytes(16)
+    if kind == "cc15-without-csrcs":
+        return bytes([0x8F]) + fixed[1:] + body
+    if kind == "extension-past-the-end":
+        return bytes([0x90]) + fixed[1:] + struct.pack("!HH", 0xBEDE, 1000) + body
+    if kind == "padding-past-the-end":
+        return bytes([0xA0]) + fixed[1:] + body[:-1] + bytes([200])
+    if kind == "version-1":
+        return bytes([0x40]) + fixed[1:] + body
+    if kind == "header-of-8-bytes":
+        return fixed[:8]
+    if kind == "header-of-3-bytes":
+        return fixed[:3]
+    raise ValueError(kind)
+
+
+# (kind, its sequence number can be read: it takes one in the stream's numbering)
+KINDS = [("cc15-without-csrcs", True), ("extension-past-the-end", True), ("padding-past-the-end", True),
+         ("header-of-8-bytes", True), ("version-1", False), ("header-of-3-bytes", False)]
+
+
+@pytest.fixture(scope="module")
+def stream10():
+    src = gb28181.make_source(None, "h264", seconds=0.4)          # 10 pictures, one IDR
+    frames = gb28181.access_units(src, "h264")
+    assert len(frames) == 10 and [f.keyframe for f in frames] == [True] + [False] * 9
+    return [d for d, _ in gb28181.ps_packets(src, "h264", ssrc=SSRC)], frames
+
+
+@pytest.fixture
+def plan_of(tmp_path):
+    return plan_maker(tmp_path)
+
+
+def with_malformed(packets: list[bytes], kind: str, readable: bool, after_picture: int) -> list[bytes]:
+    """The packets with one malformed datagram between two pictures; a readable one takes the
+    next sequence number (the camera's numbering goes on after it)."""
+    ends = [i for i, d in enumerate(packets) if d[1] & 0x80]
+    cut = ends[after_picture] + 1
+    first = parse_rtp(packets[cut])
+    bad = malformed(kind, first.sequence, first.timestamp)
+    assert sequence_of(bad) == (first.sequence if readable else None)
+    with pytest.raises(Exception):
+        parse_rtp(bad)
+    if not readable:
+        return packets[:cut] + [bad] + packets[cut:]
+    renumbered = [d[:2] + struct.pack("!H", (parse_rtp(d).sequence + 1) & 0xFFFF) + d[4:] for d in packets[cut:]]
+    return packets[:cut] + [bad] + renumbered
+
+
+@pytest.mark.parametrize("kind,readable", KINDS, ids=[k for k, _ in KINDS])
+@pytest.mark.parametrize("after_picture", [0, 4])
+def test_one_malformed_datagram_between_two_pictures_costs_nothing(plan_of, stream10, kind, readable,
+                                                                   after_picture):
+    packets, frames = stream10
+    lane = lane_of(plan_of())
+    work, t = [], 100.0
+    for data in with_malformed(packets, kind, readable, after_picture):
+        t += 0.04                                           # slower than the reorder delay: gaps time out
+        work += timers(lane, t)
+        work += lane.datagram("cam", memoryview(bytearray(data)), CAM, t, 1.7e9 + t)
+    work += lane.close(t + 1.0, 1.7e9 + t + 1.0)
+    objs = sealed(work)
+    assert [tuple(o.access_unit.nal_units) for o in objs] == [
+        tuple(strip_nal_units("h264", f.nal_units)[0]) for f in frames]   # all 10, whole
+    assert not records(work, "stream_loss")
+    [ended] = records(work, "stream_ended")
+    assert ended["detail"]["malformed_packets"] == 1                    # counted as malformed...
+    assert ended["detail"]["lost_packets"] == 0                         # ...not as lost
+    assert ended["detail"]["dropped_aus"] == 0 and ended["detail"]["access_units"] == 10
