@@ -198,6 +198,11 @@ class AccessUnitAssembler:
         """End of stream: the last access unit."""
         return self._finish()
 
+    @property
+    def pending_pts(self) -> int | None:
+        """The PTS of the access unit in progress (None: none, or it has none)."""
+        return self._pts if self._nals else None
+
     def end_before(self, pts: int) -> list[AssemblerEvent]:
         """A PES with timestamp `pts` starts with a start code: if `push` would end the access
         unit at its first NAL unit (a picture in progress with another PTS), end it now."""
@@ -228,10 +233,16 @@ class ByteStreamAssembler:
         self._splitter = AnnexBSplitter()
         self._pes: deque[tuple[int, int, int | None, int | None]] = deque(maxlen=limits.PS_PES_PENDING_MAX)
         self._pes_no = 0
+        self._reported = 0      # the splitter's skipped bytes reported so far
+        self._opened = 0        # the last PES whose opening start code ended the access unit before
 
     @property
     def codec(self) -> str:
         return self.assembler.codec
+
+    @property
+    def pending_pts(self) -> int | None:
+        return self.assembler.pending_pts
 
     def feed(self, data: bytes, pts: int | None = None, dts: int | None = None,
              new_pes: bool = True) -> list[AssemblerEvent]:
@@ -239,7 +250,6 @@ class ByteStreamAssembler:
             self._pes_no += 1
             self._pes.append((self._splitter.offset, self._pes_no, pts, dts))
         splitter = self._splitter
-        skipped = splitter.skipped
         try:
             located = splitter.feed_located(data)
         except NalError as exc:
@@ -247,15 +257,28 @@ class ByteStreamAssembler:
             splitter.reset()
             return [*self.assembler.discard(), Dropped(str(exc), max(len(data), pending))]
         out: list[AssemblerEvent] = []
-        if splitter.skipped != skipped:
-            out.append(Dropped(NO_START_CODE, splitter.skipped - skipped, False))
+        if splitter.skipped != self._reported and splitter.unit_offset is not None:
+            # reported once the run of bytes without a start code ends (however the feeds are cut)
+            out.append(Dropped(NO_START_CODE, splitter.skipped - self._reported, False))
+            self._reported = splitter.skipped
         for offset, nal in located:
             out.extend(self._push(offset, nal))
-        if new_pes and pts is not None and (data[:3] == b"\x00\x00\x01" or data[:4] == b"\x00\x00\x00\x01"):
-            # the next picture's PES is in: the picture before is complete without waiting for
-            # the end of this PES's first NAL unit (the start code proves the last one ended)
-            out.extend(self.assembler.end_before(pts))
+        unit = splitter.unit_offset
+        if unit is not None and self._pes:
+            # the unit in progress opens its PES: end the picture before now, not when it completes
+            start, number, pes_pts, _dts = self._pes[-1]
+            if 0 <= unit - start <= 1:
+                out.extend(self._pes_opens(number, pes_pts))
         return out
+
+    def _pes_opens(self, number: int, pts: int | None) -> list[AssemblerEvent]:
+        """A PES (a new PTS) starts with a start code: the access unit before it is complete
+        (the start code proves its last NAL unit ended). Once per PES, as soon as that start code
+        is found, however the bytes are cut."""
+        if number == self._opened or pts is None:
+            return []
+        self._opened = number
+        return self.assembler.end_before(pts)
 
     def _push(self, offset: int, nal: bytes) -> list[AssemblerEvent]:
         pes = self._pes
@@ -263,17 +286,32 @@ class ByteStreamAssembler:
             pes.popleft()
         if pes and pes[0][0] <= offset:
             start, number, pts, dts = pes[0]
-            return self.assembler.push(nal, pts, dts, number, 0 <= offset - start <= 1)
+            if 0 <= offset - start <= 1:
+                return [*self._pes_opens(number, pts), *self.assembler.push(nal, pts, dts, number, True)]
+            return self.assembler.push(nal, pts, dts, number, False)
         return self.assembler.push(nal)
 
     def flush(self) -> list[AssemblerEvent]:
         out: list[AssemblerEvent] = []
-        skipped = self._splitter.skipped
         for offset, nal in self._splitter.flush_located():
             out.extend(self._push(offset, nal))
-        if self._splitter.skipped != skipped:
-            out.append(Dropped(NO_START_CODE, self._splitter.skipped - skipped, False))
+        if self._splitter.skipped != self._reported:
+            out.append(Dropped(NO_START_CODE, self._splitter.skipped - self._reported, False))
+            self._reported = self._splitter.skipped
         out.extend(self.assembler.flush())
+        return out
+
+    def end_at_next_pes(self, pts: int | None, head: bytes) -> list[AssemblerEvent]:
+        """The next PES (timestamp `pts`, payload beginning `head`) began but will not be fed
+        (a discontinuity cuts it): if it starts a new access unit with a start code, the unit
+        in progress is complete: end it (before `discontinuity` drops only what is partial)."""
+        if pts is None or pts == self.assembler.pending_pts or not (
+                head[:3] == b"\x00\x00\x01" or head[:4] == b"\x00\x00\x00\x01"):
+            return []
+        out: list[AssemblerEvent] = []
+        for offset, nal in self._splitter.flush_located():   # its start code proves the unit ended
+            out.extend(self._push(offset, nal))
+        out.extend(self.assembler.end_before(pts))
         return out
 
     def discontinuity(self) -> list[AssemblerEvent]:
@@ -281,7 +319,11 @@ class ByteStreamAssembler:
         pending = self._splitter.pending
         self._splitter.reset()
         self._pes.clear()
-        return self.assembler.discard(pending)
+        out = self.assembler.discard(pending)
+        if self._splitter.skipped != self._reported:
+            out.append(Dropped(NO_START_CODE, self._splitter.skipped - self._reported, False))
+            self._reported = self._splitter.skipped
+        return out
 
 
 def sniff_codec(payload: bytes) -> str | None:

@@ -75,6 +75,11 @@ class AnnexBSplitter:
         return len(self._buf) - self._unit_start if self._unit_start >= 0 else 0
 
     @property
+    def unit_offset(self) -> int | None:
+        """Stream offset of the start code (its 00 00 01) of the unit in progress, if any."""
+        return self._base + self._unit_start - 3 if self._unit_start >= 0 else None
+
+    @property
     def offset(self) -> int:
         """Stream offset of the next byte to be fed."""
         return self._base + len(self._buf)

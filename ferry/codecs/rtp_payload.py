@@ -98,6 +98,16 @@ class Depacketizer:
         self._out = []
         return out
 
+    def between_access_units(self) -> bool:
+        """Nothing in progress: the last access unit was closed (by its marker), no fragment pending."""
+        return self._ts is None and self._fu is None and not self._nals
+
+    def skip_sequence(self) -> None:
+        """The next sequence number was taken by a packet that is not this stream's payload (a
+        malformed one, between access units): the packet after it is no gap."""
+        if self._last_seq is not None:
+            self._last_seq = (self._last_seq + 1) & 0xFFFF
+
     def flush(self) -> list[Event]:
         """End of stream: close the access unit in progress."""
         out = self._out = []

@@ -81,6 +81,8 @@ class PsFront(_Front):
         self._video_sid: int | None = None
         self._audio_codec: str | None = None
         self._bsa: ByteStreamAssembler | None = None
+        self._suspect = False           # a malformed packet came between PES: check what follows
+        self._suspect_pts: int | None = None
 
     # -- input ---------------------------------------------------------------------------------
     def gathered(self, payload: bytes | memoryview, marker: bool, now: float, out: list[Event]) -> None:
@@ -110,9 +112,25 @@ class PsFront(_Front):
         """Packets were lost: forget the partial pack/PES (its middle is gone)."""
         if self._gather:
             self._gathered_out(False, now, out)
+        partial = self._demux.partial_video_pes()
         self._demux = PsDemuxer()
         if self._bsa is not None:
+            if partial is not None:     # the next picture had begun: the one before is whole
+                self._assembled(self._bsa.end_at_next_pes(*partial), now, out)
+            self.sink.need_key = True
             self._assembled(self._bsa.discontinuity(), now, out)
+
+    def malformed(self, now: float, out: list[Event]) -> None:
+        """A packet in the order was refused as malformed (its payload unknown). Between two PES
+        it may have been nothing of the picture: the next video PES decides (`_continues`);
+        inside a PES its middle is gone: a discontinuity."""
+        if self._gather:
+            self._gathered_out(False, now, out)
+        if not self._demux.idle():
+            self.discontinuity(now, out)
+        else:
+            self._suspect = True
+            self._suspect_pts = None
 
     def close(self, now: float, out: list[Event]) -> None:
         if self._gather:
@@ -135,6 +153,20 @@ class PsFront(_Front):
         if events:
             self._demux_events(events, now, out)
 
+    def _continues(self, ev: VideoPes) -> bool:
+        """After a malformed packet: does this video PES show that nothing of the picture was in
+        it? Yes if it starts a new access unit: a PES with a new PTS whose payload begins with a
+        start code (the NAL unit before it ended there)."""
+        assert self._bsa is not None
+        if not ev.continued:
+            self._suspect_pts = ev.pts
+        if not ev.data:               # the header of an unbounded PES: its payload follows
+            return True
+        self._suspect = False
+        pts, self._suspect_pts = self._suspect_pts, None
+        return (pts is not None and pts != self._bsa.pending_pts
+                and (ev.data[:3] == b"\x00\x00\x01" or ev.data[:4] == b"\x00\x00\x00\x01"))
+
     def _demux_events(self, events: Sequence[PsEvent], now: float, out: list[Event]) -> None:
         for ev in events:
             if isinstance(ev, VideoPes):
@@ -143,6 +175,9 @@ class PsFront(_Front):
                 if ev.stream_id != self._video_sid or self._bsa is None:
                     self.counts["skipped_bytes"] += len(ev.data)
                     continue
+                if self._suspect and not self._continues(ev):
+                    self.sink.need_key = True
+                    self._assembled(self._bsa.discontinuity(), now, out)
                 self._assembled(self._bsa.feed(ev.data, ev.pts, ev.dts, new_pes=not ev.continued), now, out)
             elif isinstance(ev, AudioPes):
                 self.sink.audio(ev, self._audio_codec, now, out)
@@ -198,6 +233,15 @@ class RtpFront(_Front):
         for ev in self._depack.gap():
             self._event(ev, now, out)
         self._assembled(self._asm.discard(), now, out)
+
+    def malformed(self, now: float, out: list[Event]) -> None:
+        """A packet in the order was refused as malformed. Between access units (the last one
+        closed by its marker, no fragment pending) it is no gap; inside one, it is."""
+        if not self._depack.between_access_units():
+            self.discontinuity(now, out)
+            self.sink.need_key = True
+        else:
+            self._depack.skip_sequence()
 
     def close(self, now: float, out: list[Event]) -> None:
         for ev in self._depack.flush():

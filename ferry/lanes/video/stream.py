@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ferry import limits
-from ferry.codecs.rtp import Lost, ReorderBuffer, RtpPacket, parse_rtp
+from ferry.codecs.rtp import Lost, Malformed, Released, ReorderBuffer, RtpPacket, parse_rtp, sequence_of
 from ferry.lanes.video.events import PAYLOADS, Event, StreamEnded, StreamLoss, StreamRefused, StreamStarted
 from ferry.lanes.video.front import PsFront, RtpFront
 from ferry.lanes.video.gate import Gate
@@ -152,6 +152,21 @@ class OuterStream:
         ps.gathered(payload, marker, now, out)
         return out
 
+    def push_malformed(self, data: memoryview | bytes, now: float, wall: float | None = None) -> list[Event]:
+        """A datagram of this stream's source that `parse_rtp` refused: counted as malformed; if
+        its sequence number can be read it takes its place in the order (no gap, not lost), and
+        the front end decides whether what follows still continues what came before."""
+        self.counts["malformed_packets"] = self.counts.get("malformed_packets", 0) + 1
+        seq = sequence_of(data)
+        if self.closed or seq is None or self.counts["packets"] == 0:
+            return []
+        self.gate.wall = now if wall is None else wall
+        out: list[Event] = []
+        self._released(self._reorder.skip(seq, now), now, out)
+        if self._reorder._held:
+            self.rearm = True
+        return out
+
     def deadline(self) -> float | None:
         """When `poll` should run next (reorder timeouts and the idle end)."""
         if self.closed:
@@ -210,14 +225,16 @@ class OuterStream:
         return out
 
     # -- stages --------------------------------------------------------------------------------
-    def _released(self, items: list[RtpPacket | Lost], now: float, out: list[Event]) -> None:
+    def _released(self, items: list[Released], now: float, out: list[Event]) -> None:
         front = self.front
         front.flush_gathered(now, out)    # what was gathered comes first
         for item in items:
             if isinstance(item, Lost):
                 self.counts["lost_packets"] += item.count
                 out.append(StreamLoss(item.count, self.counts["lost_packets"]))
+                front.discontinuity(now, out)     # (what it finds whole goes out first)
                 self.gate.need_key = True
-                front.discontinuity(now, out)
+            elif isinstance(item, Malformed):
+                front.malformed(now, out)
             else:
                 front.packet(item, now, out)

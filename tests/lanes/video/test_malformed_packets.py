@@ -15,7 +15,7 @@ import pytest
 import gb28181
 from ferry.codecs.rtp import parse_rtp, sequence_of
 from ferry.lanes.video import strip_nal_units
-from .test_outer_lane import CAM, SSRC, lane_of, records, sealed, timers
+from .test_outer_lane import CAM, SSRC, Entry, lane_of, records, sealed, timers
 from .test_stream import plan_maker
 
 pytestmark = pytest.mark.skipif(not shutil.which("ffmpeg"), reason="ffmpeg not installed")
@@ -94,3 +94,44 @@ def test_one_malformed_datagram_between_two_pictures_costs_nothing(plan_of, stre
     assert ended["detail"]["malformed_packets"] == 1                    # counted as malformed...
     assert ended["detail"]["lost_packets"] == 0                         # ...not as lost
     assert ended["detail"]["dropped_aus"] == 0 and ended["detail"]["access_units"] == 10
+
+
+def test_a_malformed_datagram_in_place_of_part_of_a_picture_never_lets_it_cross_cut(plan_of, stream10):
+    """The counterpart: a datagram that carried the middle of a picture and arrives malformed
+    (its number read, its bytes unknown) loses that picture and those that need it, whole,
+    counted as malformed, not lost; nothing truncated crosses."""
+    packets, frames = stream10
+    ends = [i for i, d in enumerate(packets) if d[1] & 0x80]
+    inside = next(i for i in range(ends[0] + 1, len(packets)) if not packets[i][1] & 0x80 and
+                  not packets[i - 1][1] & 0x80)                    # neither first nor last of its picture
+    p = parse_rtp(packets[inside])
+    sent = packets[:inside] + [malformed("cc15-without-csrcs", p.sequence, p.timestamp)] + packets[inside + 1:]
+    lane = lane_of(plan_of())
+    work, t = [], 100.0
+    for data in sent:
+        t += 0.04
+        work += timers(lane, t) + list(lane.datagram("cam", data, CAM, t, 1.7e9 + t))
+    work += lane.close(t + 1.0, 1.7e9 + t + 1.0)
+    source = [tuple(strip_nal_units("h264", f.nal_units)[0]) for f in frames]
+    crossed = [tuple(o.access_unit.nal_units) for o in sealed(work)]
+    assert crossed and all(au in source for au in crossed)       # whole pictures of the source only
+    assert crossed == source[:len(crossed)] and len(crossed) < 10  # up to the damaged one, then a keyframe wait
+    [ended] = records(work, "stream_ended")
+    assert ended["detail"]["malformed_packets"] == 1 and ended["detail"]["lost_packets"] == 0
+
+
+@pytest.mark.parametrize("kind", ["cc15-without-csrcs", "header-of-8-bytes"])
+def test_rfc6184_one_malformed_datagram_between_pictures_costs_nothing(plan_of, kind):
+    src = gb28181.make_source(None, "h264", seconds=0.4)
+    frames = gb28181.access_units(src, "h264")
+    packets = [d for d, _ in gb28181.raw_packets(src, "h264", ssrc=SSRC)]
+    lane = lane_of(plan_of(), Entry(payload="h264"))
+    work, t = [], 100.0
+    for data in with_malformed(packets, kind, True, 3):
+        t += 0.04
+        work += timers(lane, t) + list(lane.datagram("cam", data, CAM, t, 1.7e9 + t))
+    work += lane.close(t + 1.0, 1.7e9 + t + 1.0)
+    assert [tuple(o.access_unit.nal_units) for o in sealed(work)] == [
+        tuple(strip_nal_units("h264", f.nal_units)[0]) for f in frames]
+    [ended] = records(work, "stream_ended")
+    assert ended["detail"]["malformed_packets"] == 1 and ended["detail"]["lost_packets"] == 0
