@@ -165,6 +165,14 @@ def join_annexb(nal_units: Iterable[bytes | bytearray | memoryview], start_code:
     return b"".join(start_code + bytes(n) for n in nal_units)
 
 
+def canonical_annexb(data: bytes) -> bytes:
+    """A byte stream in the form ferry rebuilds every elementary stream: each NAL unit after a
+    4-byte start code, nothing before the first, no trailing zero bytes. The source's framing
+    (3- or 4-byte start codes, zero padding) is not carried across: compare an output with a
+    source in this form (a `keep_sei` output is byte-identical to it where nothing was stripped)."""
+    return join_annexb(split_annexb(data))
+
+
 # --- NAL unit headers -------------------------------------------------------
 def h264_nal_type(nal: bytes) -> int:
     """nal_unit_type of an H.264 NAL unit (H.264 §7.3.1: forbidden_zero_bit, nal_ref_idc, type)."""
