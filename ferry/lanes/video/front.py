@@ -83,6 +83,10 @@ class PsFront(_Front):
         self._bsa: ByteStreamAssembler | None = None
         self._suspect = False           # a malformed packet came between PES: check what follows
         self._suspect_pts: int | None = None
+        self._after_marker = False      # the last payload fed had the marker bit
+        self._check_marker = False      # the next video PES shows whether that marker ended a picture
+        self._check_pts: int | None = None
+        self.markers_lie = False        # a marker was seen inside a picture: never trusted again
 
     # -- input ---------------------------------------------------------------------------------
     def gathered(self, payload: bytes | memoryview, marker: bool, now: float, out: list[Event]) -> None:
@@ -126,7 +130,8 @@ class PsFront(_Front):
         inside a PES its middle is gone: a discontinuity."""
         if self._gather:
             self._gathered_out(False, now, out)
-        if not self._demux.idle():
+        if not self._demux.idle() or not self._after_marker or self.markers_lie:
+            # inside a PES, or after a packet that did not end a picture: part of one is gone
             self.discontinuity(now, out)
         else:
             self._suspect = True
@@ -152,6 +157,9 @@ class PsFront(_Front):
         events = self._demux.feed(payload)  # type: ignore[arg-type]  # any buffer: it copies what it keeps
         if events:
             self._demux_events(events, now, out)
+        self._after_marker = marker
+        if marker:
+            self._check_marker = True
 
     def _continues(self, ev: VideoPes) -> bool:
         """After a malformed packet: does this video PES show that nothing of the picture was in
@@ -164,8 +172,14 @@ class PsFront(_Front):
             return True
         self._suspect = False
         pts, self._suspect_pts = self._suspect_pts, None
-        return (pts is not None and pts != self._bsa.pending_pts
-                and (ev.data[:3] == b"\x00\x00\x01" or ev.data[:4] == b"\x00\x00\x00\x01"))
+        return self._opens(pts, False, ev.data)
+
+    def _opens(self, pts: int | None, continued: bool, data: bytes) -> bool:
+        """Does a video PES (its first payload bytes `data`) open a new picture: a PTS other
+        than the picture in progress, and a start code first?"""
+        assert self._bsa is not None
+        return (not continued and pts is not None and pts != self._bsa.pending_pts
+                and (data[:3] == b"\x00\x00\x01" or data[:4] == b"\x00\x00\x00\x01"))
 
     def _demux_events(self, events: Sequence[PsEvent], now: float, out: list[Event]) -> None:
         for ev in events:
@@ -175,6 +189,13 @@ class PsFront(_Front):
                 if ev.stream_id != self._video_sid or self._bsa is None:
                     self.counts["skipped_bytes"] += len(ev.data)
                     continue
+                if self._check_marker:
+                    if not ev.continued:
+                        self._check_pts = ev.pts
+                    if ev.data:                 # (an unbounded PES: its header, then its payload)
+                        self._check_marker = False
+                        if not self._opens(self._check_pts, False, ev.data):
+                            self.markers_lie = True
                 if self._suspect and not self._continues(ev):
                     self.sink.need_key = True
                     self._assembled(self._bsa.discontinuity(), now, out)

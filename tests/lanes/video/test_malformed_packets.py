@@ -15,6 +15,7 @@ import pytest
 import gb28181
 from ferry.codecs.rtp import parse_rtp, sequence_of
 from ferry.lanes.video import strip_nal_units
+from .test_marker_inside_au import marked_per_pes
 from .test_outer_lane import CAM, SSRC, Entry, lane_of, records, sealed, timers
 from .test_stream import plan_maker
 
@@ -133,5 +134,31 @@ def test_rfc6184_one_malformed_datagram_between_pictures_costs_nothing(plan_of, 
     work += lane.close(t + 1.0, 1.7e9 + t + 1.0)
     assert [tuple(o.access_unit.nal_units) for o in sealed(work)] == [
         tuple(strip_nal_units("h264", f.nal_units)[0]) for f in frames]
+    [ended] = records(work, "stream_ended")
+    assert ended["detail"]["malformed_packets"] == 1 and ended["detail"]["lost_packets"] == 0
+
+
+def test_after_a_marker_inside_a_picture_a_malformed_datagram_is_a_discontinuity(plan_of, stream10):
+    """A source that marks every PES (issue 12 item 1): once a marker is seen inside a picture,
+    a malformed datagram after a marked packet may have been the rest of that picture: it is a
+    discontinuity (no truncated picture crosses), still counted malformed, not lost."""
+    src = gb28181.make_source(None, "h264", seconds=0.4)
+    frames = gb28181.access_units(src, "h264")
+    packets = marked_per_pes(src, False)
+    # the last PES of picture 3 (a continuation, without a PTS) arrives malformed
+    starts = [i for i, d in enumerate(packets) if b"\x00\x00\x01\xba" in d[12:20]]
+    last_of_3 = starts[4] - 1
+    assert last_of_3 - 1 > starts[3]                          # picture 3 has more than one PES
+    p = parse_rtp(packets[last_of_3])
+    sent = packets[:last_of_3] + [malformed("cc15-without-csrcs", p.sequence, p.timestamp)] + packets[last_of_3 + 1:]
+    lane = lane_of(plan_of())
+    work, t = [], 100.0
+    for data in sent:
+        t += 0.04
+        work += timers(lane, t) + list(lane.datagram("cam", data, CAM, t, 1.7e9 + t))
+    work += lane.close(t + 1.0, 1.7e9 + t + 1.0)
+    source = [tuple(strip_nal_units("h264", f.nal_units)[0]) for f in frames]
+    crossed = [tuple(o.access_unit.nal_units) for o in sealed(work)]
+    assert crossed == source[:3]                              # pictures 0-2 whole, then a keyframe wait
     [ended] = records(work, "stream_ended")
     assert ended["detail"]["malformed_packets"] == 1 and ended["detail"]["lost_packets"] == 0
