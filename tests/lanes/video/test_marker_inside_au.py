@@ -90,3 +90,19 @@ def test_without_keep_sei_the_same_pictures_cross(plan_of):
     src = source("h264")
     objs = ready(run_fields(outer(plan_of()), marked_per_pes(src, False)))
     assert [n for o in objs for n in o.access_unit.nal_units] == expected_nals("h264", src)
+
+
+@pytest.mark.parametrize("codec", ["h264", "h265"])
+def test_rfc6184_7798_with_a_marker_on_every_packet_crosses_whole(plan_of, tmp_path, codec):
+    """The same source sent as RFC 6184 / RFC 7798 with the marker set on every packet (each
+    parameter set and slice its own packet): one access unit per RTP timestamp all the same."""
+    src = source(codec)
+    packets = [d[:1] + bytes((d[1] | 0x80,)) + d[2:] for d, _ in gb28181.raw_packets(src, codec, ssrc=SSRC)]
+    frames = gb28181.access_units(src, codec)
+    stream = outer(plan_of(keep_sei=True), payload=codec)
+    objs = ready(run_fields(stream, packets))
+    assert len(objs) == len(frames) == 50
+    assert [tuple(o.access_unit.nal_units) for o in objs] == [tuple(f.nal_units) for f in frames]
+    out = tmp_path / f"out.{codec}"
+    out.write_bytes(b"".join(join_annexb(o.access_unit.nal_units) for o in objs))
+    assert gb28181.framemd5(out, {"h264": "h264", "h265": "hevc"}[codec]) == gb28181.framemd5(src)
