@@ -232,7 +232,13 @@ class _Unwrap:
 
 
 class RtpFront(_Front):
-    """RFC 6184 / RFC 7798 payloads, in order, -> access units (one per RTP timestamp)."""
+    """RFC 6184 / RFC 7798 payloads, in order, -> access units (one per RTP timestamp).
+
+    A picture ends when a packet with another timestamp comes (or the stream ends), not at the
+    marker: sources mark inside pictures too. Markers count only while none was seen inside a
+    picture (`markers_lie`): then a loss or a malformed packet right after a marked packet
+    keeps the picture before it.
+    """
 
     def __init__(self, codec: str, sink: Sink, counts: dict[str, int]) -> None:
         super().__init__(sink, counts)
@@ -242,10 +248,15 @@ class RtpFront(_Front):
         self._asm = AccessUnitAssembler(codec)
         self._pes = 0
         self._unwrap = _Unwrap()
+        self._ts: int | None = None     # RTP timestamp of the picture in the assembler
+        self._marked = False            # its last part was closed by the marker
+        self.markers_lie = False
 
     def packet(self, packet: RtpPacket, now: float, out: list[Event]) -> None:
         for ev in self._depack.push(packet):
             self._event(ev, now, out)
+        if self._ts is not None and packet.timestamp != self._ts:
+            self._end_picture(now, out)   # the next picture began
 
     def flush_gathered(self, now: float, out: list[Event]) -> None:
         return None
@@ -253,25 +264,38 @@ class RtpFront(_Front):
     def discontinuity(self, now: float, out: list[Event]) -> None:
         for ev in self._depack.gap():
             self._event(ev, now, out)
+        if self._marked and not self.markers_lie:
+            self._end_picture(now, out)   # the marker said the picture before the gap was whole
+        self._ts = None
         self._assembled(self._asm.discard(), now, out)
 
     def malformed(self, now: float, out: list[Event]) -> None:
-        """A packet in the order was refused as malformed. Between access units (the last one
-        closed by its marker, no fragment pending) it is no gap; inside one, it is."""
-        if not self._depack.between_access_units():
+        """A packet in the order was refused as malformed. Right after a trusted marker, between
+        access units, it is no gap; anywhere else it is."""
+        if self._depack.between_access_units() and self._marked and not self.markers_lie:
+            self._depack.skip_sequence()
+        else:
             self.discontinuity(now, out)
             self.sink.need_key = True
-        else:
-            self._depack.skip_sequence()
 
     def close(self, now: float, out: list[Event]) -> None:
         for ev in self._depack.flush():
             self._event(ev, now, out)
+        self._end_picture(now, out)
+
+    def _end_picture(self, now: float, out: list[Event]) -> None:
+        self._ts = None
+        self._marked = False
+        self._assembled(self._asm.flush(), now, out)
 
     def _event(self, ev: RtpEvent, now: float, out: list[Event]) -> None:
         if isinstance(ev, RtpDropped):
             self.counts["skipped_bytes"] += ev.nbytes
             return
+        if self._ts is not None and ev.timestamp != self._ts:
+            self._end_picture(now, out)
+        elif self._ts is not None and self._marked:
+            self.markers_lie = True       # a marked part, then more of the same picture
         if ev.lossy:
             self.sink.need_key = True
         pts = self._unwrap(ev.timestamp)
@@ -280,8 +304,9 @@ class RtpFront(_Front):
         events: list[AccessUnit | AuDropped] = []
         for i, nal in enumerate(ev.nal_units):
             events.extend(asm.push(nal, pts, pts, self._pes, i == 0))
-        events.extend(asm.flush())   # one RTP timestamp is one access unit: no need to wait
-        self._assembled(events, now, out)
+        self._ts, self._marked = ev.timestamp, ev.marker
+        if events:
+            self._assembled(events, now, out)
 
 
 Front = PsFront | RtpFront
