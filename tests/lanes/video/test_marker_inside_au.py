@@ -15,7 +15,7 @@ import gb28181
 from ferry.codecs.mpeg_ps import PsMuxer
 from ferry.codecs.nal import join_annexb
 from ferry.codecs.rtp import build_rtp
-from ferry.lanes.video import StreamLoss
+from ferry.lanes.video import StreamLoss, strip_nal_units
 from .test_stream import SSRC, expected_nals, outer, plan_maker, ready, run_fields, source
 
 pytestmark = pytest.mark.skipif(not shutil.which("ffmpeg"), reason="ffmpeg not installed")
@@ -106,3 +106,20 @@ def test_rfc6184_7798_with_a_marker_on_every_packet_crosses_whole(plan_of, tmp_p
     out = tmp_path / f"out.{codec}"
     out.write_bytes(b"".join(join_annexb(o.access_unit.nal_units) for o in objs))
     assert gb28181.framemd5(out, {"h264": "h264", "h265": "hevc"}[codec]) == gb28181.framemd5(src)
+
+
+def test_a_loss_right_after_a_trusted_marker_keeps_the_picture_before_it(plan_of):
+    """A camera whose markers have only ever ended pictures: packets lost right after a marked
+    one cost the pictures from the loss on (to the next keyframe), not the marked one before."""
+    src = source("h264")
+    packets = [d for d, _ in gb28181.ps_packets(src, "h264", ssrc=SSRC)]
+    ends = [i for i, d in enumerate(packets) if d[1] & 0x80]
+    kept = packets[:ends[4] + 1] + packets[ends[4] + 2:]        # picture 5 loses its first packet
+    stream = outer(plan_of())
+    events = run_fields(stream, kept, step=0.05)                   # slower than the reorder delay
+    objs = ready(events)
+    frames = gb28181.access_units(src, "h264")
+    assert [tuple(o.access_unit.nal_units) for o in objs][:5] == [
+        tuple(strip_nal_units("h264", f.nal_units)[0]) for f in frames[:5]]
+    assert stream.counts["lost_packets"] == 1
+    assert all(o.access_unit.keyframe for o in objs[5:6])          # then the next keyframe (picture 25)
