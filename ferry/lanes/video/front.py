@@ -86,6 +86,7 @@ class PsFront(_Front):
         self._after_marker = False      # the last payload fed had the marker bit
         self._check_marker = False      # the next video PES shows whether that marker ended a picture
         self._check_pts: int | None = None
+        self._demux_was_idle = True
         self.markers_lie = False        # a marker was seen inside a picture: never trusted again
 
     # -- input ---------------------------------------------------------------------------------
@@ -117,10 +118,13 @@ class PsFront(_Front):
         if self._gather:
             self._gathered_out(False, now, out)
         partial = self._demux.partial_video_pes()
+        self._demux_was_idle = self._demux.idle()
         self._demux = PsDemuxer()
         if self._bsa is not None:
             if partial is not None:     # the next picture had begun: the one before is whole
                 self._assembled(self._bsa.end_at_next_pes(*partial), now, out)
+            elif self._after_marker and not self.markers_lie and self._demux_was_idle:
+                self._assembled(self._bsa.flush(), now, out)   # a trusted marker ended it
             self.sink.need_key = True
             self._assembled(self._bsa.discontinuity(), now, out)
 
