@@ -162,3 +162,26 @@ def test_after_a_marker_inside_a_picture_a_malformed_datagram_is_a_discontinuity
     assert crossed == source[:3]                              # pictures 0-2 whole, then a keyframe wait
     [ended] = records(work, "stream_ended")
     assert ended["detail"]["malformed_packets"] == 1 and ended["detail"]["lost_packets"] == 0
+
+
+def test_a_malformed_datagram_in_place_of_a_pictures_first_packet_is_a_discontinuity(plan_of, stream10):
+    """Right after a marked packet, but it was the first packet of the next picture (its pack
+    and PES header): the rest of that picture has no start, so the picture is gone and the
+    stream waits for a keyframe; later pictures never cross without the one they follow."""
+    packets, frames = stream10
+    ends = [i for i, d in enumerate(packets) if d[1] & 0x80]
+    first_of_4 = ends[3] + 1
+    assert ends[4] > first_of_4                                   # picture 4 has more than one packet
+    p = parse_rtp(packets[first_of_4])
+    sent = packets[:first_of_4] + [malformed("cc15-without-csrcs", p.sequence, p.timestamp)] + \
+        packets[first_of_4 + 1:]
+    lane = lane_of(plan_of())
+    work, t = [], 100.0
+    for data in sent:
+        t += 0.04
+        work += timers(lane, t) + list(lane.datagram("cam", data, CAM, t, 1.7e9 + t))
+    work += lane.close(t + 1.0, 1.7e9 + t + 1.0)
+    source = [tuple(strip_nal_units("h264", f.nal_units)[0]) for f in frames]
+    assert [tuple(o.access_unit.nal_units) for o in sealed(work)] == source[:4]
+    [ended] = records(work, "stream_ended")
+    assert ended["detail"]["malformed_packets"] == 1 and ended["detail"]["lost_packets"] == 0
