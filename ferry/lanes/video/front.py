@@ -41,6 +41,10 @@ class Sink(Protocol):
     def audio(self, ev: AudioPes, codec: str | None, now: float, out: list[Event]) -> None: ...
 
 
+# what a demuxer skips that is not a piece of a picture (others, after a malformed packet, are)
+_HARMLESS_SKIPS = frozenset({"padding stream", "private stream 1", "private stream 2"})
+
+
 class _Front:
     """What both forms share: the sink, the stream's counts, the dropped bytes by reason."""
 
@@ -216,6 +220,12 @@ class PsFront(_Front):
                     self._audio_codec = ev.codec
             else:  # Skipped
                 self.counts["skipped_bytes"] += ev.nbytes
+                if self._suspect and ev.reason not in _HARMLESS_SKIPS and self._bsa is not None:
+                    # after a malformed packet, bytes without their start: part of a picture is gone
+                    # (the one before it, ended by a trusted marker, is whole)
+                    self._suspect = False
+                    self._assembled(self._bsa.flush(), now, out)
+                    self.sink.need_key = True
 
 
 class _Unwrap:
