@@ -11,8 +11,11 @@ import shutil
 import struct
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import gb28181
+from ferry.codecs.errors import CodecError
 from ferry.codecs.rtp import parse_rtp, sequence_of
 from ferry.lanes.video import strip_nal_units
 from .test_marker_inside_au import marked_per_pes
@@ -185,3 +188,37 @@ def test_a_malformed_datagram_in_place_of_a_pictures_first_packet_is_a_discontin
     assert [tuple(o.access_unit.nal_units) for o in sealed(work)] == source[:4]
     [ended] = records(work, "stream_ended")
     assert ended["detail"]["malformed_packets"] == 1 and ended["detail"]["lost_packets"] == 0
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=st.lists(st.tuples(st.integers(1, 10_000), st.sampled_from([k for k, _ in KINDS]),
+                              st.sampled_from(["insert", "replace"])), min_size=1, max_size=4))
+def test_malformed_datagrams_anywhere_never_let_a_damaged_picture_cross(plan_of, stream10, ops):
+    """Malformed datagrams inserted or in place of any packets (but the first): what crosses is
+    the source's pictures, whole, in order, each after the one it follows (one IDR: a prefix of
+    the source), and each malformed datagram is counted once as malformed (never as lost)."""
+    packets, frames = stream10
+    sent = list(packets)
+    for pos, kind, mode in ops:
+        i = 1 + pos % (len(sent) - 1)
+        ref = next((parse_rtp(d) for d in sent[i:] + sent[:i] if len(d) >= 12 and d[0] == 0x80), None)
+        assert ref is not None
+        bad = malformed(kind, ref.sequence, ref.timestamp)
+        sent = sent[:i] + [bad] + sent[i + (mode == "replace"):]
+    lane = lane_of(plan_of())
+    work, t = [], 100.0
+    for data in sent:
+        t += 0.04
+        work += timers(lane, t) + list(lane.datagram("cam", data, CAM, t, 1.7e9 + t))
+    work += lane.close(t + 1.0, 1.7e9 + t + 1.0)
+    source = [tuple(strip_nal_units("h264", f.nal_units)[0]) for f in frames]
+    crossed = [tuple(o.access_unit.nal_units) for o in sealed(work)]
+    assert crossed == source[:len(crossed)]
+    [ended] = records(work, "stream_ended")
+    refused = 0
+    for d in sent:
+        try:
+            parse_rtp(d)
+        except CodecError:
+            refused += 1
+    assert ended["detail"]["malformed_packets"] == refused >= 1
