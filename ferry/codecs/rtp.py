@@ -88,6 +88,14 @@ def parse_rtp(data: Buffer) -> RtpPacket:
     )
 
 
+def timestamp_of(data: Buffer) -> int | None:
+    """The RTP timestamp of a datagram `parse_rtp` may refuse, if its first 8 header bytes are
+    there (and it is version 2); else None."""
+    if len(data) < 8 or data[0] >> 6 != RTP_VERSION:
+        return None
+    return int.from_bytes(bytes(data[4:8]), "big")
+
+
 def sequence_of(data: Buffer) -> int | None:
     """The sequence number of a datagram `parse_rtp` may refuse, if it can be read: RTP version 2
     and the first 4 header bytes present (RFC 3550 §5.1); else None (no sequence number at all)."""
@@ -182,6 +190,7 @@ class Malformed:
     unknown (the reader decides whether what follows still fits what came before)."""
 
     sequence: int
+    timestamp: int | None = None    # its RTP timestamp, if the header got that far
 
 
 Released = RtpPacket | Lost | Malformed
@@ -248,7 +257,7 @@ class ReorderBuffer:
         self._release_run(out)
         return self._expire(now, out)
 
-    def skip(self, sequence: int, now: float) -> list[Released]:
+    def skip(self, sequence: int, now: float, timestamp: int | None = None) -> list[Released]:
         """A datagram numbered `sequence` was refused as malformed: it fills its place in the
         order (released as `Malformed`) instead of leaving a gap. Before the first packet, late,
         already held or too far ahead to hold, it changes nothing (its number is not trusted
@@ -260,7 +269,7 @@ class ReorderBuffer:
         ext = self._next + delta
         if delta >= _SEQ_HALF or delta >= self.capacity or ext in self._held:
             return self._expire(now, out)
-        self._held[ext] = (Malformed(sequence), now)
+        self._held[ext] = (Malformed(sequence, timestamp), now)
         self._release_run(out)
         return self._expire(now, out)
 

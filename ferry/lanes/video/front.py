@@ -92,6 +92,7 @@ class PsFront(_Front):
         self._check_pts: int | None = None
         self._demux_was_idle = True
         self.markers_lie = False        # a marker was seen inside a picture: never trusted again
+        self.markers_confirmed = 0      # markers seen followed by the opening of a new picture
 
     # -- input ---------------------------------------------------------------------------------
     def gathered(self, payload: bytes | memoryview, marker: bool, now: float, out: list[Event]) -> None:
@@ -127,18 +128,21 @@ class PsFront(_Front):
         if self._bsa is not None:
             if partial is not None:     # the next picture had begun: the one before is whole
                 self._assembled(self._bsa.end_at_next_pes(*partial), now, out)
-            elif self._after_marker and not self.markers_lie and self._demux_was_idle:
+            elif self._after_marker and self.markers_confirmed and not self.markers_lie and self._demux_was_idle:
                 self._assembled(self._bsa.flush(), now, out)   # a trusted marker ended it
             self.sink.need_key = True
             self._assembled(self._bsa.discontinuity(), now, out)
 
-    def malformed(self, now: float, out: list[Event]) -> None:
-        """A packet in the order was refused as malformed (its payload unknown). Between two PES
-        it may have been nothing of the picture: the next video PES decides (`_continues`);
-        inside a PES its middle is gone: a discontinuity."""
+    def malformed(self, now: float, out: list[Event], same_picture: bool = False) -> None:
+        """A packet in the order was refused as malformed (its payload unknown). Right after a
+        marked packet, between two PES and with another timestamp it may have been nothing of
+        the picture: the next video PES decides (`_continues`); else part of one is gone: a
+        discontinuity."""
         if self._gather:
             self._gathered_out(False, now, out)
-        if not self._demux.idle() or not self._after_marker or self.markers_lie:
+        if same_picture and self._after_marker:
+            self.markers_lie = True     # more of the picture came after its marker
+        if not self._demux.idle() or not self._after_marker or self.markers_lie or same_picture:
             # inside a PES, or after a packet that did not end a picture: part of one is gone
             self.discontinuity(now, out)
         else:
@@ -204,6 +208,8 @@ class PsFront(_Front):
                         self._check_marker = False
                         if not self._opens(self._check_pts, False, ev.data):
                             self.markers_lie = True
+                        else:
+                            self.markers_confirmed += 1
                 if self._suspect and not self._continues(ev):
                     self.sink.need_key = True
                     self._assembled(self._bsa.discontinuity(), now, out)
@@ -265,11 +271,13 @@ class RtpFront(_Front):
         self._ts: int | None = None     # RTP timestamp of the picture in the assembler
         self._marked = False            # its last part was closed by the marker
         self.markers_lie = False
+        self.markers_confirmed = 0
 
     def packet(self, packet: RtpPacket, now: float, out: list[Event]) -> None:
         for ev in self._depack.push(packet):
             self._event(ev, now, out)
         if self._ts is not None and packet.timestamp != self._ts:
+            self.markers_confirmed += self._marked
             self._end_picture(now, out)   # the next picture began
 
     def flush_gathered(self, now: float, out: list[Event]) -> None:
@@ -278,15 +286,17 @@ class RtpFront(_Front):
     def discontinuity(self, now: float, out: list[Event]) -> None:
         for ev in self._depack.gap():
             self._event(ev, now, out)
-        if self._marked and not self.markers_lie:
+        if self._marked and self.markers_confirmed and not self.markers_lie:
             self._end_picture(now, out)   # the marker said the picture before the gap was whole
         self._ts = None
         self._assembled(self._asm.discard(), now, out)
 
-    def malformed(self, now: float, out: list[Event]) -> None:
+    def malformed(self, now: float, out: list[Event], same_picture: bool = False) -> None:
         """A packet in the order was refused as malformed. Right after a trusted marker, between
-        access units, it is no gap; anywhere else it is."""
-        if self._depack.between_access_units() and self._marked and not self.markers_lie:
+        access units and with another timestamp, it is no gap; anywhere else it is."""
+        if same_picture and self._marked:
+            self.markers_lie = True
+        if self._depack.between_access_units() and self._marked and not self.markers_lie and not same_picture:
             self._depack.skip_sequence()
         else:
             self.discontinuity(now, out)
@@ -307,6 +317,7 @@ class RtpFront(_Front):
             self.counts["skipped_bytes"] += ev.nbytes
             return
         if self._ts is not None and ev.timestamp != self._ts:
+            self.markers_confirmed += self._marked
             self._end_picture(now, out)
         elif self._ts is not None and self._marked:
             self.markers_lie = True       # a marked part, then more of the same picture

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ferry import limits
-from ferry.codecs.rtp import Lost, Malformed, Released, ReorderBuffer, RtpPacket, parse_rtp, sequence_of
+from ferry.codecs.rtp import Lost, Malformed, Released, ReorderBuffer, RtpPacket, parse_rtp, sequence_of, timestamp_of
 from ferry.lanes.video.events import PAYLOADS, Event, StreamEnded, StreamLoss, StreamRefused, StreamStarted
 from ferry.lanes.video.front import PsFront, RtpFront
 from ferry.lanes.video.gate import Gate
@@ -62,6 +62,7 @@ class OuterStream:
             "skipped_bytes": 0, "transcode_dropped_aus": 0,
         }
         self._reorder = ReorderBuffer()
+        self._last_ts: int | None = None  # RTP timestamp of the last packet given to the front, in order
         self.gate = Gate(stream_id, (device_id, address, port), destination, plan_getter, self.counts,
                          now if wall is None else wall)
         self._ps: PsFront | None = PsFront(self.gate, self.counts) if payload == "ps" else None
@@ -149,6 +150,7 @@ class OuterStream:
         counts["packets"] += 1
         counts["bytes"] += len(payload)
         self.last_packet = now
+        self._last_ts = int.from_bytes(data[4:8], "big")
         ps.gathered(payload, marker, now, out)
         return out
 
@@ -162,7 +164,7 @@ class OuterStream:
             return []
         self.gate.wall = now if wall is None else wall
         out: list[Event] = []
-        self._released(self._reorder.skip(seq, now), now, out)
+        self._released(self._reorder.skip(seq, now, timestamp_of(data)), now, out)
         if self._reorder._held:
             self.rearm = True
         return out
@@ -235,6 +237,8 @@ class OuterStream:
                 front.discontinuity(now, out)     # (what it finds whole goes out first)
                 self.gate.need_key = True
             elif isinstance(item, Malformed):
-                front.malformed(now, out)
+                # a malformed packet with the timestamp of the packet before it was part of its picture
+                front.malformed(now, out, item.timestamp is not None and item.timestamp == self._last_ts)
             else:
+                self._last_ts = item.timestamp
                 front.packet(item, now, out)
