@@ -50,10 +50,18 @@ class AccessUnit:
 
 @dataclass(frozen=True, slots=True)
 class Dropped:
-    """NAL units that did not become (part of) an access unit, and why."""
+    """NAL units that did not become (part of) an access unit, and why.
+
+    `access_unit` False: bytes that were never part of one (the tail of a NAL unit whose start
+    code was lost), counted as bytes only.
+    """
 
     reason: str
     nbytes: int
+    access_unit: bool = True
+
+
+NO_START_CODE = "bytes before the first start code"
 
 
 AssemblerEvent = AccessUnit | Dropped
@@ -190,9 +198,22 @@ class AccessUnitAssembler:
         """End of stream: the last access unit."""
         return self._finish()
 
-    def discard(self) -> list[AssemblerEvent]:
-        """A discontinuity (lost bytes): drop the partial access unit."""
-        nbytes = self._bytes
+    @property
+    def pending_pts(self) -> int | None:
+        """The PTS of the access unit in progress (None: none, or it has none)."""
+        return self._pts if self._nals else None
+
+    def end_before(self, pts: int) -> list[AssemblerEvent]:
+        """A PES with timestamp `pts` starts with a start code: if `push` would end the access
+        unit at its first NAL unit (a picture in progress with another PTS), end it now."""
+        if self._nals and self._has_vcl and pts != self._pts:
+            return self._finish()
+        return []
+
+    def discard(self, extra: int = 0) -> list[AssemblerEvent]:
+        """A discontinuity (lost bytes): drop the partial access unit (and `extra` bytes of it
+        still in the caller's hands: the NAL unit in progress)."""
+        nbytes = self._bytes + extra
         self._reset_au()
         return [Dropped("discontinuity", nbytes)] if nbytes else []
 
@@ -202,7 +223,9 @@ class ByteStreamAssembler:
 
     `feed(payload, pts, dts)` per PES (`new_pes=False` for a continuation of the same PES);
     the PTS of a PES goes to the first access unit whose first start code lies in it
-    (ISO/IEC 13818-1 §2.4.3.7).
+    (ISO/IEC 13818-1 §2.4.3.7). A PES with a new PTS that starts with a start code ends the
+    access unit before it at once. Bytes before the first start code (after a discontinuity)
+    come out as `Dropped(NO_START_CODE, n, access_unit=False)`: counted, never silent.
     """
 
     def __init__(self, codec: str) -> None:
@@ -210,25 +233,52 @@ class ByteStreamAssembler:
         self._splitter = AnnexBSplitter()
         self._pes: deque[tuple[int, int, int | None, int | None]] = deque(maxlen=limits.PS_PES_PENDING_MAX)
         self._pes_no = 0
+        self._reported = 0      # the splitter's skipped bytes reported so far
+        self._opened = 0        # the last PES whose opening start code ended the access unit before
 
     @property
     def codec(self) -> str:
         return self.assembler.codec
+
+    @property
+    def pending_pts(self) -> int | None:
+        return self.assembler.pending_pts
 
     def feed(self, data: bytes, pts: int | None = None, dts: int | None = None,
              new_pes: bool = True) -> list[AssemblerEvent]:
         if new_pes:
             self._pes_no += 1
             self._pes.append((self._splitter.offset, self._pes_no, pts, dts))
+        splitter = self._splitter
         try:
-            located = self._splitter.feed_located(data)
+            located = splitter.feed_located(data)
         except NalError as exc:
-            self._splitter.reset()
-            return [*self.assembler.discard(), Dropped(str(exc), len(data))]
+            pending = splitter.pending
+            splitter.reset()
+            return [*self.assembler.discard(), Dropped(str(exc), max(len(data), pending))]
         out: list[AssemblerEvent] = []
+        if splitter.skipped != self._reported and splitter.unit_offset is not None:
+            # reported once the run of bytes without a start code ends (however the feeds are cut)
+            out.append(Dropped(NO_START_CODE, splitter.skipped - self._reported, False))
+            self._reported = splitter.skipped
         for offset, nal in located:
             out.extend(self._push(offset, nal))
+        unit = splitter.unit_offset
+        if unit is not None and self._pes:
+            # the unit in progress opens its PES: end the picture before now, not when it completes
+            start, number, pes_pts, _dts = self._pes[-1]
+            if 0 <= unit - start <= 1:
+                out.extend(self._pes_opens(number, pes_pts))
         return out
+
+    def _pes_opens(self, number: int, pts: int | None) -> list[AssemblerEvent]:
+        """A PES (a new PTS) starts with a start code: the access unit before it is complete
+        (the start code proves its last NAL unit ended). Once per PES, as soon as that start code
+        is found, however the bytes are cut."""
+        if number == self._opened or pts is None:
+            return []
+        self._opened = number
+        return self.assembler.end_before(pts)
 
     def _push(self, offset: int, nal: bytes) -> list[AssemblerEvent]:
         pes = self._pes
@@ -236,21 +286,44 @@ class ByteStreamAssembler:
             pes.popleft()
         if pes and pes[0][0] <= offset:
             start, number, pts, dts = pes[0]
-            return self.assembler.push(nal, pts, dts, number, 0 <= offset - start <= 1)
+            if 0 <= offset - start <= 1:
+                return [*self._pes_opens(number, pts), *self.assembler.push(nal, pts, dts, number, True)]
+            return self.assembler.push(nal, pts, dts, number, False)
         return self.assembler.push(nal)
 
     def flush(self) -> list[AssemblerEvent]:
         out: list[AssemblerEvent] = []
         for offset, nal in self._splitter.flush_located():
             out.extend(self._push(offset, nal))
+        if self._splitter.skipped != self._reported:
+            out.append(Dropped(NO_START_CODE, self._splitter.skipped - self._reported, False))
+            self._reported = self._splitter.skipped
         out.extend(self.assembler.flush())
         return out
 
+    def end_at_next_pes(self, pts: int | None, head: bytes) -> list[AssemblerEvent]:
+        """The next PES (timestamp `pts`, payload beginning `head`) began but will not be fed
+        (a discontinuity cuts it): if it starts a new access unit with a start code, the unit
+        in progress is complete: end it (before `discontinuity` drops only what is partial)."""
+        if pts is None or pts == self.assembler.pending_pts or not (
+                head[:3] == b"\x00\x00\x01" or head[:4] == b"\x00\x00\x00\x01"):
+            return []
+        out: list[AssemblerEvent] = []
+        for offset, nal in self._splitter.flush_located():   # its start code proves the unit ended
+            out.extend(self._push(offset, nal))
+        out.extend(self.assembler.end_before(pts))
+        return out
+
     def discontinuity(self) -> list[AssemblerEvent]:
-        """Bytes were lost: forget the partial NAL unit and access unit."""
+        """Bytes were lost: forget the partial NAL unit and access unit (both counted)."""
+        pending = self._splitter.pending
         self._splitter.reset()
         self._pes.clear()
-        return self.assembler.discard()
+        out = self.assembler.discard(pending)
+        if self._splitter.skipped != self._reported:
+            out.append(Dropped(NO_START_CODE, self._splitter.skipped - self._reported, False))
+            self._reported = self._splitter.skipped
+        return out
 
 
 def sniff_codec(payload: bytes) -> str | None:

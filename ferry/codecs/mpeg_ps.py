@@ -247,6 +247,28 @@ class PsDemuxer:
             self._garbage = 0
         return out
 
+    def idle(self) -> bool:
+        """Nothing held: every packet fed so far was delivered (or skipped) whole."""
+        return not self._buf and self._unbounded is None and not self._skip
+
+    def partial_video_pes(self) -> tuple[int | None, bytes] | None:
+        """The PTS and first payload bytes (up to 4) of an incomplete video PES the demuxer holds
+        at the front of its buffer, or None: what a discontinuity cuts short began there."""
+        buf = self._buf
+        if self._unbounded is not None or self._skip or len(buf) < 9 or buf[:3] != b"\x00\x00\x01":
+            return None
+        sid = buf[3]
+        if not is_video(sid):
+            return None
+        try:
+            header = _pes_header(buf, 0, len(buf))
+        except PsError:
+            return None
+        if header is None:
+            return None
+        pts, _dts, payload = header
+        return pts, bytes(buf[payload:payload + 4])
+
     def flush(self) -> list[PsEvent]:
         """End of stream: deliver an unbounded PES in progress, report what is left."""
         out: list[PsEvent] = []

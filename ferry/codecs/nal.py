@@ -58,7 +58,7 @@ class AnnexBSplitter:
     count) raises NalError, wherever the feeds are cut (bounded buffer).
     """
 
-    __slots__ = ("_buf", "_base", "_scan", "_unit_start", "_max")
+    __slots__ = ("_buf", "_base", "_scan", "_unit_start", "_max", "skipped", "_zeros")
 
     def __init__(self, max_nal: int = limits.NAL_MAX) -> None:
         self._buf = bytearray()
@@ -66,6 +66,18 @@ class AnnexBSplitter:
         self._scan = 0          # index in _buf from which no start code has been searched yet
         self._unit_start = -1   # index of the current unit's first byte (after its start code)
         self._max = max_nal
+        self.skipped = 0        # bytes discarded before a first start code (zero padding aside)
+        self._zeros = 0         # zero bytes discarded so far, not counted: padding if a start code follows
+
+    @property
+    def pending(self) -> int:
+        """Bytes of the unit in progress (its end not seen yet)."""
+        return len(self._buf) - self._unit_start if self._unit_start >= 0 else 0
+
+    @property
+    def unit_offset(self) -> int | None:
+        """Stream offset of the start code (its 00 00 01) of the unit in progress, if any."""
+        return self._base + self._unit_start - 3 if self._unit_start >= 0 else None
 
     @property
     def offset(self) -> int:
@@ -86,7 +98,10 @@ class AnnexBSplitter:
             i = buf.find(START_CODE, pos)
             if i < 0:
                 break
-            if self._unit_start >= 0:
+            if self._unit_start < 0:  # bytes of a unit whose start code was never seen
+                self._discard(0, i)
+                self._zeros = 0       # zeros right before a start code are padding
+            else:
                 if i - self._unit_start > self._max + 3:  # as a partial unit would have been refused
                     raise NalError("NAL unit too long")
                 end = _strip_trailing_zeros(buf, self._unit_start, i)
@@ -97,6 +112,8 @@ class AnnexBSplitter:
         self._scan = max(pos, len(buf) - 2)
         # drop consumed bytes: everything before the current unit (or all but a partial start code)
         keep = self._unit_start if self._unit_start >= 0 else self._scan
+        if self._unit_start < 0 and keep > 0:
+            self._discard(0, keep)
         if keep > 0:
             del buf[:keep]
             self._base += keep
@@ -115,6 +132,8 @@ class AnnexBSplitter:
             end = _strip_trailing_zeros(self._buf, self._unit_start, len(self._buf))
             if end > self._unit_start:
                 out.append(bytes(self._buf[self._unit_start:end]))
+        else:
+            self._discard(0, len(self._buf))
         self.reset()
         return out
 
@@ -123,8 +142,18 @@ class AnnexBSplitter:
         start = self._base + self._unit_start - 3
         return [(start, nal) for nal in self.flush()]
 
+    def _discard(self, start: int, end: int) -> None:
+        """Count buf[start:end], bytes before any start code: zeros only once non-zero bytes follow."""
+        nonzero = _strip_trailing_zeros(self._buf, start, end)
+        if nonzero > start:
+            self.skipped += self._zeros + nonzero - start
+            self._zeros = end - nonzero
+        else:
+            self._zeros += end - start
+
     def reset(self) -> None:
         """Forget buffered bytes (after a discontinuity); offsets keep counting."""
+        self._zeros = 0
         self._base += len(self._buf)
         self._buf = bytearray()
         self._scan = 0
@@ -134,6 +163,14 @@ class AnnexBSplitter:
 def join_annexb(nal_units: Iterable[bytes | bytearray | memoryview], start_code: bytes = b"\x00\x00\x00\x01") -> bytes:
     """An Annex B byte stream of the given NAL units (4-byte start codes by default)."""
     return b"".join(start_code + bytes(n) for n in nal_units)
+
+
+def canonical_annexb(data: bytes) -> bytes:
+    """A byte stream in the form ferry rebuilds every elementary stream: each NAL unit after a
+    4-byte start code, nothing before the first, no trailing zero bytes. The source's framing
+    (3- or 4-byte start codes, zero padding) is not carried across: compare an output with a
+    source in this form (a `keep_sei` output is byte-identical to it where nothing was stripped)."""
+    return join_annexb(split_annexb(data))
 
 
 # --- NAL unit headers -------------------------------------------------------

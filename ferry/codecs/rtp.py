@@ -88,6 +88,22 @@ def parse_rtp(data: Buffer) -> RtpPacket:
     )
 
 
+def timestamp_of(data: Buffer) -> int | None:
+    """The RTP timestamp of a datagram `parse_rtp` may refuse, if its first 8 header bytes are
+    there (and it is version 2); else None."""
+    if len(data) < 8 or data[0] >> 6 != RTP_VERSION:
+        return None
+    return int.from_bytes(bytes(data[4:8]), "big")
+
+
+def sequence_of(data: Buffer) -> int | None:
+    """The sequence number of a datagram `parse_rtp` may refuse, if it can be read: RTP version 2
+    and the first 4 header bytes present (RFC 3550 §5.1); else None (no sequence number at all)."""
+    if len(data) < 4 or data[0] >> 6 != RTP_VERSION:
+        return None
+    return (data[2] << 8) | data[3]
+
+
 def build_rtp(
     payload_type: int,
     sequence: int,
@@ -168,6 +184,18 @@ class Lost:
     count: int
 
 
+@dataclass(frozen=True, slots=True)
+class Malformed:
+    """The packet numbered `sequence` arrived, and was refused as malformed: no gap, its payload
+    unknown (the reader decides whether what follows still fits what came before)."""
+
+    sequence: int
+    timestamp: int | None = None    # its RTP timestamp, if the header got that far
+
+
+Released = RtpPacket | Lost | Malformed
+
+
 class ReorderBuffer:
     """Put the packets of one RTP stream back in sequence order (sans-IO, bounded).
 
@@ -177,7 +205,8 @@ class ReorderBuffer:
     16 bits internally (RFC 3550 §A.1), so wrap-around is seamless. Late and duplicate packets are
     dropped and counted; the first packet pushed starts the stream, so packets before it are late
     (no start-up delay). Two consecutive packets far behind the stream (a sender restart) resync it.
-    Call `poll(now)` at `deadline()` to release packets when no new ones arrive.
+    Call `poll(now)` at `deadline()` to release packets when no new ones arrive. `skip(sequence,
+    now)` takes a malformed packet's number: released in order as `Malformed`, never a gap.
     """
 
     __slots__ = ("capacity", "max_delay", "_next", "_held", "_bad_seq",
@@ -190,7 +219,7 @@ class ReorderBuffer:
         self.capacity = capacity
         self.max_delay = max_delay
         self._next: int | None = None  # extended sequence number expected next
-        self._held: dict[int, tuple[RtpPacket, float]] = {}
+        self._held: dict[int, tuple[RtpPacket | Malformed, float]] = {}
         self._bad_seq: int | None = None
         self.late = 0
         self.duplicates = 0
@@ -200,8 +229,8 @@ class ReorderBuffer:
     def __len__(self) -> int:
         return len(self._held)
 
-    def push(self, packet: RtpPacket, now: float) -> list[RtpPacket | Lost]:
-        out: list[RtpPacket | Lost] = []
+    def push(self, packet: RtpPacket, now: float) -> list[Released]:
+        out: list[Released] = []
         if self._next is None:
             self._next = packet.sequence
         delta = (packet.sequence - self._next) % _SEQ_MOD
@@ -228,6 +257,22 @@ class ReorderBuffer:
         self._release_run(out)
         return self._expire(now, out)
 
+    def skip(self, sequence: int, now: float, timestamp: int | None = None) -> list[Released]:
+        """A datagram numbered `sequence` was refused as malformed: it fills its place in the
+        order (released as `Malformed`) instead of leaving a gap. Before the first packet, late,
+        already held or too far ahead to hold, it changes nothing (its number is not trusted
+        enough to give anything up for it)."""
+        out: list[Released] = []
+        if self._next is None:
+            return out
+        delta = (sequence - self._next) % _SEQ_MOD
+        ext = self._next + delta
+        if delta >= _SEQ_HALF or delta >= self.capacity or ext in self._held:
+            return self._expire(now, out)
+        self._held[ext] = (Malformed(sequence, timestamp), now)
+        self._release_run(out)
+        return self._expire(now, out)
+
     def advance(self, sequence: int) -> bool:
         """Fast path of `push`: nothing is held and `sequence` is the next expected (or first)
         packet, so it is released at once; True if the caller may use the packet now. False:
@@ -250,19 +295,19 @@ class ReorderBuffer:
             return None
         return next(iter(self._held.values()))[1] + self.max_delay   # held in arrival order
 
-    def poll(self, now: float) -> list[RtpPacket | Lost]:
+    def poll(self, now: float) -> list[Released]:
         """Give up gaps whose later packets have waited `max_delay`."""
         return self._expire(now, [])
 
-    def flush(self) -> list[RtpPacket | Lost]:
+    def flush(self) -> list[Released]:
         """Release everything held (end of stream), reporting the gaps between."""
-        out: list[RtpPacket | Lost] = []
+        out: list[Released] = []
         self._release_all(out)
         return out
 
     # internals
 
-    def _expire(self, now: float, out: list[RtpPacket | Lost]) -> list[RtpPacket | Lost]:
+    def _expire(self, now: float, out: list[Released]) -> list[Released]:
         held = self._held
         while held:
             # the longest-waiting packet is the first still held: a dict keeps arrival order
@@ -272,11 +317,11 @@ class ReorderBuffer:
             self._release_below(oldest + 1, out)
         return out
 
-    def _release_all(self, out: list[RtpPacket | Lost]) -> None:
+    def _release_all(self, out: list[Released]) -> None:
         if self._held:
             self._release_below(max(self._held) + 1, out)
 
-    def _release_below(self, limit: int, out: list[RtpPacket | Lost]) -> None:
+    def _release_below(self, limit: int, out: list[Released]) -> None:
         """Release held packets below extended number `limit`, reporting gaps; then the run after."""
         assert self._next is not None
         for ext in sorted(e for e in self._held if e < limit):
@@ -289,7 +334,7 @@ class ReorderBuffer:
             self._next = limit
         self._release_run(out)
 
-    def _release_run(self, out: list[RtpPacket | Lost]) -> None:
+    def _release_run(self, out: list[Released]) -> None:
         held = self._held
         n = self._next
         while n in held:
@@ -297,7 +342,7 @@ class ReorderBuffer:
             n += 1
         self._next = n
 
-    def _report(self, count: int, out: list[RtpPacket | Lost]) -> None:
+    def _report(self, count: int, out: list[Released]) -> None:
         assert self._next is not None
         self.lost += count
         out.append(Lost(self._next & 0xFFFF, count))

@@ -2,7 +2,8 @@
 
 A depacketizer takes the RTP packets of one stream in sequence order (from a ReorderBuffer) and
 returns `RtpAccessUnit`s — the NAL units of one picture, delimited by the marker bit or, when the
-marker is lost or never set, by a change of RTP timestamp (RFC 6184 §5.1, RFC 7798 §4.1) — and
+marker is lost or never set, by a change of RTP timestamp (RFC 6184 §5.1, RFC 7798 §4.1); a
+marker on a fragment before the end of its NAL unit closes nothing (issue 12 item 1) — and
 `Dropped` events, each with a reason, for everything it had to discard. A sequence gap drops any
 fragmented NAL unit in progress (its middle or end is missing) and marks the access units
 around the gap `lossy`. Payload bytes are never trusted: nothing raises, everything is bounded.
@@ -86,7 +87,7 @@ class Depacketizer:
             self._after_gap = False
         if not self._discarding:  # (an overflow is reported once, not once per packet)
             self._payload(packet.payload)
-        if packet.marker:
+        if packet.marker and self._fu is None:   # a marker inside a fragmented NAL unit is no end
             self._close(marker=True)
         self._out = []
         return out
@@ -97,6 +98,16 @@ class Depacketizer:
         self._gap()
         self._out = []
         return out
+
+    def between_access_units(self) -> bool:
+        """Nothing in progress: the last access unit was closed (by its marker), no fragment pending."""
+        return self._ts is None and self._fu is None and not self._nals
+
+    def skip_sequence(self) -> None:
+        """The next sequence number was taken by a packet that is not this stream's payload (a
+        malformed one, between access units): the packet after it is no gap."""
+        if self._last_seq is not None:
+            self._last_seq = (self._last_seq + 1) & 0xFFFF
 
     def flush(self) -> list[Event]:
         """End of stream: close the access unit in progress."""

@@ -190,7 +190,7 @@ class OuterVideoLane:
             packet = parse_rtp(data)
         except CodecError:
             if stream is not None:
-                stream.counts["malformed_packets"] = stream.counts.get("malformed_packets", 0) + 1
+                work.extend(self._handle(stream, stream.push_malformed(data, now, wall), now, wall))
             return work
         if stream is None:
             stream = self._new_stream(ep, address, port, now, wall, work)
@@ -249,7 +249,7 @@ class OuterVideoLane:
                 packet = parse_rtp(frame)
             except CodecError:
                 if stream is not None:
-                    stream.counts["malformed_packets"] = stream.counts.get("malformed_packets", 0) + 1
+                    events.extend(stream.push_malformed(frame, now, wall))
                 continue
             if stream is None:
                 self._unpend(conn)

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from ferry import limits
-from ferry.codecs.rtp import Lost, ReorderBuffer, RtpPacket, parse_rtp
+from ferry.codecs.rtp import Lost, Malformed, Released, ReorderBuffer, RtpPacket, parse_rtp, sequence_of, timestamp_of
 from ferry.lanes.video.events import (INGEST_RULE, PAYLOADS, Event, StreamAnomaly, StreamEnded, StreamLoss,
                                       StreamRefused, StreamStarted)
 from ferry.lanes.video.front import PsFront, RtpFront
@@ -71,6 +71,7 @@ class OuterStream:
         self._bulk_base: dict[str, int] = {}
         self._foreign_mark: dict[str, tuple[float, int]] = {}   # counter -> (when, count)
         self._reorder = ReorderBuffer()
+        self._last_ts: int | None = None  # RTP timestamp of the last packet given to the front, in order
         self.gate = Gate(stream_id, (device_id, address, port), destination, plan_getter, self.counts,
                          now if wall is None else wall)
         self._ps: PsFront | None = PsFront(self.gate, self.counts) if payload == "ps" else None
@@ -162,10 +163,26 @@ class OuterStream:
         counts["packets"] += 1
         counts["bytes"] += len(payload)
         self.last_packet = now
+        self._last_ts = int.from_bytes(data[4:8], "big")
         ps.gathered(payload, marker, now, out)
         if not counts["packets"] & 63 or (counts["skipped_bytes"] + counts["stripped_bytes"] + counts["dropped_bytes"]
                                           - self._bulk_mark[1] >= limits.VIDEO_ANOMALY_BYTES):
             self.bulk(now, out)
+        return out
+
+    def push_malformed(self, data: memoryview | bytes, now: float, wall: float | None = None) -> list[Event]:
+        """A datagram of this stream's source that `parse_rtp` refused: counted as malformed; if
+        its sequence number can be read it takes its place in the order (no gap, not lost), and
+        the front end decides whether what follows still continues what came before."""
+        self.counts["malformed_packets"] = self.counts.get("malformed_packets", 0) + 1
+        seq = sequence_of(data)
+        if self.closed or seq is None or self.counts["packets"] == 0:
+            return []
+        self.gate.wall = now if wall is None else wall
+        out: list[Event] = []
+        self._released(self._reorder.skip(seq, now, timestamp_of(data)), now, out)
+        if self._reorder._held:
+            self.rearm = True
         return out
 
     def deadline(self) -> float | None:
@@ -295,14 +312,18 @@ class OuterStream:
         return out
 
     # -- stages --------------------------------------------------------------------------------
-    def _released(self, items: list[RtpPacket | Lost], now: float, out: list[Event]) -> None:
+    def _released(self, items: list[Released], now: float, out: list[Event]) -> None:
         front = self.front
         front.flush_gathered(now, out)    # what was gathered comes first
         for item in items:
             if isinstance(item, Lost):
                 self.counts["lost_packets"] += item.count
                 out.append(StreamLoss(item.count, self.counts["lost_packets"]))
+                front.discontinuity(now, out)     # (what it finds whole goes out first)
                 self.gate.need_key = True
-                front.discontinuity(now, out)
+            elif isinstance(item, Malformed):
+                # a malformed packet with the timestamp of the packet before it was part of its picture
+                front.malformed(now, out, item.timestamp is not None and item.timestamp == self._last_ts)
             else:
+                self._last_ts = item.timestamp
                 front.packet(item, now, out)

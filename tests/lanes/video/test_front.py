@@ -43,7 +43,9 @@ def src(request):
     return request.param, gb28181.make_source(None, request.param, seconds=1)
 
 
-def test_a_marking_camera_gets_each_picture_at_its_marker(src):
+def test_a_marking_camera_gets_each_picture_when_the_next_one_starts(src):
+    """The marker is a hint (gathering), not the end of a picture: a source may mark inside one
+    (issue 12 item 1). A picture is complete when the next one's first packet is in."""
     codec, path = src
     sink = Sink()
     front = PsFront(sink, counts())
@@ -53,7 +55,7 @@ def test_a_marking_camera_gets_each_picture_at_its_marker(src):
         front.gathered(memoryview(data)[12:], p.marker, 0.0, [])
         if p.marker:
             pictures += 1
-            assert len(sink.aus) == pictures          # no waiting for the next picture
+            assert len(sink.aus) == pictures - 1      # the last one waits for the next start
     front.close(0.0, [])
     assert len(sink.aus) == 25 and front.markers and front.codec == codec
     assert sink.aus[0].keyframe and (sink.aus[0].width, sink.aus[0].height) == (640, 360)

@@ -6,7 +6,8 @@ import shutil
 import pytest
 
 import gb28181
-from ferry.codecs.rtp import parse_rtp
+from ferry.codecs.mpeg_ps import PsMuxer
+from ferry.codecs.rtp import build_rtp, parse_rtp
 from ferry.lanes.video import (BUILTIN_RULE, AccessUnitReady, OuterStream, StreamEnded, StreamRefused,
                                TranscodeCaps, TranscodeEnd, TranscodeRequest)
 from .test_stream import CAMERA, SSRC, plan_maker
@@ -40,7 +41,13 @@ def made(req: TranscodeRequest):
 
 
 def packets(seconds=2):
-    return gb28181.ps_packets(gb28181.make_source(None, "h264", seconds=seconds), "h264", ssrc=SSRC)
+    """The camera's packets, then the start of the next picture (an access unit delimiter):
+    a picture is complete when the next one starts, not at its marker (issue 12 item 1)."""
+    pk = gb28181.ps_packets(gb28181.make_source(None, "h264", seconds=seconds), "h264", ssrc=SSRC)
+    last = parse_rtp(pk[-1][0])
+    aud = PsMuxer("h264").video([b"\x09\xf0"], last.timestamp + 3600)
+    return pk + [(build_rtp(96, (last.sequence + 1) & 0xFFFF, last.timestamp + 3600, SSRC, aud, marker=True),
+                  pk[-1][1] + 0.04)]
 
 
 def test_requests_are_answered_in_order_and_decided_afresh(plan_of):
@@ -119,7 +126,7 @@ def test_a_failure_refuses_once_and_later_results_do_not_cross(plan_of):
     [ended] = stream.transcode_failed("flush failed", 3.0)    # a failed end is counted, not refused
     assert isinstance(ended, StreamEnded)
     c = ended.counts
-    assert c["access_units"] == 1 and c["refused_aus"] == 1 + 48 and c["dropped_aus"] == 1
+    assert c["access_units"] == 1 and c["refused_aus"] == 1 + 48 and c["dropped_aus"] == 1 + 1   # + the lone AUD
 
 
 def test_without_transcoding_nothing_is_requested(plan_of):
