@@ -57,7 +57,7 @@ class InnerAgent(PolicyHost):
         self.stats = {"policy_reloads": 0}
         self.held: deque = deque()
         self.overflow = 0
-        self.video = VideoEmitter(self, list(cfg.video_output))
+        self.video = VideoEmitter(self, list(cfg.video_output), self.video_mode)
         self.out = Path(cfg.files.spool) if cfg.files else None
         self.dispatch = InnerDispatch(self.video, files_output=self.out is not None)
         # across restarts: the newest epoch and where the link was, the files delivered
@@ -162,6 +162,11 @@ class InnerAgent(PolicyHost):
                        reason="audit trail unavailable and hold queue full",
                        detail={"events": self.overflow})
             self.overflow = 0
+
+    def video_mode(self, rule_id: str) -> str:
+        """A rule's video mode (remux or transcode) under the running plan."""
+        rule = self.id.plan.rule(rule_id)
+        return rule.video.mode if rule is not None and rule.video is not None else "remux"
 
     # -- management (ManagedAgent via PolicyHost) --------------------------------------
     def policy_swapped(self, old: Plan, new: Plan, wall: float) -> None:

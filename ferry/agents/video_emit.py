@@ -17,7 +17,7 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -193,8 +193,10 @@ class EmitHost(Protocol):
 class VideoEmitter:
     """The inner agent's video outputs: sinks around `InnerVideoLane`."""
 
-    def __init__(self, host: EmitHost, outputs: Sequence[InnerVideoOutput]) -> None:
+    def __init__(self, host: EmitHost, outputs: Sequence[InnerVideoOutput],
+                 mode_of: Callable[[str], str] = lambda rule: "remux") -> None:
         self.host = host
+        self.mode_of = mode_of     # a rule's video mode (remux, transcode): the stream_ended record
         self.lane = InnerVideoLane(outputs)
         self.sinks: list[Sink] = [make_sink(out) for out in outputs]
         self.timer = LaneTimer(self.lane.next_timer, self._on_timer)
@@ -224,7 +226,7 @@ class VideoEmitter:
     def deliver(self, obj: ferry_pb2.CanonicalObject, decision: Decision, now: float, wall: float) -> tuple[()]:
         """An allowed object: fresh output on every output of its destination."""
         self.lane.audit_available = self.host.audit_available()
-        self._carry(self.lane.deliver(obj, decision.rule, now, wall))
+        self._carry(self.lane.deliver(obj, decision.rule, now, wall, self.mode_of(decision.rule)))
         return ()
 
     # -- work -----------------------------------------------------------------------------------
