@@ -9,14 +9,28 @@ import shutil
 
 import pytest
 
+import gb28181
 from ferry.lanes.video import Emit, InnerVideoLane
 from ferry.policy.plan import Decision
 from ferry.reasons import Reason
 from .test_inner_lane import Output, au
 from .test_inner_lane import records as inner_records
-from .test_outer_lane import feed, lane_of, packets, plan_of, records, sealed   # noqa: F401 (fixtures)
+from .test_outer_lane import feed, lane_of, records, sealed
+from .test_stream import SSRC, plan_maker
 
 needs_ffmpeg = pytest.mark.skipif(not shutil.which("ffmpeg"), reason="ffmpeg not installed")
+
+
+@pytest.fixture(scope="module")
+def packets() -> list[bytes]:
+    """2 s of 640x360 H.264 (50 pictures, keyframe first) as a GB/T 28181 camera's RTP/PS."""
+    src = gb28181.make_source(None, "h264", seconds=2)
+    return [d for d, _ in gb28181.ps_packets(src, "h264", ssrc=SSRC)]
+
+
+@pytest.fixture
+def plan_of(tmp_path):
+    return plan_maker(tmp_path)
 
 
 @needs_ffmpeg
@@ -47,10 +61,9 @@ def test_an_outer_stream_the_trail_kept_back_counts_its_pictures_as_dropped(plan
 
 @needs_ffmpeg
 def test_an_outer_transcoded_stream_reports_the_transcoders_output(plan_of, packets):
-    pytest.importorskip("av")
-    from ferry.lanes.transcode import Transcoder
+    transcoder = pytest.importorskip("ferry.lanes.transcode").Transcoder
     lane = lane_of(plan_of(max_width=320, max_height=240, bitrate=300, mode="transcode"),
-                   transcoder_factory=Transcoder)
+                   transcoder_factory=transcoder)
     work = feed(lane, packets)
     work += lane.close(102.0, 0.0)
     objs = sealed(work)
@@ -62,7 +75,8 @@ def test_an_outer_transcoded_stream_reports_the_transcoders_output(plan_of, pack
     assert d["pictures_in"] == 50 and d["pictures_out"] == len(objs)
     assert d["pictures_dropped"] == 50 - len(objs)
     assert d["out_bitrate_kbps"] > 0
-    assert ended["reason"].startswith(f"{len(objs)} access units sent") and "transcode -> h264 320x180" in ended["reason"]
+    assert ended["reason"].startswith(f"{len(objs)} access units sent")
+    assert "transcode -> h264 320x180" in ended["reason"]
 
 
 def test_an_inner_stream_ends_with_its_rules_mode_and_the_pictures_it_let_go():
