@@ -55,18 +55,18 @@ class SendView:
         self.peer = peer
         self.view = LinkView("up", wall, f"sending to {peer}")
         self._sent = self._errors = 0
+        self._failing = False          # down because sends fail: up again only when one works
 
     def update(self, held: bool, error: BaseException | None, sent: int, errors: int, wall: float) -> None:
         if error is not None:
             state, detail = "down", f"link writer failed: {type(error).__name__}: {error}"
         elif held:
             state, detail = "down", "audit trail unavailable: nothing is sent (no audit, no transfer)"
-        elif errors > self._errors and sent == self._sent:
+        elif sent == self._sent and (errors > self._errors or self._failing):
             state, detail = "down", f"sends to {self.peer} fail ({errors} failed so far)"
-        elif sent > self._sent or self.view.state == "down" and errors == self._errors:
+        else:                          # a send worked, or nothing failed since the trail or writer came back
             state, detail = "up", f"sending to {self.peer}"
-        else:
-            state, detail = self.view.state, self.view.detail
+        self._failing = state == "down" and error is None and not held
         self._sent, self._errors = sent, errors
         if state != self.view.state:
             self.view = LinkView(state, wall, detail)
