@@ -152,6 +152,8 @@ class InnerAgent(PolicyHost):
         """Per-lane counts of the objects' records; the link's state from link_down / link_up (logged)."""
         lane, event = f.get("lane"), f["event"]
         if lane and "object_id" in f and f["verdict"] in ("delivered", "refused", "lost"):
+            if lane not in self.lanes and len(self.lanes) >= 8:   # the outer names the lane: bounded
+                return
             c = self.lanes.setdefault(lane, {"delivered": 0, "refused": 0, "lost": 0})
             c[f["verdict"]] = c.get(f["verdict"], 0) + 1
         elif event == "link_down":
