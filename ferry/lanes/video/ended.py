@@ -1,6 +1,7 @@
 """What a `stream_ended` record says of the pictures, on both sides: how the stream crossed
 (`mode`: remux or transcode), what left (`out_codec`, `out_width` x `out_height` as `out_size`,
-`out_bitrate_kbps` over the stream's duration) and the pictures in, out and dropped.
+`out_bitrate_kbps`: their bytes over their playing time, pictures out / frame rate, or the
+stream's duration where the frame rate is not known) and the pictures in, out and dropped.
 
 Pure: counts in, record fields out. `pictures_dropped` is in - out: every picture that came in
 and did not leave (waiting for a keyframe, stripped empty, refused, the transcoder behind or
@@ -19,12 +20,13 @@ class _Flow(Protocol):
     def out_size(self) -> tuple[int, int]: ...
 
 
-def picture_fields(mode: str, codec: str, width: int, height: int, out_bytes: int, duration: float,
-                   pictures_in: int, pictures_out: int) -> dict[str, Any]:
+def picture_fields(mode: str, codec: str, width: int, height: int, frame_rate: float, out_bytes: int,
+                   duration: float, pictures_in: int, pictures_out: int) -> dict[str, Any]:
     """The fields both agents add to a stream_ended record's detail."""
     if not pictures_out:
         codec, width, height = "", 0, 0
-    kbps = round(out_bytes * 8 / duration / 1000) if duration > 0 and pictures_out else 0
+    seconds = pictures_out / frame_rate if frame_rate > 0 else duration
+    kbps = round(out_bytes * 8 / seconds / 1000) if seconds > 0 and pictures_out else 0
     return {"mode": mode, "out_codec": codec, "out_width": width, "out_height": height,
             "out_size": f"{width}x{height}" if pictures_out else "", "out_bitrate_kbps": kbps,
             "pictures_in": pictures_in, "pictures_out": pictures_out,
@@ -47,7 +49,7 @@ def outer_fields(stream: Any, c: dict[str, Any]) -> dict[str, Any]:
     flow = stream.flow
     out = max(0, c["access_units"] - c.get("dropped_no_audit", 0))
     if flow.caps is not None:
-        mode, codec, (width, height) = "transcode", flow.caps.out_codec, flow.out_size
+        mode, codec, (width, height), rate = "transcode", flow.caps.out_codec, flow.out_size, flow.caps.frame_rate
     else:
-        mode, codec, width, height = "remux", stream.codec or "", stream.width, stream.height
-    return picture_fields(mode, codec, width, height, c["au_bytes"], c["duration"], stream.gate.pictures, out)
+        mode, codec, width, height, rate = "remux", stream.codec or "", stream.width, stream.height, stream.frame_rate
+    return picture_fields(mode, codec, width, height, rate, c["au_bytes"], c["duration"], stream.gate.pictures, out)

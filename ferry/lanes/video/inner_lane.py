@@ -103,7 +103,7 @@ class _Flow:
     rule: str = ""
     refused: bool = False
     mode: str = "remux"           # the rule's (the stream_ended record)
-    picture: tuple[str, int, int] = ("", 0, 0)   # the last delivered access unit's codec, width, height
+    picture: tuple[str, int, int, float] = ("", 0, 0, 0.0)   # the last delivered access unit's codec, size, rate
     pictures_in: int = 0          # access units that reached the lane
     picture_bytes: int = 0        # of the access units delivered
     outputs: list[tuple[int, InnerStream, bool]] = field(default_factory=list)   # (output index, its stream, file?)
@@ -191,7 +191,7 @@ class InnerVideoLane:
                     counts["bytes"] += size
                     if flow is not None:
                         a = obj.access_unit
-                        flow.picture = (a.codec, a.width, a.height)
+                        flow.picture = (a.codec, a.width, a.height, a.frame_rate)
                         flow.picture_bytes += size
                 else:
                     counts["audio_frames"] += 1
