@@ -15,6 +15,7 @@ from collections import deque
 from pathlib import Path
 
 from ferry import limits
+from ferry.audit.records import format_time
 from ferry.agents.common import AuditQueue, Identity, Management, open_identity, run_agent, sign_quiet_tail
 from ferry.agents.inner_state import InnerState
 from ferry.agents.link_io import LinkReceiveSocket
@@ -27,6 +28,7 @@ from ferry.lanes.delivered import Remember
 from ferry.lanes.files import WriteFile
 from ferry.lanes.inner import InnerDispatch
 from ferry.lanes.work import AuditIntent
+from ferry.mgmt.host import LinkView
 from ferry.policy import Plan
 from ferry.reasons import Reason
 from ferry.wire import LinkReceiver
@@ -45,6 +47,11 @@ class InnerAgent(PolicyHost):
         self.kernel: KernelRules | None = kernel_rules_for(cfg, "inner")
         self.management = Management(cfg.management)
         self.started_at = time.time()
+        self.started_mono = time.monotonic()
+        self.link = LinkView("down", self.started_at, "no authenticated heartbeat from the outer agent yet")
+        self.lanes: dict[str, dict[str, int]] = {}     # objects' records per lane (count())
+        if cfg.files:
+            self.lanes["files"] = {"delivered": 0, "refused": 0, "lost": 0}
         self.receiver = LinkReceiver(inner_key=self.id.key, outer_public=self.id.peer, now=time.monotonic(),
                                      strict=os.environ.get("FERRY_STRICT") == "1")   # tests: a bug raises
         link = cfg.link
@@ -57,7 +64,7 @@ class InnerAgent(PolicyHost):
         self.stats = {"policy_reloads": 0}
         self.held: deque = deque()
         self.overflow = 0
-        self.video = VideoEmitter(self, list(cfg.video_output))
+        self.video = VideoEmitter(self, list(cfg.video_output), self.video_mode)
         self.out = Path(cfg.files.spool) if cfg.files else None
         self.dispatch = InnerDispatch(self.video, files_output=self.out is not None)
         # across restarts: the newest epoch and where the link was, the files delivered
@@ -127,6 +134,7 @@ class InnerAgent(PolicyHost):
                 self.remember(w)
             elif isinstance(w, AuditIntent):
                 self.audit(**w.fields)
+                self.count(w.fields)
                 if w.fields["event"] in ("object_refused", "policy_mismatch"):
                     log.log(logging.ERROR if w.fields["verdict"] == "alarm" else logging.INFO, "%s: %s: %s",
                             w.fields["event"], w.fields.get("rule", ""), w.fields["reason"])
@@ -139,6 +147,22 @@ class InnerAgent(PolicyHost):
                 self.carry(self.dispatch.file_written(w, path.name,
                                                       self.receiver.opened_high(w.delivered["epoch"])))
                 log.info("delivered %s as %s", w.name, path.name)
+
+    def count(self, f: dict) -> None:
+        """Per-lane counts of the objects' records; the link's state from link_down / link_up (logged)."""
+        lane, event = f.get("lane"), f["event"]
+        if lane and "object_id" in f and f["verdict"] in ("delivered", "refused", "lost"):
+            if lane not in self.lanes and len(self.lanes) >= 8:   # the outer names the lane: bounded
+                return
+            c = self.lanes.setdefault(lane, {"delivered": 0, "refused": 0, "lost": 0})
+            c[f["verdict"]] = c.get(f["verdict"], 0) + 1
+        elif event == "link_down":
+            since = (f.get("detail") or {}).get("since") or time.time()
+            self.link = LinkView("down", since, f["reason"])
+            log.warning("link down: %s (last heartbeat %s)", f["reason"], format_time(since))
+        elif event == "link_up":
+            self.link = LinkView("up", time.time(), f["reason"])
+            log.info("link up: %s", f["reason"])
 
     def drain(self, now: float, wall: float) -> None:
         """Handle link events; while the trail is down, hold them (no audit, no delivery)."""
@@ -163,6 +187,11 @@ class InnerAgent(PolicyHost):
                        detail={"events": self.overflow})
             self.overflow = 0
 
+    def video_mode(self, rule_id: str) -> str:
+        """A rule's video mode (remux or transcode) under the running plan."""
+        rule = self.id.plan.rule(rule_id)
+        return rule.video.mode if rule is not None and rule.video is not None else "remux"
+
     # -- management (ManagedAgent via PolicyHost) --------------------------------------
     def policy_swapped(self, old: Plan, new: Plan, wall: float) -> None:
         self.stats["policy_reloads"] += 1
@@ -175,7 +204,20 @@ class InnerAgent(PolicyHost):
     def status_counters(self) -> dict[str, int]:
         c = dataclasses.asdict(self.receiver.counters)
         return {**{k: v for k, v in c.items() if isinstance(v, int)}, **self.dispatch.counts, **self.stats,
-                **self.video.stats}
+                **self.video.stats, "video_refused_streams": self.video.refused_streams}
+
+    def uptime(self) -> float:
+        return time.monotonic() - self.started_mono
+
+    def link_view(self) -> LinkView:
+        return self.link
+
+    def lane_counters(self) -> dict[str, dict[str, int]]:
+        """Counters per lane: the objects' records per lane, the video lane's streams."""
+        lanes = {k: dict(v) for k, v in self.lanes.items()}
+        if self.cfg.video_output or self.video.stats["video_streams"]:
+            lanes["video"] = self.video.lane_counters()
+        return lanes
 
     # -- I/O ---------------------------------------------------------------------------
     def on_readable(self) -> None:

@@ -25,6 +25,7 @@ from ferry.agents.spool import SpoolEntry, SpoolWatcher, move_aside, read_whole_
 from ferry.agents.video_ingest import VideoIngest
 from ferry.config import OuterConfig
 from ferry.kernel.agent_rules import KernelRules, kernel_rules_for
+from ferry.mgmt.host import LinkView
 from ferry.lanes.files import MoveAside, OuterFilesLane, SpoolFile
 from ferry.lanes.sent import SentRecords
 from ferry.lanes.work import AuditIntent, ObjectIds, SealObject
@@ -45,6 +46,35 @@ class _Spool:
     interval: float
 
 
+class SendView:
+    """The link as the outer agent sees it: only what it sends (it hears nothing back). Down while
+    the trail is down (nothing leaves: no audit, no transfer), the writer failed, or the last
+    sends failed and none worked since; up again when a send works. `update` once per pump tick."""
+
+    def __init__(self, peer: str, wall: float) -> None:
+        self.peer = peer
+        self.view = LinkView("up", wall, f"sending to {peer}")
+        self._sent = self._errors = 0
+        self._failing = False          # down because sends fail: up again only when one works
+
+    def update(self, held: bool, error: BaseException | None, sent: int, errors: int, wall: float) -> None:
+        if error is not None:
+            state, detail = "down", f"link writer failed: {type(error).__name__}: {error}"
+        elif held:
+            state, detail = "down", "audit trail unavailable: nothing is sent (no audit, no transfer)"
+        elif sent == self._sent and (errors > self._errors or self._failing):
+            state, detail = "down", f"sends to {self.peer} fail ({errors} failed so far)"
+        else:                          # a send worked, or nothing failed since the trail or writer came back
+            state, detail = "up", f"sending to {self.peer}"
+        self._failing = state == "down" and error is None and not held
+        self._sent, self._errors = sent, errors
+        if state != self.view.state:
+            self.view = LinkView(state, wall, detail)
+            (log.warning if state == "down" else log.info)("link %s: %s", state, detail)
+        elif detail != self.view.detail:
+            self.view.detail = detail
+
+
 class LinkPump:
     """The sender state machine on the loop (timers, collecting what it made) and its writer
     thread (sealing, pacing, sending). Control datagrams (announcements, heartbeats) go to the
@@ -52,8 +82,10 @@ class LinkPump:
     blocks have left (its heartbeats claim no others). While the audit trail is down (`held`)
     nothing more is handed to the writer: it waits in `outbox` and `control_outbox`."""
 
-    def __init__(self, sender: LinkSender, sock: LinkSendSocket, rate_bytes: float, now: float, on_events) -> None:
+    def __init__(self, sender: LinkSender, sock: LinkSendSocket, rate_bytes: float, now: float, on_events,
+                 view: SendView | None = None) -> None:
         self.sender = sender
+        self.view = view or SendView("peer", time.time())
         self.on_events = on_events
         # A burst covers what one object seals into (the sender seals whole objects
         # at once); the average stays at the configured rate.
@@ -80,6 +112,10 @@ class LinkPump:
         if sealed != self._sealed_bytes:
             self._sealed_bytes = sealed
 
+    def check_link(self, wall: float) -> None:
+        w = self.writer
+        self.view.update(self.held, w.error, w.sent, w.errors, wall)
+
     def backlog(self) -> int:
         """Datagrams and blocks made but not sent yet."""
         return len(self.outbox) + self.writer.backlog()
@@ -103,6 +139,7 @@ class LinkPump:
                 self.sender.handle_timer(now, wall)
                 self.on_events()
             self.collect(now)
+            self.check_link(wall)
             timer = self.sender.get_timer()
             self.wake.clear()
             try:
@@ -144,7 +181,9 @@ class OuterAgent(PolicyHost):
             self.video.bind()
         self.sock = LinkSendSocket((link.peer_host, link.peer_port), bind_host=link.bind_host,
                                    interface=link.interface, sndbuf=link.sndbuf, gso=link.gso == "auto")
-        self.pump = LinkPump(self.sender, self.sock, link.rate_mbps * 1e6 / 8, time.monotonic(), self.sender_events)
+        self.started_mono = time.monotonic()
+        self.pump = LinkPump(self.sender, self.sock, link.rate_mbps * 1e6 / 8, time.monotonic(), self.sender_events,
+                             SendView(f"{link.peer_host}:{link.peer_port}", wall))
         self.sent: SentRecords[Path] = SentRecords()   # submitted, record not yet written
         self.records = AuditQueue(self.id.audit, lambda: self.id.plan, "lane")
         f = cfg.files
@@ -262,7 +301,24 @@ class OuterAgent(PolicyHost):
         video = self.video.stats if self.video else {}
         return {**self.stats, **video, "blocks": c.blocks, "datagrams": c.datagrams, "bytes": c.bytes,
                 "objects": c.objects, "epoch": c.epoch, "outbox": self.pump.backlog(),
-                "send_errors": self.pump.writer.errors}
+                "send_errors": self.pump.writer.errors,
+                **({"video_refused_streams": self.video.refused_streams} if self.video else {})}
+
+    def uptime(self) -> float:
+        return time.monotonic() - self.started_mono
+
+    def link_view(self) -> LinkView:
+        self.pump.check_link(time.time())
+        return self.pump.view.view
+
+    def lane_counters(self) -> dict[str, dict[str, int]]:
+        """Counters per configured lane (a refused camera counts as refused in the video lane)."""
+        lanes: dict[str, dict[str, int]] = {}
+        if self.spool:
+            lanes["files"] = {"sent": self.stats["sent"], "refused": self.stats["refused"]}
+        if self.video:
+            lanes["video"] = self.video.lane_counters()
+        return lanes
 
     # -- life cycle -------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> int:

@@ -17,7 +17,7 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -193,8 +193,11 @@ class EmitHost(Protocol):
 class VideoEmitter:
     """The inner agent's video outputs: sinks around `InnerVideoLane`."""
 
-    def __init__(self, host: EmitHost, outputs: Sequence[InnerVideoOutput]) -> None:
+    def __init__(self, host: EmitHost, outputs: Sequence[InnerVideoOutput],
+                 mode_of: Callable[[str], str] = lambda rule: "remux") -> None:
         self.host = host
+        self.refused_streams = 0
+        self.mode_of = mode_of     # a rule's video mode (remux, transcode): the stream_ended record
         self.lane = InnerVideoLane(outputs)
         self.sinks: list[Sink] = [make_sink(out) for out in outputs]
         self.timer = LaneTimer(self.lane.next_timer, self._on_timer)
@@ -202,6 +205,14 @@ class VideoEmitter:
     @property
     def stats(self) -> dict[str, int]:
         return self.lane.stats
+
+    def lane_counters(self) -> dict[str, int]:
+        """The video lane for `ferry policy status`: `refused` counts refused streams, `refused_access_units`
+        the objects refused; `delivered` and `dropped` count access units and audio frames."""
+        st = self.lane.stats
+        return {"streams": st["video_streams"], "active": len(self.lane.flows), "delivered": st["video_delivered"],
+                "refused": self.refused_streams, "refused_access_units": st["video_refused"],
+                "dropped": st["video_dropped"]}
 
     async def start(self, stop: asyncio.Event) -> None:
         for sink in self.sinks:
@@ -224,7 +235,7 @@ class VideoEmitter:
     def deliver(self, obj: ferry_pb2.CanonicalObject, decision: Decision, now: float, wall: float) -> tuple[()]:
         """An allowed object: fresh output on every output of its destination."""
         self.lane.audit_available = self.host.audit_available()
-        self._carry(self.lane.deliver(obj, decision.rule, now, wall))
+        self._carry(self.lane.deliver(obj, decision.rule, now, wall, self.mode_of(decision.rule)))
         return ()
 
     # -- work -----------------------------------------------------------------------------------
@@ -246,6 +257,8 @@ class VideoEmitter:
                 self.lane.emitted(w, delivered, sends)
             elif isinstance(w, AuditIntent):
                 self.host.audit(**w.fields)
+                if w.fields["event"] == "stream_refused":
+                    self.refused_streams += 1
                 log.info("video %s %s: %s", w.fields["event"], w.fields["flow"], w.fields.get("reason"))
             elif isinstance(w, EndOutput):
                 sink = self.sinks[w.output]

@@ -131,10 +131,22 @@ class VideoIngest:
         self._pool: ThreadPoolExecutor | None = None
         self.timer = LaneTimer(self.lane.next_timer, self._on_timer)
         self._flush_handle: asyncio.TimerHandle | None = None
+        self.refused_streams = 0       # streams refused once started (policy, checks, transcoder)
 
     @property
     def stats(self) -> dict[str, int]:
         return self.lane.stats
+
+    def lane_counters(self) -> dict[str, int]:
+        """The video lane for `ferry policy status`: `refused` counts refused streams (a camera the
+        policy or the checks refused) and refused connections; `refused_packets` what came from an
+        address not taken."""
+        st = self.lane.stats
+        return {"streams": st["video_streams"], "active": len(self.lane.streams),
+                "transcoding": len(self.transcodes), "access_units": st["video_access_units"],
+                "refused": self.refused_streams + st["video_refused_connections"],
+                "refused_streams": self.refused_streams, "refused_connections": st["video_refused_connections"],
+                "refused_packets": st["video_refused_packets"], "dropped_no_audit": st["video_dropped_no_audit"]}
 
     @property
     def pool(self) -> ThreadPoolExecutor:
@@ -224,6 +236,8 @@ class VideoIngest:
                     self.lane.unsent(w.obj)
             elif isinstance(w, AuditIntent):
                 host.audit(**w.fields)
+                if w.fields["event"] == "stream_refused" and w.fields["flow"] not in self.lane.endpoints:
+                    self.refused_streams += 1     # a stream's own refusal (connections: the lane counts)
                 log.info("video %s %s: %s", w.fields["event"], w.fields["flow"], w.fields.get("reason"))
             else:
                 entry = self.transcodes.get(w.stream_id)

@@ -13,6 +13,7 @@ re-checks them under the new one. Exit codes: 0 ok, 1 refused or invalid,
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -127,8 +128,46 @@ def cmd_apply(args) -> int:
     return EXIT_OK
 
 
+def _duration(seconds: float) -> str:
+    s = int(seconds)
+    d, s = divmod(s, 86400)
+    h, s = divmod(s, 3600)
+    m, s = divmod(s, 60)
+    return (f"{d}d" if d else "") + f"{h:02d}h{m:02d}m{s:02d}s"
+
+
+def status_dict(sock: str, s) -> dict:
+    """One agent's status as `--json` prints it (times: ISO 8601 UTC and seconds since the epoch)."""
+    p = s.policy
+    return {
+        "socket": sock, "role": s.role, "name": s.name,
+        "policy": {"name": p.name, "sm3": p.hash.hex(), "source": p.source,
+                   "signer": p.signer_key_id.hex() or None, "applied": _iso(p.applied_at)},
+        "audit": "ok" if s.audit_available else "down",
+        "started": _iso(s.started_at), "started_at": s.started_at, "uptime_s": round(s.uptime, 3),
+        "link": ({"state": s.link.state, "since": _iso(s.link.since), "since_at": s.link.since,
+                  "detail": s.link.detail} if s.HasField("link") else None),
+        "lanes": {lane: dict(sorted(c.counters.items())) for lane, c in sorted(s.lanes.items())},
+        "counters": dict(sorted(s.counters.items())),
+    }
+
+
+def _print_status(sock: str, s) -> None:
+    p = s.policy
+    signer = p.signer_key_id.hex()[:16] if p.signer_key_id else "-"
+    print(f"{sock}: {s.role} agent {s.name}: policy {p.name} sm3 {p.hash.hex()} source {p.source} "
+          f"signer {signer} applied {_iso(p.applied_at)} audit {'ok' if s.audit_available else 'DOWN'}")
+    link = (f"link {s.link.state} since {_iso(s.link.since)} ({s.link.detail})" if s.HasField("link")
+            else "link unknown")
+    print(f"  up {_duration(s.uptime)} (started {_iso(s.started_at)}); {link}")
+    for lane, c in sorted(s.lanes.items()):
+        print(f"  {lane}: " + " ".join(f"{k}={v}" for k, v in sorted(c.counters.items())))
+    print("  all: " + " ".join(f"{k}={v}" for k, v in sorted(s.counters.items())))
+
+
 def cmd_status(args) -> int:
     rc = EXIT_OK
+    out: list[dict] = []
     for sock in args.socket:
         try:
             with ManagementClient(sock, timeout=args.timeout) as c:
@@ -136,12 +175,14 @@ def cmd_status(args) -> int:
         except ManagementError as e:
             _err(str(e))
             rc = EXIT_USAGE
+            out.append({"socket": sock, "error": str(e)})
             continue
-        p = s.policy
-        signer = p.signer_key_id.hex()[:16] if p.signer_key_id else "-"
-        print(f"{sock}: {s.role} agent {s.name}: policy {p.name} sm3 {p.hash.hex()} source {p.source} "
-              f"signer {signer} applied {_iso(p.applied_at)} audit {'ok' if s.audit_available else 'DOWN'}")
-        print("  " + " ".join(f"{k}={v}" for k, v in sorted(s.counters.items())))
+        if args.json:
+            out.append(status_dict(sock, s))
+        else:
+            _print_status(sock, s)
+    if args.json:
+        print(json.dumps(out, indent=2))
     return rc
 
 
@@ -160,8 +201,10 @@ def add_policy_commands(psub) -> None:
     apply.add_argument("--timeout", type=float, default=limits.MGMT_CALL_TIMEOUT, help=argparse.SUPPRESS)
     apply.set_defaults(func=cmd_apply)
 
-    status = psub.add_parser("status", help="the policy and counters of running agents")
-    status.add_argument("--socket", action="append", required=True, help="an agent's management socket")
+    status = psub.add_parser("status", help="the policy, uptime, link state and per-lane counters of running agents")
+    status.add_argument("--socket", action="append", required=True, help="an agent's management socket; repeat")
+    status.add_argument("--json", action="store_true",
+                        help="print a JSON list, one object per socket (an unreachable one: its error)")
     status.add_argument("--timeout", type=float, default=limits.MGMT_CALL_TIMEOUT, help=argparse.SUPPRESS)
     status.set_defaults(func=cmd_status)
 

@@ -24,6 +24,14 @@ class PolicyOrigin:
     applied_at: float = 0.0
 
 
+@dataclass
+class LinkView:
+    """The link as one agent sees it (GetStatus): "up" or "down", since when (wall clock), why."""
+    state: str
+    since: float
+    detail: str = ""
+
+
 class ApplyRefused(Exception):
     """A bundle the agent did not apply. ``code``: a BundleError code (unsigned, unknown_signer,
     bad_signature, bad_name, ...), invalid_policy, audit_unavailable or kernel_rules."""
@@ -48,5 +56,10 @@ class ManagedAgent(Protocol):
         Raises ApplyRefused."""
 
     def status_counters(self) -> dict[str, int]: ...
+
+    # Optional (GetStatus fills their fields when the agent has them; both agents do):
+    #   uptime() -> float                          seconds since the agent started (monotonic)
+    #   link_view() -> LinkView                    the link as this agent sees it
+    #   lane_counters() -> dict[str, dict[str, int]]   counters per lane ("files", "video")
 
     def audit_available(self) -> bool: ...

@@ -52,10 +52,27 @@ class ManagementService(mgmt_pb2_grpc.ManagementServicer):
         return self.agent.policy_info()
 
     async def GetStatus(self, request, context):
-        a = self.agent
-        counters = {k: int(v) for k, v in a.status_counters().items() if isinstance(v, int) and v >= 0}
-        return mgmt_pb2.AgentStatus(role=a.role, name=a.name, policy=a.policy_info(), counters=counters,
-                                    started_at=a.started_at, audit_available=a.audit_available())
+        return agent_status(self.agent)
+
+
+def _counters(values: dict[str, int]) -> dict[str, int]:
+    return {k: int(v) for k, v in values.items() if isinstance(v, int) and v >= 0}
+
+
+def agent_status(a: ManagedAgent) -> mgmt_pb2.AgentStatus:
+    """What GetStatus answers: policy, counters (flat and per lane), uptime, the link as the agent sees it.
+    An agent without `uptime`, `link_view` or `lane_counters` leaves those fields empty."""
+    s = mgmt_pb2.AgentStatus(role=a.role, name=a.name, policy=a.policy_info(), counters=_counters(a.status_counters()),
+                             started_at=a.started_at, audit_available=a.audit_available())
+    if (uptime := getattr(a, "uptime", None)) is not None:
+        s.uptime = max(0.0, uptime())
+    if (link_view := getattr(a, "link_view", None)) is not None:
+        v = link_view()
+        s.link.state, s.link.since, s.link.detail = v.state, v.since, v.detail
+    if (lanes := getattr(a, "lane_counters", None)) is not None:
+        for lane, values in lanes().items():
+            s.lanes[lane].counters.update(_counters(values))
+    return s
 
 
 def _clear_stale_socket(path: Path) -> None:

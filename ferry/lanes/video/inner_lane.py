@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ferry import limits
+from ferry.lanes.video.ended import picture_fields, pictures_line
 from ferry.lanes.video.events import BUILTIN_RULE
 from ferry.lanes.video.inner_stream import InnerStream
 from ferry.lanes.work import AuditIntent
@@ -101,6 +102,10 @@ class _Flow:
     last: float
     rule: str = ""
     refused: bool = False
+    mode: str = "remux"           # the rule's (the stream_ended record)
+    picture: tuple[str, int, int, float] = ("", 0, 0, 0.0)   # the last delivered access unit's codec, size, rate
+    pictures_in: int = 0          # access units that reached the lane
+    picture_bytes: int = 0        # of the access units delivered
     outputs: list[tuple[int, InnerStream, bool]] = field(default_factory=list)   # (output index, its stream, file?)
     counts: dict[str, int] = field(default_factory=lambda: {
         "access_units": 0, "audio_frames": 0, "bytes": 0, "refused": 0, "dropped": 0, "packets": 0,
@@ -130,14 +135,18 @@ class InnerVideoLane:
                wall: float) -> list[InnerWork]:
         """An object the inner agent refuses: counted; the stream's first refusal is recorded."""
         work: list[InnerWork] = []
-        self._refuse(self._flow(obj, now, work), obj, decision, work)
+        flow = self._flow(obj, now, work)
+        flow.pictures_in += obj.HasField("access_unit")
+        self._refuse(flow, obj, decision, work)
         return work
 
-    def deliver(self, obj: ferry_pb2.CanonicalObject, rule: str, now: float, wall: float) -> list[InnerWork]:
-        """An allowed object: fresh output on every output of its destination."""
+    def deliver(self, obj: ferry_pb2.CanonicalObject, rule: str, now: float, wall: float,
+                mode: str = "remux") -> list[InnerWork]:
+        """An allowed object: fresh output on every output of its destination (`mode`: its rule's)."""
         work: list[InnerWork] = []
         flow = self._flow(obj, now, work)
-        flow.rule = rule
+        flow.rule, flow.mode = rule, mode
+        flow.pictures_in += obj.HasField("access_unit")
         if not self.audit_available:    # no audit, no transfer
             flow.counts["dropped"] += 1
             self.stats["video_dropped"] += 1
@@ -178,7 +187,12 @@ class InnerVideoLane:
                 obj = emit.obj
                 if obj.HasField("access_unit"):
                     counts["access_units"] += 1
-                    counts["bytes"] += sum(len(n) for n in obj.access_unit.nal_units)
+                    size = sum(len(n) for n in obj.access_unit.nal_units)
+                    counts["bytes"] += size
+                    if flow is not None:
+                        a = obj.access_unit
+                        flow.picture = (a.codec, a.width, a.height, a.frame_rate)
+                        flow.picture_bytes += size
                 else:
                     counts["audio_frames"] += 1
                     counts["bytes"] += len(obj.audio.payload)
@@ -255,8 +269,10 @@ class InnerVideoLane:
             if is_file:
                 work.append(EndOutput(i, flow.stream_id))
         c: dict[str, Any] = dict(flow.counts, duration=round(flow.last - flow.started, 3))
+        c.update(picture_fields(flow.mode, *flow.picture, flow.picture_bytes, c["duration"], flow.pictures_in,
+                                c["access_units"]))
         work.append(AuditIntent(dict(
             event="stream_ended", verdict="info", lane="video", flow=flow.stream_id, source=flow.source,
             destination=flow.destination, rule=flow.rule or None,
-            reason=f"{why}: {c['access_units']} access units delivered, {c['refused']} refused",
+            reason=f"{why}: {c['access_units']} access units delivered, {c['refused']} refused; {pictures_line(c)}",
             size=c["bytes"], detail=c)))

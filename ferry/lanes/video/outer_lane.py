@@ -41,6 +41,7 @@ from ferry.codecs.rfc4571 import Deframer
 from ferry.codecs.rtp import HEADER, HEADER_SIZE, parse_rtp
 from ferry.lanes.video.events import (INGEST_RULE, AccessUnitReady, Event, StreamAnomaly, StreamEnded, StreamLoss,
                                       StreamRefused, StreamStarted, TranscodeEnd, TranscodeRequest)
+from ferry.lanes.video.ended import outer_fields, pictures_line
 from ferry.lanes.video.stream import OuterStream
 from ferry.lanes.video.transcode_flow import TranscoderFactory
 from ferry.lanes.work import AuditIntent, SealObject
@@ -531,11 +532,12 @@ class OuterVideoLane:
             elif isinstance(ev, StreamEnded):
                 c = ev.counts
                 c["dropped_no_audit"] = stream.counts.get("dropped_no_audit", 0)
+                c.update(outer_fields(stream, c))
                 refused = stream.refused
                 work.append(self._record(
                     stream, "stream_ended", "info",
                     (f"refused: {refused.reason}" if refused else
-                     f"{c['access_units']} access units sent, {c['lost_packets']} packets lost"),
+                     f"{c['access_units']} access units sent, {c['lost_packets']} packets lost; {pictures_line(c)}"),
                     rule=stream.rule_id or (refused.rule if refused else None), size=c["au_bytes"], detail=c))
                 self.streams.pop(sid, None)
                 self._entry_of.pop(sid, None)

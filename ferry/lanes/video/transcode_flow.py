@@ -69,6 +69,7 @@ class TranscodeFlow:
         self.on_end = on_end          # the last answer after the end: the stream ends
         self.runner = runner
         self.caps: TranscodeCaps | None = None
+        self.out_size = (0, 0)        # the transcoder's last picture (the stream_ended record)
         self.in_flight = 0            # requests (and the end) not answered yet
         self.behind = False           # the transcoder fell behind: drop up to the next keyframe
         self.ending = False           # the stream closed, waiting for the transcoder's last answers
@@ -125,6 +126,7 @@ class TranscodeFlow:
                 continue
             au.stream_id = self.stream_id
             au.bitrate_kbps = 0   # capped by the encoder's rate control
+            self.out_size = (au.width, au.height)
             gate.decide(au, now, out, transcoded=True)
         if self.ending and self.in_flight == 0:
             self.on_end(out)
