@@ -72,6 +72,8 @@ class OuterStream:
         self._foreign_mark: dict[str, tuple[float, int]] = {}   # counter -> (when, count)
         self._reorder = ReorderBuffer()
         self._last_ts: int | None = None  # RTP timestamp of the last packet given to the front, in order
+        # malformed packets released in order (one RTP timestamp) whose fate the next item decides
+        self._pending: list[Malformed] = []
         self.gate = Gate(stream_id, (device_id, address, port), destination, plan_getter, self.counts,
                          now if wall is None else wall)
         self._ps: PsFront | None = PsFront(self.gate, self.counts) if payload == "ps" else None
@@ -144,7 +146,7 @@ class OuterStream:
         used or copied at once) and the whole packet `data` (parsed only if the packet must wait
         in the reorder buffer or the payload is not PS). Same events as `push_rtp(parse_rtp(data))`."""
         ps = self._ps
-        if ps is None or self.closed or self._reorder._held:
+        if ps is None or self.closed or self._reorder._held or self._pending:
             return self.push_rtp(parse_rtp(data), now, wall)
         if self.ssrc is None:
             self.ssrc = ssrc
@@ -173,7 +175,8 @@ class OuterStream:
     def push_malformed(self, data: memoryview | bytes, now: float, wall: float | None = None) -> list[Event]:
         """A datagram of this stream's source that `parse_rtp` refused: counted as malformed; if
         its sequence number can be read it takes its place in the order (no gap, not lost), and
-        the front end decides whether what follows still continues what came before."""
+        the next packet in order and the front end decide whether what follows still continues
+        what came before (`_released`)."""
         self.counts["malformed_packets"] = self.counts.get("malformed_packets", 0) + 1
         seq = sequence_of(data)
         if self.closed or seq is None or self.counts["packets"] == 0:
@@ -214,6 +217,8 @@ class OuterStream:
         self.gate.wall = now if wall is None else wall
         out: list[Event] = []
         self._released(self._reorder.flush(), now, out)
+        if self._pending:                 # malformed last packets: nothing after them shows what they held
+            self._malformed_lost(now, out)
         self.front.close(now, out)
         self.unaccounted(slack=False)
         self.closed = True
@@ -315,15 +320,45 @@ class OuterStream:
     def _released(self, items: list[Released], now: float, out: list[Event]) -> None:
         front = self.front
         front.flush_gathered(now, out)    # what was gathered comes first
+        pending = self._pending
         for item in items:
             if isinstance(item, Lost):
+                if pending:
+                    self._malformed_lost(now, out)
                 self.counts["lost_packets"] += item.count
                 out.append(StreamLoss(item.count, self.counts["lost_packets"]))
                 front.discontinuity(now, out)     # (what it finds whole goes out first)
                 self.gate.need_key = True
             elif isinstance(item, Malformed):
-                # a malformed packet with the timestamp of the packet before it was part of its picture
-                front.malformed(now, out, item.timestamp is not None and item.timestamp == self._last_ts)
+                # its fate waits for the next packet in order (a run with one timestamp waits together)
+                if pending and item.timestamp != pending[0].timestamp:
+                    self._malformed_lost(now, out)
+                pending.append(item)
+                if item.timestamp is None:        # nothing to compare: a loss of what it held
+                    self._malformed_lost(now, out)
             else:
+                if pending:
+                    if item.timestamp == pending[0].timestamp:
+                        # the next packet has its timestamp: at most a part of the start of the picture
+                        # that packet is in; the front end decides whether that packet opens it anew
+                        for bad in pending:
+                            front.malformed(now, out, bad.timestamp == self._last_ts)
+                        pending.clear()
+                    else:
+                        self._malformed_lost(now, out)
                 self._last_ts = item.timestamp
                 front.packet(item, now, out)
+
+    def _malformed_lost(self, now: float, out: list[Event]) -> None:
+        """The pending malformed packets carried a picture, or part of one, that no later packet
+        starts over (the next packet has another timestamp, is lost, or never comes): a
+        discontinuity, as after a loss (counted as malformed, not lost). With the timestamp of the
+        packet before them they were part of its picture (and a marker before them lied)."""
+        pending = self._pending
+        ts = pending[0].timestamp
+        pending.clear()
+        if ts is not None and ts == self._last_ts:
+            self.front.malformed(now, out, True)
+        else:
+            self.front.discontinuity(now, out)
+        self.gate.need_key = True

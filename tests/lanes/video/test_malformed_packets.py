@@ -190,6 +190,49 @@ def test_a_malformed_datagram_in_place_of_a_pictures_first_packet_is_a_discontin
     assert ended["detail"]["malformed_packets"] == 1 and ended["detail"]["lost_packets"] == 0
 
 
+def test_malformed_datagrams_in_place_of_a_whole_picture_are_a_discontinuity(plan_of, stream10):
+    """Every packet of picture 4 arrives malformed: right after a marked packet, with a timestamp
+    of their own, and the packet after them has another timestamp: nothing after them starts
+    that picture over, so it is gone and the stream waits for a keyframe; picture 5, which
+    needs it, never crosses. Counted malformed, not lost."""
+    packets, frames = stream10
+    ends = [i for i, d in enumerate(packets) if d[1] & 0x80]
+    first, last = ends[3] + 1, ends[4]
+    sent = list(packets)
+    for i in range(first, last + 1):
+        p = parse_rtp(packets[i])
+        sent[i] = malformed("cc15-without-csrcs", p.sequence, p.timestamp)
+    lane = lane_of(plan_of())
+    work, t = [], 100.0
+    for data in sent:
+        t += 0.04
+        work += timers(lane, t) + list(lane.datagram("cam", data, CAM, t, 1.7e9 + t))
+    work += lane.close(t + 1.0, 1.7e9 + t + 1.0)
+    source = [tuple(strip_nal_units("h264", f.nal_units)[0]) for f in frames]
+    assert [tuple(o.access_unit.nal_units) for o in sealed(work)] == source[:4]
+    [ended] = records(work, "stream_ended")
+    assert ended["detail"]["malformed_packets"] == last + 1 - first and ended["detail"]["lost_packets"] == 0
+
+
+def test_a_malformed_last_datagram_is_a_discontinuity(plan_of, stream10):
+    """The stream's last packet arrives malformed: nothing after it shows what it held; what
+    crosses is still whole pictures of the source, in order."""
+    packets, frames = stream10
+    p = parse_rtp(packets[-1])
+    sent = packets[:-1] + [malformed("cc15-without-csrcs", p.sequence, p.timestamp)]
+    lane = lane_of(plan_of())
+    work, t = [], 100.0
+    for data in sent:
+        t += 0.04
+        work += timers(lane, t) + list(lane.datagram("cam", data, CAM, t, 1.7e9 + t))
+    work += lane.close(t + 1.0, 1.7e9 + t + 1.0)
+    source = [tuple(strip_nal_units("h264", f.nal_units)[0]) for f in frames]
+    crossed = [tuple(o.access_unit.nal_units) for o in sealed(work)]
+    assert crossed == source[:len(crossed)] and len(crossed) >= 8
+    [ended] = records(work, "stream_ended")
+    assert ended["detail"]["malformed_packets"] == 1 and ended["detail"]["lost_packets"] == 0
+
+
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=st.lists(st.tuples(st.integers(1, 10_000), st.sampled_from([k for k, _ in KINDS]),
                               st.sampled_from(["insert", "replace"])), min_size=1, max_size=4),
