@@ -123,6 +123,8 @@ class RefusalBudget:
         if not math.isfinite(now):
             return []
         index = math.floor((now - self.origin) / self.window)
+        if now >= self.origin + (self.index + 1) * self.window:   # next_timer's own sum: due means due
+            index = max(index, self.index + 1)                     # (the division may round below it)
         if index <= self.index:                 # the same window (or a clock that went back)
             return []
         self.index = index

@@ -252,3 +252,17 @@ def test_trails_with_a_summary_verify_reconcile_and_export(tmp_path, key, capsys
                                                                             ("block_refused", 1)}
     assert reconcile([{"event": "object_sent", "object_id": 1, "epoch": 1, "blocks": [0]}], got).ok
 
+
+
+def test_the_window_ends_exactly_at_its_timer_whatever_the_rounding():
+    """At next_timer() the summary is due: (origin + window - origin) / window may round below 1
+    (a monotonic origin like 17814.05 s), and the agent's timer must not fire for nothing."""
+    from ferry.audit.budget import RefusalBudget
+    for origin in (17814.046564518998, 17816.302620374998, 0.1, 12345.678901234):
+        b = RefusalBudget(0, origin)
+        rec = {"event": "datagrams_dropped", "verdict": "refused", "code": "bad_magic", "reason": "x",
+               "detail": {"count": 1}}
+        b.offer(rec, origin + 1.0, 1.7e9)
+        due = b.next_timer()
+        assert due is not None
+        assert [r["event"] for r in b.handle_timer(due)] == ["audit_suppressed"] and b.next_timer() is None
