@@ -30,6 +30,7 @@ ANNOUNCE_INTERVAL = 1.0        # repeat the current key announcement (s)
 ANNOUNCE_REPEAT_ON_ROTATE = 3  # extra copies sent right after a rotation
 ANNOUNCEMENT_MAX = 1024        # bytes of a serialized announcement
 DELIVERED_IDS_MAX = 1_000_000  # object IDs the inner agent remembers as delivered (replay window, lanes/delivered.py)
+JOURNAL_SLACK = 100_000         # delivered-object journal records beyond twice the live ones before it is compacted
 STATE_SAVE_INTERVAL = 1.0      # the inner agent saves its link state (highest blocks opened) at most this often (s)
 CLOCK_SKEW = 300.0             # tolerated difference between outer and inner clocks (s)
 

@@ -108,6 +108,15 @@ class InnerAgent(PolicyHost):
             return
         self.saved = state
 
+    def compact_journal(self, now: float) -> None:
+        """Rewrite the journal with the live entries; the link state first (the records it drops
+        carried the highest blocks opened)."""
+        self.save_state(now, force=True)
+        try:
+            self.state.compact(self.dispatch.delivered.live())
+        except OSError as err:
+            log.error("cannot compact the delivered-object journal: %s", err)
+
     def remember(self, r: Remember) -> None:
         try:
             self.state.remember(r)
@@ -243,7 +252,10 @@ class InnerAgent(PolicyHost):
             self.drain(now, wall)
         self.carry(self.dispatch.check_grace(self.id.plan, self.receiver.current_epoch, now))
         self.save_state(now)
-        self.dispatch.delivered.expire(wall)
+        delivered = self.dispatch.delivered
+        delivered.expire(wall)
+        if self.state.needs_compaction(len(delivered)):
+            self.compact_journal(now)
         delays = [limits.INNER_TIMER_MAX, limits.STATE_SAVE_INTERVAL]
         if (t := self.receiver.get_timer()) is not None:
             delays.append(t - now)

@@ -5,7 +5,9 @@
   file, fsync it, rename, fsync the directory) when a new epoch is accepted, every
   STATE_SAVE_INTERVAL while blocks arrive, and on stop.
 - ``delivered.journal``: one record per delivered file (ferry/lanes/delivered.py), appended
-  and fsync'd before the file's audit record; compacted (atomically) at start.
+  and fsync'd before the file's audit record; compacted (atomically) at start, and while running
+  once it holds more than twice the live entries plus JOURNAL_SLACK records (after the link
+  state is saved, which keeps the highest blocks the compacted records carried).
 
 Only I/O here; what the bytes mean is in the pure modules.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ferry import limits
 from ferry.lanes.delivered import Remember, parse_journal
 from ferry.wire.resume import LinkState, ResumeError, decode, encode
 
@@ -47,6 +50,7 @@ class InnerState:
         self.dir = directory
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._journal: int | None = None
+        self.records = 0   # records in the journal file (since the last compaction, plus what it kept)
 
     def load(self) -> tuple[LinkState | None, list[Remember], list[str]]:
         """The stored link state (None if there is none or it is unusable), the journal's
@@ -78,6 +82,11 @@ class InnerState:
         path = self.dir / JOURNAL_FILE
         replace_durably(path, b"".join(r.record() for r in records))
         self._journal = os.open(path, os.O_WRONLY | os.O_APPEND)
+        self.records = len(records)
+
+    def needs_compaction(self, live: int) -> bool:
+        """The journal holds more than twice the live entries plus JOURNAL_SLACK records."""
+        return self.records > 2 * live + limits.JOURNAL_SLACK
 
     def remember(self, r: Remember) -> None:
         """Append one delivered object and make it durable (OSError if the disk fails)."""
@@ -85,6 +94,7 @@ class InnerState:
             self._journal = os.open(self.dir / JOURNAL_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         os.write(self._journal, r.record())
         os.fsync(self._journal)
+        self.records += 1
 
     def save_link(self, state: LinkState) -> None:
         replace_durably(self.dir / LINK_FILE, encode(state))
