@@ -17,30 +17,12 @@ import os
 from pathlib import Path
 
 from ferry import limits
+from ferry.durable import replace_durably
 from ferry.lanes.delivered import Remember, parse_journal
 from ferry.wire.resume import LinkState, ResumeError, decode, encode
 
 LINK_FILE = "link.json"
 JOURNAL_FILE = "delivered.journal"
-
-
-def replace_durably(path: Path, data: bytes) -> None:
-    """Write `data` as `path`: a crash leaves the old file or the new one, never a mix."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 class InnerState:

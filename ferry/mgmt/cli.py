@@ -23,6 +23,7 @@ from pathlib import Path
 from ferry import limits
 from ferry.crypto import CryptoError
 from ferry.crypto.keys import load_private_key
+from ferry.durable import replace_durably
 from ferry.mgmt.client import ManagementClient, ManagementError
 from ferry.policy import PolicyError, compile_policy, parse_policy, policy_hash, read_policy_files
 from ferry.policy.bundle import BUNDLE_SUFFIX, BundleError, make_bundle, parse_bundle, policy_files
@@ -38,19 +39,6 @@ def read_bundle_files(directory: str | os.PathLike[str]) -> dict[str, bytes]:
     if tests.is_dir():
         files.update({f"tests/{n}": c for n, c in read_policy_files(tests).items()})
     return files
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
 
 
 def _iso(t: float) -> str:
@@ -89,7 +77,7 @@ def cmd_sign(args) -> int:
         return EXIT_FAILED
     out = Path(args.output) if args.output else Path(directory.resolve().name + BUNDLE_SUFFIX)
     try:
-        _write_atomically(out, bundle.SerializeToString(deterministic=True))
+        replace_durably(out, bundle.SerializeToString(deterministic=True), 0o644)
     except OSError as e:
         _err(f"cannot write {out}: {e.strerror}")
         return EXIT_USAGE
