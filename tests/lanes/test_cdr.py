@@ -13,9 +13,11 @@ from ferry import limits
 from ferry.crypto import sm3
 from ferry.lanes import cdr
 from ferry.lanes.files import MoveAside, OuterFilesLane, SpoolFile, WriteFile, inner_write, make_file_object
+from ferry.lanes.inner import InnerDispatch
 from ferry.lanes.work import AuditIntent, ObjectIds, SealObject
 from ferry.policy import compile_policy, parse_policy, policy_hash
 from ferry.reasons import Reason
+from ferry.wire import events as ev
 
 PNG, JPEG, GIF = "image/png", "image/jpeg", "image/gif"
 
@@ -320,3 +322,29 @@ def test_the_inner_write_checks_pictures_its_rule_wants_reencoded():
     write = inner_write(w.obj, plan.decide(w.obj), 1, (0,), plan)
     assert isinstance(write, WriteFile) and write.content == w.obj.file.content
     assert write.delivered["detail"]["image_checked"] == "jpeg 40x30 RGB"
+
+
+def test_the_inner_dispatcher_refuses_a_picture_the_outer_side_did_not_reencode():
+    """A compromised outer host sends a picture with its EXIF under a reencode_images rule: the inner
+    agent refuses it with the rule and code, and takes the re-encoded one."""
+    plan = _plan(True)
+    wall = 1_800_000_000.0
+    d = InnerDispatch(_NoVideo(), files_output=True)
+    d.handle(ev.KeyAccepted(3, plan.hash, "outer", 0.0, 2e9), plan, 1.0, wall)
+    raw = make_file_object(object_id=9, name="a.jpg", content=encoded(picture(), "JPEG", exif=gps_exif()),
+                           source="outer-spool", destination="inner-spool", now=wall)
+    [rec] = d.handle(ev.ObjectReceived(9, raw.SerializeToString(), 3, (1,)), plan, 1.0, wall)
+    f = rec.fields
+    assert (f["event"], f["code"], f["rule"]) == ("object_refused", Reason.IMAGE_NOT_REENCODED, "pictures")
+    assert "0xe1" in f["reason"]                          # the APP1 (EXIF) segment
+    [w] = _take(plan, "a.jpg", raw.file.content)
+    w.obj.object_id = 10
+    [write] = d.handle(ev.ObjectReceived(10, w.obj.SerializeToString(), 3, (2,)), plan, 1.0, wall)
+    assert isinstance(write, WriteFile) and write.content == w.obj.file.content
+
+
+class _NoVideo:
+    def deliver(self, *a):
+        raise AssertionError("no video here")
+
+    refuse = deliver
