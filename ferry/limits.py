@@ -43,6 +43,9 @@ FILE_MAX = 32 << 20            # hard ceiling whatever the policy says
 FILE_NAME_MAX = 200            # bytes of UTF-8
 SPOOL_SETTLE = 1.0             # a spool file must be unchanged this long to be complete (s)
 SPOOL_SCAN_INTERVAL = 0.5
+# image re-encoding (ferry.lanes.cdr, rules with reencode_images): width x height read from the
+# header and refused above this before anything is decoded; also Pillow's MAX_IMAGE_PIXELS
+IMAGE_PIXELS_MAX = 40_000_000  # 40 megapixels: at most 160 MB of RGBA while decoding
 
 # --- audit ----------------------------------------------------------------
 AUDIT_CHECKPOINT_EVERY = 1000  # records between signed checkpoints

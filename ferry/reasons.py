@@ -81,6 +81,9 @@ class Reason(StrEnum):
     FOREIGN_SOURCE = "foreign_source"
     STREAM_CHECK = "stream_check"
     TRANSCODE_FAILED = "transcode_failed"
+    IMAGE_TOO_LARGE = "image_too_large"
+    IMAGE_UNDECODABLE = "image_undecodable"
+    IMAGE_NOT_REENCODED = "image_not_reencoded"
     # --- the policy's decisions (object_refused, stream_refused) ---------------------------------
     DEFAULT_DENY = "default_deny"
     OUTSIDE_TIME_WINDOW = "outside_time_window"
@@ -167,6 +170,10 @@ MEANING: dict[Reason, str] = {
     Reason.FOREIGN_SOURCE: "RTP packets from another address on a stream's UDP port (stream_anomaly, aggregated)",
     Reason.STREAM_CHECK: "video the lane cannot take or the output cannot carry (codec, parameters)",
     Reason.TRANSCODE_FAILED: "the transcoder failed on the stream",
+    Reason.IMAGE_TOO_LARGE: "picture to re-encode whose header declares more pixels than the appliance decodes",
+    Reason.IMAGE_UNDECODABLE: "picture to re-encode that does not decode (malformed, truncated, unsupported)",
+    Reason.IMAGE_NOT_REENCODED: ("picture under a re-encoding rule that still holds what the encoder never "
+                                 "writes (metadata, extra frames, trailing bytes): inner check"),
     Reason.DEFAULT_DENY: "no policy rule for the object's source, lane and destination",
     Reason.OUTSIDE_TIME_WINDOW: "a rule matched, outside its time window",
     Reason.CONTENT_LIMIT: "a rule matched, the content is outside its limits (type, size, codec, caps)",

@@ -17,8 +17,10 @@ from ferry import limits
 from ferry.codecs.file_name import check_file_name, output_name_candidates
 from ferry.codecs.media_type import MEDIA_TYPES, sniff_media_type
 from ferry.crypto import sm3
+from ferry.lanes import cdr
 from ferry.lanes.work import AuditIntent, ObjectIds, SealObject
 from ferry.pb import ferry_pb2
+from ferry.policy.models import FilesRule
 from ferry.policy.plan import Decision, Plan
 from ferry.reasons import Reason
 from ferry.policy.ratelimit import RateLimiter
@@ -150,6 +152,9 @@ class MoveAside:
     address: str
 
 
+_Work = AuditIntent | MoveAside | SealObject
+
+
 class OuterFilesLane:
     """The outer files pipeline: builtin checks, canonical object, the policy's decision
     (rate limits included), and the records. Object IDs come from the agent's run."""
@@ -184,26 +189,51 @@ class OuterFilesLane:
         oid = self.ids.next()
         obj = make_file_object(object_id=oid, name=entry.name, content=entry.content, source=self.source,
                                destination=self.destination, now=wall)
-        decision = self.rate_limiter(plan).check(plan.decide(obj), obj, now)
+        decision = plan.decide(obj)
+        disarmed = self._disarm(entry, obj, decision, plan) if decision.allowed else None
+        if isinstance(disarmed, list):
+            return disarmed
+        if disarmed is not None:
+            obj, decision = disarmed[0], plan.decide(disarmed[0])   # the re-encoded picture, decided again
+        decision = self.rate_limiter(plan).check(decision, obj, now)
         f = obj.file
         known = {"object_id": oid, "sm3": f.sm3.hex(), "policy_hash": plan.hash.hex()}
+        extra = disarmed[1] if disarmed is not None else None
         if not decision.allowed:
-            return self._refuse(entry, len(entry.content), decision, f.media_type, known)
+            return self._refuse(entry, len(entry.content), decision, f.media_type, known, extra)
         obj.rule = decision.rule
-        sent = self._record(entry, len(entry.content), "object_sent", "sent", decision, f.media_type, known)
+        sent = self._record(entry, f.size, "object_sent", "sent", decision, f.media_type, known, extra)
         return [SealObject(obj, sent=sent)]
 
+    def _disarm(self, entry: SpoolFile, obj: ferry_pb2.CanonicalObject, decision: Decision, plan: Plan
+                ) -> tuple[ferry_pb2.CanonicalObject, dict[str, Any]] | list[_Work] | None:
+        """Under a ``reencode_images`` rule, a picture's object rebuilt from its re-encoded bytes
+        (with the record's detail), or the refusal; None where nothing is re-encoded."""
+        f = obj.file
+        if f.media_type not in cdr.FORMATS or not reencodes_images(plan, decision.rule):
+            return None
+        original = {"original_size": f.size, "original_sm3": f.sm3.hex()}
+        done = cdr.reencode(f.content, f.media_type)
+        if isinstance(done, cdr.ImageRefusal):
+            known = {"object_id": obj.object_id, "sm3": f.sm3.hex(), "policy_hash": plan.hash.hex()}
+            return self._refuse(entry, f.size, Decision(False, decision.rule, done.reason, done.code), f.media_type,
+                                known)
+        rebuilt = make_file_object(object_id=obj.object_id, name=f.name, content=done.data, source=obj.source.name,
+                                   destination=obj.destination, now=obj.created)
+        return rebuilt, {"reencoded": {**original, "image": done.describe()}}
+
     def _record(self, entry: SpoolFile, size: int, event: str, verdict: str, decision: Decision,
-                media_type: str | None, known: dict[str, Any]) -> dict[str, Any]:
+                media_type: str | None, known: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
         return {"event": event, "verdict": verdict, "lane": LANE,
                 "source": {"name": self.source, "address": entry.address}, "destination": self.destination,
                 "object_type": "file", "size": size, "rule": decision.rule, "reason": decision.reason,
-                "detail": {"name": entry.name, "media_type": media_type},
+                "detail": {"name": entry.name, "media_type": media_type, **(extra or {})},
                 **({"code": decision.code} if decision.code else {}), **known}
 
     def _refuse(self, entry: SpoolFile, size: int, decision: Decision, media_type: str | None = None,
-                known: dict[str, Any] | None = None) -> list[AuditIntent | MoveAside | SealObject]:
-        fields = self._record(entry, size, "object_refused", "refused", decision, media_type, known or {})
+                known: dict[str, Any] | None = None, extra: dict[str, Any] | None = None
+                ) -> list[AuditIntent | MoveAside | SealObject]:
+        fields = self._record(entry, size, "object_refused", "refused", decision, media_type, known or {}, extra)
         return [AuditIntent(fields), MoveAside(entry.address)]
 
 
@@ -232,17 +262,33 @@ class WriteFile:
         return AuditIntent({**self.lost, "reason": f"cannot write output: {error}", "code": Reason.OUTPUT_FAILED})
 
 
+def reencodes_images(plan: Plan, rule_id: str) -> bool:
+    """Whether the files rule ``rule_id`` of ``plan`` says ``reencode_images: true``."""
+    rule = plan.rule(rule_id)
+    if rule is None or rule.lane != LANE:
+        return False
+    spec = plan.policy.rules[rule.index]
+    return isinstance(spec, FilesRule) and spec.files.reencode_images
+
+
 def inner_write(obj: ferry_pb2.CanonicalObject, decision: Decision, epoch: int,
-                blocks: tuple[int, ...]) -> WriteFile | str:
-    """The write of an allowed files-lane object, or why it is not consistent with itself."""
+                blocks: tuple[int, ...], plan: Plan | None = None) -> WriteFile | Decision | str:
+    """The write of an allowed files-lane object, or why it is not consistent with itself (a str),
+    or the refusal of a picture its rule wants re-encoded that is not as re-encoded (``plan``)."""
     bad = check_file_object(obj)
     if bad:
         return bad
     f = obj.file
+    image: dict[str, Any] = {}
+    if plan is not None and f.media_type in cdr.FORMATS and reencodes_images(plan, decision.rule):
+        checked = cdr.check_reencoded(f.content, f.media_type)
+        if isinstance(checked, cdr.ImageRefusal):
+            return Decision(False, decision.rule, checked.reason, checked.code)
+        image = {"image_checked": checked.describe()}
     ids = {"lane": LANE, "object_id": obj.object_id, "epoch": epoch, "blocks": list(blocks)}
     delivered = {"event": "object_delivered", "verdict": "delivered", **ids, "rule": decision.rule,
                  "reason": decision.reason, "source": {"name": obj.source.name, "address": obj.source.address},
                  "destination": obj.destination, "object_type": "file", "size": f.size, "sm3": f.sm3.hex(),
-                 "detail": {"name": f.name, "media_type": f.media_type}}
+                 "detail": {"name": f.name, "media_type": f.media_type, **image}}
     lost = {"event": "object_lost", "verdict": "lost", **ids, "object_type": "file", "size": f.size}
     return WriteFile(f.name, f.content, delivered, lost, obj.created)

@@ -224,6 +224,9 @@ class FilesLimits(Strict):
     media_types: Distinct[MediaType]
     # Matched with re.fullmatch against the whole name, after the hard name rules.
     name_pattern: Annotated[str, StringConstraints(min_length=1, max_length=1000), AfterValidator(_regex)]
+    # Pictures (image/png, image/jpeg, image/gif) this rule allows are decoded and re-encoded with
+    # nothing but their pixels (ferry.lanes.cdr); the inner agent checks them again.
+    reencode_images: bool = False
 
 
 class VideoLimits(Strict):
