@@ -43,6 +43,9 @@ FILE_MAX = 32 << 20            # hard ceiling whatever the policy says
 FILE_NAME_MAX = 200            # bytes of UTF-8
 SPOOL_SETTLE = 1.0             # a spool file must be unchanged this long to be complete (s)
 SPOOL_SCAN_INTERVAL = 0.5
+SPOOL_BUSY_WAIT_MIN = 0.5      # s: a spool file found still being written waits at least this (or settle) ...
+SPOOL_BUSY_WAIT_MAX = 30.0     # ... doubling each time it is found so again, up to this (or settle)
+SPOOL_WAITING_NAMES = 10_000   # spool names recorded as waiting (spool_waiting) remembered per agent run
 
 # --- audit ----------------------------------------------------------------
 AUDIT_CHECKPOINT_EVERY = 1000  # records between signed checkpoints

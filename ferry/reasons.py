@@ -81,6 +81,9 @@ class Reason(StrEnum):
     FOREIGN_SOURCE = "foreign_source"
     STREAM_CHECK = "stream_check"
     TRANSCODE_FAILED = "transcode_failed"
+    # --- spool entries left waiting, neither taken nor refused (spool_waiting, verdict info) ------
+    PARTIAL_NAME = "partial_name"
+    STILL_WRITING = "still_writing"
     # --- the policy's decisions (object_refused, stream_refused) ---------------------------------
     DEFAULT_DENY = "default_deny"
     OUTSIDE_TIME_WINDOW = "outside_time_window"
@@ -167,6 +170,10 @@ MEANING: dict[Reason, str] = {
     Reason.FOREIGN_SOURCE: "RTP packets from another address on a stream's UDP port (stream_anomaly, aggregated)",
     Reason.STREAM_CHECK: "video the lane cannot take or the output cannot carry (codec, parameters)",
     Reason.TRANSCODE_FAILED: "the transcoder failed on the stream",
+    Reason.PARTIAL_NAME: "spool entry under a dot-name or a partial suffix (.part, .tmp...): never taken; "
+                         "taken once renamed (recorded once per name)",
+    Reason.STILL_WRITING: "spool file open for writing, or changed since it settled: not sent, taken once it "
+                          "settles again (recorded once per name)",
     Reason.DEFAULT_DENY: "no policy rule for the object's source, lane and destination",
     Reason.OUTSIDE_TIME_WINDOW: "a rule matched, outside its time window",
     Reason.CONTENT_LIMIT: "a rule matched, the content is outside its limits (type, size, codec, caps)",
