@@ -181,7 +181,12 @@ class SpoolWatcher:
         """Just before a file is sealed (or refused): still the entry that settled, not open for writing."""
         self._same(entry, spool_stat(os.lstat(entry.path)), "before it was sealed")
         if entry.regular:
-            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            try:
+                fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            except FileNotFoundError:
+                raise
+            except OSError:
+                return              # unreadable (refused as such): its name's stat is all there is
             try:
                 self._same(entry, spool_stat(os.fstat(fd)), "before it was sealed")
                 self._no_writer(fd, entry)

@@ -189,3 +189,21 @@ def test_partial_names_are_reported_once_and_a_rename_makes_them_candidates(tmp_
     w.scan(3.0)
     assert [e.name for e in w.scan(4.0)] == ["ok.txt", "x.txt"]
     assert w.partial_names() == []
+
+
+def test_recheck_of_an_unreadable_file_relies_on_its_stat(tmp_path, monkeypatch):
+    path = tmp_path / "a.txt"
+    path.write_bytes(b"abc")
+    w = SpoolWatcher(tmp_path, settle=1.0)
+    e = _settled(w, "a.txt")
+    real = os.open
+
+    def denied(p, flags, *args):
+        if str(p) == str(path):
+            raise PermissionError(errno.EACCES, "Permission denied", str(p))
+        return real(p, flags, *args)
+
+    monkeypatch.setattr(os, "open", denied)
+    with pytest.raises(PermissionError):
+        w.read(e, 10)                      # the agent refuses it as unreadable ...
+    w.recheck(e)                           # ... after checking it is still the entry that settled
