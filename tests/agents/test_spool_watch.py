@@ -207,3 +207,28 @@ def test_recheck_of_an_unreadable_file_relies_on_its_stat(tmp_path, monkeypatch)
     with pytest.raises(PermissionError):
         w.read(e, 10)                      # the agent refuses it as unreadable ...
     w.recheck(e)                           # ... after checking it is still the entry that settled
+
+
+def test_a_file_held_open_forever_is_looked_at_ever_less_often_and_never_read(tmp_path, monkeypatch):
+    path = tmp_path / "log.txt"
+    path.write_bytes(b"line\n")
+    reads = []
+    real = spool_mod._read_to_end
+    monkeypatch.setattr(spool_mod, "_read_to_end", lambda fd, n: reads.append(fd) or real(fd, n))
+    w = SpoolWatcher(tmp_path, settle=0.2)
+    fd = os.open(path, os.O_WRONLY)
+    looks = []
+    try:
+        for tick in range(1200):                                  # 120 s of scans every 0.1 s
+            now = tick / 10
+            for e in w.scan(now):
+                looks.append(now)
+                with pytest.raises(StillWriting):
+                    w.read(e, 100)
+                w.busy(e.name, now)
+    finally:
+        os.close(fd)
+    assert reads == []
+    # waits of 0.5, 1, 2 ... 30 s: 7 looks to reach the cap, then one each 30 s
+    assert 8 <= len(looks) <= 12, looks
+    assert looks[-1] - looks[-2] >= 30.0
