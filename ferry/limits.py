@@ -46,6 +46,9 @@ SPOOL_SCAN_INTERVAL = 0.5
 # image re-encoding (ferry.lanes.cdr, rules with reencode_images): width x height read from the
 # header and refused above this before anything is decoded; also Pillow's MAX_IMAGE_PIXELS
 IMAGE_PIXELS_MAX = 40_000_000  # 40 megapixels: at most 160 MB of RGBA while decoding
+SPOOL_BUSY_WAIT_MIN = 0.5      # s: a spool file found still being written waits at least this (or settle) ...
+SPOOL_BUSY_WAIT_MAX = 30.0     # ... doubling each time it is found so again, up to this (or settle)
+SPOOL_WAITING_NAMES = 10_000   # spool names recorded as waiting (spool_waiting) remembered per agent run
 
 # --- audit ----------------------------------------------------------------
 AUDIT_CHECKPOINT_EVERY = 1000  # records between signed checkpoints

@@ -84,6 +84,9 @@ class Reason(StrEnum):
     IMAGE_TOO_LARGE = "image_too_large"
     IMAGE_UNDECODABLE = "image_undecodable"
     IMAGE_NOT_REENCODED = "image_not_reencoded"
+    # --- spool entries left waiting, neither taken nor refused (spool_waiting, verdict info) ------
+    PARTIAL_NAME = "partial_name"
+    STILL_WRITING = "still_writing"
     # --- the policy's decisions (object_refused, stream_refused) ---------------------------------
     DEFAULT_DENY = "default_deny"
     OUTSIDE_TIME_WINDOW = "outside_time_window"
@@ -174,6 +177,10 @@ MEANING: dict[Reason, str] = {
     Reason.IMAGE_UNDECODABLE: "picture to re-encode that does not decode (malformed, truncated, unsupported)",
     Reason.IMAGE_NOT_REENCODED: ("picture under a re-encoding rule that still holds what the encoder never "
                                  "writes (metadata, extra frames, trailing bytes): inner check"),
+    Reason.PARTIAL_NAME: "spool entry under a dot-name or a partial suffix (.part, .tmp...): never taken; "
+                         "taken once renamed (recorded once per name)",
+    Reason.STILL_WRITING: "spool file open for writing, or changed since it settled: not sent, taken once it "
+                          "settles again (recorded once per name)",
     Reason.DEFAULT_DENY: "no policy rule for the object's source, lane and destination",
     Reason.OUTSIDE_TIME_WINDOW: "a rule matched, outside its time window",
     Reason.CONTENT_LIMIT: "a rule matched, the content is outside its limits (type, size, codec, caps)",

@@ -21,16 +21,17 @@ from ferry.agents.link_io import LinkSendSocket
 from ferry.agents.link_writer import LinkWriter
 from ferry.wire.pacing import LinkPacer
 from ferry.agents.policy_host import PolicyHost
-from ferry.agents.spool import SpoolEntry, SpoolWatcher, move_aside, read_whole_file
+from ferry.agents.spool import SpoolEntry, SpoolWatcher, StillWriting, move_aside
 from ferry.agents.video_ingest import VideoIngest
 from ferry.config import OuterConfig
 from ferry.kernel.agent_rules import KernelRules, kernel_rules_for
 from ferry.mgmt.host import LinkView
-from ferry.lanes.files import MoveAside, OuterFilesLane, SpoolFile
+from ferry.lanes.files import MoveAside, OuterFilesLane, SpoolFile, spool_waiting
 from ferry.lanes.sent import SentRecords
 from ferry.lanes.work import AuditIntent, ObjectIds, SealObject
 from ferry.pb.ferry_pb2 import CanonicalObject
 from ferry.policy import Plan
+from ferry.reasons import Reason
 from ferry.wire import LinkSender
 from ferry.wire.events import BlockSealed, KeyAnnounced, KeyRotated
 
@@ -222,15 +223,39 @@ class OuterAgent(PolicyHost):
 
     # -- files lane ------------------------------------------------------------
     def take_file(self, spool: _Spool, entry: SpoolEntry, now: float, wall: float) -> None:
-        """Read a settled entry (a regular file only) and carry out what the lane makes of it."""
+        """Read a settled entry (a regular file only) and carry out what the lane makes of it, unless
+        the file is still being written (open for writing, or changed since it settled, checked before,
+        during and after the read and again just before it is sealed or refused): then nothing is
+        sent or refused, and it settles again."""
         content = error = None
-        if entry.regular:
-            try:
-                content = read_whole_file(entry.path, limits.FILE_MAX)
-            except OSError as e:
-                error = str(e)
-        spooled = SpoolFile(entry.name, str(entry.path), entry.kind, entry.size, content, error)
-        for work in spool.lane.take(spooled, self.id.plan, now, wall):
+        watcher = spool.watcher
+        try:
+            if entry.regular:
+                try:
+                    content = watcher.read(entry, limits.FILE_MAX)
+                except (StillWriting, FileNotFoundError):
+                    raise
+                except OSError as e:
+                    error = str(e)
+            spooled = SpoolFile(entry.name, str(entry.path), entry.kind, entry.size, content, error)
+            works = spool.lane.take(spooled, self.id.plan, now, wall)
+            watcher.recheck(entry)
+        except StillWriting as e:
+            wait = watcher.busy(entry.name, now)
+            if watcher.first_busy(entry.name):
+                self.audit(**spool_waiting(
+                    source=spool.lane.source, address=str(entry.path), name=entry.name, code=Reason.STILL_WRITING,
+                    reason=f"still being written ({e}): not sent, taken once unchanged for {wait:g} s").fields)
+                log.info("%s is still being written (%s): taken once it settles; a writer should write under "
+                         "a dot-name or .part and rename it into the spool", entry.name, e)
+            else:
+                log.debug("%s is still being written (%s): settling again over %g s", entry.name, e, wait)
+            return
+        except FileNotFoundError:
+            watcher.forget(entry.name)
+            log.info("%s left the spool before it was taken", entry.name)
+            return
+        for work in works:
             if isinstance(work, SealObject):
                 self.sender.submit(work.obj.object_id, work.obj.SerializeToString(), now, wall)
                 self.sent.add(work, entry.path)
@@ -243,6 +268,14 @@ class OuterAgent(PolicyHost):
                     move_aside(Path(work.address), spool.refused_dir)
                 except OSError as e:
                     log.error("cannot move refused %s aside: %s", work.address, e)
+
+    def note_partial_names(self, spool: _Spool) -> None:
+        """Names a writer is still using (dot-names, .part...): never taken, each recorded once."""
+        for name in spool.watcher.partial_names():
+            self.audit(**spool_waiting(
+                source=spool.lane.source, address=str(spool.watcher.directory / name), name=name,
+                code=Reason.PARTIAL_NAME,
+                reason="a dot-name or partial suffix: still being written, taken once renamed").fields)
 
     def settle_pending(self, spool: _Spool, now: float, wall: float) -> None:
         """Seal what was submitted, tie objects to blocks, write their records."""
@@ -277,7 +310,9 @@ class OuterAgent(PolicyHost):
         if self.pump.held:
             self.flush_audit()
         elif self.pump.backlog() < 4096:
-            for entry in spool.watcher.scan(now):
+            ready = spool.watcher.scan(now)
+            self.note_partial_names(spool)
+            for entry in ready:
                 self.take_file(spool, entry, now, wall)
                 if self.pump.held:
                     break

@@ -4,13 +4,22 @@ names and content live in ``ferry.lanes.files``.
 """
 from __future__ import annotations
 
+import errno
+import fcntl
+import logging
 import os
+import signal
 import stat
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from ferry.lanes.files import SpoolSettle, spool_candidate
+from ferry import limits
+from ferry.lanes.files import SpoolSettle, SpoolStat, SpoolWaiting, spool_candidate
+
+log = logging.getLogger("ferry.spool")
+
 
 @dataclass(frozen=True, slots=True)
 class SpoolEntry:
@@ -19,6 +28,12 @@ class SpoolEntry:
     regular: bool
     size: int
     kind: str          # "file", "symlink", "directory", "fifo", "device", "socket", "other"
+    stat: SpoolStat | None = None   # what the settle saw: the file read must still be this one
+
+
+class StillWriting(Exception):
+    """A settled spool file is still being written: open for writing, or changed since it settled
+    (size, mtime, ctime, inode: appended, truncated, rewritten, replaced by a rename)."""
 
 
 def _kind(mode: int) -> str:
@@ -37,15 +52,73 @@ def _kind(mode: int) -> str:
     return "other"
 
 
-class SpoolWatcher:
-    """Reports a spool entry once it has settled (``ferry.lanes.files.SpoolSettle``)."""
+def spool_stat(st: os.stat_result) -> SpoolStat:
+    return SpoolStat(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode, st.st_ino, st.st_dev)
 
-    def __init__(self, directory: Path, settle: float) -> None:
+
+def _sigio_ignored() -> bool:
+    """A lease broken while it is held (a writer opening the file in that instant) sends SIGIO,
+    whose default action ends the process: ignore it (nothing in ferry uses SIGIO)."""
+    handler = signal.getsignal(signal.SIGIO)
+    if handler not in (signal.SIG_DFL, None):
+        return True
+    if threading.current_thread() is not threading.main_thread():
+        return False
+    signal.signal(signal.SIGIO, signal.SIG_IGN)
+    return True
+
+
+def open_for_writing(fd: int) -> bool | None:
+    """Whether any process has the file of ``fd`` (opened read-only) open for writing: Linux
+    refuses a read lease then (fcntl F_SETLEASE, EAGAIN). The lease is let go at once. None when
+    the lease cannot tell (not the file's owner without CAP_LEASE, a file system without leases)."""
+    if not _sigio_ignored():
+        return None
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
+    except OSError as e:
+        if e.errno == errno.EAGAIN:
+            return True
+        raise LeaseUnavailable(e) from e
+    fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+    return False
+
+
+class LeaseUnavailable(Exception):
+    """A read lease cannot be taken on spool files (permission, file system)."""
+
+
+def _read_to_end(fd: int, max_size: int) -> bytes | None:
+    chunks: list[bytes] = []
+    total = 0
+    while True:
+        chunk = os.read(fd, min(1 << 20, max_size + 1 - total))
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        total += len(chunk)
+        if total > max_size:
+            return None
+
+
+class SpoolWatcher:
+    """Reports a spool entry once it has settled (``ferry.lanes.files.SpoolSettle``), reads it only
+    if it is still the file that settled, and notes the names writers are still using.
+
+    ``read`` and ``recheck`` raise ``StillWriting`` for a file that changed since it settled or is
+    open for writing (put it back with ``busy``), FileNotFoundError for one that left the spool."""
+
+    def __init__(self, directory: Path, settle: float, waiting_cap: int = limits.SPOOL_WAITING_NAMES) -> None:
         self.directory = directory
         self.settle = SpoolSettle(settle)
+        self.waiting = SpoolWaiting(waiting_cap)
+        self.leases: bool | None = None      # False once a read lease could not be taken (logged once)
+        self._present: frozenset[str] = frozenset()
+        self._partial: list[str] = []
 
     def scan(self, now: float) -> list[SpoolEntry]:
         found: dict[str, tuple[str, os.stat_result]] = {}
+        others: list[str] = []
         try:
             it = os.scandir(self.directory)
         except FileNotFoundError:
@@ -57,12 +130,90 @@ class SpoolWatcher:
                         found[d.name] = (d.path, d.stat(follow_symlinks=False))
                     except FileNotFoundError:
                         continue
-        ready = self.settle.observe({n: (st.st_size, st.st_mtime_ns, st.st_mode) for n, (_, st) in found.items()}, now)
+                else:
+                    others.append(d.name)
+        self._present = frozenset(found).union(others)
+        self._partial.extend(n for n in sorted(others) if self.waiting.first(n, self._present))
+        stats = {n: spool_stat(st) for n, (_, st) in found.items()}
+        ready = self.settle.observe(stats, now)
         return [SpoolEntry(n, Path(found[n][0]), stat.S_ISREG(found[n][1].st_mode), found[n][1].st_size,
-                           _kind(found[n][1].st_mode)) for n in ready]
+                           _kind(found[n][1].st_mode), stats[n]) for n in ready]
+
+    def partial_names(self) -> list[str]:
+        """Names under a dot-name or a partial suffix seen for the first time (this agent run)
+        since the last call: each to be recorded once."""
+        names, self._partial = self._partial, []
+        return names
+
+    def first_busy(self, name: str) -> bool:
+        """True the first time (this agent run) ``name`` is found still being written."""
+        return self.waiting.first(name, self._present)
+
+    def busy(self, name: str, now: float) -> float:
+        """``name`` is still being written: back to settling; returns how long it must stay unchanged."""
+        return self.settle.busy(name, now)
 
     def forget(self, name: str) -> None:
         self.settle.forget(name)
+
+    def read(self, entry: SpoolEntry, max_size: int) -> bytes | None:
+        """The content of a settled regular file, None if it is larger than ``max_size``; no link
+        followed. It must be the file that settled before, during and after the read, under its name."""
+        fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise OSError(f"{entry.path}: not a regular file")
+            self._same(entry, spool_stat(st), "since it settled")
+            self._no_writer(fd, entry)
+            if st.st_size > max_size:
+                return None
+            content = _read_to_end(fd, max_size)
+            self._same(entry, spool_stat(os.fstat(fd)), "while it was read")
+        finally:
+            os.close(fd)
+        self._same(entry, spool_stat(os.lstat(entry.path)), "under its name while it was read")
+        if content is not None and entry.stat is not None and len(content) != entry.stat.size:
+            raise StillWriting(f"read {len(content)} bytes of {entry.stat.size}")
+        return content
+
+    def recheck(self, entry: SpoolEntry) -> None:
+        """Just before a file is sealed (or refused): still the entry that settled, not open for writing."""
+        self._same(entry, spool_stat(os.lstat(entry.path)), "before it was sealed")
+        if entry.regular:
+            try:
+                fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+            except FileNotFoundError:
+                raise
+            except OSError:
+                return              # unreadable (refused as such): its name's stat is all there is
+            try:
+                self._same(entry, spool_stat(os.fstat(fd)), "before it was sealed")
+                self._no_writer(fd, entry)
+            finally:
+                os.close(fd)
+
+    @staticmethod
+    def _same(entry: SpoolEntry, seen: SpoolStat, when: str) -> None:
+        if entry.stat is not None and (change := entry.stat.change(seen)) is not None:
+            raise StillWriting(f"{change} {when}")
+
+    def _no_writer(self, fd: int, entry: SpoolEntry) -> None:
+        try:
+            writing = open_for_writing(fd)
+        except LeaseUnavailable as e:
+            if self.leases is not False:
+                self.leases = False
+                log.warning("cannot tell whether files in %s are still open for writing (read lease on %s: %s); "
+                            "only their size, times and inode are checked: run the outer agent as the spool "
+                            "files' owner or with CAP_LEASE, and have writers write under a dot-name or .part "
+                            "and rename",
+                            self.directory, entry.name, e.__cause__)
+            return
+        if writing is None:
+            return
+        if writing:
+            raise StillWriting("open for writing by another process")
 
 
 def read_whole_file(path: Path, max_size: int) -> bytes | None:
@@ -74,17 +225,7 @@ def read_whole_file(path: Path, max_size: int) -> bytes | None:
             raise OSError(f"{path}: not a regular file")
         if st.st_size > max_size:
             return None
-        chunks = []
-        total = 0
-        while True:
-            chunk = os.read(fd, min(1 << 20, max_size + 1 - total))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
-            if total > max_size:
-                return None
-        return b"".join(chunks)
+        return _read_to_end(fd, max_size)
     finally:
         os.close(fd)
 

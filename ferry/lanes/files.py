@@ -9,7 +9,7 @@ what to write and what to record. The media type comes from the bytes
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +27,7 @@ from ferry.policy.ratelimit import RateLimiter
 
 __all__ = [
     "BUILTIN_RULE", "LANE", "MEDIA_TYPES", "MoveAside", "OuterFilesLane", "PARTIAL_SUFFIXES", "SpoolFile",
-    "SpoolSettle", "WriteFile", "spool_candidate",
+    "SpoolSettle", "SpoolStat", "SpoolWaiting", "WriteFile", "spool_candidate", "spool_waiting",
     "check_file_name", "check_file_object", "inner_write", "make_file_object", "output_name_candidates",
     "sniff_media_type",
 ]
@@ -105,29 +105,124 @@ def spool_candidate(name: str) -> bool:
     return not name.startswith(".") and not name.endswith(PARTIAL_SUFFIXES)
 
 
+@dataclass(frozen=True, slots=True)
+class SpoolStat:
+    """What a look at a spool entry saw (``lstat`` of its name or ``fstat`` of the open file): the
+    same file, unchanged, as long as all of these are equal. ``ctime`` moves on any write, even one
+    that sets ``mtime`` back."""
+
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    mode: int
+    ino: int
+    dev: int
+
+    def change(self, later: SpoolStat) -> str | None:
+        """What differs in ``later`` (a later look at the same name or open file), or None."""
+        if (self.ino, self.dev) != (later.ino, later.dev):
+            return "replaced by another file"
+        if self.mode != later.mode:
+            return f"mode {self.mode:o} -> {later.mode:o}"
+        if self.size != later.size:
+            return f"size {self.size} -> {later.size} bytes"
+        if self.mtime_ns != later.mtime_ns:
+            return "modified"
+        if self.ctime_ns != later.ctime_ns:
+            return "changed (ctime)"
+        return None
+
+
+@dataclass(slots=True)
+class _Settling:
+    sig: object         # the signature last seen (a SpoolStat in the agent)
+    since: float        # monotonic: when it was first seen so
+    quiet: float        # how long it must stay so
+    busy: int = 0       # times it was found still being written after it had settled
+
+
 class SpoolSettle:
-    """A spool entry is complete when its signature (size, mtime, mode) is unchanged over two
-    scans at least ``settle`` seconds (monotonic) apart."""
+    """A spool entry is complete when its signature (a ``SpoolStat``: size, mtime, ctime, mode,
+    inode, device) is unchanged over two scans at least ``settle`` seconds (monotonic) apart.
 
-    def __init__(self, settle: float) -> None:
+    A settled file the agent then finds still being written (``busy``: changed while it was read or
+    before it was sealed, or open for writing) settles again, and must stay unchanged longer each
+    time: ``max(settle, busy_min)``, doubling, at most ``max(settle, busy_max)``. A file that never
+    stops changing is looked at no more often than that, never read in a loop."""
+
+    def __init__(self, settle: float, busy_min: float = limits.SPOOL_BUSY_WAIT_MIN,
+                 busy_max: float = limits.SPOOL_BUSY_WAIT_MAX) -> None:
         self.settle = settle
-        self._seen: dict[str, tuple[tuple[int, ...], float]] = {}
+        self.busy_min = busy_min
+        self.busy_max = busy_max
+        self._seen: dict[str, _Settling] = {}
 
-    def observe(self, listing: dict[str, tuple[int, ...]], now: float) -> list[str]:
+    def observe(self, listing: dict[str, Any], now: float) -> list[str]:
         """One scan's candidates, name -> signature; returns the settled names, sorted."""
         ready = []
         for name, sig in listing.items():
-            old = self._seen.get(name)
-            if old is None or old[0] != sig:
-                self._seen[name] = (sig, now)
-            elif now - old[1] >= self.settle:
+            s = self._seen.get(name)
+            if s is None:
+                self._seen[name] = _Settling(sig, now, self.settle)
+            elif s.sig != sig:
+                s.sig, s.since = sig, now
+            elif now - s.since >= s.quiet:
                 ready.append(name)
         for name in [n for n in self._seen if n not in listing]:
             del self._seen[name]
         return sorted(ready)
 
+    def busy(self, name: str, now: float) -> float:
+        """``name`` settled but is still being written: it settles again from ``now``, over the
+        returned time."""
+        s = self._seen.get(name)
+        if s is None:
+            s = self._seen[name] = _Settling(None, now, self.settle)
+        s.busy += 1
+        s.since = now
+        s.quiet = min(max(self.settle, self.busy_min) * 2.0 ** min(s.busy - 1, 32), max(self.settle, self.busy_max))
+        return s.quiet
+
     def forget(self, name: str) -> None:
         self._seen.pop(name, None)
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+
+class SpoolWaiting:
+    """Which spool names to record as waiting (``spool_waiting``): each once per agent run.
+
+    At most ``cap`` names are remembered. When that many are, the names no longer in the spool
+    are forgotten (one that comes back is recorded again); while it is still full, a new name is
+    not recorded, only counted in ``unrecorded``."""
+
+    def __init__(self, cap: int = limits.SPOOL_WAITING_NAMES) -> None:
+        self.cap = cap
+        self.unrecorded = 0
+        self._recorded: set[str] = set()
+
+    def first(self, name: str, present: Container[str]) -> bool:
+        """True the first time ``name`` is seen waiting; ``present``: the names in the spool now."""
+        if name in self._recorded:
+            return False
+        if len(self._recorded) >= self.cap:
+            self._recorded = {n for n in self._recorded if n in present}
+            if len(self._recorded) >= self.cap:
+                self.unrecorded += 1
+                return False
+        self._recorded.add(name)
+        return True
+
+    def __len__(self) -> int:
+        return len(self._recorded)
+
+
+def spool_waiting(*, source: str, address: str, name: str, code: Reason, reason: str) -> AuditIntent:
+    """The record of a spool entry left waiting: not taken yet, not refused (verdict ``info``)."""
+    return AuditIntent({"event": "spool_waiting", "verdict": "info", "lane": LANE,
+                        "source": {"name": source, "address": address}, "code": code.value, "reason": reason,
+                        "detail": {"name": name}})
 
 
 # --- outer side: one settled spool entry -> work ----------------------------------
