@@ -51,8 +51,8 @@ def _run_agent(args: argparse.Namespace, role: str) -> int:
         if isinstance(cfg, OuterConfig):
             return outer_agent.main(cfg)
         return inner_agent.main(cfg)
-    except (CryptoError, PolicyError, AuditError, KernelError, OSError) as e:
-        # start-up failures: keys, policy, audit trail, sockets
+    except (ConfigError, CryptoError, PolicyError, AuditError, KernelError, OSError) as e:
+        # start-up failures: key and policy file modes, stored bundle, keys, policy, audit trail, sockets
         print(f"ferry {role}: {e}", file=sys.stderr)
         return EXIT_USAGE
 

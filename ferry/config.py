@@ -6,6 +6,8 @@ the key; relative paths are resolved against the config file's folder.
 from __future__ import annotations
 
 import ipaddress
+import os
+import stat
 import tomllib
 from pathlib import Path
 from typing import Literal
@@ -230,3 +232,62 @@ def load_config(path: Path, kind: type[OuterConfig] | type[InnerConfig]) -> Oute
     if outputs:
         update["video_output"] = [o.model_copy(update={"path": _resolve(base, o.path)}) for o in outputs]
     return cfg.model_copy(update=update)
+
+
+def _mode(path: Path) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except OSError:
+        return None       # missing or unreadable: the loader that opens it names the problem
+
+
+def mode_problems(agent: AgentSection, management: ManagementSection | None = None,
+                  stored_bundle: Path | None = None) -> list[str]:
+    """What a start must refuse about who may read or change the agent's keys and policy: a
+    private key other users may read or change; a public key, signer key, policy folder (or a
+    file in it), state directory or stored bundle any user may change; a key in a folder any user
+    may change (unless sticky, like /tmp). One sentence per problem, naming the file, the key of
+    the config and the fix."""
+    problems: list[str] = []
+
+    def world_writable(path: Path, what: str, fix: str, sticky_ok: bool = False) -> None:
+        st = _mode(path)
+        if st is None or not st.st_mode & stat.S_IWOTH or (sticky_ok and st.st_mode & stat.S_ISVTX):
+            return
+        problems.append(f"{path} ({what}): mode {stat.S_IMODE(st.st_mode):04o} lets any user change it; "
+                        f"fix: {fix} {path}")
+
+    key = Path(agent.key)
+    st = _mode(key)
+    if st is not None and st.st_mode & 0o077:
+        problems.append(f"{key} ([agent] key): mode {stat.S_IMODE(st.st_mode):04o} lets other users read or "
+                        f"change the private key; fix: chmod 600 {key}")
+    world_writable(key.parent, "the folder of [agent] key", "chmod o-w", sticky_ok=True)
+    keys = [(Path(agent.peer_public), "[agent] peer_public")]
+    keys += [(Path(p), "[management] policy_signers") for p in (management.policy_signers if management else ())]
+    for path, what in keys:
+        world_writable(path, what, "chmod 644")
+        world_writable(path.parent, f"the folder of {what}", "chmod o-w", sticky_ok=True)
+    folder = Path(agent.policy)
+    world_writable(folder, "[agent] policy", "chmod o-w")
+    for sub in (folder, folder / "tests"):
+        try:
+            entries = sorted(sub.iterdir())
+        except OSError:
+            continue
+        for entry in entries:
+            if entry.suffix in (".yaml", ".yml") or entry == folder / "tests":
+                world_writable(entry, "in [agent] policy", "chmod o-w")
+    if agent.state_dir:
+        world_writable(Path(agent.state_dir), "[agent] state_dir", "chmod 700")
+    if stored_bundle is not None:
+        world_writable(stored_bundle, "the applied policy bundle in [agent] state_dir", "chmod 600")
+    return problems
+
+
+def check_modes(agent: AgentSection, management: ManagementSection | None = None,
+                stored_bundle: Path | None = None) -> None:
+    """``mode_problems``, raised as one ConfigError (the agent does not start; exit 2)."""
+    problems = mode_problems(agent, management, stored_bundle)
+    if problems:
+        raise ConfigError("refusing to start: " + "\n".join(problems))

@@ -99,6 +99,8 @@ class Reason(StrEnum):
     BUNDLE_REFUSED = "bundle_refused"
     INVALID_POLICY = "invalid_policy"
     KERNEL_RULES = "kernel_rules"
+    OLDER_BUNDLE = "older_bundle"
+    POLICY_NOT_STORED = "policy_not_stored"
 
 
 _ALL = list(Reason)
@@ -191,4 +193,6 @@ MEANING: dict[Reason, str] = {
     Reason.BUNDLE_REFUSED: "policy bundle refused: unsigned, unknown signer, malformed, too large, edited",
     Reason.INVALID_POLICY: "policy bundle whose policy does not validate",
     Reason.KERNEL_RULES: "the kernel refused the policy's nftables rules",
+    Reason.OLDER_BUNDLE: "policy bundle signed before the running one (a rollback needs `policy apply --rollback`)",
+    Reason.POLICY_NOT_STORED: "policy bundle not applied: it could not be stored in the agent's state directory",
 }

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 import time
@@ -15,12 +16,13 @@ from typing import Any
 from ferry import limits
 from ferry.audit import AuditTrail, AuditUnavailable
 from ferry.audit.budget import RefusalBudget
-from ferry.config import AgentSection, ManagementSection
+from ferry.config import AgentSection, ConfigError, ManagementSection, check_modes
 from ferry.crypto import SM2PrivateKey, SM2PublicKey
 from ferry.crypto.keys import load_private_key, load_public_key
 from ferry.mgmt.host import PolicyOrigin
 from ferry.mgmt.server import ManagementService, start_server, stop_server
-from ferry.policy import Plan, load_plan
+from ferry.policy import Plan, PolicyError, compile_policy, load_plan, parse_policy, policy_hash
+from ferry.policy.bundle import BundleError, parse_bundle, policy_files, verify_bundle
 
 log = logging.getLogger("ferry")
 
@@ -33,6 +35,10 @@ class Identity:
     audit: AuditTrail
     origin: PolicyOrigin = field(default_factory=PolicyOrigin)
     signers: dict[bytes, SM2PublicKey] = field(default_factory=dict)   # key id -> trusted policy signer
+    store: Path | None = None     # the applied bundle, kept across restarts (<state_dir>/policy.ferrypolicy)
+
+
+STORED_BUNDLE = "policy.ferrypolicy"
 
 
 def load_signers(section: ManagementSection | None) -> dict[bytes, SM2PublicKey]:
@@ -41,14 +47,55 @@ def load_signers(section: ManagementSection | None) -> dict[bytes, SM2PublicKey]
     return {k.key_id(): k for k in keys}
 
 
+def load_stored_bundle(path: Path, signers: dict[bytes, SM2PublicKey]) -> tuple[Plan, PolicyOrigin] | None:
+    """The bundle last applied to this agent, verified again with today's signers and compiled;
+    None if there is none. One that no longer verifies (its signer removed from
+    ``policy_signers``, a byte changed) or no longer compiles stops the start (ConfigError): fail
+    closed, never back to the configured folder's older policy without the administrator."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(limits.POLICY_BUNDLE_MAX + 1)
+            st = os.fstat(f.fileno())
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read the applied policy bundle: {e.strerror}") from None
+    fix = (f"restore its signer in [management] policy_signers, apply a newer bundle's file in its place, "
+           f"or remove {path} to start from the configured [agent] policy folder")
+    try:
+        bundle = parse_bundle(data)
+        files, signer = verify_bundle(bundle, signers)
+        top = policy_files(files)
+        plan = compile_policy(parse_policy(top, base=str(path)), policy_hash(top))
+    except BundleError as e:
+        raise ConfigError(f"{path}: the applied policy bundle does not verify ({e.code}: {e}); "
+                          f"refusing to start; {fix}") from None
+    except PolicyError as e:
+        raise ConfigError(f"{path}: the applied policy bundle does not compile ({e}); refusing to start; {fix}"
+                          ) from None
+    return plan, PolicyOrigin("stored", signer, bundle.signed_at, st.st_mtime, str(path))
+
+
 def open_identity(section: AgentSection, role: str, management: ManagementSection | None = None) -> Identity:
+    """Keys, trusted signers, the policy and the audit trail. The policy is the bundle last applied
+    (kept in the state directory) if there is one, else the configured folder. Refuses to start
+    (ConfigError) on keys, policy or state that other users may read or change."""
+    store = Path(section.state_dir) / STORED_BUNDLE if section.state_dir else None
+    check_modes(section, management, store)
     key = load_private_key(Path(section.key))
     peer = load_public_key(Path(section.peer_public))
     signers = load_signers(management)
-    plan = load_plan(Path(section.policy))
+    stored = load_stored_bundle(store, signers) if store is not None else None
+    if stored is not None:
+        plan, origin = stored
+        log.warning("policy %s (%s): the bundle applied %s, from %s; the configured folder %s is not used",
+                    plan.name, plan.hash.hex()[:16],
+                    time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(origin.applied_at)), store, section.policy)
+    else:
+        plan, origin = load_plan(Path(section.policy)), PolicyOrigin(applied_at=time.time())
     audit = AuditTrail(Path(section.audit_dir), role, section.name, key,
                        checkpoint_interval=section.checkpoint_interval)
-    return Identity(key, peer, plan, audit, PolicyOrigin(applied_at=time.time()), signers)
+    return Identity(key, peer, plan, audit, origin, signers, store)
 
 
 class AuditQueue:

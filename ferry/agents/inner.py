@@ -188,8 +188,13 @@ class InnerAgent(PolicyHost):
                 continue
             # the plan is read once per event: a reload between two objects never splits one
             self.carry(self.dispatch.handle(e, self.id.plan, now, wall))
+        cur = self.receiver.key_epochs.current
         if self.receiver.key_epochs.floor != self.saved.floor:
             self.save_state(now)   # a new epoch: stored before anything else happens
+        elif cur is not None and cur.announcements and cur.announcements[-1] != self.saved.announcement:
+            # the epoch announced again with another policy hash (a policy applied): a restart
+            # must not resume the old hash and refuse this epoch's objects as a policy mismatch
+            self.save_state(now, force=True)
         if self.overflow and not self.audit_down:
             self.audit(event="objects_dropped", verdict="lost", code=Reason.AUDIT_UNAVAILABLE,
                        reason="audit trail unavailable and hold queue full",

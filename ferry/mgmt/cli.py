@@ -2,12 +2,15 @@
 
     ferry policy sign policy/yiyang --key admin.key [-o yiyang.ferrypolicy]
     ferry policy apply yiyang.ferrypolicy --socket /run/ferry/inner.sock --socket /run/ferry/outer.sock
+    ferry policy apply older.ferrypolicy --rollback --socket ... --socket ...
     ferry policy status --socket /run/ferry/inner.sock
 
 Apply to the inner agent first, then the outer: the inner accepts objects
 sealed under the previous policy for a grace period after its reload, and
-re-checks them under the new one. Exit codes: 0 ok, 1 refused or invalid,
-2 usage, I/O or an agent that cannot be reached.
+re-checks them under the new one. A bundle signed before the one an agent
+runs is refused (older_bundle) unless ``--rollback`` asks for it; the agent
+audits the rollback. Exit codes: 0 ok, 1 refused or invalid, 2 usage, I/O or
+an agent that cannot be reached.
 """
 
 from __future__ import annotations
@@ -104,15 +107,16 @@ def cmd_apply(args) -> int:
     for sock in args.socket:
         try:
             with ManagementClient(sock, timeout=args.timeout) as c:
-                r = c.apply_policy(bundle)
+                r = c.apply_policy(bundle, rollback=args.rollback)
         except ManagementError as e:
             _err(f"not applied: {e}")
             if sock != args.socket[-1]:
                 _err(f"stopped; not tried: {', '.join(args.socket[args.socket.index(sock) + 1:])}")
             return EXIT_FAILED if e.refused else EXIT_USAGE
-        what = "applied" if r.changed else "already running"
+        what = ("rolled back" if r.rollback else "applied") if r.changed else "already running"
         print(f"{sock}: {r.role} agent {r.agent}: policy {r.policy_name} {what}: "
-              f"{r.old_hash.hex()} -> {r.new_hash.hex()} (signer {r.signer_key_id.hex()[:16]})")
+              f"{r.old_hash.hex()} -> {r.new_hash.hex()} (signer {r.signer_key_id.hex()[:16]}, "
+              f"signed {_iso(r.signed_at)}{', was ' + _iso(r.previous_signed_at) if r.rollback else ''})")
     return EXIT_OK
 
 
@@ -130,7 +134,8 @@ def status_dict(sock: str, s) -> dict:
     return {
         "socket": sock, "role": s.role, "name": s.name,
         "policy": {"name": p.name, "sm3": p.hash.hex(), "source": p.source,
-                   "signer": p.signer_key_id.hex() or None, "applied": _iso(p.applied_at)},
+                   "signer": p.signer_key_id.hex() or None, "applied": _iso(p.applied_at),
+                   "signed": _iso(p.signed_at), "signed_at": p.signed_at, "stored": p.stored or None},
         "audit": "ok" if s.audit_available else "down",
         "started": _iso(s.started_at), "started_at": s.started_at, "uptime_s": round(s.uptime, 3),
         "link": ({"state": s.link.state, "since": _iso(s.link.since), "since_at": s.link.since,
@@ -144,7 +149,8 @@ def _print_status(sock: str, s) -> None:
     p = s.policy
     signer = p.signer_key_id.hex()[:16] if p.signer_key_id else "-"
     print(f"{sock}: {s.role} agent {s.name}: policy {p.name} sm3 {p.hash.hex()} source {p.source} "
-          f"signer {signer} applied {_iso(p.applied_at)} audit {'ok' if s.audit_available else 'DOWN'}")
+          f"signer {signer} signed {_iso(p.signed_at)} applied {_iso(p.applied_at)} "
+          f"audit {'ok' if s.audit_available else 'DOWN'}")
     link = (f"link {s.link.state} since {_iso(s.link.since)} ({s.link.detail})" if s.HasField("link")
             else "link unknown")
     print(f"  up {_duration(s.uptime)} (started {_iso(s.started_at)}); {link}")
@@ -186,6 +192,8 @@ def add_policy_commands(psub) -> None:
     apply.add_argument("bundle", help="a .ferrypolicy file from 'ferry policy sign'")
     apply.add_argument("--socket", action="append", required=True,
                        help="an agent's management socket; repeat, in order: inner agent first, then outer")
+    apply.add_argument("--rollback", action="store_true",
+                       help="allow a bundle signed before the one the agents run (audited as a rollback)")
     apply.add_argument("--timeout", type=float, default=limits.MGMT_CALL_TIMEOUT, help=argparse.SUPPRESS)
     apply.set_defaults(func=cmd_apply)
 

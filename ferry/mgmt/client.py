@@ -60,8 +60,9 @@ class ManagementClient:
         except grpc.RpcError as e:
             raise ManagementError(self.socket, e.code(), e.details() or "") from None
 
-    def apply_policy(self, bundle: mgmt_pb2.PolicyBundle) -> mgmt_pb2.ApplyResult:
-        return self._call(self._stub.ApplyPolicy, bundle)
+    def apply_policy(self, bundle: mgmt_pb2.PolicyBundle, rollback: bool = False) -> mgmt_pb2.ApplyResult:
+        """Apply ``bundle``; ``rollback`` lets the agent go back to a bundle signed before its own."""
+        return self._call(self._stub.Apply, mgmt_pb2.ApplyRequest(bundle=bundle, rollback=rollback))
 
     def get_policy(self) -> mgmt_pb2.PolicyInfo:
         return self._call(self._stub.GetPolicy, mgmt_pb2.GetPolicyRequest())

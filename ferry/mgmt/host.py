@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ferry.pb import mgmt_pb2
+from ferry.policy import Plan
 
 # ApplyRefused codes that mean "not from someone we trust" rather than "malformed".
 DENIED = frozenset({"unsigned", "unknown_signer", "bad_signature"})
@@ -18,10 +19,24 @@ DENIED = frozenset({"unsigned", "unknown_signer", "bad_signature"})
 @dataclass
 class PolicyOrigin:
     """Where the running plan came from (what GetPolicy reports)."""
-    source: str = "config"        # "config" (the configured folder) or "bundle" (applied, signed)
+    source: str = "config"        # "config" (the configured folder), "bundle" (applied while running)
+    #                               or "stored" (the last applied bundle, restored at start)
     signer_key_id: bytes = b""
-    signed_at: float = 0.0
+    signed_at: float = 0.0        # the running bundle's serial (0: the configured folder)
     applied_at: float = 0.0
+    stored: str = ""              # where the applied bundle is kept across restarts ("" if nowhere)
+
+
+@dataclass
+class PreparedBundle:
+    """A bundle verified and compiled off the event loop (``prepare_bundle``, a worker thread),
+    waiting for ``commit_bundle`` on the loop: either ``plan`` and ``signer``, or a refusal
+    (``code``, ``reason``) that the commit audits."""
+    bundle: mgmt_pb2.PolicyBundle
+    plan: Plan | None = None
+    signer: bytes = b""
+    code: str = ""
+    reason: str = ""
 
 
 @dataclass
@@ -34,7 +49,8 @@ class LinkView:
 
 class ApplyRefused(Exception):
     """A bundle the agent did not apply. ``code``: a BundleError code (unsigned, unknown_signer,
-    bad_signature, bad_name, ...), invalid_policy, audit_unavailable or kernel_rules."""
+    bad_signature, bad_name, ...), invalid_policy, older_bundle, audit_unavailable, kernel_rules or
+    policy_not_stored."""
 
     def __init__(self, code: str, reason: str) -> None:
         self.code = code
@@ -51,9 +67,14 @@ class ManagedAgent(Protocol):
     def policy_info(self) -> mgmt_pb2.PolicyInfo:
         """The running plan and where it came from."""
 
-    def apply_bundle(self, bundle: mgmt_pb2.PolicyBundle, now: float) -> mgmt_pb2.ApplyResult:
+    def apply_bundle(self, bundle: mgmt_pb2.PolicyBundle, now: float, rollback: bool = False
+                     ) -> mgmt_pb2.ApplyResult:
         """Verify, compile and swap in ``bundle`` at wall time ``now``; audit either way.
-        Raises ApplyRefused."""
+        Raises ApplyRefused. (``commit_bundle(prepare_bundle(bundle), now, rollback)``.)"""
+
+    # Optional, for the server to compile off the loop (both agents have them):
+    #   prepare_bundle(bundle) -> PreparedBundle      thread-safe: verify and compile, no state changed
+    #   commit_bundle(prepared, now, rollback) -> ApplyResult   on the loop: checks, store, swap, records
 
     def status_counters(self) -> dict[str, int]: ...
 

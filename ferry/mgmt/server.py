@@ -2,12 +2,17 @@
 
 It runs inside the agent's own asyncio loop, so a reload never races the
 deciders. The agent is a ``ferry.mgmt.host.ManagedAgent``: it verifies,
-compiles and swaps a bundle itself (``apply_bundle``); this module only
-carries the calls and maps a refusal's code to a gRPC status.
+compiles and swaps a bundle itself; this module only carries the calls and
+maps a refusal's code to a gRPC status. A large policy takes seconds to
+verify and compile, so that part (``prepare_bundle``) runs in a worker thread
+while the loop goes on moving data and answering status calls; the checks,
+the swap and the records (``commit_bundle``) run on the loop. One apply at a
+time.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -27,7 +32,8 @@ log = logging.getLogger("ferry.mgmt")
 GRPC_MESSAGE_MAX = limits.POLICY_BUNDLE_MAX + (64 << 10)
 UNIX_PATH_MAX = 107            # sun_path holds 108 bytes with the terminating NUL
 _STATUS = {"invalid_policy": grpc.StatusCode.INVALID_ARGUMENT, "audit_unavailable": grpc.StatusCode.UNAVAILABLE,
-           "kernel_rules": grpc.StatusCode.FAILED_PRECONDITION}
+           "kernel_rules": grpc.StatusCode.FAILED_PRECONDITION, "older_bundle": grpc.StatusCode.FAILED_PRECONDITION,
+           "policy_not_stored": grpc.StatusCode.FAILED_PRECONDITION}
 
 
 def refused_status(code: str) -> grpc.StatusCode:
@@ -41,12 +47,25 @@ class ManagementService(mgmt_pb2_grpc.ManagementServicer):
     def __init__(self, agent: ManagedAgent, clock: Callable[[], float] = time.time) -> None:
         self.agent = agent
         self.clock = clock
+        self.applying = asyncio.Lock()
 
     async def ApplyPolicy(self, request, context):
-        try:
-            return self.agent.apply_bundle(request, self.clock())
-        except ApplyRefused as e:
-            await context.abort(refused_status(e.code), f"{e.code}: {e}")
+        return await self._apply(request, False, context)
+
+    async def Apply(self, request, context):
+        return await self._apply(request.bundle, request.rollback, context)
+
+    async def _apply(self, bundle: mgmt_pb2.PolicyBundle, rollback: bool, context):
+        async with self.applying:
+            try:
+                prepare = getattr(self.agent, "prepare_bundle", None)
+                commit = getattr(self.agent, "commit_bundle", None)
+                if prepare is None or commit is None:
+                    return self.agent.apply_bundle(bundle, self.clock(), rollback)
+                prepared = await asyncio.to_thread(prepare, bundle)     # verify + compile, off the loop
+                return commit(prepared, self.clock(), rollback)
+            except ApplyRefused as e:
+                await context.abort(refused_status(e.code), f"{e.code}: {e}")
 
     async def GetPolicy(self, request, context):
         return self.agent.policy_info()

@@ -11,6 +11,13 @@ field and repeated order a sender may vary)::
     || f64 signed_at || u32 n || n x (u16 len(name) || name || SM3(content))   names sorted
 
 Verification recomputes every part from the files; one error type, BundleError.
+
+``signed_at`` is the bundle's serial. It is covered by the signature, so nobody without an
+administrator's key can make an old policy look new. An agent keeps the last bundle applied to
+it and refuses one signed before it (``is_older``) unless the administrator asks for a rollback
+(``ferry policy apply --rollback``). The same bundle again is not older. No field of its own and
+no change of the signed string: every bundle ever signed keeps verifying, and its place in time
+is the administrator's clock when signing (keep it right; ``policy status`` shows it).
 """
 
 from __future__ import annotations
@@ -174,3 +181,15 @@ def verify_bundle(bundle: PolicyBundle,
         raise BundleError("hash_mismatch", f"policy hash {bundle.policy_hash.hex()[:16]} does not match "
                                            f"the files ({actual.hex()[:16]})")
     return files, bytes(bundle.signer_key_id)
+
+
+def is_older(signed_at: float, p_hash: bytes, running_signed_at: float, running_hash: bytes) -> bool:
+    """Whether a bundle (signed at ``signed_at``, policy ``p_hash``) goes back behind the bundle an
+    agent runs: signed earlier, or at the same instant with another policy. The same bundle again
+    (same time, same policy) is not older; nor is anything when the agent runs no bundle
+    (``running_signed_at`` 0: the configured folder)."""
+    if running_signed_at <= 0:
+        return False
+    if signed_at != running_signed_at:
+        return signed_at < running_signed_at
+    return bytes(p_hash) != bytes(running_hash)

@@ -16,6 +16,7 @@ from types import SimpleNamespace
 
 import grpc
 import pytest
+from waiting import wait_until
 
 from ferry.agents.policy_host import PolicyHost
 from ferry.crypto import SM2PrivateKey
@@ -23,7 +24,7 @@ from ferry.lanes.files import make_file_object
 from ferry.mgmt.client import ManagementClient, ManagementError
 from ferry.mgmt.host import PolicyOrigin
 from ferry.mgmt.server import ManagementService, start_server, stop_server
-from ferry.pb import mgmt_pb2
+from ferry.pb import mgmt_pb2, mgmt_pb2_grpc
 from ferry.policy import compile_policy, parse_policy, policy_hash
 from ferry.policy.bundle import make_bundle
 
@@ -274,3 +275,67 @@ def test_cli_refuses_to_sign_an_invalid_policy(tmp_path):
 def test_socket_path_too_long_is_an_os_error():
     with pytest.raises(OSError, match="longer than"):
         asyncio.run(start_server("/tmp/" + "x" * 120, ManagementService(FakeAgent())))
+
+
+# --- issue 11: rollback over gRPC, and the compile off the event loop ---------------------------
+
+def _signed(raw: bytes, at: float) -> mgmt_pb2.PolicyBundle:
+    return make_bundle({"policy.yaml": raw}, ADMIN, at)
+
+
+def test_older_bundle_is_failed_precondition_unless_rollback(served):
+    newer, older = _signed(V2, 2000.0), _signed(V1.replace(b"Demo appliance", b"Demo appliance v0"), 1000.0)
+    with ManagementClient(served.socket) as c:
+        c.apply_policy(newer)
+        with pytest.raises(ManagementError) as ei:
+            c.apply_policy(older)
+        assert ei.value.code == grpc.StatusCode.FAILED_PRECONDITION and ei.value.refused
+        assert "older_bundle" in str(ei.value) and "--rollback" in str(ei.value)
+        r = c.apply_policy(older, rollback=True)
+        assert r.rollback and r.changed and r.previous_signed_at == 2000.0 and r.signed_at == 1000.0
+        assert c.get_policy().signed_at == 1000.0
+    # the bare ApplyPolicy(PolicyBundle) of earlier clients still works, without rollback
+    with grpc.insecure_channel(f"unix:{served.socket}") as ch:
+        stub = mgmt_pb2_grpc.ManagementStub(ch)
+        assert stub.ApplyPolicy(newer, timeout=30).changed
+        with pytest.raises(grpc.RpcError) as ei:
+            stub.ApplyPolicy(older, timeout=30)
+        assert ei.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+def test_prepare_runs_off_the_loop_and_commit_on_it(served):
+    agent = served.agent
+    seen: dict[str, str] = {}
+    prepare, commit = agent.prepare_bundle, agent.commit_bundle
+    gate = threading.Event()
+
+    def slow_prepare(bundle):
+        seen["prepare"] = threading.current_thread().name
+        gate.wait(30)                              # a compile that takes as long as the test likes
+        return prepare(bundle)
+
+    def record_commit(prepared, now, rollback=False):
+        seen["commit"] = threading.current_thread().name
+        return commit(prepared, now, rollback)
+
+    agent.prepare_bundle, agent.commit_bundle = slow_prepare, record_commit
+    result: list = []
+
+    def apply() -> None:
+        with ManagementClient(served.socket) as c:
+            result.append(c.apply_policy(_v2()))
+
+    t = threading.Thread(target=apply)
+    t.start()
+    try:
+        wait_until(lambda: "prepare" in seen, 30, "the apply reaching prepare")
+        t0 = time.monotonic()
+        with ManagementClient(served.socket, timeout=5) as c:   # the loop answers while the compile runs
+            assert c.get_status().name == "test-inner"
+        assert time.monotonic() - t0 < 5
+        assert not result and agent.swaps == []
+    finally:
+        gate.set()
+        t.join(30)
+    assert result and result[0].changed
+    assert seen["prepare"] != served.thread.name and seen["commit"] == served.thread.name
