@@ -43,6 +43,7 @@ FILE_MAX = 32 << 20            # hard ceiling whatever the policy says
 FILE_NAME_MAX = 200            # bytes of UTF-8
 SPOOL_SETTLE = 1.0             # a spool file must be unchanged this long to be complete (s)
 SPOOL_SCAN_INTERVAL = 0.5
+ZIP_END_CANDIDATES = 16        # end-of-central-directory signatures tried, last first (codecs/format_end)
 
 # --- audit ----------------------------------------------------------------
 AUDIT_CHECKPOINT_EVERY = 1000  # records between signed checkpoints
