@@ -5,7 +5,10 @@ turns one settled entry (what the agent saw and read) into work: a refusal (reco
 the entry aside) or the object to seal with its ``object_sent`` record. Inner side:
 ``check_file_object`` re-checks an object against its own content and ``inner_write`` says
 what to write and what to record. The media type comes from the bytes
-(``ferry.codecs.media_type``), names are checked by ``ferry.codecs.file_name``."""
+(``ferry.codecs.media_type``), names are checked by ``ferry.codecs.file_name``. Both sides
+apply ``content_refusal`` to what the policy allows: the name's extension must agree with the
+detected type, and a PNG, JPEG, GIF, ZIP or PDF must end where its format ends
+(``ferry.codecs.format_end``)."""
 
 from __future__ import annotations
 
@@ -15,7 +18,8 @@ from typing import Any
 
 from ferry import limits
 from ferry.codecs.file_name import check_file_name, output_name_candidates
-from ferry.codecs.media_type import MEDIA_TYPES, sniff_media_type
+from ferry.codecs.format_end import FormatError, format_end
+from ferry.codecs.media_type import MEDIA_TYPES, extension_refusal, sniff_media_type
 from ferry.crypto import sm3
 from ferry.lanes.work import AuditIntent, ObjectIds, SealObject
 from ferry.pb import ferry_pb2
@@ -26,7 +30,8 @@ from ferry.policy.ratelimit import RateLimiter
 __all__ = [
     "BUILTIN_RULE", "LANE", "MEDIA_TYPES", "MoveAside", "OuterFilesLane", "PARTIAL_SUFFIXES", "SpoolFile",
     "SpoolSettle", "WriteFile", "spool_candidate",
-    "check_file_name", "check_file_object", "inner_write", "make_file_object", "output_name_candidates",
+    "check_file_name", "check_file_object", "content_refusal", "inner_write", "make_file_object",
+    "output_name_candidates",
     "sniff_media_type",
 ]
 
@@ -88,6 +93,28 @@ def check_file_object(obj: ferry_pb2.CanonicalObject) -> str | None:
     sniffed = sniff_media_type(f.content)
     if f.media_type != sniffed:
         return f"declared media type {f.media_type} but content is {sniffed}"
+    return None
+
+
+def content_refusal(name: str, content: bytes, media_type: str) -> Decision | None:
+    """Why the lane refuses a file the policy allowed, by its content, or None (both sides).
+
+    The name's extension must not claim another type than ``media_type`` (detected from the
+    content); a PNG, JPEG, GIF, ZIP or PDF must walk to its format's end, and end there. An
+    empty file is the policy's to decide (``allow_empty``)."""
+    if not content:
+        return None
+    bad = extension_refusal(name, media_type)
+    if bad is not None:
+        return Decision(False, BUILTIN_RULE, bad, Reason.EXTENSION_MISMATCH)
+    try:
+        end = format_end(content, media_type)
+    except FormatError as e:
+        return Decision(False, BUILTIN_RULE, f"content does not reach its end as {media_type}: {e}",
+                        Reason.MALFORMED_CONTENT)
+    if end is not None and end < len(content):
+        return Decision(False, BUILTIN_RULE, f"{len(content) - end} bytes after the end of the {media_type} "
+                        f"(which ends at byte {end} of {len(content)})", Reason.TRAILING_DATA)
     return None
 
 
@@ -167,31 +194,41 @@ class OuterFilesLane:
         return self._limiter
 
     def take(self, entry: SpoolFile, plan: Plan, now: float, wall: float) -> list[AuditIntent | MoveAside | SealObject]:
-        """``plan`` is read once by the agent: a reload between two objects never splits one."""
-        if entry.kind != "file":
-            return self._refuse(entry, entry.size, Decision(False, BUILTIN_RULE, f"not a regular file ({entry.kind})",
-                                                            Reason.NOT_REGULAR_FILE))
-        bad = check_file_name(entry.name)
-        if bad:
-            return self._refuse(entry, entry.size, Decision(False, BUILTIN_RULE, bad, Reason.BAD_FILE_NAME))
-        if entry.read_error is not None:
-            return self._refuse(entry, entry.size, Decision(False, BUILTIN_RULE, f"cannot read: {entry.read_error}",
-                                                            Reason.UNREADABLE))
-        if entry.content is None or len(entry.content) > limits.FILE_MAX:
-            return self._refuse(entry, entry.size, Decision(
-                False, BUILTIN_RULE, f"size {entry.size} exceeds the appliance limit {limits.FILE_MAX}",
-                Reason.FILE_TOO_LARGE))
+        """``plan`` is read once by the agent: a reload between two objects never splits one.
+        Every entry gets an object ID, also one the builtin rule refuses: reconcile counts it."""
         oid = self.ids.next()
+        builtin = self._builtin_refusal(entry)
+        if builtin is not None:
+            return self._refuse(entry, entry.size, builtin, None, {"object_id": oid})
+        assert entry.content is not None
         obj = make_file_object(object_id=oid, name=entry.name, content=entry.content, source=self.source,
                                destination=self.destination, now=wall)
-        decision = self.rate_limiter(plan).check(plan.decide(obj), obj, now)
         f = obj.file
+        decision = plan.decide(obj)
+        if decision.allowed:       # the content checks, then the rate (a refused file takes no token)
+            decision = content_refusal(f.name, f.content, f.media_type) or decision
+        decision = self.rate_limiter(plan).check(decision, obj, now)
         known = {"object_id": oid, "sm3": f.sm3.hex(), "policy_hash": plan.hash.hex()}
         if not decision.allowed:
             return self._refuse(entry, len(entry.content), decision, f.media_type, known)
         obj.rule = decision.rule
         sent = self._record(entry, len(entry.content), "object_sent", "sent", decision, f.media_type, known)
         return [SealObject(obj, sent=sent)]
+
+    @staticmethod
+    def _builtin_refusal(entry: SpoolFile) -> Decision | None:
+        """The lane's hard rules on the entry, before its content is looked at."""
+        if entry.kind != "file":
+            return Decision(False, BUILTIN_RULE, f"not a regular file ({entry.kind})", Reason.NOT_REGULAR_FILE)
+        bad = check_file_name(entry.name)
+        if bad:
+            return Decision(False, BUILTIN_RULE, bad, Reason.BAD_FILE_NAME)
+        if entry.read_error is not None:
+            return Decision(False, BUILTIN_RULE, f"cannot read: {entry.read_error}", Reason.UNREADABLE)
+        if entry.content is None or len(entry.content) > limits.FILE_MAX:
+            return Decision(False, BUILTIN_RULE, f"size {entry.size} exceeds the appliance limit {limits.FILE_MAX}",
+                            Reason.FILE_TOO_LARGE)
+        return None
 
     def _record(self, entry: SpoolFile, size: int, event: str, verdict: str, decision: Decision,
                 media_type: str | None, known: dict[str, Any]) -> dict[str, Any]:
@@ -233,12 +270,16 @@ class WriteFile:
 
 
 def inner_write(obj: ferry_pb2.CanonicalObject, decision: Decision, epoch: int,
-                blocks: tuple[int, ...]) -> WriteFile | str:
-    """The write of an allowed files-lane object, or why it is not consistent with itself."""
+                blocks: tuple[int, ...]) -> WriteFile | Decision:
+    """The write of an allowed files-lane object, or the lane's refusal: the object is not
+    consistent with itself (``inconsistent_file``), or its content fails ``content_refusal``."""
     bad = check_file_object(obj)
     if bad:
-        return bad
+        return Decision(False, BUILTIN_RULE, bad, Reason.INCONSISTENT_FILE)
     f = obj.file
+    refusal = content_refusal(f.name, f.content, f.media_type)
+    if refusal is not None:
+        return refusal
     ids = {"lane": LANE, "object_id": obj.object_id, "epoch": epoch, "blocks": list(blocks)}
     delivered = {"event": "object_delivered", "verdict": "delivered", **ids, "rule": decision.rule,
                  "reason": decision.reason, "source": {"name": obj.source.name, "address": obj.source.address},

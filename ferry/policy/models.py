@@ -224,6 +224,8 @@ class FilesLimits(Strict):
     media_types: Distinct[MediaType]
     # Matched with re.fullmatch against the whole name, after the hard name rules.
     name_pattern: Annotated[str, StringConstraints(min_length=1, max_length=1000), AfterValidator(_regex)]
+    # An empty (0-byte) file is refused unless the rule that matches it says so.
+    allow_empty: bool = False
 
 
 class VideoLimits(Strict):
