@@ -3,6 +3,8 @@ files, both sides deciding the same; and every refusal with an object ID that re
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from file_samples import GIF, HTML, JPEG, PDF, PNG, ZIP
 from ferry.audit import reconcile
@@ -161,3 +163,14 @@ def test_reconcile_counts_the_builtin_rule_refusals():
     old = [{k: v for k, v in r.items() if k != "object_id"} for r in records[:4]] + records[4:]
     report = reconcile(old, [])
     assert (len(report.refused_outer), report.refused_outer_unnumbered) == (1, 4)
+
+
+@given(st.sampled_from(["a.png", "a.jpg", "a.gif", "a.zip", "a.pdf", "a.txt", "a.bin", "a", "a.PNG.exe"]),
+       st.sampled_from([PNG, JPEG, GIF, ZIP, PDF, b"", b"text\n"]), st.binary(max_size=64), st.integers(0, 2000))
+@settings(max_examples=300, deadline=None)
+def test_content_refusal_never_raises(name, sample, noise, at):
+    """Any content: the lane's checks answer with a refusal of their own codes or None."""
+    for content in (sample[:at] + noise + sample[at:], noise, sample[:at]):
+        d = content_refusal(name, content, mt.sniff_media_type(content))
+        assert d is None or (not d.allowed and d.rule == BUILTIN_RULE and d.code in (
+            Reason.EXTENSION_MISMATCH, Reason.TRAILING_DATA, Reason.MALFORMED_CONTENT))
