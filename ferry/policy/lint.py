@@ -182,7 +182,7 @@ def _limits_within(lane: str, small: Any, big: Any) -> bool:
         return set(small.requests) <= set(big.requests)
     if lane == "files":
         return (small.max_size <= big.max_size and set(small.media_types) <= set(big.media_types)
-                and small.name_pattern == big.name_pattern)
+                and small.name_pattern == big.name_pattern and (big.allow_empty or not small.allow_empty))
     return False
 
 

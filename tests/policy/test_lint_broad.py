@@ -68,3 +68,12 @@ def test_policy_check_prints_the_warning_and_strict_fails(tmp_path):
     r = subprocess.run([sys.executable, "-m", "ferry", "policy", "check", "--strict", str(tmp_path)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 1
+
+
+def test_a_later_rule_that_allows_empty_files_is_not_shadowed():
+    rule = ("  - id: {id}\n    lane: files\n    from: spool-a\n    to: inner\n"
+            "    files: {{max_size: 1000, media_types: [text/plain], name_pattern: '.*'{extra}}}\n")
+    text = _policy("[text/plain]") + rule.format(id="markers", extra=", allow_empty: true")
+    assert not [f for f in lint(_plan(text)) if f.rule == "markers"]
+    text = _policy("[text/plain]") + rule.format(id="again", extra="")
+    assert [f.message for f in lint(_plan(text)) if f.rule == "again"][0].startswith("duplicate of rule anything")
