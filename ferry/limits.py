@@ -49,6 +49,7 @@ IMAGE_PIXELS_MAX = 40_000_000  # 40 megapixels: at most 160 MB of RGBA while dec
 SPOOL_BUSY_WAIT_MIN = 0.5      # s: a spool file found still being written waits at least this (or settle) ...
 SPOOL_BUSY_WAIT_MAX = 30.0     # ... doubling each time it is found so again, up to this (or settle)
 SPOOL_WAITING_NAMES = 10_000   # spool names recorded as waiting (spool_waiting) remembered per agent run
+ZIP_END_CANDIDATES = 16        # end-of-central-directory signatures tried, last first (codecs/format_end)
 
 # --- audit ----------------------------------------------------------------
 AUDIT_CHECKPOINT_EVERY = 1000  # records between signed checkpoints

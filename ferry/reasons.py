@@ -64,6 +64,9 @@ class Reason(StrEnum):
     BAD_FILE_NAME = "bad_file_name"
     UNREADABLE = "unreadable"
     FILE_TOO_LARGE = "file_too_large"
+    EXTENSION_MISMATCH = "extension_mismatch"
+    TRAILING_DATA = "trailing_data"
+    MALFORMED_CONTENT = "malformed_content"
     INCONSISTENT_FILE = "inconsistent_file"
     MALFORMED_OBJECT = "malformed_object"
     OBJECT_ID_MISMATCH = "object_id_mismatch"
@@ -91,6 +94,7 @@ class Reason(StrEnum):
     DEFAULT_DENY = "default_deny"
     OUTSIDE_TIME_WINDOW = "outside_time_window"
     CONTENT_LIMIT = "content_limit"
+    EMPTY_FILE = "empty_file"
     RATE_LIMITED = "rate_limited"
     # --- outputs and the agents (object_lost, stream_loss, objects_dropped, policy_refused) ------
     OUTPUT_FAILED = "output_failed"
@@ -158,6 +162,9 @@ MEANING: dict[Reason, str] = {
     Reason.BAD_FILE_NAME: "file name refused (characters, length, reserved forms)",
     Reason.UNREADABLE: "file that could not be read",
     Reason.FILE_TOO_LARGE: "file over the appliance's size limit",
+    Reason.EXTENSION_MISMATCH: "file whose name extension claims another type than its content's (.pdf holding HTML)",
+    Reason.TRAILING_DATA: "bytes after the end of a PNG, JPEG, GIF, ZIP or PDF (an archive appended to a picture)",
+    Reason.MALFORMED_CONTENT: "PNG, JPEG, GIF, ZIP or PDF whose structure does not reach its end (truncated)",
     Reason.INCONSISTENT_FILE: "file object whose size, digest or media type do not match its content",
     Reason.MALFORMED_OBJECT: "canonical object that does not parse",
     Reason.OBJECT_ID_MISMATCH: "object whose id differs from its link id",
@@ -186,6 +193,7 @@ MEANING: dict[Reason, str] = {
     Reason.DEFAULT_DENY: "no policy rule for the object's source, lane and destination",
     Reason.OUTSIDE_TIME_WINDOW: "a rule matched, outside its time window",
     Reason.CONTENT_LIMIT: "a rule matched, the content is outside its limits (type, size, codec, caps)",
+    Reason.EMPTY_FILE: "empty file, and the rule that matched does not set allow_empty",
     Reason.RATE_LIMITED: "over the rule's rate limit for the source",
     Reason.OUTPUT_FAILED: "the output could not be written",
     Reason.RTP_LOSS: "RTP packets lost on ingest",

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import signal
 import sys
 import time
@@ -189,9 +190,51 @@ def install_stop_handlers(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
+# What the text log escapes, as the audit trail's JSON does: C0 controls, DEL, C1 controls, and
+# the invisible characters that reorder or split a line (bidi marks, embeddings, overrides and
+# isolates; line and paragraph separators). A file name cannot forge a log line or recolour one.
+_LOG_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
+_LOG_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def escape_log_text(text: str, keep_newlines: bool = False) -> str:
+    """``text`` with every unsafe character as a JSON escape (``\\n``, ``\\u001b``, ``\\u202e``)."""
+    def one(m: re.Match[str]) -> str:
+        ch = m.group()
+        return _LOG_ESCAPES.get(ch) or f"\\u{ord(ch):04x}"
+    if keep_newlines:
+        return "\n".join(_LOG_UNSAFE.sub(one, line) for line in text.split("\n"))
+    return _LOG_UNSAFE.sub(one, text)
+
+
+class EscapingFormatter(logging.Formatter):
+    """One log record, one line: the message's control characters are escaped; a traceback
+    keeps its line breaks, with everything else in it escaped."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        # logging.Formatter.format, escaping what it puts together (the record is left as it came:
+        # other handlers see the raw message; the traceback text is cached raw as usual)
+        record.message = record.getMessage()
+        if self.usesTime():
+            record.asctime = self.formatTime(record, self.datefmt)
+        saved, record.message = record.message, escape_log_text(record.message)
+        try:
+            s = self.formatMessage(record)
+        finally:
+            record.message = saved
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            s += "\n" + escape_log_text(record.exc_text, keep_newlines=True)
+        if record.stack_info:
+            s += "\n" + escape_log_text(self.formatStack(record.stack_info), keep_newlines=True)
+        return s
+
+
 def setup_logging(verbose: bool = False) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(EscapingFormatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler])
 
 
 class Management:

@@ -169,7 +169,8 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         return report.exit_status
     print(f"{'OK' if report.ok else 'NOT RECONCILED'}: {report.sent} objects sent, "
           f"{len(report.delivered)} delivered, {len(report.refused_inner)} refused by the inner "
-          f"agent, {len(report.lost)} lost on the link, {len(report.refused_outer)} refused "
+          f"agent, {len(report.lost)} lost on the link, "
+          f"{len(report.refused_outer) + report.refused_outer_unnumbered} refused "
           "by the outer agent")
     streams, bad = report.streams, report.streams_not_reconciled
     print(f"{len(streams)} video stream{'' if len(streams) == 1 else 's'}: "

@@ -53,6 +53,9 @@ class ReconcileReport:
     unmatched: list[Record] = field(default_factory=list)
     duplicates: list[int] = field(default_factory=list)    # delivered more than once
     refused_outer: list[int] = field(default_factory=list)
+    # outer refusals without an object ID (agents before issue 11 gave none to the files lane's
+    # builtin refusals: not a regular file, bad name, unreadable, too large): counted all the same
+    refused_outer_unnumbered: int = 0
     delivered_and_lost: list[int] = field(default_factory=list)   # both: the trail contradicts itself
     # video streams, one entry per flow: counts on both sides and a status (module doc)
     streams: list[dict[str, Any]] = field(default_factory=list)
@@ -168,12 +171,15 @@ def reconcile(outer_records: Iterable[Record], inner_records: Iterable[Record]) 
     sent: dict[int, Record] = {}
     by_block: dict[tuple[int | None, int], list[int]] = {}  # (epoch, block) -> objects it carried
     refused_outer: list[int] = []
+    unnumbered = 0
     streams = _Streams()
     for rec in outer_records:
         if streams.add(streams.outer, rec, True):
             continue
         oid = _id(rec)
         if oid is None:
+            if rec.get("event") == "object_refused":
+                unnumbered += 1
             continue
         if rec.get("event") == "object_sent" and oid not in sent:
             sent[oid] = {"object_id": oid, **{k: rec[k] for k in _SUMMARY if k in rec}}
@@ -234,6 +240,7 @@ def reconcile(outer_records: Iterable[Record], inner_records: Iterable[Record]) 
         unmatched=unmatched,
         duplicates=sorted(oid for oid, n in deliveries.items() if n > 1),
         refused_outer=sorted(refused_outer),
+        refused_outer_unnumbered=unnumbered,
         delivered_and_lost=sorted(lost & set(deliveries)),
         # an inner loss or refusal that names no object_sent: a video object (or one the inner
         # agent could not read), lost on the link or refused before its stream was known

@@ -1,6 +1,6 @@
 """Media types named from a file's bytes alone (magic numbers, clean UTF-8 text), never from
-its name. Pure: the files lane sniffs content on both sides; a policy may name only the types
-listed in ``MEDIA_TYPES``.
+its name; and the one table of which name extensions claim which types. Pure: the files lane
+sniffs content on both sides; a policy may name only the types listed in ``MEDIA_TYPES``.
 """
 
 from __future__ import annotations
@@ -65,3 +65,41 @@ def _is_clean_text(data: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return _TEXT_CONTROL.search(data) is None
+
+
+# Name extensions (lower case, without the dot) that claim a type: a file whose name ends in one
+# must have that type by content (``extension_refusal``). An extension not listed claims
+# nothing: the policy's media_types and name_pattern alone decide such a file.
+EXTENSION_TYPES: dict[str, frozenset[str]] = {
+    ext: frozenset(types)
+    for exts, types in (
+        (("pdf",), (PDF,)),
+        (("png",), (PNG,)),
+        (("jpg", "jpeg", "jpe", "jfif"), (JPEG,)),
+        (("gif",), (GIF,)),
+        (("zip", "docx", "xlsx", "pptx", "odt", "ods", "odp", "epub"), (ZIP,)),
+        (("gz", "tgz"), (GZIP,)),
+        (("exe", "dll", "sys", "scr", "cpl", "ocx", "efi"), (DOSEXEC,)),
+        (("so", "elf"), (ELF,)),
+        (("sh", "bash"), (SHELL,)),
+        (("txt", "text", "csv", "tsv", "log", "md", "json", "xml", "yaml", "yml", "ini", "cfg", "conf"),
+         (TEXT,)),
+    )
+    for ext in exts
+}
+
+
+def name_extension(name: str) -> str:
+    """The last extension of ``name``, lower case, without the dot ("" if none)."""
+    dot = name.rfind(".")
+    return name[dot + 1:].lower() if dot > 0 else ""
+
+
+def extension_refusal(name: str, media_type: str) -> str | None:
+    """Why ``name``'s extension disagrees with the type detected from content, or None."""
+    ext = name_extension(name)
+    claimed = EXTENSION_TYPES.get(ext)
+    if claimed is None or media_type in claimed:
+        return None
+    return (f"name {name!r} ends in .{ext}, which claims {' or '.join(sorted(claimed))}, "
+            f"but the content is {media_type}")

@@ -5,7 +5,10 @@ turns one settled entry (what the agent saw and read) into work: a refusal (reco
 the entry aside) or the object to seal with its ``object_sent`` record. Inner side:
 ``check_file_object`` re-checks an object against its own content and ``inner_write`` says
 what to write and what to record. The media type comes from the bytes
-(``ferry.codecs.media_type``), names are checked by ``ferry.codecs.file_name``."""
+(``ferry.codecs.media_type``), names are checked by ``ferry.codecs.file_name``. Both sides
+apply ``content_refusal`` to what the policy allows: the name's extension must agree with the
+detected type, and a PNG, JPEG, GIF, ZIP or PDF must end where its format ends
+(``ferry.codecs.format_end``)."""
 
 from __future__ import annotations
 
@@ -15,7 +18,8 @@ from typing import Any
 
 from ferry import limits
 from ferry.codecs.file_name import check_file_name, output_name_candidates
-from ferry.codecs.media_type import MEDIA_TYPES, sniff_media_type
+from ferry.codecs.format_end import FormatError, format_end
+from ferry.codecs.media_type import MEDIA_TYPES, extension_refusal, sniff_media_type
 from ferry.crypto import sm3
 from ferry.lanes import cdr
 from ferry.lanes.work import AuditIntent, ObjectIds, SealObject
@@ -28,7 +32,8 @@ from ferry.policy.ratelimit import RateLimiter
 __all__ = [
     "BUILTIN_RULE", "LANE", "MEDIA_TYPES", "MoveAside", "OuterFilesLane", "PARTIAL_SUFFIXES", "SpoolFile",
     "SpoolSettle", "SpoolStat", "SpoolWaiting", "WriteFile", "spool_candidate", "spool_waiting",
-    "check_file_name", "check_file_object", "inner_write", "make_file_object", "output_name_candidates",
+    "check_file_name", "check_file_object", "content_refusal", "inner_write", "make_file_object",
+    "output_name_candidates",
     "sniff_media_type",
 ]
 
@@ -90,6 +95,28 @@ def check_file_object(obj: ferry_pb2.CanonicalObject) -> str | None:
     sniffed = sniff_media_type(f.content)
     if f.media_type != sniffed:
         return f"declared media type {f.media_type} but content is {sniffed}"
+    return None
+
+
+def content_refusal(name: str, content: bytes, media_type: str) -> Decision | None:
+    """Why the lane refuses a file the policy allowed, by its content, or None (both sides).
+
+    The name's extension must not claim another type than ``media_type`` (detected from the
+    content); a PNG, JPEG, GIF, ZIP or PDF must walk to its format's end, and end there. An
+    empty file is the policy's to decide (``allow_empty``)."""
+    if not content:
+        return None
+    bad = extension_refusal(name, media_type)
+    if bad is not None:
+        return Decision(False, BUILTIN_RULE, bad, Reason.EXTENSION_MISMATCH)
+    try:
+        end = format_end(content, media_type)
+    except FormatError as e:
+        return Decision(False, BUILTIN_RULE, f"content does not reach its end as {media_type}: {e}",
+                        Reason.MALFORMED_CONTENT)
+    if end is not None and end < len(content):
+        return Decision(False, BUILTIN_RULE, f"{len(content) - end} bytes after the end of the {media_type} "
+                        f"(which ends at byte {end} of {len(content)})", Reason.TRAILING_DATA)
     return None
 
 
@@ -267,31 +294,23 @@ class OuterFilesLane:
         return self._limiter
 
     def take(self, entry: SpoolFile, plan: Plan, now: float, wall: float) -> list[AuditIntent | MoveAside | SealObject]:
-        """``plan`` is read once by the agent: a reload between two objects never splits one."""
-        if entry.kind != "file":
-            return self._refuse(entry, entry.size, Decision(False, BUILTIN_RULE, f"not a regular file ({entry.kind})",
-                                                            Reason.NOT_REGULAR_FILE))
-        bad = check_file_name(entry.name)
-        if bad:
-            return self._refuse(entry, entry.size, Decision(False, BUILTIN_RULE, bad, Reason.BAD_FILE_NAME))
-        if entry.read_error is not None:
-            return self._refuse(entry, entry.size, Decision(False, BUILTIN_RULE, f"cannot read: {entry.read_error}",
-                                                            Reason.UNREADABLE))
-        if entry.content is None or len(entry.content) > limits.FILE_MAX:
-            return self._refuse(entry, entry.size, Decision(
-                False, BUILTIN_RULE, f"size {entry.size} exceeds the appliance limit {limits.FILE_MAX}",
-                Reason.FILE_TOO_LARGE))
+        """``plan`` is read once by the agent: a reload between two objects never splits one.
+        Every entry gets an object ID, also one the builtin rule refuses: reconcile counts it."""
         oid = self.ids.next()
+        builtin = self._builtin_refusal(entry)
+        if builtin is not None:
+            return self._refuse(entry, entry.size, builtin, None, {"object_id": oid})
+        assert entry.content is not None
         obj = make_file_object(object_id=oid, name=entry.name, content=entry.content, source=self.source,
                                destination=self.destination, now=wall)
-        decision = plan.decide(obj)
+        decision = self._decide(plan, obj)
         disarmed = self._disarm(entry, obj, decision, plan) if decision.allowed else None
         if isinstance(disarmed, list):
             return disarmed
         if disarmed is not None:
-            obj, decision = disarmed[0], plan.decide(disarmed[0])   # the re-encoded picture, decided again
-        decision = self.rate_limiter(plan).check(decision, obj, now)
+            obj, decision = disarmed[0], self._decide(plan, disarmed[0])   # the re-encoded picture, decided again
         f = obj.file
+        decision = self.rate_limiter(plan).check(decision, obj, now)   # a refused file takes no token
         known = {"object_id": oid, "sm3": f.sm3.hex(), "policy_hash": plan.hash.hex()}
         extra = disarmed[1] if disarmed is not None else None
         if not decision.allowed:
@@ -299,6 +318,15 @@ class OuterFilesLane:
         obj.rule = decision.rule
         sent = self._record(entry, f.size, "object_sent", "sent", decision, f.media_type, known, extra)
         return [SealObject(obj, sent=sent)]
+
+    @staticmethod
+    def _decide(plan: Plan, obj: ferry_pb2.CanonicalObject) -> Decision:
+        """The policy's decision, then (if allowed) the content checks."""
+        decision = plan.decide(obj)
+        if decision.allowed:
+            f = obj.file
+            decision = content_refusal(f.name, f.content, f.media_type) or decision
+        return decision
 
     def _disarm(self, entry: SpoolFile, obj: ferry_pb2.CanonicalObject, decision: Decision, plan: Plan
                 ) -> tuple[ferry_pb2.CanonicalObject, dict[str, Any]] | list[_Work] | None:
@@ -316,6 +344,21 @@ class OuterFilesLane:
         rebuilt = make_file_object(object_id=obj.object_id, name=f.name, content=done.data, source=obj.source.name,
                                    destination=obj.destination, now=obj.created)
         return rebuilt, {"reencoded": {**original, "image": done.describe()}}
+
+    @staticmethod
+    def _builtin_refusal(entry: SpoolFile) -> Decision | None:
+        """The lane's hard rules on the entry, before its content is looked at."""
+        if entry.kind != "file":
+            return Decision(False, BUILTIN_RULE, f"not a regular file ({entry.kind})", Reason.NOT_REGULAR_FILE)
+        bad = check_file_name(entry.name)
+        if bad:
+            return Decision(False, BUILTIN_RULE, bad, Reason.BAD_FILE_NAME)
+        if entry.read_error is not None:
+            return Decision(False, BUILTIN_RULE, f"cannot read: {entry.read_error}", Reason.UNREADABLE)
+        if entry.content is None or len(entry.content) > limits.FILE_MAX:
+            return Decision(False, BUILTIN_RULE, f"size {entry.size} exceeds the appliance limit {limits.FILE_MAX}",
+                            Reason.FILE_TOO_LARGE)
+        return None
 
     def _record(self, entry: SpoolFile, size: int, event: str, verdict: str, decision: Decision,
                 media_type: str | None, known: dict[str, Any], extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -367,13 +410,17 @@ def reencodes_images(plan: Plan, rule_id: str) -> bool:
 
 
 def inner_write(obj: ferry_pb2.CanonicalObject, decision: Decision, epoch: int,
-                blocks: tuple[int, ...], plan: Plan | None = None) -> WriteFile | Decision | str:
-    """The write of an allowed files-lane object, or why it is not consistent with itself (a str),
-    or the refusal of a picture its rule wants re-encoded that is not as re-encoded (``plan``)."""
+                blocks: tuple[int, ...], plan: Plan | None = None) -> WriteFile | Decision:
+    """The write of an allowed files-lane object, or the lane's refusal: the object is not
+    consistent with itself (``inconsistent_file``), its content fails ``content_refusal``, or
+    it is a picture its rule wants re-encoded that is not as re-encoded (``plan``)."""
     bad = check_file_object(obj)
     if bad:
-        return bad
+        return Decision(False, BUILTIN_RULE, bad, Reason.INCONSISTENT_FILE)
     f = obj.file
+    refusal = content_refusal(f.name, f.content, f.media_type)
+    if refusal is not None:
+        return refusal
     image: dict[str, Any] = {}
     if plan is not None and f.media_type in cdr.FORMATS and reencodes_images(plan, decision.rule):
         checked = cdr.check_reencoded(f.content, f.media_type)

@@ -205,11 +205,8 @@ class InnerDispatch:
             return self.refuse(obj, Decision(False, LANES_RULE, f"lane {obj.lane!r} has no output on this agent",
                                              Reason.NO_OUTPUT), e.epoch, e.blocks)
         write = files.inner_write(obj, decision, e.epoch, e.blocks, plan)
-        if isinstance(write, Decision):     # a picture not as its rule's re-encoding writes it
+        if isinstance(write, Decision):
             return self.refuse(obj, write, e.epoch, e.blocks)
-        if isinstance(write, str):
-            return self.refuse(obj, Decision(False, files.BUILTIN_RULE, write, Reason.INCONSISTENT_FILE),
-                               e.epoch, e.blocks)
         if not self.files_output:
             return self.refuse(obj, Decision(False, files.BUILTIN_RULE, "no files output configured on the inner agent",
                                              Reason.NO_OUTPUT), e.epoch, e.blocks)

@@ -171,7 +171,7 @@ def _source_changes(a: Any, b: Any) -> list[str]:
 
 
 # Fields where the new value being True lets more through.
-_LOOSER_WHEN_TRUE = {"audio", "keep_sei"}
+_LOOSER_WHEN_TRUE = {"audio", "keep_sei", "allow_empty"}
 _MODE_ORDER = {"transcode": 0, "remux": 1}   # transcode rebuilds the stream: stricter
 
 
@@ -574,5 +574,6 @@ def _bodies(rule: Any) -> Iterator[tuple[dict[str, Any], str]]:
             return {"file": ferry_pb2.FileObject(name=name, size=size, media_type=media)}
         yield f(), "at max_size"
         yield f(size=s.max_size + 1), f"size {s.max_size + 1}: max_size + 1"
+        yield f(size=0), "an empty file"
         for media in dict.fromkeys(list(s.media_types) + list(names)):
             yield f(media=media, size=min(s.max_size, 1000)), f"media type {media}"

@@ -8,7 +8,8 @@ allows everything a later one does, so the later one never decides), rules
 whose every time window is empty. Warnings: overlapping rules (different
 sources that can match the same device or address, same lane and
 destination: file order decides), empty windows beside others, destinations
-no rule sends to, sources no rule uses. Pure: works on ``plan.policy``.
+no rule sends to, sources no rule uses, rules that allow every type from every source
+(``broad_rule_findings``). Pure: works on ``plan.policy``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from ferry.codecs.media_type import MEDIA_TYPES
 from ferry.policy import models as m
 
 ERROR, WARNING = "error", "warning"
@@ -95,7 +97,38 @@ def lint_policy(policy: m.Policy) -> list[Finding]:
     for name in policy.destinations:
         if name not in used_destinations:
             findings.append(Finding(WARNING, "", f"destination {name} is unreachable: no rule sends to it"))
+    findings += broad_rule_findings(policy)
     return sorted(findings, key=lambda f: LEVELS.index(f.level))
+
+
+# --- rules that allow every type from every source ------------------------------------------
+
+def broad_rule_findings(policy: m.Policy) -> list[Finding]:
+    """A warning for each rule that allows every type its lane knows from a source that matches
+    everything: a files rule naming every media type (executables and octet-stream included)
+    from a spool; a viid rule allowing every object and picture type from an addresses source
+    that holds 0.0.0.0/0 or ::/0."""
+    findings = []
+    for rule in policy.rules:
+        source = policy.sources.get(rule.from_)
+        if source is None or not _matches_everything(source):
+            continue
+        if rule.lane == "files" and set(MEDIA_TYPES) <= set(rule.files.media_types):
+            findings.append(Finding(WARNING, rule.id, f"allows every media type ({len(MEDIA_TYPES)}, executables "
+                                    f"and application/octet-stream included) from every file of source "
+                                    f"{rule.from_}: list only the types it needs"))
+        elif (rule.lane == "viid" and set(m.VIEW_OBJECT_TYPES) <= set(rule.viid.object_types)
+              and set(m.PICTURE_TYPES) <= set(rule.viid.picture_types)):
+            findings.append(Finding(WARNING, rule.id, f"allows every object and picture type from every address "
+                                    f"(source {rule.from_}): list only the types and networks it needs"))
+    return findings
+
+
+def _matches_everything(source: Any) -> bool:
+    """A spool source (every file dropped there), or addresses that include a whole IP space."""
+    if source.kind == "spool":
+        return True
+    return source.kind == "addresses" and any(ipaddress.ip_network(a).prefixlen == 0 for a in source.addresses)
 
 
 # --- rules -------------------------------------------------------------------------
@@ -149,7 +182,7 @@ def _limits_within(lane: str, small: Any, big: Any) -> bool:
         return set(small.requests) <= set(big.requests)
     if lane == "files":
         return (small.max_size <= big.max_size and set(small.media_types) <= set(big.media_types)
-                and small.name_pattern == big.name_pattern)
+                and small.name_pattern == big.name_pattern and (big.allow_empty or not small.allow_empty))
     return False
 
 

@@ -227,6 +227,8 @@ class FilesLimits(Strict):
     # Pictures (image/png, image/jpeg, image/gif) this rule allows are decoded and re-encoded with
     # nothing but their pixels (ferry.lanes.cdr); the inner agent checks them again.
     reencode_images: bool = False
+    # An empty (0-byte) file is refused unless the rule that matches it says so.
+    allow_empty: bool = False
 
 
 class VideoLimits(Strict):

@@ -69,22 +69,30 @@ def _list(values: tuple[Any, ...]) -> str:
     return ", ".join(str(v) for v in values)
 
 
+# FilesCheck.refuse's reason for an empty file: decide() gives it the code EMPTY_FILE.
+EMPTY_FILE = "empty file (the rule does not set allow_empty)"
+
+
 @dataclass(frozen=True, slots=True)
 class FilesCheck:
     max_size: int
     media_types: tuple[str, ...]
     name_pattern: str
     name_re: re.Pattern[str]
+    allow_empty: bool = False
 
     @classmethod
     def compile(cls, spec: models.FilesLimits) -> FilesCheck:
-        return cls(spec.max_size, tuple(spec.media_types), spec.name_pattern, re.compile(spec.name_pattern))
+        return cls(spec.max_size, tuple(spec.media_types), spec.name_pattern, re.compile(spec.name_pattern),
+                   spec.allow_empty)
 
     def refuse(self, kind: str | None, f: Any) -> str | None:
         """Why this rule does not let the body through, or None."""
         if kind != "file":
             return "files lane object has no file body"
         size = max(f.size, len(f.content))
+        if size == 0 and not self.allow_empty:
+            return EMPTY_FILE
         if size > self.max_size:
             return f"size {size} exceeds max_size {self.max_size}"
         if f.media_type not in self.media_types:
@@ -504,7 +512,8 @@ class Plan:
             if reason is None:
                 return rule.allow
             if first is None:
-                first = Decision(False, rule.id, reason, Reason.CONTENT_LIMIT)
+                first = Decision(False, rule.id, reason,
+                                 Reason.EMPTY_FILE if reason is EMPTY_FILE else Reason.CONTENT_LIMIT)
         assert first is not None
         return first
 

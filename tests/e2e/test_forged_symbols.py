@@ -49,7 +49,7 @@ def _epoch(a) -> int:
 
 def _files(n: int, size: int) -> dict[str, bytes]:
     rng = random.Random(n * 7919 + size)
-    return {f"doc{i:02d}.pdf": b"%PDF-1.4\n" + rng.randbytes(size) for i in range(n)}
+    return {f"doc{i:02d}.pdf": b"%PDF-1.4\n" + rng.randbytes(size) + b"\n%%EOF\n" for i in range(n)}
 
 
 def _delivered(a) -> set[str]:

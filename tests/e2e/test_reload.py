@@ -56,7 +56,8 @@ def test_reload_under_traffic(appliance_factory):
 
     def feeder():
         for i in range(FEED_MAX):                         # a PDF and a text file every 0.1 s until told to stop
-            for name, content in ((f"doc{i:03d}.pdf", PDF + b"%" + bytes([65 + i % 26]) * (1000 + i)),
+            pad = b"%" + bytes([65 + i % 26]) * (1000 + i) + b"\n"     # a comment inside the PDF, before %%EOF
+            for name, content in ((f"doc{i:03d}.pdf", PDF[:9] + pad + PDF[9:]),
                                   (f"note{i:03d}.txt", f"note {i}\n".encode() * 50)):
                 dropped[name] = (time.monotonic(), content)
                 a.drop(name, content)

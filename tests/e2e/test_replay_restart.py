@@ -74,7 +74,7 @@ def _inner(a, event):
 
 def _send_files(a, prefix: str, n: int) -> dict[str, bytes]:
     rng = random.Random(prefix)
-    files = {f"{prefix}{i}.pdf": b"%PDF-1.4\n" + rng.randbytes(40_000) for i in range(n)}
+    files = {f"{prefix}{i}.pdf": b"%PDF-1.4\n" + rng.randbytes(40_000) + b"\n%%EOF\n" for i in range(n)}
     for name, content in files.items():
         a.drop(name, content)
     a.wait_for(lambda: all((a.inner_spool / name).exists() for name in files), 30, f"{prefix} files delivered")

@@ -7,6 +7,7 @@ from ferry.lanes.files import (BUILTIN_RULE, MoveAside, OuterFilesLane, SpoolFil
                                inner_write, make_file_object, spool_candidate)
 from ferry.lanes.work import AuditIntent, ObjectIds, SealObject
 from ferry.policy import Decision, compile_policy, parse_policy, policy_hash
+from ferry.reasons import Reason
 
 POLICY = b"""
 policy: t
@@ -70,8 +71,9 @@ def test_builtin_refusals_come_before_reading_and_the_policy():
     assert f["reason"] == "cannot read: [Errno 13] Permission denied"
     f = _refusal(lane.take(_entry(content=None, size=limits.FILE_MAX + 1), PLAN, 0, WALL))
     assert f["reason"] == f"size {limits.FILE_MAX + 1} exceeds the appliance limit {limits.FILE_MAX}"
-    assert f["detail"] == {"name": "a.txt", "media_type": None} and "object_id" not in f
-    assert lane.ids.count == 0                           # no object was built
+    assert f["detail"] == {"name": "a.txt", "media_type": None} and "sm3" not in f   # nothing was read
+    # each refusal still has its own object ID (issue 11 item 8: reconcile counts them)
+    assert f["object_id"] == (0x1234 << 32) | 4 and lane.ids.count == 4
 
 
 def test_a_policy_refusal_names_the_object():
@@ -100,7 +102,8 @@ def test_inner_write_and_its_records():
     assert d["detail"]["written_as"] == "a (1).txt" and "written_as" not in w.delivered["detail"]
     assert w.failed("EIO").fields["reason"] == "cannot write output: EIO"
     obj.file.size = 99
-    assert inner_write(obj, Decision(True, "texts", ""), 4, ()) == "declared size 99 but content is 3 bytes"
+    assert inner_write(obj, Decision(True, "texts", ""), 4, ()) == Decision(
+        False, BUILTIN_RULE, "declared size 99 but content is 3 bytes", Reason.INCONSISTENT_FILE)
 
 
 def test_spool_settle_needs_an_unchanged_signature_for_the_settle_time():
