@@ -1,8 +1,14 @@
 """The inner agent's state directory (ferry.agents.inner_state): durable, compacted, tolerant."""
 from __future__ import annotations
 
+import pytest
+
 from ferry import limits
-from ferry.agents.inner_state import JOURNAL_FILE, LINK_FILE, InnerState
+from ferry.agents import inner_state
+from ferry.agents.inner_state import JOURNAL_FILE, LINK_FILE, InnerState, trail_records
+from ferry.audit import AuditTrail
+from ferry.audit.records import format_time
+from ferry.crypto import SM2PrivateKey
 from ferry.lanes.delivered import RECORD_SIZE, DeliveredIds, Remember
 from ferry.wire.resume import LinkState
 
@@ -41,3 +47,27 @@ def test_the_journal_is_compacted_once_it_holds_far_more_than_the_live_entries(t
     s.remember(window.remember(99, 500.0, 1, 50))
     assert (tmp_path / "st" / JOURNAL_FILE).stat().st_size == RECORD_SIZE and s.records == 1
     s.close()
+
+
+@pytest.mark.parametrize("chunk", [1 << 20, 97])
+def test_the_trail_is_read_back_to_the_oldest_leftover(tmp_path, monkeypatch, chunk):
+    monkeypatch.setattr(inner_state, "TRAIL_CHUNK", chunk)   # lines cut across reads too
+    trail = AuditTrail(tmp_path / "audit", "inner", "in-1", SM2PrivateKey.generate())
+    t0 = 1_800_000_000.0
+    for i, (event, oid) in enumerate([("object_delivered", 1), ("agent_started", None), ("object_delivered", 2),
+                                      ("object_lost", 3), ("object_delivered", 4), ("object_refused", 2)]):
+        trail.append(t0 + 10 * i, event=event, verdict="info", object_id=oid, reason=f"r{i}")
+    trail.close_without_checkpoint()
+    with open(trail.path, "ab") as f:
+        f.write(b'{"object_id":2,"time":"2099')          # a torn tail
+    path = trail.path
+
+    def pick(ids, since, events=("object_delivered", "object_lost")):
+        return [(r["event"], r["object_id"]) for r in trail_records(path, ids, since, lambda r: r["event"] in events)]
+
+    assert pick({1, 2, 3, 4}, format_time(t0)) == [("object_delivered", 4), ("object_lost", 3),
+                                                   ("object_delivered", 2), ("object_delivered", 1)]
+    assert pick({1, 2, 3}, format_time(t0 + 15)) == [("object_lost", 3), ("object_delivered", 2)]
+    assert pick({2}, format_time(t0), ("object_refused",)) == [("object_refused", 2)]
+    assert pick(set(), format_time(t0)) == [] and pick({9}, format_time(t0)) == []
+    assert trail_records(tmp_path / "none.jsonl", {1}, format_time(t0), lambda r: True) == []

@@ -225,6 +225,7 @@ def test_a_crash_before_the_record_removes_the_leftover_and_records_it_lost(tapp
     assert _temps(a) == [] and _published(a) == set()
     # a restart later records nothing more
     a.stop()
+    a.procs.clear()
     a.start()
     a.drop("later.txt", b"later\n")
     a.wait_for(lambda: "later.txt" in _published(a), 30, "later.txt")
