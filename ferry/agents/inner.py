@@ -105,6 +105,8 @@ class InnerAgent(PolicyHost):
         strict = os.environ.get("FERRY_STRICT") == "1"
         self.crash_at = os.environ.get("FERRY_TEST_CRASH_AT") if strict else None
         if self.crash_at is not None:
+            if self.crash_at not in CRASH_STEPS:
+                raise RuntimeError(f"FERRY_TEST_CRASH_AT={self.crash_at!r}: not one of {', '.join(CRASH_STEPS)}")
             log.warning("test hook: this agent exits at step %s of its first file delivery", self.crash_at)
         self.recoveries = self.find_leftovers()   # before this run writes any record
 
