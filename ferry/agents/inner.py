@@ -186,7 +186,8 @@ class InnerAgent(PolicyHost):
     # -- files: written under a temporary name, put in place once the record is on disk --------
     def deliver(self, w: WriteFile, out: Path) -> None:
         """Write the content under its temporary name (fsync'd), choose the final name, journal the
-        ID and record ``object_delivered`` with it; the rename waits for the record (publish)."""
+        ID and record ``object_delivered`` with it. The rename waits for the record: ``publish``,
+        at the end of each ``drain`` (one trail fsync for the files of one read) and on the timer."""
         oid = w.delivered["object_id"]
         temp = temp_name(oid, os.urandom(6).hex())
         try:
@@ -207,7 +208,6 @@ class InnerAgent(PolicyHost):
         self.carry(self.dispatch.file_written(w, name, self.receiver.opened_high(w.delivered["epoch"])))
         if self.audit_down:
             log.warning("%s is held as %s until its record is written", w.name, temp)
-        self.publish()
 
     def publish(self) -> None:
         """Once every queued record is written, fsync the trail, then put the waiting files in place."""
@@ -257,8 +257,13 @@ class InnerAgent(PolicyHost):
         the records the trail has of their objects)."""
         if self.out is None:
             return []
+        try:
+            names = leftovers(self.out, is_leftover)
+        except OSError as err:
+            log.error("cannot look for leftover temporary files in %s: %s", self.out, err)
+            return []
         found = []
-        for name, st in leftovers(self.out, is_leftover):
+        for name, st in names:
             try:
                 content = read_whole_file(self.out / name, limits.FILE_MAX)
                 digest = sm3(content).hex() if content is not None else None
@@ -270,8 +275,12 @@ class InnerAgent(PolicyHost):
             return []
         since = format_time(max(0.0, min(f.mtime for f in found) - limits.RECOVERY_SCAN_MARGIN))
         ids = [f.object_id for f in found if f.object_id is not None]
-        records = trail_records(self.id.audit.path, ids, since,
-                                lambda r: r.get("event") == "object_delivered" or is_recovery_record(r))
+        try:
+            records = trail_records(self.id.audit.path, ids, since,
+                                    lambda r: r.get("event") == "object_delivered" or is_recovery_record(r))
+        except OSError as err:   # without the trail nothing can be decided: the files stay until a restart
+            log.error("cannot read %s for %d leftover temporary file(s): %s", self.id.audit.path, len(found), err)
+            return []
         out = []
         for f in found:
             mine = [r for r in records if r.get("object_id") == f.object_id]   # newest first
@@ -331,6 +340,7 @@ class InnerAgent(PolicyHost):
                        reason="audit trail unavailable and hold queue full",
                        detail={"events": self.overflow})
             self.overflow = 0
+        self.publish()
 
     def video_mode(self, rule_id: str) -> str:
         """A rule's video mode (remux or transcode) under the running plan."""

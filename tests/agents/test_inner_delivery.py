@@ -76,6 +76,8 @@ def _temp(oid: int) -> str:
 def test_the_content_is_written_then_journaled_and_recorded_then_synced_then_put_in_place(tmp_path):
     a, trail, out = _agent(tmp_path)
     a.deliver(_write(7), out)
+    assert all(n.startswith(".") for n in os.listdir(out))   # recorded, not yet synced: not in place
+    a.publish()
     [journal, record, sync] = trail.log
     assert journal[:2] == ("journal", 7) and record[:2] == ("record", "object_delivered")
     for step in (journal, record, sync):             # until the trail is synced: only the temporary file
@@ -84,6 +86,7 @@ def test_the_content_is_written_then_journaled_and_recorded_then_synced_then_put
     assert sorted(os.listdir(out)) == ["a.txt"] and (out / "a.txt").read_bytes() == b"hello"
     assert a.publications == [] and a.claimed == set()
     a.deliver(_write(8), out)                          # the next free name, as its record says
+    a.publish()
     assert trail.log[-2][1] == "object_delivered" and sorted(os.listdir(out)) == ["a (1).txt", "a.txt"]
 
 
@@ -137,3 +140,12 @@ def test_a_failed_temporary_write_is_recorded_lost_and_nothing_is_journaled(tmp_
         os.chmod(tmp_path / "spool", 0o700)
     assert [(e[0], e[1]) for e in trail.log] == [("record", "object_lost")]
     assert a.publications == []
+
+
+def test_the_files_of_one_read_are_put_in_place_after_one_trail_fsync(tmp_path):
+    a, trail, out = _agent(tmp_path)
+    for oid in (1, 2, 3):
+        a.deliver(_write(oid, "b.txt"), out)
+    a.publish()
+    assert [e[0] for e in trail.log] == ["journal", "record"] * 3 + ["sync"]
+    assert sorted(os.listdir(out)) == ["b (1).txt", "b (2).txt", "b.txt"]
