@@ -95,7 +95,7 @@ class InnerState:
             self._journal = None
 
 
-_TIME = re.compile(rb'"time":"([^"]*)"')
+_TIME = re.compile(rb'"time":"([^"]*)"')   # the record's own is the last one on its line (keys are sorted)
 TRAIL_CHUNK = 1 << 20
 
 
@@ -123,7 +123,8 @@ def trail_records(trail: Path, object_ids: Collection[int], since: str,
             lines = (f.read(step) + rest).split(b"\n")
             rest = lines.pop(0) if pos > 0 else b""
             for line in reversed(lines):
-                m = _TIME.search(line)
+                at = line.rfind(b'"time":"')
+                m = _TIME.match(line, at) if at >= 0 else None
                 if m is None:
                     continue
                 if m.group(1).decode("ascii", "replace") < since:

@@ -56,7 +56,8 @@ def test_the_trail_is_read_back_to_the_oldest_leftover(tmp_path, monkeypatch, ch
     t0 = 1_800_000_000.0
     for i, (event, oid) in enumerate([("object_delivered", 1), ("agent_started", None), ("object_delivered", 2),
                                       ("object_lost", 3), ("object_delivered", 4), ("object_refused", 2)]):
-        trail.append(t0 + 10 * i, event=event, verdict="info", object_id=oid, reason=f"r{i}")
+        trail.append(t0 + 10 * i, event=event, verdict="info", object_id=oid, reason=f"r{i}",
+                     detail={"time": "2000-01-01T00:00:00.000000Z"})    # an older time inside: not the record's
     trail.close_without_checkpoint()
     with open(trail.path, "ab") as f:
         f.write(b'{"object_id":2,"time":"2099')          # a torn tail
