@@ -133,8 +133,9 @@ def trail_records(trail: Path, object_ids: Collection[int], since: str,
                     continue
                 try:
                     rec = json.loads(line)
-                except ValueError:
+                except (ValueError, RecursionError):
                     continue
-                if isinstance(rec, dict) and rec.get("object_id") in ids and wanted(rec):
+                if isinstance(rec, dict) and type(rec.get("object_id")) is int and rec["object_id"] in ids \
+                        and wanted(rec):
                     out.append(rec)
     return out
