@@ -33,6 +33,7 @@ DELIVERED_IDS_MAX = 1_000_000  # object IDs the inner agent remembers as deliver
 JOURNAL_SLACK = 100_000         # delivered-object journal records beyond twice the live ones before it is compacted
 STATE_SAVE_INTERVAL = 1.0      # the inner agent saves its link state (highest blocks opened) at most this often (s)
 CLOCK_SKEW = 300.0             # tolerated difference between outer and inner clocks (s)
+RECOVERY_SCAN_MARGIN = 3600.0  # inner start: the trail is read back to this long before the oldest leftover (s)
 
 # --- heartbeats -----------------------------------------------------------
 HEARTBEAT_INTERVAL = 1.0

@@ -100,6 +100,7 @@ class Reason(StrEnum):
     OUTPUT_FAILED = "output_failed"
     RTP_LOSS = "rtp_loss"
     AUDIT_UNAVAILABLE = "audit_unavailable"
+    DELIVERY_INTERRUPTED = "delivery_interrupted"
     BUNDLE_REFUSED = "bundle_refused"
     INVALID_POLICY = "invalid_policy"
     KERNEL_RULES = "kernel_rules"
@@ -198,6 +199,8 @@ MEANING: dict[Reason, str] = {
     Reason.OUTPUT_FAILED: "the output could not be written",
     Reason.RTP_LOSS: "RTP packets lost on ingest",
     Reason.AUDIT_UNAVAILABLE: "the audit trail could not be written and the hold queue was full",
+    Reason.DELIVERY_INTERRUPTED: ("the inner agent stopped between writing a file to its temporary name and putting it "
+                                  "in place: removed (object_lost) or put in place (delivery_recovered) at restart"),
     Reason.BUNDLE_REFUSED: "policy bundle refused: unsigned, unknown signer, malformed, too large, edited",
     Reason.INVALID_POLICY: "policy bundle whose policy does not validate",
     Reason.KERNEL_RULES: "the kernel refused the policy's nftables rules",

@@ -3,6 +3,12 @@
 
 It opens one UDP socket on the link, shut down for writing right after bind, and never sends
 on it. Every object ends in exactly one audit record: delivered, refused (rule and reason) or lost.
+
+A file is never put in place before its record: its content is written and fsync'd under a
+temporary dot-name (``ferry.lanes.delivered.temp_name``), its ID journaled, its
+``object_delivered`` record written and fsync'd, and only then is it renamed into place
+(``Publication``; held while the trail is down). At start, the temporary files a crash left are
+put in place or removed, and recorded (``ferry.lanes.delivered.recover``).
 """
 from __future__ import annotations
 
@@ -12,19 +18,23 @@ import logging
 import os
 import time
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 
 from ferry import limits
+from ferry.audit import AuditUnavailable
 from ferry.audit.records import format_time
+from ferry.crypto import sm3
 from ferry.agents.common import AuditQueue, Identity, Management, open_identity, run_agent, sign_quiet_tail
-from ferry.agents.inner_state import InnerState
+from ferry.agents.inner_state import InnerState, trail_records
 from ferry.agents.link_io import LinkReceiveSocket
 from ferry.agents.policy_host import PolicyHost
-from ferry.agents.spool import write_atomically
+from ferry.agents.spool import discard, free_name, leftovers, publish, read_whole_file, write_temporary
 from ferry.agents.video_emit import VideoEmitter
 from ferry.config import InnerConfig
 from ferry.kernel.agent_rules import KernelRules, kernel_rules_for
-from ferry.lanes.delivered import Remember
+from ferry.lanes.delivered import (Leftover, Recovery, Remember, is_leftover, is_recovery_record, publish_failed,
+                                   recover, temp_name)
 from ferry.lanes.files import WriteFile
 from ferry.lanes.inner import InnerDispatch
 from ferry.lanes.work import AuditIntent
@@ -34,6 +44,19 @@ from ferry.reasons import Reason
 from ferry.wire import LinkReceiver
 
 log = logging.getLogger("ferry.inner")
+CRASH_STEPS = ("before_record", "before_rename")   # FERRY_TEST_CRASH_AT (tests only: needs FERRY_STRICT=1)
+
+
+@dataclass(slots=True)
+class Publication:
+    """A file under its temporary name in the output folder, waiting for its record to be on
+    disk: then renamed to ``name`` (None: removed). ``work`` is the delivery's (its loss is
+    recorded if the rename fails); ``leftover`` a file a crash left (recovered at start)."""
+
+    temp: str
+    name: str | None
+    work: WriteFile | None = None
+    leftover: Leftover | None = None
 
 
 
@@ -76,6 +99,16 @@ class InnerAgent(PolicyHost):
         self.next_save = 0.0
         self.wake = asyncio.Event()   # the timer task's: a core's next timer came earlier than its sleep
         self.wake_at = 0.0
+        # files written under their temporary names, waiting for their records; names they will take
+        self.publications: list[Publication] = []
+        self.claimed: set[str] = set()
+        strict = os.environ.get("FERRY_STRICT") == "1"
+        self.crash_at = os.environ.get("FERRY_TEST_CRASH_AT") if strict else None
+        if self.crash_at is not None:
+            if self.crash_at not in CRASH_STEPS:
+                raise RuntimeError(f"FERRY_TEST_CRASH_AT={self.crash_at!r}: not one of {', '.join(CRASH_STEPS)}")
+            log.warning("test hook: this agent exits at step %s of its first file delivery", self.crash_at)
+        self.recoveries = self.find_leftovers()   # before this run writes any record
 
     # -- state across restarts (inner_state.py) ----------------------------------------
     def resume(self, now: float, wall: float) -> bool:
@@ -148,14 +181,126 @@ class InnerAgent(PolicyHost):
                     log.log(logging.ERROR if w.fields["verdict"] == "alarm" else logging.INFO, "%s: %s: %s",
                             w.fields["event"], w.fields.get("rule", ""), w.fields["reason"])
             elif isinstance(w, WriteFile) and self.out is not None:
-                try:
-                    path = write_atomically(self.out, w.candidates(), w.content)
-                except OSError as err:
-                    self.carry(self.dispatch.file_lost(w, str(err)))
-                    continue
-                self.carry(self.dispatch.file_written(w, path.name,
-                                                      self.receiver.opened_high(w.delivered["epoch"])))
-                log.info("delivered %s as %s", w.name, path.name)
+                self.deliver(w, self.out)
+
+    # -- files: written under a temporary name, put in place once the record is on disk --------
+    def deliver(self, w: WriteFile, out: Path) -> None:
+        """Write the content under its temporary name (fsync'd), choose the final name, journal the
+        ID and record ``object_delivered`` with it. The rename waits for the record: ``publish``,
+        at the end of each ``drain`` (one trail fsync for the files of one read) and on the timer."""
+        oid = w.delivered["object_id"]
+        temp = temp_name(oid, os.urandom(6).hex())
+        try:
+            write_temporary(out, temp, w.content)
+        except OSError as err:
+            self.carry(self.dispatch.file_lost(w, str(err)))
+            return
+        self.crash_point("before_record")
+        name = free_name(out, w.candidates(), self.claimed)
+        backlog = self.records.limit is not None and len(self.records.records) + 2 > self.records.limit
+        if name is None or backlog:
+            self.discard(out, temp)
+            self.carry(self.dispatch.file_lost(w, f"no free name for {w.name} in {out}" if name is None
+                                               else "the audit backlog is full"))
+            return
+        self.claimed.add(name)
+        self.publications.append(Publication(temp, name, work=w))
+        self.carry(self.dispatch.file_written(w, name, self.receiver.opened_high(w.delivered["epoch"])))
+        if self.audit_down:
+            log.warning("%s is held as %s until its record is written", w.name, temp)
+
+    def publish(self) -> None:
+        """Once every queued record is written, fsync the trail, then put the waiting files in place."""
+        if not self.publications or self.records.records or self.out is None:
+            return
+        try:
+            self.id.audit.sync(time.time())
+        except AuditUnavailable as err:   # the records may not be on disk: the files wait (timer retries)
+            log.error("audit trail not synced, files held: %s", err)
+            return
+        waiting, self.publications = self.publications, []
+        for p in waiting:
+            self.crash_point("before_rename")
+            self.put_in_place(p, self.out)
+
+    def put_in_place(self, p: Publication, out: Path) -> None:
+        if p.name is None:
+            self.discard(out, p.temp)
+            return
+        self.claimed.discard(p.name)
+        try:
+            publish(out, p.temp, p.name)
+        except OSError as err:   # the record says delivered: say what became of it
+            self.discard(out, p.temp)
+            if p.work is not None:
+                self.carry(self.dispatch.file_lost(p.work, f"the object_delivered record names {p.name!r}, but the "
+                                                           f"file could not be put in place: {err}"))
+            elif p.leftover is not None:
+                self.audit(**publish_failed(p.leftover, p.name, str(err)))
+            log.error("cannot put %s in place as %s: %s", p.temp, p.name, err)
+            return
+        log.info("delivered %s as %s", p.work.name if p.work is not None else p.temp, p.name)
+
+    def discard(self, out: Path, temp: str) -> None:
+        try:
+            discard(out, temp)
+        except OSError as err:
+            log.error("cannot remove %s from %s: %s", temp, out, err)
+
+    def crash_point(self, step: str) -> None:
+        """Tests (FERRY_TEST_CRASH_AT with FERRY_STRICT=1): die here as a kill -9 would."""
+        if self.crash_at == step:
+            os._exit(137)
+
+    def find_leftovers(self) -> list[Recovery]:
+        """The temporary files a crash left in the output folder, and what becomes of each (from
+        the records the trail has of their objects)."""
+        if self.out is None:
+            return []
+        try:
+            names = leftovers(self.out, is_leftover)
+        except OSError as err:
+            log.error("cannot look for leftover temporary files in %s: %s", self.out, err)
+            return []
+        found = []
+        for name, st in names:
+            try:
+                content = read_whole_file(self.out / name, limits.FILE_MAX)
+                digest = sm3(content).hex() if content is not None else None
+            except OSError as err:
+                log.error("cannot read %s: %s", self.out / name, err)
+                digest = None
+            found.append(Leftover(name, st.st_size, digest, st.st_mtime))
+        if not found:
+            return []
+        since = format_time(max(0.0, min(f.mtime for f in found) - limits.RECOVERY_SCAN_MARGIN))
+        ids = [f.object_id for f in found if f.object_id is not None]
+        try:
+            records = trail_records(self.id.audit.path, ids, since,
+                                    lambda r: r.get("event") == "object_delivered" or is_recovery_record(r))
+        except OSError as err:   # without the trail nothing can be decided: the files stay until a restart
+            log.error("cannot read %s for %d leftover temporary file(s): %s", self.id.audit.path, len(found), err)
+            return []
+        out = []
+        for f in found:
+            mine = [r for r in records if r.get("object_id") == f.object_id]   # newest first
+            delivered = next((r for r in mine if r.get("event") == "object_delivered"), None)
+            earlier = next((r for r in mine if is_recovery_record(r)), None)
+            out.append(recover(f, delivered, earlier))
+        return out
+
+    def start_recoveries(self) -> None:
+        """Record each leftover's fate (queued like any record), then act once it is on disk."""
+        for r in self.recoveries:
+            if r.record is not None:
+                self.audit(**r.record)
+                self.count(r.record)
+                log.warning("%s: %s", r.record["event"], r.record["reason"])
+            if r.publish_as is not None:
+                self.claimed.add(r.publish_as)
+            self.publications.append(Publication(r.leftover.name, r.publish_as, leftover=r.leftover))
+        self.recoveries = []
+        self.publish()
 
     def count(self, f: dict) -> None:
         """Per-lane counts of the objects' records; the link's state from link_down / link_up (logged)."""
@@ -200,6 +345,7 @@ class InnerAgent(PolicyHost):
                        reason="audit trail unavailable and hold queue full",
                        detail={"events": self.overflow})
             self.overflow = 0
+        self.publish()
 
     def video_mode(self, rule_id: str) -> str:
         """A rule's video mode (remux or transcode) under the running plan."""
@@ -254,7 +400,9 @@ class InnerAgent(PolicyHost):
             self.receiver.handle_timer(now)
             self.drain(now, wall)
         if self.audit_down and self.flush_audit():
+            self.publish()
             self.drain(now, wall)
+        self.publish()
         self.carry(self.dispatch.check_grace(self.id.plan, self.receiver.current_epoch, now))
         self.save_state(now)
         delivered = self.dispatch.delivered
@@ -266,7 +414,7 @@ class InnerAgent(PolicyHost):
             delays.append(t - now)
         if (g := self.dispatch.next_timer()) is not None:
             delays.append(g - now)
-        if self.audit_down:
+        if self.audit_down or self.publications:
             delays.append(limits.INNER_TICK)
         if (b := self.records.tick(now)) is not None:    # the hourly summary of capped refusals
             delays.append(b - now)
@@ -296,6 +444,7 @@ class InnerAgent(PolicyHost):
                    + f"; {len(self.dispatch.delivered)} delivered object(s) in the replay window",
                    detail={"state_dir": str(self.state.dir), "epoch_floor": self.saved.floor,
                            "resumed": self.resumed, "delivered_ids": len(self.dispatch.delivered)})
+        self.start_recoveries()
         self.start_kernel_rules()
         log.info("inner agent %s: policy %s (%s), listening on %s:%d, gro=%s", self.name,
                  self.id.plan.name, self.id.plan.hash.hex()[:16], *self.sock.address, self.sock.gro)
@@ -317,6 +466,10 @@ class InnerAgent(PolicyHost):
         self.audit(event="agent_stopped", verdict="info", reason="inner agent stopped",
                    detail={**self.dispatch.counts, **self.stats})
         self.flush_audit()
+        self.publish()
+        if self.publications:
+            log.error("%d file(s) not put in place: the trail is down; recovered at the next start",
+                      len(self.publications))
         if not self.audit_down:
             self.id.audit.close(time.time())
         self.sock.close()

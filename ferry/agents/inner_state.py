@@ -9,12 +9,20 @@
   once it holds more than twice the live entries plus JOURNAL_SLACK records (after the link
   state is saved, which keeps the highest blocks the compacted records carried).
 
+At start it also reads back the end of the audit trail for what it says of the objects whose
+temporary files a crash left in the output folder (``trail_records``; the decision is
+``ferry.lanes.delivered.recover``).
+
 Only I/O here; what the bytes mean is in the pure modules.
 """
 from __future__ import annotations
 
+import json
 import os
+import re
+from collections.abc import Callable, Collection
 from pathlib import Path
+from typing import Any
 
 from ferry import limits
 from ferry.durable import replace_durably
@@ -85,3 +93,49 @@ class InnerState:
         if self._journal is not None:
             os.close(self._journal)
             self._journal = None
+
+
+_TIME = re.compile(rb'"time":"([^"]*)"')   # the record's own is the last one on its line (keys are sorted)
+TRAIL_CHUNK = 1 << 20
+
+
+def trail_records(trail: Path, object_ids: Collection[int], since: str,
+                  wanted: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
+    """The records of ``trail`` (an audit.jsonl) that name one of ``object_ids`` and that
+    ``wanted`` takes, read backwards from the end to the first record older than ``since``
+    (a record time, ISO 8601 UTC: those compare as strings), newest first. Lines that do not
+    parse (a torn tail) are skipped. A missing trail has none."""
+    ids = set(object_ids)
+    out: list[dict[str, Any]] = []
+    if not ids:
+        return out
+    try:
+        f = open(trail, "rb")
+    except FileNotFoundError:
+        return out
+    with f:
+        pos = f.seek(0, os.SEEK_END)
+        rest = b""                      # the start of a line whose beginning is in an earlier chunk
+        while pos > 0:
+            step = min(TRAIL_CHUNK, pos)
+            pos -= step
+            f.seek(pos)
+            lines = (f.read(step) + rest).split(b"\n")
+            rest = lines.pop(0) if pos > 0 else b""
+            for line in reversed(lines):
+                at = line.rfind(b'"time":"')
+                m = _TIME.match(line, at) if at >= 0 else None
+                if m is None:
+                    continue
+                if m.group(1).decode("ascii", "replace") < since:
+                    return out
+                if b'"object_id":' not in line:
+                    continue
+                try:
+                    rec = json.loads(line)
+                except (ValueError, RecursionError):
+                    continue
+                if isinstance(rec, dict) and type(rec.get("object_id")) is int and rec["object_id"] in ids \
+                        and wanted(rec):
+                    out.append(rec)
+    return out

@@ -1,9 +1,12 @@
-"""Spool folders: picking up whole files on the outer host, writing them
-atomically on the inner host. This module does file I/O; the decisions about
-names and content live in ``ferry.lanes.files``.
+"""Spool folders: picking up whole files on the outer host, writing them on the inner
+host under a temporary name and putting them in place (after their record). This module
+does file I/O; the decisions about names and content live in ``ferry.lanes.files`` and
+``ferry.lanes.delivered``.
 """
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import errno
 import fcntl
 import logging
@@ -11,6 +14,7 @@ import os
 import signal
 import stat
 import threading
+from collections.abc import Callable, Container
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
@@ -241,43 +245,100 @@ def move_aside(path: Path, folder: Path) -> Path:
     raise OSError(f"cannot move {path} aside: too many entries named like it in {folder}")
 
 
-def write_atomically(folder: Path, candidates: Iterable[str], content: bytes) -> Path:
-    """Write content to a fresh file in folder under the first free candidate name.
+# --- the inner side: a file is written under a temporary name, put in place after its record ----
 
-    The data goes to a hidden temporary file first, is fsynced, then linked to its
-    final name (``link`` fails if the name exists: nothing is ever overwritten),
-    and the folder is fsynced. Special files cannot be created this way.
-    """
+AT_FDCWD = -100
+RENAME_NOREPLACE = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+_renameat2 = getattr(_libc, "renameat2", None)
+
+
+def _fsync_folder(folder: Path) -> None:
+    dfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def write_temporary(folder: Path, name: str, content: bytes) -> Path:
+    """Write ``content`` to a new file ``folder/name`` (never through a link, never over a file),
+    fsync it and the folder: after a crash it is there whole, or (if this raised) not at all
+    (OSError; nothing is left behind)."""
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".ferry-{os.getpid()}-{os.urandom(6).hex()}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640)
+    path = folder / name
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640)
     try:
         view = memoryview(content)
         while view:
-            n = os.write(fd, view)
-            view = view[n:]
+            view = view[os.write(fd, view):]
         os.fsync(fd)
     except BaseException:
         os.close(fd)
-        os.unlink(tmp)
+        os.unlink(path)
         raise
     os.close(fd)
-    try:
-        for name in candidates:
-            final = folder / name
-            if final.parent != folder:          # defence in depth: names are checked upstream
-                continue
-            try:
-                os.link(tmp, final)
-            except FileExistsError:
-                continue
-            dfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
-            return final
-        raise FileExistsError(f"no free name in {folder}")
-    finally:
-        os.unlink(tmp)
+    _fsync_folder(folder)
+    return path
 
+
+def free_name(folder: Path, candidates: Iterable[str], claimed: Container[str] = ()) -> str | None:
+    """The first candidate that names nothing in ``folder`` and is not ``claimed`` (names chosen
+    for files still waiting for their record), or None."""
+    for name in candidates:
+        if (folder / name).parent != folder:      # defence in depth: names are checked upstream
+            continue
+        if name not in claimed and not os.path.lexists(folder / name):
+            return name
+    return None
+
+
+def _rename_noreplace(src: Path, dst: Path) -> None:
+    if _renameat2 is not None:
+        if _renameat2(AT_FDCWD, os.fsencode(src), AT_FDCWD, os.fsencode(dst), RENAME_NOREPLACE) == 0:
+            return
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):   # the file system lacks it: link below
+            raise OSError(err, os.strerror(err), str(dst))
+    os.link(src, dst)            # FileExistsError if the name is taken
+    os.unlink(src)
+
+
+def publish(folder: Path, temp: str, name: str) -> Path:
+    """Rename ``folder/temp`` to ``folder/name`` without overwriting (FileExistsError if the
+    name is taken meanwhile), then fsync the folder."""
+    final = folder / name
+    if final.parent != folder:
+        raise OSError(f"{name!r} is not a plain file name")
+    try:
+        _rename_noreplace(folder / temp, final)
+    except FileExistsError:
+        if not os.path.samefile(folder / temp, final):
+            raise
+        os.unlink(folder / temp)   # a crash between link and unlink (file systems without renameat2)
+    _fsync_folder(folder)
+    return final
+
+
+def discard(folder: Path, name: str) -> None:
+    """Remove ``folder/name`` (gone already is fine) and fsync the folder."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(folder / name)
+    _fsync_folder(folder)
+
+
+def leftovers(folder: Path, is_leftover: Callable[[str], bool]) -> list[tuple[str, os.stat_result]]:
+    """The regular files in ``folder`` whose names ``is_leftover`` takes, with their lstat."""
+    out = []
+    try:
+        it = os.scandir(folder)
+    except FileNotFoundError:
+        return []
+    with it:
+        for d in it:
+            if is_leftover(d.name):
+                with contextlib.suppress(FileNotFoundError):
+                    st = d.stat(follow_symlinks=False)
+                    if stat.S_ISREG(st.st_mode):
+                        out.append((d.name, st))
+    return sorted(out)

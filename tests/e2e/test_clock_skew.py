@@ -51,4 +51,5 @@ def test_a_forged_created_is_refused_and_an_honest_one_delivered(appliance_facto
         assert r["event"] == "object_refused" and r["rule"] == "ferry-canonical", r
         assert "from the inner clock" in r["reason"] and "allowed skew" in r["reason"]
     assert recs[903]["event"] == "object_delivered"
-    assert sorted(os.listdir(a.inner_spool)) == ["honest.txt"]
+    # the record is on disk a moment before the file is renamed into place
+    a.wait_for(lambda: sorted(os.listdir(a.inner_spool)) == ["honest.txt"], 10, "honest.txt in place, alone")

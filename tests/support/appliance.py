@@ -162,7 +162,9 @@ spool = "spool/inner"
         os.rename(staging / name, self.outer_spool / name)
 
     def outcomes(self) -> dict[str, str]:
-        """File name -> 'delivered' / 'refused' / 'lost', from both trails."""
+        """File name -> 'delivered' / 'refused' / 'lost', from both trails. A file is 'delivered' once
+        its record is written and the file it names is in the inner spool: the inner agent renames
+        it into place right after the record is on disk, so a trail may show it a moment before."""
         names = {}
         out: dict[str, str] = {}
         for r in read_trail(self.outer_audit):
@@ -172,6 +174,8 @@ spool = "spool/inner"
             elif r["event"] == "object_refused":
                 out[d.get("name")] = "refused"
         for r in read_trail(self.inner_audit):
+            if r["event"] == "object_delivered" and not (self.inner_spool / r["detail"]["written_as"]).exists():
+                continue
             if r["event"] in ("object_delivered", "object_refused", "object_lost"):
                 out[names.get(r.get("object_id"), (r.get("detail") or {}).get("name"))] = r["event"][7:]
         return out
