@@ -181,7 +181,7 @@ def _start_crashing(a, monkeypatch, step: str) -> None:
 def test_a_crash_between_record_and_rename_publishes_at_restart_and_a_replay_is_refused(tapped, monkeypatch):
     a, tap = tapped
     _start_crashing(a, monkeypatch, "before_rename")
-    content = b"%PDF-1.4\n" + os.urandom(30_000)
+    content = b"%PDF-1.4\n" + os.urandom(30_000) + b"\n%%EOF\n"   # whole: the content check walks to %%EOF
     a.drop("report.pdf", content)
     _exited(a, "inner", 137)
     oid = _sent_id(a, "report.pdf")
