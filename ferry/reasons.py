@@ -69,6 +69,7 @@ class Reason(StrEnum):
     OBJECT_ID_MISMATCH = "object_id_mismatch"
     CLOCK_SKEW = "clock_skew"
     REPLAYED_OBJECT = "replayed_object"
+    DUPLICATE_OBJECT = "duplicate_object"
     POLICY_MISMATCH = "policy_mismatch"
     NO_OUTPUT = "no_output"
     SOURCE_ADDRESS = "source_address"
@@ -93,6 +94,8 @@ class Reason(StrEnum):
     BUNDLE_REFUSED = "bundle_refused"
     INVALID_POLICY = "invalid_policy"
     KERNEL_RULES = "kernel_rules"
+    RESEND_CHANGED = "resend_changed"
+    RESEND_TOO_LATE = "resend_too_late"
 
 
 _ALL = list(Reason)
@@ -155,6 +158,7 @@ MEANING: dict[Reason, str] = {
     Reason.OBJECT_ID_MISMATCH: "object whose id differs from its link id",
     Reason.CLOCK_SKEW: "object whose created time is further than the allowed skew from the inner clock",
     Reason.REPLAYED_OBJECT: "object already delivered (its ID is in the replay window), or too old to tell",
+    Reason.DUPLICATE_OBJECT: "object re-sent by a restarted outer agent and already delivered: dropped (object_duplicate, info)",
     Reason.POLICY_MISMATCH: "outer and inner agents run different policies",
     Reason.NO_OUTPUT: "no output configured for the object's lane or destination",
     Reason.SOURCE_ADDRESS: "video from an address other than the configured source",
@@ -177,4 +181,6 @@ MEANING: dict[Reason, str] = {
     Reason.BUNDLE_REFUSED: "policy bundle refused: unsigned, unknown signer, malformed, too large, edited",
     Reason.INVALID_POLICY: "policy bundle whose policy does not validate",
     Reason.KERNEL_RULES: "the kernel refused the policy's nftables rules",
+    Reason.RESEND_CHANGED: "kept file to re-send after an outer restart changed or vanished",
+    Reason.RESEND_TOO_LATE: "kept file too old to re-send after an outer restart (outside the replay window)",
 }
