@@ -43,6 +43,10 @@ FILE_MAX = 32 << 20            # hard ceiling whatever the policy says
 FILE_NAME_MAX = 200            # bytes of UTF-8
 SPOOL_SETTLE = 1.0             # a spool file must be unchanged this long to be complete (s)
 SPOOL_SCAN_INTERVAL = 0.5
+KEEP_AFTER_SENT = 5.0          # s: a sent file is kept this long after its last datagram left ([files] keep_after_sent)
+KEEP_AFTER_SENT_MAX = 86400.0  # ... at most a day: a kept file is re-sent only within its replay window anyway
+RESEND_MARGIN = 30.0           # s: an object is re-sent only while created + CLOCK_SKEW is this far ahead
+KEPT_JOURNAL_SLACK = 4096      # outer sent journal: lines beyond the live entries before it is compacted
 
 # --- audit ----------------------------------------------------------------
 AUDIT_CHECKPOINT_EVERY = 1000  # records between signed checkpoints
