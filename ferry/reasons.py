@@ -158,7 +158,7 @@ MEANING: dict[Reason, str] = {
     Reason.OBJECT_ID_MISMATCH: "object whose id differs from its link id",
     Reason.CLOCK_SKEW: "object whose created time is further than the allowed skew from the inner clock",
     Reason.REPLAYED_OBJECT: "object already delivered (its ID is in the replay window), or too old to tell",
-    Reason.DUPLICATE_OBJECT: "object re-sent by a restarted outer agent and already delivered: dropped (object_duplicate, info)",
+    Reason.DUPLICATE_OBJECT: "object re-sent after an outer restart, already delivered: dropped (object_duplicate)",
     Reason.POLICY_MISMATCH: "outer and inner agents run different policies",
     Reason.NO_OUTPUT: "no output configured for the object's lane or destination",
     Reason.SOURCE_ADDRESS: "video from an address other than the configured source",

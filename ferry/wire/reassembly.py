@@ -27,10 +27,10 @@ from ferry.wire.block import Fragment
 from ferry.wire.bounded import Recent
 from ferry.wire.events import ObjectLost, ObjectReceived
 from ferry.wire.loss import Ledger, LineageKey
-
-ObjectKey = tuple[int, int]  # (lineage, object id): a re-sent copy from a later run is another object
 from ferry.wire.ranges import RangeSet
 from ferry.wire.report import Report
+
+ObjectKey = tuple[int, int]  # (lineage, object id): a re-sent copy from a later run is another object
 
 
 class PartialObject:
