@@ -7,7 +7,8 @@ and ``detail.count``: a range). An object both delivered and lost (an ``object_l
 ``block_lost`` of a block that carried it) is a contradiction: listed, and a failure, unless
 the outer agent re-sent it after a restart (a second ``object_sent``, ``detail.resent``, same
 object ID): then the copy lost on the link does not count, the delivered one does. An outer
-``object_lost`` (a kept file that could not be re-sent) accounts for its object too.
+``object_lost`` (a kept file that could not be re-sent) accounts for its object too, unless the
+inner agent delivered it (an earlier copy arrived): then it counts delivered.
 
 Video is accounted per stream, not per access unit (no ``object_sent`` for an access unit), so
 streams are reconciled by their counts. Every outer ``stream_started`` (its ``flow``) must meet
@@ -233,7 +234,7 @@ def reconcile(outer_records: Iterable[Record], inner_records: Iterable[Record]) 
     for (epoch, b), oids in by_block.items():
         if any(epoch == e and first <= b < end for e, first, end in runs):
             lost.update(oids)
-    lost |= lost_outer & set(sent)
+    lost |= (lost_outer & set(sent)) - set(deliveries)   # not re-sent, but its first copy arrived
     lost -= resent & set(deliveries)   # a copy lost on the link, the re-sent one delivered: delivered
     accounted = set(deliveries) | refused | lost
     return ReconcileReport(

@@ -233,13 +233,14 @@ def after_restart(k: Kept, content: bytes | None, wall: float, keep_after_sent: 
     gone or unreadable). A file whose blocks all left and whose keep time passed is forgotten; any
     other is re-sent if it is unchanged and still inside the inner agent's replay window (its ID
     is known there as long as a copy could be taken: ``lanes/delivered.py``), else named lost
-    (unless it left: then it is forgotten, the inner agent's trail has it)."""
+    (changed or vanished), or, too old, named lost unless it left (then forgotten: the inner
+    agent's trail has had its blocks for long)."""
     left = k.left_at is not None
     if k.left_at is not None and wall - k.left_at >= keep_after_sent:
         return Forget("its blocks left and its keep time passed")
     if content is None or sm3(content).hex() != k.record["sm3"]:
-        if left:
-            return Forget("its blocks left; the kept copy changed or vanished")
+        # even if it left: the inner agent may never have heard of its blocks (no heartbeat
+        # claimed them before the crash); named lost, reconcile counts it delivered if it was
         what = "vanished" if content is None else "changed (sm3 differs)"
         return NotResent(Reason.RESEND_CHANGED, f"not re-sent after a restart: the kept file {what}")
     if k.created + limits.CLOCK_SKEW - limits.RESEND_MARGIN <= wall:

@@ -36,3 +36,9 @@ def test_a_duplicate_record_is_not_a_second_delivery():
     inner = [inn("object_delivered", 1), {"event": "object_duplicate", "object_id": 1, "code": "duplicate_object"}]
     r = reconcile(outer, inner)
     assert r.ok and r.delivered == [1] and not r.duplicates
+
+
+def test_an_outer_object_lost_of_an_object_delivered_before_counts_delivered():
+    outer = [out(1), {"event": "object_lost", "verdict": "lost", "object_id": 1, "code": "resend_changed"}]
+    r = reconcile(outer, [inn("object_delivered", 1)])
+    assert r.ok and r.delivered == [1] and r.lost == [] and not r.delivered_and_lost

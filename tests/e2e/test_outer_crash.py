@@ -134,3 +134,36 @@ def test_an_inner_kill_then_an_outer_restart_delivers_nothing_twice(appliance_fa
     assert not [r for r in inner if r.get("code") == "replayed_object"]       # a re-send is no replay
     delivered_ids = [r["object_id"] for r in _events(inner, "object_delivered")]
     assert len(delivered_ids) == len(set(delivered_ids)) == len(files)
+
+
+@pytest.mark.timeout(300)
+def test_a_kept_file_changed_or_vanished_after_a_kill_is_named_lost_not_resent(appliance_factory):
+    a = appliance_factory()
+    text = (a.work / "outer.toml").read_text().replace("[files]\n", "[files]\nkeep_after_sent = 600\n", 1)
+    (a.work / "outer.toml").write_text(text)
+    a.start()
+    files = {f"doc{i}.txt": f"document {i}\n".encode() * 100 for i in range(3)}
+    for name, content in files.items():
+        a.drop(name, content)
+    a.wait_for(lambda: set(_delivered(a)) == set(files), 60, "the files delivered")
+    kept_dir = Path(str(a.outer_spool) + ".sent")
+    ids = {name: oid for oid, name in _names(a).items()}
+    assert sorted(os.listdir(kept_dir)) == sorted(str(oid) for oid in ids.values())   # kept, not in the spool
+    a.kill("outer")
+    (kept_dir / str(ids["doc0.txt"])).write_bytes(b"edited while the agent was down\n")
+    (kept_dir / str(ids["doc1.txt"])).unlink()
+    a.start_role("outer")
+    a.wait_for(lambda: _events(read_trail(a.inner_audit), "object_duplicate"), 60, "doc2 re-sent")
+    outer = read_trail(a.outer_audit)
+    lost = {r["detail"]["name"]: r for r in _events(outer, "object_lost")}
+    assert sorted(lost) == ["doc0.txt", "doc1.txt"]
+    assert {r["code"] for r in lost.values()} == {"resend_changed"}
+    assert "changed" in lost["doc0.txt"]["reason"] and "vanished" in lost["doc1.txt"]["reason"]
+    assert lost["doc0.txt"]["object_id"] == ids["doc0.txt"]
+    moved = Path(lost["doc0.txt"]["detail"]["moved_to"])                 # kept for the operator
+    assert moved.read_bytes() == b"edited while the agent was down\n"
+    [dup] = _events(read_trail(a.inner_audit), "object_duplicate")
+    assert dup["object_id"] == ids["doc2.txt"]
+    assert sorted(_delivered(a)) == sorted(files)                         # nothing twice
+    report = reconcile(outer, read_trail(a.inner_audit))
+    assert report.ok and report.delivered == sorted(ids.values())

@@ -57,11 +57,13 @@ def test_after_a_restart():
     assert isinstance(after_restart(k, CONTENT, late - 1, 5.0), Resend)
     too_late = after_restart(k, CONTENT, late, 5.0)
     assert isinstance(too_late, NotResent) and too_late.code == Reason.RESEND_TOO_LATE
-    # it left: within its keep time it is re-sent, after it forgotten; changed or late: forgotten
+    # it left: within its keep time it is re-sent (changed: named lost), after it forgotten;
+    # too old: forgotten (the inner agent has had its blocks for long)
     k.left_at = WALL + 10
     assert after_restart(k, CONTENT, WALL + 14, 5.0) == Resend()
     assert isinstance(after_restart(k, CONTENT, WALL + 15, 5.0), Forget)
-    assert isinstance(after_restart(k, None, WALL + 11, 5.0), Forget)
+    assert isinstance(after_restart(k, None, WALL + 15, 5.0), Forget)
+    assert isinstance(after_restart(k, None, WALL + 11, 5.0), NotResent)
     assert isinstance(after_restart(k, CONTENT, late, 1e9), Forget)
 
 
