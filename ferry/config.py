@@ -74,6 +74,8 @@ class OuterFiles(_Strict):
     destination: str = "inner-spool"
     settle: float = Field(default=limits.SPOOL_SETTLE, ge=0, le=3600)
     scan_interval: float = Field(default=limits.SPOOL_SCAN_INTERVAL, gt=0, le=60)
+    # seconds a sent file is kept (in <spool>.sent) after its last datagram left, for re-sending
+    keep_after_sent: float = Field(default=limits.KEEP_AFTER_SENT, ge=0, le=limits.KEEP_AFTER_SENT_MAX)
 
 
 class InnerFiles(_Strict):

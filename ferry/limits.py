@@ -51,6 +51,10 @@ SPOOL_BUSY_WAIT_MIN = 0.5      # s: a spool file found still being written waits
 SPOOL_BUSY_WAIT_MAX = 30.0     # ... doubling each time it is found so again, up to this (or settle)
 SPOOL_WAITING_NAMES = 10_000   # spool names recorded as waiting (spool_waiting) remembered per agent run
 ZIP_END_CANDIDATES = 16        # end-of-central-directory signatures tried, last first (codecs/format_end)
+KEEP_AFTER_SENT = 5.0          # s: a sent file is kept this long after its last datagram left ([files] keep_after_sent)
+KEEP_AFTER_SENT_MAX = 86400.0  # ... at most a day: a kept file is re-sent only within its replay window anyway
+RESEND_MARGIN = 30.0           # s: an object is re-sent only while created + CLOCK_SKEW is this far ahead
+KEPT_JOURNAL_SLACK = 4096      # outer sent journal: lines beyond the live entries before it is compacted
 
 # --- audit ----------------------------------------------------------------
 AUDIT_CHECKPOINT_EVERY = 1000  # records between signed checkpoints

@@ -72,6 +72,7 @@ class Reason(StrEnum):
     OBJECT_ID_MISMATCH = "object_id_mismatch"
     CLOCK_SKEW = "clock_skew"
     REPLAYED_OBJECT = "replayed_object"
+    DUPLICATE_OBJECT = "duplicate_object"
     POLICY_MISMATCH = "policy_mismatch"
     NO_OUTPUT = "no_output"
     SOURCE_ADDRESS = "source_address"
@@ -106,6 +107,8 @@ class Reason(StrEnum):
     KERNEL_RULES = "kernel_rules"
     OLDER_BUNDLE = "older_bundle"
     POLICY_NOT_STORED = "policy_not_stored"
+    RESEND_CHANGED = "resend_changed"
+    RESEND_TOO_LATE = "resend_too_late"
 
 
 _ALL = list(Reason)
@@ -171,6 +174,7 @@ MEANING: dict[Reason, str] = {
     Reason.OBJECT_ID_MISMATCH: "object whose id differs from its link id",
     Reason.CLOCK_SKEW: "object whose created time is further than the allowed skew from the inner clock",
     Reason.REPLAYED_OBJECT: "object already delivered (its ID is in the replay window), or too old to tell",
+    Reason.DUPLICATE_OBJECT: "object re-sent after an outer restart, already delivered: dropped (object_duplicate)",
     Reason.POLICY_MISMATCH: "outer and inner agents run different policies",
     Reason.NO_OUTPUT: "no output configured for the object's lane or destination",
     Reason.SOURCE_ADDRESS: "video from an address other than the configured source",
@@ -206,4 +210,6 @@ MEANING: dict[Reason, str] = {
     Reason.KERNEL_RULES: "the kernel refused the policy's nftables rules",
     Reason.OLDER_BUNDLE: "policy bundle signed before the running one (a rollback needs `policy apply --rollback`)",
     Reason.POLICY_NOT_STORED: "policy bundle not applied: it could not be stored in the agent's state directory",
+    Reason.RESEND_CHANGED: "kept file to re-send after an outer restart changed or vanished",
+    Reason.RESEND_TOO_LATE: "kept file too old to re-send after an outer restart (outside the replay window)",
 }

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 import logging
+import os
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -19,15 +20,17 @@ from ferry import limits
 from ferry.agents.common import AuditQueue, Identity, Management, open_identity, run_agent, sign_quiet_tail
 from ferry.agents.link_io import LinkSendSocket
 from ferry.agents.link_writer import LinkWriter
+from ferry.agents.outer_state import OuterState
 from ferry.wire.pacing import LinkPacer
 from ferry.agents.policy_host import PolicyHost
 from ferry.agents.spool import SpoolEntry, SpoolWatcher, StillWriting, move_aside
 from ferry.agents.video_ingest import VideoIngest
 from ferry.config import OuterConfig
+from ferry.crypto import sm3
 from ferry.kernel.agent_rules import KernelRules, kernel_rules_for
 from ferry.mgmt.host import LinkView
-from ferry.lanes.files import MoveAside, OuterFilesLane, SpoolFile, spool_waiting
-from ferry.lanes.sent import SentRecords
+from ferry.lanes.files import MoveAside, OuterFilesLane, SpoolFile, make_file_object, spool_waiting
+from ferry.lanes.sent import Forget, Kept, NotResent, SentRecords, after_restart
 from ferry.lanes.work import AuditIntent, ObjectIds, SealObject
 from ferry.pb.ferry_pb2 import CanonicalObject
 from ferry.policy import Plan
@@ -191,6 +194,9 @@ class OuterAgent(PolicyHost):
         self.spool = _Spool(SpoolWatcher(Path(f.spool), f.settle),
                             OuterFilesLane(source=f.source, destination=f.destination, ids=self.ids),
                             Path(f.refused_dir), f.scan_interval) if f else None
+        # sent files kept until they left (and keep_after_sent after), re-sent after a restart
+        self.state = OuterState(Path(cfg.agent.state_dir), Path(f.spool.rstrip("/") + ".sent"),
+                                f.keep_after_sent) if f else None
         self.scan_timer: asyncio.TimerHandle | None = None
         self.stats = {"sent": 0, "refused": 0, "policy_reloads": 0}
 
@@ -278,21 +284,126 @@ class OuterAgent(PolicyHost):
                 reason="a dot-name or partial suffix: still being written, taken once renamed").fields)
 
     def settle_pending(self, spool: _Spool, now: float, wall: float) -> None:
-        """Seal what was submitted, tie objects to blocks, write their records."""
+        """Seal what was submitted, tie objects to blocks, keep the files (journaled, moved into
+        the kept folder), then write their records: only then may their blocks leave."""
         self.sender.flush(now, wall)
         self.sender_events()
-        for record, path in self.sent.complete():
-            self.audit(**record.fields)
+        done = self.sent.complete()
+        fresh = [(Kept(c.record.fields, c.created, str(c.record.fields["object_id"])), c.token) for c in done
+                 if self.state is None or c.token.parent != self.state.kept_dir]
+        if self.state is not None:
             try:
-                path.unlink()
-            except OSError as e:
-                log.error("cannot remove sent file %s: %s", path, e)
-            spool.watcher.forget(path.name)
+                kept = self.state.keep(fresh)
+            except OSError as e:          # the journal cannot be written: these cannot be re-sent
+                log.error("sent-file journal %s: %s", self.state.journal, e)
+                kept = [(k, path, e) for k, path in fresh]
+            for k, path, err in kept:
+                if err is not None:      # not kept: removed as before (it cannot be re-sent)
+                    log.error("cannot keep sent file %s in %s: %s", path, self.state.kept_dir, err)
+                    try:
+                        path.unlink()
+                    except OSError as e:
+                        log.error("cannot remove sent file %s: %s", path, e)
+        for record, path, _ in done:
+            self.audit(**record.fields)
+            if self.state is not None:
+                self.state.kept.sealed(record.fields["object_id"], record.fields["blocks"])
+            else:
+                try:
+                    path.unlink()
+                except OSError as e:
+                    log.error("cannot remove sent file %s: %s", path, e)
+            name = record.fields["detail"]["name"]
+            spool.watcher.forget(name)
             self.stats["sent"] += 1
             b = record.fields["blocks"]
-            log.info("sent %s (object %d, blocks %s)", path.name, record.fields["object_id"],
-                     f"{b[0]}-{b[-1]}" if b else "-")
+            log.info("%s %s (object %d, blocks %s)", "re-sent" if record.fields["detail"].get("resent") else "sent",
+                     name, record.fields["object_id"], f"{b[0]}-{b[-1]}" if b else "-")
         self.pump.collect(now)
+
+    def check_kept(self, wall: float) -> None:
+        """Note the kept files whose blocks have all left; remove those kept long enough."""
+        st = self.state
+        if st is None or not st.kept.entries:
+            return
+        try:
+            st.append(st.kept.blocks_left(self.pump.writer.next_block_sent, wall))
+            for k in st.kept.expired(wall):
+                st.remove(k)
+                log.debug("removed kept file %s (object %d)", k.name, k.object_id)
+        except OSError as e:
+            log.error("sent-file journal %s: %s", st.journal, e)
+
+    def resend_kept(self, spool: _Spool) -> None:
+        """At start, before the spool is scanned: each file kept by an earlier run is re-sent
+        with its object ID, content and created time (the inner agent drops a copy it already
+        delivered), forgotten (it left and its keep time passed), or named lost."""
+        st = self.state
+        assert st is not None
+        problems = st.load()
+        for problem in problems:
+            log.warning("%s", problem)
+        found = len(st.kept.entries)
+        tally = {"resent": 0, "forgotten": 0, "lost": 0}
+        now, wall = time.monotonic(), time.time()
+        plan = self.id.plan
+        for k in sorted(st.kept.entries.values(), key=lambda k: k.object_id):
+            kept = st.path(k)
+            address = Path(k.record.get("source", {}).get("address", ""))
+            if k.left_at is None and not kept.exists() and address.name == k.name:
+                # killed between journaling and moving it: the file is still in the spool
+                content = st.read_at(address)
+                if content is not None and sm3(content).hex() == k.record["sm3"]:
+                    os.rename(address, kept)
+            content = st.read(k, limits.FILE_MAX)
+            what = after_restart(k, content, wall, st.kept.keep_after_sent)
+            obj = decision = None
+            if not isinstance(what, (Forget, NotResent)):
+                assert content is not None
+                obj = make_file_object(object_id=k.object_id, name=k.name, content=content,
+                                       source=spool.lane.source, destination=spool.lane.destination, now=k.created)
+                obj.resent = True
+                decision = plan.decide(obj)
+                if not decision.allowed:
+                    what = NotResent(decision.code or Reason.DEFAULT_DENY,
+                                     f"not re-sent after a restart: the policy refuses it now: {decision.reason}")
+            if isinstance(what, Forget):
+                log.debug("kept file %s (object %d) forgotten: %s", k.name, k.object_id, what.why)
+                tally["forgotten"] += 1
+                st.remove(k)
+            elif isinstance(what, NotResent):
+                moved = None
+                if kept.exists():
+                    try:
+                        moved = str(move_aside(kept, spool.refused_dir))
+                    except OSError as e:
+                        log.error("cannot move kept file %s aside: %s", kept, e)
+                self.audit(event="object_lost", verdict="lost", lane=k.record.get("lane"), object_id=k.object_id,
+                           object_type="file", size=k.record.get("size"), sm3=k.record["sm3"], code=what.code,
+                           reason=what.reason, detail={"name": k.name, **({"moved_to": moved} if moved else {})})
+                log.warning("kept file %s (object %d) not re-sent: %s", k.name, k.object_id, what.reason)
+                tally["lost"] += 1
+                st.remove(k)
+            else:
+                assert obj is not None and decision is not None
+                obj.rule = decision.rule
+                record = {key: v for key, v in k.record.items() if key not in ("epoch", "blocks", "code")}
+                record.update(policy_hash=plan.hash.hex(), rule=decision.rule, reason=decision.reason,
+                              detail={**k.record["detail"], "resent": True})
+                self.sender.submit(obj.object_id, obj.SerializeToString(), now, wall)
+                self.sent.add(SealObject(obj, sent=record), kept)
+                tally["resent"] += 1
+        if found or problems:
+            self.audit(event="sent_files_loaded", verdict="info",
+                       reason=f"{found} sent file(s) kept by an earlier run: {tally['resent']} re-sent, "
+                              f"{tally['forgotten']} left and removed, {tally['lost']} lost",
+                       detail={"journal": str(st.journal), "kept_dir": str(st.kept_dir), **tally,
+                               **({"problems": problems} if problems else {})})
+        for orphan in st.orphans():
+            log.warning("kept folder %s holds %s, which no journal entry names: left alone", st.kept_dir, orphan.name)
+        st.compact()
+        if self.sent:
+            self.settle_pending(spool, now, wall)
 
     def sender_events(self) -> None:
         """Tie sealed blocks to the objects in them; audit key announcements."""
@@ -318,6 +429,7 @@ class OuterAgent(PolicyHost):
                     break
             if self.sent:
                 self.settle_pending(spool, now, wall)
+        self.check_kept(wall)
         self.scan_timer = asyncio.get_running_loop().call_later(spool.interval, self.scan_spool, spool)
 
     # -- management (ManagedAgent via PolicyHost) --------------------------------------
@@ -369,6 +481,7 @@ class OuterAgent(PolicyHost):
         pump = asyncio.create_task(self.pump.run(stop))
         signer = asyncio.create_task(sign_quiet_tail(self.id.audit, stop))
         if self.spool:
+            self.resend_kept(self.spool)
             self.scan_spool(self.spool)
         if self.video:
             await self.video.start(stop)
@@ -391,6 +504,9 @@ class OuterAgent(PolicyHost):
             self.audit(event="link_writer_failed", verdict="alarm",
                        reason=f"link writer failed: {type(failed).__name__}: {failed}")
         self.audit(event="agent_stopped", verdict="info", reason="outer agent stopped", detail=dict(self.stats))
+        self.check_kept(time.time())    # what drained has left
+        if self.state is not None:
+            self.state.close()
         self.id.audit.close(time.time())
         self.sock.close()
         return 1 if failed is not None else 0

@@ -4,7 +4,11 @@ Every ``object_sent`` on the outer side must meet an inner outcome:
 ``object_delivered``, ``object_refused`` or ``object_lost`` with its object_id,
 or a ``block_lost`` naming (epoch, block) of a block that carried it (``blocks: [first]``
 and ``detail.count``: a range). An object both delivered and lost (an ``object_lost``, or a
-``block_lost`` of a block that carried it) is a contradiction: listed, and a failure.
+``block_lost`` of a block that carried it) is a contradiction: listed, and a failure, unless
+the outer agent re-sent it after a restart (a second ``object_sent``, ``detail.resent``, same
+object ID): then the copy lost on the link does not count, the delivered one does. An outer
+``object_lost`` (a kept file that could not be re-sent) accounts for its object too, unless the
+inner agent delivered it (an earlier copy arrived): then it counts delivered.
 
 Video is accounted per stream, not per access unit (no ``object_sent`` for an access unit), so
 streams are reconciled by their counts. Every outer ``stream_started`` (its ``flow``) must meet
@@ -172,6 +176,8 @@ def reconcile(outer_records: Iterable[Record], inner_records: Iterable[Record]) 
     by_block: dict[tuple[int | None, int], list[int]] = {}  # (epoch, block) -> objects it carried
     refused_outer: list[int] = []
     unnumbered = 0
+    lost_outer: set[int] = set()     # kept files a restarted outer agent could not re-send
+    resent: set[int] = set()         # sent again by a restarted outer agent (same ID): counted once
     streams = _Streams()
     for rec in outer_records:
         if streams.add(streams.outer, rec, True):
@@ -181,13 +187,18 @@ def reconcile(outer_records: Iterable[Record], inner_records: Iterable[Record]) 
             if rec.get("event") == "object_refused":
                 unnumbered += 1
             continue
-        if rec.get("event") == "object_sent" and oid not in sent:
-            sent[oid] = {"object_id": oid, **{k: rec[k] for k in _SUMMARY if k in rec}}
+        if rec.get("event") == "object_sent":
+            if oid not in sent:
+                sent[oid] = {"object_id": oid, **{k: rec[k] for k in _SUMMARY if k in rec}}
+            elif isinstance(rec.get("detail"), dict) and rec["detail"].get("resent") is True:
+                resent.add(oid)
             epoch = _epoch(rec)
             for b in _blocks(rec):
                 by_block.setdefault((epoch, b), []).append(oid)
         elif rec.get("event") == "object_refused":
             refused_outer.append(oid)
+        elif rec.get("event") == "object_lost":
+            lost_outer.add(oid)
 
     deliveries: Counter[int] = Counter()
     refused: set[int] = set()
@@ -229,6 +240,8 @@ def reconcile(outer_records: Iterable[Record], inner_records: Iterable[Record]) 
     for (epoch, b), oids in by_block.items():
         if any(epoch == e and first <= b < end for e, first, end in runs):
             lost.update(oids)
+    lost |= (lost_outer & set(sent)) - set(deliveries)   # not re-sent, but its first copy arrived
+    lost -= resent & set(deliveries)   # a copy lost on the link, the re-sent one delivered: delivered
     accounted = set(deliveries) | refused | lost
     return ReconcileReport(
         sent=len(sent),

@@ -30,7 +30,7 @@ from ferry.wire.bounded import Recent
 CANONICAL_RULE = "ferry-canonical"     # refusals of objects that are not well-formed or not on time
 HASH_RULE = "policy-hash"
 LANES_RULE = "ferry-lanes"
-REPLAY_RULE = "ferry-replay"            # an object delivered before (lanes/delivered.py)
+REPLAY_RULE = "ferry-replay"            # an object delivered before (lanes/delivered.py), or its re-sent copy
 DIFFERENT_POLICIES = "outer and inner agents run different policies"
 
 
@@ -75,7 +75,7 @@ class InnerDispatch:
         # taken (and re-decided under the new plan) until previous_until (monotonic).
         self.previous_hash: bytes | None = None
         self.previous_until = 0.0
-        self.counts = {"delivered": 0, "refused": 0, "lost": 0, "replays": 0}
+        self.counts = {"delivered": 0, "refused": 0, "lost": 0, "replays": 0, "duplicates": 0}
 
     # -- link events ------------------------------------------------------------------
     def handle(self, e: object, plan: Plan, now: float, wall: float) -> list[Any]:
@@ -183,10 +183,15 @@ class InnerDispatch:
             # Before the decision: a forged created must not satisfy a time-windowed rule.
             refusal = Decision(False, CANONICAL_RULE, late, Reason.CLOCK_SKEW)
         elif not video and (again := self.delivered.refusal(obj.object_id, obj.created)):
-            self.counts["replays"] += 1
+            # A copy re-sent by a restarted outer agent (`resent`, under the seal: only it sets
+            # that) of an object delivered before is an expected duplicate, not an attack.
+            duplicate = obj.resent and obj.object_id in self.delivered
+            self.counts["duplicates" if duplicate else "replays"] += 1
             if obj.object_id in self.replays_recorded:   # replayed again: counted, recorded once
                 return out
             self.replays_recorded.put(obj.object_id, None)
+            if duplicate:
+                return out + self.duplicate(obj, e.epoch, e.blocks)
             refusal = Decision(False, REPLAY_RULE, again, Reason.REPLAYED_OBJECT)
         if refusal is not None:
             if video:                # accounted per stream, not per access unit
@@ -211,6 +216,17 @@ class InnerDispatch:
             return self.refuse(obj, Decision(False, files.BUILTIN_RULE, "no files output configured on the inner agent",
                                              Reason.NO_OUTPUT), e.epoch, e.blocks)
         return [write]
+
+    def duplicate(self, obj: ferry_pb2.CanonicalObject, epoch: int, blocks: Sequence[int]) -> list[Any]:
+        """A re-sent object already delivered: dropped, recorded once (info: expected after an
+        outer restart; reconcile counts the object once)."""
+        f = obj.file if obj.HasField("file") else None
+        return _audit(event="object_duplicate", verdict="info", lane=obj.lane, object_id=obj.object_id,
+                      epoch=epoch, blocks=list(blocks), rule=REPLAY_RULE, code=Reason.DUPLICATE_OBJECT,
+                      reason=f"object {obj.object_id} re-sent by the outer agent after a restart was already "
+                             "delivered: the copy is dropped",
+                      object_type="file" if f is not None else None, size=f.size if f is not None else None,
+                      detail={"name": f.name} if f is not None else None)
 
     def refuse(self, obj: ferry_pb2.CanonicalObject, decision: Decision, epoch: int,
                blocks: Sequence[int]) -> list[Any]:

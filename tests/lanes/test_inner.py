@@ -100,7 +100,7 @@ def test_an_allowed_file_becomes_a_write_and_its_records():
     assert rec["detail"] == {"name": "a.txt", "media_type": "text/plain", "written_as": "a (1).txt"}
     [lost] = _records(d.file_lost(w, "disk full"))
     assert lost["event"] == "object_lost" and lost["reason"] == "cannot write output: disk full"
-    assert d.counts == {"delivered": 1, "refused": 0, "lost": 1, "replays": 0}
+    assert d.counts == {"delivered": 1, "refused": 0, "lost": 1, "replays": 0, "duplicates": 0}
 
 
 def test_a_delivered_object_again_is_a_replay_refused_and_recorded_once():
@@ -121,6 +121,28 @@ def test_a_delivered_object_again_is_a_replay_refused_and_recorded_once():
     # another object still crosses
     [w2] = d2.handle(_received(_file(oid=6)), PLAN, NOW, MONDAY_0830 + 3)
     assert isinstance(w2, WriteFile)
+
+
+def test_a_resent_copy_of_a_delivered_object_is_a_duplicate_dropped_and_recorded_once():
+    d = _dispatch()
+    [w] = d.handle(_received(_file()), PLAN, NOW, MONDAY_0830)
+    d.file_written(w, "a.txt", 11)
+    copy = _file()
+    copy.resent = True                        # the restarted outer agent's re-send, same ID
+    [rec] = _records(d.handle(_received(copy), PLAN, NOW, MONDAY_0830 + 1))
+    assert rec["event"] == "object_duplicate" and rec["verdict"] == "info"
+    assert rec["code"] == Reason.DUPLICATE_OBJECT and rec["object_id"] == 5 and rec["detail"] == {"name": "a.txt"}
+    assert d.handle(_received(copy), PLAN, NOW, MONDAY_0830 + 2) == []          # again: counted only
+    assert d.counts == {"delivered": 1, "refused": 0, "lost": 0, "replays": 0, "duplicates": 2}
+    # a re-sent object never delivered (lost on the link before the restart) crosses
+    lost_before = _file(oid=6)
+    lost_before.resent = True
+    [w2] = d.handle(_received(lost_before), PLAN, NOW, MONDAY_0830 + 3)
+    assert isinstance(w2, WriteFile) and w2.name == "a.txt"
+    # without the flag, a known ID stays a replay
+    d.file_written(d.handle(_received(_file(oid=8)), PLAN, NOW, MONDAY_0830 + 3)[0], "b.txt", 11)
+    [rec] = _records(d.handle(_received(_file(oid=8)), PLAN, NOW, MONDAY_0830 + 4))
+    assert rec["code"] == Reason.REPLAYED_OBJECT
 
 
 def test_refusals_name_rule_and_reason():

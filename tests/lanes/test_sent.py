@@ -21,7 +21,7 @@ def test_records_complete_with_epoch_and_blocks():
     s.block_sealed(BlockSealed(4, 10, (1,), 100))
     s.block_sealed(BlockSealed(4, 11, (1, 2), 100))
     s.block_sealed(BlockSealed(5, 12, (2, 99), 100))
-    done = {token: r.fields for r, token in s.complete()}
+    done = {token: r.fields for r, token, _ in s.complete()}
     assert done == {"a": {"event": "object_sent", "object_id": 1, "epoch": 4, "blocks": [10, 11]},
                     "b": {"event": "object_sent", "object_id": 2, "epoch": 5, "blocks": [11, 12]}}
     assert len(s) == 0 and s.complete() == []
@@ -30,5 +30,5 @@ def test_records_complete_with_epoch_and_blocks():
 def test_an_object_in_no_block_yet_has_no_blocks():
     s: SentRecords[int] = SentRecords()
     s.add(_seal(7), 0)
-    [(r, _)] = s.complete()
+    [(r, _, _)] = s.complete()
     assert r.fields["blocks"] == [] and r.fields["epoch"] == 0

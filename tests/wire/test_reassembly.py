@@ -35,7 +35,7 @@ def test_whole_and_split_objects():
     ra, led, report, _ = _setup()
     ra.deliver(led, 0, [_frag(1, 3, 0, b"abc"), _frag(2, 6, 0, b"de")], 0.0)
     assert [(e.object_id, e.payload, e.blocks) for e in _events(report, ObjectReceived)] == [(1, b"abc", (0,))]
-    assert ra.needs == {(4, 1): {2}}
+    assert ra.needs == {(4, 1): {(4, 2)}}   # block -> (lineage, object id) waiting for it
     ra.deliver(led, 1, [_frag(2, 6, 2, b"fghi")], 0.0)
     assert [(e.object_id, e.payload, e.blocks) for e in _events(report, ObjectReceived)][1] == (2, b"defghi", (0, 1))
     assert not ra.objects and not ra.needs and ra.nbytes == 0
@@ -193,3 +193,19 @@ def test_property_any_loss_and_late_blocks_each_object_delivered_or_lost_never_b
     link.account()
     ranges = sorted((e.block_no, e.block_no + e.count) for e in link.of(BlockLost))
     assert all(a[1] < b[0] for a, b in zip(ranges, ranges[1:]))
+
+
+def test_a_resent_object_from_a_later_run_is_reassembled_again():
+    """A restarted outer agent (a new lineage) re-sends an object with its ID: delivered and lost
+    objects of the earlier run do not make its fragments stale (the dispatcher drops a duplicate)."""
+    ra, led, report, _ = _setup()
+    ra.deliver(led, 0, [_frag(1, 3, 0, b"abc"), _frag(2, 6, 0, b"de")], 0.0)
+    ra.handle_timer(limits.OBJECT_TIMEOUT + 1)                 # object 2 lost in run 1
+    ra.deliver(led, 1, [_frag(1, 3, 0, b"abc")], 1.0)          # same run: stale
+    assert report.counters.objects == 1
+    later = Ledger(epoch=9, lineage=9, first_block=0, replay=ReplayWindow(), start=0)
+    ra.deliver(later, 0, [_frag(1, 3, 0, b"abc"), _frag(2, 6, 0, b"def")], 2.0)
+    ra.deliver(later, 1, [_frag(2, 6, 3, b"ghi")], 2.0)
+    got = [(e.object_id, e.payload, e.epoch) for e in _events(report, ObjectReceived)]
+    assert got == [(1, b"abc", 4), (1, b"abc", 9), (2, b"defghi", 9)]
+    assert [e.object_id for e in _events(report, ObjectLost)] == [2]
