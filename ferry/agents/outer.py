@@ -30,7 +30,7 @@ from ferry.crypto import sm3
 from ferry.kernel.agent_rules import KernelRules, kernel_rules_for
 from ferry.mgmt.host import LinkView
 from ferry.lanes.files import MoveAside, OuterFilesLane, SpoolFile, make_file_object, spool_waiting
-from ferry.lanes.sent import Forget, Kept, NotResent, SentRecords, after_restart
+from ferry.lanes.sent import Forget, Kept, NotResent, SentRecords, after_restart, as_sent
 from ferry.lanes.work import AuditIntent, ObjectIds, SealObject
 from ferry.pb.ferry_pb2 import CanonicalObject
 from ferry.policy import Plan
@@ -352,10 +352,10 @@ class OuterAgent(PolicyHost):
             address = Path(k.record.get("source", {}).get("address", ""))
             if k.left_at is None and not kept.exists() and address.name == k.name:
                 # killed between journaling and moving it: the file is still in the spool
-                content = st.read_at(address)
+                content = as_sent(k.record, st.read_at(address))
                 if content is not None and sm3(content).hex() == k.record["sm3"]:
                     os.rename(address, kept)
-            content = st.read(k, limits.FILE_MAX)
+            content = as_sent(k.record, st.read(k, limits.FILE_MAX))   # a re-encoded picture: as it crossed
             what = after_restart(k, content, wall, st.kept.keep_after_sent)
             obj = decision = None
             if not isinstance(what, (Forget, NotResent)):

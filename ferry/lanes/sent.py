@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, NamedTuple, TypeVar
 
 from ferry import limits
+from ferry.codecs.media_type import sniff_media_type
 from ferry.crypto import sm3
+from ferry.lanes import cdr
 from ferry.lanes.work import AuditIntent, SealObject
 from ferry.reasons import Reason
 from ferry.wire.events import BlockSealed
@@ -226,6 +228,23 @@ class NotResent:
 
     code: Reason
     reason: str
+
+
+def as_sent(record: dict[str, Any], content: bytes | None) -> bytes | None:
+    """The bytes a kept file crossed as: the file itself, or, for a picture its rule had
+    re-encoded (``detail.reencoded``: the kept file is the original), the original re-encoded
+    again, if that gives the bytes sent (one Pillow version encodes alike). Anything else is
+    returned as it is (``after_restart`` then finds it changed)."""
+    if content is None or sm3(content).hex() == record.get("sm3"):
+        return content
+    detail = record.get("detail")
+    original = detail.get("reencoded") if isinstance(detail, dict) else None
+    if not isinstance(original, dict) or original.get("original_sm3") != sm3(content).hex():
+        return content
+    done = cdr.reencode(content, sniff_media_type(content))
+    if isinstance(done, cdr.Reencoded) and sm3(done.data).hex() == record.get("sm3"):
+        return done.data
+    return content
 
 
 def after_restart(k: Kept, content: bytes | None, wall: float, keep_after_sent: float) -> Resend | Forget | NotResent:

@@ -2,11 +2,16 @@
 and after a restart re-sent, forgotten or named lost."""
 from __future__ import annotations
 
+import io
+
 from hypothesis import given, settings, strategies as st
 
 from ferry import limits
+from PIL import Image, PngImagePlugin
+
 from ferry.crypto import sm3
-from ferry.lanes.sent import Forget, Kept, KeptFiles, NotResent, Resend, after_restart, parse_kept_journal
+from ferry.lanes import cdr
+from ferry.lanes.sent import Forget, Kept, KeptFiles, NotResent, Resend, after_restart, as_sent, parse_kept_journal
 from ferry.reasons import Reason
 
 WALL = 1_800_000_000.0
@@ -130,3 +135,29 @@ def test_a_journal_cut_anywhere_gives_a_prefix_of_its_entries(ops, cut):
     assert {o: k.left_at for o, k in live.items()} == {o: k.left_at for o, k in kept.entries.items()}
     live, bad = parse_kept_journal(data[:cut])
     assert bad <= 1
+
+
+def _png_with_text() -> bytes:
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Comment", "where it was taken")
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(out, "PNG", pnginfo=info)
+    return out.getvalue()
+
+
+def test_a_kept_picture_its_rule_had_re_encoded_is_re_sent_as_it_was_sent():
+    """The kept file is the original picture; what crossed was its re-encoding (reencode_images).
+    After a restart it is re-sent as sent (re-encoded again, the same bytes), not named changed."""
+    original = _png_with_text()
+    done = cdr.reencode(original, "image/png")
+    assert isinstance(done, cdr.Reencoded) and done.data != original
+    k = _kept(content=done.data, name="a.png")
+    k.record["detail"]["reencoded"] = {"original_size": len(original), "original_sm3": sm3(original).hex()}
+    content = as_sent(k.record, original)
+    assert content == done.data
+    assert isinstance(after_restart(k, content, WALL, 5.0), Resend)
+    # a kept file that is neither what was sent nor its original is still changed
+    other = _png_with_text().replace(b"where", b"WHERE")
+    assert as_sent(k.record, other) == other
+    assert isinstance(after_restart(k, as_sent(k.record, other), WALL, 5.0), NotResent)
+    assert as_sent(k.record, None) is None
