@@ -8,6 +8,7 @@ a summary. The last line is machine-readable: ``crossed=N refused=M lost=L``.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 import zlib
 from pathlib import Path
 
@@ -53,7 +55,18 @@ def sample_files() -> list[tuple[str, bytes, str]]:
         ("update.txt", b"\x7fELF\x02\x01\x01" + os.urandom(4000), "refused: an ELF executable named .txt"),
         ("archive-export.pdf", _pdf("large export", pad=2 * 1024 * 1024), "refused: larger than the 1 MiB limit"),
         ("notes;rm -rf.txt", b"harmless text\n", "refused: name outside the allowed pattern"),
+        ("site-photo.png", _png(32, 24) + _zip({"payload.txt": b"smuggled\n"}),
+         "refused: a ZIP archive appended to a PNG"),
+        ("readme.png", _pdf("a document dressed as a picture"), "refused: a PDF named .png"),
     ]
+
+
+def _zip(members: dict[str, bytes]) -> bytes:
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return out.getvalue()
 
 
 def _free_udp_port() -> int:

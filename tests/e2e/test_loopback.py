@@ -106,7 +106,11 @@ def test_demo_command(tmp_path):
     r = _run_ferry("demo", "--workdir", str(work), timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     last = r.stdout.strip().splitlines()[-1]
-    assert last == "crossed=4 refused=5 lost=0", r.stdout
+    assert last == "crossed=4 refused=7 lost=0", r.stdout
+    # the content checks (issue 11 item 4): what the demo's policy allows by type, but not by content
+    summary = {line.split()[0]: line for line in r.stdout.splitlines() if "[outer] rule" in line}
+    assert "after the end of the image/png" in summary["site-photo.png"]
+    assert "claims image/png, but the content is application/pdf" in summary["readme.png"]
     assert "its frames are identical to the camera's" in r.stdout
     assert "other-city   refused [outer] rule default-deny" in r.stdout
     for side in ("outer", "inner"):
