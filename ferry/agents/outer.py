@@ -23,13 +23,13 @@ from ferry.agents.link_writer import LinkWriter
 from ferry.agents.outer_state import OuterState
 from ferry.wire.pacing import LinkPacer
 from ferry.agents.policy_host import PolicyHost
-from ferry.agents.spool import SpoolEntry, SpoolWatcher, StillWriting, move_aside
+from ferry.agents.spool import SpoolEntry, SpoolWatcher, StillWriting, move_aside, remove_if_same
 from ferry.agents.video_ingest import VideoIngest
 from ferry.config import OuterConfig
 from ferry.crypto import sm3
 from ferry.kernel.agent_rules import KernelRules, kernel_rules_for
 from ferry.mgmt.host import LinkView
-from ferry.lanes.files import MoveAside, OuterFilesLane, SpoolFile, make_file_object, spool_waiting
+from ferry.lanes.files import MoveAside, OuterFilesLane, SpoolFile, SpoolStat, make_file_object, spool_waiting
 from ferry.lanes.sent import Forget, Kept, NotResent, SentRecords, after_restart, as_sent
 from ferry.lanes.work import AuditIntent, ObjectIds, SealObject
 from ferry.pb.ferry_pb2 import CanonicalObject
@@ -188,7 +188,7 @@ class OuterAgent(PolicyHost):
         self.started_mono = time.monotonic()
         self.pump = LinkPump(self.sender, self.sock, link.rate_mbps * 1e6 / 8, time.monotonic(), self.sender_events,
                              SendView(f"{link.peer_host}:{link.peer_port}", wall))
-        self.sent: SentRecords[Path] = SentRecords()   # submitted, record not yet written
+        self.sent: SentRecords[tuple[Path, SpoolStat | None]] = SentRecords()   # submitted, record not yet written
         self.records = AuditQueue(self.id.audit, lambda: self.id.plan, "lane")
         f = cfg.files
         self.spool = _Spool(SpoolWatcher(Path(f.spool), f.settle),
@@ -264,7 +264,7 @@ class OuterAgent(PolicyHost):
         for work in works:
             if isinstance(work, SealObject):
                 self.sender.submit(work.obj.object_id, work.obj.SerializeToString(), now, wall)
-                self.sent.add(work, entry.path)
+                self.sent.add(work, (entry.path, entry.stat))
             elif isinstance(work, AuditIntent):
                 self.audit(**work.fields)
                 self.stats["refused"] += 1
@@ -289,30 +289,25 @@ class OuterAgent(PolicyHost):
         self.sender.flush(now, wall)
         self.sender_events()
         done = self.sent.complete()
-        fresh = [(Kept(c.record.fields, c.created, str(c.record.fields["object_id"])), c.token) for c in done
-                 if self.state is None or c.token.parent != self.state.kept_dir]
+        fresh = [(Kept(c.record.fields, c.created, str(c.record.fields["object_id"])), *c.token) for c in done
+                 if self.state is None or c.token[0].parent != self.state.kept_dir]
         if self.state is not None:
             try:
                 kept = self.state.keep(fresh)
             except OSError as e:          # the journal cannot be written: these cannot be re-sent
                 log.error("sent-file journal %s: %s", self.state.journal, e)
-                kept = [(k, path, e) for k, path in fresh]
+                kept = [(k, path, e) for k, path, _ in fresh]
+            seen = {id(path): st for _, path, st in fresh}
             for k, path, err in kept:
-                if err is not None:      # not kept: removed as before (it cannot be re-sent)
+                if err is not None:      # not kept: removed as before (it cannot be re-sent), unless changed
                     log.error("cannot keep sent file %s in %s: %s", path, self.state.kept_dir, err)
-                    try:
-                        path.unlink()
-                    except OSError as e:
-                        log.error("cannot remove sent file %s: %s", path, e)
-        for record, path, _ in done:
+                    self.remove_sent(path, seen.get(id(path)))
+        for record, (path, stat), _ in done:
             self.audit(**record.fields)
             if self.state is not None:
                 self.state.kept.sealed(record.fields["object_id"], record.fields["blocks"])
             else:
-                try:
-                    path.unlink()
-                except OSError as e:
-                    log.error("cannot remove sent file %s: %s", path, e)
+                self.remove_sent(path, stat)
             name = record.fields["detail"]["name"]
             spool.watcher.forget(name)
             self.stats["sent"] += 1
@@ -320,6 +315,18 @@ class OuterAgent(PolicyHost):
             log.info("%s %s (object %d, blocks %s)", "re-sent" if record.fields["detail"].get("resent") else "sent",
                      name, record.fields["object_id"], f"{b[0]}-{b[-1]}" if b else "-")
         self.pump.collect(now)
+
+    @staticmethod
+    def remove_sent(path: Path, stat: SpoolStat | None) -> None:
+        """Remove a sent spool file, unless a writer changed or replaced it since it was read."""
+        try:
+            changed = remove_if_same(path, stat)
+        except OSError as e:
+            log.error("cannot remove sent file %s: %s", path, e)
+            return
+        if changed is not None:
+            log.warning("sent file %s changed since it was read (%s): left in the spool, taken as a new file",
+                        path, changed)
 
     def check_kept(self, wall: float) -> None:
         """Note the kept files whose blocks have all left; remove those kept long enough."""
@@ -391,7 +398,7 @@ class OuterAgent(PolicyHost):
                 record.update(policy_hash=plan.hash.hex(), rule=decision.rule, reason=decision.reason,
                               detail={**k.record["detail"], "resent": True})
                 self.sender.submit(obj.object_id, obj.SerializeToString(), now, wall)
-                self.sent.add(SealObject(obj, sent=record), kept)
+                self.sent.add(SealObject(obj, sent=record), (kept, None))
                 tally["resent"] += 1
         if found or problems:
             self.audit(event="sent_files_loaded", verdict="info",

@@ -19,11 +19,16 @@ import os
 from pathlib import Path
 
 from ferry import limits
-from ferry.agents.spool import read_whole_file
+from ferry.agents.spool import changed_since, read_whole_file
 from ferry.durable import replace_durably
+from ferry.lanes.files import SpoolStat
 from ferry.lanes.sent import Kept, KeptFiles
 
 JOURNAL_FILE = "sent.journal"
+
+
+class FileChangedError(OSError):
+    """A sent spool file changed or replaced since it was read: not kept, not removed."""
 
 
 class OuterState:
@@ -69,13 +74,19 @@ class OuterState:
     def path(self, k: Kept) -> Path:
         return self.kept_dir / k.file
 
-    def keep(self, files: list[tuple[Kept, Path]]) -> list[tuple[Kept, Path, OSError | None]]:
-        """Journal these files (one fsync), then move each from the spool into the kept folder.
-        A file that cannot be moved is named with its error (the caller removes it as before)."""
-        self.append(b"".join(self.kept.keep(k) for k, _ in files), sync=True)
+    def keep(self, files: list[tuple[Kept, Path, SpoolStat | None]]) -> list[tuple[Kept, Path, OSError | None]]:
+        """Journal these files (one fsync), then move each from the spool into the kept folder,
+        unless a writer changed or replaced it since it was read (what ``SpoolStat`` saw): that
+        is not the file sent, it stays in the spool as a new one. A file not moved is named with
+        its error (the caller removes it as before, if unchanged: ``spool.remove_if_same``)."""
+        self.append(b"".join(self.kept.keep(k) for k, _, _ in files), sync=True)
         out: list[tuple[Kept, Path, OSError | None]] = []
-        for k, src in files:
+        for k, src, seen in files:
             try:
+                changed = changed_since(src, seen)
+                if changed is not None:
+                    raise FileChangedError(f"{src} changed since it was sent ({changed}): left in the spool "
+                                           "as a new file")
                 os.rename(src, self.path(k))
                 out.append((k, src, None))
             except OSError as err:

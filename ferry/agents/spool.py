@@ -60,6 +60,30 @@ def spool_stat(st: os.stat_result) -> SpoolStat:
     return SpoolStat(st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode, st.st_ino, st.st_dev)
 
 
+def changed_since(path: Path, seen: SpoolStat | None) -> str | None:
+    """What changed at ``path`` since ``seen`` (None: the same file, unchanged, or nothing to
+    compare with). A sent spool file a writer changed or replaced since it was read is not
+    what crossed: it stays in the spool, to be taken as a new file."""
+    if seen is None:
+        return None
+    try:
+        return seen.change(spool_stat(os.lstat(path)))
+    except FileNotFoundError:
+        return "it is gone"
+
+
+def remove_if_same(path: Path, seen: SpoolStat | None) -> str | None:
+    """Remove a sent spool file unless it changed since it was read (``changed_since``): returns
+    what changed (the file stays), or None (removed, or already gone). OSError if it cannot be."""
+    changed = changed_since(path, seen)
+    if changed is None:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+    return None if changed == "it is gone" else changed
+
+
 def _sigio_ignored() -> bool:
     """A lease broken while it is held (a writer opening the file in that instant) sends SIGIO,
     whose default action ends the process: ignore it (nothing in ferry uses SIGIO)."""
