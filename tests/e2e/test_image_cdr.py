@@ -86,6 +86,14 @@ def png_bomb(width=100_000, height=100_000) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
+def png_undecodable() -> bytes:
+    """A PNG whose structure is whole (the content check passes it) but whose IDAT is no zlib."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 16, 16, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", b"this is not a zlib stream at all") + chunk(b"IEND", b""))
+
+
 def test_pictures_are_reencoded_and_bombs_refused(appliance_factory, tmp_path):
     a = appliance_factory(policy_dir=_policy(tmp_path)).start()
     files = {
@@ -94,7 +102,8 @@ def test_pictures_are_reencoded_and_bombs_refused(appliance_factory, tmp_path):
         "trailing.png": png_with_text() + zip_bytes(),
         "comment.gif": gif_with_comment(),
         "bomb.png": png_bomb(),
-        "broken.png": png_with_text()[:300],
+        "truncated.png": png_with_text()[:300],   # the content check: its chunks do not reach IEND
+        "broken.png": png_undecodable(),           # whole chunks, valid CRCs, pixels that do not inflate
         "notes.txt": b"plain text crosses as it is\n",
     }
     for name, content in files.items():
@@ -103,8 +112,8 @@ def test_pictures_are_reencoded_and_bombs_refused(appliance_factory, tmp_path):
     out = a.outcomes()
     for name in ("gps.jpg", "text.png", "comment.gif", "notes.txt"):
         assert out[name] == "delivered", (name, out)
-    assert out["bomb.png"] == "refused" and out["broken.png"] == "refused", out
-    assert not (a.inner_spool / "bomb.png").exists() and not (a.inner_spool / "broken.png").exists()
+    assert out["bomb.png"] == out["broken.png"] == out["truncated.png"] == "refused", out
+    assert not any((a.inner_spool / n).exists() for n in ("bomb.png", "broken.png", "truncated.png"))
 
     # the JPEG crossed without its EXIF (GPS) and comment, and is a valid JPEG
     jpg = (a.inner_spool / "gps.jpg").read_bytes()
@@ -135,6 +144,7 @@ def test_pictures_are_reencoded_and_bombs_refused(appliance_factory, tmp_path):
     assert refused["bomb.png"]["code"] == "image_too_large"
     assert "100000x100000" in refused["bomb.png"]["reason"]
     assert refused["broken.png"]["code"] == "image_undecodable"
+    assert refused["truncated.png"]["code"] == "malformed_content"   # before any decoding
     assert refused["bomb.png"]["rule"] == refused["broken.png"]["rule"] == "files-documents"
     sent = {r["detail"]["name"]: r for r in outer if r["event"] == "object_sent"}
     for name in ("gps.jpg", "text.png", "comment.gif"):
