@@ -255,10 +255,34 @@ class Management:
 
 def run_agent(agent_class, cfg) -> int:
     """Run an agent until SIGTERM or SIGINT; its exit code."""
+    failed: list[str] = []
+
     async def main() -> int:
         agent = agent_class(cfg)
         stop = asyncio.Event()
         install_stop_handlers(stop)
-        return await agent.run(stop)
+        loop = asyncio.get_running_loop()
+
+        def on_error(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+            """A bug in a callback (a lane's timer) would leave that lane stopped while the agent
+            runs on: record an alarm and stop instead (exit 1; the service manager restarts it)."""
+            loop.default_exception_handler(context)
+            err = context.get("exception")
+            # only a bug in ferry's own callbacks: not a peer's reset connection (a transport's
+            # error, no handle) nor an OSError of the system (e.g. grpc's poller, EAGAIN)
+            if "handle" not in context or not isinstance(err, Exception) or isinstance(err, OSError):
+                return
+            what = f"{type(err).__name__}: {err}"
+            failed.append(what)
+            try:
+                agent.audit(event="agent_failed", verdict="alarm",
+                            reason=f"unexpected error in the agent, stopping it: {what}")
+            except Exception:       # the trail itself failing: the log has it, the exit code says so
+                log.exception("cannot record the agent's failure")
+            stop.set()
+
+        loop.set_exception_handler(on_error)
+        code = await agent.run(stop)
+        return 1 if failed else code
 
     return asyncio.run(main())

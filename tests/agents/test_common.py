@@ -1,10 +1,12 @@
 """ferry.agents.common.AuditQueue: no audit, no transfer — records wait in order while the trail is down."""
 from __future__ import annotations
 
+import asyncio
+
 import time
 from types import SimpleNamespace
 
-from ferry.agents.common import AuditQueue
+from ferry.agents.common import AuditQueue, run_agent
 from ferry.audit import AuditUnavailable
 
 
@@ -79,3 +81,41 @@ def test_without_a_cap_nothing_is_withheld():
     for _ in range(100):
         q.append(_dropped())
     assert len(trail.written) == 100 and q.tick(time.monotonic()) is None and q.close_budget()
+
+
+def test_an_exception_in_a_loop_callback_stops_the_agent_with_an_alarm_and_exit_1(caplog):
+    """A bug in a timer callback (the spool scan, say) must not leave a lane silently stopped
+    while the agent runs on: the agent records an alarm and stops, exit code 1 (its service
+    manager restarts it; the outer agent re-sends what it kept)."""
+    class Agent:
+        records: list = []
+
+        def __init__(self, cfg) -> None:
+            pass
+
+        def audit(self, **fields) -> None:
+            self.records.append(fields)
+
+        async def run(self, stop) -> int:
+            loop = asyncio.get_running_loop()
+            # what is not a bug of ours does not stop it: a transport's error, an OSError
+            loop.call_exception_handler({"message": "Fatal read error", "exception": ConnectionResetError(),
+                                         "transport": None})
+            loop.call_soon(self.system_error)
+            await asyncio.sleep(0.05)
+            assert not stop.is_set()
+            loop.call_soon(self.broken)
+            await asyncio.wait_for(stop.wait(), 10)
+            return 0
+
+        def system_error(self) -> None:
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+
+        def broken(self) -> None:
+            raise RuntimeError("a bug in a lane")
+
+    assert run_agent(Agent, None) == 1
+    [alarm] = Agent.records
+    assert alarm["event"] == "agent_failed" and alarm["verdict"] == "alarm"
+    assert "RuntimeError: a bug in a lane" in alarm["reason"]
+    assert "a bug in a lane" in caplog.text
