@@ -174,12 +174,13 @@ def _check_references(path: str, lines: Lines, policy: Policy) -> None:
     def problem(loc: tuple[str | int, ...], message: str) -> None:
         problems.append(PolicyError(path, lines.get(loc), render_key(loc), message))
 
-    first_line: dict[str, int | None] = {}
+    first: dict[str, int] = {}      # rule id -> index (lines are looked up only for a problem)
     for i, rule in enumerate(policy.rules):
-        if rule.id in first_line:
-            problem(("rules", i, "id"), f"duplicate rule id {rule.id!r} (first on line {first_line[rule.id]})")
+        if rule.id in first:
+            problem(("rules", i, "id"),
+                    f"duplicate rule id {rule.id!r} (first on line {lines.get(('rules', first[rule.id], 'id'))})")
         else:
-            first_line[rule.id] = lines.get(("rules", i, "id"))
+            first[rule.id] = i
         if rule.from_ not in policy.sources:
             problem(("rules", i, "from"), f"unknown source {rule.from_!r} (known: {_names(policy.sources)})")
         if rule.to not in policy.destinations:
