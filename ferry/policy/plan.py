@@ -39,6 +39,7 @@ import ipaddress
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from types import MappingProxyType
 from typing import Any
 
@@ -290,10 +291,37 @@ class CompiledDestination:
     description: str = ""
 
 
+@lru_cache(maxsize=1 << 16)
+def parse_network(text: str) -> IPNetwork:
+    """``ipaddress.ip_network(text, strict=True)``, remembered (compile and lint each need
+    every network of a policy; a network is immutable)."""
+    return ipaddress.ip_network(text, strict=True)
+
+
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+_MODEL_TYPES: dict[type, bool] = {}
+
+
+def freeze(value: Any) -> Any:
+    """A hashable stand-in for a policy model value, equal exactly where the values are
+    equal (== on pydantic models compares class and fields; on lists, items in order)."""
+    t = type(value)
+    if t in _PLAIN:
+        return value
+    if t is list:
+        return ("list", tuple([v if type(v) in _PLAIN else freeze(v) for v in value]))
+    model = _MODEL_TYPES.get(t)
+    if model is None:
+        model = _MODEL_TYPES[t] = issubclass(t, models.Strict)
+    if model:
+        return (t, tuple([v if type(v) in _PLAIN else freeze(v) for v in value.__dict__.values()]))
+    return value
+
+
 def _compile_source(name: str, s: Any) -> CompiledSource:
     if s.kind == "spool":
         return CompiledSource(name, "spool", description=s.description)
-    networks = tuple(ipaddress.ip_network(a, strict=True) for a in s.addresses)
+    networks = tuple(parse_network(a) for a in s.addresses)
     if s.kind == "addresses":
         return CompiledSource(name, "addresses", networks=networks, ports=tuple(s.ports),
                               protocol=s.protocol, description=s.description)
