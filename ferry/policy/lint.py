@@ -109,23 +109,20 @@ class _Linter:
 
     # --- shadowing: the first earlier rule that allows all a rule allows ------------
 
-    def _cover_keys(self, i: int, source: str) -> list[tuple[str, ...]]:
-        """Where rule i is filed (under each of its types) and, first, where its coverers are.
-
-        A rule covers another only if its list of codecs / media types / object types /
-        cmd types / requests holds all of the other's (_limits_within), so all of the
-        other's first; a files rule only one with the same name pattern."""
-        r = self.rules[i]
-        section = _section(r)
-        pattern = section.name_pattern if r.lane == "files" else ""
-        return [(r.lane, r.to, source, pattern, t) for t in getattr(section, _TYPES[r.lane])]
-
     def _first_cover(self, i: int, earlier: dict[tuple[str, ...], _CoverList]) -> int | None:
+        """The first earlier rule that covers rule i, from the rules filed under a cover key:
+        (lane, destination, source, name pattern of a files rule, one of its types). A rule
+        covers another only if its codecs / media types / object types / cmd types / requests
+        hold all of the other's (_limits_within), so the other's first; a files rule only one
+        with the same name pattern."""
         rule = self.rules[i]
+        section = _section(rule)
+        pattern = section.name_pattern if rule.lane == "files" else ""
+        types = getattr(section, _TYPES[rule.lane])
         size = _size(rule)
         best: int | None = None
         for name in self.sources.containers(rule.from_, self):
-            found = earlier.get(self._cover_keys(i, name)[0])
+            found = earlier.get((rule.lane, rule.to, name, pattern, types[0]))
             if found is None:
                 continue
             # a coverer allows at least this rule's size: none before the first that big
@@ -137,7 +134,8 @@ class _Linter:
                 if found.sizes[k] >= size and self._covers(j, i):
                     best = j
                     break
-        for key in self._cover_keys(i, rule.from_):
+        for t in types:
+            key = (rule.lane, rule.to, rule.from_, pattern, t)
             found = earlier.get(key)
             if found is None:
                 found = earlier[key] = _CoverList()

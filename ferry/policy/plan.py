@@ -79,7 +79,7 @@ class FilesCheck:
 
     @classmethod
     def compile(cls, spec: models.FilesLimits) -> FilesCheck:
-        return cls(spec.max_size, tuple(spec.media_types), spec.name_pattern, re.compile(spec.name_pattern))
+        return cls(spec.max_size, tuple(spec.media_types), spec.name_pattern, _name_re(spec.name_pattern))
 
     def refuse(self, kind: str | None, f: Any) -> str | None:
         """Why this rule does not let the body through, or None."""
@@ -96,6 +96,11 @@ class FilesCheck:
         if self.name_re.fullmatch(f.name) is None:
             return f"name {f.name!r} does not match name_pattern"
         return None
+
+
+@lru_cache(maxsize=4096)
+def _name_re(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
 
 
 AUDIO_CODECS = ("g711a", "g711u")

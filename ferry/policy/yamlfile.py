@@ -131,6 +131,9 @@ _NON_PRINTABLE = yaml.reader.Reader.NON_PRINTABLE
 # Where libyaml takes what PyYAML refuses (found by tests/policy/test_scale_yaml.py): tabs
 # (``p\tolicy: x``), byte-order marks after the start. A policy needs neither.
 _LIBYAML_DIFFERS = re.compile("[\t\ufeff]")
+# A block scalar's header as PyYAML reads it: indicator, chomping and/or indentation, a comment
+# after a space.
+_BLOCK_HEADER = re.compile(r"[|>](?:[-+][1-9]?|[1-9][-+]?)?(?: +(?:#.*)?)?\r?")
 
 
 class _Unsure(Exception):
@@ -172,6 +175,7 @@ def _load_fast(text: str) -> Any:
     assert _CLoader is not None
     parser = _CLoader(text)
     scalars = _Scalars()
+    plain = scalars.plain
     ScalarEvent, MappingStart, SequenceStart = (yaml.ScalarEvent, yaml.MappingStartEvent,
                                                 yaml.SequenceStartEvent)
     CollectionEnd = (yaml.MappingEndEvent, yaml.SequenceEndEvent)
@@ -193,8 +197,14 @@ def _load_fast(text: str) -> Any:
                 if event.implicit[0]:    # plain (libyaml says style "", PyYAML None)
                     if stack and stack[-1][3] and "?" in event.value:
                         raise _Unsure   # PyYAML ends a plain scalar at "?" in flow context, libyaml not
-                    is_str, value = scalars.value(event.value, event.start_mark)
+                    hit = plain.get(event.value)
+                    is_str, value = hit if hit is not None else scalars.value(event.value, event.start_mark)
                 else:
+                    if event.style in ("|", ">"):
+                        start = event.start_mark.index
+                        end = text.find("\n", start)
+                        if not _BLOCK_HEADER.fullmatch(text[start:end if end >= 0 else len(text)]):
+                            raise _Unsure   # e.g. "|#": libyaml takes it, PyYAML wants a space first
                     is_str, value = True, event.value
                 new = None
             elif kind is MappingStart or kind is SequenceStart:

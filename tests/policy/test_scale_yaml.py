@@ -94,7 +94,7 @@ def test_dumped_values_agree(value, flow, style, indent):
 @pytest.mark.parametrize("text", [
     "a: &x 1\nb: *x\n", "a: !!int 1\n", "? [1]\n: 2\n", "a: 1\na: 2\n", "1: x\n", "a: =\n", "<<: {b: 1}\n",
     "a: 2024-13-45\n", "---\na: 1\n---\nb: 2\n", "", "# only a comment\n", "a: [" * 40 + "]" * 40 + "\n",
-    "a: \x07\n", "a: b\n\tc: d\n",
+    "a: \x07\n", "a: b\n\tc: d\n", "a: |#\n  x\n", "a: [b?c]\n", "a: |0\n  x\n",
 ])
 def test_the_fast_path_leaves_what_it_is_unsure_of_to_the_checked_path(text):
     assert not agree(text)
