@@ -167,10 +167,15 @@ class _Linter:
                 if src.kind == "addresses" or not src.addresses:
                     # an unpinned devices source and any addresses source always meet
                     best = broad[src.kind].first(key, week, best, self)
-                for name in sources.meeting(rule.from_, self):
-                    found = by_source.get(name)
-                    if found is not None:
-                        best = found.first(key, week, best, self)
+                # the other sources of this group's earlier rules that may meet this one's, by
+                # their first rule; the first that does meet (and has a rule that counts) decides
+                order = sorted((by_source[n].firsts[0][0], n) for n in sources.meeting(rule.from_)
+                               if n in by_source)
+                for first, name in order:
+                    if best is not None and first >= best:
+                        break
+                    if sources.meets(rule.from_, name, self):
+                        best = by_source[name].first(key, week, best, self)
             if best is not None:
                 earlier = rules[best]
                 both = _sources_overlap(self.policy.sources[earlier.from_], src)
@@ -519,14 +524,52 @@ def _sources_overlap(a: Any, b: Any) -> str | None:
 
 # --- indexes of the sources -------------------------------------------------------------
 
+class _Serials:
+    """The matchers of one region code by serial range: which ranges meet [lo, hi].
+
+    Ranges are kept by length class (a power of two), each sorted by start: a range of a
+    class shorter than 2**c that meets [lo, hi] starts after lo - 2**c, so each class is one
+    bisection and then only ranges near [lo, hi] (many cameras of one region, told apart
+    by serial range, do not make every source a candidate of every other)."""
+
+    __slots__ = ("classes",)
+
+    def __init__(self) -> None:
+        self.classes: dict[int, tuple[list[int], list[tuple[int, int, str]]]] = {}
+
+    def add(self, lo: int, hi: int, name: str) -> None:
+        self.classes.setdefault((hi - lo + 1).bit_length(), ([], []))[1].append((lo, hi, name))
+
+    def done(self) -> None:
+        for c, (starts, ranges) in self.classes.items():
+            ranges.sort()
+            starts[:] = [r[0] for r in ranges]
+
+    def meeting(self, lo: int, hi: int, out: set[str]) -> None:
+        for c, (starts, ranges) in self.classes.items():
+            for k in range(bisect_left(starts, lo - (1 << c)), len(ranges)):
+                first, last, name = ranges[k]
+                if first > hi:
+                    break
+                if last >= lo:
+                    out.add(name)
+
+
+_ALL_SERIALS = (0, 9_999_999)
+
+
+def _serials(x: m.DeviceMatch) -> tuple[int, int]:
+    return (int(x.serial.from_), int(x.serial.to)) if x.serial is not None else _ALL_SERIALS
+
+
 class _SourceIndex:
     """Which sources can contain or meet a given one, without looking at all of them.
 
     Candidates come from the sources' networks (by exact network and by start address),
-    listed device IDs and matcher region codes (by exact code and in sorted order, for
-    prefixes); each is then decided by the exact predicate (_source_within,
-    _sources_overlap), so an index only has to miss nothing, which the tests check
-    against the pairwise comparison. Results are kept per source name.
+    listed device IDs (exactly, and by region code then serial number) and matchers (by
+    region code, then serial range); each is then decided by the exact predicate
+    (_source_within, _sources_overlap), so an index only has to miss nothing, which the
+    tests check against the pairwise comparison. Results are kept per source name.
     """
 
     def __init__(self, sources: Mapping[str, Any]) -> None:
@@ -534,9 +577,8 @@ class _SourceIndex:
         self.by_net: dict[tuple[int, int, int], list[str]] = {}     # (version, prefix, address)
         starts: dict[int, list[tuple[int, str]]] = {4: [], 6: []}   # version -> (first address, name)
         self.by_id: dict[str, list[str]] = {}
-        self.by_region: dict[str, list[str]] = {}                   # matcher region ("" for none)
-        ids: list[tuple[str, str]] = []
-        regions: list[tuple[str, str]] = []
+        self.by_region: dict[str, _Serials] = {}                    # matcher region ("" for none)
+        by_centre: dict[str, list[tuple[int, str]]] = {}            # listed IDs: 8-digit code -> (serial, name)
         for name, src in sources.items():
             if src.kind == "spool":
                 continue
@@ -548,16 +590,21 @@ class _SourceIndex:
                 continue
             for i in src.ids:
                 self.by_id.setdefault(i, []).append(name)
-                ids.append((i, name))
+                by_centre.setdefault(i[:8], []).append((int(i[13:]), name))
             for x in src.match:
-                self.by_region.setdefault(x.region or "", []).append(name)
-                regions.append((x.region or "", name))
+                region = self.by_region.get(x.region or "")
+                if region is None:
+                    region = self.by_region[x.region or ""] = _Serials()
+                region.add(*_serials(x), name)
+        for region in self.by_region.values():
+            region.done()
         self.starts = {v: sorted(set(pairs)) for v, pairs in starts.items()}
         self.prefixes = {v: sorted({plen for (ver, plen, _a) in self.by_net if ver == v}) for v in (4, 6)}
-        self.ids = sorted(set(ids))
-        self.regions = sorted(set(regions))
+        self.regions = sorted(self.by_region)
+        self.centres = sorted(by_centre)
+        self.by_centre = {c: sorted(set(v)) for c, v in by_centre.items()}
         self._containers: dict[str, list[str]] = {}
-        self._meeting: dict[str, list[str]] = {}
+        self._meets: dict[tuple[str, str], bool] = {}
 
     # candidates ---------------------------------------------------------------------
 
@@ -581,19 +628,36 @@ class _SourceIndex:
                 break
             out.add(name)
 
-    def _region_prefixes(self, code: str, out: set[str]) -> None:
-        """Sources with a matcher whose region is a prefix of ``code`` (or no region)."""
+    def _region_prefixes(self, code: str, serials: tuple[int, int], out: set[str]) -> None:
+        """Sources with a matcher whose region is a prefix of ``code`` (or no region) and whose
+        serial range meets ``serials``."""
         for k in (0, 2, 4, 6, 8):
             if k <= len(code):
-                out.update(self.by_region.get(code[:k], ()))
+                region = self.by_region.get(code[:k])
+                if region is not None:
+                    region.meeting(*serials, out)
 
-    @staticmethod
-    def _starting(pairs: list[tuple[str, str]], prefix: str, out: set[str]) -> None:
-        for k in range(bisect_left(pairs, (prefix, "")), len(pairs)):
-            key, name = pairs[k]
-            if not key.startswith(prefix):
+    def _regions_under(self, code: str, serials: tuple[int, int], out: set[str]) -> None:
+        """Sources with a matcher whose region starts with ``code`` and whose serials meet."""
+        for k in range(bisect_left(self.regions, code), len(self.regions)):
+            region = self.regions[k]
+            if not region.startswith(code):
                 break
-            out.add(name)
+            self.by_region[region].meeting(*serials, out)
+
+    def _ids_under(self, code: str, serials: tuple[int, int], out: set[str]) -> None:
+        """Sources listing an ID whose region starts with ``code``, its serial within ``serials``."""
+        lo, hi = serials
+        for k in range(bisect_left(self.centres, code[:8]), len(self.centres)):
+            centre = self.centres[k]
+            if not centre.startswith(code[:8]):
+                break
+            pairs = self.by_centre[centre]
+            for j in range(bisect_left(pairs, (lo, "")), len(pairs)):
+                serial, name = pairs[j]
+                if serial > hi:
+                    break
+                out.add(name)
 
     # questions ----------------------------------------------------------------------
 
@@ -609,10 +673,12 @@ class _SourceIndex:
                 self._supernets(_net(small.addresses[0]), candidates)
             if small.kind == "devices":
                 if small.match:
-                    self._region_prefixes(small.match[0].region or "", candidates)
+                    x = small.match[0]
+                    self._region_prefixes(x.region or "", _serials(x), candidates)
                 elif small.ids:
-                    candidates.update(self.by_id.get(small.ids[0], ()))
-                    self._region_prefixes(small.ids[0], candidates)
+                    i = small.ids[0]
+                    candidates.update(self.by_id.get(i, ()))
+                    self._region_prefixes(i, (int(i[13:]), int(i[13:])), candidates)
         candidates.discard(name)
         found = [name]
         for other in sorted(candidates):
@@ -622,13 +688,10 @@ class _SourceIndex:
         self._containers[name] = found
         return found
 
-    def meeting(self, name: str, linter: _Linter) -> list[str]:
-        """Names of the other sources that can match an object ``name`` matches, except the
-        pairs of an unpinned devices source and an addresses source (they always meet:
-        _Linter._overlaps takes them by kind)."""
-        found = self._meeting.get(name)
-        if found is not None:
-            return found
+    def meeting(self, name: str) -> set[str]:
+        """Names of the other sources that may match an object ``name`` matches (a superset:
+        _SourceIndex.meets decides), except the pairs of an unpinned devices source and an
+        addresses source (they always meet: _Linter._overlaps takes them by kind)."""
         src = self.sources[name]
         candidates: set[str] = set()
         if src.kind != "spool":
@@ -638,22 +701,22 @@ class _SourceIndex:
             if src.kind == "devices":
                 for i in src.ids:
                     candidates.update(self.by_id.get(i, ()))
-                    self._region_prefixes(i, candidates)
+                    self._region_prefixes(i, (int(i[13:]), int(i[13:])), candidates)
                 for x in src.match:
-                    region = x.region or ""
-                    self._region_prefixes(region, candidates)
-                    self._starting(self.regions, region, candidates)
-                    self._starting(self.ids, region, candidates)
+                    region, serials = x.region or "", _serials(x)
+                    self._region_prefixes(region, serials, candidates)
+                    self._regions_under(region, serials, candidates)
+                    self._ids_under(region, serials, candidates)
         candidates.discard(name)
-        found = []
-        for other in sorted(candidates):
-            them = self.sources[other]
-            if _always_meet(src, them):
-                continue
+        return {c for c in candidates if not _always_meet(src, self.sources[c])}
+
+    def meets(self, a: str, b: str, linter: _Linter) -> bool:
+        """_sources_overlap of the two is not None (either way round), remembered."""
+        key = (a, b) if a < b else (b, a)
+        found = self._meets.get(key)
+        if found is None:
             linter.checks += 1
-            if _sources_overlap(them, src) is not None:
-                found.append(other)
-        self._meeting[name] = found
+            found = self._meets[key] = _sources_overlap(self.sources[a], self.sources[b]) is not None
         return found
 
 

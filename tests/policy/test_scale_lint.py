@@ -206,3 +206,25 @@ def test_many_files_rules_of_one_spool_are_not_compared_pairwise():
         # type only, and of those only the first (the pairwise lint: 2 million pairs)
         assert big < 5 * max(small, n), (same_pattern, small, big)
         assert big < pairs // 100, (same_pattern, big, pairs)
+
+
+def cameras_by_serial_range(n: int) -> bytes:
+    """One city, n camera groups told apart only by serial range (as in policy/yiyang), one rule each."""
+    lines = ["policy: city", "version: 1", "default: deny", "sources:"]
+    for k in range(n):
+        lines.append(f'  s{k}: {{kind: devices, match: [{{region: "4309", type: ["132"], '
+                     f'serial: {{from: "{k * 1000:07d}", to: "{k * 1000 + 999:07d}"}}}}]}}')
+    lines += ["destinations:", "  vms: {kind: vms}", "rules:"]
+    for k in range(n):
+        lines.append(f"  - {{id: r{k}, lane: video, from: s{k}, to: vms, video: {{codecs: [h264], "
+                     f"max_width: {1000 + k}, max_height: 1080, max_frame_rate: 25, max_bitrate_kbps: 4000}}}}")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def test_sources_of_one_region_told_apart_by_serial_range_are_not_compared_pairwise():
+    small, n = checks_for(cameras_by_serial_range(300))
+    big, n4 = checks_for(cameras_by_serial_range(1200))
+    # the pairwise lint compared all 720,000 pairs of the 1,200 (each a source check); the serial
+    # ranges are disjoint, so the index offers no candidate at all
+    assert big <= 4 * small + n4, (small, big)
+    assert big < n4, big
