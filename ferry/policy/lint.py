@@ -63,7 +63,6 @@ class _Linter:
         self.rules = list(policy.rules)
         self.checks = 0
         self.sources = _SourceIndex(policy.sources)
-        self.keys = [(_freeze(_section(r)), _freeze(r.when)) for r in self.rules]
         self.weeks = [_week_mask(r.when) for r in self.rules]
         self.groups: dict[tuple[str, str], list[int]] = {}
         for i, r in enumerate(self.rules):
@@ -93,6 +92,8 @@ class _Linter:
                     findings.append(Finding(ERROR, rule.id, f"shadowed by rule {first.id}: {why}, "
                                             f"so rule {rule.id} never decides"))
                 dead.add(i)
+        del earlier                      # what the overlaps need is built per group, below
+        self.sources.forget_containers()
         overlaps: list[tuple[int, Finding]] = []
         for group in self.groups.values():
             overlaps += self._overlaps([i for i in group if i not in dead])
@@ -126,20 +127,21 @@ class _Linter:
             if found is None:
                 continue
             # a coverer allows at least this rule's size: none before the first that big
-            for k in range(bisect_left(found.most, size), len(found.rules)):
-                j = found.rules[k]
+            for k in range(bisect_left(found, (size,)), len(found)):
+                _most, its_size, j = found[k]
                 if best is not None and j >= best:
                     break
                 self.checks += 1
-                if found.sizes[k] >= size and self._covers(j, i):
+                if its_size >= size and self._covers(j, i):
                     best = j
                     break
         for t in types:
             key = (rule.lane, rule.to, rule.from_, pattern, t)
             found = earlier.get(key)
             if found is None:
-                found = earlier[key] = _CoverList()
-            found.add(i, size)
+                earlier[key] = [(size, size, i)]
+            else:
+                found.append((max(size, found[-1][0]), size, i))
         return best
 
     def _covers(self, j: int, i: int) -> bool:
@@ -155,13 +157,18 @@ class _Linter:
     def _overlaps(self, group: list[int]) -> list[tuple[int, Finding]]:
         """Overlap warnings of one (lane, destination)'s live rules, by rule index."""
         rules, sources = self.rules, self.sources
+        keys: dict[int, Any] = {}        # rule -> (limits, windows), equal ones shared
+        shared: dict[Any, Any] = {}
+        for i in group:
+            key = (_freeze(_section(rules[i])), _freeze(rules[i].when))
+            keys[i] = shared.setdefault(key, key)
         by_source: dict[str, _FirstByKey] = {}
         broad = {"addresses": _FirstByKey(), "devices": _FirstByKey()}   # by the kind they meet
         out: list[tuple[int, Finding]] = []
         for i in group:
             rule = rules[i]
             src = self.policy.sources[rule.from_]
-            key, week = self.keys[i], self.weeks[i]
+            key, week = keys[i], self.weeks[i]
             best: int | None = None
             if src.kind != "spool":
                 if src.kind == "addresses" or not src.addresses:
@@ -195,20 +202,9 @@ class _Linter:
         return out
 
 
-class _CoverList:
-    """Rules filed under one cover key, in file order, with their sizes and the running maximum."""
-
-    __slots__ = ("rules", "sizes", "most")
-
-    def __init__(self) -> None:
-        self.rules: list[int] = []
-        self.sizes: list[float] = []
-        self.most: list[float] = []     # max(sizes[:k + 1]): never decreasing
-
-    def add(self, i: int, size: float) -> None:
-        self.rules.append(i)
-        self.sizes.append(size)
-        self.most.append(max(size, self.most[-1]) if self.most else size)
+# Rules filed under one cover key, in file order: (largest size so far, size, index); the
+# first item never decreases, so a bisection finds the first rule as big as a size.
+_CoverList = list[tuple[float, float, int]]
 
 
 def _size(rule: Any) -> float:
@@ -231,12 +227,19 @@ class _FirstByKey:
 
     def __init__(self) -> None:
         self.firsts: list[tuple[int, Any, int]] = []   # (index, key, week mask), by index
-        self.seen: set[Any] = set()
+        self.seen: set[Any] | None = None             # their keys, once there are a few
 
     def add(self, i: int, key: Any, week: int) -> None:
-        if key not in self.seen:
+        if self.seen is None:
+            if any(k == key for _j, k, _w in self.firsts):
+                return
+            if len(self.firsts) >= 8:
+                self.seen = {k for _j, k, _w in self.firsts}
+        elif key in self.seen:
+            return
+        else:
             self.seen.add(key)
-            self.firsts.append((i, key, week))
+        self.firsts.append((i, key, week))
 
     def first(self, key: Any, week: int, best: int | None, linter: _Linter) -> int | None:
         """The first rule whose limits or windows differ from ``key`` and whose windows meet ``week``
@@ -709,6 +712,9 @@ class _SourceIndex:
                     self._ids_under(region, serials, candidates)
         candidates.discard(name)
         return {c for c in candidates if not _always_meet(src, self.sources[c])}
+
+    def forget_containers(self) -> None:
+        self._containers.clear()
 
     def meets(self, a: str, b: str, linter: _Linter) -> bool:
         """_sources_overlap of the two is not None (either way round), remembered."""

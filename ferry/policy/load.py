@@ -104,11 +104,35 @@ def parse_policy(files: dict[str, bytes], *, base: str = "") -> Policy:
         raise PolicyError(path, None, "", f"file is larger than {limits.POLICY_FILE_MAX} bytes")
     value, lines = load_yaml(path, data)
     try:
-        policy = Policy.model_validate(value)
-    except pydantic.ValidationError as e:
-        raise _collect([_from_pydantic(path, lines, err) for err in e.errors()]) from None
+        policy = _validate_by_parts(value)
+    except pydantic.ValidationError:
+        # Some part is invalid: the whole document again, for every error as the file has it.
+        value, lines = load_yaml(path, data)
+        try:
+            policy = Policy.model_validate(value)
+        except pydantic.ValidationError as e:
+            raise _collect([_from_pydantic(path, lines, err) for err in e.errors()]) from None
     _check_references(path, lines, policy)
     return policy
+
+
+_SOURCE: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(models.Source)
+_RULE: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(models.Rule)
+
+
+def _validate_by_parts(value: Any) -> Policy:
+    """Policy.model_validate(value), each source and rule validated on its own first and put in
+    its YAML mapping's place, so that mapping can go: a 4 MiB policy never holds all its YAML
+    values and all its models at once (pydantic takes the models as they are)."""
+    if isinstance(value, dict):
+        sources, rules = value.get("sources"), value.get("rules")
+        if type(sources) is dict and len(sources) <= limits.POLICY_SOURCES_MAX:
+            for name, source in sources.items():
+                sources[name] = _SOURCE.validate_python(source)
+        if type(rules) is list and len(rules) <= limits.POLICY_RULES_MAX_V1:
+            for i, rule in enumerate(rules):
+                rules[i] = _RULE.validate_python(rule)
+    return Policy.model_validate(value)
 
 
 def load_policy(directory: str | os.PathLike[str]) -> Policy:

@@ -296,7 +296,7 @@ class CompiledDestination:
     description: str = ""
 
 
-@lru_cache(maxsize=1 << 16)
+@lru_cache(maxsize=1 << 14)
 def parse_network(text: str) -> IPNetwork:
     """``ipaddress.ip_network(text, strict=True)``, remembered (compile and lint each need
     every network of a policy; a network is immutable)."""
