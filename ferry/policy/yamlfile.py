@@ -43,14 +43,15 @@ class _Loader(yaml.SafeLoader):
         return node
 
 
-def load_yaml(path: str, data: bytes) -> tuple[Any, Lines]:
+def load_yaml(path: str, data: bytes, *, lines_depth: int = 0) -> tuple[Any, Lines]:
     """Parse one policy file; raise PolicyError naming ``path`` and a line.
 
     The value comes from libyaml's event stream (``_load_fast``: a 4 MiB policy in about
     a second, where PyYAML's pure-Python composer took half a minute and 500 MB). Any
     document it does not take as plainly valid goes the old way (``_load_checked``), whose
     errors are the ones reported; lines are found the old way too, the first time one is
-    asked for (so only error messages pay for them).
+    asked for (so only error messages pay for them), except those of paths of at most
+    ``lines_depth`` parts, which the fast way notes as it goes (a test suite's cases).
     """
     try:
         text = data.decode("utf-8")
@@ -58,12 +59,13 @@ def load_yaml(path: str, data: bytes) -> tuple[Any, Lines]:
         line = data[: e.start].count(b"\n") + 1
         raise PolicyError(path, line, "", "file is not valid UTF-8") from None
     if _CLoader is not None and not _NON_PRINTABLE.search(text) and not _LIBYAML_DIFFERS.search(text):
+        known: dict[Path, int] = {}
         try:
-            value = _load_fast(text)
+            value = _load_fast(text, lines_depth, known)
         except _Unsure:
             pass
         else:
-            return value, Lines(lambda: _load_checked(path, text)[1])
+            return value, Lines(lambda: _load_checked(path, text)[1], known)
     value, lines = _load_checked(path, text)
     return value, Lines(lambda: lines)
 
@@ -100,13 +102,15 @@ def _load_checked(path: str, text: str) -> tuple[Any, dict[Path, int]]:
 
 
 class Lines(Mapping[Path, int]):
-    """Path -> 1-based line, computed on first use (a 4 MiB policy has 300,000 of them)."""
+    """Path -> 1-based line, computed on first use (a 4 MiB policy has 300,000 of them),
+    but for the ``known`` ones."""
 
-    __slots__ = ("_find", "_lines")
+    __slots__ = ("_find", "_lines", "_known")
 
-    def __init__(self, find: Callable[[], dict[Path, int]]) -> None:
+    def __init__(self, find: Callable[[], dict[Path, int]], known: dict[Path, int] | None = None) -> None:
         self._find: Callable[[], dict[Path, int]] | None = find
         self._lines: dict[Path, int] = {}
+        self._known = known or {}
 
     def _map(self) -> dict[Path, int]:
         if self._find is not None:
@@ -114,7 +118,8 @@ class Lines(Mapping[Path, int]):
         return self._lines
 
     def __getitem__(self, at: Path) -> int:
-        return self._map()[at]
+        line = self._known.get(at)
+        return line if line is not None else self._map()[at]
 
     def __iter__(self) -> Iterator[Path]:
         return iter(self._map())
@@ -168,10 +173,13 @@ class _Scalars(yaml.SafeLoader):
 _PLAIN_MEMO_MAX = 1 << 16
 
 
-def _load_fast(text: str) -> Any:
+def _load_fast(text: str, lines_depth: int = 0, lines: dict[Path, int] | None = None) -> Any:
     """The document's value, or _Unsure for anything but a plain single document: aliases,
     tags, non-string or repeated keys, nesting past POLICY_DEPTH_MAX, values PyYAML cannot
-    construct, YAML errors. Keeps no node, mark or line."""
+    construct, YAML errors. Keeps no node or mark; notes in ``lines`` the lines of paths of
+    at most ``lines_depth`` parts (as _load_checked: a key's line, an item's first line)."""
+    if lines is None:
+        lines = {}
     assert _CLoader is not None
     parser = _CLoader(text)
     scalars = _Scalars()
@@ -184,7 +192,8 @@ def _load_fast(text: str) -> Any:
         get = parser.get_event
         if not isinstance(get(), yaml.StreamStartEvent) or not isinstance(get(), yaml.DocumentStartEvent):
             raise _Unsure
-        # open collections: [container, is a mapping, key waiting for its value, in flow context]
+        # open collections: [container, is a mapping, key waiting for its value, in flow context,
+        # its path if the lines of its children are to be noted]
         stack: list[list[Any]] = []
         root: Any = None
         done = False
@@ -222,23 +231,35 @@ def _load_fast(text: str) -> Any:
                 continue
             else:       # an alias, or the document ending early
                 raise _Unsure
+            path: Path | None = None
             if not stack:
                 root = value
                 done = new is None
+                if lines_depth > 0:
+                    path = ()      # (its own line: the checked way's, where libyaml may differ)
             else:
                 top = stack[-1]
                 container = top[0]
+                parent = top[4]
                 if not top[1]:
+                    if parent is not None:
+                        path = parent + (len(container),)
+                        lines[path] = event.start_mark.line + 1
                     container.append(value)
                 elif top[2] is _NO_KEY:
                     if not is_str or value in container:
                         raise _Unsure   # a key that is no string (or a collection), or repeated
+                    if parent is not None:
+                        lines[parent + (value,)] = event.start_mark.line + 1
                     top[2] = value
                     container[value] = None
                 else:
+                    if parent is not None:
+                        path = parent + (top[2],)
                     container[top[2]] = value
                     top[2] = _NO_KEY
             if new is not None:
+                new.append(path if path is not None and len(path) < lines_depth else None)
                 stack.append(new)
         if not isinstance(get(), yaml.DocumentEndEvent) or not isinstance(get(), yaml.StreamEndEvent):
             raise _Unsure

@@ -41,15 +41,18 @@ def agree(text: str) -> bool:
     """True if the fast path took ``text`` (and then asserts the checked path gives the same)."""
     if yamlfile._NON_PRINTABLE.search(text) or yamlfile._LIBYAML_DIFFERS.search(text):
         return False   # load_yaml never tries the fast path on these
+    known: dict[tuple[str | int, ...], int] = {}
     try:
-        fast = yamlfile._load_fast(text)
+        fast = yamlfile._load_fast(text, 3, known)
     except yamlfile._Unsure:
         return False
     try:
-        checked, _lines = yamlfile._load_checked("t.yaml", text)
+        checked, lines = yamlfile._load_checked("t.yaml", text)
     except PolicyError as e:
         pytest.fail(f"fast path took what the checked path refuses ({e}): {text!r}")
     assert same(fast, checked), text
+    # the lines it notes as it goes (paths of up to 3 parts) are the checked path's
+    assert known == {at: line for at, line in lines.items() if 1 <= len(at) <= 3}, text
     return True
 
 
@@ -98,6 +101,14 @@ def test_dumped_values_agree(value, flow, style, indent):
 ])
 def test_the_fast_path_leaves_what_it_is_unsure_of_to_the_checked_path(text):
     assert not agree(text)
+
+
+def test_a_suite_file_has_the_lines_of_its_cases_without_the_checked_path():
+    text = (ROOT / "policy" / "demo" / "tests" / "demo.yaml").read_text()
+    _value, lines = yamlfile.load_yaml("demo.yaml", text.encode(), lines_depth=2)
+    _v, checked = yamlfile._load_checked("demo.yaml", text)
+    assert lines[("tests", 3)] == checked[("tests", 3)] and lines._find is not None   # not computed
+    assert lines[("tests", 3, "object", "file")] == checked[("tests", 3, "object", "file")]   # now it is
 
 
 def test_lines_are_found_when_asked_for_and_match_the_checked_path():
