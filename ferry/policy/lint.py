@@ -21,7 +21,7 @@ from functools import lru_cache
 from typing import Any
 
 from ferry.policy import models as m
-from ferry.policy.plan import freeze as _freeze, parse_network
+from ferry.policy.plan import freeze as _freeze, gc_paused, parse_network
 
 ERROR, WARNING = "error", "warning"
 LEVELS = (ERROR, WARNING)
@@ -46,7 +46,8 @@ def lint(plan: Any) -> list[Finding]:
 
 
 def lint_policy(policy: m.Policy) -> list[Finding]:
-    return _Linter(policy).run()
+    with gc_paused():
+        return _Linter(policy).run()
 
 
 class _Linter:

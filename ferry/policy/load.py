@@ -19,6 +19,7 @@ from ferry.crypto import sm3
 from ferry.policy.errors import PolicyError
 from ferry.policy import models
 from ferry.policy.models import Policy
+from ferry.policy.plan import gc_paused
 from ferry.policy.yamlfile import Lines, line_of, load_yaml, render_key
 
 POLICY_FILE = "policy.yaml"
@@ -102,6 +103,11 @@ def parse_policy(files: dict[str, bytes], *, base: str = "") -> Policy:
     data = files[POLICY_FILE]
     if len(data) > limits.POLICY_FILE_MAX:
         raise PolicyError(path, None, "", f"file is larger than {limits.POLICY_FILE_MAX} bytes")
+    with gc_paused():
+        return _parse(path, data)
+
+
+def _parse(path: str, data: bytes) -> Policy:
     value, lines = load_yaml(path, data)
     try:
         policy = _validate_by_parts(value)

@@ -35,9 +35,11 @@ Rate limits live apart, in ``ferry.policy.ratelimit``.
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from types import MappingProxyType
@@ -294,6 +296,21 @@ class CompiledDestination:
     name: str
     kind: str
     description: str = ""
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection inside (restored after, unless it was off already).
+
+    Parsing, compiling and linting a big policy build a million small objects, none of them
+    in a cycle; each full collection on the way walks them all again (about a fifth of the time)."""
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()
 
 
 @lru_cache(maxsize=1 << 14)
@@ -616,6 +633,11 @@ class Plan:
 
 def compile_policy(policy: models.Policy, hash: bytes) -> Plan:
     """Compile a validated policy into its immutable plan."""
+    with gc_paused():
+        return _compile(policy, hash)
+
+
+def _compile(policy: models.Policy, hash: bytes) -> Plan:
     sources = {name: _compile_source(name, s) for name, s in policy.sources.items()}
     destinations = {name: CompiledDestination(name, d.kind, d.description)
                     for name, d in policy.destinations.items()}
