@@ -219,8 +219,15 @@ def _check_references(path: str, lines: Lines, policy: Policy) -> None:
         raise _collect(problems)
 
 
+_NAMES_SHOWN = 20
+
+
 def _names(d: dict[str, Any]) -> str:
-    return ", ".join(sorted(d)) or "none"
+    """The names, sorted; a big policy's first few and how many more (15,000 names help no one)."""
+    names = sorted(d)
+    if len(names) > _NAMES_SHOWN:
+        return ", ".join(names[:_NAMES_SHOWN]) + f", ... ({len(names) - _NAMES_SHOWN} more)"
+    return ", ".join(names) or "none"
 
 
 def _collect(problems: list[PolicyError]) -> PolicyError:
