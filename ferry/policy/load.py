@@ -19,6 +19,7 @@ from ferry.crypto import sm3
 from ferry.policy.errors import PolicyError
 from ferry.policy import models
 from ferry.policy.models import Policy
+from ferry.policy.plan import gc_paused
 from ferry.policy.yamlfile import Lines, line_of, load_yaml, render_key
 
 POLICY_FILE = "policy.yaml"
@@ -102,13 +103,42 @@ def parse_policy(files: dict[str, bytes], *, base: str = "") -> Policy:
     data = files[POLICY_FILE]
     if len(data) > limits.POLICY_FILE_MAX:
         raise PolicyError(path, None, "", f"file is larger than {limits.POLICY_FILE_MAX} bytes")
+    with gc_paused():
+        return _parse(path, data)
+
+
+def _parse(path: str, data: bytes) -> Policy:
     value, lines = load_yaml(path, data)
     try:
-        policy = Policy.model_validate(value)
-    except pydantic.ValidationError as e:
-        raise _collect([_from_pydantic(path, lines, err) for err in e.errors()]) from None
+        policy = _validate_by_parts(value)
+    except pydantic.ValidationError:
+        # Some part is invalid: the whole document again, for every error as the file has it.
+        value, lines = load_yaml(path, data)
+        try:
+            policy = Policy.model_validate(value)
+        except pydantic.ValidationError as e:
+            raise _collect([_from_pydantic(path, lines, err) for err in e.errors()]) from None
     _check_references(path, lines, policy)
     return policy
+
+
+_SOURCE: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(models.Source)
+_RULE: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(models.Rule)
+
+
+def _validate_by_parts(value: Any) -> Policy:
+    """Policy.model_validate(value), each source and rule validated on its own first and put in
+    its YAML mapping's place, so that mapping can go: a 4 MiB policy never holds all its YAML
+    values and all its models at once (pydantic takes the models as they are)."""
+    if isinstance(value, dict):
+        sources, rules = value.get("sources"), value.get("rules")
+        if type(sources) is dict and len(sources) <= limits.POLICY_SOURCES_MAX:
+            for name, source in sources.items():
+                sources[name] = _SOURCE.validate_python(source)
+        if type(rules) is list and len(rules) <= limits.POLICY_RULES_MAX_V1:
+            for i, rule in enumerate(rules):
+                rules[i] = _RULE.validate_python(rule)
+    return Policy.model_validate(value)
 
 
 def load_policy(directory: str | os.PathLike[str]) -> Policy:
@@ -174,12 +204,13 @@ def _check_references(path: str, lines: Lines, policy: Policy) -> None:
     def problem(loc: tuple[str | int, ...], message: str) -> None:
         problems.append(PolicyError(path, lines.get(loc), render_key(loc), message))
 
-    first_line: dict[str, int | None] = {}
+    first: dict[str, int] = {}      # rule id -> index (lines are looked up only for a problem)
     for i, rule in enumerate(policy.rules):
-        if rule.id in first_line:
-            problem(("rules", i, "id"), f"duplicate rule id {rule.id!r} (first on line {first_line[rule.id]})")
+        if rule.id in first:
+            problem(("rules", i, "id"),
+                    f"duplicate rule id {rule.id!r} (first on line {lines.get(('rules', first[rule.id], 'id'))})")
         else:
-            first_line[rule.id] = lines.get(("rules", i, "id"))
+            first[rule.id] = i
         if rule.from_ not in policy.sources:
             problem(("rules", i, "from"), f"unknown source {rule.from_!r} (known: {_names(policy.sources)})")
         if rule.to not in policy.destinations:
@@ -188,8 +219,15 @@ def _check_references(path: str, lines: Lines, policy: Policy) -> None:
         raise _collect(problems)
 
 
+_NAMES_SHOWN = 20
+
+
 def _names(d: dict[str, Any]) -> str:
-    return ", ".join(sorted(d)) or "none"
+    """The names, sorted; a big policy's first few and how many more (15,000 names help no one)."""
+    names = sorted(d)
+    if len(names) > _NAMES_SHOWN:
+        return ", ".join(names[:_NAMES_SHOWN]) + f", ... ({len(names) - _NAMES_SHOWN} more)"
+    return ", ".join(names) or "none"
 
 
 def _collect(problems: list[PolicyError]) -> PolicyError:

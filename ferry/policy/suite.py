@@ -122,7 +122,7 @@ def parse_suite_file(path: str, data: bytes) -> list[SuiteCase]:
     """Validate one test file (``path`` is for messages only)."""
     if len(data) > limits.POLICY_FILE_MAX:
         raise PolicyError(path, None, "", f"file is larger than {limits.POLICY_FILE_MAX} bytes")
-    value, lines = load_yaml(path, data)
+    value, lines = load_yaml(path, data, lines_depth=2)     # the lines of tests[i], for each case
     if not isinstance(value, dict):
         raise PolicyError(path, lines.get(()), "", "expected a mapping with the key 'tests'")
     try:
