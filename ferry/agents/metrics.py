@@ -76,15 +76,15 @@ _DEFS = [
     MetricDef("ferry_objects_duplicate", COUNTER, "Inner: duplicate copies of an object in flight, ignored."),
     MetricDef("ferry_link_datagrams", COUNTER, "Link datagrams (outer: sent; inner: received)."),
     MetricDef("ferry_link_bytes", COUNTER, "Link bytes (outer: sent; inner: received)."),
-    MetricDef("ferry_link_objects", COUNTER, "Objects on the link (outer: sent; inner: reassembled)."),
+    MetricDef("ferry_link_objects", COUNTER, "Objects on the link (outer: queued to send; inner: reassembled whole)."),
     MetricDef("ferry_link_objects_lost", COUNTER, "Inner: objects lost on the link (blocks not repaired)."),
     MetricDef("ferry_link_blocks_sent", COUNTER, "Outer: FEC blocks sent."),
     MetricDef("ferry_link_blocks_received", COUNTER, "Inner: FEC blocks, by outcome (ok, repaired, lost, "
               "refused).", ("outcome",)),
     MetricDef("ferry_link_symbols_late", COUNTER, "Inner: symbols that came after their block was done."),
     MetricDef("ferry_link_heartbeats", COUNTER, "Inner: authenticated heartbeats received."),
-    MetricDef("ferry_link_send_errors", COUNTER, "Outer: datagrams the socket refused to send."),
-    MetricDef("ferry_link_outbox", GAUGE, "Outer: sealed datagrams waiting to be sent."),
+    MetricDef("ferry_link_send_errors", COUNTER, "Outer: link sends that failed (those datagrams are lost)."),
+    MetricDef("ferry_link_outbox", GAUGE, "Outer: datagrams and blocks made and not sent yet."),
     MetricDef("ferry_internal_errors", COUNTER, "Inner: unexpected errors while receiving (a bug; see the log)."),
     MetricDef("ferry_lane_sent", COUNTER, "Outer: objects sent, per lane.", ("lane",)),
     MetricDef("ferry_lane_delivered", COUNTER, "Inner: objects delivered per lane (video: access units and "
