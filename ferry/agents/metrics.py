@@ -81,6 +81,8 @@ _DEFS = [
     MetricDef("ferry_link_blocks_sent", COUNTER, "Outer: FEC blocks sent."),
     MetricDef("ferry_link_blocks_received", COUNTER, "Inner: FEC blocks, by outcome (ok, repaired, lost, "
               "refused).", ("outcome",)),
+    MetricDef("ferry_link_datagrams_dropped", COUNTER, "Inner: link datagrams dropped, by reason code "
+              "(README's Audit section, WIRE.md §8).", ("reason",)),
     MetricDef("ferry_link_symbols_late", COUNTER, "Inner: symbols that came after their block was done."),
     MetricDef("ferry_link_heartbeats", COUNTER, "Inner: authenticated heartbeats received."),
     MetricDef("ferry_link_send_errors", COUNTER, "Outer: link sends that failed (those datagrams are lost)."),
@@ -168,6 +170,7 @@ class Snapshot:
     link_since: float | None = None
     key_epoch: int | None = None
     counters: dict[str, int] = field(default_factory=dict)
+    dropped: dict[str, int] = field(default_factory=dict)      # inner: link datagrams dropped, by reason
     lanes: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
@@ -180,9 +183,11 @@ def take_snapshot(agent: Any, now: float) -> Snapshot:
     link_view, lane_counters) are left out for an agent without them, as GetStatus does."""
     counters = _ints(agent.status_counters())
     epoch: int | None = counters.get("epoch")
-    receiving = getattr(getattr(agent, "receiver", None), "current_epoch", None)   # the inner agent's epoch
+    receiver = getattr(agent, "receiver", None)         # the inner agent: its epoch and drops by reason
+    receiving = getattr(receiver, "current_epoch", None)
     if epoch is None and isinstance(receiving, int):
         epoch = receiving
+    dropped = getattr(getattr(receiver, "counters", None), "dropped_by_reason", None)
     p = agent.policy_info()
     uptime = agent.uptime() if hasattr(agent, "uptime") else None
     link_up = link_since = None
@@ -194,7 +199,8 @@ def take_snapshot(agent: Any, now: float) -> Snapshot:
                     audit_available=bool(agent.audit_available()), policy_name=p.name, policy_hash=p.hash.hex(),
                     policy_source=p.source, signed_at=p.signed_at, applied_at=p.applied_at,
                     uptime=None if uptime is None else max(0.0, float(uptime)), link_up=link_up,
-                    link_since=link_since, key_epoch=epoch, counters=counters, lanes=lanes)
+                    link_since=link_since, key_epoch=epoch, counters=counters,
+                    dropped=_ints(dropped) if isinstance(dropped, dict) else {}, lanes=lanes)
 
 
 def families(s: Snapshot, now: float) -> list[Metric]:
@@ -227,6 +233,8 @@ def families(s: Snapshot, now: float) -> list[Metric]:
             add(metric, v, labels)
         elif key not in SKIPPED_COUNTERS and not key.startswith("video_"):
             add("ferry_status_counter", v, {"name": key})
+    for reason, v in sorted(s.dropped.items()):
+        add("ferry_link_datagrams_dropped", v, {"reason": reason})
     for lane, values in sorted(s.lanes.items()):
         for key, v in sorted(values.items()):
             if key in LANE_COUNTERS:

@@ -22,6 +22,7 @@ from ferry.agents.metrics import (LANE_COUNTERS, METRICS, STATUS_COUNTERS, Agent
                                   families, take_snapshot)
 from ferry.mgmt.host import LinkView
 from ferry.pb import mgmt_pb2
+from ferry.reasons import Reason
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -66,6 +67,9 @@ class FakeAgent:
 class Receiver:
     current_epoch = 5
 
+    class counters:
+        dropped_by_reason = {Reason.BAD_MAGIC: 4, Reason.BAD_SYMBOL_AUTH: 1}
+
 
 def exposition(agent, now: float | None = None) -> dict[str, tuple[str, list]]:
     """name -> (type, [(sample, labels, value)]) as a Prometheus server would parse them."""
@@ -104,6 +108,8 @@ def test_names_types_and_values():
     assert sample(got, "ferry_objects_delivered") == 3
     assert sample(got, "ferry_policy_reloads") == 2
     assert sample(got, "ferry_key_epoch") == 5
+    assert sample(got, "ferry_link_datagrams_dropped", reason="bad_magic") == 4
+    assert sample(got, "ferry_link_datagrams_dropped", reason="bad_symbol_auth") == 1
     assert sample(got, "ferry_lane_delivered", lane="files") == 3
     assert sample(got, "ferry_lane_delivered", lane="video") == 50
     assert got["ferry_lane_active_streams"][0] == "gauge"

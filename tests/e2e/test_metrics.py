@@ -41,6 +41,12 @@ def value(families: dict, sample: str, **labels: str) -> float:
     return got[0]
 
 
+def dropped(families: dict) -> float:
+    """Inner: link datagrams dropped, all reasons."""
+    return sum(v for n, _, v in families.get("ferry_link_datagrams_dropped", {"samples": []})["samples"]
+               if n == "ferry_link_datagrams_dropped_total")
+
+
 def with_metrics(app: Appliance) -> dict[str, int]:
     ports = {role: free_tcp_port() for role in ("outer", "inner")}
     for role, port in ports.items():
@@ -76,6 +82,12 @@ def test_metrics_follow_a_transfer_and_the_link(appliance_factory):
     policy = [lab for n, lab, _ in outer["ferry_policy_info"]["samples"]]
     assert len(policy) == 1 and len(policy[0]["hash"]) == 64
     assert [lab["hash"] for n, lab, _ in inner["ferry_policy_info"]["samples"]] == [policy[0]["hash"]]
+
+    # a stranger's datagrams on the link port: dropped, and counted by reason
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for _ in range(5):
+            s.sendto(b"not ferry" * 10, ("127.0.0.1", app.port))
+    app.wait_for(lambda: dropped(scrape(ports["inner"])) >= 5, 30, "dropped datagrams counted")
 
     app.kill("outer")       # kill -9: no more heartbeats
     app.wait_for(lambda: value(scrape(ports["inner"]), "ferry_link_up", role="inner") == 0, 60,
