@@ -20,6 +20,7 @@ from prometheus_client.registry import CollectorRegistry
 
 from ferry.agents.metrics import (LANE_COUNTERS, METRICS, STATUS_COUNTERS, AgentCollector, MetricsServer,
                                   families, take_snapshot)
+from ferry.config import ManagementSection
 from ferry.mgmt.host import LinkView
 from ferry.pb import mgmt_pb2
 from ferry.reasons import Reason
@@ -256,6 +257,18 @@ def test_a_busy_port_names_the_key(loop_thread):
         port = busy.getsockname()[1]
         with pytest.raises(OSError, match=rf"\[management\] metrics = '127.0.0.1:{port}': cannot listen"):
             MetricsServer(f"127.0.0.1:{port}").start(FakeAgent(), loop_thread)
+
+
+@pytest.mark.parametrize("value", ["127.0.0.1:9464", "[::1]:9464", "0.0.0.0:1", ""])
+def test_the_metrics_key_takes_a_literal_address_and_port(value):
+    assert ManagementSection(metrics=value).metrics == value
+
+
+@pytest.mark.parametrize("value", ["localhost:9464", "127.0.0.1", "127.0.0.1:0", "127.0.0.1:65536", ":9464",
+                                   "127.0.0.1:x"])
+def test_the_metrics_key_refuses_anything_else(value):
+    with pytest.raises(ValueError, match="metrics"):
+        ManagementSection(metrics=value)
 
 
 def test_the_tables_name_only_defined_metrics():
