@@ -85,6 +85,9 @@ class InnerFiles(_Strict):
 class ManagementSection(_Strict):
     socket: str = ""              # Unix socket of the gRPC management service; none if empty
     policy_signers: list[str] = Field(default_factory=list, max_length=64)   # SM2 public keys (SPKI PEM)
+    metrics: str = ""             # "host:port" of the Prometheus metrics HTTP listener; none if empty
+
+    _metrics = field_validator("metrics")(lambda v: _host_port(v) if v else v)
 
 
 class KernelSection(_Strict):

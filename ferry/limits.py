@@ -201,3 +201,6 @@ WRITER_WRITABLE_WAIT = 1.0     # outer: seconds the writer waits for room in the
 # --- link priority: control datagrams ahead of data (ferry.wire.pacing, the outer link writer) ---
 CONTROL_SHARE = 0.02           # share of the link rate control datagrams (announcements, heartbeats) may take first
 CONTROL_BURST = 16 << 10       # bytes of control datagrams that may go at once (a rotation's copies and a heartbeat)
+
+# --- Prometheus metrics ([management] metrics, ferry.agents.metrics) ----------
+METRICS_SNAPSHOT_TIMEOUT = 2.0  # a scrape waits this long for the event loop's snapshot, then serves the last one

@@ -20,6 +20,7 @@ from ferry.audit.budget import RefusalBudget
 from ferry.config import AgentSection, ConfigError, ManagementSection, check_modes
 from ferry.crypto import SM2PrivateKey, SM2PublicKey
 from ferry.crypto.keys import load_private_key, load_public_key
+from ferry.agents.metrics import MetricsServer
 from ferry.mgmt.host import PolicyOrigin
 from ferry.mgmt.server import ManagementService, start_server, stop_server
 from ferry.policy import Plan, PolicyError, compile_policy, load_plan, parse_policy, policy_hash
@@ -243,14 +244,19 @@ class Management:
     def __init__(self, section: ManagementSection | None) -> None:
         self.path = section.socket if section is not None else ""
         self.server = None
+        self.metrics = MetricsServer(section.metrics) if section is not None and section.metrics else None
 
     async def start(self, agent) -> None:
+        if self.metrics is not None:      # first: a busy port stops the agent before anything else listens
+            self.metrics.start(agent, asyncio.get_running_loop())
         if self.path:
             self.server = await start_server(self.path, ManagementService(agent))
 
     async def stop(self) -> None:
         if self.server is not None:
             await stop_server(self.server, self.path)
+        if self.metrics is not None:
+            await asyncio.to_thread(self.metrics.stop)
 
 
 def run_agent(agent_class, cfg) -> int:
