@@ -22,7 +22,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ferry.crypto import CryptoError
+from ferry.crypto import CryptoError, SM2PublicKey
 from ferry.crypto.keys import init_keys
 
 EXIT_OK, EXIT_USAGE = 0, 2
@@ -219,16 +219,10 @@ class Provisioner:
         self.ensure(Entry(f"/etc/ferry/keys/{role}.key", f"ferry-{role}", f"ferry-{role}", 0o600, "file"))
         self.ensure(Entry(f"/etc/ferry/keys/{role}.pub", "root", "root", 0o644, "file"))
 
-    def peer_public(self, role: str, source: Path | None) -> None:
+    def peer_public(self, role: str, text: str | None) -> None:
         peer = PEER[role]
         dest = f"/etc/ferry/keys/{peer}.pub"
-        if source is not None and not self.at(dest).exists():
-            try:
-                text = source.read_text(encoding="ascii")
-            except (OSError, UnicodeDecodeError) as e:
-                raise ProvisionError(f"{source} (--peer-public): cannot read: {e}") from None
-            if "BEGIN PUBLIC KEY" not in text:
-                raise ProvisionError(f"{source} (--peer-public): not a PEM public key")
+        if text is not None and not self.at(dest).exists():
             self.write_new(dest, text, "root", "root", 0o644)
         elif not self.at(dest).exists():
             self.say(f"note: copy the {peer} host's {dest} to {self.at(dest)} before starting ferry-{role}")
@@ -251,7 +245,7 @@ class Provisioner:
                 os.chmod(dest, 0o644)
                 self.say(f"wrote {dest}")
 
-    def role(self, role: str, peer_public: Path | None) -> None:
+    def role(self, role: str, peer_public: str | None) -> None:
         for e in layout(role):
             self.ensure(e)
         self.keys(role)
@@ -267,11 +261,21 @@ def provision(root: Path, roles: tuple[str, ...], *, policy: Path | None = None,
     """Provision ``roles`` under ``root``; ProvisionError names what failed."""
     if not root.is_dir():
         raise ProvisionError(f"{root} (--root): not a directory")
+    peer_text = None
+    if peer_public is not None:          # checked before anything changes
+        try:
+            peer_text = peer_public.read_text(encoding="ascii")
+        except (OSError, UnicodeDecodeError) as e:
+            raise ProvisionError(f"{peer_public} (--peer-public): cannot read: {e}") from None
+        try:
+            SM2PublicKey.from_pem(peer_text.encode("ascii"))
+        except CryptoError as e:
+            raise ProvisionError(f"{peer_public} (--peer-public): not a PEM public key: {e}") from None
     p = Provisioner(root, say)
     try:
         p.users()
         for role in roles:
-            p.role(role, None if len(roles) > 1 else peer_public)
+            p.role(role, None if len(roles) > 1 else peer_text)
         p.policy(policy)
     except OSError as e:
         raise ProvisionError(f"{e.filename or root}: {e.strerror}") from None

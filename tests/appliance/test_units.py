@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 
 from ferry.provision import SYSUSERS
-from tests.support.rootcheck import need_root
+from rootcheck import need_root
+
+pytestmark = pytest.mark.root
 
 APPLIANCE = Path(__file__).resolve().parents[2] / "appliance"
 UNIT_FILES = ("ferry-outer.service", "ferry-inner.service", "ferry-link@.service")

@@ -1,0 +1,265 @@
+"""First-boot provisioning (`ferry provision`), and the agents running the way the units run
+them: from the provisioned files, as their own users, with no capability but the outer's
+CAP_LEASE, no new privileges and no writable executable memory (sandbox_run.py).
+
+Everything happens under temporary roots (`--root`); the host's users and /etc stay as they were.
+"""
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from appliance import free_udp_port, read_trail
+from rootcheck import need_root
+from waiting import wait_until
+
+from ferry.config import InnerConfig, OuterConfig, load_config, mode_problems
+from ferry.provision import layout
+
+pytestmark = pytest.mark.root
+REPO = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+
+
+def _provision(root: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ferry", "provision", "--root", str(root), *args],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def _users(root: Path) -> dict[str, tuple[int, int]]:
+    out = {}
+    for line in (root / "etc/passwd").read_text().splitlines():
+        name, _, uid, gid, *_ = line.split(":")
+        out[name] = (int(uid), int(gid))
+    out["root"] = (0, 0)
+    return out
+
+
+@pytest.fixture
+def world_tmp() -> Iterator[Path]:
+    """A temporary folder other users can traverse (pytest's tmp_path is under a 0700 folder)."""
+    need_root("systemd-sysusers")
+    d = Path(tempfile.mkdtemp(prefix="ferry-root-", dir="/tmp"))
+    d.chmod(0o755)
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _host_users() -> set[str]:
+    return {p.pw_name for p in pwd.getpwall()}
+
+
+def test_provision_creates_users_dirs_keys_with_owners_and_modes(world_tmp: Path) -> None:
+    """--role both under --root: the service users in the root's /etc/passwd (not the host's),
+    each directory of the layout with its owner and mode, each private key 0600 owned by its
+    agent's user, the sample configs 0640 root:ferry-ROLE that load and pass the agents' own
+    start-up mode checks."""
+    root = world_tmp / "root"
+    root.mkdir()
+    before = _host_users()
+    done = _provision(root, "--role", "both", "--policy", str(REPO / "policy/demo"))
+    assert done.returncode == 0, done.stderr
+    assert _host_users() == before and "ferry-outer" not in before
+    users = _users(root)
+    for role in ("outer", "inner"):
+        assert f"ferry-{role}" in users
+        for e in layout(role):
+            st = (root / e.path.lstrip("/")).stat()
+            assert stat.S_ISDIR(st.st_mode), e.path
+            assert (st.st_uid, st.st_gid) == (users[e.user][0], users[e.group][1]), e.path
+            assert stat.S_IMODE(st.st_mode) == e.mode, f"{e.path}: {stat.S_IMODE(st.st_mode):04o}"
+        agent = users[f"ferry-{role}"]
+        key = (root / f"etc/ferry/keys/{role}.key").stat()
+        assert (key.st_uid, key.st_gid, stat.S_IMODE(key.st_mode)) == (*agent, 0o600)
+        pub = (root / f"etc/ferry/keys/{role}.pub").stat()
+        assert (pub.st_uid, stat.S_IMODE(pub.st_mode)) == (0, 0o644)
+        conf = root / f"etc/ferry/{role}.toml"
+        st = conf.stat()
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, agent[1], 0o640)
+        cfg = load_config(conf, OuterConfig if role == "outer" else InnerConfig)
+        assert cfg.agent.key == f"/etc/ferry/keys/{role}.key" and cfg.agent.audit_dir == f"/var/log/ferry/{role}"
+        assert cfg.kernel is not None and not cfg.kernel.apply     # ferry-link@ applies the rules
+        rooted = _rooted(cfg.agent, root)
+        assert mode_problems(rooted) == []
+        env = (root / f"etc/ferry/link-{role}.env").read_text()
+        assert "FERRY_NFT_BASE=" in env and "FERRY_LINK_UP=" in env
+    assert (root / "etc/ferry/policy/policy.yaml").exists()
+
+
+def _rooted(agent, root: Path):
+    return agent.model_copy(update={k: str(root) + getattr(agent, k)
+                                    for k in ("key", "peer_public", "policy", "audit_dir", "state_dir")})
+
+
+def test_provision_is_idempotent_and_repairs_modes(world_tmp: Path) -> None:
+    """A second run writes nothing and keeps the keys; a key or folder whose mode or owner an
+    admin changed is set back, and the run says so."""
+    root = world_tmp / "root"
+    root.mkdir()
+    assert _provision(root, "--role", "outer").returncode == 0
+    key = root / "etc/ferry/keys/outer.key"
+    pem = key.read_bytes()
+    again = _provision(root, "--role", "outer")
+    assert again.returncode == 0, again.stderr
+    assert "wrote" not in again.stdout and "created" not in again.stdout and "mode of" not in again.stdout
+    assert key.read_bytes() == pem
+    key.chmod(0o644)
+    os.chown(key, 0, 0)
+    state = root / "var/lib/ferry/outer/state"
+    state.chmod(0o777)
+    fixed = _provision(root, "--role", "outer")
+    assert fixed.returncode == 0, fixed.stderr
+    assert f"mode of {key}: 0600" in fixed.stdout and f"owner of {key}: ferry-outer" in fixed.stdout
+    assert f"mode of {state}: 0700" in fixed.stdout
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600 and stat.S_IMODE(state.stat().st_mode) == 0o700
+    assert key.read_bytes() == pem
+
+
+def test_provision_refusals_name_the_file(world_tmp: Path) -> None:
+    """Errors name the file and the option; the exit status is 2."""
+    missing = world_tmp / "nope"
+    done = _provision(missing, "--role", "outer")
+    assert done.returncode == 2 and f"{missing} (--root): not a directory" in done.stderr
+    root = world_tmp / "root"
+    root.mkdir()
+    bad = world_tmp / "inner.pub"
+    bad.write_text("not a key\n")
+    done = _provision(root, "--role", "outer", "--peer-public", str(bad))
+    assert done.returncode == 2 and f"{bad} (--peer-public): not a PEM public key" in done.stderr
+    (root / "etc/ferry").mkdir(parents=True)
+    (root / "etc/ferry/keys").write_text("a file where the keys folder belongs")
+    done = _provision(root, "--role", "outer")
+    assert done.returncode == 2 and "etc/ferry/keys: exists and is not a directory" in done.stderr
+
+
+# -- the agents as the units run them -------------------------------------------------------
+
+def _sandboxed(root: Path, role: str, uid: int, gid: int, umask: str) -> list[str]:
+    """The agent as its unit starts it: its own user and group, no supplementary groups, no new
+    privileges, no capability (the outer: CAP_LEASE only), the unit's UMask, and no writable
+    executable memory. In a private mount namespace, so that the interpreter (under /root,
+    mode 0700 here) is reachable by the agent's user without changing the host."""
+    python = Path(sys.executable).resolve()
+    stage = root / ".python"
+    prefix = ""
+    if python.is_relative_to("/root"):
+        top = Path("/root") / python.relative_to("/root").parts[0]
+        stage.mkdir(exist_ok=True)
+        prefix = (f"mount --bind {top} {stage} && mount -t tmpfs -o mode=0755 tmpfs /root && "
+                  f"mkdir -p {top} && mount --bind {stage} {top} && ")
+    caps = "-all,+lease" if role == "outer" else "-all"
+    ambient = ["--ambient-caps=+lease"] if role == "outer" else []
+    setpriv = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--no-new-privs",
+               f"--inh-caps={caps}", *ambient, f"--bounding-set={caps}"]
+    agent = [sys.executable, str(HERE / "sandbox_run.py"), "ferry", role, "--config",
+             str(root / f"etc/ferry/{role}.toml")]
+    script = prefix + f"umask {umask} && exec " + " ".join(setpriv + agent)
+    return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script]
+
+
+def _rehome(root: Path, role: str, port: int) -> None:
+    """Point the provisioned config at the root's folders and at loopback (no ferry0 here)."""
+    conf = root / f"etc/ferry/{role}.toml"
+    text = conf.read_text()
+    for top in ("/etc/ferry", "/var/lib/ferry", "/var/log/ferry", "/run/ferry"):
+        text = text.replace(f'"{top}', f'"{root}{top}')
+    text = text.replace('"10.0.9.2"', '"127.0.0.1"').replace("= 47000", f"= {port}")
+    text = text.replace('interface = "ferry0"\n', "")
+    if role == "outer":
+        text = text.replace("[files]\n", "[files]\nsettle = 0.3\nscan_interval = 0.2\n")
+    conf.write_text(text)
+
+
+def test_agents_run_sandboxed_from_provisioned_roots(world_tmp: Path) -> None:
+    """Two hosts provisioned apart (outer, inner), their public keys exchanged with
+    --peer-public; each agent started as its unit starts it (its user, no capability, no new
+    privileges, no writable executable memory, its UMask) from the provisioned files. A file
+    dropped in the outer spool is delivered into the inner spool, owned by ferry-inner and
+    readable by its group (0640); both trails are in /var/log/ferry/ROLE."""
+    need_root("unshare", "setpriv", "mount")
+    check = subprocess.run([sys.executable, str(HERE / "sandbox_run.py"), "--check"], capture_output=True, text=True)
+    if check.returncode != 0:
+        pytest.skip(f"no PR_SET_MDWE here: {check.stderr.strip()}")
+    outer, inner = world_tmp / "outer", world_tmp / "inner"
+    outer.mkdir()
+    inner.mkdir()
+    policy = str(REPO / "policy/demo")
+    assert _provision(inner, "--role", "inner", "--policy", policy).returncode == 0
+    done = _provision(outer, "--role", "outer", "--policy", policy,
+                      "--peer-public", str(inner / "etc/ferry/keys/inner.pub"))
+    assert done.returncode == 0, done.stderr
+    done = _provision(inner, "--role", "inner", "--peer-public", str(outer / "etc/ferry/keys/outer.pub"))
+    assert done.returncode == 0, done.stderr
+    port = free_udp_port()
+    procs: dict[str, subprocess.Popen] = {}
+    logs: dict[str, Path] = {}
+    try:
+        for root, role, umask in ((inner, "inner", "0027"), (outer, "outer", "0077")):
+            _rehome(root, role, port)
+            uid, gid = _users(root)[f"ferry-{role}"]
+            for sub in ("run", "run/ferry", f"run/ferry/{role}"):      # systemd's RuntimeDirectory=
+                (root / sub).mkdir(exist_ok=True)
+            os.chown(root / f"run/ferry/{role}", uid, gid)
+            logs[role] = world_tmp / f"{role}.log"
+            with open(logs[role], "wb") as log:
+                procs[role] = subprocess.Popen(_sandboxed(root, role, uid, gid, umask), stdout=log,
+                                               stderr=subprocess.STDOUT, start_new_session=True,
+                                               env={**os.environ, "PYTHONPATH": str(REPO)})
+
+        def alive() -> None:
+            for role, p in procs.items():
+                if p.poll() is not None:
+                    raise AssertionError(f"{role} exited {p.returncode}:\n{logs[role].read_text()[-3000:]}")
+
+        def logs_text() -> str:
+            return "\n".join(f"--- {r}\n{p.read_text()[-2000:]}" for r, p in logs.items())
+
+        outer_trail, inner_trail = outer / "var/log/ferry/outer", inner / "var/log/ferry/inner"
+        wait_until(lambda: any(r["event"] == "agent_started" for r in read_trail(outer_trail))
+                   and any(r["event"] == "agent_started" for r in read_trail(inner_trail)),
+                   60, "both agents started", interval=0.2, check=alive, details=logs_text)
+        for role, root in (("outer", outer), ("inner", inner)):
+            status = _proc_status(procs[role])
+            uid = _users(root)[f"ferry-{role}"][0]
+            assert status["Uid"].split()[:2] == [str(uid)] * 2, status["Uid"]
+            assert status["NoNewPrivs"] == "1"
+            assert int(status["CapEff"], 16) == (1 << 28 if role == "outer" else 0)     # CAP_LEASE is 28
+            assert int(status["CapBnd"], 16) == (1 << 28 if role == "outer" else 0)
+        spool = outer / "var/lib/ferry/outer/spool"
+        (spool / ".note.txt.part").write_bytes(b"across the sandboxed link\n")
+        os.rename(spool / ".note.txt.part", spool / "note.txt")
+        delivered = inner / "var/lib/ferry/inner/spool/note.txt"
+        wait_until(delivered.exists, 60, "note.txt delivered", interval=0.2, check=alive, details=logs_text)
+        assert delivered.read_bytes() == b"across the sandboxed link\n"
+        st = delivered.stat()
+        assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (_users(inner)["ferry-inner"][0], 0o640)
+        assert any(r["event"] == "object_delivered" for r in read_trail(inner_trail))
+        assert stat.S_IMODE((outer_trail / "audit.jsonl").stat().st_mode) & 0o077 == 0
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in procs.values():
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait(timeout=10)
+
+
+def _proc_status(p: subprocess.Popen) -> dict[str, str]:
+    """/proc status of the agent: the python process under unshare/sh/setpriv (exec'd: same pid)."""
+    out = {}
+    for line in Path(f"/proc/{p.pid}/status").read_text().splitlines():
+        k, _, v = line.partition(":")
+        out[k] = v.strip()
+    return out
