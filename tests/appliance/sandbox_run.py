@@ -1,7 +1,14 @@
-"""Run ``python -m MODULE ARGS...`` with memory that cannot be made executable.
+"""Run ``python -m MODULE ARGS...`` under the agents' units' system-call filter and with
+memory that cannot be made executable.
 
-    python sandbox_run.py MODULE ARGS...     run the module under PR_SET_MDWE
-    python sandbox_run.py --check            exit 0 if a writable+executable mapping is refused
+    python sandbox_run.py MODULE ARGS...     run the module under both
+    python sandbox_run.py --check            exit 0 if both hold: a writable+executable mapping
+                                             and a filtered system call (sched_setaffinity) are refused
+
+The system-call filter is the units' (SystemCallFilter=@system-service, then
+~@privileged @resources, SystemCallErrorNumber=EPERM): the groups are expanded from
+`systemd-analyze syscall-filter` and loaded with libseccomp, as systemd does (needs
+no_new_privs: run under `setpriv --no-new-privs`).
 
 systemd's MemoryDenyWriteExecute=yes refuses writable-and-executable mappings and making
 memory executable later (systemd 252 with a seccomp filter; 256 and later with this same
@@ -13,11 +20,64 @@ no writable executable memory.
 from __future__ import annotations
 
 import ctypes
+import errno
 import mmap
+import os
 import runpy
+import subprocess
 import sys
 
 PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN = 65, 1
+SCMP_ACT_ALLOW = 0x7FFF0000
+ALLOW = ["@system-service"]
+DENY = ["@privileged", "@resources"]
+
+
+def syscall_groups() -> dict[str, list[str]]:
+    """systemd's groups: "@name" -> its members (system calls and other groups)."""
+    text = subprocess.run(["systemd-analyze", "syscall-filter", "--no-pager"], capture_output=True, text=True,
+                          check=True).stdout
+    groups: dict[str, list[str]] = {}
+    current = None
+    for line in text.splitlines():
+        word = line.strip()
+        if not word or word.startswith("#"):
+            continue
+        if not line.startswith(" ") and word.startswith("@"):
+            current = groups.setdefault(word, [])
+        elif current is not None and line.startswith(" "):
+            current.append(word)
+    return groups
+
+
+def expand(names: list[str], groups: dict[str, list[str]]) -> set[str]:
+    out: set[str] = set()
+    for n in names:
+        out |= expand(groups[n], groups) if n.startswith("@") else {n}
+    return out
+
+
+def filter_system_calls() -> int:
+    """Load the units' filter; returns how many system calls it allows."""
+    groups = syscall_groups()
+    allowed = sorted(expand(ALLOW, groups) - expand(DENY, groups))
+    lib = ctypes.CDLL("libseccomp.so.2", use_errno=True)
+    lib.seccomp_init.restype = ctypes.c_void_p
+    lib.seccomp_rule_add.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint]
+    lib.seccomp_load.argtypes = [ctypes.c_void_p]
+    lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
+    ctx = lib.seccomp_init(0x00050000 | errno.EPERM)          # SCMP_ACT_ERRNO(EPERM)
+    n = 0
+    for name in allowed:
+        nr = lib.seccomp_syscall_resolve_name(name.encode())
+        if nr < 0:
+            continue                                          # not a system call of this architecture
+        if lib.seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 0) == 0:
+            n += 1
+    rc = lib.seccomp_load(ctx)
+    if rc != 0:
+        sys.exit(f"sandbox_run: seccomp_load failed ({rc}): run under setpriv --no-new-privs")
+    return n
 
 
 def deny_write_execute() -> None:
@@ -28,12 +88,20 @@ def deny_write_execute() -> None:
 
 def main() -> None:
     deny_write_execute()
+    filter_system_calls()
     if sys.argv[1:] == ["--check"]:
         try:
             mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+            sys.exit("sandbox_run: a writable and executable mapping was allowed")
         except OSError:
-            sys.exit(0)
-        sys.exit("sandbox_run: a writable and executable mapping was allowed")
+            pass
+        try:
+            os.sched_setaffinity(0, os.sched_getaffinity(0))
+            sys.exit("sandbox_run: sched_setaffinity (@resources) was allowed")
+        except OSError as e:
+            if e.errno != errno.EPERM:
+                raise
+        sys.exit(0)
     module = sys.argv[1]
     sys.argv = [module, *sys.argv[2:]]
     runpy.run_module(module, run_name="__main__", alter_sys=True)

@@ -1,6 +1,7 @@
 """First-boot provisioning (`ferry provision`), and the agents running the way the units run
 them: from the provisioned files, as their own users, with no capability but the outer's
-CAP_LEASE, no new privileges and no writable executable memory (sandbox_run.py).
+CAP_LEASE, no new privileges, the units' system-call filter and no writable executable
+memory (sandbox_run.py).
 
 Everything happens under temporary roots (`--root`); the host's users and /etc stay as they were.
 """
@@ -145,8 +146,8 @@ def test_provision_refusals_name_the_file(world_tmp: Path) -> None:
 
 def _sandboxed(root: Path, role: str, uid: int, gid: int, umask: str) -> list[str]:
     """The agent as its unit starts it: its own user and group, no supplementary groups, no new
-    privileges, no capability (the outer: CAP_LEASE only), the unit's UMask, and no writable
-    executable memory. In a private mount namespace, so that the interpreter (under /root,
+    privileges, no capability (the outer: CAP_LEASE only), the unit's UMask, its system-call
+    filter and no writable executable memory (sandbox_run.py). In a private mount namespace, so that the interpreter (under /root,
     mode 0700 here) is reachable by the agent's user without changing the host."""
     python = Path(sys.executable).resolve()
     stage = root / ".python"
@@ -182,13 +183,16 @@ def _rehome(root: Path, role: str, port: int) -> None:
 def test_agents_run_sandboxed_from_provisioned_roots(world_tmp: Path) -> None:
     """Two hosts provisioned apart (outer, inner), their public keys exchanged with
     --peer-public; each agent started as its unit starts it (its user, no capability, no new
-    privileges, no writable executable memory, its UMask) from the provisioned files. A file
-    dropped in the outer spool is delivered into the inner spool, owned by ferry-inner and
+    privileges, the units' system-call filter, no writable executable memory, its UMask) from
+    the provisioned files. A file
+    dropped in the outer spool (by root: the outer agent checks it with a read lease, which needs
+    CAP_LEASE) is delivered into the inner spool, owned by ferry-inner and
     readable by its group (0640); both trails are in /var/log/ferry/ROLE."""
     need_root("unshare", "setpriv", "mount")
-    check = subprocess.run([sys.executable, str(HERE / "sandbox_run.py"), "--check"], capture_output=True, text=True)
+    check = subprocess.run(["setpriv", "--no-new-privs", sys.executable, str(HERE / "sandbox_run.py"), "--check"],
+                           capture_output=True, text=True, timeout=60)
     if check.returncode != 0:
-        pytest.skip(f"no PR_SET_MDWE here: {check.stderr.strip()}")
+        pytest.skip(f"cannot emulate the units' sandbox here: {check.stderr.strip()}")
     outer, inner = world_tmp / "outer", world_tmp / "inner"
     outer.mkdir()
     inner.mkdir()
@@ -244,6 +248,8 @@ def test_agents_run_sandboxed_from_provisioned_roots(world_tmp: Path) -> None:
         assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (_users(inner)["ferry-inner"][0], 0o640)
         assert any(r["event"] == "object_delivered" for r in read_trail(inner_trail))
         assert stat.S_IMODE((outer_trail / "audit.jsonl").stat().st_mode) & 0o077 == 0
+        # the spool file is root's: only CAP_LEASE lets the outer agent ask whether it is still open
+        assert "still open for writing" not in logs["outer"].read_text()
     finally:
         for p in procs.values():
             if p.poll() is None:
