@@ -8,9 +8,13 @@ depends on inside DIR: the tests copy the host's /usr/lib/systemd/system and put
 """
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -106,7 +110,6 @@ def test_security_rating_catches_a_bare_unit(tmp_path: Path) -> None:
 
 def _checks(root: Path, unit: str) -> dict[str, bool]:
     """systemd-analyze's own verdict per check (JSON): name -> whether the unit is safe there."""
-    import json
     done = _analyze(root, "security", "--offline=yes", "--json=short", "--no-pager", unit)
     assert done.returncode == 0, done.stderr
     return {c["name"]: c["exposure"] in (None, 0, 0.0) for c in json.loads(done.stdout)}
@@ -196,3 +199,70 @@ def test_sysusers_file_matches_provision() -> None:
     lines = [x for x in (APPLIANCE / "sysusers.d" / "ferry.conf").read_text().splitlines()
              if x.strip() and not x.startswith("#")]
     assert lines == SYSUSERS.splitlines()
+
+
+_RECEIVER = """
+import json, select, socket, sys, time
+socks = {}
+for port in map(int, sys.argv[1:]):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("0.0.0.0", port))
+    socks[s] = port
+print("ready", flush=True)
+got = set()
+end = time.monotonic() + 20
+while time.monotonic() < end and len(got) < len(socks):
+    for s in select.select(list(socks), [], [], 0.2)[0]:
+        s.recv(2048)
+        got.add(socks[s])
+    if sys.stdin in select.select([sys.stdin], [], [], 0)[0]:
+        break
+print(json.dumps(sorted(got)), flush=True)
+"""
+
+
+def test_nftables_base_ruleset_in_a_namespace() -> None:
+    """Loaded in a network namespace (the inner host: INGEST_IF=none), the base ruleset lets UDP
+    to the link port in on the link interface and drops any other port there (counted in
+    base_refused); nothing is forwarded."""
+    need_root("ip", "nft")
+    tag = f"fb{os.getpid() % 100000}"
+    a, b = f"{tag}a", f"{tag}b"
+    defines = ("-D", f"LINK_IF={b}", "-D", "LINK_PORT=47000", "-D", "ADMIN_IF=none", "-D", "ADMIN_TCP={22}",
+               "-D", "INGEST_IF=none", "-D", "INGEST_UDP={9}", "-D", "INGEST_TCP={9}")
+
+    def sh(*args: str) -> str:
+        done = subprocess.run(args, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, f"{args}: {done.stderr}"
+        return done.stdout
+    try:
+        sh("ip", "netns", "add", a)
+        sh("ip", "netns", "add", b)
+        sh("ip", "link", "add", a, "netns", a, "type", "veth", "peer", "name", b, "netns", b)
+        for ns, addr in ((a, "10.77.0.1/30"), (b, "10.77.0.2/30")):
+            sh("ip", "-n", ns, "addr", "add", addr, "dev", ns)
+            sh("ip", "-n", ns, "link", "set", ns, "up")
+            sh("ip", "-n", ns, "link", "set", "lo", "up")
+        sh("ip", "netns", "exec", b, "nft", *defines, "-f", str(APPLIANCE / "nftables" / "base.nft"))
+        recv = subprocess.Popen(["ip", "netns", "exec", b, sys.executable, "-c", _RECEIVER, "47000", "47001"],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert recv.stdout is not None and recv.stdout.readline().strip() == "ready"
+            send = ("import socket, time\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                    "for _ in range(20):\n"
+                    "    s.sendto(b'x', ('10.77.0.2', 47000)); s.sendto(b'x', ('10.77.0.2', 47001)); time.sleep(0.1)\n")
+            sh("ip", "netns", "exec", a, sys.executable, "-c", send)
+            time.sleep(0.5)
+            out, _ = recv.communicate("stop\n", timeout=60)
+        finally:
+            if recv.poll() is None:
+                recv.kill()
+                recv.wait(timeout=10)
+        assert json.loads(out.strip().splitlines()[-1]) == [47000]
+        counter = json.loads(sh("ip", "netns", "exec", b, "nft", "-j", "list", "counter", "inet", "ferry_base",
+                                "base_refused"))
+        packets = [x["counter"]["packets"] for x in counter["nftables"] if "counter" in x]
+        assert packets and packets[0] >= 20
+    finally:
+        for ns in (a, b):
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=60)
