@@ -169,12 +169,15 @@ class Provisioner:
             return 0, 0
         passwd = self.at("/etc/passwd")
         try:
-            for line in passwd.read_text(encoding="utf-8").splitlines():
-                parts = line.split(":")
-                if len(parts) >= 4 and parts[0] == name:
-                    return int(parts[2]), int(parts[3])
-        except (OSError, ValueError) as e:
+            lines = passwd.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as e:
             raise ProvisionError(f"{passwd}: cannot read: {e}") from None
+        for number, line in enumerate(lines, 1):
+            parts = line.split(":")
+            if len(parts) >= 4 and parts[0] == name:
+                if not (parts[2].isdigit() and parts[3].isdigit()):
+                    raise ProvisionError(f"{passwd}, line {number}: uid or gid of {name} is not a number")
+                return int(parts[2]), int(parts[3])
         raise ProvisionError(f"{passwd}: no user {name} (systemd-sysusers should have made it)")
 
     # -- paths ---------------------------------------------------------------

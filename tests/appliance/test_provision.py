@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import shutil
 import signal
 import stat
@@ -19,12 +20,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from appliance import free_udp_port, read_trail
 from rootcheck import need_root
 from waiting import wait_until
 
 from ferry.config import InnerConfig, OuterConfig, load_config, mode_problems
-from ferry.provision import layout
+from ferry.provision import ProvisionError, Provisioner, layout, provision
 
 pytestmark = pytest.mark.root
 REPO = Path(__file__).resolve().parents[2]
@@ -147,8 +150,9 @@ def test_provision_refusals_name_the_file(world_tmp: Path) -> None:
 def _sandboxed(root: Path, role: str, uid: int, gid: int, umask: str) -> list[str]:
     """The agent as its unit starts it: its own user and group, no supplementary groups, no new
     privileges, no capability (the outer: CAP_LEASE only), the unit's UMask, its system-call
-    filter and no writable executable memory (sandbox_run.py). In a private mount namespace, so that the interpreter (under /root,
-    mode 0700 here) is reachable by the agent's user without changing the host."""
+    filter and no writable executable memory (sandbox_run.py). In a private mount namespace, so
+    that the interpreter (under /root, mode 0700 here) is reachable by the agent's user without
+    changing the host."""
     python = Path(sys.executable).resolve()
     stage = root / ".python"
     prefix = ""
@@ -269,3 +273,28 @@ def _proc_status(p: subprocess.Popen) -> dict[str, str]:
         k, _, v = line.partition(":")
         out[k] = v.strip()
     return out
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.one_of(st.binary(max_size=600),
+                      st.text(max_size=300).map(lambda t: f"-----BEGIN PUBLIC KEY-----\n{t}\n-----END PUBLIC KEY-----\n"
+                                                .encode("utf-8", "surrogatepass"))))
+def test_peer_public_garbage_is_refused_before_anything_changes(world_tmp: Path, data: bytes) -> None:
+    """Whatever the file given as --peer-public holds (it comes from the other host), provision
+    either takes it as an SM2 public key or refuses it with ProvisionError naming the file, and
+    then has changed nothing under the root."""
+    root = world_tmp / "garbage-root"
+    root.mkdir(exist_ok=True)
+    peer = world_tmp / "peer.pub"
+    peer.write_bytes(data)
+    with pytest.raises(ProvisionError, match=re.escape(f"{peer} (--peer-public)")):
+        provision(root, ("outer",), peer_public=peer, say=lambda _msg: None)
+    assert not any(root.iterdir())
+
+
+def test_passwd_lines_that_do_not_parse_are_an_error(world_tmp: Path) -> None:
+    """A user line whose uid is not a number names the file (not a traceback)."""
+    (world_tmp / "etc").mkdir()
+    (world_tmp / "etc/passwd").write_text("ferry-outer:x:abc:999::/:/usr/sbin/nologin\n")
+    with pytest.raises(ProvisionError, match=re.escape(f"{world_tmp}/etc/passwd, line 1: uid or gid of ferry-outer is not a number")):
+        Provisioner(world_tmp).ids("ferry-outer")
