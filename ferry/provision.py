@@ -112,6 +112,17 @@ _LINK_ENV = {
 }
 
 
+_DESCRIPTION = """First-boot set-up of a ferry appliance host, or of an image's root with --root.
+
+Creates the users ferry-outer and ferry-inner (systemd-sysusers), the folders under /etc/ferry,
+/var/lib/ferry and /var/log/ferry with their owners and modes, this host's SM2 key pair if absent
+(the private key 0600, owned by the agent's user), a sample configuration /etc/ferry/ROLE.toml
+and the link parameters /etc/ferry/link-ROLE.env. Never overwrites a file; sets owners and modes
+again and prints each change. With --root DIR nothing on this host changes.
+
+Exit status: 0 ok; 2 usage or I/O error (the message names the file)."""
+
+
 class ProvisionError(Exception):
     """A step failed; the message names the file."""
 
@@ -287,7 +298,7 @@ def provision(root: Path, roles: tuple[str, ...], *, policy: Path | None = None,
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Register ``provision`` on an argparse subparsers object."""
     p = subparsers.add_parser("provision", help="first-boot set-up: users, directories, keys, sample config",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                              description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--role", required=True, choices=("outer", "inner", "both"),
                    help="which agent this host runs (both: a test host running the two)")
     p.add_argument("--root", type=Path, default=Path("/"),
