@@ -298,3 +298,18 @@ def test_passwd_lines_that_do_not_parse_are_an_error(world_tmp: Path) -> None:
     (world_tmp / "etc/passwd").write_text("ferry-outer:x:abc:999::/:/usr/sbin/nologin\n")
     with pytest.raises(ProvisionError, match=re.escape(f"{world_tmp}/etc/passwd, line 1: uid or gid of ferry-outer is not a number")):
         Provisioner(world_tmp).ids("ferry-outer")
+
+
+def test_native_code_runs_under_the_units_filters() -> None:
+    """What MemoryDenyWriteExecute and the system-call filter could break, run under both:
+    gmssl-pyx SM2, cryptography SM3/SM4-GCM, Pillow, a PyAV libx264 encode and decode, and a
+    ctypes callback. (The --check beside it shows the filters are really on.)"""
+    need_root("setpriv")
+    base = ["setpriv", "--no-new-privs", sys.executable, str(HERE / "sandbox_run.py")]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    check = subprocess.run([*base, "--check"], capture_output=True, text=True, timeout=60, env=env)
+    if check.returncode != 0:
+        pytest.skip(f"cannot emulate the units' sandbox here: {check.stderr.strip()}")
+    done = subprocess.run([*base, "tests.appliance.native_work"], capture_output=True, text=True, timeout=300,
+                          env=env, cwd=REPO)
+    assert done.returncode == 0 and done.stdout.strip() == "native ok", done.stderr[-3000:]
