@@ -296,7 +296,8 @@ def test_passwd_lines_that_do_not_parse_are_an_error(world_tmp: Path) -> None:
     """A user line whose uid is not a number names the file (not a traceback)."""
     (world_tmp / "etc").mkdir()
     (world_tmp / "etc/passwd").write_text("ferry-outer:x:abc:999::/:/usr/sbin/nologin\n")
-    with pytest.raises(ProvisionError, match=re.escape(f"{world_tmp}/etc/passwd, line 1: uid or gid of ferry-outer is not a number")):
+    message = f"{world_tmp}/etc/passwd, line 1: uid or gid of ferry-outer is not a number"
+    with pytest.raises(ProvisionError, match=re.escape(message)):
         Provisioner(world_tmp).ids("ferry-outer")
 
 
