@@ -2,6 +2,7 @@
 memory that cannot be made executable.
 
     python sandbox_run.py MODULE ARGS...     run the module under both
+    python sandbox_run.py --exec PROG ARGS...  run a program under both (they survive execve)
     python sandbox_run.py --check            exit 0 if both hold: a writable+executable mapping
                                              and a filtered system call (sched_setaffinity) are refused
 
@@ -102,6 +103,8 @@ def main() -> None:
             if e.errno != errno.EPERM:
                 raise
         sys.exit(0)
+    if sys.argv[1] == "--exec":
+        os.execvp(sys.argv[2], sys.argv[2:])
     module = sys.argv[1]
     sys.argv = [module, *sys.argv[2:]]
     runpy.run_module(module, run_name="__main__", alter_sys=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pwd
 import re
+import shlex
 import shutil
 import signal
 import stat
@@ -150,8 +151,16 @@ def test_provision_refusals_name_the_file(world_tmp: Path) -> None:
 def _sandboxed(root: Path, role: str, uid: int, gid: int, umask: str) -> list[str]:
     """The agent as its unit starts it: its own user and group, no supplementary groups, no new
     privileges, no capability (the outer: CAP_LEASE only), the unit's UMask, its system-call
-    filter and no writable executable memory (sandbox_run.py). In a private mount namespace, so
-    that the interpreter (under /root, mode 0700 here) is reachable by the agent's user without
+    filter and no writable executable memory (sandbox_run.py)."""
+    return _as_unit(root, uid, gid, "lease" if role == "outer" else None, umask,
+                    ["ferry", role, "--config", str(root / f"etc/ferry/{role}.toml")])
+
+
+def _as_unit(root: Path, uid: int, gid: int, cap: str | None, umask: str, argv: list[str],
+             netns: str | None = None) -> list[str]:
+    """``python sandbox_run.py ARGV`` as a unit runs it (see _sandboxed), keeping only ``cap``
+    (ambient), optionally in network namespace ``netns``. In a private mount namespace, so that
+    the interpreter (under /root, mode 0700 here) is reachable by the unit's user without
     changing the host."""
     python = Path(sys.executable).resolve()
     stage = root / ".python"
@@ -161,13 +170,13 @@ def _sandboxed(root: Path, role: str, uid: int, gid: int, umask: str) -> list[st
         stage.mkdir(exist_ok=True)
         prefix = (f"mount --bind {top} {stage} && mount -t tmpfs -o mode=0755 tmpfs /root && "
                   f"mkdir -p {top} && mount --bind {stage} {top} && ")
-    caps = "-all,+lease" if role == "outer" else "-all"
-    ambient = ["--ambient-caps=+lease"] if role == "outer" else []
+    caps = f"-all,+{cap}" if cap else "-all"
+    ambient = [f"--ambient-caps=+{cap}"] if cap else []
     setpriv = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--no-new-privs",
                f"--inh-caps={caps}", *ambient, f"--bounding-set={caps}"]
-    agent = [sys.executable, str(HERE / "sandbox_run.py"), "ferry", role, "--config",
-             str(root / f"etc/ferry/{role}.toml")]
-    script = prefix + f"umask {umask} && exec " + " ".join(setpriv + agent)
+    inns = ["ip", "netns", "exec", netns] if netns else []
+    cmd = [*inns, *setpriv, sys.executable, str(HERE / "sandbox_run.py"), *argv]
+    script = prefix + f"umask {umask} && exec " + " ".join(shlex.quote(x) for x in cmd)
     return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script]
 
 
@@ -314,3 +323,56 @@ def test_native_code_runs_under_the_units_filters() -> None:
     done = subprocess.run([*base, "tests.appliance.native_work"], capture_output=True, text=True, timeout=300,
                           env=env, cwd=REPO)
     assert done.returncode == 0 and done.stdout.strip() == "native ok", done.stderr[-3000:]
+
+
+def test_link_setup_runs_with_cap_net_admin_alone(world_tmp: Path) -> None:
+    """ferry-link@outer's three commands, as the unit runs them (user ferry-outer, CAP_NET_ADMIN
+    alone, no new privileges, its system-call filter, no writable executable memory), from a
+    provisioned root, in a network namespace with a ferry0: the base ruleset is loaded, the link
+    is up with its address, a permanent neighbour entry and IPv6 off, and the policy's table
+    is applied. And the agent's own capabilities cannot do it (nft is refused)."""
+    need_root("unshare", "setpriv", "ip", "nft")
+    check = subprocess.run(["setpriv", "--no-new-privs", sys.executable, str(HERE / "sandbox_run.py"), "--check"],
+                           capture_output=True, text=True, timeout=60)
+    if check.returncode != 0:
+        pytest.skip(f"cannot emulate the units' sandbox here: {check.stderr.strip()}")
+    root = world_tmp / "outer"
+    root.mkdir()
+    assert _provision(root, "--role", "outer", "--policy", str(REPO / "policy/demo")).returncode == 0
+    conf = root / "etc/ferry/outer.toml"
+    conf.write_text(conf.read_text().replace('"/etc/ferry', f'"{root}/etc/ferry'))
+    env = {}
+    for line in (root / "etc/ferry/link-outer.env").read_text().splitlines():
+        if line and not line.startswith("#"):
+            k, _, v = line.partition("=")
+            env[k] = shlex.split(v)[0].split()          # systemd splits an unquoted $VAR on spaces
+    uid, gid = _users(root)["ferry-outer"]
+    ns = f"ferry-lk{os.getpid() % 100000}"
+    run_env = {**os.environ, "PYTHONPATH": str(REPO)}
+
+    def unit(cap: str | None, *argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run(_as_unit(root, uid, gid, cap, "0077", list(argv), netns=ns), capture_output=True,
+                              text=True, timeout=120, env=run_env)
+    base = str(REPO / "appliance/nftables/base.nft")
+    try:
+        subprocess.run(["ip", "netns", "add", ns], check=True, timeout=60)
+        subprocess.run(["ip", "-n", ns, "link", "add", "ferry0", "type", "veth", "peer", "name", "fpeer"],
+                       check=True, timeout=60)
+        refused = unit(None, "--exec", "nft", *env["FERRY_NFT_BASE"], "-f", base)
+        assert refused.returncode != 0 and "Operation not permitted" in refused.stderr
+        for argv in (("--exec", "nft", *env["FERRY_NFT_BASE"], "-f", base),
+                     ("ferry", "kernel", "link-up", "--role", "outer", *env["FERRY_LINK_UP"]),
+                     ("ferry", "kernel", "rules", "--config", str(conf), "--apply")):
+            done = unit("net_admin", *argv)
+            assert done.returncode == 0, f"{argv}: {done.stderr}"
+        tables = subprocess.run(["ip", "netns", "exec", ns, "nft", "list", "tables"], capture_output=True,
+                                text=True, timeout=60).stdout
+        assert "table inet ferry_base" in tables and "table inet ferry\n" in tables + "\n"
+        addr = subprocess.run(["ip", "-n", ns, "addr", "show", "ferry0"], capture_output=True, text=True,
+                              timeout=60).stdout
+        assert "inet 10.0.9.1/30" in addr and "UP" in addr and "inet6" not in addr
+        neigh = subprocess.run(["ip", "-n", ns, "neigh", "show", "dev", "ferry0"], capture_output=True, text=True,
+                               timeout=60).stdout
+        assert "10.0.9.2 lladdr 02:00:00:00:09:02 PERMANENT" in neigh
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=60)
