@@ -147,7 +147,8 @@ def layout(role: str) -> list[Entry]:
         Entry("/var/lib/ferry", "root", "root", 0o755),
         Entry(f"/var/lib/ferry/{role}", u, u, 0o750),
         Entry(f"/var/lib/ferry/{role}/state", u, u, 0o700),
-        Entry(f"/var/lib/ferry/{role}/spool", u, u, 0o770 if role == "outer" else 0o750),
+        # outer: writers in group ferry-outer add files; inner: consumers in group ferry-inner take them
+        Entry(f"/var/lib/ferry/{role}/spool", u, u, 0o770),
         Entry("/var/log/ferry", "root", "root", 0o755),
         Entry(f"/var/log/ferry/{role}", u, u, 0o750),
     ]
