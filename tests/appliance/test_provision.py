@@ -151,32 +151,52 @@ def test_provision_refusals_name_the_file(world_tmp: Path) -> None:
 def _sandboxed(root: Path, role: str, uid: int, gid: int, umask: str) -> list[str]:
     """The agent as its unit starts it: its own user and group, no supplementary groups, no new
     privileges, no capability (the outer: CAP_LEASE only), the unit's UMask, its system-call
-    filter and no writable executable memory (sandbox_run.py)."""
+    filter, no writable executable memory (sandbox_run.py), and only its three folders
+    writable."""
+    writable = tuple(root / d for d in (f"var/lib/ferry/{role}", f"var/log/ferry/{role}", f"run/ferry/{role}"))
     return _as_unit(root, uid, gid, "lease" if role == "outer" else None, umask,
-                    ["ferry", role, "--config", str(root / f"etc/ferry/{role}.toml")])
+                    ["ferry", role, "--config", str(root / f"etc/ferry/{role}.toml")], writable=writable)
+
+
+# ProtectSystem=strict and ProtectHome, as far as a mount namespace shows them: every mount but
+# the API file systems read-only, the unit's own folders (bound on themselves) writable, /home empty.
+_PROTECT = ("for m in $(findmnt -rno TARGET | grep -Ev '^/(proc|sys|dev|run/netns)(/|$)'); do "
+            "case \" $WRITABLE \" in *\" $m \"*) ;; *) mount -o remount,bind,ro \"$m\" 2>/dev/null || true ;; esac; "
+            "done; "
+            "if [ -d /home ]; then mount -t tmpfs -o ro,mode=0755 tmpfs /home; fi; ")
 
 
 def _as_unit(root: Path, uid: int, gid: int, cap: str | None, umask: str, argv: list[str],
-             netns: str | None = None) -> list[str]:
+             netns: str | None = None, writable: tuple[Path, ...] = ()) -> list[str]:
     """``python sandbox_run.py ARGV`` as a unit runs it (see _sandboxed), keeping only ``cap``
-    (ambient), optionally in network namespace ``netns``. In a private mount namespace, so that
-    the interpreter (under /root, mode 0700 here) is reachable by the unit's user without
-    changing the host."""
+    (ambient), optionally in network namespace ``netns``, in a private mount namespace where,
+    as with ProtectSystem=strict, ProtectHome and PrivateTmp, everything but ``writable`` and
+    a new /tmp is read-only and /root and /home are empty: only the interpreter (under /root
+    here) and the test's folder (under /tmp) are bound back in. The host does not change."""
     python = Path(sys.executable).resolve()
-    stage = root / ".python"
-    prefix = ""
+    world = root.parent                      # the test's folder, /tmp/ferry-root-*
+    q = shlex.quote
+    steps = []
     if python.is_relative_to("/root"):
         top = Path("/root") / python.relative_to("/root").parts[0]
+        stage = root / ".python"
         stage.mkdir(exist_ok=True)
-        prefix = (f"mount --bind {top} {stage} && mount -t tmpfs -o mode=0755 tmpfs /root && "
-                  f"mkdir -p {top} && mount --bind {stage} {top} && ")
+        steps += [f"mount --bind {q(str(top))} {q(str(stage))}", "mount -t tmpfs -o mode=0755 tmpfs /root",
+                  f"mkdir -p {q(str(top))}", f"mount --bind {q(str(stage))} {q(str(top))}"]
+    else:
+        steps += ["mount -t tmpfs -o mode=0755 tmpfs /root"]
+    steps += ["mkdir /root/.world", f"mount --bind {q(str(world))} /root/.world",
+              "mount -t tmpfs -o mode=1777 tmpfs /tmp", f"mkdir -p {q(str(world))}",
+              f"mount --bind /root/.world {q(str(world))}"]
+    steps += [f"mount --bind {q(str(w))} {q(str(w))}" for w in writable]
     caps = f"-all,+{cap}" if cap else "-all"
     ambient = [f"--ambient-caps=+{cap}"] if cap else []
     setpriv = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--no-new-privs",
                f"--inh-caps={caps}", *ambient, f"--bounding-set={caps}"]
     inns = ["ip", "netns", "exec", netns] if netns else []
     cmd = [*inns, *setpriv, sys.executable, str(HERE / "sandbox_run.py"), *argv]
-    script = prefix + f"umask {umask} && exec " + " ".join(shlex.quote(x) for x in cmd)
+    protect = f"WRITABLE={q(' '.join(['/tmp', *map(str, writable)]))}; {_PROTECT}"
+    script = "set -e; " + "; ".join(steps) + "; " + protect + f"umask {umask}; exec " + " ".join(q(x) for x in cmd)
     return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script]
 
 
@@ -251,6 +271,16 @@ def test_agents_run_sandboxed_from_provisioned_roots(world_tmp: Path) -> None:
             assert status["NoNewPrivs"] == "1"
             assert int(status["CapEff"], 16) == (1 << 28 if role == "outer" else 0)     # CAP_LEASE is 28
             assert int(status["CapBnd"], 16) == (1 << 28 if role == "outer" else 0)
+        # the emulated ProtectSystem=strict holds: /var/tmp (mode 1777) is read-only, the state folder is not
+        uid, gid = _users(outer)["ferry-outer"]
+        writable = (outer / "var/lib/ferry/outer",)
+        probe = f"touch {outer}/var/lib/ferry/outer/probe && touch /var/tmp/ferry-probe-{os.getpid()}"
+        done = subprocess.run(_as_unit(outer, uid, gid, None, "0077", ["--exec", "sh", "-c", probe],
+                                       writable=writable), capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "PYTHONPATH": str(REPO)})
+        assert done.returncode != 0 and "Read-only file system" in done.stderr, done.stderr
+        assert (outer / "var/lib/ferry/outer/probe").exists()
+        (outer / "var/lib/ferry/outer/probe").unlink()
         spool = outer / "var/lib/ferry/outer/spool"
         (spool / ".note.txt.part").write_bytes(b"across the sandboxed link\n")
         os.rename(spool / ".note.txt.part", spool / "note.txt")
