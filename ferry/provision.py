@@ -1,6 +1,6 @@
 """``ferry provision``: first-boot set-up of a ferry appliance host (or of an image's root).
 
-    ferry provision --role outer|inner|both [--root DIR] [--policy DIR] [--peer-public FILE]
+    ferry provision --role outer|inner|both [--root DIR] [--no-keys] [--policy DIR] [--peer-public FILE]
 
 Creates the service users (``systemd-sysusers``, the lines of appliance/sysusers.d/ferry.conf),
 the directories the units and the agents use with their owners and modes, this host's SM2
@@ -118,7 +118,8 @@ Creates the users ferry-outer and ferry-inner (systemd-sysusers), the folders un
 /var/lib/ferry and /var/log/ferry with their owners and modes, this host's SM2 key pair if absent
 (the private key 0600, owned by the agent's user), a sample configuration /etc/ferry/ROLE.toml
 and the link parameters /etc/ferry/link-ROLE.env. Never overwrites a file; sets owners and modes
-again and prints each change. With --root DIR nothing on this host changes.
+again and prints each change. With --root DIR nothing on this host changes; an image build adds
+--no-keys, so that each host makes its own key pair at first boot (ferry-provision@ROLE.service).
 
 Exit status: 0 ok; 2 usage or I/O error (the message names the file)."""
 
@@ -260,10 +261,11 @@ class Provisioner:
                 os.chmod(dest, 0o644)
                 self.say(f"wrote {dest}")
 
-    def role(self, role: str, peer_public: str | None) -> None:
+    def role(self, role: str, peer_public: str | None, keys: bool = True) -> None:
         for e in layout(role):
             self.ensure(e)
-        self.keys(role)
+        if keys:
+            self.keys(role)
         self.peer_public(role, peer_public)
         values = {"link_if": LINK_IF, "port": LINK_PORT,
                   "outer_addr": LINK_ADDR["outer"], "inner_addr": LINK_ADDR["inner"]}
@@ -272,8 +274,9 @@ class Provisioner:
 
 
 def provision(root: Path, roles: tuple[str, ...], *, policy: Path | None = None,
-              peer_public: Path | None = None, say=print) -> None:
-    """Provision ``roles`` under ``root``; ProvisionError names what failed."""
+              peer_public: Path | None = None, keys: bool = True, say=print) -> None:
+    """Provision ``roles`` under ``root``; ProvisionError names what failed. ``keys=False`` (an
+    image build) leaves the key pair to ferry-provision@ROLE.service at the host's first boot."""
     if not root.is_dir():
         raise ProvisionError(f"{root} (--root): not a directory")
     peer_text = None
@@ -290,7 +293,7 @@ def provision(root: Path, roles: tuple[str, ...], *, policy: Path | None = None,
     try:
         p.users()
         for role in roles:
-            p.role(role, None if len(roles) > 1 else peer_text)
+            p.role(role, None if len(roles) > 1 else peer_text, keys)
         p.policy(policy)
     except OSError as e:
         raise ProvisionError(f"{e.filename or root}: {e.strerror}") from None
@@ -307,6 +310,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--policy", type=Path, help="copy this policy folder to /etc/ferry/policy (files absent there)")
     p.add_argument("--peer-public", type=Path,
                    help="the other host's public key (outer: inner.pub; inner: outer.pub), copied if absent")
+    p.add_argument("--no-keys", action="store_true",
+                   help="no key pair (an image build: each host makes its own at first boot)")
     p.set_defaults(func=cmd_provision)
     return p
 
@@ -314,7 +319,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def cmd_provision(args: argparse.Namespace) -> int:
     roles = ROLES if args.role == "both" else (args.role,)
     try:
-        provision(args.root, roles, policy=args.policy, peer_public=args.peer_public)
+        provision(args.root, roles, policy=args.policy, peer_public=args.peer_public, keys=not args.no_keys)
     except ProvisionError as e:
         print(f"ferry provision: {e}", file=sys.stderr)
         return EXIT_USAGE

@@ -9,7 +9,7 @@ memory that cannot be made executable.
 The system-call filter is the units' (SystemCallFilter=@system-service, then
 ~@privileged @resources, SystemCallErrorNumber=EPERM): the groups are expanded from
 `systemd-analyze syscall-filter` and loaded with libseccomp, as systemd does (needs
-no_new_privs: run under `setpriv --no-new-privs`).
+no_new_privs: run under `setpriv --no-new-privs`). SANDBOX_DENY replaces the groups taken out.
 
 systemd's MemoryDenyWriteExecute=yes refuses writable-and-executable mappings and making
 memory executable later (systemd 252 with a seccomp filter; 256 and later with this same
@@ -31,7 +31,7 @@ import sys
 PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN = 65, 1
 SCMP_ACT_ALLOW = 0x7FFF0000
 ALLOW = ["@system-service"]
-DENY = ["@privileged", "@resources"]
+DENY = os.environ.get("SANDBOX_DENY", "@privileged @resources").split()   # ferry-provision@: @resources
 
 
 def syscall_groups() -> dict[str, list[str]]:

@@ -129,6 +129,22 @@ def test_provision_is_idempotent_and_repairs_modes(world_tmp: Path) -> None:
     assert key.read_bytes() == pem
 
 
+def test_image_build_leaves_the_keys_to_first_boot(world_tmp: Path) -> None:
+    """--no-keys (an image build) makes everything but the key pair; the first boot's run
+    (ferry-provision@ROLE, the same command without --no-keys) makes it, 0600 for the agent."""
+    root = world_tmp / "root"
+    root.mkdir()
+    done = _provision(root, "--role", "inner", "--no-keys")
+    assert done.returncode == 0, done.stderr
+    assert (root / "etc/ferry/inner.toml").exists() and not list((root / "etc/ferry/keys").iterdir())
+    done = _provision(root, "--role", "inner")
+    assert done.returncode == 0, done.stderr
+    key = (root / "etc/ferry/keys/inner.key").stat()
+    assert (key.st_uid, stat.S_IMODE(key.st_mode)) == (_users(root)["ferry-inner"][0], 0o600)
+    unit = (REPO / "appliance/systemd/ferry-provision@.service").read_text()
+    assert "ConditionPathExists=!/etc/ferry/keys/%i.key" in unit and "provision --role %i\n" in unit
+
+
 def test_provision_refusals_name_the_file(world_tmp: Path) -> None:
     """Errors name the file and the option; the exit status is 2."""
     missing = world_tmp / "nope"
@@ -406,3 +422,31 @@ def test_link_setup_runs_with_cap_net_admin_alone(world_tmp: Path) -> None:
         assert "10.0.9.2 lladdr 02:00:00:00:09:02 PERMANENT" in neigh
     finally:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=60)
+
+
+def test_first_boot_unit_runs_with_its_capabilities_alone(world_tmp: Path) -> None:
+    """ferry-provision@'s command as the unit runs it: root with CAP_CHOWN, CAP_FOWNER and
+    CAP_DAC_OVERRIDE alone, no new privileges, its system-call filter (@system-service
+    ~@resources) and no writable executable memory: users, folders and keys are made (with
+    systemd-sysusers run under the same filters). Without CAP_CHOWN it stops, naming the file."""
+    need_root("setpriv", "systemd-sysusers")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "SANDBOX_DENY": "@resources"}
+
+    def run(caps: str, root: Path) -> subprocess.CompletedProcess:
+        return subprocess.run(["setpriv", "--no-new-privs", f"--bounding-set=-all,{caps}", sys.executable,
+                               str(HERE / "sandbox_run.py"), "ferry", "provision", "--root", str(root),
+                               "--role", "outer"], capture_output=True, text=True, timeout=120, env=env)
+    check = subprocess.run(["setpriv", "--no-new-privs", sys.executable, str(HERE / "sandbox_run.py"), "--check"],
+                           capture_output=True, text=True, timeout=60)
+    if check.returncode != 0:
+        pytest.skip(f"cannot emulate the units' sandbox here: {check.stderr.strip()}")
+    root = world_tmp / "root"
+    root.mkdir()
+    done = run("+chown,+fowner,+dac_override", root)
+    assert done.returncode == 0, done.stderr
+    key = (root / "etc/ferry/keys/outer.key").stat()
+    assert (key.st_uid, stat.S_IMODE(key.st_mode)) == (_users(root)["ferry-outer"][0], 0o600)
+    bare = world_tmp / "bare"
+    bare.mkdir()
+    done = run("+fowner,+dac_override", bare)
+    assert done.returncode == 2 and "Operation not permitted" in done.stderr and str(bare) in done.stderr

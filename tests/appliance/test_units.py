@@ -25,8 +25,9 @@ from rootcheck import need_root
 pytestmark = pytest.mark.root
 
 APPLIANCE = Path(__file__).resolve().parents[2] / "appliance"
-UNIT_FILES = ("ferry-outer.service", "ferry-inner.service", "ferry-link@.service")
-UNITS = ("ferry-outer.service", "ferry-inner.service", "ferry-link@outer.service", "ferry-link@inner.service")
+UNIT_FILES = ("ferry-outer.service", "ferry-inner.service", "ferry-link@.service", "ferry-provision@.service")
+UNITS = ("ferry-outer.service", "ferry-inner.service", "ferry-link@outer.service", "ferry-link@inner.service",
+         "ferry-provision@outer.service", "ferry-provision@inner.service")
 AGENTS = ("ferry-outer.service", "ferry-inner.service")
 BINARIES = ("usr/local/bin/ferry", "usr/sbin/nft")
 OK_OR_BETTER = ("OK", "SAFE", "PERFECT")      # systemd's scale: OK is an exposure below 5.0
