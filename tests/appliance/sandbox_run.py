@@ -3,13 +3,16 @@ memory that cannot be made executable.
 
     python sandbox_run.py MODULE ARGS...     run the module under both
     python sandbox_run.py --exec PROG ARGS...  run a program under both (they survive execve)
-    python sandbox_run.py --check            exit 0 if both hold: a writable+executable mapping
-                                             and a filtered system call (sched_setaffinity) are refused
+    python sandbox_run.py --check            exit 0 if all hold: a writable+executable mapping, a
+                                             filtered system call (sched_setaffinity) and a socket
+                                             of another address family (AF_NETLINK) are refused
 
 The system-call filter is the units' (SystemCallFilter=@system-service, then
 ~@privileged @resources, SystemCallErrorNumber=EPERM): the groups are expanded from
 `systemd-analyze syscall-filter` and loaded with libseccomp, as systemd does (needs
 no_new_privs: run under `setpriv --no-new-privs`). SANDBOX_DENY replaces the groups taken out.
+socket() may create only the address families of RestrictAddressFamilies= (SANDBOX_FAMILIES,
+default AF_UNIX AF_INET AF_INET6), as systemd enforces it, with seccomp.
 
 systemd's MemoryDenyWriteExecute=yes refuses writable-and-executable mappings and making
 memory executable later (systemd 252 with a seccomp filter; 256 and later with this same
@@ -25,6 +28,7 @@ import errno
 import mmap
 import os
 import runpy
+import socket
 import subprocess
 import sys
 
@@ -32,6 +36,14 @@ PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN = 65, 1
 SCMP_ACT_ALLOW = 0x7FFF0000
 ALLOW = ["@system-service"]
 DENY = os.environ.get("SANDBOX_DENY", "@privileged @resources").split()   # ferry-provision@: @resources
+FAMILIES = os.environ.get("SANDBOX_FAMILIES", "AF_UNIX AF_INET AF_INET6").split()   # socket() may make these only
+SCMP_CMP_EQ = 4
+
+
+class ArgCmp(ctypes.Structure):
+    """libseccomp's struct scmp_arg_cmp."""
+    _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int), ("datum_a", ctypes.c_uint64),
+                ("datum_b", ctypes.c_uint64)]
 
 
 def syscall_groups() -> dict[str, list[str]]:
@@ -67,13 +79,21 @@ def filter_system_calls() -> int:
     lib.seccomp_rule_add.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint]
     lib.seccomp_load.argtypes = [ctypes.c_void_p]
     lib.seccomp_syscall_resolve_name.argtypes = [ctypes.c_char_p]
+    lib.seccomp_rule_add_array.argtypes = [ctypes.c_void_p, ctypes.c_uint32, ctypes.c_int, ctypes.c_uint,
+                                           ctypes.POINTER(ArgCmp)]
     ctx = lib.seccomp_init(0x00050000 | errno.EPERM)          # SCMP_ACT_ERRNO(EPERM)
     n = 0
     for name in allowed:
         nr = lib.seccomp_syscall_resolve_name(name.encode())
         if nr < 0:
             continue                                          # not a system call of this architecture
-        if lib.seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 0) == 0:
+        if name == "socket":                                  # RestrictAddressFamilies=
+            for family in FAMILIES:
+                cmp = ArgCmp(0, SCMP_CMP_EQ, getattr(socket, family), 0)
+                if lib.seccomp_rule_add_array(ctx, SCMP_ACT_ALLOW, nr, 1, ctypes.byref(cmp)) != 0:
+                    sys.exit(f"sandbox_run: cannot add the {family} rule")
+            n += 1
+        elif lib.seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 0) == 0:
             n += 1
     rc = lib.seccomp_load(ctx)
     if rc != 0:
@@ -99,6 +119,13 @@ def main() -> None:
         try:
             os.sched_setaffinity(0, os.sched_getaffinity(0))
             sys.exit("sandbox_run: sched_setaffinity (@resources) was allowed")
+        except OSError as e:
+            if e.errno != errno.EPERM:
+                raise
+        try:
+            socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0).close()
+            if "AF_NETLINK" not in FAMILIES:
+                sys.exit("sandbox_run: a netlink socket was allowed")
         except OSError as e:
             if e.errno != errno.EPERM:
                 raise

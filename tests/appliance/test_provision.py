@@ -373,7 +373,8 @@ def test_native_code_runs_under_the_units_filters() -> None:
 
 def test_link_setup_runs_with_cap_net_admin_alone(world_tmp: Path) -> None:
     """ferry-link@outer's three commands, as the unit runs them (user ferry-outer, CAP_NET_ADMIN
-    alone, no new privileges, its system-call filter, no writable executable memory), from a
+    alone, no new privileges, its system-call filter and address families (netlink too), no
+    writable executable memory), from a
     provisioned root, in a network namespace with a ferry0: the base ruleset is loaded, the link
     is up with its address, a permanent neighbour entry and IPv6 off, and the policy's table
     is applied. And the agent's own capabilities cannot do it (nft is refused)."""
@@ -394,7 +395,7 @@ def test_link_setup_runs_with_cap_net_admin_alone(world_tmp: Path) -> None:
             env[k] = shlex.split(v)[0].split()          # systemd splits an unquoted $VAR on spaces
     uid, gid = _users(root)["ferry-outer"]
     ns = f"ferry-lk{os.getpid() % 100000}"
-    run_env = {**os.environ, "PYTHONPATH": str(REPO)}
+    run_env = {**os.environ, "PYTHONPATH": str(REPO), "SANDBOX_FAMILIES": "AF_UNIX AF_NETLINK AF_INET AF_INET6"}
 
     def unit(cap: str | None, *argv: str) -> subprocess.CompletedProcess:
         return subprocess.run(_as_unit(root, uid, gid, cap, "0077", list(argv), netns=ns), capture_output=True,
@@ -427,10 +428,11 @@ def test_link_setup_runs_with_cap_net_admin_alone(world_tmp: Path) -> None:
 def test_first_boot_unit_runs_with_its_capabilities_alone(world_tmp: Path) -> None:
     """ferry-provision@'s command as the unit runs it: root with CAP_CHOWN, CAP_FOWNER and
     CAP_DAC_OVERRIDE alone, no new privileges, its system-call filter (@system-service
-    ~@resources) and no writable executable memory: users, folders and keys are made (with
+    ~@resources, AF_UNIX sockets only) and no writable executable memory: users, folders and
+    keys are made (with
     systemd-sysusers run under the same filters). Without CAP_CHOWN it stops, naming the file."""
     need_root("setpriv", "systemd-sysusers")
-    env = {**os.environ, "PYTHONPATH": str(REPO), "SANDBOX_DENY": "@resources"}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "SANDBOX_DENY": "@resources", "SANDBOX_FAMILIES": "AF_UNIX"}
 
     def run(caps: str, root: Path) -> subprocess.CompletedProcess:
         return subprocess.run(["setpriv", "--no-new-privs", f"--bounding-set=-all,{caps}", sys.executable,
