@@ -452,3 +452,45 @@ def test_first_boot_unit_runs_with_its_capabilities_alone(world_tmp: Path) -> No
     bare.mkdir()
     done = run("+fowner,+dac_override", bare)
     assert done.returncode == 2 and "Operation not permitted" in done.stderr and str(bare) in done.stderr
+
+
+def test_outer_agent_needs_cap_lease_for_files_of_other_users(world_tmp: Path) -> None:
+    """Why the outer unit keeps CAP_LEASE: without it (and the rest of its sandbox unchanged), a
+    spool file another user wrote cannot be asked about with a read lease, and the agent says
+    so (it then checks only size, times and inode)."""
+    need_root("unshare", "setpriv", "mount")
+    check = subprocess.run(["setpriv", "--no-new-privs", sys.executable, str(HERE / "sandbox_run.py"), "--check"],
+                           capture_output=True, text=True, timeout=60)
+    if check.returncode != 0:
+        pytest.skip(f"cannot emulate the units' sandbox here: {check.stderr.strip()}")
+    root = world_tmp / "both"
+    root.mkdir()
+    assert _provision(root, "--role", "both", "--policy", str(REPO / "policy/demo")).returncode == 0
+    _rehome(root, "outer", free_udp_port())
+    uid, gid = _users(root)["ferry-outer"]
+    (root / "run/ferry/outer").mkdir(parents=True)
+    os.chown(root / "run/ferry/outer", uid, gid)
+    writable = tuple(root / d for d in ("var/lib/ferry/outer", "var/log/ferry/outer", "run/ferry/outer"))
+    log = world_tmp / "outer.log"
+    with open(log, "wb") as out:
+        p = subprocess.Popen(_as_unit(root, uid, gid, None, "0077",
+                                      ["ferry", "outer", "--config", str(root / "etc/ferry/outer.toml")],
+                                      writable=writable),
+                             stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+                             env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        (root / "var/lib/ferry/outer/spool/note.txt").write_bytes(b"written by root\n")
+
+        def alive() -> None:
+            if p.poll() is not None:
+                raise AssertionError(f"outer exited {p.returncode}:\n{log.read_text()[-3000:]}")
+        wait_until(lambda: "still open for writing" in log.read_text(), 60, "the lease warning", interval=0.2,
+                   check=alive, details=lambda: log.read_text()[-3000:])
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM)
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(timeout=10)
