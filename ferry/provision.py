@@ -161,7 +161,14 @@ class Provisioner:
         self.say = say
 
     def at(self, path: str) -> Path:
-        return self.root / path.lstrip("/")
+        """``path`` under the root; refuses a symbolic link on the way (under --root, an absolute
+        link such as var/run -> /run would lead out of the image onto the build host)."""
+        p = self.root
+        for part in Path(path.lstrip("/")).parts:
+            p = p / part
+            if p.is_symlink():
+                raise ProvisionError(f"{p}: a symbolic link, refusing to follow it")
+        return p
 
     # -- users ---------------------------------------------------------------
     def users(self) -> None:

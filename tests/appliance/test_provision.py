@@ -494,3 +494,16 @@ def test_outer_agent_needs_cap_lease_for_files_of_other_users(world_tmp: Path) -
         except subprocess.TimeoutExpired:
             os.killpg(p.pid, signal.SIGKILL)
             p.wait(timeout=10)
+
+
+def test_provision_does_not_follow_a_link_out_of_the_root(world_tmp: Path) -> None:
+    """An image root whose var/log is a link to the host's /var/log: provision refuses to
+    follow it (exit 2, naming it) instead of writing onto the build host."""
+    root = world_tmp / "root"
+    (root / "var").mkdir(parents=True)
+    outside = world_tmp / "host-log"
+    outside.mkdir()
+    (root / "var/log").symlink_to(outside)
+    done = _provision(root, "--role", "outer")
+    assert done.returncode == 2 and f"{root}/var/log: a symbolic link, refusing to follow it" in done.stderr
+    assert not any(outside.iterdir())
