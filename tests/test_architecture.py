@@ -2,7 +2,7 @@
 
 ferry is a pure core under a thin shell (docs, STYLE.md):
 
-    shell:  agents  mgmt  kernel  cli  demo  camera  (__main__)
+    shell:  agents  mgmt  kernel  cli  demo  camera  provision  (__main__)
               |       |      |      |     |      |
     core:   lanes  policy  audit  wire  crypto  codecs  limits  pb
 
