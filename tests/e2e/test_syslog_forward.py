@@ -137,6 +137,7 @@ def test_rsyslog_receives_every_record_across_its_restart_and_an_agent_kill(appl
                         and r["detail"]["cause"] == "agent started"], 30, "forward_resumed after the restart")
     _send(a, "last", 2)
     a.stop()                            # the final checkpoints are forwarded at the next start
+    a.procs.clear()
     a.start()
     a.wait_for(lambda: _all_forwarded(a, rsyslog), 90, "every record at the log server")
     restart = [r for r in read_trail(a.outer_audit) if r["event"] == "forward_resumed"
