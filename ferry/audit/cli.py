@@ -27,7 +27,7 @@ from ferry.audit.errors import RecordError
 from ferry.audit.export import RangeSelector, export_csv, export_jsonl, export_syslog, lines_in
 from ferry.audit.reconcile import INNER_EVENTS, OUTER_EVENTS, reconcile
 from ferry.audit.records import Record, format_time, parse_line
-from ferry.audit.syslog import SyslogError, read_messages, select_agent
+from ferry.audit.syslog import AgentChoice, SyslogError, read_messages, select_agent
 from ferry.audit.verify import TRAIL_FILE, VerifyResult, iter_file_lines, verify_dir, verify_lines
 from ferry.crypto import CryptoError, SM2PublicKey, load_public_key
 
@@ -206,6 +206,9 @@ def _verify_file(args: argparse.Namespace) -> int:
             picked, names = select_agent(read_messages(data), args.agent)
         else:
             picked, names = select_agent(data.splitlines(), args.agent)
+    except AgentChoice as exc:
+        _err(f"{path}: {exc}")
+        return EXIT_ERROR
     except (SyslogError, RecordError) as exc:
         print(f"FAILED: {path}: {exc}")
         return EXIT_BAD

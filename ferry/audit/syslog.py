@@ -166,6 +166,10 @@ def read_messages(data: bytes) -> list[bytes]:
     return out
 
 
+class AgentChoice(ValueError):
+    """Records of several agents and none chosen (a usage error, not a bad copy)."""
+
+
 @dataclass(frozen=True, slots=True)
 class AgentRecords:
     """One agent's records from a log server's copy: unique lines in seq order."""
@@ -192,7 +196,7 @@ def select_agent(messages: Iterable[bytes], agent: str | None) -> tuple[AgentRec
         if agent is not None and agent not in (rec["agent"], rec.get("agent_name")):
             continue
         if agent is None and len(names) > 1:
-            raise RecordError(f"records of more than one agent: {', '.join(sorted(names))}: choose one with --agent")
+            raise AgentChoice(f"records of more than one agent: {', '.join(sorted(names))}: choose one with --agent")
         seq = rec["seq"]
         have = by_seq.get(seq)
         if have is None:
