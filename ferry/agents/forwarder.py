@@ -203,7 +203,10 @@ class Forwarder:
                 else:
                     break
             line = data[start:end + 1]
-            rec = json.loads(line)
+            try:
+                rec = json.loads(line)
+            except ValueError as exc:
+                raise _Mismatch(f"byte {pos.offset + start} of {self.trail_path} is not a record: {exc}") from None
             if rec.get("seq") != seq or rec.get("prev") != prev:
                 raise _Mismatch(f"record at byte {pos.offset + start} of {self.trail_path} is seq "
                                 f"{rec.get('seq')}, expected {seq} after hash {prev[:16]}...")
@@ -211,6 +214,28 @@ class Forwarder:
             seq, prev = seq + 1, rec["hash"]
             start = end + 1
         return lines, Position(seq, pos.offset + start, prev)
+
+    def _check_cursor(self, f: Any) -> None:
+        """The record before the cursor must be seq - 1 with hash prev: else _Mismatch (another trail)."""
+        pos = self.confirmed
+        if pos.seq == 0 and pos.offset == 0:
+            return
+        size = os.fstat(f.fileno()).st_size
+        if size < pos.offset or pos.offset == 0 or pos.seq == 0:
+            raise _Mismatch(f"{self.trail_path} has {size} bytes, the cursor is at byte {pos.offset} (seq {pos.seq})")
+        back = min(pos.offset, limits.AUDIT_RECORD_MAX + 1)
+        f.seek(pos.offset - back)
+        chunk = f.read(back)
+        if not chunk.endswith(b"\n"):
+            raise _Mismatch(f"the cursor's byte {pos.offset} does not follow a record in {self.trail_path}")
+        line = chunk[chunk.rfind(b"\n", 0, len(chunk) - 1) + 1:]
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            rec = {}
+        if rec.get("seq") != pos.seq - 1 or rec.get("hash") != pos.prev:
+            raise _Mismatch(f"the record before the cursor's byte {pos.offset} is not seq {pos.seq - 1} "
+                            f"with hash {pos.prev[:16]}...")
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                        stop: asyncio.Event) -> None:
@@ -233,8 +258,11 @@ class Forwarder:
                         f = open(self.trail_path, "rb")
                 room = limits.FORWARD_WINDOW - (pos.seq - self.confirmed.seq)
                 lines: list[bytes] = []
-                if f is not None and room > 0 and os.fstat(f.fileno()).st_size > pos.offset:
+                if f is not None and room > 0 and (not self.checked or os.fstat(f.fileno()).st_size > pos.offset):
                     try:
+                        if not self.checked:
+                            self._check_cursor(f)
+                            self.checked = True
                         lines, nxt = self._read(f, pos, room)
                     except _Mismatch as exc:
                         if self.checked:
@@ -243,9 +271,9 @@ class Forwarder:
                         log.warning("audit forwarding: %s", self.note)
                         self._save(Position())
                         pos = self.confirmed
+                        self.checked = True
                         self._resumed("cursor reset")
                         continue
-                    self.checked = True
                 if lines:
                     writer.write(b"".join(record_frame(x, hostname=self.hostname, procid=self.procid)
                                           for x in lines))

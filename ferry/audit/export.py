@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import IO
 
 from ferry.audit.records import Record
@@ -115,7 +115,7 @@ class RangeSelector:
         return self.first, self.last if self.end is None else self.end
 
 
-def lines_in(lines: Iterable[bytes], span: tuple[int, int]) -> Iterable[bytes]:
+def lines_in(lines: Iterable[bytes], span: tuple[int, int]) -> Iterator[bytes]:
     """The lines of records span[0]..span[1] of a trail given from seq 0 (its line n is seq n)."""
     for n, line in enumerate(lines):
         if n > span[1]:
