@@ -35,7 +35,7 @@ from typing import Any
 
 from ferry import limits
 from ferry.audit.records import ZERO_HASH
-from ferry.audit.syslog import record_frame
+from ferry.audit.syslog import format_message, frame
 from ferry.config import AuditForwardSection, ConfigError
 
 log = logging.getLogger("ferry")
@@ -185,7 +185,8 @@ class Forwarder:
             log.error("audit forwarding: cannot write the cursor %s: %s", self.cursor_path, exc)
 
     def _read(self, f: Any, pos: Position, room: int) -> tuple[list[bytes], Position]:
-        """Up to ``room`` whole lines from ``pos`` (a batch of bytes at most); their end position."""
+        """Up to ``room`` records from ``pos`` (a batch of bytes at most) as framed messages; the
+        position after them. Each must be the next seq after the hash before it: else _Mismatch."""
         f.seek(pos.offset)
         data = f.read(limits.FORWARD_BATCH_BYTES)
         lines: list[bytes] = []
@@ -210,7 +211,7 @@ class Forwarder:
             if rec.get("seq") != seq or rec.get("prev") != prev:
                 raise _Mismatch(f"record at byte {pos.offset + start} of {self.trail_path} is seq "
                                 f"{rec.get('seq')}, expected {seq} after hash {prev[:16]}...")
-            lines.append(line)
+            lines.append(frame(format_message(rec, line, hostname=self.hostname, procid=self.procid)))
             seq, prev = seq + 1, rec["hash"]
             start = end + 1
         return lines, Position(seq, pos.offset + start, prev)
@@ -275,8 +276,7 @@ class Forwarder:
                         self._resumed("cursor reset")
                         continue
                 if lines:
-                    writer.write(b"".join(record_frame(x, hostname=self.hostname, procid=self.procid)
-                                          for x in lines))
+                    writer.write(b"".join(lines))
                     await writer.drain()
                     pending.append((nxt, None))
                     pos = nxt
