@@ -136,7 +136,6 @@ class Forwarder:
                 await _wait(stop, backoff)
                 backoff = min(backoff * 2, limits.FORWARD_BACKOFF_MAX)
                 continue
-            backoff = limits.FORWARD_BACKOFF_MIN
             if first:
                 cause = "agent started"
             else:
@@ -144,7 +143,7 @@ class Forwarder:
                          f"{last_error}")
             self._resumed(cause)        # every (re)connection says from where it sends
             log.info("audit forwarding to %s: sending from seq %d", self.section.address, self.confirmed.seq)
-            first, down_since = False, 0.0
+            first, down_since, began = False, 0.0, time.monotonic()
             try:
                 await self._session(reader, writer, stop)
             except (OSError, _Lost, ssl.SSLError, asyncio.IncompleteReadError) as exc:
@@ -161,6 +160,12 @@ class Forwarder:
                 writer.close()
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(writer.wait_closed(), 2.0)
+            # a server that accepts and soon drops us must not get (nor cost the trail) a
+            # forward_resumed record every half second: short sessions keep the backoff growing
+            if time.monotonic() - began >= limits.FORWARD_BACKOFF_MAX:
+                backoff = limits.FORWARD_BACKOFF_MIN
+            await _wait(stop, backoff)
+            backoff = min(backoff * 2, limits.FORWARD_BACKOFF_MAX)
 
     def _resumed(self, cause: str) -> None:
         # a reconnect knows what it sent; a start does not (a kill leaves no word): the window bounds it

@@ -13,7 +13,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -134,9 +133,12 @@ def describe(path: Path, r: VerifyResult) -> str:
         lines.append(f"OK: {path} {r.reason}: a range of {r.records} records, seq {r.first} to "
                      f"{r.first + r.records - 1}, {r.checkpoints} signed checkpoints, agent {r.agent}, key_id "
                      f"{r.key_id} ({r.key_source})")
-        lines.append(f"  it proves records {r.first}..{r.signed - 1} are as the agent signed them, in order, "
-                     f"none missing or added between them (anchored at the prev hash of seq {r.first}); "
-                     f"it says nothing about records before seq {r.first}")
+        if r.signed > r.first:
+            lines.append(f"  it proves records {r.first}..{r.signed - 1} are as the agent signed them, in order, "
+                         f"none missing or added between them (anchored at the prev hash of seq {r.first}); "
+                         f"it says nothing about records before seq {r.first}")
+        else:
+            lines.append("  no checkpoint in the range signs any of it: nothing is proved (an open tail)")
     elif r.ok:
         lines.append(f"OK: {path} {r.reason}: {r.records} records, {r.checkpoints} signed "
                      f"checkpoints, agent {r.agent}, key_id {r.key_id} ({r.key_source})")
@@ -327,7 +329,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             if args.format == "jsonl":
                 export_jsonl(lines, out)
             elif args.format == "syslog":
-                export_syslog(lines, out, hostname=socket.gethostname())
+                export_syslog(lines, out)
             else:
                 text = io.TextIOWrapper(out, encoding="utf-8", newline="", write_through=True)
                 try:

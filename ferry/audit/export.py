@@ -14,8 +14,8 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import IO
 
-from ferry.audit.records import Record
-from ferry.audit.syslog import record_frame
+from ferry.audit.records import Record, parse_line
+from ferry.audit.syslog import format_message, frame
 
 CSV_COLUMNS = (
     "seq", "time", "agent", "agent_name", "event", "verdict", "lane", "flow",
@@ -75,11 +75,13 @@ def export_jsonl(lines: Iterable[bytes], out: IO[bytes]) -> int:
     return n
 
 
-def export_syslog(lines: Iterable[bytes], out: IO[bytes], *, hostname: str) -> int:
-    """One octet-counted RFC 5424 frame per stored line; returns the number of frames."""
+def export_syslog(lines: Iterable[bytes], out: IO[bytes]) -> int:
+    """One octet-counted RFC 5424 frame per stored line (HOSTNAME: the record's agent_name, the
+    machine that wrote it, not the one exporting); returns the number of frames."""
     n = 0
     for line in lines:
-        out.write(record_frame(line, hostname=hostname))
+        rec = parse_line(line)
+        out.write(frame(format_message(rec, line, hostname=rec.get("agent_name", "-"))))
         n += 1
     return n
 

@@ -84,6 +84,16 @@ def test_fuzz_read_messages_raises_only_syslog_error(data):
     assert all(len(m) <= FRAME_MAX for m in out)
 
 
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=200))
+def test_fuzz_an_rfc5424_line_raises_only_syslog_error(tail):
+    for data in (b"<" + tail, b"<110>1 - - - - - " + tail, b"<110>1 - - - - - [x " + tail):
+        try:
+            read_messages(data)
+        except SyslogError:
+            pass
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.binary(max_size=60), max_size=6), st.integers(0, 300))
 def test_fuzz_frames_whole_or_cut_anywhere(messages, cut):
@@ -116,6 +126,10 @@ def test_a_range_without_its_checkpoint_is_only_an_open_tail(tmp_path, key):
     lines = _lines(write_trail(tmp_path, key, n=10, every=4))
     assert not verify_lines(lines[5:8], key.public_key(), range_ok=True).ok
     assert verify_lines(lines[5:8], key.public_key(), range_ok=True, allow_open_tail=True).ok
+    path = tmp_path / "tail.jsonl"
+    path.write_bytes(b"".join(lines[5:8]))
+    assert run("verify", path, "--key", tmp_path / "signer.pub") == 1
+    assert run("verify", path, "--key", tmp_path / "signer.pub", "--open-tail") == 0
 
 
 def test_range_selector_extends_to_the_signing_checkpoint(tmp_path, key):
@@ -151,6 +165,7 @@ def test_export_syslog_and_verify_it(tmp_path, key, capsys):
     out = tmp_path / "range.syslog"
     assert run("export", d, "--format", "syslog", "--since", "1970-01-01T00:00:00", "-o", out) == 0
     assert re.match(rb"\d+ <110>1 ", out.read_bytes())
+    assert b" outer-1 ferry - object_sent " in out.read_bytes()         # HOSTNAME: the agent that wrote it
     assert run("verify", "--syslog", out, "--key", d / "signer.pub") == 0
     assert "records from seq 0 to 12" in capsys.readouterr().out
 
