@@ -128,6 +128,17 @@ def test_rsyslog_receives_every_record_across_its_restart_and_an_agent_kill(appl
     rsyslog.start()
     _send(a, "after", 2)
     a.wait_for(lambda: _all_forwarded(a, rsyslog), 90, "records written during the outage at the log server")
+    # stopped again while a burst is being forwarded: what it had received but not written is
+    # re-sent (the cursor moves only over records acknowledged and still connected a second later)
+    names = [f"burst{i}.pdf" for i in range(12)]
+    for name in names:
+        a.drop(name, b"%PDF-1.4\n" + os.urandom(5000) + b"\n%%EOF\n")
+    a.wait_for(lambda: any((r.get("detail") or {}).get("name") in names for r in _received(rsyslog, "outer")),
+               30, "the burst reaching the log server")
+    rsyslog.stop()
+    a.wait_for(lambda: all((a.inner_spool / x).exists() for x in names), 30, "burst files delivered")
+    rsyslog.start()
+    a.wait_for(lambda: _all_forwarded(a, rsyslog), 90, "the burst at the log server")
     resumed = [r for r in read_trail(a.outer_audit) if r["event"] == "forward_resumed"]
     assert resumed and resumed[-1]["detail"]["cause"].startswith("reconnected"), resumed
     # the agent is killed: its restart re-sends from the persisted cursor, and says from where
