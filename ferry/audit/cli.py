@@ -200,7 +200,7 @@ def _verify_file(args: argparse.Namespace) -> int:
         _err(f"cannot read {path}: {exc.strerror or exc}")
         return EXIT_ERROR
     except CryptoError as exc:
-        _err(f"{args.key}: {exc}")
+        _err(f"--key: {exc}")
         return EXIT_ERROR
     notes: list[str] = []
     try:
