@@ -216,3 +216,17 @@ def test_since_must_be_a_time(tmp_path, capsys):
 def test_select_agent_refuses_a_non_record(tmp_path):
     with pytest.raises(ValueError, match="message 1"):
         select_agent([b"hello"], None)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_any_order_and_any_duplicates_of_a_trail_verify_and_any_gap_fails(tmp_path_factory, key, data):
+    d = tmp_path_factory.mktemp("t")
+    lines = _lines(write_trail(d, key, n=10, every=4))
+    copy = data.draw(st.permutations(lines + data.draw(st.lists(st.sampled_from(lines), max_size=8))))
+    picked, _ = select_agent(copy, None)
+    assert picked.conflict is None and picked.lines == tuple(lines)
+    assert verify_lines(picked.lines, key.public_key(), range_ok=True).ok
+    gone = data.draw(st.integers(1, len(lines) - 2))              # a record in the middle never arrived
+    picked, _ = select_agent([x for x in copy if x != lines[gone]], None)
+    assert not verify_lines(picked.lines, key.public_key(), range_ok=True).ok
