@@ -68,6 +68,17 @@ AUDIT_RETRY_INTERVAL = 1.0     # while failed closed, retry writing this often
 AUDIT_REFUSALS_PER_REASON_PER_HOUR = 60   # the first minute of each kind of attack in full (drops: 1 a second)
 AUDIT_REFUSALS_PER_REASON_PER_HOUR_MAX = 1_000_000   # the most the configuration accepts
 AUDIT_REFUSAL_WINDOW = 3600.0  # s: the window of that cap
+# Forwarding to a syslog server ([audit.forward], ferry.agents.forwarder). A record counts as
+# delivered once the server's TCP acknowledged it and the connection was still open
+# FORWARD_SETTLE s later; at most FORWARD_WINDOW records are ever sent and not yet delivered, so a
+# restart or reconnect re-sends (duplicates) at most that many.
+FORWARD_SETTLE = 1.0           # s
+FORWARD_WINDOW = 20_000        # records: with FORWARD_SETTLE, about 10,000 records/s at most (measured)
+FORWARD_BATCH_BYTES = 256 << 10   # bytes written to the socket per loop turn
+FORWARD_POLL = 0.2             # s: the forwarder looks at the trail file this often when idle
+FORWARD_BACKOFF_MIN = 0.5      # s: first reconnect delay, doubled up to
+FORWARD_BACKOFF_MAX = 30.0     # s
+FORWARD_CONNECT_TIMEOUT = 10.0  # s: TCP connect plus TLS handshake
 
 # --- policy ---------------------------------------------------------------
 POLICY_FILE_MAX = 4 << 20

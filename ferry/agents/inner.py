@@ -26,6 +26,7 @@ from ferry.audit import AuditUnavailable
 from ferry.audit.records import format_time
 from ferry.crypto import sm3
 from ferry.agents.common import AuditQueue, Identity, Management, open_identity, run_agent, sign_quiet_tail
+from ferry.agents.forwarder import start_forwarder
 from ferry.agents.inner_state import InnerState, trail_records
 from ferry.agents.link_io import LinkReceiveSocket
 from ferry.agents.policy_host import PolicyHost
@@ -452,6 +453,7 @@ class InnerAgent(PolicyHost):
         loop.add_reader(self.sock.sock.fileno(), self.on_readable)
         timer_task = asyncio.create_task(self.timers(stop))
         signer = asyncio.create_task(sign_quiet_tail(self.id.audit, stop))
+        start_forwarder(self.cfg.audit.forward, self.id.audit.path, self.cfg.agent.state_dir, self.audit, stop)
         await self.video.start(stop)
         await stop.wait()
         self.wake.set()

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ferry import limits
 from ferry.agents.common import AuditQueue, Identity, Management, open_identity, run_agent, sign_quiet_tail
+from ferry.agents.forwarder import start_forwarder
 from ferry.agents.link_io import LinkSendSocket
 from ferry.agents.link_writer import LinkWriter
 from ferry.agents.outer_state import OuterState
@@ -487,6 +488,7 @@ class OuterAgent(PolicyHost):
                  self.id.plan.hash.hex()[:16], link.peer_host, link.peer_port, self.sock.gso)
         pump = asyncio.create_task(self.pump.run(stop))
         signer = asyncio.create_task(sign_quiet_tail(self.id.audit, stop))
+        start_forwarder(self.cfg.audit.forward, self.id.audit.path, self.cfg.agent.state_dir, self.audit, stop)
         if self.spool:
             self.resend_kept(self.spool)
             self.scan_spool(self.spool)
