@@ -96,7 +96,8 @@ class ManagementService(mgmt_pb2_grpc.ManagementServicer):
         try:
             lines, offset = read_tail(path, last)
         except OSError as e:
-            await context.abort(grpc.StatusCode.UNAVAILABLE, f"cannot read the audit trail {path}: {e.strerror}")
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                f"cannot read the audit trail {path}: {e.strerror}")
         for line in lines:
             yield mgmt_pb2.AuditLine(json=line)
         if not request.follow:
@@ -255,6 +256,7 @@ class ManagementServer:
 async def start_management(section: ManagementSection, service: ManagementService) -> ManagementServer:
     """Serve ``service`` with health and reflection on ``section.socket`` (Unix, 0600) and on
     ``section.listen`` (TCP, mutual TLS), whichever are set. OSError names what failed."""
+    creds = tls_credentials(section) if section.listen else None     # unreadable files: before anything
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", GRPC_MESSAGE_MAX),
                                       ("grpc.max_send_message_length", GRPC_MESSAGE_MAX),
                                       ("grpc.so_reuseport", 0)])
@@ -265,8 +267,7 @@ async def start_management(section: ManagementSection, service: ManagementServic
     watch = HealthWatch(service.agent, servicer)
     await watch.update()
     tcp_port = 0
-    if section.listen:
-        creds = tls_credentials(section)
+    if creds is not None:
         host, port = split_host_port(section.listen)
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         try:
