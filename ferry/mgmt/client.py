@@ -20,12 +20,16 @@ GRPC_MESSAGE_MAX = limits.POLICY_BUNDLE_MAX + (64 << 10)
 class ManagementError(Exception):
     """A call that failed: ``refused`` is True when the agent answered no (vs. could not be reached)."""
 
-    def __init__(self, socket: str, code: grpc.StatusCode, message: str) -> None:
+    def __init__(self, socket: str, code: grpc.StatusCode, message: str, tcp: bool = False) -> None:
         self.socket = socket
         self.code = code
         self.refused = code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
                                     grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL)
-        if code == grpc.StatusCode.UNAVAILABLE:     # words for the operator, not gRPC's
+        if code == grpc.StatusCode.UNAVAILABLE and tcp:
+            super().__init__(f"{socket}: cannot reach the agent: {message or 'no answer'}; check that the agent "
+                             "runs with this [management] listen address, that its tls_client_ca issued your "
+                             "--tls-cert and that --tls-ca issued its certificate")
+        elif code == grpc.StatusCode.UNAVAILABLE:     # words for the operator, not gRPC's
             super().__init__(f"{socket}: cannot reach the agent: {unreachable(socket)}; check that the agent "
                              "runs and that this is the [management] socket of its configuration")
         else:
@@ -73,6 +77,7 @@ class ManagementClient:
     def __init__(self, socket: str | os.PathLike[str] = "", timeout: float = limits.MGMT_CALL_TIMEOUT, *,
                  address: str = "", tls: Tls | None = None) -> None:
         self.socket = str(socket) if socket else address
+        self.tcp = bool(address) and not socket
         self.timeout = timeout
         options = [("grpc.max_send_message_length", GRPC_MESSAGE_MAX),
                    ("grpc.max_receive_message_length", GRPC_MESSAGE_MAX)]
@@ -90,7 +95,7 @@ class ManagementClient:
         try:
             return method(request, timeout=self.timeout)
         except grpc.RpcError as e:
-            raise ManagementError(self.socket, e.code(), e.details() or "") from None
+            raise ManagementError(self.socket, e.code(), e.details() or "", self.tcp) from None
 
     def apply_policy(self, bundle: mgmt_pb2.PolicyBundle, rollback: bool = False) -> mgmt_pb2.ApplyResult:
         """Apply ``bundle``; ``rollback`` lets the agent go back to a bundle signed before its own."""
@@ -117,7 +122,7 @@ class ManagementClient:
                                              timeout=None if follow else self.timeout):
                 yield line.json
         except grpc.RpcError as e:
-            raise ManagementError(self.socket, e.code(), e.details() or "") from None
+            raise ManagementError(self.socket, e.code(), e.details() or "", self.tcp) from None
 
     def close(self) -> None:
         self._channel.close()

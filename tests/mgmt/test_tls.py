@@ -53,6 +53,7 @@ def test_a_certificate_from_another_ca_is_refused(tcp, certs):
                           timeout=5) as c, pytest.raises(ManagementError) as e:
         c.get_status()
     assert e.value.code == grpc.StatusCode.UNAVAILABLE and not e.value.refused
+    assert tcp.address in str(e.value) and "tls_client_ca issued your --tls-cert" in str(e.value)
 
 
 def test_no_client_certificate_is_refused(tcp, certs):
