@@ -125,6 +125,7 @@ AUDIT_TAIL_MAX = 1000            # records TailAudit sends from the end of the t
 AUDIT_TAIL_READ_MAX = 8 << 20    # bytes TailAudit reads back from the end of the trail (at most)
 AUDIT_TAIL_POLL = 0.25           # TailAudit --follow looks for new records this often (s)
 AUDIT_TAIL_FOLLOW_MAX = 24 * 3600.0   # one following TailAudit call ends after this long (s)
+AUDIT_TAIL_FOLLOWERS_MAX = 8     # TailAudit calls following one agent's trail at once
 # Supersedes POLICY_RULES_MAX for format v1 policies: issue 4 requires policies of
 # 10,000 device rules (bench/policy.py). POLICY_RULES_MAX is no longer used by ferry.policy.
 POLICY_RULES_MAX_V1 = 65536

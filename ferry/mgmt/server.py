@@ -59,6 +59,7 @@ class ManagementService(mgmt_pb2_grpc.ManagementServicer):
         self.agent = agent
         self.clock = clock
         self.applying = asyncio.Lock()
+        self.following = 0              # TailAudit calls following the trail now
 
     async def ApplyPolicy(self, request, context):
         return await self._apply(request, False, context)
@@ -93,8 +94,12 @@ class ManagementService(mgmt_pb2_grpc.ManagementServicer):
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this agent has no audit trail to tail")
         path = Path(path_of())
         last = min(request.last, limits.AUDIT_TAIL_MAX)
+        if request.follow and self.following >= limits.AUDIT_TAIL_FOLLOWERS_MAX:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                f"{self.following} clients already follow the audit trail "
+                                f"(at most {limits.AUDIT_TAIL_FOLLOWERS_MAX}); try again later")
         try:
-            lines, offset = read_tail(path, last)
+            lines, offset = await asyncio.to_thread(read_tail, path, last)     # off the loop: up to 8 MiB
         except OSError as e:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                                 f"cannot read the audit trail {path}: {e.strerror}")
@@ -104,14 +109,18 @@ class ManagementService(mgmt_pb2_grpc.ManagementServicer):
             return
         loop = asyncio.get_running_loop()
         until = loop.time() + limits.AUDIT_TAIL_FOLLOW_MAX
-        while loop.time() < until:
-            await asyncio.sleep(limits.AUDIT_TAIL_POLL)
-            try:
-                lines, offset = read_new(path, offset)
-            except OSError:
-                continue                # the trail is down for now: the records come when it is back
-            for line in lines:
-                yield mgmt_pb2.AuditLine(json=line)
+        self.following += 1
+        try:
+            while loop.time() < until:
+                await asyncio.sleep(limits.AUDIT_TAIL_POLL)
+                try:
+                    lines, offset = read_new(path, offset)
+                except OSError:
+                    continue            # the trail is down for now: the records come when it is back
+                for line in lines:
+                    yield mgmt_pb2.AuditLine(json=line)
+        finally:
+            self.following -= 1
 
 
 def read_tail(path: Path, last: int) -> tuple[list[str], int]:
@@ -126,7 +135,7 @@ def read_tail(path: Path, last: int) -> tuple[list[str], int]:
     whole = data[:cut].split(b"\n")[:-1]
     if start > 0 and whole:
         whole = whole[1:]                   # the first line read may be cut
-    picked = whole[len(whole) - last:] if last else []
+    picked = whole[max(0, len(whole) - last):] if last else []
     return [x.decode("utf-8", "replace") for x in picked], start + cut
 
 

@@ -108,6 +108,34 @@ def test_flows_and_tail_audit(served):
         follow.close()
 
 
+def test_followers_are_bounded(served, monkeypatch):
+    served.agent.trail.write_text('{"seq": 0}\n')
+    monkeypatch.setattr("ferry.limits.AUDIT_TAIL_FOLLOWERS_MAX", 2)
+    clients = [ManagementClient(served.socket) for _ in range(3)]
+    try:
+        follows = [c.tail_audit(1, follow=True) for c in clients[:2]]
+        assert [next(f) for f in follows] == ['{"seq": 0}'] * 2
+        with pytest.raises(ManagementError) as e:
+            next(clients[2].tail_audit(1, follow=True))
+        assert e.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED and "at most 2" in str(e.value)
+        assert list(clients[2].tail_audit(1)) == ['{"seq": 0}']        # a tail without follow still works
+        follows[0].close()
+        wait_until(lambda: _one_more(clients[2]), 10, "a follower's place freed")
+    finally:
+        for c in clients:
+            c.close()
+
+
+def _one_more(c: ManagementClient) -> bool:
+    try:
+        f = c.tail_audit(1, follow=True)
+        next(f)
+        f.close()
+        return True
+    except ManagementError:
+        return False
+
+
 def test_tail_of_a_missing_trail_says_so(served):
     with ManagementClient(served.socket) as c, pytest.raises(ManagementError) as e:
         list(c.tail_audit(3))
@@ -124,7 +152,7 @@ def test_tail_then_follow_gives_every_whole_line_once(tmp_path_factory, chunks, 
     path.write_bytes(b"".join(head))
     got, offset = read_tail(path, last)
     whole_head = b"".join(head).split(b"\n")[:-1]
-    assert got == [x.decode("utf-8", "replace") for x in whole_head][len(whole_head) - last:] if last else got == []
+    assert got == ([x.decode("utf-8", "replace") for x in whole_head][max(0, len(whole_head) - last):] if last else [])
     for c in rest:
         with open(path, "ab") as f:
             f.write(c)
