@@ -85,9 +85,24 @@ class InnerFiles(_Strict):
 class ManagementSection(_Strict):
     socket: str = ""              # Unix socket of the gRPC management service; none if empty
     policy_signers: list[str] = Field(default_factory=list, max_length=64)   # SM2 public keys (SPKI PEM)
+    # the same service on TCP, "host:port", with mutual TLS only: all three files are required
+    listen: str = ""
+    tls_cert: str = ""            # this agent's server certificate chain (PEM)
+    tls_key: str = ""             # its private key (PEM)
+    tls_client_ca: str = ""       # the CA whose client certificates may connect (PEM)
     metrics: str = ""             # "host:port" of the Prometheus metrics HTTP listener; none if empty
 
+    _listen = field_validator("listen")(lambda v: _host_port(v) if v else v)
     _metrics = field_validator("metrics")(lambda v: _host_port(v) if v else v)
+
+    @model_validator(mode="after")
+    def _tls_for_tcp(self) -> "ManagementSection":
+        missing = [k for k in ("tls_cert", "tls_key", "tls_client_ca") if not getattr(self, k)]
+        if self.listen and missing:
+            raise ValueError(f"listen needs mutual TLS: set {', '.join(missing)} (TCP without TLS is refused)")
+        if not self.listen and len(missing) < 3:
+            raise ValueError("tls_cert, tls_key and tls_client_ca are used only with listen = \"host:port\"")
+        return self
 
 
 class KernelSection(_Strict):
@@ -268,7 +283,8 @@ def load_config(path: Path, kind: type[OuterConfig] | type[InnerConfig]) -> Oute
         m = cfg.management
         update["management"] = m.model_copy(update={
             "socket": _resolve(base, m.socket),
-            "policy_signers": [_resolve(base, x) for x in m.policy_signers]})
+            "policy_signers": [_resolve(base, x) for x in m.policy_signers],
+            **{k: _resolve(base, getattr(m, k)) for k in ("tls_cert", "tls_key", "tls_client_ca")}})
     fwd = cfg.audit.forward
     if fwd is not None:
         update["audit"] = cfg.audit.model_copy(update={"forward": fwd.model_copy(update={

@@ -131,6 +131,12 @@ POLICY_BUNDLE_MAX = 16 << 20     # bytes of a serialized bundle (file or gRPC me
 POLICY_BUNDLE_FILES_MAX = 256    # files in one bundle (top-level *.yaml plus tests/*.yaml)
 POLICY_RELOAD_GRACE = 60.0       # inner: objects sealed under the previous hash still accepted (s)
 MGMT_CALL_TIMEOUT = 30.0         # client deadline of one management call (s)
+MGMT_HEALTH_INTERVAL = 0.5       # the health service re-reads link and trail state this often (s)
+AUDIT_TAIL_MAX = 1000            # records TailAudit sends from the end of the trail (at most)
+AUDIT_TAIL_READ_MAX = 8 << 20    # bytes TailAudit reads back from the end of the trail (at most)
+AUDIT_TAIL_POLL = 0.25           # TailAudit --follow looks for new records this often (s)
+AUDIT_TAIL_FOLLOW_MAX = 24 * 3600.0   # one following TailAudit call ends after this long (s)
+AUDIT_TAIL_FOLLOWERS_MAX = 8     # TailAudit calls following one agent's trail at once
 # Supersedes POLICY_RULES_MAX for format v1 policies: issue 4 requires policies of
 # 10,000 device rules (bench/policy.py). POLICY_RULES_MAX is no longer used by ferry.policy.
 POLICY_RULES_MAX_V1 = 65536

@@ -20,6 +20,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ferry import limits
 from ferry.audit import AuditUnavailable
@@ -366,6 +367,19 @@ class InnerAgent(PolicyHost):
         c = dataclasses.asdict(self.receiver.counters)
         return {**{k: v for k, v in c.items() if isinstance(v, int)}, **self.dispatch.counts, **self.stats,
                 **self.video.stats, "video_refused_streams": self.video.refused_streams}
+
+    def key_epoch(self) -> int:
+        cur = self.receiver.key_epochs.current
+        return int(cur.epoch) if cur is not None else 0
+
+    def audit_path(self) -> str:
+        return str(Path(self.cfg.agent.audit_dir) / "audit.jsonl")
+
+    def flows(self) -> dict[str, list[dict[str, Any]]]:
+        """Video streams open now; objects being reassembled ("receiving")."""
+        files = [{"object_id": oid, "size": o.total, "received": o.received, "state": "receiving"}
+                 for (_, oid), o in self.receiver.reassembly.objects.items()]
+        return {"streams": self.video.flows(), "files": files}
 
     def uptime(self) -> float:
         return time.monotonic() - self.started_mono

@@ -15,6 +15,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ferry import limits
 from ferry.agents.common import AuditQueue, Identity, Management, open_identity, run_agent, sign_quiet_tail
@@ -458,6 +459,19 @@ class OuterAgent(PolicyHost):
                 "objects": c.objects, "epoch": c.epoch, "outbox": self.pump.backlog(),
                 "send_errors": self.pump.writer.errors,
                 **({"video_refused_streams": self.video.refused_streams} if self.video else {})}
+
+    def key_epoch(self) -> int:
+        return int(self.sender.counters.epoch)
+
+    def audit_path(self) -> str:
+        return str(Path(self.cfg.agent.audit_dir) / "audit.jsonl")
+
+    def flows(self) -> dict[str, list[dict[str, Any]]]:
+        """Video streams open now; files sent and kept: "sending" until their last block left."""
+        files = [{"name": k.name, "object_id": k.object_id, "size": int(k.record.get("size", 0)),
+                  "state": "sending" if k.left_at is None else "kept"}
+                 for k in (self.state.kept.entries.values() if self.state else ())]
+        return {"streams": self.video.flows() if self.video else [], "files": files}
 
     def uptime(self) -> float:
         return time.monotonic() - self.started_mono
