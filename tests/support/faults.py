@@ -126,8 +126,10 @@ class FakeClock:
 
     def env(self) -> dict[str, str]:
         assert self.lib, "libfaketime not installed (Debian package faketime)"
+        site = str(Path(__file__).resolve().parent / "faketime_site")    # time.sleep without clock_nanosleep
+        path = os.pathsep.join(x for x in (site, os.environ.get("PYTHONPATH")) if x)
         return {"LD_PRELOAD": self.lib, "FAKETIME_TIMESTAMP_FILE": str(self.path), "FAKETIME_NO_CACHE": "1",
-                "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+                "FAKETIME_DONT_FAKE_MONOTONIC": "1", "PYTHONPATH": path}
 
 
 @contextmanager
