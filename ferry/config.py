@@ -53,6 +53,8 @@ class OuterLink(_Strict):
     fec_m: int = Field(default=limits.FEC_M, ge=1, le=limits.FEC_M_MAX)
     gso: Literal["auto", "off"] = "auto"
     sndbuf: int = Field(default=8 << 20, ge=1 << 16)
+    # seconds until the session key rotates (a new epoch), at most limits.KEY_LIFETIME
+    key_lifetime: float = Field(default=limits.KEY_LIFETIME, ge=limits.KEY_LIFETIME_MIN, le=limits.KEY_LIFETIME)
 
     _host = field_validator("peer_host", "bind_host")(_check_host)
 

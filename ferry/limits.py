@@ -24,6 +24,7 @@ OBJECT_TIMEOUT = 10.0          # seconds an incomplete object may wait
 
 # --- keys -----------------------------------------------------------------
 KEY_LIFETIME = 3600.0          # rotate the SM4 session key at least this often (s)
+KEY_LIFETIME_MIN = 10.0        # ... the shortest lifetime an operator may configure ([link] key_lifetime)
 KEY_BYTES_MAX = 64 << 30       # ... and after this many sealed bytes
 KEY_OVERLAP = 30.0             # old epoch still accepted this long after a new one
 ANNOUNCE_INTERVAL = 1.0        # repeat the current key announcement (s)

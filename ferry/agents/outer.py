@@ -179,7 +179,7 @@ class OuterAgent(PolicyHost):
         # the sender which blocks have left (track_sent: LinkPump)
         self.sender = LinkSender(outer_key=self.id.key, inner_public=self.id.peer, policy_hash=self.id.plan.hash,
                                  name=cfg.agent.name, now=time.monotonic(), wall=wall, k=link.fec_k, m=link.fec_m,
-                                 datagram_max=link.datagram_max, seal=False,
+                                 datagram_max=link.datagram_max, key_lifetime=link.key_lifetime, seal=False,
                                  track_sent=True)
         # cameras' ports first: the link socket's ephemeral port can then never be one of them
         self.video = VideoIngest(list(cfg.video), self, lambda: self.id.plan, self.ids) if cfg.video else None
