@@ -31,14 +31,14 @@ for f in "$A"/nftables/*.nft; do install -D -m 0644 "$f" "$R/usr/share/ferry/nft
 install -D -m 0644 "$FERRY_REPO/README.md" "$R/usr/share/doc/ferry/README.md"
 install -D -m 0644 "$A/README.md" "$R/usr/share/doc/ferry/appliance.md"
 
-# systemd units (vendor units: /usr/lib/systemd/system), sysusers, tmpfiles and sysctl settings
+# systemd units (in /etc/systemd/system, as README "Operations" lists them), sysusers, tmpfiles and sysctl settings
 units=()
 for f in "$A"/systemd/*.service "$A"/systemd/*.socket "$A"/systemd/*.timer "$A"/systemd/*.target "$A"/systemd/*.path; do
-    install -D -m 0644 "$f" "$R/usr/lib/systemd/system/$(basename "$f")"
+    install -D -m 0644 "$f" "$R/etc/systemd/system/$(basename "$f")"
     units+=("$(basename "$f")")
 done
 for d in "$A"/systemd/*.d; do       # drop-ins, e.g. ferry-outer.service.d/
-    [ -d "$d" ] && cp -r "$d" "$R/usr/lib/systemd/system/"
+    [ -d "$d" ] && cp -r "$d" "$R/etc/systemd/system/"
 done
 for f in "$A"/sysusers.d/*.conf; do install -D -m 0644 "$f" "$R/usr/lib/sysusers.d/$(basename "$f")"; done
 for f in "$A"/tmpfiles.d/*.conf; do install -D -m 0644 "$f" "$R/usr/lib/tmpfiles.d/$(basename "$f")"; done
@@ -54,17 +54,17 @@ say "units: ${units[*]:-none (appliance/systemd/ has none)}"
 # failed. Keys are never in the image: each host makes its own when provisioned.
 enable=()
 for u in "${units[@]}"; do
-    grep -q '^\[Install\]' "$R/usr/lib/systemd/system/$u" && enable+=("$u")
+    grep -q '^\[Install\]' "$R/etc/systemd/system/$u" && enable+=("$u")
     case "$u" in
         ferry-outer.service|ferry-inner.service)
             role=${u#ferry-}; role=${role%.service}
-            install -d "$R/usr/lib/systemd/system/$u.d"
+            install -d "$R/etc/systemd/system/$u.d"
             printf '# the image (appliance/image/customize.sh): enabled in every image, started only where provisioned\n[Unit]\nConditionPathExists=/etc/ferry/%s.toml\n' \
-                "$role" > "$R/usr/lib/systemd/system/$u.d/50-image.conf" ;;
+                "$role" > "$R/etc/systemd/system/$u.d/50-image.conf" ;;
         ferry-link@.service)
-            install -d "$R/usr/lib/systemd/system/$u.d"
+            install -d "$R/etc/systemd/system/$u.d"
             printf '# the image (appliance/image/customize.sh): only where provisioned\n[Unit]\nConditionPathExists=/etc/ferry/link-%%i.env\n' \
-                > "$R/usr/lib/systemd/system/$u.d/50-image.conf" ;;
+                > "$R/etc/systemd/system/$u.d/50-image.conf" ;;
     esac
 done
 if ((${#enable[@]})); then

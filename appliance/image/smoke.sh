@@ -78,7 +78,7 @@ version=$(in_root "$A" ferry --version) || fail "ferry --version in root A"
 echo "$version"
 
 # 2. the units: verified by the image's own systemd, and enabled
-mapfile -t unitfiles < <(cd "$A/usr/lib/systemd/system" && ls ferry*.service ferry*.socket ferry*.timer 2>/dev/null || true)
+mapfile -t unitfiles < <(cd "$A/etc/systemd/system" && ls ferry*.service ferry*.socket ferry*.timer 2>/dev/null || true)
 verified=()
 for f in "${unitfiles[@]}"; do
     case "$f" in
@@ -91,7 +91,7 @@ for f in "${unitfiles[@]}"; do
         if grep -i "ferry" <<< "$out" | grep -v "^$" >/dev/null; then fail "systemd-analyze verify $u: $out"; fi
         verified+=("$u")
     done
-    if grep -q '^\[Install\]' "$A/usr/lib/systemd/system/$f"; then
+    if grep -q '^\[Install\]' "$A/etc/systemd/system/$f"; then
         state=$(in_root "$A" systemctl is-enabled "$f" 2>&1 || true)
         [ "$state" = enabled ] || fail "$f is not enabled in the image (systemctl is-enabled: $state)"
     fi
