@@ -17,6 +17,8 @@ chroot "$R" python3 -m venv /opt/ferry/venv
 chroot "$R" /opt/ferry/venv/bin/python -m pip --isolated install -q --disable-pip-version-check --no-cache-dir --no-compile \
     --no-index --find-links /tmp/ferry-wheels "/tmp/ferry-wheels/$wheel${FERRY_EXTRAS:+[$FERRY_EXTRAS]}"
 rm -rf "$R/tmp/ferry-wheels"
+# pip itself is not needed to run ferry (an image is replaced whole, not upgraded in place)
+chroot "$R" /opt/ferry/venv/bin/python -m pip --isolated uninstall -q -y pip
 # byte code compiled once more for everything in the venv, checked by hash and not by the source's
 # time (the install time), so that two builds give the same .pyc files
 find "$R/opt/ferry/venv" -name __pycache__ -type d -prune -exec rm -rf {} +

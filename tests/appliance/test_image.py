@@ -102,12 +102,22 @@ def test_image_builds_reproducibly_and_carries_a_file_between_two_roots(tmp_path
     m2 = Path(f"{outs[1]}.manifest").read_text().splitlines()
     differ = sorted(set(m1) ^ set(m2))
     assert not differ, "the two builds differ:\n" + "\n".join(differ[:50])
-    assert any(" ./opt/ferry/venv/bin/ferry" in line for line in m1)
-    assert any(" ./etc/nftables.conf" in line for line in m1)
+    names = {line.rsplit(" ./", 1)[-1] for line in m1}
+    assert "opt/ferry/venv/bin/ferry" in names and "usr/local/bin/ferry" in names
+    # what the checkout's appliance/ has is in the image, and the units with [Install] enabled
+    units = sorted(p for p in (ROOT / "appliance" / "systemd").glob("*.service"))
+    for unit in units:
+        assert f"etc/systemd/system/{unit.name}" in names
+        if "[Install]" in unit.read_text() and "@" not in unit.name:
+            assert f"etc/systemd/system/multi-user.target.wants/{unit.name}" in names
+    for rules in (ROOT / "appliance" / "nftables").glob("*.nft"):
+        assert f"usr/share/ferry/nftables/{rules.name}" in names
 
     r = subprocess.run([str(ROOT / "run"), "image", "--smoke", str(outs[0])], capture_output=True, text=True,
                        timeout=1200)
     assert r.returncode == 0, f"smoke failed:\n{r.stdout[-4000:]}\n{r.stderr[-8000:]}"
     assert "ferry 0.1.0" in r.stdout
-    assert "units verified:" in r.stdout
+    assert f"units verified: {len(units)} files" in r.stdout
+    if (ROOT / "appliance" / "nftables" / "base.nft").is_file():
+        assert "base rules loaded" in r.stdout
     assert "smoke ok: file crossed from root A to root B" in r.stdout
