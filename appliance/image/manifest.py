@@ -11,8 +11,10 @@ when it cannot be read as a tarball. Standard library only (it runs on the build
 from __future__ import annotations
 
 import hashlib
+import lzma
 import sys
 import tarfile
+import zlib
 
 KINDS = {tarfile.REGTYPE: "f", tarfile.AREGTYPE: "f", tarfile.DIRTYPE: "d", tarfile.SYMTYPE: "l",
          tarfile.LNKTYPE: "h", tarfile.CHRTYPE: "c", tarfile.BLKTYPE: "b", tarfile.FIFOTYPE: "p",
@@ -56,7 +58,7 @@ def main(argv: list[str]) -> int:
         return 2
     try:
         lines = manifest(argv[0])
-    except (OSError, tarfile.TarError, EOFError) as e:
+    except (OSError, tarfile.TarError, EOFError, ValueError, zlib.error, lzma.LZMAError) as e:
         print(f"manifest.py: {argv[0]}: not a readable tarball: {e}", file=sys.stderr)
         return 2
     sys.stdout.write("".join(line + "\n" for line in lines))

@@ -10,6 +10,7 @@ failure). The quick tests below run everywhere.
 """
 from __future__ import annotations
 
+import importlib.util
 import io
 import os
 import subprocess
@@ -18,6 +19,8 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = ROOT / "appliance" / "image"
@@ -71,6 +74,40 @@ def test_manifest_refuses_a_file_that_is_not_a_tarball(tmp_path: Path) -> None:
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
     assert "bad.tar" in r.stderr
+
+
+def _load_manifest_module():
+    spec = importlib.util.spec_from_file_location("image_manifest", IMAGE / "manifest.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+MANIFEST = _load_manifest_module()
+GOOD = _tar([("./etc", None, 0o755), ("./etc/x", b"one", 0o644)], 1)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.one_of(st.binary(max_size=3000),
+                 st.tuples(st.integers(0, len(GOOD) - 1), st.binary(min_size=1, max_size=8)).map(
+                     lambda cut: GOOD[:cut[0]] + cut[1] + GOOD[cut[0] + len(cut[1]):]),
+                 st.integers(0, len(GOOD)).map(lambda n: GOOD[:n])))
+def test_manifest_of_any_bytes_is_lines_or_exit_2(tmp_path: Path, data: bytes) -> None:
+    """Damaged, truncated or random bytes: a manifest or exit 2 naming the file, never a traceback."""
+    path = tmp_path / "any.tar"
+    path.write_bytes(data)
+    err = io.StringIO()
+    out = io.StringIO()
+    old = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = out, err
+    try:
+        rc = MANIFEST.main([str(path)])
+    finally:
+        sys.stdout, sys.stderr = old
+    assert rc in (0, 2)
+    if rc == 2:
+        assert "any.tar" in err.getvalue()
 
 
 def test_scripts_parse_and_run_names_the_image_command() -> None:
