@@ -86,7 +86,7 @@ for f in "${unitfiles[@]}"; do
         *) names=("$f") ;;
     esac
     for u in "${names[@]}"; do
-        out=$(in_root "$A" systemd-analyze verify "$u" 2>&1) || fail "systemd-analyze verify $u: $out"
+        out=$(in_root "$A" systemd-analyze verify --man=no "$u" 2>&1) || fail "systemd-analyze verify $u: $out"
         # verify exits 0 on some warnings; a ferry unit must draw none
         if grep -i "ferry" <<< "$out" | grep -v "^$" >/dev/null; then fail "systemd-analyze verify $u: $out"; fi
         verified+=("$u")
@@ -107,8 +107,9 @@ if in_root "$A" ferry provision --help >/dev/null 2>&1; then
     for pair in "$A:outer" "$B:inner"; do
         r=${pair%%:*}; role=${pair#*:}
         mkdir -p "$r/tmp/policy" && cp -r "$REPO/policy/demo/." "$r/tmp/policy/"
-        in_root "$r" ferry provision --role "$role" --policy /tmp/policy | sed "s/^/    $role: /" ||
-            fail "ferry provision --role $role"
+        in_root "$r" ferry provision --role "$role" --policy /tmp/policy > "$W/provision-$role.log" 2>&1 ||
+            fail "ferry provision --role $role: $(cat "$W/provision-$role.log")"
+        echo "    $role: ferry provision made $(wc -l < "$W/provision-$role.log") changes"
     done
     provisioned="ferry provision"
 else

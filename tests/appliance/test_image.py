@@ -10,6 +10,7 @@ failure). The quick tests below run everywhere.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import io
 import os
@@ -158,3 +159,6 @@ def test_image_builds_reproducibly_and_carries_a_file_between_two_roots(tmp_path
     if (ROOT / "appliance" / "nftables" / "base.nft").is_file():
         assert "base rules loaded" in r.stdout
     assert "smoke ok: file crossed from root A to root B" in r.stdout
+    # and not only the same files: the same tarball, byte for byte
+    digests = {hashlib.sha256(out.read_bytes()).hexdigest() for out in outs}
+    assert len(digests) == 1, "same files, but the tarballs differ"
