@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Run by mmdebstrap (--customize-hook, from image.sh) with the new root as $1, before it is packed:
 # ferry from the wheels into /opt/ferry/venv, the appliance files (units, sysctl, base nftables
-# rules), the units enabled. Environment from image.sh: FERRY_REPO, FERRY_WHEELS, FERRY_EXTRAS,
+# rules), the units enabled. Environment from image.sh: FERRY_REPO, FERRY_WHEELS, FERRY_EXTRAS, FERRY_IMAGE_ROLE,
 # SOURCE_DATE_EPOCH. Nothing here makes keys: each box provisions its own at first boot.
 set -euo pipefail
 R=$1
 A=$FERRY_REPO/appliance
+ROLE=${FERRY_IMAGE_ROLE:-}
 say() { printf '==> image: %s\n' "$*" >&2; }
 
 # ferry and its dependencies, only from the wheels given (no index), into a virtualenv
@@ -56,7 +57,15 @@ say "units: ${units[*]:-none (appliance/systemd/ has none)}"
 # failed. Keys are never in the image: each host makes its own when provisioned.
 enable=()
 for u in "${units[@]}"; do
-    grep -q '^\[Install\]' "$R/etc/systemd/system/$u" && enable+=("$u")
+    if grep -q '^\[Install\]' "$R/etc/systemd/system/$u"; then
+        case "$u" in
+            *@.service)   # a template (ferry-provision@): enabled for the image's role, if it has one
+                [ -n "$ROLE" ] && enable+=("${u%@.service}@$ROLE.service") ;;
+            ferry-outer.service|ferry-inner.service)
+                if [ -z "$ROLE" ] || [ "$u" = "ferry-$ROLE.service" ]; then enable+=("$u"); fi ;;
+            *) enable+=("$u") ;;
+        esac
+    fi
     case "$u" in
         ferry-outer.service|ferry-inner.service)
             role=${u#ferry-}; role=${role%.service}
@@ -73,6 +82,11 @@ if ((${#enable[@]})); then
     systemctl --root="$R" enable "${enable[@]}" 2>&1 | sed 's/^/    /' >&2
 fi
 say "enabled: ${enable[*]:-none}"
+# an image for one role: provisioned for it now, without keys (its first boot makes them)
+if [ -n "$ROLE" ] && chroot "$R" /usr/local/bin/ferry provision --help 2>/dev/null | grep -q -- --no-keys; then
+    chroot "$R" /usr/local/bin/ferry provision --role "$ROLE" --no-keys | sed 's/^/    /' >&2
+    say "provisioned for role $ROLE (no keys)"
+fi
 
 # reproducible across hosts: not the build host's name and resolver (mmdebstrap copies both)
 echo ferry > "$R/etc/hostname"

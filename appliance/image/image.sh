@@ -10,7 +10,9 @@
 # Environment: SOURCE_DATE_EPOCH (default: the time of the last commit), FERRY_IMAGE_MIRRORS (apt
 # source lines separated by '|', default deb.debian.org bookworm, bookworm-updates and
 # bookworm-security; give snapshot.debian.org lines to pin the Debian packages),
-# FERRY_IMAGE_EXTRAS (ferry's extras to install, e.g. "transcode"; default none),
+# FERRY_IMAGE_EXTRAS (ferry's extras to install, e.g. "transcode"; default none), FERRY_IMAGE_ROLE
+# (outer or inner: an image for one end, ferry-provision@ROLE and ferry-ROLE enabled and the root
+# provisioned without keys; default: both agents enabled, each starting only where provisioned),
 # FERRY_PYTHON (the Python with pip and grpcio-tools that builds the wheels; default .venv's,
 # made by ./run setup). Needs root and mmdebstrap (installed with apt-get if missing).
 set -euo pipefail
@@ -19,7 +21,7 @@ REPO=$(cd "$HERE/../.." && pwd)
 DEFAULT_OUT=$REPO/build/image/ferry-bookworm.tar
 
 usage() {
-    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
 }
 
 say() { printf '==> %s\n' "$*" >&2; }
@@ -42,6 +44,8 @@ if ! command -v mmdebstrap >/dev/null; then
         { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends mmdebstrap >/dev/null; }
 fi
 
+case "${FERRY_IMAGE_ROLE:-}" in ""|outer|inner) ;; *) die "FERRY_IMAGE_ROLE=$FERRY_IMAGE_ROLE: give outer, inner or nothing" ;; esac
+export FERRY_IMAGE_ROLE=${FERRY_IMAGE_ROLE:-}
 PY=${FERRY_PYTHON:-$REPO/.venv/bin/python}
 if [ ! -x "$PY" ]; then
     "$REPO/run" setup
