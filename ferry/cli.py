@@ -23,8 +23,10 @@ from ferry.demo import run_demo
 from ferry.kernel import KernelError
 from ferry.kernel.cli import add_parser as add_kernel
 from ferry.mgmt.cli import add_policy_commands
+from ferry.mgmt.ops import add_commands as add_ops
 from ferry.policy import PolicyError
 from ferry.policy.cli import add_parser as add_policy
+from ferry.provision import add_parser as add_provision
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -89,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_audit(sub)
     add_policy(sub, more=add_policy_commands)
     add_kernel(sub)
+    add_provision(sub)
+    add_ops(sub)
 
     demo = sub.add_parser("demo", help="run an outer and an inner agent on this machine and push files through")
     demo.add_argument("--workdir",

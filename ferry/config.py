@@ -85,6 +85,24 @@ class InnerFiles(_Strict):
 class ManagementSection(_Strict):
     socket: str = ""              # Unix socket of the gRPC management service; none if empty
     policy_signers: list[str] = Field(default_factory=list, max_length=64)   # SM2 public keys (SPKI PEM)
+    # the same service on TCP, "host:port", with mutual TLS only: all three files are required
+    listen: str = ""
+    tls_cert: str = ""            # this agent's server certificate chain (PEM)
+    tls_key: str = ""             # its private key (PEM)
+    tls_client_ca: str = ""       # the CA whose client certificates may connect (PEM)
+    metrics: str = ""             # "host:port" of the Prometheus metrics HTTP listener; none if empty
+
+    _listen = field_validator("listen")(lambda v: _host_port(v) if v else v)
+    _metrics = field_validator("metrics")(lambda v: _host_port(v) if v else v)
+
+    @model_validator(mode="after")
+    def _tls_for_tcp(self) -> "ManagementSection":
+        missing = [k for k in ("tls_cert", "tls_key", "tls_client_ca") if not getattr(self, k)]
+        if self.listen and missing:
+            raise ValueError(f"listen needs mutual TLS: set {', '.join(missing)} (TCP without TLS is refused)")
+        if not self.listen and len(missing) < 3:
+            raise ValueError("tls_cert, tls_key and tls_client_ca are used only with listen = \"host:port\"")
+        return self
 
 
 class KernelSection(_Strict):
@@ -156,12 +174,54 @@ class InnerVideoOutput(_Strict):
         return self
 
 
+class AuditForwardSection(_Strict):
+    """[audit.forward]: the trail forwarded as RFC 5424 syslog over TCP (TLS with tls_ca) to a log
+    server, at least once, from a persisted cursor (README, Audit: forwarding)."""
+    address: str = Field(min_length=3, max_length=300)      # "host:port" of the log server
+    tls_ca: str = ""              # CA file (PEM): TLS to the server, verified against it and its name
+    tls_cert: str = ""            # client certificate (PEM) for a server that asks for one
+    tls_key: str = ""             # its private key (PEM)
+    server_name: str = ""         # the name the server's certificate must carry (default: the host)
+    cursor: str = ""              # default: <state_dir>/forward.cursor
+    hostname: str = Field(default="", max_length=255)   # RFC 5424 HOSTNAME (default: this host's name)
+
+    @field_validator("address")
+    @classmethod
+    def _host_port(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError('expected "host:port", e.g. "logs.example.net:6514" or "[::1]:514"')
+        return v
+
+    @model_validator(mode="after")
+    def _tls_pair(self):
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("tls_cert and tls_key go together")
+        if self.tls_cert and not self.tls_ca:
+            raise ValueError("tls_cert needs tls_ca (a client certificate is only sent over TLS)")
+        return self
+
+
+class AuditSection(_Strict):
+    """Inner: link refusal records written per (event, code) per hour; the rest are counted (README, Audit).
+    Both agents: [audit.forward]."""
+    refusals_per_reason_per_hour: int = Field(default=limits.AUDIT_REFUSALS_PER_REASON_PER_HOUR, ge=0,
+                                              le=limits.AUDIT_REFUSALS_PER_REASON_PER_HOUR_MAX)
+    forward: AuditForwardSection | None = None
+
+
+class OuterAuditSection(_Strict):
+    """Outer: [audit.forward] only."""
+    forward: AuditForwardSection | None = None
+
+
 class OuterConfig(_Strict):
     agent: AgentSection
     link: OuterLink
     files: OuterFiles | None = None
     management: ManagementSection | None = None
     kernel: KernelSection | None = None
+    audit: OuterAuditSection = OuterAuditSection()
     video: list[OuterVideo] = Field(default_factory=list, max_length=limits.VIDEO_STREAMS_MAX)
 
     @model_validator(mode="after")
@@ -170,12 +230,6 @@ class OuterConfig(_Strict):
         if len(set(names)) != len(names):
             raise ValueError("video stream names must be unique")
         return self
-
-
-class AuditSection(_Strict):
-    """Inner: link refusal records written per (event, code) per hour; the rest are counted (README, Audit)."""
-    refusals_per_reason_per_hour: int = Field(default=limits.AUDIT_REFUSALS_PER_REASON_PER_HOUR, ge=0,
-                                              le=limits.AUDIT_REFUSALS_PER_REASON_PER_HOUR_MAX)
 
 
 class InnerConfig(_Strict):
@@ -229,7 +283,12 @@ def load_config(path: Path, kind: type[OuterConfig] | type[InnerConfig]) -> Oute
         m = cfg.management
         update["management"] = m.model_copy(update={
             "socket": _resolve(base, m.socket),
-            "policy_signers": [_resolve(base, x) for x in m.policy_signers]})
+            "policy_signers": [_resolve(base, x) for x in m.policy_signers],
+            **{k: _resolve(base, getattr(m, k)) for k in ("tls_cert", "tls_key", "tls_client_ca")}})
+    fwd = cfg.audit.forward
+    if fwd is not None:
+        update["audit"] = cfg.audit.model_copy(update={"forward": fwd.model_copy(update={
+            k: _resolve(base, getattr(fwd, k)) for k in ("tls_ca", "tls_cert", "tls_key", "cursor")})})
     outputs = getattr(cfg, "video_output", None)
     if outputs:
         update["video_output"] = [o.model_copy(update={"path": _resolve(base, o.path)}) for o in outputs]

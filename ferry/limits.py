@@ -68,6 +68,17 @@ AUDIT_RETRY_INTERVAL = 1.0     # while failed closed, retry writing this often
 AUDIT_REFUSALS_PER_REASON_PER_HOUR = 60   # the first minute of each kind of attack in full (drops: 1 a second)
 AUDIT_REFUSALS_PER_REASON_PER_HOUR_MAX = 1_000_000   # the most the configuration accepts
 AUDIT_REFUSAL_WINDOW = 3600.0  # s: the window of that cap
+# Forwarding to a syslog server ([audit.forward], ferry.agents.forwarder). A record counts as
+# delivered once the server's TCP acknowledged it and the connection was still open
+# FORWARD_SETTLE s later; at most FORWARD_WINDOW records are ever sent and not yet delivered, so a
+# restart or reconnect re-sends (duplicates) at most that many.
+FORWARD_SETTLE = 1.0           # s
+FORWARD_WINDOW = 20_000        # records: with FORWARD_SETTLE, about 10,000 records/s at most (measured)
+FORWARD_BATCH_BYTES = 256 << 10   # bytes written to the socket per loop turn
+FORWARD_POLL = 0.2             # s: the forwarder looks at the trail file this often when idle
+FORWARD_BACKOFF_MIN = 0.5      # s: first reconnect delay, doubled up to
+FORWARD_BACKOFF_MAX = 30.0     # s
+FORWARD_CONNECT_TIMEOUT = 10.0  # s: TCP connect plus TLS handshake
 
 # --- policy ---------------------------------------------------------------
 POLICY_FILE_MAX = 4 << 20
@@ -120,6 +131,12 @@ POLICY_BUNDLE_MAX = 16 << 20     # bytes of a serialized bundle (file or gRPC me
 POLICY_BUNDLE_FILES_MAX = 256    # files in one bundle (top-level *.yaml plus tests/*.yaml)
 POLICY_RELOAD_GRACE = 60.0       # inner: objects sealed under the previous hash still accepted (s)
 MGMT_CALL_TIMEOUT = 30.0         # client deadline of one management call (s)
+MGMT_HEALTH_INTERVAL = 0.5       # the health service re-reads link and trail state this often (s)
+AUDIT_TAIL_MAX = 1000            # records TailAudit sends from the end of the trail (at most)
+AUDIT_TAIL_READ_MAX = 8 << 20    # bytes TailAudit reads back from the end of the trail (at most)
+AUDIT_TAIL_POLL = 0.25           # TailAudit --follow looks for new records this often (s)
+AUDIT_TAIL_FOLLOW_MAX = 24 * 3600.0   # one following TailAudit call ends after this long (s)
+AUDIT_TAIL_FOLLOWERS_MAX = 8     # TailAudit calls following one agent's trail at once
 # Supersedes POLICY_RULES_MAX for format v1 policies: issue 4 requires policies of
 # 10,000 device rules (bench/policy.py). POLICY_RULES_MAX is no longer used by ferry.policy.
 POLICY_RULES_MAX_V1 = 65536
@@ -201,3 +218,6 @@ WRITER_WRITABLE_WAIT = 1.0     # outer: seconds the writer waits for room in the
 # --- link priority: control datagrams ahead of data (ferry.wire.pacing, the outer link writer) ---
 CONTROL_SHARE = 0.02           # share of the link rate control datagrams (announcements, heartbeats) may take first
 CONTROL_BURST = 16 << 10       # bytes of control datagrams that may go at once (a rotation's copies and a heartbeat)
+
+# --- Prometheus metrics ([management] metrics, ferry.agents.metrics) ----------
+METRICS_SNAPSHOT_TIMEOUT = 2.0  # a scrape waits this long for the event loop's snapshot, then serves the last one

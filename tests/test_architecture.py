@@ -2,7 +2,7 @@
 
 ferry is a pure core under a thin shell (docs, STYLE.md):
 
-    shell:  agents  mgmt  kernel  cli  demo  camera  (__main__)
+    shell:  agents  mgmt  kernel  cli  demo  camera  provision  (__main__)
               |       |      |      |     |      |
     core:   lanes  policy  audit  wire  crypto  codecs  limits  pb
 
@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "ferry"
 
 CORE = frozenset({"codecs", "wire", "crypto", "policy", "audit", "lanes", "limits", "reasons", "pb"})
-SHELL = frozenset({"agents", "mgmt", "kernel", "cli", "config", "durable", "demo", "camera", "__main__"})
+SHELL = frozenset({"agents", "mgmt", "kernel", "cli", "config", "durable", "demo", "camera", "provision", "__main__"})
 CODECS_MAY_IMPORT = frozenset({"codecs", "limits", "reasons", "pb"})
 CRYPTO_BACKENDS = frozenset({"cryptography", "gmssl_pyx", "gmssl"})
 

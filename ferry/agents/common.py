@@ -20,8 +20,9 @@ from ferry.audit.budget import RefusalBudget
 from ferry.config import AgentSection, ConfigError, ManagementSection, check_modes
 from ferry.crypto import SM2PrivateKey, SM2PublicKey
 from ferry.crypto.keys import load_private_key, load_public_key
+from ferry.agents.metrics import MetricsServer
 from ferry.mgmt.host import PolicyOrigin
-from ferry.mgmt.server import ManagementService, start_server, stop_server
+from ferry.mgmt.server import ManagementServer, ManagementService, start_management
 from ferry.policy import Plan, PolicyError, compile_policy, load_plan, parse_policy, policy_hash
 from ferry.policy.bundle import BundleError, parse_bundle, policy_files, verify_bundle
 
@@ -238,19 +239,26 @@ def setup_logging(verbose: bool = False) -> None:
 
 
 class Management:
-    """The agent's management service, when a socket is configured."""
+    """The agent's management service (with health and reflection), when a socket or a TCP
+    address is configured."""
 
     def __init__(self, section: ManagementSection | None) -> None:
+        self.section = section
         self.path = section.socket if section is not None else ""
-        self.server = None
+        self.server: ManagementServer | None = None
+        self.metrics = MetricsServer(section.metrics) if section is not None and section.metrics else None
 
     async def start(self, agent) -> None:
-        if self.path:
-            self.server = await start_server(self.path, ManagementService(agent))
+        if self.metrics is not None:      # first: a busy port stops the agent before anything else listens
+            self.metrics.start(agent, asyncio.get_running_loop())
+        if self.section is not None and (self.section.socket or self.section.listen):
+            self.server = await start_management(self.section, ManagementService(agent))
 
     async def stop(self) -> None:
         if self.server is not None:
-            await stop_server(self.server, self.path)
+            await self.server.stop()
+        if self.metrics is not None:
+            await asyncio.to_thread(self.metrics.stop)
 
 
 def run_agent(agent_class, cfg) -> int:

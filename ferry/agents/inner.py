@@ -20,12 +20,14 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ferry import limits
 from ferry.audit import AuditUnavailable
 from ferry.audit.records import format_time
 from ferry.crypto import sm3
 from ferry.agents.common import AuditQueue, Identity, Management, open_identity, run_agent, sign_quiet_tail
+from ferry.agents.forwarder import start_forwarder
 from ferry.agents.inner_state import InnerState, trail_records
 from ferry.agents.link_io import LinkReceiveSocket
 from ferry.agents.policy_host import PolicyHost
@@ -366,6 +368,19 @@ class InnerAgent(PolicyHost):
         return {**{k: v for k, v in c.items() if isinstance(v, int)}, **self.dispatch.counts, **self.stats,
                 **self.video.stats, "video_refused_streams": self.video.refused_streams}
 
+    def key_epoch(self) -> int:
+        cur = self.receiver.key_epochs.current
+        return int(cur.epoch) if cur is not None else 0
+
+    def audit_path(self) -> str:
+        return str(Path(self.cfg.agent.audit_dir) / "audit.jsonl")
+
+    def flows(self) -> dict[str, list[dict[str, Any]]]:
+        """Video streams open now; objects being reassembled ("receiving")."""
+        files = [{"object_id": oid, "size": o.total, "received": o.received, "state": "receiving"}
+                 for (_, oid), o in self.receiver.reassembly.objects.items()]
+        return {"streams": self.video.flows(), "files": files}
+
     def uptime(self) -> float:
         return time.monotonic() - self.started_mono
 
@@ -452,6 +467,7 @@ class InnerAgent(PolicyHost):
         loop.add_reader(self.sock.sock.fileno(), self.on_readable)
         timer_task = asyncio.create_task(self.timers(stop))
         signer = asyncio.create_task(sign_quiet_tail(self.id.audit, stop))
+        start_forwarder(self.cfg.audit.forward, self.id.audit.path, self.cfg.agent.state_dir, self.audit, stop)
         await self.video.start(stop)
         await stop.wait()
         self.wake.set()

@@ -15,9 +15,11 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ferry import limits
 from ferry.agents.common import AuditQueue, Identity, Management, open_identity, run_agent, sign_quiet_tail
+from ferry.agents.forwarder import start_forwarder
 from ferry.agents.link_io import LinkSendSocket
 from ferry.agents.link_writer import LinkWriter
 from ferry.agents.outer_state import OuterState
@@ -458,6 +460,19 @@ class OuterAgent(PolicyHost):
                 "send_errors": self.pump.writer.errors,
                 **({"video_refused_streams": self.video.refused_streams} if self.video else {})}
 
+    def key_epoch(self) -> int:
+        return int(self.sender.counters.epoch)
+
+    def audit_path(self) -> str:
+        return str(Path(self.cfg.agent.audit_dir) / "audit.jsonl")
+
+    def flows(self) -> dict[str, list[dict[str, Any]]]:
+        """Video streams open now; files sent and kept: "sending" until their last block left."""
+        files = [{"name": k.name, "object_id": k.object_id, "size": int(k.record.get("size", 0)),
+                  "state": "sending" if k.left_at is None else "kept"}
+                 for k in (self.state.kept.entries.values() if self.state else ())]
+        return {"streams": self.video.flows() if self.video else [], "files": files}
+
     def uptime(self) -> float:
         return time.monotonic() - self.started_mono
 
@@ -487,6 +502,7 @@ class OuterAgent(PolicyHost):
                  self.id.plan.hash.hex()[:16], link.peer_host, link.peer_port, self.sock.gso)
         pump = asyncio.create_task(self.pump.run(stop))
         signer = asyncio.create_task(sign_quiet_tail(self.id.audit, stop))
+        start_forwarder(self.cfg.audit.forward, self.id.audit.path, self.cfg.agent.state_dir, self.audit, stop)
         if self.spool:
             self.resend_kept(self.spool)
             self.scan_spool(self.spool)

@@ -206,6 +206,14 @@ class VideoEmitter:
     def stats(self) -> dict[str, int]:
         return self.lane.stats
 
+    def flows(self) -> list[dict[str, Any]]:
+        """The streams open now, for the management service's Flows call."""
+        now, wall = time.monotonic(), time.time()
+        return [{"name": f.destination, "stream_id": sid, "device_id": f.source.get("device_id", ""),
+                 "source": f.source.get("address", ""), "destination": f.destination,
+                 "started": wall - (now - f.started), "access_units": f.counts["access_units"],
+                 "bytes": f.counts["bytes"]} for sid, f in self.lane.flows.items()]
+
     def lane_counters(self) -> dict[str, int]:
         """The video lane for `ferry policy status`: `refused` counts refused streams, `refused_access_units`
         the objects refused; `delivered` and `dropped` count access units and audio frames."""

@@ -137,6 +137,15 @@ class VideoIngest:
     def stats(self) -> dict[str, int]:
         return self.lane.stats
 
+    def flows(self) -> list[dict[str, Any]]:
+        """The streams open now, for the management service's Flows call."""
+        now, wall = time.monotonic(), time.time()
+        names = {sid: ep.entry.name for sid, ep in self.lane._entry_of.items()}
+        return [{"name": names.get(sid, ""), "stream_id": sid, "device_id": s.device_id,
+                 "source": f"{s.address}:{s.port}" if s.port else s.address, "destination": s.destination,
+                 "started": wall - (now - s.started_at), "access_units": s.counts["access_units"],
+                 "bytes": s.counts["bytes"]} for sid, s in self.lane.streams.items() if not s.closed]
+
     def lane_counters(self) -> dict[str, int]:
         """The video lane for `ferry policy status`: `refused` counts refused streams (a camera the
         policy or the checks refused) and refused connections; `refused_packets` what came from an

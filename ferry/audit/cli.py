@@ -11,6 +11,7 @@ import contextlib
 import io
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -21,10 +22,12 @@ from pathlib import Path
 from typing import IO
 
 from ferry.audit.errors import AuditError
-from ferry.audit.export import export_csv, export_jsonl
+from ferry.audit.errors import RecordError
+from ferry.audit.export import RangeSelector, export_csv, export_jsonl, export_syslog, lines_in
 from ferry.audit.reconcile import INNER_EVENTS, OUTER_EVENTS, reconcile
-from ferry.audit.records import Record, parse_line
-from ferry.audit.verify import TRAIL_FILE, VerifyResult, iter_file_lines, verify_dir
+from ferry.audit.records import Record, format_time, parse_line
+from ferry.audit.syslog import AgentChoice, SyslogError, read_messages, select_agent
+from ferry.audit.verify import TRAIL_FILE, VerifyResult, iter_file_lines, verify_dir, verify_lines
 from ferry.crypto import CryptoError, SM2PublicKey, load_public_key
 
 EXIT_OK, EXIT_BAD, EXIT_ERROR = 0, 1, 2
@@ -38,12 +41,20 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
                               "2 usage or I/O error.")
     sub = p.add_subparsers(dest="audit_command", metavar="COMMAND", required=True)
 
-    v = sub.add_parser("verify", help="prove a trail complete and untampered")
-    v.add_argument("dir", type=Path, help="trail directory (holds audit.jsonl)")
+    v = sub.add_parser("verify", help="prove a trail, an exported range or a log server's copy untampered",
+                       description="DIR: a whole trail (from seq 0). FILE: an export (jsonl, or syslog "
+                       "with --syslog) or a log server's file (--syslog); a range is proved from its first "
+                       "record's prev hash through its last checkpoint (README, Audit).")
+    v.add_argument("dir", type=Path, metavar="DIR|FILE", help="trail directory (holds audit.jsonl), or a file")
     v.add_argument("--key", type=Path, help="the agent's SM2 public key (PEM); "
-                   "default: DIR/signer.pub")
+                   "default: DIR/signer.pub (required for a FILE)")
     v.add_argument("--open-tail", action="store_true",
                    help="accept records after the last checkpoint (a trail still being written)")
+    v.add_argument("--syslog", action="store_true",
+                   help="FILE holds syslog messages: an export --format syslog, or a log server's file "
+                   "(one MSG or RFC 5424 message a line); identical duplicates are dropped")
+    v.add_argument("--agent", help="with --syslog: the agent whose records to verify ('outer', 'inner' or "
+                   "its agent_name), when the file holds several")
     v.set_defaults(func=cmd_verify)
 
     r = sub.add_parser("reconcile", help="account for every object sent, object by object")
@@ -54,8 +65,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
     e = sub.add_parser("export", help="export a verified trail")
     e.add_argument("dir", type=Path, help="trail directory (holds audit.jsonl)")
-    e.add_argument("--format", choices=("csv", "jsonl"), default="jsonl",
-                   help="jsonl: the lines as stored, verifiable (default); csv: fixed columns for spreadsheets")
+    e.add_argument("--format", choices=("csv", "jsonl", "syslog"), default="jsonl",
+                   help="jsonl: the lines as stored, verifiable (default); csv: fixed columns for spreadsheets; "
+                   "syslog: RFC 5424 messages in RFC 6587 octet-counting frames, verifiable with verify --syslog")
+    e.add_argument("--since", type=_when, metavar="T",
+                   help="first record at or after T (ISO 8601, UTC unless it says, or seconds since the epoch)")
+    e.add_argument("--until", type=_when, metavar="T",
+                   help="last record at or before T; the export goes on to the checkpoint that signs it")
     e.add_argument("-o", "--output", type=Path, help="output file (default: stdout)")
     e.add_argument("--key", type=Path, help="SM2 public key (PEM); default: DIR/signer.pub")
     e.set_defaults(func=cmd_export)
@@ -87,6 +103,21 @@ class _Progress:
             self._show("\n")
 
 
+_EPOCH = re.compile(r"\d+(\.\d+)?\Z")
+
+
+def _when(text: str) -> float:
+    """--since/--until: ISO 8601 (no zone: UTC) or seconds since the epoch."""
+    if _EPOCH.match(text):
+        return float(text)
+    try:
+        dt = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither ISO 8601 (2026-12-06T09:00:00Z) nor seconds "
+                                         "since the epoch") from None
+    return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
+
+
 def _err(msg: str) -> None:
     print(f"error: {msg}", file=sys.stderr)
 
@@ -98,7 +129,17 @@ def _key(path: Path | None) -> SM2PublicKey | None:
 def describe(path: Path, r: VerifyResult) -> str:
     """Words for an auditor: intact, or which record is bad and why."""
     lines = []
-    if r.ok:
+    if r.ok and r.first:
+        lines.append(f"OK: {path} {r.reason}: a range of {r.records} records, seq {r.first} to "
+                     f"{r.first + r.records - 1}, {r.checkpoints} signed checkpoints, agent {r.agent}, key_id "
+                     f"{r.key_id} ({r.key_source})")
+        if r.signed > r.first:
+            lines.append(f"  it proves records {r.first}..{r.signed - 1} are as the agent signed them, in order, "
+                         f"none missing or added between them (anchored at the prev hash of seq {r.first}); "
+                         f"it says nothing about records before seq {r.first}")
+        else:
+            lines.append("  no checkpoint in the range signs any of it: nothing is proved (an open tail)")
+    elif r.ok:
         lines.append(f"OK: {path} {r.reason}: {r.records} records, {r.checkpoints} signed "
                      f"checkpoints, agent {r.agent}, key_id {r.key_id} ({r.key_source})")
     else:
@@ -126,6 +167,11 @@ def _age(iso: str, now: float | None = None) -> str:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    if args.syslog or args.dir.is_file():
+        return _verify_file(args)
+    if args.agent:
+        _err("--agent goes with --syslog")
+        return EXIT_ERROR
     progress = _Progress(f"verifying {args.dir / TRAIL_FILE}")
     try:
         r = verify_dir(args.dir, _key(args.key), allow_open_tail=args.open_tail, on_record=progress.tick)
@@ -135,6 +181,54 @@ def cmd_verify(args: argparse.Namespace) -> int:
     finally:
         progress.done()
     print(describe(args.dir / TRAIL_FILE, r))
+    return EXIT_OK if r.ok else EXIT_BAD
+
+
+def _verify_file(args: argparse.Namespace) -> int:
+    """An exported range (jsonl, or syslog frames) or a log server's copy (--syslog): the records
+    in seq order (identical duplicates dropped), proved as a range anchored at the first one's prev."""
+    path: Path = args.dir
+    if args.key is None:
+        _err(f"{path} is a file: give the agent's public key with --key (its audit_dir/signer.pub, "
+             "compared with the provisioned key)")
+        return EXIT_ERROR
+    try:
+        key = load_public_key(args.key)
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        _err(f"cannot read {path}: {exc.strerror or exc}")
+        return EXIT_ERROR
+    except CryptoError as exc:
+        _err(f"--key: {exc}")
+        return EXIT_ERROR
+    notes: list[str] = []
+    try:
+        if args.syslog:
+            picked, names = select_agent(read_messages(data), args.agent)
+        else:
+            picked, names = select_agent(data.splitlines(), args.agent)
+    except AgentChoice as exc:
+        _err(f"{path}: {exc}")
+        return EXIT_ERROR
+    except (SyslogError, RecordError) as exc:
+        print(f"FAILED: {path}: {exc}")
+        return EXIT_BAD
+    if not picked.lines:
+        _err(f"{path} holds no records of agent {args.agent!r}; agents there: {', '.join(names) or 'none'}")
+        return EXIT_BAD
+    if picked.conflict:
+        print(f"FAILED: {path}: {picked.conflict}")
+        return EXIT_BAD
+    if picked.duplicates:
+        notes.append(f"  {picked.duplicates} identical duplicate(s) dropped (at-least-once forwarding re-sends "
+                     "from its cursor: README, Audit)")
+    r = verify_lines(picked.lines, key, allow_open_tail=args.open_tail, range_ok=True)
+    print(describe(path, r))
+    if r.ok:
+        print(f"  records from seq {r.first} to {r.first + r.records - 1}")
+    for n in notes:
+        print(n)
     return EXIT_OK if r.ok else EXIT_BAD
 
 
@@ -200,8 +294,15 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     progress = _Progress(f"verifying {args.dir / TRAIL_FILE}")
+    window = RangeSelector(None if args.since is None else format_time(args.since),
+                           None if args.until is None else format_time(args.until))
+
+    def on_record(rec: Record) -> None:
+        progress.tick()
+        window.feed(rec)
+
     try:
-        r = verify_dir(args.dir, _key(args.key), allow_open_tail=True, on_record=progress.tick)
+        r = verify_dir(args.dir, _key(args.key), allow_open_tail=True, on_record=on_record)
     except (AuditError, CryptoError) as exc:
         _err(str(exc))
         return EXIT_ERROR
@@ -212,12 +313,23 @@ def cmd_export(args: argparse.Namespace) -> int:
         return EXIT_BAD
     for w in r.warnings:
         print(f"warning: {w}", file=sys.stderr)
+    span = (0, r.records - 1) if args.since is None and args.until is None else window.span()
+    if span is None or r.records == 0:
+        print(f"warning: no records in {args.dir / TRAIL_FILE} between {window.since or 'the start'} and "
+              f"{window.until or 'the end'}: the export is empty", file=sys.stderr)
+        span = (0, -1)
+    elif span != (0, r.records - 1):
+        how = ("up to the checkpoint that signs the last one in the window" if span[1] < r.signed else
+               "an open tail: no checkpoint signs its end yet, verify it with --open-tail")
+        print(f"exporting records {span[0]}..{span[1]} of {args.dir / TRAIL_FILE} ({how})", file=sys.stderr)
     try:
         with open(args.dir / TRAIL_FILE, "rb") as f, _all_or_nothing(args.output) as out:
-            progress = _Progress(f"exporting {args.dir / TRAIL_FILE} as {args.format}", r.records)
-            lines = _counted((line for _, (_, line) in zip(range(r.records), iter_file_lines(f))), progress)
+            progress = _Progress(f"exporting {args.dir / TRAIL_FILE} as {args.format}", span[1] - span[0] + 1)
+            lines = _counted(lines_in((line for _, line in iter_file_lines(f)), span), progress)
             if args.format == "jsonl":
                 export_jsonl(lines, out)
+            elif args.format == "syslog":
+                export_syslog(lines, out)
             else:
                 text = io.TextIOWrapper(out, encoding="utf-8", newline="", write_through=True)
                 try:

@@ -43,13 +43,23 @@ class VerifyResult:
     key_id: str = ""
     key_source: str = "given"
     last_time: str | None = None    # time of the last record that verified (how old an unsigned tail is)
+    first: int = 0                  # seq of the first record: 0 for a whole trail, more for a range
 
 
 class ChainVerifier:
-    """Incremental verifier: ``feed`` lines in order, then ``result``. Pure."""
+    """Incremental verifier: ``feed`` lines in order, then ``result``. Pure.
 
-    def __init__(self, public_key: SM2PublicKey) -> None:
+    With ``range_ok`` the lines may be a range cut from a trail (an export with --since, a log
+    server's copy): the first record may have any seq and is anchored at its own ``prev``, and the
+    first checkpoint may cover records from before the range. Its signature still proves the
+    range: it signs the hash of the last record it covers, which chains (SM3) every record of the
+    range from the anchor. What a range cannot prove: anything about the records before its first
+    (the anchor is only a hash) or after its last checkpoint (an open tail)."""
+
+    def __init__(self, public_key: SM2PublicKey, *, range_ok: bool = False) -> None:
         self._key = public_key
+        self._range_ok = range_ok
+        self.first = 0
         self.key_id = public_key.key_id().hex()
         self.count = 0                  # records verified so far == next expected seq
         self.checkpoints = 0
@@ -78,6 +88,9 @@ class ChainVerifier:
             self.fail(f"malformed record: {exc}")
             return None
         seq = rec["seq"]
+        if self._range_ok and self.last_record is None and self.failure is None:
+            self.first = self.count = self.signed = seq         # the range's anchor: its own prev
+            self.head = bytes.fromhex(rec["prev"])
         if seq != self.count:
             self.fail(f"seq is {seq}, expected {self.count}: a record was removed, "
                       "inserted or reordered here", seq)
@@ -107,6 +120,8 @@ class ChainVerifier:
     def _checkpoint(self, rec: Record) -> bool:
         seq = rec["seq"]
         expect = [self.signed, seq - 1]
+        if self._range_ok and self.checkpoints == 0 and rec["covers"][0] <= self.first:
+            expect[0] = rec["covers"][0]    # the range's first checkpoint began before the range
         if rec["covers"] != expect:
             self.fail(f"checkpoint covers {rec['covers']}, expected {expect}: records "
                       "before it were removed, inserted or reordered", seq)
@@ -132,15 +147,16 @@ class ChainVerifier:
     def result(self, *, allow_open_tail: bool = False, key_source: str = "given",
                warnings: Iterable[str] = ()) -> VerifyResult:
         warn = list(warnings)
-        common = VerifyResult(ok=True, reason="intact", records=self.count, checkpoints=self.checkpoints,
+        common = VerifyResult(ok=True, reason="intact", records=self.count - self.first,
+                              checkpoints=self.checkpoints, first=self.first,
                               agent=self.agent, head=self.head.hex(), signed=self.signed, key_id=self.key_id,
                               key_source=key_source,
                               last_time=None if self.last_record is None else self.last_record["time"])
         if self.failure is not None:
             pos, claimed, reason = self.failure
-            return replace(common, ok=False, reason=reason, first_bad=pos, first_bad_line=pos + 1,
+            return replace(common, ok=False, reason=reason, first_bad=pos, first_bad_line=pos - self.first + 1,
                            claimed_seq=claimed, warnings=tuple(warn))
-        if self.count == 0:
+        if self.count == self.first:
             if allow_open_tail:
                 warn.append("the trail is empty")
                 return replace(common, ok=True, reason="empty", warnings=tuple(warn))
@@ -155,15 +171,16 @@ class ChainVerifier:
                            "default): verify a trail still being written with --open-tail. A trail "
                            "whose agent stopped must end with a checkpoint: then an unclean stop, a "
                            "removed final checkpoint or a trail cut short",
-                           first_bad=self.signed, first_bad_line=self.signed + 1,
+                           first_bad=self.signed, first_bad_line=self.signed - self.first + 1,
                            claimed_seq=self.signed, warnings=tuple(warn))
         return replace(common, ok=True, reason="intact", warnings=tuple(warn))
 
 
 def verify_lines(lines: Iterable[bytes], public_key: SM2PublicKey, *,
-                 allow_open_tail: bool = False) -> VerifyResult:
-    """Verify a trail given as lines (each with or without its newline). Pure."""
-    v = ChainVerifier(public_key)
+                 allow_open_tail: bool = False, range_ok: bool = False) -> VerifyResult:
+    """Verify a trail (or with ``range_ok`` a range of one) given as lines (each with or without
+    its newline). Pure."""
+    v = ChainVerifier(public_key, range_ok=range_ok)
     for line in lines:
         v.feed(line)
         if v.failed:

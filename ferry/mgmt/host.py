@@ -82,5 +82,8 @@ class ManagedAgent(Protocol):
     #   uptime() -> float                          seconds since the agent started (monotonic)
     #   link_view() -> LinkView                    the link as this agent sees it
     #   lane_counters() -> dict[str, dict[str, int]]   counters per lane ("files", "video")
+    #   key_epoch() -> int                         the key epoch in use (0: none yet)
+    #   audit_path() -> str                        the trail file TailAudit reads (audit.jsonl)
+    #   flows() -> {"streams": [VideoFlow fields], "files": [FileFlow fields]}   Flows (proto/mgmt.proto)
 
     def audit_available(self) -> bool: ...
