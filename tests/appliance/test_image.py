@@ -3,7 +3,7 @@ with ferry installed from a wheel, its units enabled and the base rules in place
 ``./run image --smoke OUT`` extracts it twice and, in chroots, runs ``ferry --version``, verifies
 the units and sends a file from an outer agent in one root to an inner agent in the other.
 
-The build downloads about 100 MB of Debian packages and Python wheels and takes minutes, so the
+The build downloads about 85 MB of Debian packages and Python wheels and takes minutes, so the
 whole-image test runs only with FERRY_IMAGE_TESTS=1 (its skip is about time and network, not
 about root: it is not marked ``root``, so FERRY_REQUIRE_ROOT_TESTS does not turn it into a
 failure). The quick tests below run everywhere.
@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = ROOT / "appliance" / "image"
 SLOW = os.environ.get("FERRY_IMAGE_TESTS") != "1"
-SLOW_WHY = ("builds a Debian 12 root file system from the network twice (about 100 MB, several minutes): "
+SLOW_WHY = ("builds a Debian 12 root file system from the network twice (about 85 MB, several minutes): "
             "run with FERRY_IMAGE_TESTS=1, or `./run image OUT && ./run image --smoke OUT`")
 
 
