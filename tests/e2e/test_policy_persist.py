@@ -181,7 +181,7 @@ VIDEO = {"codecs": ["h264", "h265"], "max_width": 1920, "max_height": 1080, "max
 def _big_policy(base: bytes, n: int) -> bytes:
     doc = yaml.safe_load(base)
     for i in range(n):
-        region8 = f"43{i // 100:02d}{i % 100:02d}00"
+        region8 = f"43{(i // 100) % 100:02d}{i % 100:02d}{i // 10000:02d}"   # 8 digits, unique below 1,000,000
         doc["sources"][f"src-{i:05d}"] = {"kind": "devices", "match": [{"region": region8, "type": ["131", "132"]}]}
         doc["rules"].append({"id": f"video-{i:05d}", "lane": "video", "from": f"src-{i:05d}", "to": "police-vms",
                              "video": {**VIDEO, "codecs": list(VIDEO["codecs"])}})
