@@ -201,9 +201,15 @@ def _as_unit(root: Path, uid: int, gid: int, cap: str | None, umask: str, argv: 
                   f"mkdir -p {q(str(top))}", f"mount --bind {q(str(stage))} {q(str(top))}"]
     else:
         steps += ["mount -t tmpfs -o mode=0755 tmpfs /root"]
-    steps += ["mkdir /root/.world", f"mount --bind {q(str(world))} /root/.world",
-              "mount -t tmpfs -o mode=1777 tmpfs /tmp", f"mkdir -p {q(str(world))}",
-              f"mount --bind /root/.world {q(str(world))}"]
+    # what the new /tmp hides and the agent needs back: the test's folder, and the checkout and
+    # its virtualenv when they lie under /tmp too (a CI clone)
+    keep = [world] + [p for p in (REPO.resolve(), Path(sys.prefix).resolve()) if p.is_relative_to("/tmp")]
+    keep = sorted({p for p in keep if not any(p != o and p.is_relative_to(o) for o in keep)})
+    for i, p in enumerate(keep):
+        steps += [f"mkdir /root/.keep{i}", f"mount --bind {q(str(p))} /root/.keep{i}"]
+    steps += ["mount -t tmpfs -o mode=1777 tmpfs /tmp"]
+    for i, p in enumerate(keep):
+        steps += [f"mkdir -p {q(str(p))}", f"mount --bind /root/.keep{i} {q(str(p))}"]
     steps += [f"mount --bind {q(str(w))} {q(str(w))}" for w in writable]
     caps = f"-all,+{cap}" if cap else "-all"
     ambient = [f"--ambient-caps=+{cap}"] if cap else []
