@@ -72,18 +72,25 @@ def full_status(where: str, c: ManagementClient) -> dict:
     return d
 
 
-def cmd_status(args) -> int:
-    if not _check_targets("status", args):
-        return EXIT_USAGE
+def _ask_each(command: str, args, ask) -> tuple[int, list[dict]]:
+    """``ask(where, client)`` of every agent named on the command line: the answers, and an
+    ``{kind: where, "error": ...}`` entry (exit 2) for each agent that could not be asked."""
     rc, out = EXIT_OK, []
     for kind, where in targets(args):
         try:
             with connect(args, kind, where) as c:
-                out.append(full_status(where, c))
+                out.append(ask(where, c))
         except ManagementError as e:
-            _err("status", str(e))
+            _err(command, str(e))
             rc = EXIT_USAGE
             out.append({kind: where, "error": str(e)})
+    return rc, out
+
+
+def cmd_status(args) -> int:
+    if not _check_targets("status", args):
+        return EXIT_USAGE
+    rc, out = _ask_each("status", args, full_status)
     if args.json:
         print(json.dumps(out, indent=2))
         return rc
@@ -116,15 +123,7 @@ def flows_dict(where: str, f) -> dict:
 def cmd_flows(args) -> int:
     if not _check_targets("flows", args):
         return EXIT_USAGE
-    rc, out = EXIT_OK, []
-    for kind, where in targets(args):
-        try:
-            with connect(args, kind, where) as c:
-                out.append(flows_dict(where, c.flows()))
-        except ManagementError as e:
-            _err("flows", str(e))
-            rc = EXIT_USAGE
-            out.append({kind: where, "error": str(e)})
+    rc, out = _ask_each("flows", args, lambda where, c: flows_dict(where, c.flows()))
     if args.json:
         print(json.dumps(out, indent=2))
         return rc
