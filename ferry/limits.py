@@ -222,3 +222,20 @@ CONTROL_BURST = 16 << 10       # bytes of control datagrams that may go at once 
 
 # --- Prometheus metrics ([management] metrics, ferry.agents.metrics) ----------
 METRICS_SNAPSHOT_TIMEOUT = 2.0  # a scrape waits this long for the event loop's snapshot, then serves the last one
+
+# --- outer SIP side (ferry.lanes.signaling.outer, ferry.agents.sip_outer; issue 13 "sig-outer") -----
+SIGNALING_DEVICES_MAX = 20_000        # [[signaling.device]] entries (each may register: the registry's bound)
+SIGNALING_NONCES_MAX = 4096           # digest nonces outstanding at once (the oldest is dropped beyond)
+SIGNALING_NONCE_TTL = 60.0            # seconds a nonce may be answered; later: 401 stale=true
+SIGNALING_NONCES_USED_MAX = 8192      # answered nonces remembered, to tell a replay from a stale nonce
+SIGNALING_TRANSACTIONS_MAX = 8192     # server transactions whose response is kept for retransmissions
+SIGNALING_TRANSACTION_TTL = 32.0      # seconds a response is kept (RFC 3261 Timer J: 64 * T1)
+SIGNALING_MESSAGE_BODY_MAX = 65536    # MANSCDP body bytes of one MESSAGE ferry reads at most (413 beyond)
+SIGNALING_CATALOG_ITEMS_MAX = 4096    # catalog items kept per device
+SIGNALING_KEEPALIVE_INTERVAL = 60.0   # a device's keepalive interval unless it says otherwise (GB/T 28181)
+SIGNALING_KEEPALIVE_MISSED = 3        # missed keepalives that mark a device offline
+SIGNALING_REGISTER_EXPIRES_MIN = 60   # shortest registration accepted (423 Interval Too Brief below)
+SIGNALING_REGISTER_EXPIRES_MAX = 86_400   # longest registration granted (a longer ask is cut to it)
+SIGNALING_REFUSAL_AUDIT_INTERVAL = 10.0   # aggregated refusals (per code and address): one record this often
+SIGNALING_REFUSAL_KEYS_MAX = 1024     # (code, address) pairs aggregated apart; beyond: one per code
+SIGNALING_SUBMIT_DELAY = 0.005        # signaling objects gathered this long before they are sealed together
