@@ -1,0 +1,164 @@
+"""The outer SIP side on real agents (issue 13 item 1): SIPp plays GB/T 28181 devices that
+register with digest authentication over UDP and TCP and send keepalives, a catalog, an alarm,
+a CmdType the policy does not name and XML bombs; a device with a wrong password and an unknown
+device are refused. The outer trail records each outcome with its reason code; the signaling
+objects cross the link, and the inner agent re-checks them against the policy (it has no SIP
+output yet: it records them `no_output`, which it says only of objects the policy allows)."""
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from appliance import free_udp_port, read_trail
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240),
+              pytest.mark.skipif(not shutil.which("sipp"), reason="SIPp (Debian sip-tester) not installed")]
+
+BOMB = ('<!DOCTYPE lolz [<!ENTITY lol "lol"><!ENTITY lol2 "&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;">'
+        '<!ENTITY lol3 "&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;&lol2;">'
+        '<!ENTITY lol4 "&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;&lol3;">]>')
+XXE = '<!DOCTYPE n [<!ENTITY xxe SYSTEM "file:///etc/passwd">]>'
+SCENARIOS = Path(__file__).resolve().parents[1] / "support" / "sipp"
+SERVER = "43090000002000000001"
+REALM = "4309000000"
+UDP_CAM = "43090000001320000001"
+TCP_CAM = "43090000001320000002"
+BAD_PASSWORD_CAM = "43090000001320000003"
+STRANGER = "43090000001320000999"       # inside the policy's region, but no [[signaling.device]]
+CHANNEL = "43090000001310000011"
+
+POLICY = """
+policy: sig-outer-e2e
+version: 1
+default: deny
+sources:
+  yiyang-devices: {kind: devices, match: [{region: "4309"}]}
+destinations:
+  police-platform: {kind: platform}
+rules:
+  - id: yiyang-signaling
+    lane: signaling
+    from: yiyang-devices
+    to: police-platform
+    signaling: {roots: [Notify, Response], cmd_types: [Keepalive, Alarm, Catalog], max_body_bytes: 8192}
+"""
+
+
+def free_tcp_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def appliance(factory, tmp_path: Path):
+    policy = tmp_path / "sig-policy"
+    policy.mkdir(exist_ok=True)
+    (policy / "policy.yaml").write_text(POLICY)
+    a = factory(policy_dir=policy)
+    udp, tcp = free_udp_port(), free_tcp_port()
+    secret = a.work / "keys" / "cam2.password"
+    secret.write_text("tcp-cam-secret\n")
+    secret.chmod(0o600)
+    a.append_config("outer", f"""
+[signaling]
+listen_udp = "127.0.0.1:{udp}"
+listen_tcp = "127.0.0.1:{tcp}"
+server_id = "{SERVER}"
+realm = "{REALM}"
+destination = "police-platform"
+[[signaling.device]]
+id = "{UDP_CAM}"
+password = "udp-cam-secret"
+[[signaling.device]]
+id = "{TCP_CAM}"
+password_file = "{secret}"
+[[signaling.device]]
+id = "{BAD_PASSWORD_CAM}"
+password = "the-right-one"
+""")
+    return a, udp, tcp
+
+
+def sipp(a, scenario: str, port: int, device: str, password: str, transport: str = "u1") -> subprocess.CompletedProcess:
+    csv = a.work / f"sipp-{device}.csv"
+    csv.write_text(f"SEQUENTIAL\n{device};{password};\n")
+    cmd = ["sipp", f"127.0.0.1:{port}", "-sf", str(SCENARIOS / scenario), "-inf", str(csv), "-m", "1", "-l", "1",
+           "-t", transport, "-i", "127.0.0.1", "-nostdin", "-timeout", "60s", "-timeout_error",
+           "-recv_timeout", "20s", "-key", "server_id", SERVER, "-key", "domain", REALM, "-key", "channel", CHANNEL,
+           "-key", "bomb_doctype", BOMB, "-key", "xxe_doctype", XXE,
+           "-auth_uri", f"{SERVER}@{REALM}", "-trace_err", "-max_recv_loops", "100"]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=a.work)
+
+
+def events(trail: Path, event: str) -> list[dict]:
+    return [r for r in read_trail(trail) if r["event"] == event]
+
+
+def test_devices_register_with_digest_and_their_messages_cross_udp_and_tcp(appliance_factory, tmp_path):
+    a, udp, tcp = appliance(appliance_factory, tmp_path)
+    a.start()
+    for device, password, port, transport in ((UDP_CAM, "udp-cam-secret", udp, "u1"),
+                                              (TCP_CAM, "tcp-cam-secret", tcp, "t1")):
+        run = sipp(a, "sig-outer_device.xml", port, device, password, transport)
+        errors = "".join(p.read_text(errors="replace") for p in a.work.glob("sig-outer_device_*_errors.log"))
+        assert run.returncode == 0, f"SIPp {transport} {device}: {run.stdout[-2000:]}\n{run.stderr[-2000:]}\n{errors}"
+    for device, password, port, transport in ((BAD_PASSWORD_CAM, "a-wrong-guess", udp, "u1"),
+                                              (STRANGER, "whatever", tcp, "t1")):
+        run = sipp(a, "sig-outer_refused.xml", port, device, password, transport)
+        assert run.returncode == 0, f"SIPp refused {device}: {run.stdout[-2000:]}\n{run.stderr[-2000:]}"
+
+    # 2 devices x (ON, Response Catalog, Keepalive, Alarm) objects sent
+    sent = a.wait_for(lambda: (s := events(a.outer_audit, "object_sent")) and len(s) >= 8 and s, 30,
+                      "8 signaling objects sent")
+    assert all(r["lane"] == "signaling" and r["rule"] == "yiyang-signaling" for r in sent)
+    kinds = sorted((r["source"]["device_id"], r["object_type"]) for r in sent)
+    assert kinds == sorted((d, k) for d in (UDP_CAM, TCP_CAM)
+                           for k in ("Notify/Catalog", "Response/Catalog", "Notify/Keepalive", "Notify/Alarm"))
+    alarms = [r for r in sent if r["object_type"] == "Notify/Alarm"]
+    assert all(r["detail"]["channel"] == CHANNEL for r in alarms)       # a channel the catalog named
+    assert {r["detail"]["transport"] for r in sent} == {"udp", "tcp"}
+    registered = {r["source"]["device_id"]: r for r in events(a.outer_audit, "device_registered")}
+    assert set(registered) == {UDP_CAM, TCP_CAM}
+
+    refused = events(a.outer_audit, "signaling_refused")
+    by_code: dict[str, list[dict]] = {}
+    for r in refused:
+        by_code.setdefault(r["code"], []).append(r)
+    assert [r["source"]["device_id"] for r in by_code["wrong_password"]] == [BAD_PASSWORD_CAM]
+    assert [r["source"]["device_id"] for r in by_code["sip_unknown_device"]] == [STRANGER]
+    policy = by_code["content_limit"]
+    assert sorted(r["source"]["device_id"] for r in policy) == [UDP_CAM, TCP_CAM]
+    assert all("MobilePosition" in r["reason"] and r["rule"] == "yiyang-signaling" for r in policy)
+    # the billion laughs and the external entity of each device: refused by the hardened parser
+    # (the second of a device within SIGNALING_REFUSAL_AUDIT_INTERVAL is counted into a later record)
+    assert {r["source"]["device_id"] for r in by_code["bad_manscdp"]} == {UDP_CAM, TCP_CAM}
+    assert BAD_PASSWORD_CAM not in registered
+    trail_text = (a.outer_audit / "audit.jsonl").read_text()
+    assert "udp-cam-secret" not in trail_text and "tcp-cam-secret" not in trail_text
+    assert "the-right-one" not in trail_text and "a-wrong-guess" not in trail_text
+
+    # every object crossed: the inner agent re-checked it (allowed) and has no SIP output for it yet
+    ids = {r["object_id"] for r in sent}
+    inner = a.wait_for(lambda: (got := {r["object_id"]: r for r in read_trail(a.inner_audit)
+                                        if r.get("object_id") in ids}) and len(got) == len(ids) and got, 30,
+                       "the inner outcome of every signaling object")
+    outcomes = {(r["event"], r["lane"], r["code"]) for r in inner.values()}
+    assert outcomes == {("object_refused", "signaling", "no_output")}
+
+    # ferry asked each device for its catalog when it came online (its own MESSAGE, which these
+    # SIPp devices log as a request outside their call)
+    seen = "".join(p.read_text(errors="replace") for p in a.work.glob("sig-outer_device_*_errors.log"))
+    for device in (UDP_CAM, TCP_CAM):
+        assert f"MESSAGE sip:{device}@127.0.0.1" in seen
+    assert seen.count("<CmdType>Catalog</CmdType>") == 2 and seen.count("<Query>") == 2
+
+    # stopped: the aggregated refusals are written; every refusal is counted
+    a.stop()
+    total = {}
+    for r in events(a.outer_audit, "signaling_refused"):
+        total[r["code"]] = total.get(r["code"], 0) + r["detail"]["messages"]
+    assert total == {"bad_manscdp": 4, "content_limit": 2, "wrong_password": 1, "sip_unknown_device": 1}
