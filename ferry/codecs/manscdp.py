@@ -70,6 +70,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from datetime import datetime
 from typing import Any, Literal
 from xml.parsers import expat
@@ -299,6 +300,7 @@ def schema_known(root: str, cmd_type: str) -> bool:
     return (root, cmd_type) in _SCHEMAS
 
 
+@lru_cache(maxsize=64)
 def _containers(leaves: tuple[Leaf, ...]) -> frozenset[str]:
     out: set[str] = set()
     for path, _kind, _n in leaves:
@@ -312,10 +314,16 @@ def _containers(leaves: tuple[Leaf, ...]) -> frozenset[str]:
 Fields = tuple[tuple[str, str], ...]
 
 
+@lru_cache(maxsize=64)
+def _index(leaves: tuple[Leaf, ...]) -> tuple[dict[str, int], dict[str, tuple[str, int]]]:
+    """Per schema: each leaf's canonical position, and its (kind, most)."""
+    return ({path: i for i, (path, _k, _n) in enumerate(leaves)},
+            {path: (kind, n) for path, kind, n in leaves})
+
+
 def _check_fields(fields: Fields, leaves: tuple[Leaf, ...], where: str) -> None:
     """Names known, values valid, canonical order, repetition bounds."""
-    order = {path: i for i, (path, _k, _n) in enumerate(leaves)}
-    kinds = {path: (kind, n) for path, kind, n in leaves}
+    order, kinds = _index(leaves)
     last = -1
     counts: dict[str, int] = {}
     for entry in fields:
@@ -492,6 +500,7 @@ def _refuse(what: str) -> Callable[..., Any]:
 def _tree(text: str, skipped: int) -> _Node:
     p = expat.ParserCreate("UTF-8")
     p.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+    p.buffer_text = True  # one call per text run (the length is still checked per call)
     stack: list[_Node] = []
     top: list[_Node] = []
     count = 0
@@ -663,7 +672,7 @@ def parse(body: bytes, *, content_charset: str | None = None,
         for c in rest.children:
             _drop(dropped, c.name)
         return Manscdp(root.name, cmd_type, sn, device_id, dropped=tuple(dropped))
-    leaves = {path: (kind, n) for path, kind, n in schema.leaves}
+    leaves = _index(schema.leaves)[1]
     skip = {schema.list_path} if schema.list_path else set()
     if schema.sum_num:
         skip.add("SumNum")
@@ -697,7 +706,7 @@ def _items(node: _Node, schema: _Schema, dropped: list[str]) -> list[Item]:
     _drop_attrs(node, path, dropped, keep="Num")
     if "".join(node.text).strip(" \t\r\n"):
         _drop(dropped, path + "/#text")
-    leaves = {p: (kind, n) for p, kind, n in schema.item}
+    leaves = _index(schema.item)[1]
     containers = _containers(schema.item)
     items: list[Item] = []
     for child in node.children:
