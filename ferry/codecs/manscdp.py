@@ -653,7 +653,8 @@ def parse(body: bytes, *, content_charset: str | None = None,
     if not _CMD_TYPE.fullmatch(cmd_type):
         raise ManscdpError(f"line {cmd_node.line} column {cmd_node.col}: <CmdType> is not a name: "
                            f"{cmd_type[:40]!r}", "value")
-    sn = _header_int(_one(root, "SN"), "SN")
+    sn_node = _one(root, "SN")
+    sn = _header_int(sn_node, "SN")
     id_node = _one(root, "DeviceID")
     device_id = _text(id_node)
     if not _DIGITS20.fullmatch(device_id):
@@ -661,7 +662,7 @@ def parse(body: bytes, *, content_charset: str | None = None,
                            f"20-digit device ID: {device_id[:40]!r}", "value")
     dropped: list[str] = []
     _drop_attrs(root, root.name, dropped)
-    for n in (cmd_node, id_node):
+    for n in (cmd_node, sn_node, id_node):
         _drop_attrs(n, n.name, dropped)
     if "".join(root.text).strip(" \t\r\n"):
         _drop(dropped, "#text")
