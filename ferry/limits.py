@@ -232,3 +232,5 @@ MANSCDP_TEXT_MAX = 4096        # characters of one element's text (all its chunk
 MANSCDP_FREE_TEXT_MAX = 256    # characters of a free-text value (Name, Address, AlarmDescription ...)
 MANSCDP_ITEMS_MAX = 1024       # Items in one DeviceList / Alarmstatus
 MANSCDP_REPEAT_MAX = 256       # repetitions of one repeatable element (Keepalive Info/DeviceID ...)
+MANSCDP_DROPPED_MAX = 32       # names of dropped elements a message keeps (then "...")
+MANSCDP_DROPPED_NAME_MAX = 120  # characters of one such name (a path)

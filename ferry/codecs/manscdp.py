@@ -46,7 +46,8 @@ Decisions
   Only the five predefined entities and character references are expanded. Comments are ignored.
 * Device IDs are exactly 20 ASCII digits (GB/T 28181 §C); anything else is refused.
 * Unknown elements (and attributes other than Num on a list) are dropped and named in `dropped`
-  by path (``DeviceList/Item/Password``); the lane can audit the message as changed. A Catalog
+  by path (``DeviceList/Item/Password``); the lane can audit the message as changed. At most
+  MANSCDP_DROPPED_MAX names are kept, then ``...``. A Catalog
   Item's Password is never carried (not in the schema). An unknown CmdType under a known root keeps
   only root, CmdType, SN and DeviceID; everything else is in `dropped`.
 * An element that is empty (or only whitespace) counts as absent; values are the element text with
@@ -80,6 +81,8 @@ from ferry.limits import (
     MANSCDP_ATTRIBUTES_MAX,
     MANSCDP_BODY_MAX,
     MANSCDP_DEPTH_MAX,
+    MANSCDP_DROPPED_MAX,
+    MANSCDP_DROPPED_NAME_MAX,
     MANSCDP_ELEMENTS_MAX,
     MANSCDP_FREE_TEXT_MAX,
     MANSCDP_ITEMS_MAX,
@@ -115,6 +118,7 @@ _TIME = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-
 _HEX16 = re.compile(r"[0-9A-Fa-f]{16}")
 _CMD_TYPE = re.compile(r"[A-Za-z][A-Za-z0-9]{0,31}")
 _TOKEN = re.compile(r"[0-9A-Za-z._-]{1,64}")
+_IP_CHARS = re.compile(r"[0-9A-Fa-f.:]{2,45}")
 
 
 def _check_id(v: str) -> str | None:
@@ -148,7 +152,7 @@ def _enum(*names: str) -> Callable[[str], str | None]:
     allowed = frozenset(n.upper() for n in names)
 
     def check(v: str) -> str | None:
-        return None if v.upper() in allowed else f"not one of {', '.join(names)}"
+        return None if v.isascii() and v.upper() in allowed else f"not one of {', '.join(names)}"
     return check
 
 
@@ -178,6 +182,8 @@ def _check_token(v: str) -> str | None:
 
 
 def _check_ip(v: str) -> str | None:
+    if not _IP_CHARS.fullmatch(v):  # no IPv6 scope (%eth0): only what an address is made of
+        return "not an IP address"
     try:
         ipaddress.ip_address(v)
     except ValueError:
@@ -358,6 +364,10 @@ class Item:
 
     fields: Fields
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.fields, tuple):
+            raise ManscdpError("an Item's fields are a tuple", "value")
+
     def get(self, name: str) -> str | None:
         return next((v for n, v in self.fields if n == name), None)
 
@@ -388,6 +398,8 @@ class Manscdp:
             raise ManscdpError(f"SN {self.sn!r} is not an integer 0..{SN_MAX}", "value")
         if not isinstance(self.device_id, str) or not _DIGITS20.fullmatch(self.device_id):
             raise ManscdpError(f"DeviceID {str(self.device_id)[:40]!r} is not 20 digits", "value")
+        if not all(isinstance(t, tuple) for t in (self.fields, self.items, self.dropped)):
+            raise ManscdpError("fields, items and dropped are tuples", "value")
         schema = _SCHEMAS.get((self.root, self.cmd_type), _EMPTY)
         where = f"{self.root} {self.cmd_type}"
         _check_fields(self.fields, schema.leaves, where)
@@ -605,8 +617,13 @@ def _collect(node: _Node, prefix: str, leaves: dict[str, tuple[str, int]],
 
 
 def _drop(dropped: list[str], name: str) -> None:
-    if name not in dropped:
-        dropped.append(name[:200])
+    name = name[:MANSCDP_DROPPED_NAME_MAX]
+    if name in dropped:
+        return
+    if len(dropped) < MANSCDP_DROPPED_MAX:
+        dropped.append(name)
+    elif dropped[-1] != "...":
+        dropped.append("...")
 
 
 def _drop_attrs(node: _Node, path: str, dropped: list[str], keep: str | None = None) -> None:

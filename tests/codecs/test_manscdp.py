@@ -25,7 +25,7 @@ from ferry.codecs.manscdp import (
     parse,
     schema_known,
 )
-from ferry.limits import MANSCDP_FREE_TEXT_MAX
+from ferry.limits import MANSCDP_DROPPED_MAX, MANSCDP_DROPPED_NAME_MAX, MANSCDP_FREE_TEXT_MAX
 
 CAM = "34020000001320000001"
 NVR = "34020000001110000001"
@@ -324,6 +324,26 @@ def test_alarm_values_are_checked_by_type(inner, problem):
 def test_the_common_fields_are_required_once_and_valid(header, problem):
     with pytest.raises(ManscdpError, match=problem):
         parse(f"<Notify>{header}</Notify>".encode())
+
+
+def test_look_alike_values_are_refused():
+    with pytest.raises(ManscdpError, match="Online"):  # dotless i: "ONLINE" once upper-cased
+        parse(body("<Online>Onl\u0131ne</Online>", "Response", "DeviceStatus"))
+    with pytest.raises(ManscdpError, match="IP address"):  # a scope would carry any text
+        Manscdp("Response", "Catalog", 1, CAM, items=(Item((("DeviceID", CAM), ("IPAddress", "fe80::1%\x01"))),))
+    with pytest.raises(ManscdpError, match="Port"):
+        parse(body(f'<DeviceList><Item><DeviceID>{CAM}</DeviceID><Port>65536</Port></Item></DeviceList>',
+                   "Response", "Catalog"))
+    assert parse(body(f'<DeviceList><Item><DeviceID>{CAM}</DeviceID><IPAddress>2001:db8::7</IPAddress>'
+                      '</Item></DeviceList>', "Response", "Catalog")).items[0].get("IPAddress") == "2001:db8::7"
+
+
+def test_the_list_of_dropped_names_is_bounded():
+    m = parse(body("".join(f"<X{i}>1</X{i}>" for i in range(100)) + f"<{'Y' * 500}/>"))
+    assert len(m.dropped) == MANSCDP_DROPPED_MAX + 1 and m.dropped[-1] == "..."
+    assert m.dropped[:2] == ("X0", "X1")
+    long = parse(body(f"<{'Y' * 500}/>"))
+    assert long.dropped == ("Y" * MANSCDP_DROPPED_NAME_MAX,)
 
 
 def test_a_repeated_single_element_is_refused_rather_than_choosing_one():
