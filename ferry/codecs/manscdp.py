@@ -55,7 +55,8 @@ Decisions
   regard to case and keep their case). A repeated non-repeatable element is refused, so the lane
   never has to choose which one counts. A list's Num must equal its Items; Num <= SumNum.
 * Free text (Name, Address, AlarmDescription...) is at most MANSCDP_FREE_TEXT_MAX characters and
-  has no control characters (Unicode category Cc: C0, DEL, C1 — tab and newline included).
+  has no control characters (Unicode category Cc: C0, DEL, C1 — tab and newline included — and
+  the bidirectional overrides, embeddings and isolates U+202A-202E, U+2066-2069).
 * `build` writes ``<?xml version="1.0" encoding="X"?>`` and encodes GB2312/GBK labels with GBK (what
   receivers of "GB2312" decode in practice) and GB18030 with GB18030. When the text has a character
   the target lacks, the whole body falls back to UTF-8 with ``encoding="UTF-8"`` declared: no value
@@ -71,8 +72,8 @@ import re
 import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, Literal
 from xml.parsers import expat
 
@@ -172,9 +173,14 @@ def _check_text(v: str) -> str | None:
     if len(v) > MANSCDP_FREE_TEXT_MAX:
         return f"longer than {MANSCDP_FREE_TEXT_MAX} characters"
     for c in v:
-        if unicodedata.category(c) in ("Cc", "Cs") or c in "\ufffe\uffff":
+        if unicodedata.category(c) in ("Cc", "Cs") or c in _NOT_TEXT:
             return f"has control character U+{ord(c):04X}"
     return None
+
+
+# besides category Cc: the bidirectional embeddings, overrides and isolates (a name that reads
+# differently from its characters) and the two non-characters XML cannot carry
+_NOT_TEXT = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\ufffe\uffff")
 
 
 def _check_token(v: str) -> str | None:
@@ -204,7 +210,7 @@ def _check_ptz(v: str) -> str | None:
     return None
 
 
-# kinds: name -> (checker, is a device-ID kind)
+# value kinds of the schemas: name -> checker (None, or what is wrong); id and idpath are device IDs
 _KINDS: dict[str, Callable[[str], str | None]] = {
     "id": _check_id,
     "idpath": _check_id_path,
@@ -231,7 +237,6 @@ _KINDS: dict[str, Callable[[str], str | None]] = {
     "guardcmd": _enum("SetGuard", "ResetGuard"),
     "alarmcmd": _enum("ResetAlarm"),
 }
-_ID_KINDS = frozenset({"id", "idpath"})
 
 
 # --- schemas ---------------------------------------------------------------------------------

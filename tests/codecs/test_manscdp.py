@@ -307,6 +307,7 @@ def test_keepalive_values_are_checked(inner, where):
     ("<AlarmDescription>a\u0085b</AlarmDescription>", "control character U\\+0085"),
     (f"<AlarmDescription>{'报' * (MANSCDP_FREE_TEXT_MAX + 1)}</AlarmDescription>", "longer than"),
     ("<AlarmMethod>-1</AlarmMethod>", "AlarmMethod"),
+    ("<AlarmDescription>door \u202egnp.exe</AlarmDescription>", "control character U\\+202E"),
 ])
 def test_alarm_values_are_checked_by_type(inner, problem):
     with pytest.raises(ManscdpError, match=problem):
@@ -501,7 +502,8 @@ def _ptz() -> st.SearchStrategy[str]:
 
 
 _ID = st.from_regex(r"\A[0-9]{20}\Z")
-_TEXT = st.text(st.characters(blacklist_categories=("Cc", "Cs"), blacklist_characters="\ufffe\uffff"),
+_TEXT = st.text(st.characters(blacklist_categories=("Cc", "Cs"),
+                              blacklist_characters="\ufffe\uffff\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"),
                 min_size=1, max_size=MANSCDP_FREE_TEXT_MAX).map(lambda s: s.strip(" \t\r\n")).filter(bool)
 _TIME = st.datetimes(min_value=__import__("datetime").datetime(1000, 1, 1)).map(
     lambda d: d.isoformat(timespec="seconds"))
