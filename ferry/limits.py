@@ -223,6 +223,18 @@ CONTROL_BURST = 16 << 10       # bytes of control datagrams that may go at once 
 # --- Prometheus metrics ([management] metrics, ferry.agents.metrics) ----------
 METRICS_SNAPSHOT_TIMEOUT = 2.0  # a scrape waits this long for the event loop's snapshot, then serves the last one
 
+# --- MANSCDP XML bodies, GB/T 28181 Annex A (ferry.codecs.manscdp; issue 13, part "manscdp") ---
+MANSCDP_BODY_MAX = 256 << 10   # bytes of one MANSCDP body the parser reads at all (a policy may allow fewer)
+MANSCDP_DEPTH_MAX = 8          # element nesting (Response/DeviceList/Item/Info/PTZType is 5)
+MANSCDP_ELEMENTS_MAX = 8192    # elements in one body
+MANSCDP_ATTRIBUTES_MAX = 4     # attributes of one element
+MANSCDP_TEXT_MAX = 4096        # characters of one element's text (all its chunks and CDATA together)
+MANSCDP_FREE_TEXT_MAX = 256    # characters of a free-text value (Name, Address, AlarmDescription ...)
+MANSCDP_ITEMS_MAX = 1024       # Items in one DeviceList / Alarmstatus
+MANSCDP_REPEAT_MAX = 256       # repetitions of one repeatable element (Keepalive Info/DeviceID ...)
+MANSCDP_DROPPED_MAX = 32       # names of dropped elements a message keeps (then "...")
+MANSCDP_DROPPED_NAME_MAX = 120  # characters of one such name (a path)
+
 # --- outer SIP side (ferry.lanes.signaling.outer, ferry.agents.sip_outer; issue 13 "sig-outer") -----
 SIGNALING_DEVICES_MAX = 20_000        # [[signaling.device]] entries (each may register: the registry's bound)
 SIGNALING_NONCES_MAX = 4096           # digest nonces outstanding at once (the oldest is dropped beyond)
