@@ -54,7 +54,7 @@ def free_tcp_port() -> int:
         return s.getsockname()[1]
 
 
-def appliance(factory, tmp_path: Path):
+def appliance(factory, tmp_path: Path, extra: str = ""):
     policy = tmp_path / "sig-policy"
     policy.mkdir(exist_ok=True)
     (policy / "policy.yaml").write_text(POLICY)
@@ -70,6 +70,7 @@ listen_tcp = "127.0.0.1:{tcp}"
 server_id = "{SERVER}"
 realm = "{REALM}"
 destination = "police-platform"
+{extra}
 [[signaling.device]]
 id = "{UDP_CAM}"
 password = "udp-cam-secret"
@@ -162,3 +163,22 @@ def test_devices_register_with_digest_and_their_messages_cross_udp_and_tcp(appli
     for r in events(a.outer_audit, "signaling_refused"):
         total[r["code"]] = total.get(r["code"], 0) + r["detail"]["messages"]
     assert total == {"bad_manscdp": 4, "content_limit": 2, "wrong_password": 1, "sip_unknown_device": 1}
+
+
+def test_a_silent_device_goes_offline_and_the_inner_side_hears_of_it(appliance_factory, tmp_path):
+    """Three missed keepalives (here a 4 s timeout): the device is offline, and a Notify Catalog
+    with its Item's Event OFF crosses, as its Event ON did when it registered."""
+    a, udp, _tcp = appliance(appliance_factory, tmp_path, "keepalive_timeout = 4.0")
+    a.start()
+    run = sipp(a, "sig-outer_device.xml", udp, UDP_CAM, "udp-cam-secret")
+    assert run.returncode == 0, run.stdout[-2000:]
+    offline = a.wait_for(lambda: events(a.outer_audit, "device_offline"), 30, "the silent device offline")
+    assert [r["source"]["device_id"] for r in offline] == [UDP_CAM] and "no keepalive" in offline[0]["reason"]
+    a.wait_for(lambda: len([r for r in events(a.outer_audit, "object_sent")
+                            if r["object_type"] == "Notify/Catalog"]) == 2, 10, "the OFF notice sent")
+    notices = [r for r in events(a.outer_audit, "object_sent") if r["object_type"] == "Notify/Catalog"]
+    registered = events(a.outer_audit, "device_registered")
+    assert notices[0]["seq"] < offline[0]["seq"] < notices[1]["seq"]       # ON when it came, OFF when it left
+    assert [r["source"]["device_id"] for r in registered] == [UDP_CAM] and registered[0]["seq"] < notices[0]["seq"]
+    ids = {r["object_id"] for r in notices}
+    a.wait_for(lambda: ids <= {r.get("object_id") for r in read_trail(a.inner_audit)}, 20, "both notices across")
