@@ -164,10 +164,7 @@ class OuterSignalingLane:
             self.counters["responses"] += 1     # to ferry's queries: nothing to do
             return []
         self.counters["requests"] += 1
-        try:
-            key = self._transaction_key(msg, peer)
-        except SipError as e:
-            return self._refuse_request(msg, peer, 400, "Bad Request", Reason.MALFORMED_SIP, str(e), now)
+        key = self._transaction_key(msg, peer)
         kept = self._transactions.get(key)
         if kept is not None and kept[1] > now:
             self.counters["retransmissions"] += 1
@@ -450,10 +447,20 @@ class OuterSignalingLane:
         return [SendSip(sip.build_request("MESSAGE", uri, headers, body), peer)]
 
     # -- responses, refusals, records ---------------------------------------------------------------
-    def _transaction_key(self, req: SipRequest, peer: Any) -> tuple[Any, ...]:
-        vias = req.via
-        branch = vias[0].branch if vias else None
-        return (peer, req.call_id, req.cseq, branch)
+    @staticmethod
+    def _transaction_key(req: SipRequest, peer: Any) -> tuple[Any, ...]:
+        """(peer, Call-ID, CSeq, top Via) as sent: a retransmission repeats them (RFC 3261 §17.2.3
+        matches on the top Via's branch; the whole value is stricter). Raw values: no parsing."""
+        call_id = cseq = via = None
+        for name, value in req.headers:
+            if name == "Via":
+                if via is None:
+                    via = value.split(",", 1)[0]
+            elif name == "Call-ID":
+                call_id = value
+            elif name == "CSeq":
+                cseq = value
+        return (peer, call_id, cseq, via)
 
     def _respond(self, req: SipRequest, peer: Any, status: int, reason: str, now: float,
                  extra: tuple[tuple[str, str], ...] = ()) -> SendSip:
@@ -464,15 +471,11 @@ class OuterSignalingLane:
         except SipError:
             pass
         data = sip.response_to(req, status, reason, (("User-Agent", "ferry"), *extra), to_tag=to_tag)
-        try:
-            key = self._transaction_key(req, peer)
-        except SipError:
-            key = None
-        if key is not None:
-            self._transactions[key] = (data, now + limits.SIGNALING_TRANSACTION_TTL)
-            self._transactions.move_to_end(key)
-            while len(self._transactions) > limits.SIGNALING_TRANSACTIONS_MAX:
-                self._transactions.popitem(last=False)
+        key = self._transaction_key(req, peer)
+        self._transactions[key] = (data, now + limits.SIGNALING_TRANSACTION_TTL)
+        self._transactions.move_to_end(key)
+        while len(self._transactions) > limits.SIGNALING_TRANSACTIONS_MAX:
+            self._transactions.popitem(last=False)
         self.counters[f"status_{status}"] += 1
         return SendSip(data, peer)
 
