@@ -506,7 +506,7 @@ class OuterAgent(PolicyHost):
         if self.video:
             lanes["video"] = self.video.lane_counters()
         if self.signaling:
-            lanes["signaling"] = self.signaling.counters()
+            lanes["signaling"] = self.signaling.lane_counters()
         return lanes
 
     # -- life cycle -------------------------------------------------------------

@@ -217,6 +217,12 @@ class SipOuter:
                 "sip_messages": c["messages"], "sip_objects": c["sealed"], "sip_refused": c["refused"],
                 "sip_held": self.stats["held"]}
 
+    def lane_counters(self) -> dict[str, int]:
+        """The signaling lane's line in `ferry status` (sent/refused named as the other lanes')."""
+        c = self.lane.counters
+        return {"sent": c["sealed"], "refused": c["refused"], "messages": c["messages"],
+                "devices_registered": len(self.registry), "devices_online": self.registry.online_count()}
+
     def flows(self) -> list[dict[str, Any]]:
         """The devices known to the registry, for `ferry flows`."""
         now = time.monotonic()

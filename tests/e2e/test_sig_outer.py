@@ -6,9 +6,11 @@ objects cross the link, and the inner agent re-checks them against the policy (i
 output yet: it records them `no_output`, which it says only of objects the policy allows)."""
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -54,11 +56,11 @@ def free_tcp_port() -> int:
         return s.getsockname()[1]
 
 
-def appliance(factory, tmp_path: Path, extra: str = ""):
+def appliance(factory, tmp_path: Path, extra: str = "", **kw):
     policy = tmp_path / "sig-policy"
     policy.mkdir(exist_ok=True)
     (policy / "policy.yaml").write_text(POLICY)
-    a = factory(policy_dir=policy)
+    a = factory(policy_dir=policy, **kw)
     udp, tcp = free_udp_port(), free_tcp_port()
     secret = a.work / "keys" / "cam2.password"
     secret.write_text("tcp-cam-secret\n")
@@ -100,7 +102,7 @@ def events(trail: Path, event: str) -> list[dict]:
 
 
 def test_devices_register_with_digest_and_their_messages_cross_udp_and_tcp(appliance_factory, tmp_path):
-    a, udp, tcp = appliance(appliance_factory, tmp_path)
+    a, udp, tcp = appliance(appliance_factory, tmp_path, management=True)
     a.start()
     for device, password, port, transport in ((UDP_CAM, "udp-cam-secret", udp, "u1"),
                                               (TCP_CAM, "tcp-cam-secret", tcp, "t1")):
@@ -156,6 +158,17 @@ def test_devices_register_with_digest_and_their_messages_cross_udp_and_tcp(appli
     for device in (UDP_CAM, TCP_CAM):
         assert f"MESSAGE sip:{device}@127.0.0.1" in seen
     assert seen.count("<CmdType>Catalog</CmdType>") == 2 and seen.count("<Query>") == 2
+
+    # `ferry status`: the signaling lane's line
+    r = subprocess.run([sys.executable, "-m", "ferry", "status", "--socket", str(a.outer_socket), "--json"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    [outer] = json.loads(r.stdout)
+    lane = outer["lanes"]["signaling"]
+    assert (lane["sent"], lane["devices_registered"], lane["devices_online"]) == (8, 2, 2)
+    # taken: 2 x (catalog, keepalive, alarm, position); refused: 2 x (position, bomb, entity), 2 REGISTERs
+    assert lane["messages"] == 8 and lane["refused"] == 8
+    assert outer["counters"]["sip_devices_online"] == 2
 
     # stopped: the aggregated refusals are written; every refusal is counted
     a.stop()
