@@ -635,7 +635,7 @@ class SipStreamParser:
         while True:
             if self._head is None:
                 buf = self._buf
-                if buf[:1] in (b"\r", b"\n") and buf:
+                if bytes(buf[:1]) in (b"\r", b"\n"):
                     if len(buf) < 4 and b"\r\n\r\n".startswith(bytes(buf)):
                         break                                 # a ping, a pong or the start of one
                     if buf[:4] == b"\r\n\r\n":
