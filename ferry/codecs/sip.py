@@ -238,10 +238,10 @@ def parse_uri(text: str) -> SipUri:
     user: str | None = None
     if "@" in rest:
         user, _, rest = rest.rpartition("@")
-        if not user or not _USER.fullmatch(user):
-            raise SipError(f"URI {text[:60]!r}: bad user part")
         if ":" in user:
             raise SipError(f"URI {text[:60]!r}: a password in the URI is refused")
+        if not user or not _USER.fullmatch(user):
+            raise SipError(f"URI {text[:60]!r}: bad user part")
     hostport, *pparts = rest.split(";")
     host, port = _split_hostport(hostport, f"URI {text[:60]!r}")
     params = _params(pparts, "URI")
