@@ -13,7 +13,7 @@ from ferry.codecs.errors import CodecError
 from ferry.codecs.sdp import parse_sdp
 from ferry.codecs.sip import (KeepAlive, NameAddr, SipError, SipRequest, SipResponse, SipUri, build_request,
                               build_response, new_branch, new_call_id, new_tag, parse_message, parse_name_addr,
-                              parse_uri, response_to)
+                              parse_uri, parse_via, response_to)
 from tests.codecs import sip_messages as M
 
 FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -280,11 +280,24 @@ def test_any_header_value_either_is_refused_or_arrives_as_itself(value: str, bod
 
 # --- fuzzing: a value or SipError, nothing else, in bounded time --------------------------------
 
+def without_length(msg: SipRequest | SipResponse) -> SipRequest | SipResponse:
+    headers = tuple((n, v) for n, v in msg.headers if n != "Content-Length")
+    if isinstance(msg, SipRequest):
+        return SipRequest(msg.method, msg.uri, headers, msg.body)
+    return SipResponse(msg.status, msg.reason, headers, msg.body)
+
+
 def parse_or_error(data: bytes) -> None:
+    """The invariant: a value or SipError; and whatever is accepted has sound accessors and is rebuilt
+    by the builders into bytes that parse back to the same message."""
     try:
-        parse_message(data)
+        msg = parse_message(data)
     except SipError:
-        pass
+        return
+    msg.call_id, msg.cseq, msg.from_, msg.to, msg.via, msg.contact, msg.expires, msg.content_type
+    for name, _ in msg.headers:
+        msg.header_all(name)
+    assert without_length(parse_message(rebuild(msg))) == without_length(msg)
 
 
 @FUZZ
@@ -343,3 +356,17 @@ def test_pathological_inputs_are_refused_fast() -> None:
 
 def test_keepalive_value_is_not_a_message() -> None:
     assert KeepAlive() == KeepAlive() and not isinstance(KeepAlive(), (SipRequest, SipResponse))
+
+
+@FUZZ
+@given(st.text(max_size=200), st.sampled_from(["", "sip:", "<sip:", '"a" <sip:1@h>;', "SIP/2.0/UDP ", "sip:1@"]))
+def test_uri_address_and_via_parsers_give_a_value_or_sip_error(text: str, prefix: str) -> None:
+    for parse in (parse_uri, parse_name_addr, parse_via):
+        try:
+            value = parse(prefix + text)
+        except SipError:
+            continue
+        if parse is parse_uri:
+            assert parse_uri(str(value)) == value
+        elif parse is parse_name_addr:
+            assert parse_name_addr(str(value)) == value

@@ -1,6 +1,8 @@
 """ferry.codecs.sip.SipStreamParser: SIP over TCP in any cuts, keep-alives, bounds, a broken stream stays broken."""
 from __future__ import annotations
 
+import time
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -136,3 +138,13 @@ def test_mutated_streams_give_messages_or_sip_error(parts: list[bytes], pos: int
         p.feed(bytes(data))
     except SipError:
         pass
+
+
+def test_a_byte_at_a_time_header_flood_costs_little() -> None:
+    p = SipStreamParser()
+    data = b"MESSAGE sip:a@b SIP/2.0\r\nX: " + b"a" * (limits.SIP_HEADER_SECTION_MAX + 10)
+    start = time.process_time()
+    with pytest.raises(SipError, match="no end of headers"):
+        for i in range(len(data)):
+            p.feed(data[i:i + 1])
+    assert time.process_time() - start < 3.0
