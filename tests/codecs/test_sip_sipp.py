@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ferry.codecs.sip import SipRequest, new_tag, parse_message, response_to
+from ferry.codecs.sip import KeepAlive, SipRequest, SipStreamParser, new_tag, parse_message, response_to
 from ferry.codecs.sip_digest import Challenge, parse_authorization, verify, www_authenticate
 from tests.codecs import sip_messages as M
 
@@ -124,16 +124,65 @@ class Platform:
         self.sock.close()
 
 
+class TcpPlatform:
+    """The same over TCP: one connection read with SipStreamParser in whatever segments arrive."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.5)
+        self.port = self.listener.getsockname()[1]
+        self.received: list[SipRequest] = []
+        self.errors: list[BaseException] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self) -> None:
+        tag = new_tag()
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except socket.timeout:
+                continue
+            parser = SipStreamParser()
+            conn.settimeout(0.5)
+            with conn:
+                while not self.stop.is_set():
+                    try:
+                        data = conn.recv(65536)
+                    except socket.timeout:
+                        continue
+                    if not data:
+                        break
+                    try:
+                        for msg in parser.feed(data):
+                            if isinstance(msg, KeepAlive):
+                                conn.sendall(b"\r\n")
+                                continue
+                            assert isinstance(msg, SipRequest)
+                            self.received.append(msg)
+                            conn.sendall(response_to(msg, 200, "OK", to_tag=tag))
+                    except BaseException as e:   # reported by the test
+                        self.errors.append(e)
+                        return
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        self.listener.close()
+
+
 def free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
-def run_sipp(tmp_path: Path, scenario: str, platform: Platform) -> subprocess.CompletedProcess[str]:
+def run_sipp(tmp_path: Path, scenario: str, platform: Platform | TcpPlatform,
+             *extra: str) -> subprocess.CompletedProcess[str]:
     path = tmp_path / "scenario.xml"
     path.write_text(scenario)
-    cmd = ["sipp", f"127.0.0.1:{platform.port}", "-sf", str(path), "-m", "1", "-i", "127.0.0.1",
+    cmd = ["sipp", *extra, f"127.0.0.1:{platform.port}", "-sf", str(path), "-m", "1", "-i", "127.0.0.1",
            "-p", str(free_udp_port()), "-auth_uri", "34020000002000000001@3402000000", "-nostdin",
            "-timeout", "30", "-timeout_error", "-max_recv_loops", "1000"]
     return subprocess.run(cmd, cwd=tmp_path, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60)
@@ -174,3 +223,17 @@ def test_sipp_keepalive_message_parses_and_our_200_matches_its_transaction(tmp_p
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     (msg,) = platform.received
     assert msg.content_type == "application/manscdp+xml" and b"<CmdType>Keepalive</CmdType>" in msg.body
+
+
+def test_sipp_over_tcp_through_the_stream_parser(tmp_path: Path) -> None:
+    platform = TcpPlatform()
+    scenario = MESSAGE.replace("</scenario>", MESSAGE.split("<scenario name=\"GB/T 28181 keepalive\">")[1]
+                               .replace("CSeq: 20 MESSAGE", "CSeq: 21 MESSAGE"))
+    try:
+        done = run_sipp(tmp_path, scenario, platform, "-t", "t1")
+    finally:
+        platform.close()
+    assert not platform.errors, platform.errors
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert [m.cseq for m in platform.received] == [(20, "MESSAGE"), (21, "MESSAGE")]
+    assert all(m.via[0].transport == "TCP" for m in platform.received)
