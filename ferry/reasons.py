@@ -109,6 +109,9 @@ class Reason(StrEnum):
     POLICY_NOT_STORED = "policy_not_stored"
     RESEND_CHANGED = "resend_changed"
     RESEND_TOO_LATE = "resend_too_late"
+    # --- SIP signaling (issue 13, part "sip": ferry.codecs.sip, sip_digest, sdp) ---------------
+    MALFORMED_SIP = "malformed_sip"
+    SIP_AUTH_FAILED = "sip_auth_failed"
 
 
 _ALL = list(Reason)
@@ -212,4 +215,7 @@ MEANING: dict[Reason, str] = {
     Reason.POLICY_NOT_STORED: "policy bundle not applied: it could not be stored in the agent's state directory",
     Reason.RESEND_CHANGED: "kept file to re-send after an outer restart changed or vanished",
     Reason.RESEND_TOO_LATE: "kept file too old to re-send after an outer restart (outside the replay window)",
+    Reason.MALFORMED_SIP: ("SIP message, SDP body or digest header that does not parse or breaks a limit "
+                           "(RFC 3261 grammar, sizes in ferry/limits.py)"),
+    Reason.SIP_AUTH_FAILED: "SIP request whose digest credentials do not verify (password, realm, nonce, qop)",
 }
