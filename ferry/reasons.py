@@ -109,7 +109,9 @@ class Reason(StrEnum):
     POLICY_NOT_STORED = "policy_not_stored"
     RESEND_CHANGED = "resend_changed"
     RESEND_TOO_LATE = "resend_too_late"
-
+    # --- SIP signaling (issue 13, part "sip": ferry.codecs.sip, sip_digest, sdp) ---------------
+    MALFORMED_SIP = "malformed_sip"
+    SIP_AUTH_FAILED = "sip_auth_failed"
     # --- the outer SIP side (ferry.lanes.signaling.outer; issue 13 "sig-outer") --------------------
     SIP_UNKNOWN_DEVICE = "sip_unknown_device"
     WRONG_PASSWORD = "wrong_password"
@@ -120,7 +122,6 @@ class Reason(StrEnum):
     BAD_MANSCDP = "bad_manscdp"
     UNSUPPORTED_CONTENT_TYPE = "unsupported_content_type"
     BODY_TOO_LARGE = "body_too_large"
-    MALFORMED_SIP = "malformed_sip"
     UNSUPPORTED_METHOD = "unsupported_method"
 
 _ALL = list(Reason)
@@ -236,6 +237,8 @@ MEANING: dict[Reason, str] = {
                         "schema (400)",
     Reason.UNSUPPORTED_CONTENT_TYPE: "SIP MESSAGE whose body is not Application/MANSCDP+xml (415)",
     Reason.BODY_TOO_LARGE: "SIP MESSAGE body over SIGNALING_MESSAGE_BODY_MAX (413)",
-    Reason.MALFORMED_SIP: "SIP that does not parse (size, grammar, headers) or a request missing what it needs",
     Reason.UNSUPPORTED_METHOD: "SIP request of a method the outer SIP side does not serve (405)",
+    Reason.MALFORMED_SIP: ("SIP message, SDP body or digest header that does not parse or breaks a limit "
+                           "(RFC 3261 grammar, sizes in ferry/limits.py)"),
+    Reason.SIP_AUTH_FAILED: "SIP request whose digest credentials do not verify (password, realm, nonce, qop)",
 }
