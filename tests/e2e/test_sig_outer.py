@@ -1,9 +1,10 @@
 """The outer SIP side on real agents (issue 13 item 1): SIPp plays GB/T 28181 devices that
 register with digest authentication over UDP and TCP and send keepalives, a catalog, an alarm,
 a CmdType the policy does not name and XML bombs; a device with a wrong password and an unknown
-device are refused. The outer trail records each outcome with its reason code; the signaling
-objects cross the link, and the inner agent re-checks them against the policy (it has no SIP
-output yet: it records them `no_output`, which it says only of objects the policy allows)."""
+device are refused, and so are malformed SIP and an oversized body. The outer trail records each
+outcome with its reason code; the signaling objects cross the link, and the inner agent
+re-checks them against the policy (it has no SIP output yet: it records them `no_output`, which
+it says only of objects the policy allows)."""
 from __future__ import annotations
 
 import json
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from appliance import free_udp_port, read_trail
+from ferry.codecs import sip
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240),
               pytest.mark.skipif(not shutil.which("sipp"), reason="SIPp (Debian sip-tester) not installed")]
@@ -114,6 +116,21 @@ def test_devices_register_with_digest_and_their_messages_cross_udp_and_tcp(appli
         run = sipp(a, "sig-outer_refused.xml", port, device, password, transport)
         assert run.returncode == 0, f"SIPp refused {device}: {run.stdout[-2000:]}\n{run.stderr[-2000:]}"
 
+    # malformed SIP (no answer) over UDP and TCP, and an oversized MANSCDP body (413)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.sendto(b"REGISTER sip:x SIP/2.0\nVia: nothing\n\n", ("127.0.0.1", udp))
+        big = sip.build_request("MESSAGE", f"sip:{SERVER}@{REALM}", [
+            ("Via", f"SIP/2.0/UDP 127.0.0.1:{s.getsockname()[1] or 1};branch=z9hG4bKbig"),
+            ("From", f"<sip:{UDP_CAM}@{REALM}>;tag=1"), ("To", f"<sip:{SERVER}@{REALM}>"), ("Call-ID", "big@x"),
+            ("CSeq", "1 MESSAGE"), ("Content-Type", "Application/MANSCDP+xml")], b"<" * 40_000)
+        s.settimeout(10)
+        s.sendto(big, ("127.0.0.1", udp))
+        answer = sip.parse_message(s.recv(65535))
+        assert isinstance(answer, sip.SipResponse) and answer.status == 413
+    with socket.create_connection(("127.0.0.1", tcp), timeout=10) as c:
+        c.sendall(b"MESSAGE sip:x SIP/2.0\r\nVia: SIP/2.0/TCP x;branch=z9hG4bK1\r\n\x00\r\n\r\n")
+        assert c.recv(100) == b""                 # refused: the connection closed, nothing answered
+
     # 2 devices x (ON, Response Catalog, Keepalive, Alarm) objects sent
     sent = a.wait_for(lambda: (s := events(a.outer_audit, "object_sent")) and len(s) >= 8 and s, 30,
                       "8 signaling objects sent")
@@ -166,8 +183,9 @@ def test_devices_register_with_digest_and_their_messages_cross_udp_and_tcp(appli
     [outer] = json.loads(r.stdout)
     lane = outer["lanes"]["signaling"]
     assert (lane["sent"], lane["devices_registered"], lane["devices_online"]) == (8, 2, 2)
-    # taken: 2 x (catalog, keepalive, alarm, position); refused: 2 x (position, bomb, entity), 2 REGISTERs
-    assert lane["messages"] == 8 and lane["refused"] == 8
+    # taken: 2 x (catalog, keepalive, alarm, position); refused: 2 x (position, bomb, entity), 2 REGISTERs,
+    # 2 malformed, 1 too large
+    assert lane["messages"] == 8 and lane["refused"] == 11
     assert outer["counters"]["sip_devices_online"] == 2
 
     # stopped: the aggregated refusals are written; every refusal is counted
@@ -175,7 +193,8 @@ def test_devices_register_with_digest_and_their_messages_cross_udp_and_tcp(appli
     total = {}
     for r in events(a.outer_audit, "signaling_refused"):
         total[r["code"]] = total.get(r["code"], 0) + r["detail"]["messages"]
-    assert total == {"bad_manscdp": 4, "content_limit": 2, "wrong_password": 1, "sip_unknown_device": 1}
+    assert total == {"bad_manscdp": 4, "content_limit": 2, "wrong_password": 1, "sip_unknown_device": 1,
+                     "malformed_sip": 2, "body_too_large": 1}
 
 
 def test_a_silent_device_goes_offline_and_the_inner_side_hears_of_it(appliance_factory, tmp_path):
