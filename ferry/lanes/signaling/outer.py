@@ -209,7 +209,7 @@ class OuterSignalingLane:
         for d, why in self.registry.due(now):
             self.counters["offline"] += 1
             work.append(self._device_record("device_offline", d.device_id, d.peer, f"offline: {why}"))
-            work += self._presence(d.device_id, d.peer, "OFF", plan, wall)
+            work += self._presence(d.device_id, d.peer, "OFF", plan, now, wall)
         work += self._refusals_due(now)
         return work
 
@@ -252,7 +252,8 @@ class OuterSignalingLane:
                 self._refusal(Reason.NONCE_REPLAY, peer, f"REGISTER of {device_id} answers a nonce already "
                               "used (a replayed Authorization): challenged afresh", now, work, device_id=device_id)
             else:
-                self._nonces.pop(creds.nonce, None) if nonce is not None and nonce.device_id == device_id else None
+                if nonce is not None and nonce.device_id == device_id:    # expired: it serves no more
+                    del self._nonces[creds.nonce]
                 self._refusal(Reason.STALE_NONCE, peer, f"REGISTER of {device_id} answers a nonce ferry does "
                               "not hold (expired, dropped or never issued): challenged afresh", now, work,
                               device_id=device_id)
@@ -272,7 +273,7 @@ class OuterSignalingLane:
             if was:
                 self.counters["unregistered"] += 1
                 work.append(self._device_record("device_unregistered", device_id, peer, "unregistered (Expires 0)"))
-                work += self._presence(device_id, peer, "OFF", plan, wall)
+                work += self._presence(device_id, peer, "OFF", plan, now, wall)
             return work
         if expires < s.register_expires_min:
             return [self._respond(req, peer, 423, "Interval Too Brief", now,
@@ -290,7 +291,7 @@ class OuterSignalingLane:
         if came:
             work.append(self._device_record("device_registered", device_id, peer,
                                             f"registered for {granted} s from {peer}"))
-            work += self._presence(device_id, peer, "ON", plan, wall)
+            work += self._presence(device_id, peer, "ON", plan, now, wall)
             if s.catalog_query:
                 work += self._query_catalog(device_id, peer, contact.uri)
         return work
@@ -415,13 +416,13 @@ class OuterSignalingLane:
         work.append(SealObject(obj, sent=sent))
         return True
 
-    def _presence(self, device_id: str, peer: Any, event: str, plan: Plan, wall: float) -> list[Work]:
+    def _presence(self, device_id: str, peer: Any, event: str, plan: Plan, now: float, wall: float) -> list[Work]:
         """A device online (ON) or offline (OFF), as the catalog notification the inner platform knows."""
         self._sn = (self._sn + 1) % (1 << 31)
         m = Manscdp("Notify", "Catalog", self._sn, device_id,
                     items=(Item((("DeviceID", device_id), ("Event", event))),), sum_num=1)
         work: list[Work] = []
-        self._cross(m, device_id, peer, plan, wall, work, 0.0)
+        self._cross(m, device_id, peer, plan, wall, work, now)
         return work
 
     def _query_catalog(self, device_id: str, peer: Any, contact: SipUri) -> list[Work]:
