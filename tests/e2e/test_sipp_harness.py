@@ -228,6 +228,30 @@ def test_platform_invite_against_a_camera(tmp_path, answer, expect, code):
     assert camera.successful == 1
 
 
+def test_keepalive_catalog_and_invite_over_tcp(tmp_path):
+    """The scenarios work over TCP too (-t t1): one connection carries requests both ways."""
+    with _platform(tmp_path, transport="t1") as platform:
+        with Sipp("device_keepalive.xml", remote=("127.0.0.1", platform.port), injection_csv=DEVICES[:1],
+                  calls=2, transport="t1", timeout=30, work_dir=tmp_path / "ka") as ka:
+            keepalives = ka.wait(45)
+        platform.stop()
+    assert keepalives.successful == 2
+    catalog = write_catalog(tmp_path / "catalog", [f"3402000000131000{n:04d}" for n in range(1, 4)], per_page=2)
+    with Sipp("device_uas.xml", variables=catalog, transport="t1", timeout=60, work_dir=tmp_path / "dev") as device:
+        with Sipp("platform_uac_catalog.xml", remote=("127.0.0.1", device.port), transport="t1", timeout=30,
+                  work_dir=tmp_path / "cat") as query:
+            pages = unique(query.wait(45).received("MESSAGE"))
+        device.stop()
+    assert len(pages) == 2 and {p.transport for p in pages} == {"TCP"}
+    with Sipp("camera_uas.xml", calls=1, transport="t1", timeout=60, work_dir=tmp_path / "cam") as cam:
+        with Sipp("platform_invite.xml", remote=("127.0.0.1", cam.port), calls=1, transport="t1", timeout=30,
+                  variables={"hold_ms": 100, "media_proto": "TCP/RTP/AVP"}, work_dir=tmp_path / "inv") as inv:
+            invite = inv.wait(45)
+        cam.wait(45)
+    assert b"m=video 30000 TCP/RTP/AVP 96 98 97" in invite.sent("INVITE")[0].body
+    assert invite.received("200") and invite.sent("BYE")
+
+
 def test_tshark_sees_only_well_formed_sip_from_every_scenario(tmp_path):
     need_root("tshark")
     platform_port, device_port, camera_port = free_port(), free_port(), free_port()
