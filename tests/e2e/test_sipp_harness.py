@@ -4,6 +4,7 @@ scenario fails (exit code 1) when its peer breaks the rule it checks, and tshark
 message as well-formed SIP."""
 from __future__ import annotations
 
+import hashlib
 import re
 import socket
 
@@ -73,6 +74,45 @@ def test_a_wrong_password_or_unknown_device_gets_403_and_fails_both_sides(tmp_pa
     assert server.failed == 2
     assert "REGISTER refused: user 34020000001320000001" in server.errors
     assert "REGISTER refused: user 34020000001320000009" in server.errors
+
+
+@pytest.mark.parametrize("case", ["valid", "forged_nonce", "wrong_realm", "wrong_uri_digest"])
+def test_platform_uas_checks_a_hand_made_digest(tmp_path, case):
+    """The platform's check is RFC 2617 digest computed independently here (hashlib): the nonce
+    must be the one it issued, the realm its own, the response right for the uri sent."""
+    user, password = DEVICES[0]
+    with _platform(tmp_path) as platform, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        s.settimeout(20)
+        s.sendto(_register(s.getsockname()[1], cseq=1), ("127.0.0.1", platform.port))
+        challenge = s.recvfrom(65536)[0].decode()
+        assert challenge.startswith("SIP/2.0 401 ")
+        nonce = re.search(r'nonce="([^"]+)"', challenge).group(1)
+        realm = re.search(r'realm="([^"]+)"', challenge).group(1)
+        uri = f"sip:{PLATFORM_ID}@{DOMAIN}"
+        digest_uri = uri
+        if case == "forged_nonce":
+            nonce = "0123456789abcdef"
+        elif case == "wrong_realm":
+            realm = "3402000001"
+        elif case == "wrong_uri_digest":
+            digest_uri = "sip:somewhere.else"
+        ha1 = hashlib.md5(f"{user}:{realm}:{password}".encode()).hexdigest()
+        ha2 = hashlib.md5(f"REGISTER:{digest_uri}".encode()).hexdigest()
+        response = hashlib.md5(f"{ha1}:{nonce}:{ha2}".encode()).hexdigest()
+        if case == "wrong_uri_digest":
+            digest_uri = uri          # the digest was made for another uri than the one it names
+        auth = (f'Digest username="{user}", realm="{realm}", nonce="{nonce}", uri="{digest_uri}", '
+                f'response="{response}", algorithm=MD5')
+        s.sendto(_register(s.getsockname()[1], cseq=2, authorization=auth), ("127.0.0.1", platform.port))
+        answer = s.recvfrom(65536)[0].decode()
+        server = platform.stop()
+    if case == "valid":
+        assert answer.startswith("SIP/2.0 200 OK") and "\r\nExpires: 3600\r\n" in answer
+        assert server.failed == 0
+    else:
+        assert answer.startswith("SIP/2.0 403 Forbidden")
+        assert server.failed == 1 and "REGISTER refused" in server.errors
 
 
 @pytest.mark.parametrize("mode", ["reregister", "unregister"])
@@ -155,25 +195,32 @@ def test_platform_catalog_query_fails_on_invalid_paging(tmp_path, lie):
     assert "Catalog" in result.errors
 
 
-def test_platform_catalog_wrong_sn_is_refused(tmp_path):
-    """The pages must carry the query's SN: a device answering SN 1 to a query with SN 2 fails."""
-    catalog = write_catalog(tmp_path / "catalog", [DEVICE_ID], per_page=1)
+@pytest.mark.parametrize("pages,complaint", [
+    ([(1, 1, 1)], "bad pages"),                   # SN 1 to a query with SN 2
+    ([(2, 2, 1), (2, 4, 2)], "the same on every page: false"),   # SumNum 2 then 4: 3 items, mean SumNum 3
+    ([(2, None, 1)], "bad pages"),                # no SumNum
+])
+def test_platform_catalog_refuses_hand_made_bad_pages(tmp_path, pages, complaint):
+    """Pages from a hand-made device (fresh Call-IDs, as ferry sends them): the query's SN, a
+    SumNum on every page and the same one everywhere are required."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         s.bind(("127.0.0.1", 0))
         s.settimeout(20)
         with Sipp("platform_uac_catalog.xml", remote=("127.0.0.1", s.getsockname()[1]), timeout=30,
                   variables={"sn": 2, "wait_ms": 3000}, work_dir=tmp_path / "platform") as platform:
-            # a hand-made device: answers the query 200, then sends a page with SN 1
             query, peer = s.recvfrom(65536)
             s.sendto(_response_to(query, 200, "OK"), peer)
-            body = (b'<?xml version="1.0" encoding="GB2312"?>\r\n<Response>\r\n<CmdType>Catalog</CmdType>\r\n'
-                    b"<SN>1</SN>\r\n<DeviceID>" + DEVICE_ID.encode() + b"</DeviceID>\r\n<SumNum>1</SumNum>\r\n"
-                    + (tmp_path / "catalog" / "page1.xml").read_bytes() + b"\r\n</Response>\r\n")
-            s.sendto(_message("Application/MANSCDP+xml", body, call_id="fresh-1"), peer)
-            assert s.recvfrom(65536)[0].startswith(b"SIP/2.0 200 OK")
+            for n, (sn, sum_num, num) in enumerate(pages):
+                items = "".join(f"<Item>\r\n<DeviceID>3402000000131000{n}{k:03d}</DeviceID>\r\n</Item>\r\n"
+                                for k in range(num))
+                body = (f'<?xml version="1.0" encoding="GB2312"?>\r\n<Response>\r\n<CmdType>Catalog</CmdType>\r\n'
+                        f"<SN>{sn}</SN>\r\n<DeviceID>{DEVICE_ID}</DeviceID>\r\n"
+                        + (f"<SumNum>{sum_num}</SumNum>\r\n" if sum_num is not None else "")
+                        + f'<DeviceList Num="{num}">\r\n{items}</DeviceList>\r\n</Response>\r\n').encode()
+                s.sendto(_message("Application/MANSCDP+xml", body, call_id=f"fresh-{n}"), peer)
+                assert s.recvfrom(65536)[0].startswith(b"SIP/2.0 200 OK")
             result = platform.wait(45, expect=1)
-    assert catalog["sum_num"] == "1"
-    assert "invalid Catalog paging: 1.000000 bad pages" in result.errors
+    assert "invalid Catalog paging" in result.errors and complaint in result.errors
 
 
 @pytest.mark.parametrize("query", ["DeviceInfo", "DeviceStatus"])
@@ -243,11 +290,14 @@ def test_keepalive_catalog_and_invite_over_tcp(tmp_path):
             pages = unique(query.wait(45).received("MESSAGE"))
         device.stop()
     assert len(pages) == 2 and {p.transport for p in pages} == {"TCP"}
-    with Sipp("camera_uas.xml", calls=1, transport="t1", timeout=60, work_dir=tmp_path / "cam") as cam:
+    # the camera keeps running until the platform is done: over TCP, a peer that exits closes the
+    # connection, and SIPp fails a call of the other side that has not quite ended (FailedTcpClosed)
+    with Sipp("camera_uas.xml", transport="t1", timeout=60, work_dir=tmp_path / "cam") as cam:
         with Sipp("platform_invite.xml", remote=("127.0.0.1", cam.port), calls=1, transport="t1", timeout=30,
                   variables={"hold_ms": 100, "media_proto": "TCP/RTP/AVP"}, work_dir=tmp_path / "inv") as inv:
             invite = inv.wait(45)
-        cam.wait(45)
+        camera = cam.stop()
+    assert camera.successful == 1 and camera.failed == 0
     assert b"m=video 30000 TCP/RTP/AVP 96 98 97" in invite.sent("INVITE")[0].body
     assert invite.received("200") and invite.sent("BYE")
 
@@ -316,6 +366,16 @@ def _message(content_type: str, body: bytes, *, call_id: str = "handmade-1", por
             f"Call-ID: {call_id}\r\nCSeq: 1 MESSAGE\r\nMax-Forwards: 70\r\nContent-Type: {content_type}\r\n"
             f"Content-Length: {len(body)}\r\n\r\n")
     return head.encode() + body
+
+
+def _register(port: int, *, cseq: int, authorization: str | None = None) -> bytes:
+    user = DEVICES[0][0]
+    auth = f"Authorization: {authorization}\r\n" if authorization else ""
+    return (f"REGISTER sip:{PLATFORM_ID}@{DOMAIN} SIP/2.0\r\n"
+            f"Via: SIP/2.0/UDP 127.0.0.1:{port};rport;branch=z9hG4bKhand{cseq}\r\n"
+            f"From: <sip:{user}@{DOMAIN}>;tag=hand\r\nTo: <sip:{user}@{DOMAIN}>\r\nCall-ID: hand-register\r\n"
+            f"CSeq: {cseq} REGISTER\r\nContact: <sip:{user}@127.0.0.1:{port}>\r\nMax-Forwards: 70\r\n{auth}"
+            f"Expires: 3600\r\nContent-Length: 0\r\n\r\n").encode()
 
 
 def _response_to(request: bytes, status: int, reason: str) -> bytes:

@@ -23,6 +23,7 @@ import csv
 import io
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -235,6 +236,8 @@ class Sipp:
         self.port = local_port or free_port(transport, local_ip)
         self.remote = f"{remote[0]}:{remote[1]}" if isinstance(remote, tuple) else remote
         keys = {k: str(v) for k, v in DEFAULTS.get(self.name, {}).items()}
+        if self.name == "platform_uas.xml":
+            keys["nonce"] = secrets.token_hex(16)
         keys.update({k: str(v) for k, v in (variables or {}).items()})
         if self.name == "device_uas.xml" and "catalog_dir" not in keys:
             keys.update(write_catalog(self.work / "catalog", [DEVICE_ID[:-1] + str(n) for n in range(1, 4)]))
