@@ -61,6 +61,38 @@ def test_devices_register_with_digest_and_the_platform_verifies_it(tmp_path, tra
     assert {m.transport for m in devices.trace} == {"UDP" if transport == "u1" else "TCP"}
 
 
+def test_many_devices_register_from_one_csv(tmp_path):
+    """One device a CSV line: 200 devices, each its own Call-ID and digest, from one SIPp."""
+    devices = [(f"3402000000132{n:07d}", f"pw{n}") for n in range(200)]
+    with _platform(tmp_path, accounts=devices) as platform:
+        with Sipp("device_register.xml", remote=("127.0.0.1", platform.port), injection_csv=devices,
+                  calls=len(devices), rate=200, timeout=60, work_dir=tmp_path / "dev") as dev:
+            result = dev.wait(90)
+        server = platform.stop()
+    assert result.successful == 200 and result.failed == 0
+    users = {re.search(r'username="([0-9]+)"', m.header("Authorization")).group(1)
+             for m in result.sent("REGISTER") if m.header("Authorization")}
+    assert users == {d for d, _ in devices}
+    assert server.failed == 0
+
+
+def test_harness_reports_sipps_error_and_always_stops_it(tmp_path):
+    broken = tmp_path / "broken.xml"
+    broken.write_text('<?xml version="1.0" encoding="ISO-8859-1" ?>\n<scenario name="broken">\n'
+                      '<send><![CDATA[\n\nMESSAGE sip:[no_such_key]@x SIP/2.0\nContent-Length: 0\n\n]]></send>\n'
+                      "</scenario>\n")
+    with Sipp(broken, remote=("127.0.0.1", free_port()), calls=1, work_dir=tmp_path / "b") as sipp:
+        with pytest.raises(AssertionError, match="Unsupported keyword 'no_such_key'"):
+            sipp.wait(30)
+    assert sipp.result().exit_code == 1 and not sipp.result().stats     # SIPp says 1 for a bad scenario too
+    # a UAS with nothing to do runs until stopped; stop() ends it however it is
+    with Sipp("platform_uas.xml", injection_csv=DEVICES, timeout=120, work_dir=tmp_path / "p") as uas:
+        assert uas.running()
+        with pytest.raises(AssertionError, match="still running"):
+            uas.wait(1)
+    assert not uas.running()
+
+
 def test_a_wrong_password_or_unknown_device_gets_403_and_fails_both_sides(tmp_path):
     accounts = [("34020000001320000001", "secret1")]
     with _platform(tmp_path, accounts=accounts) as platform:

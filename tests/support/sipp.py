@@ -12,7 +12,8 @@ foreground (no -bg) in its own temp dir with -trace_msg, -trace_err and -trace_s
 global variables and -inf an injection CSV (one device a line). The context manager always stops
 SIPp: SIGUSR1 (no new calls, finish the open ones), again (abort them), then SIGKILL.
 
-Exit codes (sipp -h): 0 every call succeeded, 1 at least one failed, 97 exit on internal command
+Exit codes (sipp -h): 0 every call succeeded, 1 at least one failed (also a scenario that does not
+load, e.g. a [key] not given: then there are no stats), 97 exit on internal command
 (or the -timeout passed without -timeout_error and no call succeeded), 99 normal exit without
 calls, 255 (-1) fatal error, which includes -timeout_error firing, 254 (-2) a socket could not be
 bound.
@@ -39,7 +40,7 @@ SIPP = "sipp"
 
 EXIT_MEANING = {
     0: "all calls succeeded",
-    1: "at least one call failed",
+    1: "at least one call failed (or the scenario did not load: no stats, see errors)",
     97: "exit on internal command, or -timeout without a successful call",
     99: "normal exit without calls processed",
     255: "fatal error (-1), e.g. -timeout_error reached or a bad scenario",
