@@ -243,7 +243,8 @@ class OuterSignaling(_Strict):
     keepalive_timeout: float = Field(default=0.0, ge=0.0, le=86_400.0)   # 0: keepalive_missed x interval
     register_expires_min: int = Field(default=limits.SIGNALING_REGISTER_EXPIRES_MIN, ge=1, le=86_400)
     register_expires_max: int = Field(default=3600, ge=1, le=limits.SIGNALING_REGISTER_EXPIRES_MAX)
-    catalog_query: bool = True    # ask each device for its catalog when it registers
+    catalog_query: bool = True    # ask each device for its catalog when it registers...
+    catalog_retry: float = Field(default=limits.SIGNALING_CATALOG_RETRY, ge=0.0, le=3600.0)  # ...again after (0: no)
     device: list[OuterSignalingDevice] = Field(default_factory=list, max_length=limits.SIGNALING_DEVICES_MAX)
 
     _addr = field_validator("listen_udp", "listen_tcp")(lambda v: _host_port(v) if v else v)

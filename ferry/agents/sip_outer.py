@@ -90,6 +90,7 @@ def settings_from(cfg: OuterSignaling, passwords: dict[str, str],
     return Settings(server_id=cfg.server_id, realm=cfg.realm, destination=cfg.destination, passwords=passwords,
                     source=cfg.source, keepalive_timeout=timeout, register_expires_min=cfg.register_expires_min,
                     register_expires_max=cfg.register_expires_max, catalog_query=cfg.catalog_query,
+                    catalog_retry=cfg.catalog_retry,
                     local=local or {})
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from appliance import free_udp_port, read_trail
+from sipp import Sipp, free_port, write_catalog
 from ferry.codecs import sip
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240),
@@ -214,3 +215,29 @@ def test_a_silent_device_goes_offline_and_the_inner_side_hears_of_it(appliance_f
     assert [r["source"]["device_id"] for r in registered] == [UDP_CAM] and registered[0]["seq"] < notices[0]["seq"]
     ids = {r["object_id"] for r in notices}
     a.wait_for(lambda: ids <= {r.get("object_id") for r in read_trail(a.inner_audit)}, 20, "both notices across")
+
+
+def test_a_sipp_device_answers_the_repeated_catalog_query_in_pages(appliance_factory, tmp_path):
+    """A device registers (the SIPp harness's device_register.xml), then serves on the same port
+    (device_uas.xml): ferry's first catalog query went unanswered (nobody listened yet), the one
+    it asks again after catalog_retry gets the catalog in three pages, each crossing."""
+    a, udp, _tcp = appliance(appliance_factory, tmp_path, "catalog_retry = 2.0")
+    a.start()
+    port = free_port("u1")
+    with Sipp("device_register.xml", remote=("127.0.0.1", udp), local_port=port,
+              injection_csv=[(UDP_CAM, "udp-cam-secret")], variables={"server_id": SERVER, "domain": REALM}, calls=1,
+              work_dir=tmp_path / "register") as reg:
+        assert reg.wait(30).successful == 1
+    channels = [f"430900000013100000{n:02d}" for n in range(1, 6)]
+    catalog = write_catalog(tmp_path / "catalog", channels, per_page=2)
+    with Sipp("device_uas.xml", local_port=port, variables={**catalog, "domain": REALM}, timeout=60,
+              work_dir=tmp_path / "uas") as device:
+        pages = a.wait_for(lambda: (p := [r for r in events(a.outer_audit, "object_sent")
+                                         if r["object_type"] == "Response/Catalog"]) and len(p) == 3 and p, 40,
+                           "the three catalog pages sent")
+        result = device.stop()
+    queries = [m for m in result.received("MESSAGE") if b"<Query>" in m.body]
+    assert queries and all(b"<CmdType>Catalog</CmdType>" in q.body for q in queries)
+    assert {r["source"]["device_id"] for r in pages} == {UDP_CAM}
+    ids = {r["object_id"] for r in pages}
+    a.wait_for(lambda: ids <= {r.get("object_id") for r in read_trail(a.inner_audit)}, 20, "the pages across")

@@ -22,7 +22,8 @@ answer is ``wrong_password`` (403). Expires 0 unregisters; a shorter registratio
 ``register_expires_min`` gets 423 with Min-Expires, a longer one is cut to
 ``register_expires_max``. A re-register refreshes; an expired registration or SIGNALING_KEEPALIVE
 missed keepalives mark the device offline. On coming online ferry asks the device for its catalog
-(MESSAGE Query Catalog, its own Call-ID, tag, branch and SN).
+(MESSAGE Query Catalog, its own Call-ID, tag, branch and SN), again after ``catalog_retry``
+seconds while no Response Catalog came (SIGNALING_CATALOG_TRIES queries in all).
 
 MESSAGE (§9.3, §9.5, §9.6): from a configured, registered device (and from the address it
 registered from), with Content-Type Application/MANSCDP+xml (else 415), a body of at most
@@ -48,6 +49,7 @@ processed twice (a MESSAGE crosses once).
 """
 from __future__ import annotations
 
+import heapq
 import secrets
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
@@ -97,6 +99,7 @@ class Settings:
     register_expires_min: int = limits.SIGNALING_REGISTER_EXPIRES_MIN
     register_expires_max: int = 3600
     catalog_query: bool = True
+    catalog_retry: float = limits.SIGNALING_CATALOG_RETRY     # s until an unanswered query is asked again
     local: Mapping[str, tuple[str, int]] | None = None   # transport -> ferry's (host, port) for Via
 
     def __repr__(self) -> str:       # never the passwords
@@ -152,6 +155,8 @@ class OuterSignalingLane:
         self._transactions: OrderedDict[tuple[Any, ...], tuple[bytes, float]] = OrderedDict()
         self._refusals: dict[tuple[Reason, str, str, str], _Refusals] = {}
         self._soonest: float | None = None
+        self._catalog_due: dict[str, tuple[float, int]] = {}     # device -> (when to ask again, tries)
+        self._catalog_heap: list[tuple[float, str]] = []
         self._sn = 0
         self._cseq = 0
         self.counters: Counter[str] = Counter()
@@ -198,11 +203,18 @@ class OuterSignalingLane:
         return work
 
     def next_timer(self) -> float | None:
-        t = self.registry.next_timer()
-        s = self._soonest
-        if s is not None and (t is None or s < t):
-            return s
-        return t
+        times = [t for t in (self.registry.next_timer(), self._soonest, self._next_catalog()) if t is not None]
+        return min(times) if times else None
+
+    def _next_catalog(self) -> float | None:
+        heap = self._catalog_heap
+        while heap:
+            t, did = heap[0]
+            due = self._catalog_due.get(did)
+            if due is not None and due[0] == t:
+                return t
+            heapq.heappop(heap)
+        return None
 
     def handle_timer(self, plan: Plan, now: float, wall: float) -> list[Work]:
         work: list[Work] = []
@@ -210,6 +222,13 @@ class OuterSignalingLane:
             self.counters["offline"] += 1
             work.append(self._device_record("device_offline", d.device_id, d.peer, f"offline: {why}"))
             work += self._presence(d.device_id, d.peer, "OFF", plan, now, wall)
+            self._catalog_due.pop(d.device_id, None)
+        while (t := self._next_catalog()) is not None and t <= now:
+            _, did = heapq.heappop(self._catalog_heap)
+            _, tries = self._catalog_due.pop(did)
+            dev = self.registry.get(did)
+            if dev is not None and dev.online and dev.contact is not None:
+                work += self._query_catalog(did, dev.peer, dev.contact, now, tries + 1)
         work += self._refusals_due(now)
         return work
 
@@ -269,6 +288,7 @@ class OuterSignalingLane:
                                         "(wrong password or username)", now, device_id=device_id)
         if expires == 0:
             was = self.registry.unregister(device_id)
+            self._catalog_due.pop(device_id, None)
             work = [self._respond(req, peer, 200, "OK", now, extra=(("Expires", "0"),))]
             if was:
                 self.counters["unregistered"] += 1
@@ -293,7 +313,7 @@ class OuterSignalingLane:
                                             f"registered for {granted} s from {peer}"))
             work += self._presence(device_id, peer, "ON", plan, now, wall)
             if s.catalog_query:
-                work += self._query_catalog(device_id, peer, contact.uri)
+                work += self._query_catalog(device_id, peer, contact.uri, now)
         return work
 
     def _expires(self, req: SipRequest) -> int:
@@ -370,6 +390,7 @@ class OuterSignalingLane:
             self.registry.keepalive(d, now)
         elif m.root == "Response" and m.cmd_type == "Catalog":
             self.registry.learn_catalog(d, m)
+            self._catalog_due.pop(device_id, None)      # answered: not asked again
         elif m.root == "Response" and m.cmd_type == "DeviceInfo":
             d.info = m.fields
         elif m.root == "Response" and m.cmd_type == "DeviceStatus":
@@ -425,9 +446,15 @@ class OuterSignalingLane:
         self._cross(m, device_id, peer, plan, wall, work, now)
         return work
 
-    def _query_catalog(self, device_id: str, peer: Any, contact: SipUri) -> list[Work]:
-        """MESSAGE Query Catalog to a device that came online: ferry's own Call-ID, tag, branch, SN."""
+    def _query_catalog(self, device_id: str, peer: Any, contact: SipUri, now: float, tries: int = 1) -> list[Work]:
+        """MESSAGE Query Catalog to a device that came online: ferry's own Call-ID, tag, branch, SN.
+        Unanswered (no Response Catalog) after ``catalog_retry`` s, it is asked again, at most
+        SIGNALING_CATALOG_TRIES times in all."""
         s = self.settings
+        if s.catalog_retry > 0 and tries < limits.SIGNALING_CATALOG_TRIES:
+            due = now + s.catalog_retry
+            self._catalog_due[device_id] = (due, tries)
+            heapq.heappush(self._catalog_heap, (due, device_id))
         self._sn = (self._sn + 1) % (1 << 31)
         self._cseq = self._cseq % (1 << 30) + 1
         transport = str(getattr(peer, "transport", "udp"))

@@ -58,7 +58,7 @@ CAM_PEER = Peer("udp", "192.0.2.10", 5060)
 
 def settings(**kw) -> Settings:
     base = dict(server_id=SERVER, realm=REALM, destination="platform", passwords=PASSWORDS,
-                keepalive_timeout=180.0, register_expires_min=60, register_expires_max=3600,
+                keepalive_timeout=180.0, register_expires_min=60, register_expires_max=3600, catalog_retry=0.0,
                 local={"udp": ("192.0.2.1", 5060), "tcp": ("192.0.2.1", 5060)})
     base.update(kw)
     return Settings(**base)
@@ -454,3 +454,23 @@ def test_objects_parse_as_canonical_objects():
     [obj] = [s.obj for s in seals(ln.on_message(cam.keepalive(), CAM_PEER, PLAN, 110.0, WALL))]
     again = ferry_pb2.CanonicalObject.FromString(obj.SerializeToString())
     assert again == obj and PLAN.decide(again).allowed
+
+
+def test_an_unanswered_catalog_query_is_asked_again_at_most_three_times():
+    ln, cam = lane(catalog_retry=10.0), Device(CAM, "cam-secret")
+    work = register(ln, cam, now=100.0)
+    first = requests(work)
+    assert len(first) == 1
+    assert ln.next_timer() == pytest.approx(110.0)
+    again = requests(ln.handle_timer(PLAN, 110.0, WALL))
+    assert len(again) == 1 and again[0].call_id != first[0].call_id
+    assert manscdp.parse(again[0].body).sn != manscdp.parse(first[0].body).sn
+    third = requests(ln.handle_timer(PLAN, 120.0, WALL))
+    assert len(third) == 1 and ln.next_timer() == pytest.approx(100.0 + 180.0)   # no fourth: the keepalive deadline
+    assert not requests(ln.handle_timer(PLAN, 130.0, WALL))
+    # answered at once: not asked again
+    ln2 = lane(catalog_retry=10.0)
+    [query] = requests(register(ln2, cam, now=100.0))
+    sn = manscdp.parse(query.body).sn
+    ln2.on_message(cam.message(Manscdp("Response", "Catalog", sn, CAM, sum_num=0)), CAM_PEER, PLAN, 101.0, WALL)
+    assert not requests(ln2.handle_timer(PLAN, 110.0, WALL)) and ln2.registry.get(CAM).catalog_complete
