@@ -150,6 +150,8 @@ class SipOuter:
     async def stop(self) -> None:
         self.timer.cancel()
         self.carry(self.lane.flush(time.monotonic()), time.time())
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
         self._flush()
         await self.endpoint.stop()
 
