@@ -109,6 +109,11 @@ class Reason(StrEnum):
     POLICY_NOT_STORED = "policy_not_stored"
     RESEND_CHANGED = "resend_changed"
     RESEND_TOO_LATE = "resend_too_late"
+    # --- the reverse lane (ferry.lanes.reverse; issue 13 "reverse") -------------------------------
+    BAD_REQUEST = "bad_request"
+    UNKNOWN_DEVICE = "unknown_device"
+    UNSERVED = "unserved"
+    HANDLER_FAILED = "handler_failed"
 
 
 _ALL = list(Reason)
@@ -212,4 +217,9 @@ MEANING: dict[Reason, str] = {
     Reason.POLICY_NOT_STORED: "policy bundle not applied: it could not be stored in the agent's state directory",
     Reason.RESEND_CHANGED: "kept file to re-send after an outer restart changed or vanished",
     Reason.RESEND_TOO_LATE: "kept file too old to re-send after an outer restart (outside the replay window)",
+    Reason.BAD_REQUEST: ("reverse request outside its closed schema: unknown request, device ID not 20 digits, "
+                         "operator name, unknown or malformed parameter"),
+    Reason.UNKNOWN_DEVICE: "reverse request for a device that no devices source of the policy names",
+    Reason.UNSERVED: "reverse request allowed, but no handler serves that request on the outer agent",
+    Reason.HANDLER_FAILED: "reverse request allowed, its handler on the outer agent failed (logged)",
 }
