@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -52,6 +53,10 @@ class ReverseSender:
         key = load_private_key(Path(cfg.key))
         peer = load_public_key(Path(cfg.peer_public))
         self.cfg, self.plan, self._audit, self.audit_down = cfg, plan, audit, audit_down
+        # Start on a whole second, as the outer agent does: the first key epoch (int(wall)) and the
+        # requests' run id are then above those of any earlier run, however soon it restarted (the
+        # outer agent refuses an epoch it knows with another key, and an object ID it took).
+        time.sleep(max(0.0, math.floor(time.time()) + 1 - time.time()))
         now, wall = time.monotonic(), time.time()
         self.sender = LinkSender(outer_key=key, inner_public=peer, policy_hash=plan().hash, name=name,
                                  now=now, wall=wall, k=cfg.fec_k, m=cfg.fec_m, key_lifetime=cfg.key_lifetime,

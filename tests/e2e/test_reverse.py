@@ -215,3 +215,26 @@ def test_files_keep_crossing_whatever_the_reverse_link(appliance_factory, tmp_pa
     a.stop()
     report = reconcile(read_trail(a.outer_audit), read_trail(a.inner_audit))
     assert report.ok and len(report.delivered) == len(names)
+
+
+def test_requests_cross_again_after_either_agent_is_killed(appliance_factory, tmp_path):
+    a = _appliance(appliance_factory, tmp_path)
+    add_reverse(a)
+    a.start()
+
+    def crosses(n: int) -> None:
+        assert ask(a, "start_stream", CAMERA, f"op{n}").returncode == 0
+        a.wait_for(lambda: len(_requests(read_trail(a.outer_audit), "request_received")) == n, 60,
+                   f"request {n} on the outer agent")
+
+    crosses(1)
+    a.kill("inner")                     # kill -9: the reverse sender starts again with a new epoch
+    a.start_role("inner")
+    crosses(2)
+    a.kill("outer")                     # kill -9: the reverse receiver starts again with no state
+    a.start_role("outer")
+    crosses(3)
+    a.drop("after.pdf", PDF)
+    a.wait_for(lambda: a.outcomes().get("after.pdf") == "delivered", 60, "a file after the restarts")
+    ids = [r["object_id"] for r in _requests(read_trail(a.outer_audit), "request_received")]
+    assert len(set(ids)) == 3

@@ -51,7 +51,8 @@ destinations:
     return folder
 
 
-def add_reverse(a: Appliance, *, peer_port: int | None = None) -> int:
+def add_reverse(a: Appliance, *, peer_port: int | None = None, outer_host: str = "127.0.0.1",
+                inner_host: str = "127.0.0.1") -> int:
     """Reverse keys and [reverse] sections on both agents; the outer listens on a new port, the
     inner sends to ``peer_port`` (default: that port). Returns the outer's listening port."""
     init_keys(a.work / "keys", ("inner-reverse", "outer-reverse"))
@@ -59,16 +60,16 @@ def add_reverse(a: Appliance, *, peer_port: int | None = None) -> int:
     a.reverse_port = port
     a.append_config("outer", f"""
 [reverse]
-listen_host = "127.0.0.1"
+listen_host = "{outer_host}"
 listen_port = {port}
 key = "keys/outer-reverse.key"
 peer_public = "keys/inner-reverse.pub"
 """)
     a.append_config("inner", f"""
 [reverse]
-peer_host = "127.0.0.1"
+peer_host = "{outer_host}"
 peer_port = {peer_port or port}
-bind_host = "127.0.0.1"
+bind_host = "{inner_host}"
 key = "keys/inner-reverse.key"
 peer_public = "keys/outer-reverse.pub"
 destination = "outer-platform"
