@@ -5,8 +5,8 @@ inner host (issue 13: "on the links, only sealed datagrams in each ferry's own d
 
 Each host lets out on its link interface only its own ferry (the outer host the forward one, the
 inner host the reverse one); the link namespace forwards the forward ferry's port outer -> inner and
-the reverse ferry's port inner -> outer, and counts everything else in each direction (dropped). Cut, the reverse direction
-is dropped whole: files keep crossing, and the trails reconcile.
+the reverse ferry's port inner -> outer, and counts everything else in each direction (dropped).
+Cut, the reverse direction is dropped whole: files keep crossing, and the trails reconcile.
 """
 from __future__ import annotations
 
@@ -34,9 +34,11 @@ table inet ferry {
   counter reverse_other { }
   chain forward {
     type filter hook forward priority 0; policy drop;
-    iifname "l-o" oifname "l-i" ip saddr %(outer)s ip daddr %(inner)s udp dport %(port)d counter name forward_ferry accept
+    iifname "l-o" oifname "l-i" ip saddr %(outer)s ip daddr %(inner)s udp dport %(port)d \
+      counter name forward_ferry accept
     iifname "l-o" counter name forward_other drop
-    iifname "l-i" oifname "l-o" ip saddr %(inner)s ip daddr %(outer)s udp dport %(rport)d counter name reverse_ferry %(verdict)s
+    iifname "l-i" oifname "l-o" ip saddr %(inner)s ip daddr %(outer)s udp dport %(rport)d \
+      counter name reverse_ferry %(verdict)s
     iifname "l-i" counter name reverse_other drop
   }
 }
