@@ -3,6 +3,8 @@ ferry from the inner agent to the outer, ``ferry ask`` and the management Ask RP
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import time
 
 import pytest
@@ -60,6 +62,10 @@ def test_ask_start_stream_is_audited_on_both_sides(appliance_factory, tmp_path):
     assert lanes["reverse"].counters["received"] == 1
     a.wait_for(lambda: ManagementClient(a.outer_socket).get_status().lanes["reverse"].counters["link_up"] == 1,
                20, "reverse link up on the outer agent")
+    # the outer agent sends no reverse requests: asking it is a usage error, not a refusal
+    r = subprocess.run([sys.executable, "-m", "ferry", "ask", "start_stream", CAMERA, "--operator", "alice",
+                        "--socket", str(a.outer_socket)], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "sends no reverse requests" in r.stderr, r.stderr
     a.stop()
     for d in (a.outer_audit, a.inner_audit):
         v = verify_dir(d)
