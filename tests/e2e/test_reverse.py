@@ -2,6 +2,7 @@
 ferry from the inner agent to the outer, ``ferry ask`` and the management Ask RPC."""
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import time
 
 import pytest
 
+import gb28181
 from appliance import free_udp_port, read_trail
 from ferry.audit import reconcile, verify_dir
 from ferry.crypto.keys import load_private_key, load_public_key
@@ -244,3 +246,39 @@ def test_requests_cross_again_after_either_agent_is_killed(appliance_factory, tm
     a.wait_for(lambda: a.outcomes().get("after.pdf") == "delivered", 60, "a file after the restarts")
     ids = [r["object_id"] for r in _requests(read_trail(a.outer_audit), "request_received")]
     assert len(set(ids)) == 3
+
+
+@pytest.mark.skipif(not shutil.which("ffmpeg"), reason="ffmpeg not installed (the test camera's source)")
+def test_video_keeps_crossing_with_the_reverse_link_dead(appliance_factory, tmp_path):
+    """Item 4, video: a camera's stream crosses whole while the reverse ferry sends into a dead port."""
+    a = _appliance(appliance_factory, tmp_path)
+    add_reverse(a, peer_port=free_udp_port())
+    port = free_udp_port()
+    a.append_config("outer", f"""
+[[video]]
+name = "cam1"
+transport = "udp"
+listen = "127.0.0.1:{port}"
+device_id = "{CAMERA}"
+destination = "police-vms"
+""")
+    a.append_config("inner", f"""
+[[video_output]]
+destination = "police-vms"
+transport = "file"
+path = "{a.work / 'recordings' / '{stream}.ps'}"
+""")
+    src = gb28181.make_source(None, "h264", seconds=4)
+    camera = gb28181.Camera(gb28181.ps_packets(src, "h264", ssrc=0x0BEBC201), ("127.0.0.1", port),
+                            transport="udp", realtime=4.0)
+    a.start()
+    assert ask(a, "start_stream", CAMERA, "alice").returncode == 0     # into the dead port
+    camera.start()
+    camera.join(60)
+    a.wait_for(lambda: [r for r in read_trail(a.outer_audit) if r["event"] == "stream_ended"], 30, "outer end")
+    a.stop()                                         # ends the inner stream too
+    outer = [r for r in read_trail(a.outer_audit) if r["event"] == "stream_ended"][0]["detail"]
+    inner = [r for r in read_trail(a.inner_audit) if r["event"] == "stream_ended"][0]["detail"]
+    assert outer["pictures_out"] == inner["pictures_out"] == 100, (outer, inner)
+    report = reconcile(read_trail(a.outer_audit), read_trail(a.inner_audit))
+    assert report.ok
