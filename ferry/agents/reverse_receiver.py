@@ -87,8 +87,13 @@ class ReverseReceiver:
         now = time.monotonic()
         self.strict = os.environ.get("FERRY_STRICT") == "1"
         self.receiver = LinkReceiver(inner_key=key, outer_public=peer, now=now, strict=self.strict)
-        self.sock = LinkReceiveSocket((cfg.listen_host, cfg.listen_port), interface=cfg.interface,
-                                      rcvbuf=cfg.rcvbuf)
+        try:
+            self.sock = LinkReceiveSocket((cfg.listen_host, cfg.listen_port), interface=cfg.interface,
+                                          rcvbuf=cfg.rcvbuf)
+        except OSError as e:
+            raise ConfigError(f"[reverse] listen_host/listen_port {cfg.listen_host}:{cfg.listen_port}"
+                              f"{' interface ' + cfg.interface if cfg.interface else ''}: cannot listen: "
+                              f"{e.strerror or e}") from None
         if not self.sock.check_receive_only():
             raise RuntimeError("the reverse link socket is not receive-only; refusing to run")
         self.events = InnerDispatch(_NoVideo(), files_output=False)

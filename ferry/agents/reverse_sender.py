@@ -21,7 +21,7 @@ from typing import Any
 from ferry.agents.link_io import LinkSendSocket
 from ferry.agents.outer import LinkPump, SendView
 from ferry.agents.reverse_receiver import check_key_mode
-from ferry.config import InnerReverse
+from ferry.config import ConfigError, InnerReverse
 from ferry.crypto.keys import load_private_key, load_public_key
 from ferry.lanes.reverse import InnerReverseLane
 from ferry.lanes.work import AuditIntent, ObjectIds, SealObject
@@ -61,8 +61,13 @@ class ReverseSender:
         self.sender = LinkSender(outer_key=key, inner_public=peer, policy_hash=plan().hash, name=name,
                                  now=now, wall=wall, k=cfg.fec_k, m=cfg.fec_m, key_lifetime=cfg.key_lifetime,
                                  seal=False, track_sent=True)
-        self.sock = LinkSendSocket((cfg.peer_host, cfg.peer_port), bind_host=cfg.bind_host,
-                                   interface=cfg.interface, sndbuf=1 << 20)
+        try:
+            self.sock = LinkSendSocket((cfg.peer_host, cfg.peer_port), bind_host=cfg.bind_host,
+                                       interface=cfg.interface, sndbuf=1 << 20)
+        except OSError as e:
+            raise ConfigError(f"[reverse] bind_host {cfg.bind_host}"
+                              f"{' interface ' + cfg.interface if cfg.interface else ''}: cannot bind: "
+                              f"{e.strerror or e}") from None
         self.peer = f"{cfg.peer_host}:{cfg.peer_port}"
         self.pump = LinkPump(self.sender, self.sock, cfg.rate_mbps * 1e6 / 8, now, self.sender_events,
                              SendView(self.peer, wall))

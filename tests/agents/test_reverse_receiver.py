@@ -70,3 +70,9 @@ def test_a_reverse_key_others_may_read_stops_the_start(made, tmp_path):
     (tmp_path / "keys" / "outer-reverse.key").chmod(0o644)
     with pytest.raises(ConfigError, match=r"\[reverse\] key.*chmod 600"):
         ReverseReceiver(cfg, lambda: None, print)     # type: ignore[arg-type,return-value]
+
+
+def test_a_port_in_use_names_the_key(made):
+    r, _, cfg = made
+    with pytest.raises(ConfigError, match=r"\[reverse\] listen_host/listen_port 127\.0\.0\.1:\d+: cannot listen"):
+        ReverseReceiver(cfg, lambda: None, print)     # type: ignore[arg-type,return-value]
