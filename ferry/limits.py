@@ -254,3 +254,15 @@ SIP_TCP_READ = 65536           # bytes read from a SIP TCP connection at once
 SIP_TCP_IDLE = 300.0           # seconds a SIP TCP connection may stay silent before it is closed
 SIP_TCP_OUTPUT_MAX = 1 << 20   # bytes queued for one SIP TCP connection, at most
 SIP_TCP_CONNECT_TIMEOUT = 5.0  # seconds to open a SIP TCP connection
+# --- reverse lane (ferry.lanes.reverse, ferry.agents.reverse_*; issue 13 "reverse") -----------
+REVERSE_OPERATOR_RATE = 1.0    # requests per second per operator (a reverse rule's `rate` overrides) ...
+REVERSE_OPERATOR_BURST = 10    # ... and the bucket's depth
+REVERSE_DEVICE_RATE = 1.0      # requests per second per device (a reverse rule's `rate` overrides) ...
+REVERSE_DEVICE_BURST = 10      # ... and the bucket's depth
+REVERSE_RATE_STATE_MAX = 4096  # operator and device buckets kept per side (LRU: a forgotten one starts full)
+REVERSE_PARAMS_MAX = 4         # parameters of one request
+REVERSE_PARAM_VALUE_MAX = 64   # characters of one parameter value
+REVERSE_OPERATOR_MAX = 64      # characters of an operator name
+REVERSE_OBJECT_MAX = 4096      # bytes of a reverse canonical object the outer agent takes
+REVERSE_SEEN_MAX = 65536       # outer: request object IDs remembered (a replayed one is refused)
+REVERSE_RATE_MBPS = 1.0        # default pace of the reverse link (requests are small)

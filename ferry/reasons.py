@@ -112,6 +112,11 @@ class Reason(StrEnum):
     # --- SIP signaling (issue 13, part "sip": ferry.codecs.sip, sip_digest, sdp) ---------------
     MALFORMED_SIP = "malformed_sip"
     SIP_AUTH_FAILED = "sip_auth_failed"
+    # --- the reverse lane (ferry.lanes.reverse; issue 13 "reverse") -------------------------------
+    BAD_REQUEST = "bad_request"
+    UNKNOWN_DEVICE = "unknown_device"
+    UNSERVED = "unserved"
+    HANDLER_FAILED = "handler_failed"
 
 
 _ALL = list(Reason)
@@ -218,4 +223,9 @@ MEANING: dict[Reason, str] = {
     Reason.MALFORMED_SIP: ("SIP message, SDP body or digest header that does not parse or breaks a limit "
                            "(RFC 3261 grammar, sizes in ferry/limits.py)"),
     Reason.SIP_AUTH_FAILED: "SIP request whose digest credentials do not verify (password, realm, nonce, qop)",
+    Reason.BAD_REQUEST: ("reverse request outside its closed schema: unknown request, device ID not 20 digits, "
+                         "operator name, unknown or malformed parameter"),
+    Reason.UNKNOWN_DEVICE: "reverse request for a device that no devices source of the policy names",
+    Reason.UNSERVED: "reverse request allowed, but no handler serves that request on the outer agent",
+    Reason.HANDLER_FAILED: "reverse request allowed, its handler on the outer agent failed (logged)",
 }

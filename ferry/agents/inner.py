@@ -31,6 +31,7 @@ from ferry.agents.forwarder import start_forwarder
 from ferry.agents.inner_state import InnerState, trail_records
 from ferry.agents.link_io import LinkReceiveSocket
 from ferry.agents.policy_host import PolicyHost
+from ferry.agents.reverse_sender import ReverseSender
 from ferry.agents.spool import discard, free_name, leftovers, publish, read_whole_file, write_temporary
 from ferry.agents.video_emit import VideoEmitter
 from ferry.config import InnerConfig
@@ -41,6 +42,7 @@ from ferry.lanes.files import WriteFile
 from ferry.lanes.inner import InnerDispatch
 from ferry.lanes.work import AuditIntent
 from ferry.mgmt.host import LinkView
+from ferry.pb import mgmt_pb2
 from ferry.policy import Plan
 from ferry.reasons import Reason
 from ferry.wire import LinkReceiver
@@ -111,6 +113,9 @@ class InnerAgent(PolicyHost):
                 raise RuntimeError(f"FERRY_TEST_CRASH_AT={self.crash_at!r}: not one of {', '.join(CRASH_STEPS)}")
             log.warning("test hook: this agent exits at step %s of its first file delivery", self.crash_at)
         self.recoveries = self.find_leftovers()   # before this run writes any record
+        # the reverse ferry's sender ([reverse], issue 13): requests to the outer agent, never needed by the lanes
+        self.reverse = ReverseSender(cfg.reverse, f"{self.name}-reverse", lambda: self.id.plan,
+                                     self.records.append, lambda: self.audit_down) if cfg.reverse else None
 
     # -- state across restarts (inner_state.py) ----------------------------------------
     def resume(self, now: float, wall: float) -> bool:
@@ -358,7 +363,18 @@ class InnerAgent(PolicyHost):
     def policy_swapped(self, old: Plan, new: Plan, wall: float) -> None:
         self.stats["policy_reloads"] += 1
         self.dispatch.policy_swapped(old.hash, time.monotonic())
+        if self.reverse is not None:
+            self.reverse.policy_swapped(new)
         self.wake.set()
+
+    def ask(self, r: mgmt_pb2.AskRequest) -> mgmt_pb2.AskReply | None:
+        """The management Ask RPC: a reverse request (None: this agent has no [reverse] section)."""
+        if self.reverse is None:
+            return None
+        o = self.reverse.ask(r.request, r.device_id, dict(r.params), r.operator, address=r.address,
+                             destination=r.destination)
+        return mgmt_pb2.AskReply(accepted=o.accepted, reason=o.reason, code=o.code, object_id=o.object_id,
+                                 rule=o.rule)
 
     def audit_available(self) -> bool:
         return not self.audit_down
@@ -392,6 +408,8 @@ class InnerAgent(PolicyHost):
         lanes = {k: dict(v) for k, v in self.lanes.items()}
         if self.cfg.video_output or self.video.stats["video_streams"]:
             lanes["video"] = self.video.lane_counters()
+        if self.reverse is not None:
+            lanes["reverse"] = {**self.reverse.counters(), "link_up": int(self.reverse.link_view().state == "up")}
         return lanes
 
     # -- I/O ---------------------------------------------------------------------------
@@ -469,7 +487,11 @@ class InnerAgent(PolicyHost):
         signer = asyncio.create_task(sign_quiet_tail(self.id.audit, stop))
         start_forwarder(self.cfg.audit.forward, self.id.audit.path, self.cfg.agent.state_dir, self.audit, stop)
         await self.video.start(stop)
+        reverse = asyncio.create_task(self.reverse.run(stop)) if self.reverse is not None else None
         await stop.wait()
+        if reverse is not None and self.reverse is not None:
+            await asyncio.gather(reverse, return_exceptions=True)
+            await self.reverse.close()
         self.wake.set()
         await self.management.stop()
         loop.remove_reader(self.sock.sock.fileno())
