@@ -238,3 +238,14 @@ SIG_REGISTER_RETRY_MIN = 2.0   # s: re-register after a failure, first wait ...
 SIG_REGISTER_RETRY_MAX = 60.0  # ... doubling up to this
 SIG_REFRESH_SHARE = 0.5        # refresh a registration when this share of its expiry has passed
 SIG_PENDING_MAX = 4096         # requests to the platform in flight (catalog pages, alarms), at most
+# --- MANSCDP XML bodies, GB/T 28181 Annex A (ferry.codecs.manscdp; issue 13, part "manscdp") ---
+MANSCDP_BODY_MAX = 256 << 10   # bytes of one MANSCDP body the parser reads at all (a policy may allow fewer)
+MANSCDP_DEPTH_MAX = 8          # element nesting (Response/DeviceList/Item/Info/PTZType is 5)
+MANSCDP_ELEMENTS_MAX = 8192    # elements in one body
+MANSCDP_ATTRIBUTES_MAX = 4     # attributes of one element
+MANSCDP_TEXT_MAX = 4096        # characters of one element's text (all its chunks and CDATA together)
+MANSCDP_FREE_TEXT_MAX = 256    # characters of a free-text value (Name, Address, AlarmDescription ...)
+MANSCDP_ITEMS_MAX = 1024       # Items in one DeviceList / Alarmstatus
+MANSCDP_REPEAT_MAX = 256       # repetitions of one repeatable element (Keepalive Info/DeviceID ...)
+MANSCDP_DROPPED_MAX = 32       # names of dropped elements a message keeps (then "...")
+MANSCDP_DROPPED_NAME_MAX = 120  # characters of one such name (a path)
