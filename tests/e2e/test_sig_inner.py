@@ -13,6 +13,7 @@ test_clock_skew.py does the same for files); the whole cascade, with SIPp device
 from __future__ import annotations
 
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -92,8 +93,11 @@ def sipps():
 def platform(work: Path, sipps: list, port: int, password: str = PASSWORD) -> Sipp:
     accounts = work / "accounts.csv"
     accounts.write_text(f"SEQUENTIAL\n{LOCAL_ID};{password}\n")
-    s = Sipp(work, "platform", "platform_uas.xml", port, "-inf", str(accounts), "-infindex", str(accounts), "0",
-             keys={"domain": DOMAIN})
+    # the scenario looks accounts up as "accounts.csv": the same name, relative to SIPp's folder
+    s = Sipp(work, "platform", "platform_uas.xml", port, "-inf", "accounts.csv", "-infindex", "accounts.csv", "0",
+             keys={"domain": DOMAIN, "nonce": secrets.token_hex(8)})
+    time.sleep(0.3)
+    assert s.proc.poll() is None, s.out.read_text(errors="replace")
     sipps.append(s)
     return s
 
@@ -180,12 +184,33 @@ def inner_cam(i: int) -> str:
     return f"4301000000132{i:07d}"
 
 
+def received_pages(log: str) -> list[dict]:
+    """The Response Catalog MESSAGEs in a SIPp message log (-trace_msg), parsed by ferry's codecs."""
+    from ferry.codecs.sip import SipRequest, parse_message
+    out = []
+    for block in log.split("UDP message received")[1:]:
+        raw = block.split(":\n\n", 1)[1].split("\n-----------------------------------------------")[0]
+        raw = raw.rstrip("\n").replace("\n", "\r\n")
+        head, _, body = raw.partition("\r\n\r\n")
+        body = body.rstrip("\r\n") + "\r\n"
+        head = re.sub(r"Content-Length: *\d+", f"Content-Length: {len(body.encode('gb18030'))}", head)
+        msg = parse_message((head + "\r\n\r\n").encode() + body.encode("gb18030"))
+        if not isinstance(msg, SipRequest) or b"<Response>" not in msg.body:
+            continue
+        m = manscdp.parse(msg.body)
+        if m.cmd_type == "Catalog":
+            num = int(re.search(rb'<DeviceList Num="(\d+)">', msg.body).group(1)) if m.items else 0
+            out.append({"sum_num": m.sum_num, "num": num, "sn": m.sn, "device_id": m.device_id,
+                        "call_id": msg.call_id, "items": [it.device_id for it in m.items]})
+    return out
+
+
 def events(a, name: str) -> list[dict]:
     return [r for r in read_trail(a.inner_audit) if r["event"] == name]
 
 
 def test_registers_with_digest_keeps_alive_and_serves_the_crossed_catalog(appliance_factory, sipps, tmp_path):
-    need_sipp("platform_uas.xml", "platform_uac_catalog.xml", "platform_catalog_ooc.xml")
+    need_sipp("platform_uas.xml")
     pport = free_udp_port()
     a, local_port = appliance_with_signaling(appliance_factory, tmp_path, pport)
     pf = platform(a.work, sipps, pport)
@@ -214,21 +239,19 @@ def test_registers_with_digest_keeps_alive_and_serves_the_crossed_catalog(applia
     log = pf.messages()
     assert "<DeviceID>43010000002000000001</DeviceID>" in log and NVR not in log
 
-    # the platform queries ferry's catalog: 25 items in pages of 10, checked by SIPp
-    uac = Sipp(a.work, "catalog", "platform_uac_catalog.xml", free_udp_port(), "-m", "1", "-oocsf",
-               str(SCENARIOS / "platform_catalog_ooc.xml"), "-timeout", "30s", "-timeout_error",
+    # the platform queries ferry's catalog: 25 items in pages of 10, each a new MESSAGE answered 200
+    uac = Sipp(a.work, "catalog", "sig-inner_catalog_query.xml", free_udp_port(), "-m", "1", "-d", "4000",
+               "-oocsf", str(SCENARIOS / "sig-inner_catalog_pages_ooc.xml"), "-timeout", "30s", "-timeout_error",
                remote=f"127.0.0.1:{local_port}",
-               keys={"platform_id": PLATFORM_ID, "domain": DOMAIN, "target_id": LOCAL_ID, "sn": "4711",
-                     "wait_ms": "10000"})
+               keys={"platform_id": PLATFORM_ID, "domain": DOMAIN, "target_id": LOCAL_ID, "sn": "4711"})
     sipps.append(uac)
     assert uac.wait(60) == 0, uac.out.read_text(errors="replace")[-2000:]
-    pages = uac.messages()
-    assert pages.count("<SumNum>25</SumNum>") == 3
-    assert pages.count('<DeviceList Num="10">') == 2 and pages.count('<DeviceList Num="5">') == 1
-    for i in range(1, 26):
-        assert f"<DeviceID>{inner_cam(i)}</DeviceID>" in pages
-        assert outer_cam(i) not in pages
-    assert "SN>31<" not in pages and "SN>4711<" in pages
+    pages = received_pages(uac.messages())
+    assert [p["num"] for p in pages] == [10, 10, 5]
+    assert all(p["sum_num"] == 25 and p["sn"] == 4711 and p["device_id"] == LOCAL_ID for p in pages)
+    assert len({p["call_id"] for p in pages}) == 3                 # every page its own MESSAGE
+    assert [d for p in pages for d in p["items"]] == [inner_cam(i) for i in range(1, 26)]
+    assert all(outer_cam(i) not in uac.messages() for i in range(1, 26))
 
     # ferry's status shows the registration and the devices known
     a.stop()

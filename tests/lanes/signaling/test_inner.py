@@ -254,7 +254,14 @@ def test_catalog_is_paged_with_sumnum_and_num(n, page, pages):
     work = query(ln)
     out = sent(work)
     assert isinstance(out[0], SipResponse) and out[0].status == 200 and out[0].call_id == "platform-call-1"
+    assert len(out) == 2                       # one page in flight at a time ...
     msgs = out[1:]
+    while True:                                # ... the next on the 200 of the one before
+        nxt = sent(ln.on_sip(answer(msgs[-1], 200, "OK"), PLATFORM, 2.0, 1e9))
+        if not nxt:
+            break
+        assert len(nxt) == 1
+        msgs += nxt
     assert len(msgs) == pages
     seen = []
     for m in msgs:
@@ -268,12 +275,22 @@ def test_catalog_is_paged_with_sumnum_and_num(n, page, pages):
     # every page a new MESSAGE, each expecting its own 200
     assert len({m.call_id for m in msgs}) == pages
     assert len({m.via[0].branch for m in msgs}) == pages
-    def waiting() -> int:
-        return sum(1 for tx in ln.txs.values() if tx.kind == "catalog response")
-    assert waiting() == pages
-    for m in msgs:
-        ln.on_sip(answer(m, 200, "OK"), PLATFORM, 2.0, 1e9)
-    assert waiting() == 0
+    assert not any(tx.kind == "catalog response" for tx in ln.txs.values()) and not ln.pages
+
+
+def test_an_unanswered_page_is_retransmitted_then_recorded_lost_and_the_next_goes():
+    ln = lane(catalog_page_size=1)
+    register(ln)
+    ln.deliver(signaling_object(catalog(2)), ALLOW, 0.5, 1e9)
+    first = sent(query(ln, now=1.0))[1]
+    again = [m for m in sent(ln.handle_timer(1.0 + limits.SIG_T1, 1e9)) if m.method == "MESSAGE"
+             and m.call_id == first.call_id]
+    assert again and again[0].via[0].branch == first.via[0].branch          # a retransmission, same transaction
+    work = ln.handle_timer(1.0 + limits.SIG_TRANSACTION_TIMEOUT, 1e9)
+    lost = audits(work, "platform_message_lost")
+    assert lost and lost[0]["code"] == "platform_unavailable" and lost[0]["detail"]["page"] == 1
+    nxt = [m for m in sent(work) if m.method == "MESSAGE" and b"Catalog" in m.body]
+    assert len(nxt) == 1 and manscdp.parse(nxt[0].body).items[0].device_id == "43010000001320000002"
 
 
 def test_protocol_break_fresh_headers_and_no_outer_value_in_the_output():
