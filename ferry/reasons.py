@@ -115,6 +115,9 @@ class Reason(StrEnum):
     PLATFORM_UNAVAILABLE = "platform_unavailable"
     PLATFORM_REFUSED = "platform_refused"
     PLATFORM_REQUEST_REFUSED = "platform_request_refused"
+    # --- SIP signaling (issue 13, part "sip": ferry.codecs.sip, sip_digest, sdp) ---------------
+    MALFORMED_SIP = "malformed_sip"
+    SIP_AUTH_FAILED = "sip_auth_failed"
 
 
 _ALL = list(Reason)
@@ -223,4 +226,7 @@ MEANING: dict[Reason, str] = {
     Reason.PLATFORM_UNAVAILABLE: "message for the inner GB/T 28181 platform not delivered: ferry not registered, or the platform did not answer",
     Reason.PLATFORM_REFUSED: "the inner GB/T 28181 platform refused ferry's registration (403, wrong password) or a message",
     Reason.PLATFORM_REQUEST_REFUSED: "SIP request on ferry's inner SIP endpoint refused: not from the configured platform, malformed, or a query ferry cannot answer",
+    Reason.MALFORMED_SIP: ("SIP message, SDP body or digest header that does not parse or breaks a limit "
+                           "(RFC 3261 grammar, sizes in ferry/limits.py)"),
+    Reason.SIP_AUTH_FAILED: "SIP request whose digest credentials do not verify (password, realm, nonce, qop)",
 }
