@@ -18,6 +18,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -26,6 +27,7 @@ import pytest
 from appliance import ROOT, free_udp_port, read_trail
 from ferry.codecs import manscdp
 from ferry.codecs.manscdp import Item, Manscdp
+from ferry.codecs.sip import SipRequest, parse_message
 from ferry.crypto.keys import load_private_key, load_public_key
 from ferry.pb import ferry_pb2
 from ferry.policy import load_plan
@@ -155,8 +157,9 @@ def seal(a, objects: list[ferry_pb2.CanonicalObject]) -> None:
     keys = a.work / "keys"
     plan = load_plan(a.work / "policy")
     now = time.time()
-    sender = LinkSender(outer_key=load_private_key(keys / "outer.key"), inner_public=load_public_key(keys / "inner.pub"),
-                        policy_hash=plan.hash, name="test", now=now + 5)
+    sender = LinkSender(outer_key=load_private_key(keys / "outer.key"),
+                        inner_public=load_public_key(keys / "inner.pub"), policy_hash=plan.hash, name="test",
+                        now=now + 5)
     for obj in objects:
         sender.submit(obj.object_id, obj.SerializeToString(), now + 5)
     sender.flush(now + 5)
@@ -186,7 +189,6 @@ def inner_cam(i: int) -> str:
 
 def received_pages(log: str) -> list[dict]:
     """The Response Catalog MESSAGEs in a SIPp message log (-trace_msg), parsed by ferry's codecs."""
-    from ferry.codecs.sip import SipRequest, parse_message
     out = []
     for block in log.split("UDP message received")[1:]:
         raw = block.split(":\n\n", 1)[1].split("\n-----------------------------------------------")[0]
@@ -279,7 +281,6 @@ def test_a_wrong_password_is_refused_by_the_platform_and_stops_registering(appli
 def test_password_file_readable_by_others_refuses_to_start(appliance_factory, tmp_path):
     a, _ = appliance_with_signaling(appliance_factory, tmp_path, free_udp_port())
     (a.work / "keys" / "sip.password").chmod(0o644)
-    import sys
     r = subprocess.run([sys.executable, "-m", "ferry", "inner", "--config", str(a.work / "inner.toml")],
                        cwd=a.work, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2

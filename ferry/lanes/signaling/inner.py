@@ -355,10 +355,10 @@ class InnerSignalingLane:
                 return self._register_failed("challenged again after answering", Reason.PLATFORM_REFUSED, now, wall)
             self.nc = 0
             self.challenge = challenge
-            out = self._register(now, wall, refresh=True, expires=tx.context["expires"], answer=challenge)
+            again = self._register(now, wall, refresh=True, expires=tx.context["expires"], answer=challenge)
             if self.reg_branch is not None:
                 self.txs[self.reg_branch].context["retried"] = tx.context["answered"]
-            return out
+            return again
         if status == 403:
             return self._register_failed(f"403 {msg.reason}", Reason.PLATFORM_REFUSED, now, wall, stop=True)
         if status >= 300:
@@ -416,12 +416,13 @@ class InnerSignalingLane:
         except (SipError, ManscdpError) as err:
             # a value the accessors or builders refuse (a header repeated, a name too long):
             # refused here as the endpoint refuses what does not parse
-            return [self.refused(peer, f"{err}", 0)]
+            return [self.refused(peer, f"{err}", 0, Reason.MALFORMED_SIP)]
 
-    def refused(self, peer: Any, reason: str, size: int) -> AuditIntent:
-        """A message from the inner side refused (by the endpoint, or by the lane)."""
+    def refused(self, peer: Any, reason: str, size: int,
+                code: Reason = Reason.PLATFORM_REQUEST_REFUSED) -> AuditIntent:
+        """A message from the inner side refused: by the lane, or by the endpoint (``malformed_sip``)."""
         self.counters["refused"] += 1
-        return _audit(event="sip_refused", verdict="refused", lane=LANE, code=Reason.PLATFORM_REQUEST_REFUSED,
+        return _audit(event="sip_refused", verdict="refused", lane=LANE, code=code,
                       rule=RULE, reason=f"SIP message from {peer} refused: {reason}",
                       size=size or None, source={"address": str(peer)})
 
@@ -557,7 +558,8 @@ class InnerSignalingLane:
                 return self._refuse_request(req, peer, 404, "Not Found", f"{cmd} of {target}: {why}")
             answer = Manscdp(last.root, last.cmd_type, query.sn, last.device_id, last.fields, last.items, last.sum_num)
         self.counters["queries"] += 1
-        return [self._respond(req, peer, 200, "OK"), *self._message(answer, f"{cmd} response", now, {"sn": query.sn}, peer)]
+        return [self._respond(req, peer, 200, "OK"),
+                *self._message(answer, f"{cmd} response", now, {"sn": query.sn}, peer)]
 
     # -- canonical signaling objects from the link ---------------------------------------------
     def deliver(self, obj: ferry_pb2.CanonicalObject, decision: Decision, now: float, wall: float, *,

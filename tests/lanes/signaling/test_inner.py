@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from ferry import limits
 from ferry.codecs import manscdp
-from ferry.codecs.manscdp import Item, Manscdp
-from ferry.codecs.sip import SipRequest, SipResponse, build_request, parse_message, response_to
+from ferry.codecs.manscdp import Item, Manscdp, ManscdpError
+from ferry.codecs.sip import SipError, SipRequest, SipResponse, build_request, parse_message, response_to
 from ferry.codecs.sip_digest import Challenge, www_authenticate
 from ferry.lanes.signaling.ids import IdMap
 from ferry.lanes.signaling.inner import InnerSignalingLane, SendSip, Settings
@@ -451,8 +451,6 @@ def _mutate(data: bytes, cuts: list[int], junk: bytes) -> bytes:
        junk=st.binary(max_size=8), host=st.sampled_from([PLATFORM.host, "10.0.0.1"]),
        steps=st.lists(st.floats(0, 100), max_size=4))
 def test_lane_survives_anything_from_the_inner_side(cmd, root, device, status, cuts, junk, host, steps):
-    from ferry.codecs.sip import SipError
-    from ferry.codecs.manscdp import ManscdpError
     ln = lane()
     work = register(ln)
     ln.deliver(signaling_object(catalog(2)), ALLOW, 0.0, 1e9)
