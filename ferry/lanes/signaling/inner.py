@@ -585,15 +585,19 @@ class InnerSignalingLane:
             return refuse(f"signaling XML refused on the inner side: {err}", Reason.SIGNALING_MALFORMED)
         mismatch = [f"{name} {a!r} in the XML, {b!r} in the object" for name, a, b in (
             ("root", msg.root, s.root), ("CmdType", msg.cmd_type, s.cmd_type), ("DeviceID", msg.device_id, s.device_id),
-            ("source device", msg.device_id, obj.source.device_id), ("SN", msg.sn, s.sn)) if a != b]
+            ("SN", msg.sn, s.sn)) if a != b]
         if mismatch:
             return refuse("signaling object inconsistent: " + "; ".join(mismatch), Reason.SIGNALING_MALFORMED)
         if msg.dropped:
             return refuse("signaling XML holds elements no schema knows: " + ", ".join(msg.dropped[:8]),
                           Reason.SIGNALING_MALFORMED)
+        # The policy decided on the source (the device that registered outside, by its digest); the
+        # message may name one of its channels. Both must have an inner ID.
+        for outer_id in dict.fromkeys((obj.source.device_id, msg.device_id)):
+            if self.ids.map_to_inner(outer_id) is None:
+                return refuse(f"device {outer_id} has no inner ID in [signaling.id_map]", Reason.SIGNALING_UNMAPPED)
         inner_id = self.ids.map_to_inner(msg.device_id)
-        if inner_id is None:
-            return refuse(f"device {msg.device_id} has no inner ID in [signaling.id_map]", Reason.SIGNALING_UNMAPPED)
+        assert inner_id is not None
         out: list[Any] = []
         what = f"{msg.root} {msg.cmd_type}"
         forwarded = 0

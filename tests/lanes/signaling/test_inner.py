@@ -362,8 +362,14 @@ def test_inconsistent_or_malformed_objects_are_refused():
     good = signaling_object(catalog(1))
     forged = ferry_pb2.CanonicalObject()
     forged.CopyFrom(good)
-    forged.source.device_id = OUTER_CAM                 # the policy checked another device
+    forged.signaling.device_id = OUTER_CAM              # the header says another device than the XML
     assert audits(ln.deliver(forged, ALLOW, 0, 1e9), "object_refused")[0]["code"] == "signaling_malformed"
+    forged.CopyFrom(good)
+    forged.signaling.cmd_type = "Alarm"                 # ... or another CmdType
+    assert audits(ln.deliver(forged, ALLOW, 0, 1e9), "object_refused")[0]["code"] == "signaling_malformed"
+    forged.CopyFrom(good)
+    forged.source.device_id = "44010000002000000001"   # a source with no inner ID
+    assert audits(ln.deliver(forged, ALLOW, 0, 1e9), "object_refused")[0]["code"] == "signaling_unmapped"
     bad = ferry_pb2.CanonicalObject()
     bad.CopyFrom(good)
     bad.signaling.xml = '<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "b">]><Response/>'
