@@ -12,6 +12,7 @@ test_clock_skew.py does the same for files); the whole cascade, with SIPp device
 """
 from __future__ import annotations
 
+import importlib.util
 import re
 import secrets
 import shutil
@@ -109,8 +110,8 @@ SIGNALING_POLICY = """
     kind: devices
     description: the lower-level GB/T 28181 platform outside
     ids: ["%s"]
-    addresses: ["10.20.5.20/32"]
-""" % NVR
+    addresses: ["%s/32"]
+"""
 SIGNALING_RULE = """
   - id: signaling-catalog
     description: catalog, keepalive and alarms from the lower-level platform
@@ -124,12 +125,12 @@ SIGNALING_RULE = """
 """
 
 
-def signaling_policy(tmp: Path) -> Path:
+def signaling_policy(tmp: Path, address: str) -> Path:
     """policy/demo with a lower-level platform allowed to send catalog, keepalive and alarms."""
     folder = tmp / "sigpolicy"
     shutil.copytree(ROOT / "policy" / "demo", folder)
     text = (folder / "policy.yaml").read_text()
-    text = text.replace("\nsources:\n", "\nsources:\n" + SIGNALING_POLICY.lstrip("\n"), 1)
+    text = text.replace("\nsources:\n", "\nsources:\n" + (SIGNALING_POLICY % (NVR, address)).lstrip("\n"), 1)
     text = text.replace("\ndestinations:\n", "\ndestinations:\n  police-sip:\n    kind: sip\n"
                         "    description: the police GB/T 28181 platform\n", 1)
     text = text.replace("\nrules:\n", "\nrules:\n" + SIGNALING_RULE.lstrip("\n"), 1)
@@ -137,8 +138,9 @@ def signaling_policy(tmp: Path) -> Path:
     return folder
 
 
-def appliance_with_signaling(appliance_factory, tmp: Path, platform_port: int, **over):
-    a = appliance_factory(policy_dir=signaling_policy(tmp))
+def appliance_with_signaling(appliance_factory, tmp: Path, platform_port: int, address: str = "10.20.5.20",
+                             **over):
+    a = appliance_factory(policy_dir=signaling_policy(tmp, address))
     local_port = free_udp_port()
     pw = a.work / "keys" / "sip.password"
     pw.write_text(PASSWORD + "\n")
@@ -287,9 +289,59 @@ def test_password_file_readable_by_others_refuses_to_start(appliance_factory, tm
     assert "sip.password ([signaling] password_file): mode 0644" in r.stderr + r.stdout
 
 
-@pytest.mark.skip(reason="needs the outer SIP side (issue 13 item 1, 'sig-outer': ferry/agents/sip_outer.py), "
-                         "not on main yet")
-def test_cascade_device_outside_seen_by_the_platform_inside(appliance_factory, sipps):
-    """A SIPp device registers with the outer agent and sends keepalives and an alarm; the SIPp
-    platform inside sees it ON in ferry's catalog and receives the alarm under ferry's ID."""
-    need_sipp("platform_uas.xml", "device_register.xml", "device_alarm.xml", "platform_uac_catalog.xml")
+@pytest.mark.skipif(importlib.util.find_spec("ferry.agents.sip_outer") is None,
+                    reason="needs the outer SIP side (issue 13 item 1, part 'sig-outer': ferry/agents/sip_outer.py), "
+                           "not on this branch yet")
+def test_cascade_device_outside_seen_by_the_platform_inside(appliance_factory, sipps, tmp_path):
+    """The whole cascade: a SIPp lower platform registers with the outer agent (digest), its ON
+    notice crosses, the SIPp platform inside finds it in ferry's catalog under its inner ID; its
+    keepalive and alarm cross and the alarm reaches the platform under ferry's ID for it."""
+    need_sipp("platform_uas.xml", "device_register.xml", "device_alarm.xml")
+    pport = free_udp_port()
+    a, local_port = appliance_with_signaling(appliance_factory, tmp_path, pport, address="127.0.0.1")
+    outer_port = free_udp_port()
+    a.append_config("outer", f"""
+[signaling]
+listen_udp = "127.0.0.1:{outer_port}"
+server_id = "43090000002000000002"
+realm = "4309000000"
+destination = "police-sip"
+catalog_query = false
+[[signaling.device]]
+id = "{NVR}"
+password = "nvr-password-1"
+""")
+    pf = platform(a.work, sipps, pport)
+    a.start()
+    a.wait_for(lambda: events(a, "platform_registered"), 30, "ferry registered with the SIPp platform")
+    devices = a.work / "devices.csv"
+    devices.write_text(f"SEQUENTIAL\n{NVR};nvr-password-1\n")
+    outside = {"server_id": "43090000002000000002", "domain": "4309000000"}
+    reg = Sipp(a.work, "device", "device_register.xml", free_udp_port(), "-m", "1", "-inf", "devices.csv",
+               "-auth_uri", "43090000002000000002@4309000000", "-timeout", "30s", "-timeout_error",
+               remote=f"127.0.0.1:{outer_port}", keys={**outside, "expires": "3600", "mode": "register",
+                                                        "hold_ms": "0"})
+    sipps.append(reg)
+    assert reg.wait(60) == 0, reg.out.read_text(errors="replace")[-2000:]
+    # its ON notice crossed and is on ferry's list inside
+    a.wait_for(lambda: any((r.get("detail") or {}).get("cmd_type") == "Catalog"
+                           for r in events(a, "object_delivered")), 30, "the ON notice delivered inside")
+    a.wait_for(lambda: "<Event>ON</Event>" in pf.messages(), 15, "the ON notice forwarded to the platform")
+    uac = Sipp(a.work, "catalog", "sig-inner_catalog_query.xml", free_udp_port(), "-m", "1", "-d", "3000",
+               "-oocsf", str(SCENARIOS / "sig-inner_catalog_pages_ooc.xml"), "-timeout", "30s", "-timeout_error",
+               remote=f"127.0.0.1:{local_port}",
+               keys={"platform_id": PLATFORM_ID, "domain": DOMAIN, "target_id": LOCAL_ID, "sn": "77"})
+    sipps.append(uac)
+    assert uac.wait(60) == 0, uac.out.read_text(errors="replace")[-2000:]
+    pages = received_pages(uac.messages())
+    assert [p["items"] for p in pages] == [["43010000002000000001"]]
+    assert "<Status>ON</Status>" in uac.messages() and NVR not in uac.messages()
+    alarm = Sipp(a.work, "alarm", "device_alarm.xml", free_udp_port(), "-m", "1", "-inf", "devices.csv",
+                 "-timeout", "30s", "-timeout_error", remote=f"127.0.0.1:{outer_port}",
+                 keys={**outside, "sn_base": "100", "alarm_priority": "1", "alarm_method": "2",
+                       "alarm_time": "2026-12-06T10:00:00"})
+    sipps.append(alarm)
+    assert alarm.wait(60) == 0, alarm.out.read_text(errors="replace")[-2000:]
+    a.wait_for(lambda: "<CmdType>Alarm</CmdType>" in pf.messages(), 30, "the alarm forwarded inside")
+    log = pf.messages()
+    assert "<DeviceID>43010000002000000001</DeviceID>" in log and NVR not in log
