@@ -13,6 +13,7 @@ test_clock_skew.py does the same for files); the whole cascade, with SIPp device
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import secrets
 import shutil
@@ -57,10 +58,10 @@ class Sipp:
     """One SIPp process (UDP, loopback); its messages logged to <work>/<name>.msg."""
 
     def __init__(self, work: Path, name: str, scenario: str, port: int, *args: str, remote: str | None = None,
-                 keys: dict[str, str] | None = None) -> None:
+                 keys: dict[str, str] | None = None, transport: str = "u1") -> None:
         self.log = work / f"{name}.msg"
         self.out = work / f"{name}.out"
-        cmd = [SIPP, "-sf", str(SCENARIOS / scenario), "-i", "127.0.0.1", "-p", str(port), "-t", "u1", "-nostdin",
+        cmd = [SIPP, "-sf", str(SCENARIOS / scenario), "-i", "127.0.0.1", "-p", str(port), "-t", transport, "-nostdin",
                "-trace_msg", "-message_file", str(self.log), "-trace_err", "-error_file", str(work / f"{name}.err"),
                *args]
         for k, v in (keys or {}).items():
@@ -93,12 +94,12 @@ def sipps():
         s.stop()
 
 
-def platform(work: Path, sipps: list, port: int, password: str = PASSWORD) -> Sipp:
+def platform(work: Path, sipps: list, port: int, password: str = PASSWORD, transport: str = "u1") -> Sipp:
     accounts = work / "accounts.csv"
     accounts.write_text(f"SEQUENTIAL\n{LOCAL_ID};{password}\n")
     # the scenario looks accounts up as "accounts.csv": the same name, relative to SIPp's folder
     s = Sipp(work, "platform", "platform_uas.xml", port, "-inf", "accounts.csv", "-infindex", "accounts.csv", "0",
-             keys={"domain": DOMAIN, "nonce": secrets.token_hex(8)})
+             keys={"domain": DOMAIN, "nonce": secrets.token_hex(8)}, transport=transport)
     time.sleep(0.3)
     assert s.proc.poll() is None, s.out.read_text(errors="replace")
     sipps.append(s)
@@ -139,8 +140,8 @@ def signaling_policy(tmp: Path, address: str) -> Path:
 
 
 def appliance_with_signaling(appliance_factory, tmp: Path, platform_port: int, address: str = "10.20.5.20",
-                             **over):
-    a = appliance_factory(policy_dir=signaling_policy(tmp, address))
+                             management: bool = False, **over):
+    a = appliance_factory(policy_dir=signaling_policy(tmp, address), management=management)
     local_port = free_udp_port()
     pw = a.work / "keys" / "sip.password"
     pw.write_text(PASSWORD + "\n")
@@ -216,8 +217,9 @@ def events(a, name: str) -> list[dict]:
 def test_registers_with_digest_keeps_alive_and_serves_the_crossed_catalog(appliance_factory, sipps, tmp_path):
     need_sipp("platform_uas.xml")
     pport = free_udp_port()
-    a, local_port = appliance_with_signaling(appliance_factory, tmp_path, pport)
+    a, local_port = appliance_with_signaling(appliance_factory, tmp_path, pport, management=True)
     pf = platform(a.work, sipps, pport)
+    started = time.time()
     a.start()
     # SIPp's verifyauth accepted ferry's digest: a 200, not a 403
     reg = a.wait_for(lambda: events(a, "platform_registered"), 30, "ferry registered with the SIPp platform")
@@ -258,9 +260,27 @@ def test_registers_with_digest_keeps_alive_and_serves_the_crossed_catalog(applia
     assert all(outer_cam(i) not in uac.messages() for i in range(1, 26))
 
     # ferry's status shows the registration and the devices known
-    a.stop()
-    stopped = events(a, "agent_stopped")
-    assert stopped
+    r = subprocess.run([sys.executable, "-m", "ferry", "policy", "status", "--json", "--socket", str(a.inner_socket)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    (inner,) = json.loads(r.stdout)
+    c = inner["counters"]
+    assert c["sig_registered"] == 1 and started - 1 <= c["sig_registered_since"] <= time.time()
+    assert c["sig_devices"] == 25 and c["sig_queries"] == 1 and c["sig_pages"] == 3 and c["sig_forwarded"] == 1
+    assert c["sig_keepalives"] >= 3
+
+
+def test_registers_and_keeps_alive_over_tcp(appliance_factory, sipps, tmp_path):
+    need_sipp("platform_uas.xml")
+    pport = free_udp_port()
+    a, _ = appliance_with_signaling(appliance_factory, tmp_path, pport, transport='"tcp"')
+    pf = platform(a.work, sipps, pport, transport="t1")
+    a.start()
+    a.wait_for(lambda: events(a, "platform_registered"), 30, "ferry registered over TCP")
+    a.wait_for(lambda: pf.messages().count("<CmdType>Keepalive</CmdType>") >= 2, 30, "keepalives over TCP")
+    log = pf.messages()
+    assert "TCP message received" in log and "UDP message" not in log
+    assert re.search(r"Via: SIP/2.0/TCP 127.0.0.1:\d+;rport;branch=z9hG4bK", log)
 
 
 def test_a_wrong_password_is_refused_by_the_platform_and_stops_registering(appliance_factory, sipps, tmp_path):
