@@ -139,7 +139,7 @@ class SipInner:
         return msg.method in MEDIA_METHODS
 
     def on_refused(self, peer: Peer, reason: str, size: int) -> None:
-        self.carry_audit([self.lane.refused(peer, reason, size, Reason.MALFORMED_SIP)])
+        self.carry_audit(self.lane.refused(peer, reason, size, Reason.MALFORMED_SIP, time.monotonic()))
 
     # -- life cycle -----------------------------------------------------------------------------
     async def start(self, stop: asyncio.Event) -> None:

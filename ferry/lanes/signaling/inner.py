@@ -156,6 +156,8 @@ class InnerSignalingLane:
         # catalog pages waiting for the one in flight to be answered (SIG_CATALOG_WINDOW at a time)
         self.pages: deque[tuple[Manscdp, dict[str, Any], Any]] = deque()
         self.pages_in_flight = 0
+        self.clock = now                                  # the last now given (for refusal records)
+        self.refusal_marks: dict[tuple[str, str], list[Any]] = {}   # (host, code) -> [next record at, withheld]
         self.counters = {"objects": 0, "refused": 0, "forwarded": 0, "queries": 0, "pages": 0,
                          "lost": 0, "registrations": 0, "keepalives": 0}
 
@@ -409,6 +411,7 @@ class InnerSignalingLane:
     # -- SIP from the inner side ---------------------------------------------------------------
     def on_sip(self, msg: SipRequest | SipResponse, peer: Any, now: float, wall: float) -> list[Any]:
         """One parsed message from the endpoint (the agent gives media methods to the media part)."""
+        self.clock = now
         try:
             if isinstance(msg, SipResponse):
                 return self._on_response(msg, now, wall)
@@ -416,15 +419,29 @@ class InnerSignalingLane:
         except (SipError, ManscdpError) as err:
             # a value the accessors or builders refuse (a header repeated, a name too long):
             # refused here as the endpoint refuses what does not parse
-            return [self.refused(peer, f"{err}", 0, Reason.MALFORMED_SIP)]
+            return self.refused(peer, f"{err}", 0, Reason.MALFORMED_SIP, now)
 
-    def refused(self, peer: Any, reason: str, size: int,
-                code: Reason = Reason.PLATFORM_REQUEST_REFUSED) -> AuditIntent:
-        """A message from the inner side refused: by the lane, or by the endpoint (``malformed_sip``)."""
+    def refused(self, peer: Any, reason: str, size: int, code: Reason = Reason.PLATFORM_REQUEST_REFUSED,
+                now: float | None = None) -> list[Any]:
+        """A message from the inner side refused: by the lane, or by the endpoint (``malformed_sip``).
+        Recorded once per sending host and code per SIG_REFUSAL_AUDIT_INTERVAL; the next record says
+        how many were refused in between (``detail.suppressed``), so a flood cannot fill the trail."""
         self.counters["refused"] += 1
-        return _audit(event="sip_refused", verdict="refused", lane=LANE, code=code,
-                      rule=RULE, reason=f"SIP message from {peer} refused: {reason}",
-                      size=size or None, source={"address": str(peer)})
+        t = self.clock if now is None else now
+        key = (str(getattr(peer, "host", peer)), str(code))
+        mark = self.refusal_marks.get(key)
+        if mark is not None and t < mark[0]:
+            mark[1] += 1
+            return []
+        suppressed = mark[1] if mark is not None else 0
+        self.refusal_marks.pop(key, None)
+        if len(self.refusal_marks) >= limits.SIG_REFUSAL_KEYS_MAX:
+            self.refusal_marks.pop(next(iter(self.refusal_marks)))
+        self.refusal_marks[key] = [t + limits.SIG_REFUSAL_AUDIT_INTERVAL, 0]
+        return [_audit(event="sip_refused", verdict="refused", lane=LANE, code=code,
+                       rule=RULE, reason=f"SIP message from {peer} refused: {reason}",
+                       size=size or None, source={"address": str(peer)},
+                       detail={"suppressed": suppressed} if suppressed else None)]
 
     def _on_response(self, msg: SipResponse, now: float, wall: float) -> list[Any]:
         vias = msg.via
@@ -470,9 +487,9 @@ class InnerSignalingLane:
         if status == 405:
             extra.append(("Allow", ALLOW))
         if req.method == "ACK":
-            return [self.refused(peer, why, len(req.body))]
-        return [self._respond(req, peer, status, reason, extra), self.refused(peer, f"{req.method}: {why}",
-                                                                               len(req.body))]
+            return self.refused(peer, why, len(req.body))
+        return [self._respond(req, peer, status, reason, extra),
+                *self.refused(peer, f"{req.method}: {why}", len(req.body))]
 
     def _on_request(self, req: SipRequest, peer: Any, now: float, wall: float) -> list[Any]:
         host = getattr(peer, "host", None)

@@ -486,3 +486,24 @@ def test_lane_survives_anything_from_the_inner_side(cmd, root, device, status, c
         t += dt
         for w in ln.handle_timer(t, 1e9):
             assert isinstance(w, (SendSip, AuditIntent))
+
+
+def test_refusals_of_a_flood_are_recorded_once_a_minute_with_the_count():
+    ln = lane()
+    raw = build_request("MESSAGE", f"sip:{LOCAL_ID}@4301000000", [
+        ("Via", "SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bKx"), ("From", "<sip:x@y>;tag=a"),
+        ("To", f"<sip:{LOCAL_ID}@4301000000>"), ("Call-ID", "c1"), ("CSeq", "1 MESSAGE")])
+    stranger = Peer("udp", "10.9.9.9", 5060)
+    records = []
+    for i in range(1000):
+        work = ln.on_sip(parse_message(raw), stranger, i * 0.01, 1e9)
+        assert sent(work)[0].status == 403                 # each answered
+        records += audits(work, "sip_refused")
+    assert len(records) == 1
+    work = ln.on_sip(parse_message(raw), stranger, limits.SIG_REFUSAL_AUDIT_INTERVAL + 1, 1e9)
+    assert audits(work, "sip_refused")[0]["detail"] == {"suppressed": 999}
+    assert ln.counters["refused"] == 1001
+    # the dictionary of counted sources stays bounded whatever the number of hosts
+    for i in range(limits.SIG_REFUSAL_KEYS_MAX + 50):
+        ln.refused(Peer("udp", f"10.{i // 250}.{i % 250}.1", 5060), "x", 0, now=1.0)
+    assert len(ln.refusal_marks) <= limits.SIG_REFUSAL_KEYS_MAX
