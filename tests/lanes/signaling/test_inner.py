@@ -27,6 +27,7 @@ LOCAL_ID = "43010000002000000099"       # ferry as a lower platform of the inner
 PLATFORM_ID = "43010000002000000001"
 PASSWORD = "s3cret-Pass"
 OUTER_NVR = "43090000001180000001"       # a lower platform / NVR outside
+NVR_ID = "43090000002000000001"
 OUTER_CAM = "43090000001320000007"
 INNER_CAM = "43010000001320000007"       # its ID as the inner platform sees it (prefix 43090000 -> 43010000)
 ALLOW = Decision(True, "signaling-catalog", "allowed by signaling-catalog")
@@ -507,3 +508,27 @@ def test_refusals_of_a_flood_are_recorded_once_a_minute_with_the_count():
     for i in range(limits.SIG_REFUSAL_KEYS_MAX + 50):
         ln.refused(Peer("udp", f"10.{i // 250}.{i % 250}.1", 5060), "x", 0, now=1.0)
     assert len(ln.refusal_marks) <= limits.SIG_REFUSAL_KEYS_MAX
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n=st.integers(0, 5), cuts=st.lists(st.integers(0, 3000), max_size=3), junk=st.text(max_size=6),
+       header=st.sampled_from(["root", "cmd_type", "device_id", "sn", "none"]), value=st.text(max_size=24))
+def test_any_signaling_object_gives_records_never_an_exception(n, cuts, junk, header, value):
+    """Whatever the link delivers as a signaling object (a compromised outer agent's too): the lane
+    gives audit intents and SIP to send, nothing else, and every refusal carries a code."""
+    ln = lane()
+    register(ln)
+    obj = signaling_object(catalog(n) if n else Manscdp("Notify", "Alarm", 5, NVR_ID, (("AlarmPriority", "1"),)))
+    xml = obj.signaling.xml
+    for c in cuts:
+        c %= max(1, len(xml))
+        xml = xml[:c] + junk + xml[c + len(junk):]
+    obj.signaling.xml = xml
+    if header == "sn":
+        obj.signaling.sn = len(value)
+    elif header != "none":
+        setattr(obj.signaling, header, value)
+    for w in ln.deliver(obj, ALLOW, 1.0, 1e9):
+        assert isinstance(w, (SendSip, AuditIntent))
+        if isinstance(w, AuditIntent) and w.fields["verdict"] in ("refused", "lost"):
+            assert w.fields["code"]
