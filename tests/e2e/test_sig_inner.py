@@ -365,3 +365,29 @@ password = "nvr-password-1"
     a.wait_for(lambda: "<CmdType>Alarm</CmdType>" in pf.messages(), 30, "the alarm forwarded inside")
     log = pf.messages()
     assert "<DeviceID>43010000002000000001</DeviceID>" in log and NVR not in log
+
+
+def test_after_kill_9_ferry_registers_again_and_the_list_refills(appliance_factory, sipps, tmp_path):
+    need_sipp("platform_uas.xml")
+    pport = free_udp_port()
+    a, local_port = appliance_with_signaling(appliance_factory, tmp_path, pport)
+    pf = platform(a.work, sipps, pport)
+    a.start()
+    a.wait_for(lambda: events(a, "platform_registered"), 30, "registered")
+    first_calls = set(re.findall(r"Call-ID: (\S+)", pf.messages()))
+    a.kill("inner")
+    a.start_role("inner")
+    a.wait_for(lambda: len(events(a, "platform_registered")) == 2, 30, "registered again after kill -9")
+    registers = re.findall(r"REGISTER sip:.*?Call-ID: (\S+)", pf.messages(), re.S)
+    assert len(set(registers)) >= 2 and set(registers) - first_calls      # a new registration, new Call-ID
+    # a device keepalive that crosses now puts the lower platform back on ferry's list
+    seal(a, [signaling_object(901, manscdp.keepalive(NVR, 7))])
+    a.wait_for(lambda: any(r.get("object_id") == 901 for r in events(a, "object_delivered")), 30, "keepalive in")
+    uac = Sipp(a.work, "catalog", "sig-inner_catalog_query.xml", free_udp_port(), "-m", "1", "-d", "2000",
+               "-oocsf", str(SCENARIOS / "sig-inner_catalog_pages_ooc.xml"), "-timeout", "30s", "-timeout_error",
+               remote=f"127.0.0.1:{local_port}",
+               keys={"platform_id": PLATFORM_ID, "domain": DOMAIN, "target_id": LOCAL_ID, "sn": "8"})
+    sipps.append(uac)
+    assert uac.wait(60) == 0, uac.out.read_text(errors="replace")[-2000:]
+    pages = received_pages(uac.messages())
+    assert [p["items"] for p in pages] == [["43010000002000000001"]] and "<Status>ON</Status>" in uac.messages()
