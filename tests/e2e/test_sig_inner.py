@@ -4,7 +4,8 @@ Real agent processes on loopback. SIPp plays the inner (police) platform: `platf
 ferry's cascade REGISTER with a 401 and checks the digest with SIPp's own `verifyauth` (a 403 if it
 is wrong), then answers keepalives and other MESSAGEs; `platform_uac_catalog.xml` (with its
 out-of-call part `platform_catalog_ooc.xml`) queries ferry's catalog and checks the paging (SumNum,
-DeviceList Num, the query's SN, every item counted once). The signaling objects on the list crossed
+DeviceList Num, the query's SN, every item counted once); `sig-inner_catalog_query.xml` queries it
+too and the test parses the pages SIPp received with ferry's codecs. The signaling objects on the list crossed
 the sealed link: until the outer SIP side (issue 13 item 1, "sig-outer") is on main, the test
 seals them itself with the outer agent's key, exactly as the outer agent does (tests/e2e/
 test_clock_skew.py does the same for files); the whole cascade, with SIPp devices outside, is
@@ -215,7 +216,7 @@ def events(a, name: str) -> list[dict]:
 
 
 def test_registers_with_digest_keeps_alive_and_serves_the_crossed_catalog(appliance_factory, sipps, tmp_path):
-    need_sipp("platform_uas.xml")
+    need_sipp("platform_uas.xml", "platform_uac_catalog.xml", "platform_catalog_ooc.xml")
     pport = free_udp_port()
     a, local_port = appliance_with_signaling(appliance_factory, tmp_path, pport, management=True)
     pf = platform(a.work, sipps, pport)
@@ -258,6 +259,14 @@ def test_registers_with_digest_keeps_alive_and_serves_the_crossed_catalog(applia
     assert len({p["call_id"] for p in pages}) == 3                 # every page its own MESSAGE
     assert [d for p in pages for d in p["items"]] == [inner_cam(i) for i in range(1, 26)]
     assert all(outer_cam(i) not in uac.messages() for i in range(1, 26))
+    # and the 'sipp' part's own check of GB/T 28181 paging (SumNum, Num, SN, DeviceID, the total) agrees
+    check = Sipp(a.work, "catalog2", "platform_uac_catalog.xml", free_udp_port(), "-m", "1", "-oocsf",
+                 str(SCENARIOS / "platform_catalog_ooc.xml"), "-timeout", "30s", "-timeout_error",
+                 remote=f"127.0.0.1:{local_port}",
+                 keys={"platform_id": PLATFORM_ID, "domain": DOMAIN, "target_id": LOCAL_ID, "sn": "4712",
+                       "wait_ms": "10000", "settle_ms": "500"})
+    sipps.append(check)
+    assert check.wait(60) == 0, check.out.read_text(errors="replace")[-2000:]
 
     # ferry's status shows the registration and the devices known
     r = subprocess.run([sys.executable, "-m", "ferry", "policy", "status", "--json", "--socket", str(a.inner_socket)],
@@ -266,7 +275,7 @@ def test_registers_with_digest_keeps_alive_and_serves_the_crossed_catalog(applia
     (inner,) = json.loads(r.stdout)
     c = inner["counters"]
     assert c["sig_registered"] == 1 and started - 1 <= c["sig_registered_since"] <= time.time()
-    assert c["sig_devices"] == 25 and c["sig_queries"] == 1 and c["sig_pages"] == 3 and c["sig_forwarded"] == 1
+    assert c["sig_devices"] == 25 and c["sig_queries"] == 2 and c["sig_pages"] == 6 and c["sig_forwarded"] == 1
     assert c["sig_keepalives"] >= 3
 
 
