@@ -32,6 +32,7 @@ from ferry.agents.inner_state import InnerState, trail_records
 from ferry.agents.link_io import LinkReceiveSocket
 from ferry.agents.policy_host import PolicyHost
 from ferry.agents.reverse_sender import ReverseSender
+from ferry.agents.sip_inner import SipInner
 from ferry.agents.spool import discard, free_name, leftovers, publish, read_whole_file, write_temporary
 from ferry.agents.video_emit import VideoEmitter
 from ferry.config import InnerConfig
@@ -93,7 +94,11 @@ class InnerAgent(PolicyHost):
         self.overflow = 0
         self.video = VideoEmitter(self, list(cfg.video_output), self.video_mode)
         self.out = Path(cfg.files.spool) if cfg.files else None
-        self.dispatch = InnerDispatch(self.video, files_output=self.out is not None)
+        # [signaling]: ferry as a lower-level platform of the inner GB/T 28181 platform (sip_inner.py)
+        self.sip = SipInner(cfg.signaling, self.carry) if cfg.signaling is not None else None
+        if self.sip is not None:
+            self.sip.bind()
+        self.dispatch = InnerDispatch(self.video, files_output=self.out is not None, signaling=self.sip)
         # across restarts: the newest epoch and where the link was, the files delivered
         self.state = InnerState(Path(cfg.agent.state_dir))
         self.state_problems: list[str] = []
@@ -382,7 +387,8 @@ class InnerAgent(PolicyHost):
     def status_counters(self) -> dict[str, int]:
         c = dataclasses.asdict(self.receiver.counters)
         return {**{k: v for k, v in c.items() if isinstance(v, int)}, **self.dispatch.counts, **self.stats,
-                **self.video.stats, "video_refused_streams": self.video.refused_streams}
+                **self.video.stats, "video_refused_streams": self.video.refused_streams,
+                **(self.sip.counters() if self.sip is not None else {})}
 
     def key_epoch(self) -> int:
         cur = self.receiver.key_epochs.current
@@ -488,7 +494,11 @@ class InnerAgent(PolicyHost):
         start_forwarder(self.cfg.audit.forward, self.id.audit.path, self.cfg.agent.state_dir, self.audit, stop)
         await self.video.start(stop)
         reverse = asyncio.create_task(self.reverse.run(stop)) if self.reverse is not None else None
+        if self.sip is not None:
+            await self.sip.start(stop)
         await stop.wait()
+        if self.sip is not None:
+            await self.sip.stop()
         if reverse is not None and self.reverse is not None:
             await asyncio.gather(reverse, return_exceptions=True)
             await self.reverse.close()
