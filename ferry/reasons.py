@@ -109,6 +109,12 @@ class Reason(StrEnum):
     POLICY_NOT_STORED = "policy_not_stored"
     RESEND_CHANGED = "resend_changed"
     RESEND_TOO_LATE = "resend_too_late"
+    # --- signaling, inner side (sig-inner) -------------------------------------------------------
+    SIGNALING_MALFORMED = "signaling_malformed"
+    SIGNALING_UNMAPPED = "signaling_unmapped"
+    PLATFORM_UNAVAILABLE = "platform_unavailable"
+    PLATFORM_REFUSED = "platform_refused"
+    PLATFORM_REQUEST_REFUSED = "platform_request_refused"
     # --- SIP signaling (issue 13, part "sip": ferry.codecs.sip, sip_digest, sdp) ---------------
     MALFORMED_SIP = "malformed_sip"
     SIP_AUTH_FAILED = "sip_auth_failed"
@@ -123,6 +129,12 @@ class Reason(StrEnum):
     UNSUPPORTED_CONTENT_TYPE = "unsupported_content_type"
     BODY_TOO_LARGE = "body_too_large"
     UNSUPPORTED_METHOD = "unsupported_method"
+    # --- the reverse lane (ferry.lanes.reverse; issue 13 "reverse") -------------------------------
+    BAD_REQUEST = "bad_request"
+    UNKNOWN_DEVICE = "unknown_device"
+    UNSERVED = "unserved"
+    HANDLER_FAILED = "handler_failed"
+
 
 _ALL = list(Reason)
 # The link's own codes (the receiver's drops, refusals and losses): those declared before the lanes'.
@@ -238,7 +250,22 @@ MEANING: dict[Reason, str] = {
     Reason.UNSUPPORTED_CONTENT_TYPE: "SIP MESSAGE whose body is not Application/MANSCDP+xml (415)",
     Reason.BODY_TOO_LARGE: "SIP MESSAGE body over SIGNALING_MESSAGE_BODY_MAX (413)",
     Reason.UNSUPPORTED_METHOD: "SIP request of a method the outer SIP side does not serve (405)",
+    Reason.SIGNALING_MALFORMED: ("signaling object whose MANSCDP XML does not parse again on the inner side, "
+                                 "or differs from its header (root, CmdType, device ID)"),
+    Reason.SIGNALING_UNMAPPED: ("device ID with no inner ID in the inner agent's [signaling.id_map]: never shown "
+                                "to the inner platform under its outer ID"),
+    Reason.PLATFORM_UNAVAILABLE: ("message for the inner GB/T 28181 platform not delivered: ferry not registered, "
+                                  "or the platform did not answer"),
+    Reason.PLATFORM_REFUSED: ("the inner GB/T 28181 platform refused ferry's registration (403, wrong password) "
+                              "or a message"),
+    Reason.PLATFORM_REQUEST_REFUSED: ("SIP request on ferry's inner SIP endpoint refused: not from the configured "
+                                      "platform, malformed, or a query ferry cannot answer"),
     Reason.MALFORMED_SIP: ("SIP message, SDP body or digest header that does not parse or breaks a limit "
                            "(RFC 3261 grammar, sizes in ferry/limits.py)"),
     Reason.SIP_AUTH_FAILED: "SIP request whose digest credentials do not verify (password, realm, nonce, qop)",
+    Reason.BAD_REQUEST: ("reverse request outside its closed schema: unknown request, device ID not 20 digits, "
+                         "operator name, unknown or malformed parameter"),
+    Reason.UNKNOWN_DEVICE: "reverse request for a device that no devices source of the policy names",
+    Reason.UNSERVED: "reverse request allowed, but no handler serves that request on the outer agent",
+    Reason.HANDLER_FAILED: "reverse request allowed, its handler on the outer agent failed (logged)",
 }
