@@ -241,3 +241,33 @@ def test_a_sipp_device_answers_the_repeated_catalog_query_in_pages(appliance_fac
     assert {r["source"]["device_id"] for r in pages} == {UDP_CAM}
     ids = {r["object_id"] for r in pages}
     a.wait_for(lambda: ids <= {r.get("object_id") for r in read_trail(a.inner_audit)}, 20, "the pages across")
+
+
+def test_after_kill_9_the_outer_agent_knows_no_device_until_it_registers_again(appliance_factory, tmp_path):
+    """Registrations live in memory: an outer agent killed -9 and started again refuses a device's
+    keepalive (403, not_registered) until the device registers again; then its messages cross."""
+    a, udp, _tcp = appliance(appliance_factory, tmp_path)
+    a.start()
+    keys = {"server_id": SERVER, "domain": REALM}
+    with Sipp("device_register.xml", remote=("127.0.0.1", udp), injection_csv=[(UDP_CAM, "udp-cam-secret")],
+              variables=keys, calls=1, work_dir=tmp_path / "register1") as reg:
+        assert reg.wait(30).successful == 1
+    a.wait_for(lambda: events(a.outer_audit, "device_registered"), 20, "registered")
+    a.kill("outer")
+    a.start_role("outer")
+    with Sipp("device_keepalive.xml", remote=("127.0.0.1", udp), injection_csv=[(UDP_CAM, "udp-cam-secret")],
+              variables=keys, calls=1, extra_args=["-recv_timeout", "5000"], work_dir=tmp_path / "ka1") as ka:
+        refused = ka.wait(60, expect=None)
+    assert refused.failed == 1 and refused.received("403")
+    a.wait_for(lambda: [r for r in events(a.outer_audit, "signaling_refused") if r["code"] == "not_registered"],
+               20, "the keepalive refused not_registered")
+    with Sipp("device_register.xml", remote=("127.0.0.1", udp), injection_csv=[(UDP_CAM, "udp-cam-secret")],
+              variables=keys, calls=1, work_dir=tmp_path / "register2") as reg:
+        assert reg.wait(30).successful == 1
+    with Sipp("device_keepalive.xml", remote=("127.0.0.1", udp), injection_csv=[(UDP_CAM, "udp-cam-secret")],
+              variables=keys, calls=1, work_dir=tmp_path / "ka2") as ka:
+        assert ka.wait(30).successful == 1
+    sent = a.wait_for(lambda: [r for r in events(a.outer_audit, "object_sent")
+                               if r["object_type"] == "Notify/Keepalive"], 20, "the keepalive sent")
+    assert [r["source"]["device_id"] for r in sent] == [UDP_CAM]
+    assert len(events(a.outer_audit, "device_registered")) == 2
