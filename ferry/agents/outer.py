@@ -419,6 +419,13 @@ class OuterAgent(PolicyHost):
         while (ev := self.sender.next_event()) is not None:
             if isinstance(ev, BlockSealed):
                 self.sent.block_sealed(ev)
+            elif isinstance(ev, KeyRotated) and ev.reason == "clock":
+                # the wall clock stepped: the new epoch's validity is written from the new clock
+                self.audit(event="key_announced", verdict="info", epoch=ev.epoch,
+                           reason=f"key rotated: clock: the wall clock stepped {ev.clock_step:+.0f} s against "
+                                  "the monotonic clock; the new key's validity is written from the new clock",
+                           detail={"clock_step": round(ev.clock_step, 3)})
+                log.warning("wall clock stepped %+.0f s: key rotated to epoch %d", ev.clock_step, ev.epoch)
             elif isinstance(ev, (KeyAnnounced, KeyRotated)):
                 self.audit(event="key_announced", verdict="info", epoch=ev.epoch,
                            reason=f"key rotated: {ev.reason}" if isinstance(ev, KeyRotated)
