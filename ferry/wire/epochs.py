@@ -6,6 +6,19 @@ An accepted epoch becomes current; the one before stays usable for KEY_OVERLAP (
 and no epoch outlives its not_after (+ CLOCK_SKEW): checked on the wall clock when the
 announcement is accepted, then kept as a monotonic deadline so that a wall-clock step does
 not retire a key (nor keep one).
+
+Rotation and continuation: a new epoch of the sender run the receiver follows carries on its
+block numbers (one lineage). The next epoch (+1) with a first_block not below the current one's
+is a rotation. An epoch further on is a continuation when every announcement of the epochs
+between was lost (a link cut spanning rotations, or a clock step's jump in epoch numbers): same
+sender, its first_block above the previous epoch's first block and not below what that epoch
+proved sent or opened. The previous epoch (the newest accepted, even if it retired meanwhile)
+then knows that every block below the new first_block was sent: those it never opened are
+reported lost (receiver.py), so a cut across rotations leaves no block unaccounted. A sender
+that restarted begins again at block 0: a new lineage. (A restarted sender whose first epoch was
+lost entirely and which had sent more blocks than the previous run when the link came back
+cannot be told from a continuation: its blocks are then reported in the previous run's
+lineage, and its first epoch's blocks are not accounted, as before.)
 """
 
 from __future__ import annotations
@@ -74,7 +87,7 @@ class KeyEpochs:
 
     __slots__ = (
         "_inner_key", "_outer_public", "_inner_key_id", "_outer_key_id", "_report", "_verify",
-        "epochs", "current", "_ever_keyed", "floor", "resumed", "_old_refused", "_final",
+        "epochs", "current", "newest", "_ever_keyed", "floor", "resumed", "_old_refused", "_final",
     )
 
     def __init__(self, inner_key: SM2PrivateKey, outer_public: SM2PublicKey, report: Report, now: float) -> None:
@@ -86,6 +99,7 @@ class KeyEpochs:
         self._verify = TokenBucket(limits.ANNOUNCE_VERIFY_RATE, now)
         self.epochs: dict[int, Epoch] = {}
         self.current: Epoch | None = None
+        self.newest: Epoch | None = None  # the newest epoch accepted, kept after it retires (continuation)
         self._ever_keyed = False
         self.floor = -1  # the newest epoch ever accepted (kept across restarts: resume.py)
         self.resumed: dict[int, int] = {}  # epoch -> highest block opened before a restart
@@ -173,9 +187,10 @@ class KeyEpochs:
     def _new_epoch(self, a: Announcement, key: bytes, now: float, expires: float) -> tuple[Epoch, Epoch | None]:
         cur = self.current
         rotated_from = None
-        if cur is not None and a.epoch == cur.epoch + 1 and a.first_block >= cur.first_block:
-            ep = Epoch(a, key, cur.lineage, a.first_block, expires)  # rotation: block numbers continue
-            rotated_from = cur
+        prev = self.newest
+        if prev is not None and self._continues(prev, a):
+            ep = Epoch(a, key, prev.lineage, a.first_block, expires)  # rotation: block numbers continue
+            rotated_from = prev
         elif a.epoch in self.resumed:  # the epoch this receiver ran before a restart: go on from there
             opened = self.resumed.pop(a.epoch)
             ep = Epoch(a, key, a.epoch, max(opened + 1, a.first_block), expires)
@@ -186,9 +201,18 @@ class KeyEpochs:
         if cur is not None:
             cur.retire_at = now + limits.KEY_OVERLAP
         self.epochs[a.epoch] = ep
-        self.current = ep
+        self.current = self.newest = ep
         self._ever_keyed = True
         return ep, rotated_from
+
+    @staticmethod
+    def _continues(prev: Epoch, a: Announcement) -> bool:
+        """True if the announced epoch carries on the block numbers of `prev` (module docstring):
+        the next epoch (a rotation), or one further on whose predecessors were never heard of."""
+        if a.epoch == prev.epoch + 1 and a.first_block >= prev.first_block:
+            return True
+        return (a.epoch > prev.epoch + 1 and a.sender == prev.sender and a.first_block > prev.first_block
+                and a.first_block >= prev.ledger.frontier and a.first_block > prev.replay.last)
 
     def retire(self, ep: Epoch) -> None:
         """Forget an epoch; the newest left becomes current if it was."""

@@ -178,7 +178,10 @@ class LinkReceiver:
         if acc.rotated_from is not None:  # its blocks below the new first block were all sent
             led = acc.rotated_from.ledger
             self.loss.advance(led, acc.announcement.first_block, now)
-            self.loss.resolve(led, now)
+            if acc.rotated_from.epoch in self.key_epochs.epochs:
+                self.loss.resolve(led, now)
+            else:  # it retired (the link was cut longer than its validity): nothing more can open
+                self.loss.force_resolve(led, led.frontier, now)
         a = acc.announcement
         self.report.events.append(KeyAccepted(a.epoch, a.policy_hash, a.sender, a.not_before, a.not_after))
         if acc.new and acc.epoch is self.key_epochs.current:
