@@ -12,7 +12,8 @@ wall clock as last given, advanced by the monotonic time since.
 
 A wall-clock step (NTP setting a clock that was wrong at boot, or an operator's `date -s`) moves
 `wall - now`; the monotonic clock does not move. `handle_timer` compares the two against the
-epoch's start: moved by more than CLOCK_STEP_MAX, the sender rotates at once (`KeyRotated`,
+epoch's start (as do `submit` and `flush` given a `wall`, so that an object taken after the step
+goes under the new epoch): moved by more than CLOCK_STEP_MAX, the sender rotates at once (`KeyRotated`,
 reason "clock", with the step) to an epoch whose validity is written from the new clock, so an
 epoch announced while the clock was wrong does not stay refused (`not_yet_valid`, `expired`) for
 its whole lifetime once the clock is right. The sender cannot tell which clock was the right
@@ -145,7 +146,6 @@ class LinkSender:
         self._rng = rng
         self._seal_now = seal
         self._wall_offset = 0.0 if wall is None else wall - now  # wall - now, as last given
-        self._timer_offset = self._wall_offset  # ... as last given to a timer call (both clocks read together)
         self._epoch_offset = self._wall_offset  # ... when the current epoch began (its validity's clock)
         sealed_max = min(fec.block_capacity(k, datagram_max, SYMBOL_HEADER_SIZE), limits.BLOCK_MAX)
         self.capacity = sealed_max - TAG_SIZE  # bytes of block plaintext
@@ -194,7 +194,7 @@ class LinkSender:
         self._envelope = self._inner_public.encrypt(key)
         self._epoch_started = now                    # monotonic: the key lifetime timer
         wall = self._wall(now)                       # wall: the announcement's validity
-        self._epoch_offset = self._timer_offset
+        self._epoch_offset = self._wall_offset
         lo, hi = (wall, wall) if old_wall is None else (min(wall, old_wall), max(wall, old_wall))
         self._valid_from, self._valid_until = lo, hi + self._key_lifetime + limits.KEY_OVERLAP
         self._epoch_first_block = self._next_block
@@ -272,8 +272,11 @@ class LinkSender:
 
     # --- objects and blocks -------------------------------------------------
     def submit(self, object_id: int, payload: bytes, now: float, wall: float | None = None) -> None:
-        """Queue one canonical object (opaque bytes); full blocks are sealed at once."""
+        """Queue one canonical object (opaque bytes); full blocks are sealed at once. With `wall`
+        (read with `now`), a clock step is noticed first: the object goes under the new epoch."""
         self._wall(now, wall)
+        if wall is not None:
+            self._clock_stepped(now, wall)
         if not 0 <= object_id < 1 << 64:
             raise ValueError("object_id out of range")
         if len(payload) > limits.OBJECT_MAX:
@@ -285,6 +288,8 @@ class LinkSender:
     def flush(self, now: float, wall: float | None = None) -> None:
         """Seal the partially filled block now."""
         self._wall(now, wall)
+        if wall is not None:
+            self._clock_stepped(now, wall)
         self._pack(now)
         if self._parts:
             self._seal(now)
@@ -411,7 +416,6 @@ class LinkSender:
         """Rotate the key when due (or at once if the wall clock stepped), repeat the
         announcement, send a heartbeat. `now` and `wall` are read together."""
         self._wall(now, wall)
-        self._timer_offset = self._wall_offset
         if not self._clock_stepped(now, wall) and now >= self._epoch_started + self._key_lifetime:
             self._rotate(now, "time")
         if now >= self._next_announce:
