@@ -11,7 +11,7 @@ import pytest
 
 from ferry import limits
 
-from ferry.wire.events import BlockLost, KeyAccepted, KeyRotated, ObjectLost, ObjectReceived
+from ferry.wire.events import BlockLost, HeartbeatReceived, KeyAccepted, KeyRotated, ObjectLost, ObjectReceived
 from .wire_helpers import announcement
 from .wire_sim import Channel, Link
 
@@ -27,7 +27,7 @@ class CutChannel(Channel):
         return [] if self.cut else super().__call__(datagrams)
 
 
-def run_cut(keys, cut_s: float, *, load: bool = True, seed: int = 1) -> Link:
+def run_cut(keys, cut_s: float, *, load: bool = True, seed: int = 1, before: float = 3.0) -> Link:
     ch = CutChannel(random.Random(seed))
     link = Link(keys, ch, key_lifetime=LIFETIME)
     oid = 1
@@ -41,7 +41,7 @@ def run_cut(keys, cut_s: float, *, load: bool = True, seed: int = 1) -> Link:
                 oid += 1
             link.idle(0.5)
 
-    feed(3.0)
+    feed(before)
     ch.cut = True
     feed(cut_s)
     ch.cut = False
@@ -81,6 +81,17 @@ def test_a_cut_across_rotations_leaves_nothing_unaccounted(keys, cut_s):
     missed_blocks = {b for (e, b) in link.sealed if e in missed}
     assert missed_blocks and missed_blocks <= out["lost_blocks"]
     assert link.receiver.link_up
+
+
+def test_a_cut_before_the_first_heartbeat_across_rotations_leaves_nothing_unaccounted(keys):
+    """The cut begins right after the first blocks, before any heartbeat of the first epoch came (the
+    receiver had not decided where its accounting of that epoch starts): the continuation decides
+    it (the receiver is as old as the epoch: from its first block) and the gap is reported."""
+    link = run_cut(keys, 2.5 * LIFETIME, before=0.5)
+    first = link.of(KeyAccepted)[0].epoch
+    assert not [e for e in link.of(HeartbeatReceived) if e.epoch == first]
+    out = check_accounted(link)
+    assert out["lost_blocks"]
 
 
 def test_an_idle_cut_across_rotations_reports_nothing(keys):
