@@ -226,3 +226,4 @@ METRICS_SNAPSHOT_TIMEOUT = 2.0  # a scrape waits this long for the event loop's 
 # --- link: the sender's wall clock stepped (issue 14 item 5, part "link") ------
 CLOCK_STEP_MAX = 5.0           # s: wall - monotonic moved this far since the epoch began: the sender rotates its key
 CLOCK_STEP_SPAN_MAX = 86400.0  # s: up to this step the new epoch's validity spans both clocks (beyond: the new one)
+EPOCH_RESTART_GAP = 16         # outer: a restarted agent's first key epoch is at least the stored newest + this
