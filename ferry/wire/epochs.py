@@ -196,9 +196,11 @@ class KeyEpochs:
         return Accepted(ep, a, new, rotated_from, unkeyed if new else None)
 
     def _note_unkeyed(self, a: Announcement) -> None:
-        """A verified announcement refused for its validity: its epoch existed (module docstring)."""
+        """A verified announcement refused for its validity: its epoch existed (module docstring).
+        Only above an epoch floor (a receiver keyed before, or with a stored state): a fresh
+        receiver could be shown an old capture, expired, that names blocks of a run long gone."""
         u = self._unkeyed
-        if a.epoch > self.floor and (u is None or a.epoch >= u.epoch):
+        if 0 <= self.floor < a.epoch and (u is None or a.epoch >= u.epoch):
             self._unkeyed = a
 
     def _refuse_for_good(self, raw: bytes, reason: Reason, epoch: int, now: float) -> None:

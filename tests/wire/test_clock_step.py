@@ -188,3 +188,16 @@ def test_blocks_of_a_restarted_run_refused_for_its_clock_are_named_lost_once_it_
     lost = later.of(BlockLost)
     assert [(e.epoch, e.block_no) for e in lost] == [(refused, 0)] and lost[0].count >= 3
     assert [e.object_id for e in later.of(ObjectReceived)] == [4]
+
+
+def test_a_fresh_receiver_names_no_blocks_of_a_refused_epoch(keys):
+    """Without an epoch floor (never keyed, no stored state) a refused announcement may be an old
+    capture: its epoch is not taken for the predecessor of the first one keyed, nothing is named lost."""
+    p = Pair(keys, sender_off=HOUR)
+    for oid in range(1, 3):
+        p.s.submit(oid, bytes([oid]) * 3000, p.now, p.real + HOUR)
+        p.run(1.0)
+    assert p.r.key_epochs.floor == -1 and p.of(AnnouncementRefused)
+    p.sender_off = 0.0
+    p.run(6.0)
+    assert p.r.current_epoch == p.s.epoch and not p.of(BlockLost)
