@@ -231,7 +231,9 @@ class OuterAgent(PolicyHost):
 
     # -- video lane (ferry.agents.video_ingest.IngestHost) ---------------------
     def seal(self, obj: CanonicalObject, wall: float) -> None:
-        self.sender.submit(obj.object_id, obj.SerializeToString(), time.monotonic(), wall)
+        # both clocks read together (the sender compares them to notice a wall-clock step); `wall`,
+        # when the lane decided, may be older
+        self.sender.submit(obj.object_id, obj.SerializeToString(), time.monotonic(), time.time())
 
     def flush_link(self, wall: float) -> None:
         now = time.monotonic()
