@@ -234,3 +234,10 @@ MANSCDP_ITEMS_MAX = 1024       # Items in one DeviceList / Alarmstatus
 MANSCDP_REPEAT_MAX = 256       # repetitions of one repeatable element (Keepalive Info/DeviceID ...)
 MANSCDP_DROPPED_MAX = 32       # names of dropped elements a message keeps (then "...")
 MANSCDP_DROPPED_NAME_MAX = 120  # characters of one such name (a path)
+# --- on-demand / always-on video of outer cameras (issue 13, part "media-outer": ferry.lanes.signaling.outer_media) ---
+MEDIA_DEVICES_MAX = 1024       # cameras the outer media part keeps state for (holders, dialogs)
+MEDIA_HOLDERS_MAX = 64         # holds (start_stream) on one camera's stream at once
+MEDIA_INVITE_TIMEOUT = 10.0    # seconds to the INVITE's final answer (default of [media] invite_timeout)
+MEDIA_TIMEOUT = 10.0           # seconds from the ACK to the first RTP packet (default of [media] media_timeout)
+MEDIA_RETRY_MIN = 1.0          # always-on: first re-INVITE after a failure (doubling)...
+MEDIA_RETRY_MAX = 30.0         # ...up to this many seconds (default of [media] retry_max)

@@ -109,6 +109,15 @@ class Reason(StrEnum):
     POLICY_NOT_STORED = "policy_not_stored"
     RESEND_CHANGED = "resend_changed"
     RESEND_TOO_LATE = "resend_too_late"
+    # --- video of outer cameras over SIP (issue 13, part "media-outer": lanes/signaling/outer_media) --
+    NO_CONTACT = "no_contact"
+    NO_MEDIA_PORT = "no_media_port"
+    INVITE_REFUSED = "invite_refused"
+    INVITE_TIMEOUT = "invite_timeout"
+    BAD_ANSWER = "bad_answer"
+    NO_MEDIA = "no_media"
+    MEDIA_LOST = "media_lost"
+    CAMERA_BYE = "camera_bye"
 
 
 _ALL = list(Reason)
@@ -212,4 +221,12 @@ MEANING: dict[Reason, str] = {
     Reason.POLICY_NOT_STORED: "policy bundle not applied: it could not be stored in the agent's state directory",
     Reason.RESEND_CHANGED: "kept file to re-send after an outer restart changed or vanished",
     Reason.RESEND_TOO_LATE: "kept file too old to re-send after an outer restart (outside the replay window)",
+    Reason.NO_CONTACT: "camera to INVITE that is not registered and has no configured contact ([media.camera] contact)",
+    Reason.NO_MEDIA_PORT: "no free port in [media] port_range, or the port could not be opened, for a camera's stream",
+    Reason.INVITE_REFUSED: "the camera answered ferry's INVITE with an error status (3xx-6xx)",
+    Reason.INVITE_TIMEOUT: "no final answer to ferry's INVITE within [media] invite_timeout",
+    Reason.BAD_ANSWER: "the camera's 200 to the INVITE has no usable SDP answer (parse error, another SSRC or transport)",
+    Reason.NO_MEDIA: "no RTP of the offered SSRC within [media] media_timeout after the ACK: ferry sent BYE",
+    Reason.MEDIA_LOST: "a camera's stream went silent (its ingest stream ended): ferry sent BYE",
+    Reason.CAMERA_BYE: "the camera ended the video dialog (BYE): stream_stopped",
 }
