@@ -22,6 +22,7 @@ from ferry.agents.common import AuditQueue, Identity, Management, open_identity,
 from ferry.agents.forwarder import start_forwarder
 from ferry.agents.link_io import LinkSendSocket
 from ferry.agents.link_writer import LinkWriter
+from ferry.agents.media_outer import MediaOuter
 from ferry.agents.outer_state import OuterState
 from ferry.wire.pacing import LinkPacer
 from ferry.agents.policy_host import PolicyHost
@@ -182,9 +183,19 @@ class OuterAgent(PolicyHost):
                                  datagram_max=link.datagram_max, key_lifetime=link.key_lifetime, seal=False,
                                  track_sent=True)
         # cameras' ports first: the link socket's ephemeral port can then never be one of them
-        self.video = VideoIngest(list(cfg.video), self, lambda: self.id.plan, self.ids) if cfg.video else None
+        self.video = (VideoIngest(list(cfg.video), self, lambda: self.id.plan, self.ids)
+                      if cfg.video or cfg.media else None)
         if self.video:
             self.video.bind()
+        # [media] (issue 13 "media-outer"): ferry INVITEs cameras; their SIP goes through [signaling]'s endpoint
+        self.media = MediaOuter(cfg.media, self, self.video, getattr(cfg, "signaling", None)) \
+            if cfg.media and self.video else None
+        if self.media:
+            sig = getattr(self, "signaling", None)
+            if sig is not None:
+                sig.attach_media(self.media)
+                self.media.registry = sig.registry
+            self.media.bind()
         self.sock = LinkSendSocket((link.peer_host, link.peer_port), bind_host=link.bind_host,
                                    interface=link.interface, sndbuf=link.sndbuf, gso=link.gso == "auto")
         self.started_mono = time.monotonic()
@@ -458,7 +469,8 @@ class OuterAgent(PolicyHost):
         return {**self.stats, **video, "blocks": c.blocks, "datagrams": c.datagrams, "bytes": c.bytes,
                 "objects": c.objects, "epoch": c.epoch, "outbox": self.pump.backlog(),
                 "send_errors": self.pump.writer.errors,
-                **({"video_refused_streams": self.video.refused_streams} if self.video else {})}
+                **({"video_refused_streams": self.video.refused_streams} if self.video else {}),
+                **(self.media.counters() if self.media else {})}
 
     def key_epoch(self) -> int:
         return int(self.sender.counters.epoch)
@@ -508,10 +520,17 @@ class OuterAgent(PolicyHost):
             self.scan_spool(self.spool)
         if self.video:
             await self.video.start(stop)
+        if self.media:
+            register = getattr(self, "register_reverse_handler", None)
+            if register is not None:
+                self.media.register_handlers(register)
+            await self.media.start()
         await stop.wait()
         await asyncio.gather(signer, return_exceptions=True)
         if self.scan_timer is not None:
             self.scan_timer.cancel()
+        if self.media:
+            await self.media.stop()     # BYE every camera dialog
         if self.video:
             await self.video.stop()     # ends every stream: their last access units and records
         await self.management.stop()
