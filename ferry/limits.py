@@ -234,6 +234,26 @@ MANSCDP_ITEMS_MAX = 1024       # Items in one DeviceList / Alarmstatus
 MANSCDP_REPEAT_MAX = 256       # repetitions of one repeatable element (Keepalive Info/DeviceID ...)
 MANSCDP_DROPPED_MAX = 32       # names of dropped elements a message keeps (then "...")
 MANSCDP_DROPPED_NAME_MAX = 120  # characters of one such name (a path)
+# --- SIP / SDP / digest codecs (issue 13, part "sip": ferry.codecs.sip, sip_digest, sdp) ---
+SIP_MESSAGE_MAX = 65535        # bytes of one SIP message: start line, headers and body (a UDP datagram at most)
+SIP_HEADER_SECTION_MAX = 16384  # bytes of the start line and headers (to the empty line), at most
+SIP_LINE_MAX = 4096            # bytes of one start or header line, without its CRLF
+SIP_HEADER_COUNT_MAX = 64      # header lines of one message, at most
+SIP_BODY_MAX = 65535           # bytes of one message body (Content-Length), at most
+SIP_URI_MAX = 512              # characters of one SIP URI
+SIP_STREAM_BUFFER_MAX = SIP_HEADER_SECTION_MAX + SIP_BODY_MAX  # bytes a TCP stream parser holds, at most
+DIGEST_HEADER_MAX = 2048       # characters of one Authorization / WWW-Authenticate value
+DIGEST_PARAMS_MAX = 16         # parameters of one digest challenge or credentials
+SDP_MAX = 8192                 # bytes of one SDP body
+SDP_LINES_MAX = 64             # lines of one SDP body
+SDP_LINE_MAX = 512             # bytes of one SDP line
+
+# --- the agents' SIP transport (ferry.agents.sip_endpoint) ---------------------
+SIP_TCP_CONNECTIONS_MAX = 1024  # SIP TCP connections of one endpoint (accepted and opened), at most
+SIP_TCP_READ = 65536           # bytes read from a SIP TCP connection at once
+SIP_TCP_IDLE = 300.0           # seconds a SIP TCP connection may stay silent before it is closed
+SIP_TCP_OUTPUT_MAX = 1 << 20   # bytes queued for one SIP TCP connection, at most
+SIP_TCP_CONNECT_TIMEOUT = 5.0  # seconds to open a SIP TCP connection
 # --- on-demand / always-on video of outer cameras (issue 13, part "media-outer": ferry.lanes.signaling.outer_media) ---
 MEDIA_DEVICES_MAX = 1024       # cameras the outer media part keeps state for (holders, dialogs)
 MEDIA_HOLDERS_MAX = 64         # holds (start_stream) on one camera's stream at once

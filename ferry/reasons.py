@@ -109,6 +109,9 @@ class Reason(StrEnum):
     POLICY_NOT_STORED = "policy_not_stored"
     RESEND_CHANGED = "resend_changed"
     RESEND_TOO_LATE = "resend_too_late"
+    # --- SIP signaling (issue 13, part "sip": ferry.codecs.sip, sip_digest, sdp) ---------------
+    MALFORMED_SIP = "malformed_sip"
+    SIP_AUTH_FAILED = "sip_auth_failed"
     # --- video of outer cameras over SIP (issue 13, part "media-outer": lanes/signaling/outer_media) --
     NO_CONTACT = "no_contact"
     NO_MEDIA_PORT = "no_media_port"
@@ -221,6 +224,9 @@ MEANING: dict[Reason, str] = {
     Reason.POLICY_NOT_STORED: "policy bundle not applied: it could not be stored in the agent's state directory",
     Reason.RESEND_CHANGED: "kept file to re-send after an outer restart changed or vanished",
     Reason.RESEND_TOO_LATE: "kept file too old to re-send after an outer restart (outside the replay window)",
+    Reason.MALFORMED_SIP: ("SIP message, SDP body or digest header that does not parse or breaks a limit "
+                           "(RFC 3261 grammar, sizes in ferry/limits.py)"),
+    Reason.SIP_AUTH_FAILED: "SIP request whose digest credentials do not verify (password, realm, nonce, qop)",
     Reason.NO_CONTACT: "camera to INVITE that is not registered and has no configured contact ([media.camera] contact)",
     Reason.NO_MEDIA_PORT: "no free port in [media] port_range, or the port could not be opened, for a camera's stream",
     Reason.INVITE_REFUSED: "the camera answered ferry's INVITE with an error status (3xx-6xx)",
