@@ -1,0 +1,252 @@
+"""On-demand and always-on video of outer cameras over SIP, end to end (issue 13 item 3, outer half).
+
+Real agent processes on loopback and ferry's test camera in SIP mode (`python -m ferry.camera
+--device-id ... --sip-listen ...`, a separate process): the outer agent INVITEs the camera with a
+GB/T 28181 offer, the camera answers and streams RTP/PS to the offered port and SSRC, the stream
+crosses in the video lane and the inner agent writes it to a file sink whose decoded frames are
+compared with the source's (`ffmpeg -f framemd5`). The camera is killed (kill -9) and restarted:
+stream_failed is recorded and the outer agent INVITEs it again.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import gb28181
+from appliance import free_udp_port, read_trail
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+
+CAMERA = "43090000001320000001"        # Yiyang (4309), network camera (132)
+SERVER = "43090000002000000001"
+DOMAIN = "4309000000"
+
+POLICY = """
+policy: media-outer-e2e
+version: 1
+default: deny
+sources:
+  outer-spool: {kind: spool}
+  cameras:
+    kind: devices
+    match:
+      - region: "4309"
+        type: ["132"]
+        serial: {from: "0000000", to: "0000999"}
+destinations:
+  police-vms: {kind: vms}
+rules:
+  - id: video-cameras
+    lane: video
+    from: cameras
+    to: police-vms
+    video:
+      codecs: [h264, h265]
+      max_width: 1920
+      max_height: 1080
+      max_frame_rate: 30
+      max_bitrate_kbps: 20000
+"""
+
+needs_tools = pytest.mark.skipif(not (shutil.which("ffmpeg") and shutil.which("ffprobe")),
+                                 reason="ffmpeg/ffprobe not installed")
+
+
+def free_port_range(n: int = 8) -> tuple[int, int]:
+    """n consecutive ports free for UDP and TCP now (a best effort, as free_udp_port)."""
+    for _ in range(50):
+        base = free_udp_port()
+        if base + n > 65000:
+            continue
+        ok = True
+        for p in range(base, base + n):
+            for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+                with socket.socket(socket.AF_INET, kind) as s:
+                    try:
+                        s.bind(("127.0.0.1", p))
+                    except OSError:
+                        ok = False
+        if ok:
+            return base, base + n - 1
+    raise RuntimeError("no free port range")
+
+
+def events(trail_dir: Path, event: str) -> list[dict]:
+    return [r for r in read_trail(trail_dir) if r["event"] == event]
+
+
+def media_config(*, mode: str, sip_port: int, ports: tuple[int, int], cam_port: int | None,
+                 transport: str = "udp") -> str:
+    lines = ["[media]", f'mode = "{mode}"', 'media_address = "127.0.0.1"', f"port_range = [{ports[0]}, {ports[1]}]",
+             'destination = "police-vms"', f'sip_listen = "127.0.0.1:{sip_port}"', f'server_id = "{SERVER}"',
+             f'domain = "{DOMAIN}"', "invite_timeout = 3.0", "media_timeout = 5.0", "retry_max = 2.0"]
+    if cam_port is not None:
+        lines += ["[[media.camera]]", f'device_id = "{CAMERA}"', f'contact = "udp:127.0.0.1:{cam_port}"',
+                  f'transport = "{transport}"']
+    return "\n".join(lines)
+
+
+class SipCameraProcess:
+    """ferry's test camera in SIP mode, as its own process (so that kill -9 is real)."""
+
+    def __init__(self, work: Path, port: int, *, seconds: float = 4, server: int | None = None) -> None:
+        self.work, self.port, self.seconds, self.server = work, port, seconds, server
+        self.proc: subprocess.Popen | None = None
+        self.runs = 0
+
+    def start(self) -> "SipCameraProcess":
+        self.runs += 1
+        log = open(self.work / f"camera-{self.runs}.log", "wb")
+        cmd = [sys.executable, "-m", "ferry.camera", "--device-id", CAMERA, "--sip-listen", f"127.0.0.1:{self.port}",
+               "--seconds", str(self.seconds), "--server-id", SERVER, "--domain", DOMAIN]
+        if self.server:
+            cmd += ["--sip-server", f"127.0.0.1:{self.server}", "--password", "secret"]
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ,
+                                                                                    "PYTHONUNBUFFERED": "1"})
+        log.close()
+        return self
+
+    def log(self) -> str:
+        return "".join((self.work / f"camera-{i}.log").read_text(errors="replace") for i in range(1, self.runs + 1))
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+        self.proc = None
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+def make(factory, tmp_path: Path, **kw):
+    policy = tmp_path / "media-policy"
+    policy.mkdir(exist_ok=True)
+    (policy / "policy.yaml").write_text(POLICY)
+    a = factory(policy_dir=policy, **kw)
+    out = a.work / "recordings" / "{stream}.ps"
+    a.append_config("inner", "\n".join(['[[video_output]]', 'destination = "police-vms"', 'form = "ps"',
+                                        'transport = "file"', f'path = "{out}"']))
+    return a
+
+
+def recordings(a) -> list[Path]:
+    return sorted((a.work / "recordings").glob("*.ps"), key=lambda p: p.stat().st_mtime)
+
+
+@needs_tools
+def test_always_on_camera_crosses_bit_exact_and_is_invited_again_after_kill_9(appliance_factory, tmp_path):
+    a = make(appliance_factory, tmp_path)
+    cam_port, sip_port = free_udp_port(), free_udp_port()
+    ports = free_port_range()
+    a.append_config("outer", media_config(mode="always-on", sip_port=sip_port, ports=ports, cam_port=cam_port))
+    src = gb28181.make_source(None, "h264", seconds=4)
+    camera = SipCameraProcess(tmp_path, cam_port, seconds=4).start()
+    try:
+        a.start()
+        # the INVITE is answered, the camera streams its 4 s once, the stream goes silent: the
+        # outer agent BYEs (media_lost) and INVITEs again (always-on)
+        first = a.wait_for(lambda: events(a.outer_audit, "stream_ended"), 60, "the first stream's end")[0]
+        requested = events(a.outer_audit, "stream_requested")
+        answered = events(a.outer_audit, "stream_answered")
+        assert requested and answered
+        req = requested[0]
+        assert req["source"]["device_id"] == CAMERA and req["flow"] == f"sip-{CAMERA}-1"
+        assert ports[0] <= req["detail"]["port"] <= ports[1]
+        ssrc = req["detail"]["ssrc"]
+        assert ssrc == "0" + DOMAIN[3:8] + "0001"
+        started = [r for r in events(a.outer_audit, "stream_started") if r["flow"].startswith(f"sip-{CAMERA}-1-")]
+        assert started and started[0]["detail"]["ssrc"] == int(ssrc)
+        assert first["detail"]["access_units"] == 100, first["detail"]
+        assert f"invite ssrc {ssrc}" in camera.log()
+        a.wait_for(lambda: [r for r in events(a.outer_audit, "stream_failed") if r["code"] == "media_lost"], 30,
+                   "stream_failed media_lost")
+        a.wait_for(lambda: len(events(a.outer_audit, "stream_requested")) >= 2, 30, "the re-INVITE")
+        # the first stream crossed and decodes to the source's frames
+        a.wait_for(lambda: [r for r in events(a.inner_audit, "stream_ended")], 60, "the inner stream's end")
+        rec = recordings(a)[0]
+        assert gb28181.framemd5(rec) == gb28181.framemd5(src)
+        # kill -9 the camera while it streams: stream_failed, INVITEs that fail, then it is back
+        k = len(events(a.outer_audit, "stream_started"))
+        a.wait_for(lambda: len(events(a.outer_audit, "stream_started")) > k, 60, "a stream to kill")
+        n = len(events(a.outer_audit, "stream_failed"))
+        camera.kill()
+        a.wait_for(lambda: len(events(a.outer_audit, "stream_failed")) > n + 1, 60,
+                   "stream_failed after the kill and a failed re-INVITE")
+        codes = {r["code"] for r in events(a.outer_audit, "stream_failed")[n:]}
+        assert "media_lost" in codes and "invite_timeout" in codes, codes
+        m = len(events(a.outer_audit, "stream_started"))
+        camera.start()
+        a.wait_for(lambda: len(events(a.outer_audit, "stream_started")) > m, 60, "the stream after the restart")
+    finally:
+        camera.stop()
+        a.stop()
+    # the agent's stop BYEs the running dialog
+    assert events(a.outer_audit, "stream_stopped")
+    assert "bye" in camera.log()
+
+
+@needs_tools
+@pytest.mark.parametrize("transport", ["tcp"])
+def test_tcp_media_camera_connects_to_ferry(appliance_factory, tmp_path, transport):
+    a = make(appliance_factory, tmp_path)
+    cam_port, sip_port = free_udp_port(), free_udp_port()
+    ports = free_port_range()
+    a.append_config("outer", media_config(mode="always-on", sip_port=sip_port, ports=ports, cam_port=cam_port,
+                                          transport=transport))
+    src = gb28181.make_source(None, "h264", seconds=4)
+    camera = SipCameraProcess(tmp_path, cam_port, seconds=4).start()
+    try:
+        a.start()
+        ended = a.wait_for(lambda: events(a.outer_audit, "stream_ended"), 60, "the TCP stream's end")[0]
+        assert ended["detail"]["access_units"] == 100
+        started = events(a.outer_audit, "stream_started")[0]
+        assert started["detail"]["transport"] == "tcp-listen"
+        a.wait_for(lambda: events(a.inner_audit, "stream_ended"), 60, "the inner stream's end")
+        assert gb28181.framemd5(recordings(a)[0]) == gb28181.framemd5(src)
+    finally:
+        camera.stop()
+        a.stop()
+
+
+_REVERSE = importlib.util.find_spec("ferry.lanes.reverse") is not None
+
+
+@needs_tools
+@pytest.mark.skipif(not _REVERSE, reason="needs the reverse lane (`ferry ask`, part \"reverse\"), not on main yet")
+def test_on_demand_start_and_stop_stream_through_ferry_ask(appliance_factory, tmp_path):
+    from reverse import add_reverse, ask      # tests/support/reverse.py of part "reverse"
+
+    a = make(appliance_factory, tmp_path, management=True)
+    cam_port, sip_port = free_udp_port(), free_udp_port()
+    ports = free_port_range()
+    a.append_config("outer", media_config(mode="on-demand", sip_port=sip_port, ports=ports, cam_port=cam_port))
+    add_reverse(a, devices=[CAMERA], requests=["start_stream", "stop_stream"])
+    camera = SipCameraProcess(tmp_path, cam_port, seconds=30).start()
+    try:
+        a.start()
+        assert not events(a.outer_audit, "stream_requested")      # on demand: nothing until asked
+        assert ask(a, "start_stream", CAMERA, operator="alice", params={"transport": "udp"}).returncode == 0
+        a.wait_for(lambda: events(a.outer_audit, "stream_started"), 60, "the stream after start_stream")
+        a.wait_for(lambda: events(a.inner_audit, "stream_started"), 60, "the stream crossing")
+        assert ask(a, "stop_stream", CAMERA, operator="alice", params={"stream": f"sip-{CAMERA}-1"}).returncode == 0
+        a.wait_for(lambda: events(a.outer_audit, "stream_stopped"), 30, "stream_stopped after stop_stream")
+        a.wait_for(lambda: "bye" in camera.log(), 30, "the camera's BYE")
+    finally:
+        camera.stop()
+        a.stop()
