@@ -231,7 +231,8 @@ MEANING: dict[Reason, str] = {
     Reason.NO_MEDIA_PORT: "no free port in [media] port_range, or the port could not be opened, for a camera's stream",
     Reason.INVITE_REFUSED: "the camera answered ferry's INVITE with an error status (3xx-6xx)",
     Reason.INVITE_TIMEOUT: "no final answer to ferry's INVITE within [media] invite_timeout",
-    Reason.BAD_ANSWER: "the camera's 200 to the INVITE has no usable SDP answer (parse error, another SSRC or transport)",
+    Reason.BAD_ANSWER: ("the camera's 200 to the INVITE has no usable SDP answer (parse error, another SSRC or "
+                        "transport)"),
     Reason.NO_MEDIA: "no RTP of the offered SSRC within [media] media_timeout after the ACK: ferry sent BYE",
     Reason.MEDIA_LOST: "a camera's stream went silent (its ingest stream ended): ferry sent BYE",
     Reason.CAMERA_BYE: "the camera ended the video dialog (BYE): stream_stopped",

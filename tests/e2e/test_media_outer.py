@@ -230,7 +230,7 @@ _REVERSE = importlib.util.find_spec("ferry.lanes.reverse") is not None
 @needs_tools
 @pytest.mark.skipif(not _REVERSE, reason="needs the reverse lane (`ferry ask`, part \"reverse\"), not on main yet")
 def test_on_demand_start_and_stop_stream_through_ferry_ask(appliance_factory, tmp_path):
-    from reverse import add_reverse, ask      # tests/support/reverse.py of part "reverse"
+    from reverse import add_reverse, ask  # noqa: PLC0415 - tests/support/reverse.py of part "reverse"
 
     a = make(appliance_factory, tmp_path, management=True)
     cam_port, sip_port = free_udp_port(), free_udp_port()

@@ -289,7 +289,8 @@ class OuterMediaLane:
         sess.to_header = f"<sip:{sess.device_id}@{s.domain}>"
         sess.branch = new_branch()
         sess.cseq = 1
-        offer = Sdp(origin=Origin(s.server_id, "0", "0", s.media_address), session_name="Play", connection=s.media_address,
+        offer = Sdp(origin=Origin(s.server_id, "0", "0", s.media_address), session_name="Play",
+                    connection=s.media_address,
                     media_port=sess.port, transport="TCP/RTP/AVP" if sess.transport == "tcp" else "RTP/AVP",
                     payload_types=(96,), rtpmaps=(RtpMap(96, "PS", 90000),), direction="recvonly",
                     setup="passive" if sess.transport == "tcp" else None,
@@ -526,7 +527,8 @@ class OuterMediaLane:
                                    f"no final answer to the INVITE within {self.s.invite_timeout:g} s", now, wall)
             elif sess.state == "confirmed":
                 work += self._lost(sess, Reason.NO_MEDIA,
-                                   f"no RTP of SSRC {sess.ssrc} within {self.s.media_timeout:g} s of the ACK", now, wall)
+                                   f"no RTP of SSRC {sess.ssrc} within {self.s.media_timeout:g} s of the ACK",
+                                   now, wall)
             elif sess.state in ("ending", "cancelling"):
                 work += self._forget(sess)
         for dev in self.devices.values():

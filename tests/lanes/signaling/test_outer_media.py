@@ -12,7 +12,7 @@ from hypothesis import given, settings, strategies as st
 
 from ferry.codecs import manscdp
 from ferry.codecs.sdp import Origin, RtpMap, Sdp, build_sdp, parse_sdp
-from ferry.codecs.sip import SipRequest, SipUri, build_response, parse_message, response_to
+from ferry.codecs.sip import SipRequest, SipUri, build_request, build_response, parse_message, response_to
 from ferry.lanes.signaling.outer_media import (ALWAYS_ON, CameraSetting, CloseIngest, MediaSettings, OpenIngest,
                                                OuterMediaLane, SendSip, ptz_command, ssrc_for)
 from ferry.lanes.work import AuditIntent
@@ -268,7 +268,6 @@ def test_bye_of_the_camera_is_answered_and_recorded():
 
 
 def _camera_bye(req: SipRequest) -> bytes:
-    from ferry.codecs.sip import build_request
     return build_request("BYE", SipUri("sip", SERVER, "10.0.0.1", 5060), [
         ("Via", "SIP/2.0/UDP 10.0.0.5:5060;branch=z9hG4bKcam"), ("From", f"<sip:{CAM}@3402000000>;tag=cam1"),
         ("To", f"{req.header('From')}"), ("Call-ID", req.call_id), ("CSeq", "20 BYE"), ("Max-Forwards", "70")])
