@@ -325,18 +325,26 @@ class OuterMediaLane:
 
     # -- SIP in -----------------------------------------------------------------------------------
     def on_sip(self, msg: SipRequest | SipResponse, peer: Any, now: float, wall: float) -> list[MediaWork]:
+        """A request or response of a media dialog. What is not ours (another Call-ID, CSeq or
+        host than the dialog's) gets 481 (requests) or is ignored (responses); a header the codec
+        cannot read drops the message."""
         try:
-            call_id = msg.call_id
-            cseq, method = msg.cseq
+            return self._on_sip(msg, peer, now, wall)
         except SipError:
             return []
+
+    def _on_sip(self, msg: SipRequest | SipResponse, peer: Any, now: float, wall: float) -> list[MediaWork]:
+        call_id = msg.call_id
+        cseq, method = msg.cseq
         sess = self.by_call.get(call_id)
+        if sess is not None and _host(peer) != _host(sess.peer):
+            sess = None                          # the dialog's Call-ID from another host: not its camera
         if isinstance(msg, SipResponse):
-            if sess is None or cseq != sess.cseq and method != "INVITE":
+            if sess is None:
                 return []
-            if method == "INVITE":
+            if method == "INVITE" and cseq == 1:
                 return self._invite_response(sess, msg, now, wall)
-            if method == "BYE" and sess.state == "ending" and msg.status >= 200:
+            if method == "BYE" and cseq == sess.cseq and sess.state == "ending" and msg.status >= 200:
                 return self._forget(sess)
             return []
         if msg.method == "ACK":
@@ -378,8 +386,11 @@ class OuterMediaLane:
         ack = self._ack(sess, msg)
         to = msg.header("To") or sess.to_header
         sess.to_header = to
-        contact = msg.contact
-        if contact:
+        try:
+            contact = msg.contact
+        except SipError:
+            contact = []                         # keep the INVITE's target
+        if contact and contact[0].uri.scheme == "sip":
             sess.target = contact[0].uri
         if sess.state == "cancelling":           # answered after all: end it at once
             return [SendSip(ack, sess.peer), *self._bye(sess, now)]

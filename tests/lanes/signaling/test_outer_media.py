@@ -432,3 +432,50 @@ def test_any_sequence_of_events_keeps_the_lane_consistent(steps, always):
                 assert lane.holders(d).count(ALWAYS_ON) == 1
     carry(lane.close(now, 1000 + now))
     assert opened == set()
+
+
+# --- hostile answers: whatever a camera sends back, the lane returns work and never raises -----------------
+
+def _mutate(data: bytes, cuts: list[tuple[int, int]]) -> bytes:
+    b = bytearray(data)
+    for pos, val in cuts:
+        if b:
+            b[pos % len(b)] = val
+    return bytes(b)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from([100, 180, 200, 202, 400, 486, 500, 603]), st.binary(max_size=200),
+       st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255)), max_size=8), st.booleans(),
+       st.text(max_size=60), st.sampled_from(["10.0.0.5", "10.9.9.9"]))
+def test_hostile_answers_only_ever_give_work(status, junk, cuts, use_sdp, contact, host):
+    lane = lane_()
+    req, opened, _ = invite(lane)
+    body = _mutate(answer(req).body, cuts) if use_sdp else junk
+    headers = [(n, v) for n, v in (("Via", req.header("Via")), ("From", req.header("From")),
+                                   ("To", f"{req.header('To')};tag=x"), ("Call-ID", req.call_id),
+                                   ("CSeq", "1 INVITE"), ("Contact", contact))]
+    try:
+        msg = parse_message(build_response(status, "Whatever", headers, body))
+    except ValueError:
+        return                                   # not a message the codec lets through
+    work = lane.on_sip(msg, P("udp", host, 5060), 0.3, 1000.3)
+    assert all(isinstance(w, (SendSip, OpenIngest, CloseIngest, AuditIntent)) for w in work)
+    if host != PEER.host:
+        assert work == []                        # another host than the dialog's camera: ignored
+    elif 200 <= status < 300:
+        assert [m.method for m in sent(work)][:1] == ["ACK"]
+        st_ = lane.sessions()[0]["state"] if lane.sessions() else "gone"
+        assert st_ in ("confirmed", "ending")
+        assert (st_ == "confirmed") == bool(records(work, "stream_answered"))
+
+
+def test_bye_with_the_call_id_from_another_host_does_not_end_the_dialog():
+    lane = lane_()
+    req, opened = streaming(lane)
+    (r,) = sent(lane.on_sip(parse_message(_camera_bye(req)), P("udp", "10.6.6.6", 5060), 5.0, 1005.0))
+    assert r.status == 481
+    assert lane.sessions()[0]["state"] == "streaming"
+    # responses with the dialog's Call-ID but another CSeq are not the INVITE's
+    late = parse_message(response_to(req, 486, "Busy", to_tag="x").replace(b"CSeq: 1 INVITE", b"CSeq: 9 INVITE"))
+    assert lane.on_sip(late, PEER, 5.1, 1005.1) == []
