@@ -231,7 +231,8 @@ class OuterMediaCamera(_Strict):
     """One camera ferry INVITEs (`[[media.camera]]`): always-on, or one without registration."""
     device_id: str = Field(pattern=r"^[0-9]{20}$")
     contact: str = ""             # "udp:host:port" / "tcp:host:port"; "" = the contact it registered
-    transport: Literal["udp", "tcp"] = "udp"    # media: RTP over UDP, or TCP (the camera connects)
+    # media: RTP over UDP, TCP the camera connects to ferry ("tcp"), or TCP ferry connects to it ("tcp-active")
+    transport: Literal["udp", "tcp", "tcp-active"] = "udp"
 
     _contact = field_validator("contact")(lambda v: _contact(v) if v else v)
 

@@ -254,6 +254,7 @@ SIP_TCP_READ = 65536           # bytes read from a SIP TCP connection at once
 SIP_TCP_IDLE = 300.0           # seconds a SIP TCP connection may stay silent before it is closed
 SIP_TCP_OUTPUT_MAX = 1 << 20   # bytes queued for one SIP TCP connection, at most
 SIP_TCP_CONNECT_TIMEOUT = 5.0  # seconds to open a SIP TCP connection
+
 # --- on-demand / always-on video of outer cameras (issue 13, part "media-outer": ferry.lanes.signaling.outer_media) ---
 MEDIA_DEVICES_MAX = 1024       # cameras the outer media part keeps state for (holders, dialogs)
 MEDIA_HOLDERS_MAX = 64         # holds (start_stream) on one camera's stream at once
@@ -261,3 +262,5 @@ MEDIA_INVITE_TIMEOUT = 10.0    # seconds to the INVITE's final answer (default o
 MEDIA_TIMEOUT = 10.0           # seconds from the ACK to the first RTP packet (default of [media] media_timeout)
 MEDIA_RETRY_MIN = 1.0          # always-on: first re-INVITE after a failure (doubling)...
 MEDIA_RETRY_MAX = 30.0         # ...up to this many seconds (default of [media] retry_max)
+MEDIA_CONNECT_TRIES = 20       # tcp-active: connections to the camera's answered address tried...
+MEDIA_CONNECT_DELAY = 0.25     # ...this many seconds apart

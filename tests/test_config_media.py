@@ -52,7 +52,7 @@ def test_media_loads(tmp_path):
     (("port_range = [30000, 30099]", "port_range = [30099, 30000]"), "media", "port_range"),
     (('device_id = "34020000001320000001"', 'device_id = "3402"'), "media.camera.0.device_id", "pattern"),
     (('media_address = "10.0.0.1"', 'media_address = "cameras.example"'), "media.media_address", ""),
-    (('transport = "tcp"', 'transport = "tcp-active"'), "media.camera.0.transport", ""),
+    (('transport = "tcp"', 'transport = "sctp"'), "media.camera.0.transport", ""),
     (('sip_listen = "10.0.0.1:5060"', 'sip_listen = ""'), "outer.toml", "needs sip_listen"),
     (('domain = "3402000000"', 'domain = ""'), "outer.toml", "needs domain"),
     (('mode = "always-on"', 'mode = "always-on"\nmedia_timeout = 0'), "media.media_timeout", ""),

@@ -168,8 +168,8 @@ class MediaOuter:
                 if not self.send(w.data, w.peer):
                     log.info("media: could not send to %s", w.peer)
             elif isinstance(w, OpenIngest):
-                entry = DynamicEntry(w.session, "udp" if w.transport == "udp" else "tcp-listen", w.device_id,
-                                     w.ssrc, w.destination)
+                kind = {"udp": "udp", "tcp": "tcp-listen", "tcp-active": "tcp-connect"}[w.transport]
+                entry = DynamicEntry(w.session, kind, w.device_id, w.ssrc, w.destination, connect=w.connect)
                 error = self.ingest.open_dynamic(entry, self.cfg.media_address, w.port)
                 now, wall = self.clocks()
                 self.carry(self.lane.ingest_ready(w.session, error, now, wall))

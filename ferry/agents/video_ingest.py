@@ -126,12 +126,13 @@ class DynamicEntry:
     """An ingest entry opened at run time for a SIP dialog (issue 13 "media-outer"): the lane reads
     it like a `[[video]]` entry (ferry.lanes.video.outer_lane.VideoEntry). PS payload; only `ssrc`."""
     name: str                      # sip-<device_id>-<n>
-    transport: str                 # "udp" | "tcp-listen"
+    transport: str                 # "udp" | "tcp-listen" | "tcp-connect" (to `connect`)
     device_id: str
     ssrc: int
     destination: str
     source_address: str = ""
     payload: str = "ps"
+    connect: str = ""              # tcp-connect: "host:port" of the camera
 
 
 StreamWatcher = Callable[[str, str, dict[str, Any]], None]   # (entry name, event, record fields)
@@ -158,7 +159,8 @@ class VideoIngest:
         self.timer = LaneTimer(self.lane.next_timer, self._on_timer)
         self._flush_handle: asyncio.TimerHandle | None = None
         self.refused_streams = 0       # streams refused once started (policy, checks, transcoder)
-        self.dynamic: dict[str, tuple[DynamicEntry, socket.socket, asyncio.Server | None]] = {}
+        # dynamic entry name -> (entry, its socket, its server or connecting task)
+        self.dynamic: dict[str, tuple[DynamicEntry, socket.socket | None, Any]] = {}
         self.watch: StreamWatcher | None = None     # told stream_started / stream_ended of dynamic entries
 
     @property
@@ -238,9 +240,11 @@ class VideoIngest:
         for s in self.servers:
             s.close()
         for _entry, sock, server in self.dynamic.values():
-            if server is not None:
+            if _entry.transport == "tcp-connect":
+                server.cancel()
+            elif server is not None:
                 server.close()
-            elif _entry.transport != "udp":
+            elif _entry.transport != "udp" and sock is not None:
                 sock.close()
         self.dynamic.clear()
         for t in self.tasks:
@@ -270,6 +274,14 @@ class VideoIngest:
         """Open a UDP port or TCP listener for `entry` now; None, or why it cannot be opened."""
         if entry.name in self.dynamic or entry.name in self.lane.endpoints:
             return f"video entry {entry.name} exists"
+        if entry.transport == "tcp-connect":
+            self.lane.add_endpoint(entry)
+            task = asyncio.ensure_future(self._connect_dynamic(entry))
+            self.tasks.append(task)
+            self.dynamic[entry.name] = (entry, None, task)
+            log.info("video %s: connecting to %s, device %s, ssrc %d -> %s", entry.name, entry.connect,
+                     entry.device_id, entry.ssrc, entry.destination)
+            return None
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         try:
             if entry.transport == "udp":
@@ -305,17 +317,36 @@ class VideoIngest:
             return
         self.dynamic[name] = (held[0], held[1], server)
 
+    async def _connect_dynamic(self, entry: DynamicEntry) -> None:
+        """tcp-connect: connect to the camera (a few tries while it starts listening), read one stream."""
+        host, port = split_host_port(entry.connect)
+        for _ in range(limits.MEDIA_CONNECT_TRIES):
+            try:
+                reader, writer = await asyncio.open_connection(host, port)
+            except OSError as exc:
+                log.debug("video %s: connect %s: %s", entry.name, entry.connect, exc)
+                await asyncio.sleep(limits.MEDIA_CONNECT_DELAY)
+                continue
+            peer = writer.get_extra_info("peername") or (host, port)
+            try:
+                await self._read_stream(entry.name, reader, peer)
+            finally:
+                writer.close()
+            return
+
     def close_dynamic(self, name: str) -> None:
-        """Close a dynamic entry's socket; its streams end (stream_ended)."""
+        """Close a dynamic entry's socket (or connection); its streams end (stream_ended)."""
         held = self.dynamic.pop(name, None)
         if held is None:
             return
         entry, sock, server = held
         if entry.transport == "udp":
             self.poller.remove(name)
+        elif entry.transport == "tcp-connect":
+            server.cancel()
         elif server is not None:
             server.close()
-        else:
+        elif sock is not None:
             sock.close()
         now, wall = self.clocks()
         self.carry(self.lane.remove_endpoint(name, now, wall), wall)

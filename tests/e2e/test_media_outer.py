@@ -202,8 +202,10 @@ def test_always_on_camera_crosses_bit_exact_and_is_invited_again_after_kill_9(ap
 
 
 @needs_tools
-@pytest.mark.parametrize("transport", ["tcp"])
-def test_tcp_media_camera_connects_to_ferry(appliance_factory, tmp_path, transport):
+@pytest.mark.parametrize("transport, ingest", [("tcp", "tcp-listen"), ("tcp-active", "tcp-connect")])
+def test_tcp_media_either_side_connects(appliance_factory, tmp_path, transport, ingest):
+    """tcp: ferry offers a=setup:passive, the camera connects; tcp-active: ferry offers
+    a=setup:active, the camera listens where its answer says and ferry connects."""
     a = make(appliance_factory, tmp_path)
     cam_port, sip_port = free_udp_port(), free_udp_port()
     ports = free_port_range()
@@ -216,7 +218,7 @@ def test_tcp_media_camera_connects_to_ferry(appliance_factory, tmp_path, transpo
         ended = a.wait_for(lambda: events(a.outer_audit, "stream_ended"), 60, "the TCP stream's end")[0]
         assert ended["detail"]["access_units"] == 100
         started = events(a.outer_audit, "stream_started")[0]
-        assert started["detail"]["transport"] == "tcp-listen"
+        assert started["detail"]["transport"] == ingest
         a.wait_for(lambda: events(a.inner_audit, "stream_ended"), 60, "the inner stream's end")
         assert gb28181.framemd5(recordings(a)[0]) == gb28181.framemd5(src)
     finally:

@@ -23,9 +23,11 @@ A dialog (one `_Session`, named ``sip-<device_id>-<n>``, also the ingest entry's
 
 The offer (GB/T 28181-2016 §9.2.2, annex F): ``s=Play``, ``c``/``m`` = media_address and the
 port ferry opened, ``a=recvonly``, ``a=rtpmap:96 PS/90000``, TCP with ``a=setup:passive`` (ferry
-listens, the camera connects) and ``a=connection:new``, ``y=`` the SSRC ferry allocates (0, five
-digits of the domain, a 4-digit serial); only packets of that SSRC are taken. An answer whose
-``y=`` names another SSRC is refused (`bad_answer`).
+listens, the camera connects; transport "tcp") or ``a=setup:active`` (transport "tcp-active": port 9
+offered, ferry connects to the address of the camera's answer, `OpenIngest.connect`) and
+``a=connection:new``, ``y=`` the SSRC ferry allocates (0, five digits of the domain, a 4-digit
+serial); only packets of that SSRC are taken. An answer whose ``y=`` names another SSRC is
+refused (`bad_answer`).
 
 Holders: one per (operator, start) — several starts of one device share its one dialog (and its
 one crossing stream); `stop` removes one of the operator's holds. Always-on cameras have a
@@ -74,10 +76,11 @@ class OpenIngest:
     `ingest_ready(session, error)`."""
     session: str
     device_id: str
-    transport: str                   # "udp" | "tcp" (ferry listens)
-    port: int
+    transport: str                   # "udp" | "tcp" (ferry listens) | "tcp-active" (ferry connects to `connect`)
+    port: int                        # ferry's port (udp, tcp); the camera's (tcp-active)
     ssrc: int
     destination: str
+    connect: str = ""                # tcp-active: the camera's address from its SDP answer
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +96,7 @@ MediaWork = SendSip | OpenIngest | CloseIngest | AuditIntent
 @dataclass(frozen=True, slots=True)
 class CameraSetting:
     device_id: str
-    transport: str = "udp"           # udp | tcp
+    transport: str = "udp"           # udp | tcp (the camera connects) | tcp-active (ferry connects)
     contact: str = ""                # "udp:host:port" / "tcp:host:port" when it does not register
 
 
@@ -244,7 +247,8 @@ class OuterMediaLane:
             return self._give_up(dev, None, Reason.NO_CONTACT,
                                  f"{dev.device_id} is not registered and has no configured contact", now, wall)
         peer, uri = where
-        port = self._free_port(dev.transport)
+        active = dev.transport == "tcp-active"
+        port = 9 if active else self._free_port(dev.transport)     # active: RFC 4145 §4's discard port
         if port is None:
             return self._give_up(dev, None, Reason.NO_MEDIA_PORT,
                                  f"no free port in {self.s.port_range[0]}-{self.s.port_range[1]}", now, wall)
@@ -258,6 +262,8 @@ class OuterMediaLane:
         sess = _Session(name, dev.device_id, dev.transport, peer, target, port, ssrc_for(self.s.domain, self.serial))
         dev.session = sess
         self.by_name[name] = sess
+        if active:                    # the port is opened once the camera answers where it listens
+            return self._invite(sess, now, wall)
         self.ports.add(port)
         return [OpenIngest(name, dev.device_id, dev.transport, port, int(sess.ssrc), self.s.destination)]
 
@@ -272,8 +278,11 @@ class OuterMediaLane:
         return None
 
     def ingest_ready(self, session: str, error: str | None, now: float, wall: float) -> list[MediaWork]:
-        """The agent opened the dialog's port (error None) or could not: then INVITE, or fail."""
+        """The agent opened the dialog's port (error None) or could not: then INVITE, or fail. For
+        tcp-active, the connection to the camera's answered address after the 200."""
         sess = self.by_name.get(session)
+        if sess is not None and sess.transport == "tcp-active" and sess.state == "confirmed" and error is not None:
+            return self._lost(sess, Reason.NO_MEDIA_PORT, f"cannot connect to the camera: {error}", now, wall)
         if sess is None or sess.state != "opening":
             return [CloseIngest(session)] if sess is None and error is None else []
         dev = self.devices[sess.device_id]
@@ -283,7 +292,12 @@ class OuterMediaLane:
             dev.session = None
             return self._give_up(dev, sess, Reason.NO_MEDIA_PORT, f"cannot open port {sess.port}: {error}",
                                  now, wall, close=False)
+        return self._invite(sess, now, wall)
+
+    def _invite(self, sess: _Session, now: float, wall: float) -> list[MediaWork]:
         s = self.s
+        dev = self.devices[sess.device_id]
+        tcp = sess.transport != "udp"
         sess.call_id = new_call_id(s.sip_host)
         sess.from_tag = new_tag()
         sess.to_header = f"<sip:{sess.device_id}@{s.domain}>"
@@ -291,10 +305,10 @@ class OuterMediaLane:
         sess.cseq = 1
         offer = Sdp(origin=Origin(s.server_id, "0", "0", s.media_address), session_name="Play",
                     connection=s.media_address,
-                    media_port=sess.port, transport="TCP/RTP/AVP" if sess.transport == "tcp" else "RTP/AVP",
+                    media_port=sess.port, transport="TCP/RTP/AVP" if tcp else "RTP/AVP",
                     payload_types=(96,), rtpmaps=(RtpMap(96, "PS", 90000),), direction="recvonly",
-                    setup="passive" if sess.transport == "tcp" else None,
-                    connection_mode="new" if sess.transport == "tcp" else None,
+                    setup=("active" if sess.transport == "tcp-active" else "passive") if tcp else None,
+                    connection_mode="new" if tcp else None,
                     uri=f"{sess.device_id}:0", ssrc=sess.ssrc)
         headers = self._dialog_headers(sess, "INVITE") + [
             ("Contact", f"<sip:{s.server_id}@{_hostport(s.sip_host, s.sip_port)}>"),
@@ -403,9 +417,14 @@ class OuterMediaLane:
         sess.answered_at = now
         sess.deadline = now + self.s.media_timeout
         self.counts["answered"] += 1
-        return [SendSip(ack, sess.peer), AuditIntent(self._fields(
+        work: list[MediaWork] = [SendSip(ack, sess.peer), AuditIntent(self._fields(
             sess, "stream_answered", "info", f"{sess.device_id} answered 200: media from "
             f"{answer['camera_address']}:{answer['camera_port']}", status=st, **answer))]
+        if sess.transport == "tcp-active":      # ferry connects to where the camera listens
+            work.append(OpenIngest(sess.name, sess.device_id, sess.transport, answer["camera_port"],
+                                   int(sess.ssrc), self.s.destination,
+                                   connect=_hostport(answer["camera_address"], answer["camera_port"])))
+        return work
 
     def _ack(self, sess: _Session, resp: SipResponse, hop: bool = False) -> bytes:
         """ACK of a final answer: of a 2xx a new transaction to the dialog's target, of an error the
@@ -610,11 +629,13 @@ def _check_answer(body: bytes, sess: _Session) -> tuple[str | None, dict[str, An
         return f"the SDP answer does not parse: {e}", {}
     if sdp.ssrc is not None and sdp.ssrc != sess.ssrc:
         return f"the answer's SSRC {sdp.ssrc} is not the offered {sess.ssrc}", {}
-    want = "TCP/RTP/AVP" if sess.transport == "tcp" else "RTP/AVP"
+    want = "RTP/AVP" if sess.transport == "udp" else "TCP/RTP/AVP"
     if sdp.transport != want:
         return f"the answer's transport {sdp.transport} is not the offered {want}", {}
     if sdp.direction not in (None, "sendonly", "sendrecv"):
         return f"the answer's direction {sdp.direction} sends nothing", {}
+    if sess.transport == "tcp-active" and not 0 < sdp.media_port < 65536:
+        return f"the answer's port {sdp.media_port} is not one ferry can connect to", {}
     return None, {"camera_address": sdp.connection, "camera_port": sdp.media_port,
                   "answer_ssrc": sdp.ssrc or sess.ssrc}
 

@@ -479,3 +479,21 @@ def test_bye_with_the_call_id_from_another_host_does_not_end_the_dialog():
     # responses with the dialog's Call-ID but another CSeq are not the INVITE's
     late = parse_message(response_to(req, 486, "Busy", to_tag="x").replace(b"CSeq: 1 INVITE", b"CSeq: 9 INVITE"))
     assert lane.on_sip(late, PEER, 5.1, 1005.1) == []
+
+
+def test_tcp_active_offers_port_9_and_connects_to_the_answer():
+    lane = lane_()
+    work = lane.start(CAM, "tcp-active", "alice", 0.0, 1000.0)
+    assert of(work, OpenIngest) == []                    # nothing to listen on
+    (req,) = sent(work)
+    offer = parse_sdp(req.body)
+    assert offer.transport == "TCP/RTP/AVP" and offer.setup == "active" and offer.media_port == 9
+    assert offer.connection_mode == "new"
+    work = lane.on_sip(answer(req), PEER, 0.3, 1000.3)
+    (o,) = of(work, OpenIngest)
+    assert o.transport == "tcp-active" and o.connect == "10.0.0.5:15060" and o.port == 15060
+    assert o.ssrc == int(offer.ssrc)
+    # the connection cannot be made: BYE, stream_failed
+    work = lane.ingest_ready(o.session, "Connection refused", 0.4, 1000.4)
+    assert [m.method for m in sent(work)] == ["BYE"]
+    assert records(work, "stream_failed")[0]["code"] == Reason.NO_MEDIA_PORT
