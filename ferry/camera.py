@@ -421,7 +421,7 @@ class SipCamera:
     def __init__(self, packets: list[Packet], device_id: str, *, password: str = "",
                  server: tuple[str, int] | None = None, server_id: str = "", domain: str = "",
                  listen: tuple[str, int] = ("127.0.0.1", 0), expires: int = 3600, keepalive: float = 10.0,
-                 realtime=True, log=None) -> None:
+                 realtime=True, log=None, sip_transport: str = "udp") -> None:
         from ferry.codecs import sip  # noqa: PLC0415 - only the SIP mode needs them
 
         self.sip = sip
@@ -434,6 +434,11 @@ class SipCamera:
         self.sock.bind(listen)
         self.sock.settimeout(0.2)
         self.address = self.sock.getsockname()
+        if sip_transport not in ("udp", "tcp") or (sip_transport == "tcp" and server is None):
+            raise ValueError("SIP over tcp needs a server to connect to; transport is udp or tcp")
+        self.tcp = sip_transport == "tcp"
+        self.conn: socket.socket | None = None          # SIP over TCP: the connection to the server
+        self.conn_lock = threading.Lock()
         self.stopping = threading.Event()
         self.registered = threading.Event()
         self.events: list[str] = []
@@ -449,7 +454,8 @@ class SipCamera:
 
     # -- life ----------------------------------------------------------------------------------------
     def start(self) -> "SipCamera":
-        for target in (self._receive, self._register_loop):
+        targets = [self._receive, self._register_loop] + ([self._receive_tcp] if self.tcp else [])
+        for target in targets:
             t = threading.Thread(target=target, daemon=True, name=f"sipcam-{target.__name__}")
             t.start()
             self._threads.append(t)
@@ -462,6 +468,8 @@ class SipCamera:
         for t in self._threads:
             t.join(2)
         self.sock.close()
+        if self.conn is not None:
+            self.conn.close()
 
     def __enter__(self) -> "SipCamera":
         return self.start()
@@ -475,7 +483,8 @@ class SipCamera:
 
     # -- out ---------------------------------------------------------------------------------------------
     def _via(self) -> tuple[str, str]:
-        return ("Via", f"SIP/2.0/UDP {self.address[0]}:{self.address[1]};rport;branch={self.sip.new_branch()}")
+        kind = "TCP" if self.tcp else "UDP"
+        return ("Via", f"SIP/2.0/{kind} {self.address[0]}:{self.address[1]};rport;branch={self.sip.new_branch()}")
 
     def _request(self, method: str, body: bytes = b"", extra=(), to_server=True) -> bytes:
         self.cseq += 1
@@ -488,9 +497,56 @@ class SipCamera:
 
     def _send(self, data: bytes, addr) -> None:
         try:
+            if addr == "tcp" or (self.tcp and addr == self.server):
+                conn = self._connection()
+                if conn is not None:
+                    conn.sendall(data)
+                return
             self.sock.sendto(data, addr)
         except OSError as e:
             self.log(f"send to {addr}: {e}")
+
+    def _connection(self) -> socket.socket | None:
+        """SIP over TCP: the connection to the server, (re)opened when needed."""
+        with self.conn_lock:
+            if self.conn is None and self.server is not None:
+                try:
+                    self.conn = socket.create_connection(self.server, timeout=5)
+                    self.conn.settimeout(0.2)
+                except OSError as e:
+                    self.log(f"connect {self.server}: {e}")
+            return self.conn
+
+    def _receive_tcp(self) -> None:
+        parser = self.sip.SipStreamParser()
+        while not self.stopping.is_set():
+            conn = self.conn
+            if conn is None:
+                self.stopping.wait(0.2)
+                continue
+            try:
+                data = conn.recv(65536)
+            except (TimeoutError, socket.timeout):
+                continue
+            except OSError:
+                data = b""
+            if not data:                    # closed: reconnect on the next send, parse anew
+                with self.conn_lock:
+                    self.conn = None
+                conn.close()
+                parser = self.sip.SipStreamParser()
+                continue
+            try:
+                messages = parser.feed(data)
+            except self.sip.SipError as e:
+                self.log(f"refused the server's stream: {e}")
+                with self.conn_lock:
+                    self.conn = None
+                conn.close()
+                parser = self.sip.SipStreamParser()
+                continue
+            for msg in messages:
+                self._handle(msg, "tcp")
 
     def _message(self, body) -> None:
         from ferry.codecs import manscdp  # noqa: PLC0415
@@ -515,7 +571,8 @@ class SipCamera:
             self.stopping.wait(0.2)
 
     def _register(self, challenge, nc: int = 1) -> None:
-        contact = ("Contact", f"<sip:{self.device_id}@{self.address[0]}:{self.address[1]}>")
+        where = f"{self.address[0]}:{self.address[1]}" + (";transport=tcp" if self.tcp else "")
+        contact = ("Contact", f"<sip:{self.device_id}@{where}>")
         extra = [contact, ("Expires", str(self.expires)), ("User-Agent", "ferry-camera")]
         if challenge is not None:
             from ferry.codecs.sip_digest import authorization  # noqa: PLC0415
@@ -539,13 +596,18 @@ class SipCamera:
             except self.sip.SipError as e:
                 self.log(f"refused {len(data)} bytes from {addr}: {e}")
                 continue
-            try:
-                if isinstance(msg, self.sip.SipResponse):
-                    self._response(msg)
-                else:
-                    self._request_in(msg, addr)
-            except Exception as e:  # a test tool: say it, keep running
-                self.log(f"error on {getattr(msg, 'method', getattr(msg, 'status', '?'))}: {type(e).__name__}: {e}")
+            self._handle(msg, addr)
+
+    def _handle(self, msg, addr) -> None:
+        if not isinstance(msg, (self.sip.SipRequest, self.sip.SipResponse)):
+            return                              # a keep-alive on TCP
+        try:
+            if isinstance(msg, self.sip.SipResponse):
+                self._response(msg)
+            else:
+                self._request_in(msg, addr)
+        except Exception as e:  # a test tool: say it, keep running
+            self.log(f"error on {getattr(msg, 'method', getattr(msg, 'status', '?'))}: {type(e).__name__}: {e}")
 
     def _response(self, msg) -> None:
         _n, method = msg.cseq
@@ -743,8 +805,9 @@ def _sip_main(p, args) -> int:
 
     if not args.device_id or not re.fullmatch(r"[0-9]{20}", args.device_id):
         p.error("SIP mode needs --device-id with 20 digits")
-    if args.transport not in (None, "udp"):
-        p.error("SIP mode: the media transport (udp or tcp) is the INVITE's choice; SIP itself is UDP")
+    if args.transport not in (None, "udp", "tcp") or (args.transport == "tcp" and not args.sip_server):
+        p.error("SIP mode: --transport is SIP's own (udp, or tcp to --sip-server); the media transport is "
+                "the INVITE's choice")
     try:
         server = _address(args.sip_server) if args.sip_server else None
         listen = _address(args.sip_listen) if args.sip_listen else ("127.0.0.1", 0)
@@ -758,7 +821,7 @@ def _sip_main(p, args) -> int:
     packets = looped(ps_packets(src, args.codec, ssrc=args.ssrc), args.loops)
     cam = SipCamera(packets, args.device_id, password=args.password, server=server, server_id=args.server_id,
                     domain=args.domain, listen=listen, keepalive=args.keepalive, realtime=not args.fast,
-                    log=lambda text: print(f"camera: {text}", flush=True))
+                    log=lambda text: print(f"camera: {text}", flush=True), sip_transport=args.transport or "udp")
     print(f"camera: SIP {args.device_id} on udp {cam.address[0]}:{cam.address[1]}"
           f"{f', registering with {server[0]}:{server[1]}' if server else ''}; {len(packets)} RTP/PS packets "
           "per INVITE", flush=True)

@@ -52,15 +52,16 @@ def errors(log: Path) -> str:
     return (err.read_text(errors="replace") if err.exists() else "") + log.read_text(errors="replace")
 
 
-@pytest.mark.parametrize("password, verdict", [("secret", 0), ("wrong", 97)])   # 97: stopped after the 403
-def test_camera_registers_with_digest_that_sipp_verifies(tmp_path, password, verdict):
+@pytest.mark.parametrize("password, verdict, transport", [("secret", 0, "udp"), ("wrong", 97, "udp"),
+                                                         ("secret", 0, "tcp")])     # 97: stopped after the 403
+def test_camera_registers_with_digest_that_sipp_verifies(tmp_path, password, verdict, transport):
     port = free_udp_port()
     log = tmp_path / "sipp.log"
-    proc = sipp(HERE / "media_outer_register_uas.xml", port, log=log)
+    proc = sipp(HERE / "media_outer_register_uas.xml", port, *(["-t", "t1"] if transport == "tcp" else []), log=log)
     time.sleep(0.5)          # SIPp binds its socket before it reads the scenario's first recv
     events: list[str] = []
     cam = gb28181.SipCamera([], CAMERA, password=password, server=("127.0.0.1", port), server_id=SERVER,
-                            keepalive=3600, log=events.append).start()
+                            keepalive=3600, log=events.append, sip_transport=transport).start()
     try:
         rc = finish(proc, log)
     finally:
