@@ -146,15 +146,19 @@ class MediaOuter:
         self.carry(self.lane.on_sip(msg, peer, now, wall))
 
     def _watched(self, name: str, event: str, fields: dict[str, Any]) -> None:
-        """The ingest says a dialog's stream started or ended (after its own work is carried)."""
+        """The ingest says a dialog's stream started, ended or was refused (handled after the
+        ingest's own work is carried)."""
         if self.loop is None:
             return
-        self.loop.call_soon(self._media_event, name, event)
+        self.loop.call_soon(self._media_event, name, event, str(fields.get("code", "")),
+                            str(fields.get("reason", "")))
 
-    def _media_event(self, name: str, event: str) -> None:
+    def _media_event(self, name: str, event: str, code: str, reason: str) -> None:
         now, wall = self.clocks()
         if event == "stream_started":
             self.carry(self.lane.media_started(name, now, wall))
+        elif event == "stream_refused":
+            self.carry(self.lane.media_refused(name, code, reason, now, wall))
         else:
             self.carry(self.lane.media_ended(name, now, wall))
 

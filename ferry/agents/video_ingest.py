@@ -385,9 +385,10 @@ class VideoIngest:
         self.timer.arm()
 
     def _tell(self, fields: dict[str, Any]) -> None:
-        """A dynamic entry's stream started or ended: tell the watcher (the media part)."""
+        """A dynamic entry's stream started, ended or was refused: tell the watcher (the media part).
+        (An entry's own refusals, of connections or addresses, name the entry: not told.)"""
         event = fields["event"]
-        if self.watch is None or event not in ("stream_started", "stream_ended"):
+        if self.watch is None or event not in ("stream_started", "stream_ended", "stream_refused"):
             return
         name = str(fields.get("flow", "")).rsplit("-", 2)[0]
         if name.startswith("sip-"):

@@ -84,12 +84,12 @@ def events(trail_dir: Path, event: str) -> list[dict]:
 
 
 def media_config(*, mode: str, sip_port: int, ports: tuple[int, int], cam_port: int | None,
-                 transport: str = "udp") -> str:
+                 transport: str = "udp", device: str = CAMERA) -> str:
     lines = ["[media]", f'mode = "{mode}"', 'media_address = "127.0.0.1"', f"port_range = [{ports[0]}, {ports[1]}]",
              'destination = "police-vms"', f'sip_listen = "127.0.0.1:{sip_port}"', f'server_id = "{SERVER}"',
              f'domain = "{DOMAIN}"', "invite_timeout = 3.0", "media_timeout = 5.0", "retry_max = 2.0"]
     if cam_port is not None:
-        lines += ["[[media.camera]]", f'device_id = "{CAMERA}"', f'contact = "udp:127.0.0.1:{cam_port}"',
+        lines += ["[[media.camera]]", f'device_id = "{device}"', f'contact = "udp:127.0.0.1:{cam_port}"',
                   f'transport = "{transport}"']
     return "\n".join(lines)
 
@@ -97,15 +97,16 @@ def media_config(*, mode: str, sip_port: int, ports: tuple[int, int], cam_port: 
 class SipCameraProcess:
     """ferry's test camera in SIP mode, as its own process (so that kill -9 is real)."""
 
-    def __init__(self, work: Path, port: int, *, seconds: float = 4, server: int | None = None) -> None:
-        self.work, self.port, self.seconds, self.server = work, port, seconds, server
+    def __init__(self, work: Path, port: int, *, seconds: float = 4, server: int | None = None,
+                 device: str = CAMERA) -> None:
+        self.work, self.port, self.seconds, self.server, self.device = work, port, seconds, server, device
         self.proc: subprocess.Popen | None = None
         self.runs = 0
 
     def start(self) -> "SipCameraProcess":
         self.runs += 1
         log = open(self.work / f"camera-{self.runs}.log", "wb")
-        cmd = [sys.executable, "-m", "ferry.camera", "--device-id", CAMERA, "--sip-listen", f"127.0.0.1:{self.port}",
+        cmd = [sys.executable, "-m", "ferry.camera", "--device-id", self.device, "--sip-listen", f"127.0.0.1:{self.port}",
                "--seconds", str(self.seconds), "--server-id", SERVER, "--domain", DOMAIN]
         if self.server:
             cmd += ["--sip-server", f"127.0.0.1:{self.server}", "--password", "secret"]
@@ -221,6 +222,26 @@ def test_tcp_media_either_side_connects(appliance_factory, tmp_path, transport, 
         assert started["detail"]["transport"] == ingest
         a.wait_for(lambda: events(a.inner_audit, "stream_ended"), 60, "the inner stream's end")
         assert gb28181.framemd5(recordings(a)[0]) == gb28181.framemd5(src)
+    finally:
+        camera.stop()
+        a.stop()
+
+
+@needs_tools
+def test_a_camera_the_policy_refuses_is_hung_up(appliance_factory, tmp_path):
+    unknown = "44000000001320000001"         # Guangdong: no rule
+    a = make(appliance_factory, tmp_path)
+    cam_port, sip_port = free_udp_port(), free_udp_port()
+    a.append_config("outer", media_config(mode="always-on", sip_port=sip_port, ports=free_port_range(),
+                                          cam_port=cam_port, device=unknown))
+    camera = SipCameraProcess(tmp_path, cam_port, seconds=20, device=unknown).start()
+    try:
+        a.start()
+        fail = a.wait_for(lambda: events(a.outer_audit, "stream_failed"), 60, "stream_failed of the refused camera")
+        assert fail[0]["code"] == "default_deny" and fail[0]["source"]["device_id"] == unknown
+        assert events(a.outer_audit, "stream_refused")[0]["code"] == "default_deny"
+        a.wait_for(lambda: "bye" in camera.log(), 20, "ferry's BYE at the camera")
+        assert not events(a.inner_audit, "stream_started")
     finally:
         camera.stop()
         a.stop()

@@ -7,6 +7,7 @@
     ingest_ready(session, error, ...)            the agent opened (or could not open) the media port
     on_sip(msg, peer, ...)                       a request or response of a media dialog
     media_started / media_ended(session, ...)    the ingest stream of the dialog began / ended
+    media_refused(session, code, reason, ...)    the video lane refused it (policy, checks): BYE
     handle_timer(now, wall) at next_timer()      retransmits, timeouts, always-on retries
     close(now, wall)                             the agent stops: BYE every dialog
 
@@ -450,6 +451,17 @@ class OuterMediaLane:
         if sess is None or sess.state != "streaming":
             return []
         return self._lost(sess, Reason.MEDIA_LOST, "the camera's stream went silent", now, wall)
+
+    def media_refused(self, session: str, code: str, reason: str, now: float, wall: float) -> list[MediaWork]:
+        """The video lane refused the dialog's stream (policy, checks): no use keeping it: BYE."""
+        sess = self.by_name.get(session)
+        if sess is None or sess.state not in ("confirmed", "streaming"):
+            return []
+        try:
+            why = Reason(code)
+        except ValueError:
+            why = Reason.STREAM_CHECK
+        return self._lost(sess, why, f"the video lane refused the stream: {reason}", now, wall)
 
     # -- ends ------------------------------------------------------------------------------------------
     def _end(self, sess: _Session, why: str, now: float, wall: float) -> list[MediaWork]:

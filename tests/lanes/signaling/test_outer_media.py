@@ -497,3 +497,13 @@ def test_tcp_active_offers_port_9_and_connects_to_the_answer():
     work = lane.ingest_ready(o.session, "Connection refused", 0.4, 1000.4)
     assert [m.method for m in sent(work)] == ["BYE"]
     assert records(work, "stream_failed")[0]["code"] == Reason.NO_MEDIA_PORT
+
+
+def test_a_stream_the_video_lane_refuses_is_hung_up_with_its_code():
+    lane = lane_()
+    req, opened = streaming(lane)
+    work = lane.media_refused(opened.session, "default_deny", "no rule for 3402...", 2.0, 1002.0)
+    assert [m.method for m in sent(work)] == ["BYE"]
+    (fail,) = records(work, "stream_failed")
+    assert fail["code"] == Reason.DEFAULT_DENY and "refused" in fail["reason"]
+    assert lane.media_refused(opened.session, "default_deny", "again", 2.1, 1002.1) == []
