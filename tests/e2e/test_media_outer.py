@@ -106,8 +106,9 @@ class SipCameraProcess:
     def start(self) -> "SipCameraProcess":
         self.runs += 1
         log = open(self.work / f"camera-{self.runs}.log", "wb")
-        cmd = [sys.executable, "-m", "ferry.camera", "--device-id", self.device, "--sip-listen", f"127.0.0.1:{self.port}",
-               "--seconds", str(self.seconds), "--server-id", SERVER, "--domain", DOMAIN]
+        cmd = [sys.executable, "-m", "ferry.camera", "--device-id", self.device,
+               "--sip-listen", f"127.0.0.1:{self.port}", "--seconds", str(self.seconds),
+               "--server-id", SERVER, "--domain", DOMAIN]
         if self.server:
             cmd += ["--sip-server", f"127.0.0.1:{self.server}", "--password", "secret"]
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ,
