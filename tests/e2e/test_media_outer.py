@@ -248,6 +248,43 @@ def test_a_camera_the_policy_refuses_is_hung_up(appliance_factory, tmp_path):
         a.stop()
 
 
+_SIGNALING = "signaling" in __import__("ferry.config", fromlist=["OuterConfig"]).OuterConfig.model_fields
+
+
+@needs_tools
+@pytest.mark.skipif(not _SIGNALING, reason="needs [signaling] (part \"sig-outer\": the outer SIP registry), "
+                                           "not on main yet")
+def test_registered_camera_is_invited_at_its_registered_contact(appliance_factory, tmp_path):
+    """No configured contact: the camera registers with ferry's [signaling] (digest), and the
+    always-on INVITE goes to the contact it registered (no_contact until then)."""
+    a = make(appliance_factory, tmp_path)
+    cam_port, sip_port = free_udp_port(), free_udp_port()
+    a.append_config("outer", "\n".join([
+        "[signaling]", f'listen_udp = "127.0.0.1:{sip_port}"', f'server_id = "{SERVER}"', f'realm = "{DOMAIN}"',
+        'destination = "police-vms"', "[[signaling.device]]", f'id = "{CAMERA}"', 'password = "secret"']))
+    media = media_config(mode="always-on", sip_port=sip_port, ports=free_port_range(), cam_port=None)
+    media = "\n".join(line for line in media.splitlines()
+                      if not line.startswith(("sip_listen", "server_id", "domain")))
+    a.append_config("outer", media + f'\n[[media.camera]]\ndevice_id = "{CAMERA}"')
+    src = gb28181.make_source(None, "h264", seconds=4)
+    a.start()
+    camera = SipCameraProcess(tmp_path, cam_port, seconds=4, server=sip_port)
+    try:
+        a.wait_for(lambda: [r for r in events(a.outer_audit, "stream_failed") if r["code"] == "no_contact"], 30,
+                   "no_contact before the camera registers")
+        camera.start()
+        a.wait_for(lambda: "registered" in camera.log(), 30, "the camera's registration")
+        ended = a.wait_for(lambda: events(a.outer_audit, "stream_ended"), 60, "the stream's end")[0]
+        assert ended["detail"]["access_units"] == 100
+        req = [r for r in events(a.outer_audit, "stream_requested")][0]
+        assert req["detail"]["contact"] == f"sip:{CAMERA}@127.0.0.1:{cam_port}"
+        a.wait_for(lambda: events(a.inner_audit, "stream_ended"), 60, "the inner stream's end")
+        assert gb28181.framemd5(recordings(a)[0]) == gb28181.framemd5(src)
+    finally:
+        camera.stop()
+        a.stop()
+
+
 _REVERSE = importlib.util.find_spec("ferry.lanes.reverse") is not None
 
 
