@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ferry import limits
+from ferry.lanes.signaling.ids import IdMap
 
 
 class ConfigError(Exception):
@@ -227,6 +228,44 @@ class InnerVideoOutput(_Strict):
         return self
 
 
+class InnerSignalingIdMap(_Strict):
+    """[signaling.id_map]: outer device ID -> the ID the inner platform sees (ferry/lanes/signaling/ids.py).
+    ``table``: per device; ``prefix``: {"outer leading digits" = "inner leading digits"} (same length)."""
+    table: dict[str, str] = Field(default_factory=dict, max_length=limits.SIG_ID_MAP_MAX)
+    prefix: dict[str, str] = Field(default_factory=dict, max_length=16)
+
+    @model_validator(mode="after")
+    def _bijective(self):
+        IdMap(self.table, self.prefix.items())      # IdMapError (a ValueError) names the entry
+        return self
+
+
+class InnerSignaling(_Strict):
+    """[signaling] on the inner agent: ferry as a lower-level platform of the inner GB/T 28181
+    platform (cascade registration, keepalive, catalog; README, Signaling: inner side)."""
+    local: str                    # "host:port" ferry's SIP endpoint binds
+    transport: Literal["udp", "tcp"] = "udp"
+    platform: str                 # "host:port" of the inner platform's SIP server
+    platform_id: str = Field(pattern=r"^[0-9]{20}$")
+    platform_domain: str = Field(default="", pattern=r"^[0-9A-Za-z.:-]{0,64}$")   # default: platform_id[:10]
+    local_id: str = Field(pattern=r"^[0-9]{20}$")          # ferry's ID as a lower-level platform
+    local_domain: str = Field(default="", pattern=r"^[0-9A-Za-z.:-]{0,64}$")      # default: local_id[:10]
+    password: str = Field(default="", max_length=128)
+    password_file: str = ""       # one line; mode 0600 (or stricter), owned by the agent's user
+    register_expires: int = Field(default=3600, ge=limits.SIG_REGISTER_EXPIRES_MIN, le=86400)
+    keepalive_interval: float = Field(default=60.0, ge=limits.SIG_KEEPALIVE_MIN, le=3600)
+    catalog_page_size: int = Field(default=limits.SIG_CATALOG_PAGE, ge=1, le=limits.SIG_CATALOG_PAGE_MAX)
+    id_map: InnerSignalingIdMap = InnerSignalingIdMap()
+
+    _addr = field_validator("local", "platform")(lambda v: _host_port(v))
+
+    @model_validator(mode="after")
+    def _one_password(self):
+        if bool(self.password) == bool(self.password_file):
+            raise ValueError("set exactly one of password and password_file")
+        return self
+
+
 class AuditForwardSection(_Strict):
     """[audit.forward]: the trail forwarded as RFC 5424 syslog over TCP (TLS with tls_ca) to a log
     server, at least once, from a persisted cursor (README, Audit: forwarding)."""
@@ -268,6 +307,35 @@ class OuterAuditSection(_Strict):
     forward: AuditForwardSection | None = None
 
 
+class InnerReverse(_Strict):
+    """Inner [reverse]: the sender of the reverse ferry (issue 13), with keys of its own."""
+    peer_host: str                # the outer agent's reverse listener
+    peer_port: int = Field(ge=1, le=65535)
+    bind_host: str = "0.0.0.0"
+    interface: str = ""           # bind the socket to this device (SO_BINDTODEVICE) if set
+    key: str                      # the inner agent's reverse signing key (SM2 private, PKCS#8 PEM)
+    peer_public: str              # the outer agent's reverse public key (SPKI PEM)
+    rate_mbps: float = Field(default=limits.REVERSE_RATE_MBPS, gt=0, le=1000)
+    destination: str = Field(default="outer-platform", min_length=1, max_length=64)   # policy destination
+    fec_k: int = Field(default=4, ge=1, le=limits.FEC_K_MAX)
+    fec_m: int = Field(default=2, ge=1, le=limits.FEC_M_MAX)
+    key_lifetime: float = Field(default=limits.KEY_LIFETIME, ge=limits.KEY_LIFETIME_MIN, le=limits.KEY_LIFETIME)
+
+    _host = field_validator("peer_host", "bind_host")(_check_host)
+
+
+class OuterReverse(_Strict):
+    """Outer [reverse]: the receiver of the reverse ferry (issue 13), with keys of its own."""
+    listen_host: str
+    listen_port: int = Field(ge=1, le=65535)
+    interface: str = ""
+    key: str                      # the outer agent's reverse key (SM2 private: opens the envelopes)
+    peer_public: str              # the inner agent's reverse signing public key
+    rcvbuf: int = Field(default=4 << 20, ge=1 << 16)
+
+    _host = field_validator("listen_host")(_check_host)
+
+
 class OuterConfig(_Strict):
     agent: AgentSection
     link: OuterLink
@@ -276,6 +344,7 @@ class OuterConfig(_Strict):
     kernel: KernelSection | None = None
     audit: OuterAuditSection = OuterAuditSection()
     video: list[OuterVideo] = Field(default_factory=list, max_length=limits.VIDEO_STREAMS_MAX)
+    reverse: OuterReverse | None = None
     media: OuterMedia | None = None             # issue 13 "media-outer"
 
     @model_validator(mode="after")
@@ -303,6 +372,8 @@ class InnerConfig(_Strict):
     kernel: KernelSection | None = None
     audit: AuditSection = AuditSection()
     video_output: list[InnerVideoOutput] = Field(default_factory=list, max_length=limits.VIDEO_STREAMS_MAX)
+    reverse: InnerReverse | None = None
+    signaling: InnerSignaling | None = None
 
     @model_validator(mode="after")
     def _inner_kernel_needs_peer(self):
@@ -352,9 +423,15 @@ def load_config(path: Path, kind: type[OuterConfig] | type[InnerConfig]) -> Oute
     if fwd is not None:
         update["audit"] = cfg.audit.model_copy(update={"forward": fwd.model_copy(update={
             k: _resolve(base, getattr(fwd, k)) for k in ("tls_ca", "tls_cert", "tls_key", "cursor")})})
+    if cfg.reverse is not None:
+        update["reverse"] = cfg.reverse.model_copy(update={k: _resolve(base, getattr(cfg.reverse, k))
+                                                           for k in ("key", "peer_public")})
     outputs = getattr(cfg, "video_output", None)
     if outputs:
         update["video_output"] = [o.model_copy(update={"path": _resolve(base, o.path)}) for o in outputs]
+    sig = getattr(cfg, "signaling", None)
+    if isinstance(sig, InnerSignaling) and sig.password_file:
+        update["signaling"] = sig.model_copy(update={"password_file": _resolve(base, sig.password_file)})
     return cfg.model_copy(update=update)
 
 

@@ -223,6 +223,24 @@ CONTROL_BURST = 16 << 10       # bytes of control datagrams that may go at once 
 # --- Prometheus metrics ([management] metrics, ferry.agents.metrics) ----------
 METRICS_SNAPSHOT_TIMEOUT = 2.0  # a scrape waits this long for the event loop's snapshot, then serves the last one
 
+# --- signaling, inner side: ferry as a lower-level platform of the inner GB/T 28181 platform (sig-inner) ---
+SIG_ID_MAP_MAX = 100_000       # [signaling.id_map] table entries, at most
+SIG_REGISTER_EXPIRES_MIN = 10  # s: register_expires at least this
+SIG_KEEPALIVE_MIN = 1.0        # s: keepalive_interval at least this
+SIG_KEEPALIVE_LOST = 3         # keepalives unanswered in a row that mark the platform lost (GB/T 28181 §9.6)
+SIG_CATALOG_PAGE = 20          # Catalog Response items per MESSAGE, by default ...
+SIG_CATALOG_PAGE_MAX = 100     # ... and at most (each MESSAGE stays well under SIP_MESSAGE_MAX)
+SIG_DEVICES_MAX = 100_000      # devices the inner side keeps on its canonical list
+SIG_T1 = 0.5                   # s: RFC 3261 T1, the first retransmission interval of a request over UDP
+SIG_T2 = 4.0                   # s: RFC 3261 T2, the longest one
+SIG_TRANSACTION_TIMEOUT = 32.0  # s: a request not answered by then is lost (RFC 3261 Timer F, 64*T1)
+SIG_REGISTER_RETRY_MIN = 2.0   # s: re-register after a failure, first wait ...
+SIG_REGISTER_RETRY_MAX = 60.0  # ... doubling up to this
+SIG_REFRESH_SHARE = 0.5        # refresh a registration when this share of its expiry has passed
+SIG_PENDING_MAX = 4096         # requests to the platform in flight (catalog pages, alarms), at most
+SIG_CATALOG_WINDOW = 1         # catalog pages sent and not yet answered, at most (the next goes on the 200)
+SIG_REFUSAL_AUDIT_INTERVAL = 60.0  # s: a sip_refused record per sending host and code at most this often
+SIG_REFUSAL_KEYS_MAX = 1024    # (host, code) pairs whose refusals are being counted, at most
 # --- MANSCDP XML bodies, GB/T 28181 Annex A (ferry.codecs.manscdp; issue 13, part "manscdp") ---
 MANSCDP_BODY_MAX = 256 << 10   # bytes of one MANSCDP body the parser reads at all (a policy may allow fewer)
 MANSCDP_DEPTH_MAX = 8          # element nesting (Response/DeviceList/Item/Info/PTZType is 5)
@@ -254,6 +272,18 @@ SIP_TCP_READ = 65536           # bytes read from a SIP TCP connection at once
 SIP_TCP_IDLE = 300.0           # seconds a SIP TCP connection may stay silent before it is closed
 SIP_TCP_OUTPUT_MAX = 1 << 20   # bytes queued for one SIP TCP connection, at most
 SIP_TCP_CONNECT_TIMEOUT = 5.0  # seconds to open a SIP TCP connection
+# --- reverse lane (ferry.lanes.reverse, ferry.agents.reverse_*; issue 13 "reverse") -----------
+REVERSE_OPERATOR_RATE = 1.0    # requests per second per operator (a reverse rule's `rate` overrides) ...
+REVERSE_OPERATOR_BURST = 10    # ... and the bucket's depth
+REVERSE_DEVICE_RATE = 1.0      # requests per second per device (a reverse rule's `rate` overrides) ...
+REVERSE_DEVICE_BURST = 10      # ... and the bucket's depth
+REVERSE_RATE_STATE_MAX = 4096  # operator and device buckets kept per side (LRU: a forgotten one starts full)
+REVERSE_PARAMS_MAX = 4         # parameters of one request
+REVERSE_PARAM_VALUE_MAX = 64   # characters of one parameter value
+REVERSE_OPERATOR_MAX = 64      # characters of an operator name
+REVERSE_OBJECT_MAX = 4096      # bytes of a reverse canonical object the outer agent takes
+REVERSE_SEEN_MAX = 65536       # outer: request object IDs remembered (a replayed one is refused)
+REVERSE_RATE_MBPS = 1.0        # default pace of the reverse link (requests are small)
 
 # --- on-demand / always-on video of outer cameras (issue 13, part "media-outer": ferry.lanes.signaling.outer_media) ---
 MEDIA_DEVICES_MAX = 1024       # cameras the outer media part keeps state for (holders, dialogs)
