@@ -25,6 +25,7 @@ from ferry.codecs.sip import SipRequest, SipResponse, SipUri, response_to
 from ferry.config import OuterMedia, split_host_port
 from ferry.lanes.signaling.outer_media import (CameraSetting, CloseIngest, MediaSettings, MediaWork, OpenIngest,
                                                OuterMediaLane, SendSip, ptz_command)
+from ferry.lanes.reverse import ReverseAction
 from ferry.lanes.work import AuditIntent
 
 log = logging.getLogger("ferry.outer.media")
@@ -88,7 +89,7 @@ class MediaOuter:
                 self.sip_port = addr[1]
                 self.lane.s = settings_from(self.cfg, None, self.sip_host, self.sip_port)
 
-    def register_handlers(self, register: Callable[[str, Callable[[Any], object]], None]) -> None:
+    def register_handlers(self, register: Callable[[str, Callable[[ReverseAction], object]], None]) -> None:
         register("start_stream", self.start_stream)
         register("stop_stream", self.stop_stream)
         register("ptz", self.ptz)
@@ -185,7 +186,7 @@ class MediaOuter:
         self.timer.arm()
 
     # -- reverse requests ------------------------------------------------------------------------------
-    def start_stream(self, action: Any) -> str:
+    def start_stream(self, action: ReverseAction) -> str:
         transport = dict(action.params).get("transport") or None
         now, wall = self.clocks()
         work = self.lane.start(action.device_id, transport, action.operator or "operator", now, wall)
@@ -194,7 +195,7 @@ class MediaOuter:
         return f"held by {', '.join(self.lane.holders(action.device_id))}; dialog {session}" if session \
             else "could not INVITE the camera (see stream_failed)"
 
-    def stop_stream(self, action: Any) -> str:
+    def stop_stream(self, action: ReverseAction) -> str:
         now, wall = self.clocks()
         held, work = self.lane.stop(action.device_id, action.operator or "operator", now, wall)
         self.carry(work)
@@ -203,12 +204,12 @@ class MediaOuter:
         left = self.lane.holders(action.device_id)
         return f"still held by {', '.join(left)}" if left else "no one holds it: BYE"
 
-    def ptz(self, action: Any) -> str:
+    def ptz(self, action: ReverseAction) -> str:
         params = dict(action.params)
         cmd = params.get("cmd") or ptz_command(params.get("direction", "stop"), int(params.get("speed", "128")))
         return self._message(self.lane.ptz(action.device_id, cmd.upper()), f"PTZCmd {cmd.upper()}")
 
-    def catalog_query(self, action: Any) -> str:
+    def catalog_query(self, action: ReverseAction) -> str:
         return self._message(self.lane.catalog_query(action.device_id), "Query Catalog")
 
     def _message(self, result: list[MediaWork] | str, what: str) -> str:

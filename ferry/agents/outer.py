@@ -535,10 +535,9 @@ class OuterAgent(PolicyHost):
         if self.video:
             await self.video.start(stop)
         reverse = asyncio.create_task(self.reverse.run(stop)) if self.reverse is not None else None
-        if self.media:
-            register = getattr(self, "register_reverse_handler", None)
-            if register is not None:
-                self.media.register_handlers(register)
+        if self.media:      # issue 13 "media-outer": it serves start_stream, stop_stream, ptz, catalog_query
+            if self.reverse is not None:
+                self.media.register_handlers(self.register_reverse_handler)
             await self.media.start()
         await stop.wait()
         if reverse is not None and self.reverse is not None:

@@ -5,11 +5,12 @@ Real agent processes on loopback and ferry's test camera in SIP mode (`python -m
 GB/T 28181 offer, the camera answers and streams RTP/PS to the offered port and SSRC, the stream
 crosses in the video lane and the inner agent writes it to a file sink whose decoded frames are
 compared with the source's (`ffmpeg -f framemd5`). The camera is killed (kill -9) and restarted:
-stream_failed is recorded and the outer agent INVITEs it again.
+stream_failed is recorded and the outer agent INVITEs it again. On demand, `ferry ask` on the inner
+agent starts, joins and stops the stream across the reverse ferry; a camera the policy refuses is
+hung up; a camera registered with [signaling] is INVITEd at its registered contact.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import signal
@@ -285,28 +286,48 @@ def test_registered_camera_is_invited_at_its_registered_contact(appliance_factor
         a.stop()
 
 
-_REVERSE = importlib.util.find_spec("ferry.lanes.reverse") is not None
-
-
 @needs_tools
-@pytest.mark.skipif(not _REVERSE, reason="needs the reverse lane (`ferry ask`, part \"reverse\"), not on main yet")
-def test_on_demand_start_and_stop_stream_through_ferry_ask(appliance_factory, tmp_path):
-    from reverse import add_reverse, ask  # noqa: PLC0415 - tests/support/reverse.py of part "reverse"
+def test_on_demand_start_join_stop_ptz_and_catalog_through_ferry_ask(appliance_factory, tmp_path):
+    """`ferry ask start_stream` on the inner agent crosses the reverse ferry; the outer agent
+    INVITEs the camera and its video crosses; a second operator joins the same dialog; the
+    camera is BYEd only once both said stop_stream; ptz and catalog_query reach the camera as
+    MANSCDP MESSAGEs."""
+    from reverse import add_reverse, ask, reverse_policy  # noqa: PLC0415 - tests/support/reverse.py
 
-    a = make(appliance_factory, tmp_path, management=True)
+    policy = reverse_policy(tmp_path / "policy-src", requests="[start_stream, stop_stream, ptz, catalog_query]")
+    a = appliance_factory(management=True, policy_dir=policy)
+    out = a.work / "recordings" / "{stream}.ps"
+    a.append_config("inner", "\n".join(['[[video_output]]', 'destination = "police-vms"', 'form = "ps"',
+                                        'transport = "file"', f'path = "{out}"']))
+    add_reverse(a)
     cam_port, sip_port = free_udp_port(), free_udp_port()
-    ports = free_port_range()
-    a.append_config("outer", media_config(mode="on-demand", sip_port=sip_port, ports=ports, cam_port=cam_port))
-    add_reverse(a, devices=[CAMERA], requests=["start_stream", "stop_stream"])
-    camera = SipCameraProcess(tmp_path, cam_port, seconds=30).start()
+    a.append_config("outer", media_config(mode="on-demand", sip_port=sip_port, ports=free_port_range(),
+                                          cam_port=cam_port))
+    camera = SipCameraProcess(tmp_path, cam_port, seconds=60).start()
     try:
         a.start()
         assert not events(a.outer_audit, "stream_requested")      # on demand: nothing until asked
-        assert ask(a, "start_stream", CAMERA, operator="alice", params={"transport": "udp"}).returncode == 0
-        a.wait_for(lambda: events(a.outer_audit, "stream_started"), 60, "the stream after start_stream")
-        a.wait_for(lambda: events(a.inner_audit, "stream_started"), 60, "the stream crossing")
-        assert ask(a, "stop_stream", CAMERA, operator="alice", params={"stream": f"sip-{CAMERA}-1"}).returncode == 0
-        a.wait_for(lambda: events(a.outer_audit, "stream_stopped"), 30, "stream_stopped after stop_stream")
+        r = ask(a, "start_stream", CAMERA, "alice", "transport=udp")
+        assert r.returncode == 0, r.stdout + r.stderr
+        req = a.wait_for(lambda: events(a.outer_audit, "stream_requested"), 30, "the INVITE")[0]
+        assert req["detail"]["holders"] == ["alice"]
+        a.wait_for(lambda: events(a.outer_audit, "stream_started"), 30, "the stream after start_stream")
+        a.wait_for(lambda: events(a.inner_audit, "stream_started"), 30, "the stream crossing")
+        r = ask(a, "start_stream", CAMERA, "bob", "transport=udp")
+        assert r.returncode == 0, r.stdout + r.stderr
+        joined = a.wait_for(lambda: events(a.outer_audit, "stream_joined"), 30, "bob joining")[0]
+        assert joined["detail"]["holders"] == ["alice", "bob"] and len(events(a.outer_audit, "stream_requested")) == 1
+        assert ask(a, "stop_stream", CAMERA, "alice", f"stream=sip-{CAMERA}-1").returncode == 0
+        served = a.wait_for(lambda: [x for x in events(a.outer_audit, "request_served")
+                                     if x["object_type"] == "stop_stream"], 30, "alice's stop_stream served")
+        assert "still held by bob" in served[0]["reason"], served[0]
+        assert not events(a.outer_audit, "stream_stopped")               # bob still holds it
+        assert ask(a, "ptz", CAMERA, "bob", "direction=left", "speed=64").returncode == 0
+        a.wait_for(lambda: "ptz A50F0102400000" in camera.log(), 30, "the PTZ MESSAGE at the camera")
+        assert ask(a, "catalog_query", CAMERA, "bob").returncode == 0
+        a.wait_for(lambda: "catalog query" in camera.log(), 30, "the catalog query at the camera")
+        assert ask(a, "stop_stream", CAMERA, "bob", f"stream=sip-{CAMERA}-1").returncode == 0
+        a.wait_for(lambda: events(a.outer_audit, "stream_stopped"), 30, "stream_stopped after the last stop_stream")
         a.wait_for(lambda: "bye" in camera.log(), 30, "the camera's BYE")
     finally:
         camera.stop()
