@@ -22,7 +22,7 @@ from ferry.agents.lane_timer import LaneTimer
 from ferry.agents.sip_endpoint import Peer, SipEndpoint, SipMessage
 from ferry.agents.video_ingest import DynamicEntry, VideoIngest
 from ferry.codecs.sip import SipRequest, SipResponse, SipUri, response_to
-from ferry.config import OuterMedia, split_host_port
+from ferry.config import OuterMedia, OuterSignaling, split_host_port
 from ferry.lanes.signaling.outer_media import (CameraSetting, CloseIngest, MediaSettings, MediaWork, OpenIngest,
                                                OuterMediaLane, SendSip, ptz_command)
 from ferry.lanes.reverse import ReverseAction
@@ -45,9 +45,9 @@ def _unspecified(host: str) -> bool:
     return host in ("", "0.0.0.0", "::")
 
 
-def settings_from(cfg: OuterMedia, signaling: Any | None, sip_host: str, sip_port: int) -> MediaSettings:
-    server_id = cfg.server_id or getattr(signaling, "server_id", "")
-    domain = cfg.domain or getattr(signaling, "realm", "")
+def settings_from(cfg: OuterMedia, signaling: OuterSignaling | None, sip_host: str, sip_port: int) -> MediaSettings:
+    server_id = cfg.server_id or (signaling.server_id if signaling else "")
+    domain = cfg.domain or (signaling.realm if signaling else "")
     return MediaSettings(
         server_id=server_id, domain=domain, sip_host=sip_host, sip_port=sip_port, media_address=cfg.media_address,
         destination=cfg.destination, port_range=(cfg.port_range[0], cfg.port_range[1]), mode=cfg.mode,
@@ -59,7 +59,8 @@ class MediaOuter:
     """See the module docstring. `send(data, peer)` is the signaling part's (after `attach_media`)
     or this part's own endpoint's."""
 
-    def __init__(self, cfg: OuterMedia, host: MediaHost, ingest: VideoIngest, signaling: Any | None = None) -> None:
+    def __init__(self, cfg: OuterMedia, host: MediaHost, ingest: VideoIngest,
+                 signaling: OuterSignaling | None = None) -> None:
         self.cfg = cfg
         self.host = host
         self.ingest = ingest
@@ -69,7 +70,7 @@ class MediaOuter:
             self.endpoint = SipEndpoint("media", self.on_sip, self._refused, udp=cfg.sip_listen)
             listen = cfg.sip_listen
         else:
-            listen = getattr(signaling, "listen_udp", "") or getattr(signaling, "listen_tcp", "")
+            listen = signaling.listen_udp or signaling.listen_tcp
         h, port = split_host_port(listen)
         self.sip_host = cfg.media_address if _unspecified(h) else h
         self.sip_port = port
