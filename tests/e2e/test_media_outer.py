@@ -99,8 +99,9 @@ class SipCameraProcess:
     """ferry's test camera in SIP mode, as its own process (so that kill -9 is real)."""
 
     def __init__(self, work: Path, port: int, *, seconds: float = 4, server: int | None = None,
-                 device: str = CAMERA) -> None:
+                 device: str = CAMERA, sip_transport: str = "udp") -> None:
         self.work, self.port, self.seconds, self.server, self.device = work, port, seconds, server, device
+        self.sip_transport = sip_transport
         self.proc: subprocess.Popen | None = None
         self.runs = 0
 
@@ -111,7 +112,8 @@ class SipCameraProcess:
                "--sip-listen", f"127.0.0.1:{self.port}", "--seconds", str(self.seconds),
                "--server-id", SERVER, "--domain", DOMAIN]
         if self.server:
-            cmd += ["--sip-server", f"127.0.0.1:{self.server}", "--password", "secret"]
+            cmd += ["--sip-server", f"127.0.0.1:{self.server}", "--password", "secret",
+                    "--transport", self.sip_transport]
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ,
                                                                                     "PYTHONUNBUFFERED": "1"})
         log.close()
@@ -249,19 +251,16 @@ def test_a_camera_the_policy_refuses_is_hung_up(appliance_factory, tmp_path):
         a.stop()
 
 
-_SIGNALING = "signaling" in __import__("ferry.config", fromlist=["OuterConfig"]).OuterConfig.model_fields
-
-
 @needs_tools
-@pytest.mark.skipif(not _SIGNALING, reason="needs [signaling] (part \"sig-outer\": the outer SIP registry), "
-                                           "not on main yet")
-def test_registered_camera_is_invited_at_its_registered_contact(appliance_factory, tmp_path):
-    """No configured contact: the camera registers with ferry's [signaling] (digest), and the
-    always-on INVITE goes to the contact it registered (no_contact until then)."""
+@pytest.mark.parametrize("sip", ["udp", "tcp"])
+def test_registered_camera_is_invited_at_its_registered_contact(appliance_factory, tmp_path, sip):
+    """No configured contact: the camera registers with ferry's [signaling] (digest; SIP over UDP,
+    or TCP: then the INVITE, ACK and BYE go on the camera's connection), and the always-on INVITE
+    goes to the contact it registered (no_contact until then)."""
     a = make(appliance_factory, tmp_path)
     cam_port, sip_port = free_udp_port(), free_udp_port()
     a.append_config("outer", "\n".join([
-        "[signaling]", f'listen_udp = "127.0.0.1:{sip_port}"', f'server_id = "{SERVER}"', f'realm = "{DOMAIN}"',
+        "[signaling]", f'listen_{sip} = "127.0.0.1:{sip_port}"', f'server_id = "{SERVER}"', f'realm = "{DOMAIN}"',
         'destination = "police-vms"', "[[signaling.device]]", f'id = "{CAMERA}"', 'password = "secret"']))
     media = media_config(mode="always-on", sip_port=sip_port, ports=free_port_range(), cam_port=None)
     media = "\n".join(line for line in media.splitlines()
@@ -269,7 +268,7 @@ def test_registered_camera_is_invited_at_its_registered_contact(appliance_factor
     a.append_config("outer", media + f'\n[[media.camera]]\ndevice_id = "{CAMERA}"')
     src = gb28181.make_source(None, "h264", seconds=4)
     a.start()
-    camera = SipCameraProcess(tmp_path, cam_port, seconds=4, server=sip_port)
+    camera = SipCameraProcess(tmp_path, cam_port, seconds=4, server=sip_port, sip_transport=sip)
     try:
         a.wait_for(lambda: [r for r in events(a.outer_audit, "stream_failed") if r["code"] == "no_contact"], 30,
                    "no_contact before the camera registers")
@@ -278,7 +277,8 @@ def test_registered_camera_is_invited_at_its_registered_contact(appliance_factor
         ended = a.wait_for(lambda: events(a.outer_audit, "stream_ended"), 60, "the stream's end")[0]
         assert ended["detail"]["access_units"] == 100
         req = [r for r in events(a.outer_audit, "stream_requested")][0]
-        assert req["detail"]["contact"] == f"sip:{CAMERA}@127.0.0.1:{cam_port}"
+        assert req["detail"]["contact"] == f"sip:{CAMERA}@127.0.0.1:{cam_port}" + (";transport=tcp" if sip == "tcp"
+                                                                                   else "")
         a.wait_for(lambda: events(a.inner_audit, "stream_ended"), 60, "the inner stream's end")
         assert gb28181.framemd5(recordings(a)[0]) == gb28181.framemd5(src)
     finally:
