@@ -314,3 +314,5 @@ MEDIA_RETRY_MIN = 1.0          # always-on: first re-INVITE after a failure (dou
 MEDIA_RETRY_MAX = 30.0         # ...up to this many seconds (default of [media] retry_max)
 MEDIA_CONNECT_TRIES = 20       # tcp-active: connections to the camera's answered address tried...
 MEDIA_CONNECT_DELAY = 0.25     # ...this many seconds apart
+MEDIA_REFUSAL_AUDIT_INTERVAL = 10.0   # seconds between media_sip_refused records of one code and address
+MEDIA_REFUSAL_KEYS_MAX = 256   # (code, address) pairs counted apart; more share one ("*")

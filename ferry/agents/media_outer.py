@@ -27,6 +27,7 @@ from ferry.lanes.signaling.outer_media import (CameraSetting, CloseIngest, Media
                                                OuterMediaLane, SendSip, ptz_command)
 from ferry.lanes.reverse import ReverseAction
 from ferry.lanes.work import AuditIntent
+from ferry.reasons import Reason
 
 log = logging.getLogger("ferry.outer.media")
 
@@ -119,7 +120,9 @@ class MediaOuter:
         return self.endpoint.send(data, peer)
 
     def _refused(self, peer: Peer, reason: str, size: int) -> None:
-        log.info("media sip: refused %d bytes from %s: %s", size, peer, reason)
+        """Our own endpoint could not frame or parse what came (no answer): recorded, aggregated."""
+        log.debug("media sip: refused %d bytes from %s: %s", size, peer, reason)
+        self.carry(self.lane.refused(Reason.MALFORMED_SIP, peer, f"malformed SIP: {reason}", time.monotonic(), size))
 
     def _contact_of(self, device_id: str) -> tuple[Any, SipUri | None] | None:
         fixed = self.contacts.get(device_id)

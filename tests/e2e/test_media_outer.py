@@ -246,6 +246,11 @@ def test_a_camera_the_policy_refuses_is_hung_up(appliance_factory, tmp_path):
         assert events(a.outer_audit, "stream_refused")[0]["code"] == "default_deny"
         a.wait_for(lambda: "bye" in camera.log(), 20, "ferry's BYE at the camera")
         assert not events(a.inner_audit, "stream_started")
+        # ferry's own SIP socket (no [signaling]): what does not parse is refused, recorded with its code
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.sendto(b"INVITE nonsense\r\n\r\n", ("127.0.0.1", sip_port))
+        bad = a.wait_for(lambda: events(a.outer_audit, "media_sip_refused"), 20, "the refusal of malformed SIP")
+        assert bad[0]["code"] == "malformed_sip" and bad[0]["source"]["address"] == "127.0.0.1"
     finally:
         camera.stop()
         a.stop()

@@ -55,6 +55,7 @@ __all__ = ["CameraSetting", "CloseIngest", "MediaSettings", "OpenIngest", "Outer
            "ptz_command", "ssrc_for"]
 
 ALWAYS_ON = "always-on"          # the holder of an always-on camera
+SIP_RULE = "media-sip"           # the rule of SIP refusals (the protocol, not the policy)
 T1 = 0.5                         # RFC 3261 §17.1.1.1: first retransmit of a request over UDP
 BYE_TIMEOUT = 4.0                # a BYE unanswered this long is given up (the dialog is gone anyway)
 _PTZ_BITS = {"stop": 0x00, "right": 0x01, "left": 0x02, "down": 0x04, "up": 0x08, "zoomin": 0x10,
@@ -185,6 +186,7 @@ class OuterMediaLane:
         self.ports: set[int] = set()
         self.serial = 0
         self.sn = 0
+        self._refusals: dict[tuple[Reason, str], list[float]] = {}   # (code, address) -> [last, count, total]
         self.counts = {"requested": 0, "answered": 0, "failed": 0, "stopped": 0, "streaming": 0}
         for cam in settings.cameras:
             self.devices[cam.device_id] = _Device(cam.device_id, cam.transport)
@@ -367,7 +369,9 @@ class OuterMediaLane:
         if sess is None:
             if msg.method == "INVITE":
                 return [SendSip(response_to(msg, 403, "Forbidden", (
-                    ("Warning", '399 ferry "ferry does not take INVITEs from outer devices"'),)), peer)]
+                    ("Warning", '399 ferry "ferry does not take INVITEs from outer devices"'),)), peer),
+                    *self.refused(Reason.UNSUPPORTED_METHOD, peer, "an INVITE from an outer device: ferry only "
+                                  "INVITEs cameras (403)", now)]
             return [SendSip(response_to(msg, 481, "Call/Transaction Does Not Exist"), peer)]
         if msg.method == "BYE":
             work: list[MediaWork] = [SendSip(response_to(msg, 200, "OK"), peer)]
@@ -549,6 +553,32 @@ class OuterMediaLane:
                                 source={"device_id": device_id}, destination=self.s.destination, reason=why,
                                 code=code, detail=detail))
 
+    # -- refusals of SIP ---------------------------------------------------------------------------------
+    def refused(self, code: Reason, peer: Any, reason: str, now: float, size: int = 0) -> list[MediaWork]:
+        """SIP this part refuses (an INVITE from a device; on its own endpoint, bytes that do not
+        parse): a `media_sip_refused` record at once, then at most one per code and address every
+        MEDIA_REFUSAL_AUDIT_INTERVAL, the ones between counted into it (`detail.messages`)."""
+        address = _host(peer)
+        key = (code, address)
+        if key not in self._refusals and len(self._refusals) >= limits.MEDIA_REFUSAL_KEYS_MAX:
+            key = (code, "*")
+        agg = self._refusals.setdefault(key, [float("-inf"), 0, 0])
+        agg[1] += 1
+        agg[2] += 1
+        if now - agg[0] < limits.MEDIA_REFUSAL_AUDIT_INTERVAL:
+            return []
+        return [self._refusal_record(key, agg, reason, now, size)]
+
+    def _refusal_record(self, key: tuple[Reason, str], agg: list[float], reason: str, now: float,
+                        size: int = 0) -> AuditIntent:
+        n, total = int(agg[1]), int(agg[2])
+        agg[0], agg[1] = now, 0
+        return AuditIntent(dict(event="media_sip_refused", verdict="refused", lane="video", rule=SIP_RULE,
+                                source={"address": key[1]}, destination=self.s.destination,
+                                reason=reason if n == 1 else f"{n} messages refused, the last: {reason}",
+                                code=key[0], detail={"messages": n, "total": total,
+                                                     **({"bytes": size} if size else {})}))
+
     # -- time -------------------------------------------------------------------------------------------
     def next_timer(self) -> float | None:
         times = [t for sess in self.by_name.values() for t in (sess.retransmit_at, sess.deadline) if t is not None]
@@ -588,6 +618,9 @@ class OuterMediaLane:
             if dev.session is not None:
                 work += self._end(dev.session, "the agent stops", now, wall)
             dev.holders = []
+        for key, agg in self._refusals.items():       # what was counted since the last record
+            if agg[1]:
+                work.append(self._refusal_record(key, agg, "(counted since the last record)", now))
         return work
 
     # -- MESSAGEs to a camera ------------------------------------------------------------------------------

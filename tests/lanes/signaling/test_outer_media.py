@@ -287,8 +287,20 @@ def test_a_request_ferry_does_not_take():
     (r,) = sent(lane.on_sip(parse_message(_camera_bye(req).replace(b"BYE", b"INFO")), PEER, 1.0, 1001.0))
     assert r.status == 200
     other = parse_message(_camera_bye(req).replace(b"BYE", b"INVITE").replace(req.call_id.encode(), b"x@y"))
-    (r,) = sent(lane.on_sip(other, PEER, 1.0, 1001.0))
+    work = lane.on_sip(other, PEER, 1.0, 1001.0)
+    (r,) = sent(work)
     assert r.status == 403
+    (rec,) = records(work, "media_sip_refused")
+    assert rec["code"] == Reason.UNSUPPORTED_METHOD and rec["source"] == {"address": "10.0.0.5"}
+    # more within MEDIA_REFUSAL_AUDIT_INTERVAL are answered, counted, and recorded together later
+    for i in range(5):
+        work = lane.on_sip(other, PEER, 2.0 + i, 1002.0 + i)
+        assert [m.status for m in sent(work)] == [403] and records(work) == []
+    (rec,) = records(lane.on_sip(other, PEER, 11.5, 1011.5), "media_sip_refused")
+    assert rec["detail"] == {"messages": 6, "total": 7}
+    lane.on_sip(other, PEER, 12.0, 1012.0)
+    (last,) = records(lane.close(13.0, 1013.0), "media_sip_refused")     # the agent stops: the rest
+    assert last["detail"]["messages"] == 1
 
 
 def test_close_ends_every_dialog():
