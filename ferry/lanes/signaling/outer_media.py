@@ -661,7 +661,8 @@ class OuterMediaLane:
     def sessions(self) -> list[dict[str, Any]]:
         """The dialogs now (status, tests)."""
         return [{"session": x.name, "device_id": x.device_id, "state": x.state, "port": x.port, "ssrc": x.ssrc,
-                 "holders": list(self.devices[x.device_id].holders)} for x in self.by_name.values()]
+                 "transport": x.transport, "holders": list(self.devices[x.device_id].holders)}
+                for x in self.by_name.values()]
 
 
 def _check_answer(body: bytes, sess: _Session) -> tuple[str | None, dict[str, Any]]:
