@@ -156,6 +156,57 @@ class OuterVideo(_Strict):
         return self
 
 
+# --- [media] of the outer agent: video of outer cameras over SIP (issue 13 "media-outer") ---
+def _contact(value: str) -> str:
+    """'udp:host:port' or 'tcp:host:port' (a camera's SIP address when it does not register)."""
+    transport, sep, rest = value.partition(":")
+    if not sep or transport not in ("udp", "tcp"):
+        raise ValueError(f"expected udp:host:port or tcp:host:port, got {value!r}")
+    _host_port(rest)
+    return value
+
+
+class OuterMediaCamera(_Strict):
+    """One camera ferry INVITEs (`[[media.camera]]`): always-on, or one without registration."""
+    device_id: str = Field(pattern=r"^[0-9]{20}$")
+    contact: str = ""             # "udp:host:port" / "tcp:host:port"; "" = the contact it registered
+    # media: RTP over UDP, TCP the camera connects to ferry ("tcp"), or TCP ferry connects to it ("tcp-active")
+    transport: Literal["udp", "tcp", "tcp-active"] = "udp"
+
+    _contact = field_validator("contact")(lambda v: _contact(v) if v else v)
+
+
+class OuterMedia(_Strict):
+    """`[media]`: ferry as the upper platform INVITEs outer cameras; their video crosses in the
+    video lane (stream names sip-<device_id>-<n>)."""
+    mode: Literal["on-demand", "always-on"] = "on-demand"
+    media_address: str            # the address ferry puts in c= (where cameras send RTP)
+    port_range: list[int] = Field(default_factory=lambda: [30000, 30999], min_length=2, max_length=2)
+    destination: str = Field(min_length=1, max_length=64)   # policy destination of the streams
+    sip_listen: str = ""          # UDP "host:port" of ferry's own SIP socket, only without [signaling]
+    server_id: str = Field(default="", pattern=r"^([0-9]{20})?$")   # "" = [signaling] server_id
+    domain: str = Field(default="", pattern=r"^([0-9]{10})?$")      # "" = [signaling] realm
+    invite_timeout: float = Field(default=limits.MEDIA_INVITE_TIMEOUT, gt=0, le=120)
+    media_timeout: float = Field(default=limits.MEDIA_TIMEOUT, gt=0, le=120)
+    retry_max: float = Field(default=limits.MEDIA_RETRY_MAX, ge=limits.MEDIA_RETRY_MIN, le=3600)
+    camera: list[OuterMediaCamera] = Field(default_factory=list, max_length=limits.MEDIA_DEVICES_MAX)
+
+    _addr = field_validator("media_address")(_check_host)
+    _listen = field_validator("sip_listen")(lambda v: _host_port(v) if v else v)
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        lo, hi = self.port_range
+        if not 1 <= lo <= hi <= 65535:
+            raise ValueError(f"port_range must be [low, high] within 1-65535, got {self.port_range}")
+        ids = [c.device_id for c in self.camera]
+        if len(set(ids)) != len(ids):
+            raise ValueError("media.camera device_ids must be unique")
+        if self.mode == "always-on" and not self.camera:
+            raise ValueError("mode always-on needs at least one [[media.camera]]")
+        return self
+
+
 class InnerVideoOutput(_Strict):
     """Where the inner agent sends the streams of one policy destination (`[[video_output]]`)."""
     destination: str = Field(min_length=1, max_length=64)
@@ -339,12 +390,22 @@ class OuterConfig(_Strict):
     video: list[OuterVideo] = Field(default_factory=list, max_length=limits.VIDEO_STREAMS_MAX)
     signaling: OuterSignaling | None = None     # issue 13 "sig-outer"
     reverse: OuterReverse | None = None
+    media: OuterMedia | None = None             # issue 13 "media-outer"
 
     @model_validator(mode="after")
     def _video_names_unique(self):
         names = [v.name for v in self.video]
         if len(set(names)) != len(names):
             raise ValueError("video stream names must be unique")
+        return self
+
+    @model_validator(mode="after")
+    def _media_has_sip(self):      # issue 13 "media-outer": [media] needs a SIP socket and identity
+        m = self.media
+        if m is not None and self.signaling is None:
+            missing = [k for k in ("sip_listen", "server_id", "domain") if not getattr(m, k)]
+            if missing:
+                raise ValueError(f"media without [signaling] needs {', '.join(missing)}")
         return self
 
 

@@ -308,3 +308,15 @@ REVERSE_RATE_MBPS = 1.0        # default pace of the reverse link (requests are 
 CLOCK_STEP_MAX = 5.0           # s: wall - monotonic moved this far since the epoch began: the sender rotates its key
 CLOCK_STEP_SPAN_MAX = 86400.0  # s: up to this step the new epoch's validity spans both clocks (beyond: the new one)
 EPOCH_RESTART_GAP = 16         # outer: a restarted agent's first key epoch is at least the stored newest + this
+
+# --- on-demand / always-on video of outer cameras (issue 13, part "media-outer": ferry.lanes.signaling.outer_media) ---
+MEDIA_DEVICES_MAX = 1024       # cameras the outer media part keeps state for (holders, dialogs)
+MEDIA_HOLDERS_MAX = 64         # holds (start_stream) on one camera's stream at once
+MEDIA_INVITE_TIMEOUT = 10.0    # seconds to the INVITE's final answer (default of [media] invite_timeout)
+MEDIA_TIMEOUT = 10.0           # seconds from the ACK to the first RTP packet (default of [media] media_timeout)
+MEDIA_RETRY_MIN = 1.0          # always-on: first re-INVITE after a failure (doubling)...
+MEDIA_RETRY_MAX = 30.0         # ...up to this many seconds (default of [media] retry_max)
+MEDIA_CONNECT_TRIES = 20       # tcp-active: connections to the camera's answered address tried...
+MEDIA_CONNECT_DELAY = 0.25     # ...this many seconds apart
+MEDIA_REFUSAL_AUDIT_INTERVAL = 10.0   # seconds between media_sip_refused records of one code and address
+MEDIA_REFUSAL_KEYS_MAX = 256   # (code, address) pairs counted apart; more share one ("*")

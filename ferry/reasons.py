@@ -134,6 +134,15 @@ class Reason(StrEnum):
     UNKNOWN_DEVICE = "unknown_device"
     UNSERVED = "unserved"
     HANDLER_FAILED = "handler_failed"
+    # --- video of outer cameras over SIP (issue 13, part "media-outer": lanes/signaling/outer_media) --
+    NO_CONTACT = "no_contact"
+    NO_MEDIA_PORT = "no_media_port"
+    INVITE_REFUSED = "invite_refused"
+    INVITE_TIMEOUT = "invite_timeout"
+    BAD_ANSWER = "bad_answer"
+    NO_MEDIA = "no_media"
+    MEDIA_LOST = "media_lost"
+    CAMERA_BYE = "camera_bye"
 
 
 _ALL = list(Reason)
@@ -268,4 +277,13 @@ MEANING: dict[Reason, str] = {
     Reason.UNKNOWN_DEVICE: "reverse request for a device that no devices source of the policy names",
     Reason.UNSERVED: "reverse request allowed, but no handler serves that request on the outer agent",
     Reason.HANDLER_FAILED: "reverse request allowed, its handler on the outer agent failed (logged)",
+    Reason.NO_CONTACT: "camera to INVITE that is not registered and has no configured contact ([media.camera] contact)",
+    Reason.NO_MEDIA_PORT: "no free port in [media] port_range, or the port could not be opened, for a camera's stream",
+    Reason.INVITE_REFUSED: "the camera answered ferry's INVITE with an error status (3xx-6xx)",
+    Reason.INVITE_TIMEOUT: "no final answer to ferry's INVITE within [media] invite_timeout",
+    Reason.BAD_ANSWER: ("the camera's 200 to the INVITE has no usable SDP answer (parse error, another SSRC or "
+                        "transport)"),
+    Reason.NO_MEDIA: "no RTP of the offered SSRC within [media] media_timeout after the ACK: ferry sent BYE",
+    Reason.MEDIA_LOST: "a camera's stream went silent (its ingest stream ended): ferry sent BYE",
+    Reason.CAMERA_BYE: "the camera ended the video dialog (BYE): stream_stopped",
 }

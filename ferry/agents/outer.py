@@ -23,6 +23,7 @@ from ferry.agents.common import AuditQueue, Identity, Management, open_identity,
 from ferry.agents.forwarder import start_forwarder
 from ferry.agents.link_io import LinkSendSocket
 from ferry.agents.link_writer import LinkWriter
+from ferry.agents.media_outer import MediaOuter
 from ferry.agents.outer_state import OuterState
 from ferry.wire.pacing import LinkPacer
 from ferry.agents.policy_host import PolicyHost
@@ -188,13 +189,21 @@ class OuterAgent(PolicyHost):
                                  track_sent=True, epoch=self.epochs.first_epoch(wall))
         self.save_epoch(self.sender.epoch)      # before anything is sent
         # cameras' ports first: the link socket's ephemeral port can then never be one of them
-        self.video = VideoIngest(list(cfg.video), self, lambda: self.id.plan, self.ids) if cfg.video else None
+        self.video = (VideoIngest(list(cfg.video), self, lambda: self.id.plan, self.ids)
+                      if cfg.video or cfg.media else None)
         if self.video:
             self.video.bind()
         # [signaling] (issue 13 "sig-outer"): the SIP server of outer devices, bound before the link socket too
         self.signaling = SipOuter(cfg.signaling, self, lambda: self.id.plan, self.ids) if cfg.signaling else None
         if self.signaling:
             self.signaling.bind()
+        # [media] (issue 13 "media-outer"): ferry INVITEs cameras; their SIP goes through [signaling]'s endpoint
+        self.media = MediaOuter(cfg.media, self, self.video, cfg.signaling) if cfg.media and self.video else None
+        if self.media:
+            if self.signaling is not None:
+                self.signaling.attach_media(self.media)
+                self.media.registry = self.signaling.registry
+            self.media.bind()
         self.sock = LinkSendSocket((link.peer_host, link.peer_port), bind_host=link.bind_host,
                                    interface=link.interface, sndbuf=link.sndbuf, gso=link.gso == "auto")
         self.started_mono = time.monotonic()
@@ -509,7 +518,8 @@ class OuterAgent(PolicyHost):
                 "objects": c.objects, "epoch": c.epoch, "outbox": self.pump.backlog(),
                 "send_errors": self.pump.writer.errors,
                 **({"video_refused_streams": self.video.refused_streams} if self.video else {}),
-                **(self.signaling.counters() if self.signaling else {})}
+                **(self.signaling.counters() if self.signaling else {}),
+                **(self.media.counters() if self.media else {})}
 
     def key_epoch(self) -> int:
         return int(self.sender.counters.epoch)
@@ -566,6 +576,10 @@ class OuterAgent(PolicyHost):
         if self.signaling:
             await self.signaling.start()
         reverse = asyncio.create_task(self.reverse.run(stop)) if self.reverse is not None else None
+        if self.media:      # issue 13 "media-outer": it serves start_stream, stop_stream, ptz, catalog_query
+            if self.reverse is not None:
+                self.media.register_handlers(self.register_reverse_handler)
+            await self.media.start()
         await stop.wait()
         if reverse is not None and self.reverse is not None:
             self.reverse.wake.set()
@@ -573,6 +587,8 @@ class OuterAgent(PolicyHost):
         await asyncio.gather(signer, return_exceptions=True)
         if self.scan_timer is not None:
             self.scan_timer.cancel()
+        if self.media:
+            await self.media.stop()     # BYE every camera dialog
         if self.video:
             await self.video.stop()     # ends every stream: their last access units and records
         if self.signaling:
