@@ -223,6 +223,20 @@ CONTROL_BURST = 16 << 10       # bytes of control datagrams that may go at once 
 # --- Prometheus metrics ([management] metrics, ferry.agents.metrics) ----------
 METRICS_SNAPSHOT_TIMEOUT = 2.0  # a scrape waits this long for the event loop's snapshot, then serves the last one
 
+# --- SIP / SDP / digest codecs (issue 13, part "sip": ferry.codecs.sip, sip_digest, sdp) ---
+SIP_MESSAGE_MAX = 65535        # bytes of one SIP message: start line, headers and body (a UDP datagram at most)
+SIP_HEADER_SECTION_MAX = 16384  # bytes of the start line and headers (to the empty line), at most
+SIP_LINE_MAX = 4096            # bytes of one start or header line, without its CRLF
+SIP_HEADER_COUNT_MAX = 64      # header lines of one message, at most
+SIP_BODY_MAX = 65535           # bytes of one message body (Content-Length), at most
+SIP_URI_MAX = 512              # characters of one SIP URI
+SIP_STREAM_BUFFER_MAX = SIP_HEADER_SECTION_MAX + SIP_BODY_MAX  # bytes a TCP stream parser holds, at most
+DIGEST_HEADER_MAX = 2048       # characters of one Authorization / WWW-Authenticate value
+DIGEST_PARAMS_MAX = 16         # parameters of one digest challenge or credentials
+SDP_MAX = 8192                 # bytes of one SDP body
+SDP_LINES_MAX = 64             # lines of one SDP body
+SDP_LINE_MAX = 512             # bytes of one SDP line
+
 # --- media-inner (issue 13 item 3, inner half): the inner platform's INVITEs, viewers of crossing video ----
 VIDEO_VIEWERS_MAX = 64         # viewers (INVITEd live sessions) the inner video lane feeds at once, at most
 MEDIA_INVITE_TIMEOUT = 8.0     # seconds from INVITE to the stream's first key frame before 408 (GB/T 28181: < 32 s Timer B)
