@@ -110,6 +110,12 @@ class Reason(StrEnum):
     RESEND_CHANGED = "resend_changed"
     RESEND_TOO_LATE = "resend_too_late"
 
+    # --- media-inner: the inner platform's INVITEs (ferry.lanes.signaling.inner_media; issue 13) ---
+    UNKNOWN_CAMERA = "unknown_camera"
+    BAD_OFFER = "bad_offer"
+    VIEWERS_BUSY = "viewers_busy"
+    NO_STREAM = "no_stream"
+    NOT_SUPPORTED = "not_supported"
 
 _ALL = list(Reason)
 # The link's own codes (the receiver's drops, refusals and losses): those declared before the lanes'.
@@ -212,4 +218,9 @@ MEANING: dict[Reason, str] = {
     Reason.POLICY_NOT_STORED: "policy bundle not applied: it could not be stored in the agent's state directory",
     Reason.RESEND_CHANGED: "kept file to re-send after an outer restart changed or vanished",
     Reason.RESEND_TOO_LATE: "kept file too old to re-send after an outer restart (outside the replay window)",
+    Reason.UNKNOWN_CAMERA: "INVITE for an ID ferry maps to no outer device, or one the policy names in no source (404)",
+    Reason.BAD_OFFER: "INVITE whose SDP offer does not parse or is not live PS video the platform receives (400/488)",
+    Reason.VIEWERS_BUSY: "INVITE over [media] max_viewers or max_viewers_per_device, or no free media port (486)",
+    Reason.NO_STREAM: "INVITE whose camera's stream did not bring a key frame within [media] invite_timeout (408)",
+    Reason.NOT_SUPPORTED: "request a live session does not take: re-INVITE (488), INFO playback control (405)",
 }
