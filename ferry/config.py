@@ -176,6 +176,40 @@ class InnerVideoOutput(_Strict):
         return self
 
 
+class InnerMedia(_Strict):
+    """`[media]` on the inner agent (issue 13 item 3, media-inner): ferry answers the inner GB/T 28181
+    platform's INVITEs of outer cameras and sends their crossing video to the address and SSRC asked."""
+    mode: Literal["on-demand", "always-on"] = "always-on"
+    # SIP "host:port" (UDP and TCP) ferry takes INVITEs on when there is no [signaling] section
+    # (with [signaling], its endpoint carries them and this stays empty)
+    listen: str = ""
+    media_address: str            # IPv4 address ferry sends media from and names in its SDP answers
+    port_min: int = Field(default=30000, ge=1024, le=65534)   # local media ports: UDP send, TCP passive listen
+    port_max: int = Field(default=30999, ge=1025, le=65535)
+    invite_timeout: float = Field(default=limits.MEDIA_INVITE_TIMEOUT, ge=1.0, le=limits.MEDIA_INVITE_TIMEOUT_MAX)
+    max_viewers: int = Field(default=limits.MEDIA_MAX_VIEWERS, ge=1, le=limits.VIDEO_VIEWERS_MAX)
+    max_viewers_per_device: int = Field(default=limits.MEDIA_MAX_VIEWERS_PER_DEVICE, ge=1,
+                                        le=limits.VIDEO_VIEWERS_MAX)
+    linger: float = Field(default=limits.MEDIA_LINGER, ge=0, le=300)   # on-demand: before stop_stream
+
+    _listen = field_validator("listen")(lambda v: _host_port(v) if v else v)
+
+    @field_validator("media_address")
+    @classmethod
+    def _ipv4(cls, v: str) -> str:
+        try:
+            ipaddress.IPv4Address(v)
+        except ValueError:
+            raise ValueError(f"{v!r} is not an IPv4 address (GB/T 28181 SDP: c=IN IP4)") from None
+        return v
+
+    @model_validator(mode="after")
+    def _ports(self) -> "InnerMedia":
+        if self.port_max < self.port_min + 1:
+            raise ValueError(f"port_max {self.port_max} must be above port_min {self.port_min} (RTP takes even ports)")
+        return self
+
+
 class AuditForwardSection(_Strict):
     """[audit.forward]: the trail forwarded as RFC 5424 syslog over TCP (TLS with tls_ca) to a log
     server, at least once, from a persisted cursor (README, Audit: forwarding)."""
@@ -242,6 +276,7 @@ class InnerConfig(_Strict):
     kernel: KernelSection | None = None
     audit: AuditSection = AuditSection()
     video_output: list[InnerVideoOutput] = Field(default_factory=list, max_length=limits.VIDEO_STREAMS_MAX)
+    media: InnerMedia | None = None   # media-inner (issue 13 item 3)
 
     @model_validator(mode="after")
     def _inner_kernel_needs_peer(self):

@@ -239,7 +239,7 @@ SDP_LINE_MAX = 512             # bytes of one SDP line
 
 # --- media-inner (issue 13 item 3, inner half): the inner platform's INVITEs, viewers of crossing video ----
 VIDEO_VIEWERS_MAX = 64         # viewers (INVITEd live sessions) the inner video lane feeds at once, at most
-MEDIA_INVITE_TIMEOUT = 8.0     # seconds from INVITE to the stream's first key frame before 408 (GB/T 28181: < 32 s Timer B)
+MEDIA_INVITE_TIMEOUT = 8.0     # seconds from INVITE to the stream's first key frame before 408 (< 32 s, Timer B)
 MEDIA_INVITE_TIMEOUT_MAX = 30.0  # the most an operator may set (the platform's INVITE transaction ends at 32 s)
 MEDIA_MAX_VIEWERS = 16         # default [media] max_viewers
 MEDIA_MAX_VIEWERS_PER_DEVICE = 4  # default [media] max_viewers_per_device
@@ -252,3 +252,9 @@ MEDIA_DIALOGS_MAX = 256        # INVITE dialogs (pending and confirmed) kept at 
 MEDIA_ENDED_MAX = 1024         # ended dialogs remembered to answer retransmissions (Call-ID, branch)
 MEDIA_ENDED_KEEP = 32.0        # seconds an ended dialog is remembered
 MEDIA_TCP_CONNECT_WAIT = 10.0  # passive TCP: seconds after the 200 OK the platform has to connect
+# TEMP (media-inner): the lead's ferry/agents/sip_endpoint.py limits, copied with it until it lands on main
+SIP_TCP_CONNECTIONS_MAX = 256
+SIP_TCP_READ = 65536
+SIP_TCP_IDLE = 300.0
+SIP_TCP_OUTPUT_MAX = 256 << 10
+SIP_TCP_CONNECT_TIMEOUT = 5.0

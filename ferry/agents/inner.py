@@ -33,6 +33,7 @@ from ferry.agents.link_io import LinkReceiveSocket
 from ferry.agents.policy_host import PolicyHost
 from ferry.agents.spool import discard, free_name, leftovers, publish, read_whole_file, write_temporary
 from ferry.agents.video_emit import VideoEmitter
+from ferry.agents.media_inner import InnerMediaAgent
 from ferry.config import InnerConfig
 from ferry.kernel.agent_rules import KernelRules, kernel_rules_for
 from ferry.lanes.delivered import (Leftover, Recovery, Remember, is_leftover, is_recovery_record, publish_failed,
@@ -89,7 +90,11 @@ class InnerAgent(PolicyHost):
         self.stats = {"policy_reloads": 0}
         self.held: deque = deque()
         self.overflow = 0
-        self.video = VideoEmitter(self, list(cfg.video_output), self.video_mode)
+        self.video = VideoEmitter(self, list(cfg.video_output), self.video_mode, viewable=cfg.media is not None)
+        # [media] (media-inner, issue 13 item 3): the inner platform's INVITEs -> viewers of crossing video
+        self.media = InnerMediaAgent(self, cfg.media, self.video, lambda: self.id.plan) if cfg.media else None
+        if self.media is not None:
+            self.media.bind()
         self.out = Path(cfg.files.spool) if cfg.files else None
         self.dispatch = InnerDispatch(self.video, files_output=self.out is not None)
         # across restarts: the newest epoch and where the link was, the files delivered
@@ -469,12 +474,16 @@ class InnerAgent(PolicyHost):
         signer = asyncio.create_task(sign_quiet_tail(self.id.audit, stop))
         start_forwarder(self.cfg.audit.forward, self.id.audit.path, self.cfg.agent.state_dir, self.audit, stop)
         await self.video.start(stop)
+        if self.media is not None:
+            await self.media.start()
         await stop.wait()
         self.wake.set()
         await self.management.stop()
         loop.remove_reader(self.sock.sock.fileno())
         self.on_readable()
         await asyncio.gather(timer_task, signer, return_exceptions=True)
+        if self.media is not None:
+            await self.media.stop()
         self.video.close(time.time())
         self.save_state(time.monotonic(), force=True)
         self.state.close()

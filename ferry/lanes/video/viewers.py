@@ -71,7 +71,7 @@ class Viewer:
     stream_id: str = ""           # the stream it is on (set at its first key frame)
     packets: int = 0
     access_units: int = 0
-    bytes: int = 0
+    sent_bytes: int = 0
     rng: random.Random | None = None
 
     def __post_init__(self) -> None:
@@ -102,8 +102,8 @@ class Viewer:
         packets = self.writer.write([view[i:i + mtu] for i in range(0, len(data), mtu)],
                                     (self.ts_base + ts - self.ts0) & 0xFFFFFFFF, marker_last=True)
         self.packets += len(packets)
-        self.bytes += len(data)
+        self.sent_bytes += len(data)
         return packets
 
     def counts(self) -> dict[str, int]:
-        return {"packets": self.packets, "access_units": self.access_units, "bytes": self.bytes}
+        return {"packets": self.packets, "access_units": self.access_units, "bytes": self.sent_bytes}

@@ -69,7 +69,8 @@ def invite(target=INNER_CAM, body=None, call="c1@10.1.0.5", branch="z9hG4bKinv1"
            transport="UDP") -> SipRequest:
     to = f"<sip:{target}@4301000000>" + (f";tag={to_tag}" if to_tag else "")
     data = build_request("INVITE", f"sip:{target}@4301000000", [
-        ("Via", f"SIP/2.0/{transport} 10.1.0.5:5060;rport;branch={branch}"), ("From", f"<sip:{PLATFORM}@4301000000>;tag=pf1"),
+        ("Via", f"SIP/2.0/{transport} 10.1.0.5:5060;rport;branch={branch}"),
+        ("From", f"<sip:{PLATFORM}@4301000000>;tag=pf1"),
         ("To", to), ("Call-ID", call), ("CSeq", f"{cseq} INVITE"), ("Max-Forwards", "70"),
         ("Contact", f"<sip:{PLATFORM}@10.1.0.5:5060>"), ("Subject", f"{target}:0430100001,{PLATFORM}:0"),
         ("Content-Type", "APPLICATION/SDP")], offer() if body is None else body)
@@ -393,7 +394,8 @@ def test_random_sip_and_events_never_raise_and_keep_ports_and_viewers_consistent
         now += 0.7
         if isinstance(e, tuple):
             kind, key = e
-            work = {"start": lambda: ln.viewer_started(key, "s1", now, 0), "lost": lambda: ln.viewer_lost(key, "x", now, 0),
+            work = {"start": lambda: ln.viewer_started(key, "s1", now, 0),
+                    "lost": lambda: ln.viewer_lost(key, "x", now, 0),
                     "failed": lambda: ln.viewer_failed(key, "x", now, 0),
                     "asked": lambda: ln.asked(key, False, "default_deny", "no", now, 0),
                     "timer": lambda: ln.handle_timer(now + 5, 0)}[kind]()

@@ -1,0 +1,267 @@
+"""One SIP transport point of an agent: a UDP socket and/or a TCP listener, and the TCP
+connections it opens or accepts. Shell only: it frames and parses with ferry.codecs.sip and hands
+each message, with the peer it came from, to the agent's signaling code; it sends the bytes that
+code builds. No SIP logic lives here.
+
+- UDP: one datagram is one message (`parse_message`); a datagram over the size limit, or one
+  that does not parse, is refused (`on_refused(peer, reason, size)`) and dropped.
+- TCP: each connection has its own `SipStreamParser`; a framing or parse error refuses the
+  connection's bytes and closes it (RFC 3261 §18.3: a stream that lost its framing cannot be
+  resynchronised). Connections are bounded in number, in idle time and in queued output. A
+  message to a TCP peer goes on the connection that peer opened or that we opened before;
+  otherwise a connection is opened (its output queued, bounded, until it is up).
+
+`Peer` names the transport and address a message came from or goes to; the signaling code
+keeps it with a registration or dialog and sends replies to it.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ferry import limits
+from ferry.codecs.sip import SipError, SipRequest, SipResponse, SipStreamParser, parse_message
+from ferry.config import split_host_port
+
+log = logging.getLogger("ferry.sip")
+
+SipMessage = SipRequest | SipResponse
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    transport: str      # "udp" | "tcp"
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.transport}:{host}:{self.port}"
+
+
+OnMessage = Callable[[SipMessage, Peer], None]
+OnRefused = Callable[[Peer, str, int], None]
+
+
+class _Datagrams(asyncio.DatagramProtocol):
+    def __init__(self, endpoint: SipEndpoint) -> None:
+        self.endpoint = endpoint
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:    # type: ignore[override]
+        self.endpoint._datagram(data, Peer("udp", addr[0], addr[1]))
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("sip udp: %s", exc)     # ICMP unreachable of an earlier send: nothing to do
+
+
+class _Connection:
+    __slots__ = ("peer", "writer", "parser", "last")
+
+    def __init__(self, peer: Peer, writer: asyncio.StreamWriter | None) -> None:
+        self.peer = peer
+        self.writer = writer
+        self.parser = SipStreamParser()
+        self.last = time.monotonic()
+
+
+class SipEndpoint:
+    """`udp` / `tcp`: "host:port" to listen on ("" for none; port 0 picks one, see `udp_address`)."""
+
+    def __init__(self, name: str, on_message: OnMessage, on_refused: OnRefused, *, udp: str = "",
+                 tcp: str = "") -> None:
+        self.name = name
+        self.on_message = on_message
+        self.on_refused = on_refused
+        self.udp_listen = udp
+        self.tcp_listen = tcp
+        self._udp_sock: socket.socket | None = None
+        self._tcp_sock: socket.socket | None = None
+        self._udp: asyncio.DatagramTransport | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._conns: dict[Peer, _Connection] = {}
+        self._pending: dict[Peer, list[bytes]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.counters = {"received": 0, "sent": 0, "refused": 0, "send_failed": 0}
+
+    # -- life cycle ---------------------------------------------------------------------------
+    def bind(self) -> None:
+        """Bind the listening sockets now; an error names the address."""
+        if self.udp_listen and self._udp_sock is None:
+            host, port = split_host_port(self.udp_listen)
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            try:
+                sock.bind((host, port))
+            except OSError as exc:
+                sock.close()
+                raise OSError(exc.errno, f"{self.name}: cannot listen on udp {self.udp_listen}: {exc.strerror}") \
+                    from None
+            sock.setblocking(False)
+            self._udp_sock = sock
+        if self.tcp_listen and self._tcp_sock is None:
+            host, port = split_host_port(self.tcp_listen)
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            try:
+                self._tcp_sock = socket.create_server((host, port), family=family)
+            except OSError as exc:
+                raise OSError(exc.errno, f"{self.name}: cannot listen on tcp {self.tcp_listen}: {exc.strerror}") \
+                    from None
+            self._tcp_sock.setblocking(False)
+
+    @property
+    def udp_address(self) -> tuple[str, int] | None:
+        return self._udp_sock.getsockname()[:2] if self._udp_sock else None
+
+    @property
+    def tcp_address(self) -> tuple[str, int] | None:
+        return self._tcp_sock.getsockname()[:2] if self._tcp_sock else None
+
+    async def start(self) -> None:
+        self.bind()
+        loop = asyncio.get_running_loop()
+        if self._udp_sock is not None:
+            self._udp, _ = await loop.create_datagram_endpoint(lambda: _Datagrams(self), sock=self._udp_sock)
+        if self._tcp_sock is not None:
+            self._server = await asyncio.start_server(self._accepted, sock=self._tcp_sock)
+        self._spawn(self._reap_idle())
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        if self._udp is not None:
+            self._udp.close()
+        for c in list(self._conns.values()):
+            if c.writer is not None:
+                c.writer.close()
+        for t in list(self._tasks):
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._conns.clear()
+
+    def _spawn(self, coro: object) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- receiving ----------------------------------------------------------------------------
+    def _datagram(self, data: bytes, peer: Peer) -> None:
+        if len(data) > limits.SIP_MESSAGE_MAX:
+            self._refuse(peer, f"datagram of {len(data)} bytes exceeds {limits.SIP_MESSAGE_MAX}", len(data))
+            return
+        if not data.strip(b"\r\n"):
+            return    # a keep-alive of CRLFs (RFC 5626 §3.5.1)
+        try:
+            msg = parse_message(data)
+        except SipError as exc:
+            self._refuse(peer, str(exc), len(data))
+            return
+        self._deliver(msg, peer)
+
+    def _deliver(self, msg: SipMessage, peer: Peer) -> None:
+        self.counters["received"] += 1
+        self.on_message(msg, peer)
+
+    def _refuse(self, peer: Peer, reason: str, size: int) -> None:
+        self.counters["refused"] += 1
+        self.on_refused(peer, reason, size)
+
+    async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        name = writer.get_extra_info("peername") or ("", 0)
+        peer = Peer("tcp", name[0], name[1])
+        if len(self._conns) >= limits.SIP_TCP_CONNECTIONS_MAX:
+            self._refuse(peer, f"more than {limits.SIP_TCP_CONNECTIONS_MAX} SIP connections", 0)
+            writer.close()
+            return
+        await self._serve(peer, reader, writer)
+
+    async def _serve(self, peer: Peer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = _Connection(peer, writer)
+        old = self._conns.get(peer)
+        if old is not None and old.writer is not None and old.writer is not writer:
+            old.writer.close()
+        self._conns[peer] = conn
+        for data in self._pending.pop(peer, []):
+            self._write(conn, data)
+        try:
+            while True:
+                try:
+                    data = await reader.read(limits.SIP_TCP_READ)
+                except (ConnectionError, OSError):
+                    break
+                if not data:
+                    break
+                conn.last = time.monotonic()
+                try:
+                    messages = conn.parser.feed(data)
+                except SipError as exc:
+                    self._refuse(peer, f"{exc} (connection closed)", len(data))
+                    break
+                for msg in messages:
+                    self._deliver(msg, peer)
+        finally:
+            writer.close()
+            if self._conns.get(peer) is conn:
+                del self._conns[peer]
+
+    async def _reap_idle(self) -> None:
+        while True:
+            await asyncio.sleep(limits.SIP_TCP_IDLE / 4)
+            cut = time.monotonic() - limits.SIP_TCP_IDLE
+            for c in list(self._conns.values()):
+                if c.last < cut and c.writer is not None:
+                    c.writer.close()
+
+    # -- sending ------------------------------------------------------------------------------
+    def send(self, data: bytes, peer: Peer) -> bool:
+        """Send one built message. False when it cannot go now (no socket for that transport, the
+        connection's output queue is full); a TCP peer without a connection gets one opened."""
+        if peer.transport == "udp":
+            if self._udp is None:
+                self.counters["send_failed"] += 1
+                return False
+            self._udp.sendto(data, (peer.host, peer.port))
+            self.counters["sent"] += 1
+            return True
+        conn = self._conns.get(peer)
+        if conn is not None and conn.writer is not None:
+            return self._write(conn, data)
+        queued = self._pending.get(peer)
+        if queued is None:
+            if len(self._conns) + len(self._pending) >= limits.SIP_TCP_CONNECTIONS_MAX:
+                self.counters["send_failed"] += 1
+                return False
+            self._pending[peer] = [data]
+            self._spawn(self._connect(peer))
+        elif sum(map(len, queued)) + len(data) > limits.SIP_TCP_OUTPUT_MAX:
+            self.counters["send_failed"] += 1
+            return False
+        else:
+            queued.append(data)
+        self.counters["sent"] += 1
+        return True
+
+    def _write(self, conn: _Connection, data: bytes) -> bool:
+        assert conn.writer is not None
+        transport = conn.writer.transport
+        if transport.is_closing() or transport.get_write_buffer_size() + len(data) > limits.SIP_TCP_OUTPUT_MAX:
+            self.counters["send_failed"] += 1
+            return False
+        conn.writer.write(data)
+        conn.last = time.monotonic()
+        self.counters["sent"] += 1
+        return True
+
+    async def _connect(self, peer: Peer) -> None:
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(peer.host, peer.port),
+                                                    limits.SIP_TCP_CONNECT_TIMEOUT)
+        except (OSError, asyncio.TimeoutError) as exc:
+            lost = self._pending.pop(peer, [])
+            self.counters["send_failed"] += len(lost)
+            log.info("%s: cannot connect to %s: %s (%d messages not sent)", self.name, peer, exc, len(lost))
+            return
+        await self._serve(peer, reader, writer)
