@@ -223,6 +223,17 @@ CONTROL_BURST = 16 << 10       # bytes of control datagrams that may go at once 
 # --- Prometheus metrics ([management] metrics, ferry.agents.metrics) ----------
 METRICS_SNAPSHOT_TIMEOUT = 2.0  # a scrape waits this long for the event loop's snapshot, then serves the last one
 
+# --- MANSCDP XML bodies, GB/T 28181 Annex A (ferry.codecs.manscdp; issue 13, part "manscdp") ---
+MANSCDP_BODY_MAX = 256 << 10   # bytes of one MANSCDP body the parser reads at all (a policy may allow fewer)
+MANSCDP_DEPTH_MAX = 8          # element nesting (Response/DeviceList/Item/Info/PTZType is 5)
+MANSCDP_ELEMENTS_MAX = 8192    # elements in one body
+MANSCDP_ATTRIBUTES_MAX = 4     # attributes of one element
+MANSCDP_TEXT_MAX = 4096        # characters of one element's text (all its chunks and CDATA together)
+MANSCDP_FREE_TEXT_MAX = 256    # characters of a free-text value (Name, Address, AlarmDescription ...)
+MANSCDP_ITEMS_MAX = 1024       # Items in one DeviceList / Alarmstatus
+MANSCDP_REPEAT_MAX = 256       # repetitions of one repeatable element (Keepalive Info/DeviceID ...)
+MANSCDP_DROPPED_MAX = 32       # names of dropped elements a message keeps (then "...")
+MANSCDP_DROPPED_NAME_MAX = 120  # characters of one such name (a path)
 # --- SIP / SDP / digest codecs (issue 13, part "sip": ferry.codecs.sip, sip_digest, sdp) ---
 SIP_MESSAGE_MAX = 65535        # bytes of one SIP message: start line, headers and body (a UDP datagram at most)
 SIP_HEADER_SECTION_MAX = 16384  # bytes of the start line and headers (to the empty line), at most
@@ -236,6 +247,13 @@ DIGEST_PARAMS_MAX = 16         # parameters of one digest challenge or credentia
 SDP_MAX = 8192                 # bytes of one SDP body
 SDP_LINES_MAX = 64             # lines of one SDP body
 SDP_LINE_MAX = 512             # bytes of one SDP line
+
+# --- the agents' SIP transport (ferry.agents.sip_endpoint) ---------------------
+SIP_TCP_CONNECTIONS_MAX = 1024  # SIP TCP connections of one endpoint (accepted and opened), at most
+SIP_TCP_READ = 65536           # bytes read from a SIP TCP connection at once
+SIP_TCP_IDLE = 300.0           # seconds a SIP TCP connection may stay silent before it is closed
+SIP_TCP_OUTPUT_MAX = 1 << 20   # bytes queued for one SIP TCP connection, at most
+SIP_TCP_CONNECT_TIMEOUT = 5.0  # seconds to open a SIP TCP connection
 
 # --- media-inner (issue 13 item 3, inner half): the inner platform's INVITEs, viewers of crossing video ----
 VIDEO_VIEWERS_MAX = 64         # viewers (INVITEd live sessions) the inner video lane feeds at once, at most
@@ -251,10 +269,3 @@ MEDIA_BYE_TIMEOUT = 32.0       # seconds ferry's BYE waits for its answer (64*T1
 MEDIA_DIALOGS_MAX = 256        # INVITE dialogs (pending and confirmed) kept at once; more are answered 486
 MEDIA_ENDED_MAX = 1024         # ended dialogs remembered to answer retransmissions (Call-ID, branch)
 MEDIA_ENDED_KEEP = 32.0        # seconds an ended dialog is remembered
-MEDIA_TCP_CONNECT_WAIT = 10.0  # passive TCP: seconds after the 200 OK the platform has to connect
-# TEMP (media-inner): the lead's ferry/agents/sip_endpoint.py limits, copied with it until it lands on main
-SIP_TCP_CONNECTIONS_MAX = 256
-SIP_TCP_READ = 65536
-SIP_TCP_IDLE = 300.0
-SIP_TCP_OUTPUT_MAX = 256 << 10
-SIP_TCP_CONNECT_TIMEOUT = 5.0

@@ -109,6 +109,9 @@ class Reason(StrEnum):
     POLICY_NOT_STORED = "policy_not_stored"
     RESEND_CHANGED = "resend_changed"
     RESEND_TOO_LATE = "resend_too_late"
+    # --- SIP signaling (issue 13, part "sip": ferry.codecs.sip, sip_digest, sdp) ---------------
+    MALFORMED_SIP = "malformed_sip"
+    SIP_AUTH_FAILED = "sip_auth_failed"
 
     # --- media-inner: the inner platform's INVITEs (ferry.lanes.signaling.inner_media; issue 13) ---
     UNKNOWN_CAMERA = "unknown_camera"
@@ -218,6 +221,9 @@ MEANING: dict[Reason, str] = {
     Reason.POLICY_NOT_STORED: "policy bundle not applied: it could not be stored in the agent's state directory",
     Reason.RESEND_CHANGED: "kept file to re-send after an outer restart changed or vanished",
     Reason.RESEND_TOO_LATE: "kept file too old to re-send after an outer restart (outside the replay window)",
+    Reason.MALFORMED_SIP: ("SIP message, SDP body or digest header that does not parse or breaks a limit "
+                           "(RFC 3261 grammar, sizes in ferry/limits.py)"),
+    Reason.SIP_AUTH_FAILED: "SIP request whose digest credentials do not verify (password, realm, nonce, qop)",
     Reason.UNKNOWN_CAMERA: "INVITE for an ID ferry maps to no outer device, or one the policy names in no source (404)",
     Reason.BAD_OFFER: "INVITE whose SDP offer does not parse or is not live PS video the platform receives (400/488)",
     Reason.VIEWERS_BUSY: "INVITE over [media] max_viewers or max_viewers_per_device, or no free media port (486)",

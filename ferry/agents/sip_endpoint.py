@@ -20,11 +20,12 @@ import asyncio
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from ferry import limits
-from ferry.codecs.sip import SipError, SipRequest, SipResponse, SipStreamParser, parse_message
+from ferry.codecs.sip import KeepAlive, SipError, SipRequest, SipResponse, SipStreamParser, parse_message
 from ferry.config import split_host_port
 
 log = logging.getLogger("ferry.sip")
@@ -51,7 +52,7 @@ class _Datagrams(asyncio.DatagramProtocol):
     def __init__(self, endpoint: SipEndpoint) -> None:
         self.endpoint = endpoint
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:    # type: ignore[override]
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         self.endpoint._datagram(data, Peer("udp", addr[0], addr[1]))
 
     def error_received(self, exc: Exception) -> None:
@@ -142,8 +143,8 @@ class SipEndpoint:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._conns.clear()
 
-    def _spawn(self, coro: object) -> None:
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -201,7 +202,10 @@ class SipEndpoint:
                     self._refuse(peer, f"{exc} (connection closed)", len(data))
                     break
                 for msg in messages:
-                    self._deliver(msg, peer)
+                    if isinstance(msg, KeepAlive):
+                        self._write(conn, b"\r\n")     # the pong (RFC 5626 §4.4.1)
+                    else:
+                        self._deliver(msg, peer)
         finally:
             writer.close()
             if self._conns.get(peer) is conn:

@@ -46,8 +46,8 @@ Building
     `secrets`.
 
 Accessors
-    `header(name)` (case-insensitive, compact forms too; SipError if a single-valued header is
-    repeated), `header_all(name)` (every value, comma-split for the list headers RFC 3261 §7.3.1
+    `header(name)` (case-insensitive, compact forms too; SipError if a header that is not a list
+    header is repeated), `header_all(name)` (every value, comma-split for the list headers RFC 3261 §7.3.1
     allows, such as Via), and `call_id`, `cseq`, `from_`, `to`, `via`, `contact`, `content_type`,
     `content_length`, `expires`, `max_forwards`. `Via.rport` is None when absent, 0 when present
     without a value (a client asking for it), the port otherwise.
@@ -238,10 +238,10 @@ def parse_uri(text: str) -> SipUri:
     user: str | None = None
     if "@" in rest:
         user, _, rest = rest.rpartition("@")
-        if not user or not _USER.fullmatch(user):
-            raise SipError(f"URI {text[:60]!r}: bad user part")
         if ":" in user:
             raise SipError(f"URI {text[:60]!r}: a password in the URI is refused")
+        if not user or not _USER.fullmatch(user):
+            raise SipError(f"URI {text[:60]!r}: bad user part")
     hostport, *pparts = rest.split(";")
     host, port = _split_hostport(hostport, f"URI {text[:60]!r}")
     params = _params(pparts, "URI")
@@ -386,8 +386,9 @@ class _Base:
     def header(self, name: str) -> str | None:
         """The value of header `name` (case-insensitive; compact forms accepted), or None.
 
-        SipError if a single-valued header appears more than once; for a list header repeated on
-        several lines, the values joined with ", "."""
+        A list header (Via, Route, Contact...) repeated on several lines comes back as its values
+        joined with ", "; any other header that appears more than once is a SipError (for headers
+        that may repeat without being lists, such as WWW-Authenticate, use `header_all`)."""
         want = canonical_name(name).lower()
         values = [v for n, v in self._headers() if n.lower() == want]
         if not values:

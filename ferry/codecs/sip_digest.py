@@ -12,7 +12,9 @@ Server side (ferry as the upper platform of outer devices)
     `verify(creds, method, password, challenge)` -> bool: realm, nonce and opaque must be the
     challenge's, the qop the challenge offered must be used (no qop only when none was offered),
     the uri must be present (and equal `request_uri` when given), and the response is compared in
-    constant time.
+    constant time. What stays with the caller: choosing `password` by `creds.username` (and
+    checking that the username is the device the request speaks for), issuing fresh nonces,
+    expiring them and refusing a repeated or decreasing nc for one nonce (replay).
 
 Client side (ferry registering to the inner platform)
     `parse_challenge(value)` -> `Challenge`; `authorization(challenge, method, uri, username,

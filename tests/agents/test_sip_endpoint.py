@@ -1,0 +1,171 @@
+"""The agents' SIP transport (ferry/agents/sip_endpoint.py) on real loopback sockets: what arrives
+is handed over with its peer, what does not parse is refused with a reason, TCP framing holds
+however the bytes are split, and a message to a TCP peer opens a connection."""
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from ferry.agents.sip_endpoint import Peer, SipEndpoint
+from ferry.codecs.sip import SipRequest, SipResponse
+
+OPTIONS = (b"OPTIONS sip:34020000002000000001@3402000000 SIP/2.0\r\n"
+           b"Via: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK776asdhds\r\n"
+           b"From: <sip:34020000001320000001@3402000000>;tag=1928301774\r\n"
+           b"To: <sip:34020000002000000001@3402000000>\r\n"
+           b"Call-ID: a84b4c76e66710@127.0.0.1\r\n"
+           b"CSeq: 1 OPTIONS\r\n"
+           b"Max-Forwards: 70\r\n"
+           b"Content-Length: 0\r\n\r\n")
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.messages: list[tuple[SipRequest | SipResponse, Peer]] = []
+        self.refused: list[tuple[Peer, str, int]] = []
+        self.event = asyncio.Event()
+
+    def on_message(self, msg, peer) -> None:
+        self.messages.append((msg, peer))
+        self.event.set()
+
+    def on_refused(self, peer, reason, size) -> None:
+        self.refused.append((peer, reason, size))
+        self.event.set()
+
+    async def wait(self, pred, timeout: float = 5.0) -> None:
+        async def loop():
+            while not pred():
+                self.event.clear()
+                await self.event.wait()
+        await asyncio.wait_for(loop(), timeout)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_udp_message_arrives_with_its_peer_and_garbage_is_refused():
+    async def main():
+        rec = Recorder()
+        ep = SipEndpoint("t", rec.on_message, rec.on_refused, udp="127.0.0.1:0")
+        await ep.start()
+        try:
+            host, port = ep.udp_address
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind(("127.0.0.1", 0))
+            s.sendto(OPTIONS, (host, port))
+            s.sendto(b"\r\n\r\n", (host, port))            # a keep-alive: neither message nor refusal
+            s.sendto(b"GARBAGE\r\n\r\n", (host, port))
+            await rec.wait(lambda: len(rec.messages) == 1 and len(rec.refused) == 1)
+            msg, peer = rec.messages[0]
+            assert isinstance(msg, SipRequest) and msg.method == "OPTIONS"
+            assert peer == Peer("udp", "127.0.0.1", s.getsockname()[1])
+            assert rec.refused[0][0] == peer and rec.refused[0][1] and rec.refused[0][2] == 11
+            # a reply goes back to the peer's port
+            assert ep.send(b"SIP/2.0 200 OK\r\n\r\n", peer)
+            s.settimeout(5)
+            assert s.recv(100).startswith(b"SIP/2.0 200")
+            s.close()
+        finally:
+            await ep.stop()
+    run(main())
+
+
+def test_a_large_junk_datagram_is_refused_with_a_reason():
+    async def main():
+        rec = Recorder()
+        ep = SipEndpoint("t", rec.on_message, rec.on_refused, udp="127.0.0.1:0")
+        await ep.start()
+        try:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.sendto(b"x" * 60000, ep.udp_address)
+            await rec.wait(lambda: rec.refused)
+            assert rec.refused[0][1] and rec.refused[0][2] == 60000 and not rec.messages
+            s.close()
+        finally:
+            await ep.stop()
+    run(main())
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 1000])
+def test_tcp_messages_split_anyhow_arrive_whole_and_a_bad_stream_is_closed(chunk):
+    async def main():
+        rec = Recorder()
+        ep = SipEndpoint("t", rec.on_message, rec.on_refused, tcp="127.0.0.1:0")
+        await ep.start()
+        try:
+            reader, writer = await asyncio.open_connection(*ep.tcp_address)
+            data = OPTIONS.replace(b"UDP", b"TCP") + b"\r\n\r\n" + OPTIONS.replace(b"UDP", b"TCP")
+            for i in range(0, len(data), chunk):
+                writer.write(data[i:i + chunk])
+                await writer.drain()
+            await rec.wait(lambda: len(rec.messages) == 2)
+            peer = rec.messages[0][1]
+            assert peer.transport == "tcp" and peer.port == writer.get_extra_info("sockname")[1]
+            assert await asyncio.wait_for(reader.readexactly(2), 5) == b"\r\n"     # the keep-alive's pong
+            assert ep.send(b"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n", peer)   # on the same connection
+            assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)).startswith(b"SIP/2.0 200")
+            writer.write(b"NOT SIP AT ALL\r\n\r\n")
+            await writer.drain()
+            await rec.wait(lambda: rec.refused)
+            assert "connection closed" in rec.refused[0][1]
+            assert await asyncio.wait_for(reader.read(), 5) == b""     # closed by the endpoint
+            writer.close()
+        finally:
+            await ep.stop()
+    run(main())
+
+
+def test_send_to_a_tcp_peer_without_a_connection_opens_one_and_its_replies_come_back():
+    async def main():
+        rec = Recorder()
+        got: asyncio.Queue[bytes] = asyncio.Queue()
+
+        async def server(reader, writer):
+            data = await reader.readuntil(b"\r\n\r\n")
+            await got.put(data)
+            writer.write(b"SIP/2.0 200 OK\r\nVia: SIP/2.0/TCP 127.0.0.1:1;branch=z9hG4bKx\r\n"
+                         b"From: <sip:a@b>;tag=1\r\nTo: <sip:c@d>;tag=2\r\nCall-ID: x@y\r\n"
+                         b"CSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+            await asyncio.sleep(1)
+            writer.close()
+        srv = await asyncio.start_server(server, "127.0.0.1", 0)
+        port = srv.sockets[0].getsockname()[1]
+        ep = SipEndpoint("t", rec.on_message, rec.on_refused)
+        await ep.start()
+        try:
+            peer = Peer("tcp", "127.0.0.1", port)
+            assert ep.send(OPTIONS.replace(b"UDP", b"TCP"), peer)
+            assert (await asyncio.wait_for(got.get(), 5)).startswith(b"OPTIONS ")
+            await rec.wait(lambda: rec.messages)
+            msg, from_peer = rec.messages[0]
+            assert isinstance(msg, SipResponse) and msg.status == 200 and from_peer == peer
+        finally:
+            await ep.stop()
+            srv.close()
+    run(main())
+
+
+def test_a_dead_tcp_peer_is_a_failed_send_not_an_error():
+    async def main():
+        rec = Recorder()
+        ep = SipEndpoint("t", rec.on_message, rec.on_refused)
+        await ep.start()
+        try:
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+            s.close()                                        # nobody listens there
+            assert ep.send(OPTIONS, Peer("tcp", "127.0.0.1", port))
+            for _ in range(100):
+                if ep.counters["send_failed"]:
+                    break
+                await asyncio.sleep(0.05)
+            assert ep.counters["send_failed"] == 1
+        finally:
+            await ep.stop()
+    run(main())
