@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ferry import limits
+from ferry.lanes.signaling.ids import IdMap
 
 
 class ConfigError(Exception):
@@ -210,6 +211,44 @@ class InnerMedia(_Strict):
         return self
 
 
+class InnerSignalingIdMap(_Strict):
+    """[signaling.id_map]: outer device ID -> the ID the inner platform sees (ferry/lanes/signaling/ids.py).
+    ``table``: per device; ``prefix``: {"outer leading digits" = "inner leading digits"} (same length)."""
+    table: dict[str, str] = Field(default_factory=dict, max_length=limits.SIG_ID_MAP_MAX)
+    prefix: dict[str, str] = Field(default_factory=dict, max_length=16)
+
+    @model_validator(mode="after")
+    def _bijective(self):
+        IdMap(self.table, self.prefix.items())      # IdMapError (a ValueError) names the entry
+        return self
+
+
+class InnerSignaling(_Strict):
+    """[signaling] on the inner agent: ferry as a lower-level platform of the inner GB/T 28181
+    platform (cascade registration, keepalive, catalog; README, Signaling: inner side)."""
+    local: str                    # "host:port" ferry's SIP endpoint binds
+    transport: Literal["udp", "tcp"] = "udp"
+    platform: str                 # "host:port" of the inner platform's SIP server
+    platform_id: str = Field(pattern=r"^[0-9]{20}$")
+    platform_domain: str = Field(default="", pattern=r"^[0-9A-Za-z.:-]{0,64}$")   # default: platform_id[:10]
+    local_id: str = Field(pattern=r"^[0-9]{20}$")          # ferry's ID as a lower-level platform
+    local_domain: str = Field(default="", pattern=r"^[0-9A-Za-z.:-]{0,64}$")      # default: local_id[:10]
+    password: str = Field(default="", max_length=128)
+    password_file: str = ""       # one line; mode 0600 (or stricter), owned by the agent's user
+    register_expires: int = Field(default=3600, ge=limits.SIG_REGISTER_EXPIRES_MIN, le=86400)
+    keepalive_interval: float = Field(default=60.0, ge=limits.SIG_KEEPALIVE_MIN, le=3600)
+    catalog_page_size: int = Field(default=limits.SIG_CATALOG_PAGE, ge=1, le=limits.SIG_CATALOG_PAGE_MAX)
+    id_map: InnerSignalingIdMap = InnerSignalingIdMap()
+
+    _addr = field_validator("local", "platform")(lambda v: _host_port(v))
+
+    @model_validator(mode="after")
+    def _one_password(self):
+        if bool(self.password) == bool(self.password_file):
+            raise ValueError("set exactly one of password and password_file")
+        return self
+
+
 class AuditForwardSection(_Strict):
     """[audit.forward]: the trail forwarded as RFC 5424 syslog over TCP (TLS with tls_ca) to a log
     server, at least once, from a persisted cursor (README, Audit: forwarding)."""
@@ -277,6 +316,17 @@ class InnerConfig(_Strict):
     audit: AuditSection = AuditSection()
     video_output: list[InnerVideoOutput] = Field(default_factory=list, max_length=limits.VIDEO_STREAMS_MAX)
     media: InnerMedia | None = None   # media-inner (issue 13 item 3)
+    signaling: InnerSignaling | None = None
+
+    @model_validator(mode="after")
+    def _media_endpoint(self):       # media-inner: INVITEs come on [signaling]'s endpoint, or [media] listen
+        if self.media is not None and self.signaling is not None and self.media.listen:
+            raise ValueError("media.listen: with [signaling] the platform's INVITEs come on signaling.local; "
+                             "remove [media] listen")
+        if self.media is not None and self.signaling is None and not self.media.listen:
+            raise ValueError("media.listen: without [signaling], set listen = \"host:port\" for the platform's "
+                             "INVITEs")
+        return self
 
     @model_validator(mode="after")
     def _inner_kernel_needs_peer(self):
@@ -329,6 +379,9 @@ def load_config(path: Path, kind: type[OuterConfig] | type[InnerConfig]) -> Oute
     outputs = getattr(cfg, "video_output", None)
     if outputs:
         update["video_output"] = [o.model_copy(update={"path": _resolve(base, o.path)}) for o in outputs]
+    sig = getattr(cfg, "signaling", None)
+    if isinstance(sig, InnerSignaling) and sig.password_file:
+        update["signaling"] = sig.model_copy(update={"password_file": _resolve(base, sig.password_file)})
     return cfg.model_copy(update=update)
 
 

@@ -223,6 +223,21 @@ CONTROL_BURST = 16 << 10       # bytes of control datagrams that may go at once 
 # --- Prometheus metrics ([management] metrics, ferry.agents.metrics) ----------
 METRICS_SNAPSHOT_TIMEOUT = 2.0  # a scrape waits this long for the event loop's snapshot, then serves the last one
 
+# --- signaling, inner side: ferry as a lower-level platform of the inner GB/T 28181 platform (sig-inner) ---
+SIG_ID_MAP_MAX = 100_000       # [signaling.id_map] table entries, at most
+SIG_REGISTER_EXPIRES_MIN = 10  # s: register_expires at least this
+SIG_KEEPALIVE_MIN = 1.0        # s: keepalive_interval at least this
+SIG_KEEPALIVE_LOST = 3         # keepalives unanswered in a row that mark the platform lost (GB/T 28181 §9.6)
+SIG_CATALOG_PAGE = 20          # Catalog Response items per MESSAGE, by default ...
+SIG_CATALOG_PAGE_MAX = 100     # ... and at most (each MESSAGE stays well under SIP_MESSAGE_MAX)
+SIG_DEVICES_MAX = 100_000      # devices the inner side keeps on its canonical list
+SIG_T1 = 0.5                   # s: RFC 3261 T1, the first retransmission interval of a request over UDP
+SIG_T2 = 4.0                   # s: RFC 3261 T2, the longest one
+SIG_TRANSACTION_TIMEOUT = 32.0  # s: a request not answered by then is lost (RFC 3261 Timer F, 64*T1)
+SIG_REGISTER_RETRY_MIN = 2.0   # s: re-register after a failure, first wait ...
+SIG_REGISTER_RETRY_MAX = 60.0  # ... doubling up to this
+SIG_REFRESH_SHARE = 0.5        # refresh a registration when this share of its expiry has passed
+SIG_PENDING_MAX = 4096         # requests to the platform in flight (catalog pages, alarms), at most
 # --- MANSCDP XML bodies, GB/T 28181 Annex A (ferry.codecs.manscdp; issue 13, part "manscdp") ---
 MANSCDP_BODY_MAX = 256 << 10   # bytes of one MANSCDP body the parser reads at all (a policy may allow fewer)
 MANSCDP_DEPTH_MAX = 8          # element nesting (Response/DeviceList/Item/Info/PTZType is 5)

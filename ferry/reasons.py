@@ -112,6 +112,12 @@ class Reason(StrEnum):
     # --- SIP signaling (issue 13, part "sip": ferry.codecs.sip, sip_digest, sdp) ---------------
     MALFORMED_SIP = "malformed_sip"
     SIP_AUTH_FAILED = "sip_auth_failed"
+    # --- signaling, inner side (sig-inner) -------------------------------------------------------
+    SIGNALING_MALFORMED = "signaling_malformed"
+    SIGNALING_UNMAPPED = "signaling_unmapped"
+    PLATFORM_UNAVAILABLE = "platform_unavailable"
+    PLATFORM_REFUSED = "platform_refused"
+    PLATFORM_REQUEST_REFUSED = "platform_request_refused"
 
     # --- media-inner: the inner platform's INVITEs (ferry.lanes.signaling.inner_media; issue 13) ---
     UNKNOWN_CAMERA = "unknown_camera"
@@ -229,4 +235,9 @@ MEANING: dict[Reason, str] = {
     Reason.VIEWERS_BUSY: "INVITE over [media] max_viewers or max_viewers_per_device, or no free media port (486)",
     Reason.NO_STREAM: "INVITE whose camera's stream did not bring a key frame within [media] invite_timeout (408)",
     Reason.NOT_SUPPORTED: "request a live session does not take: re-INVITE (488), INFO playback control (405)",
+    Reason.SIGNALING_MALFORMED: "signaling object whose MANSCDP XML does not parse again on the inner side, or differs from its header (root, CmdType, device ID)",
+    Reason.SIGNALING_UNMAPPED: "device ID with no inner ID in the inner agent's [signaling.id_map]: never shown to the inner platform under its outer ID",
+    Reason.PLATFORM_UNAVAILABLE: "message for the inner GB/T 28181 platform not delivered: ferry not registered, or the platform did not answer",
+    Reason.PLATFORM_REFUSED: "the inner GB/T 28181 platform refused ferry's registration (403, wrong password) or a message",
+    Reason.PLATFORM_REQUEST_REFUSED: "SIP request on ferry's inner SIP endpoint refused: not from the configured platform, malformed, or a query ferry cannot answer",
 }

@@ -31,6 +31,7 @@ from ferry.agents.forwarder import start_forwarder
 from ferry.agents.inner_state import InnerState, trail_records
 from ferry.agents.link_io import LinkReceiveSocket
 from ferry.agents.policy_host import PolicyHost
+from ferry.agents.sip_inner import SipInner
 from ferry.agents.spool import discard, free_name, leftovers, publish, read_whole_file, write_temporary
 from ferry.agents.video_emit import VideoEmitter
 from ferry.agents.media_inner import InnerMediaAgent
@@ -91,12 +92,20 @@ class InnerAgent(PolicyHost):
         self.held: deque = deque()
         self.overflow = 0
         self.video = VideoEmitter(self, list(cfg.video_output), self.video_mode, viewable=cfg.media is not None)
-        # [media] (media-inner, issue 13 item 3): the inner platform's INVITEs -> viewers of crossing video
-        self.media = InnerMediaAgent(self, cfg.media, self.video, lambda: self.id.plan) if cfg.media else None
+        self.out = Path(cfg.files.spool) if cfg.files else None
+        # [signaling]: ferry as a lower-level platform of the inner GB/T 28181 platform (sip_inner.py)
+        self.sip = SipInner(cfg.signaling, self.carry) if cfg.signaling is not None else None
+        if self.sip is not None:
+            self.sip.bind()
+        # [media] (media-inner, issue 13 item 3): the inner platform's INVITEs -> viewers of crossing video;
+        # with [signaling] they come on its endpoint, the IDs mapped by its id_map
+        self.media = InnerMediaAgent(self, cfg.media, self.video, lambda: self.id.plan,
+                                     signaling=cfg.signaling) if cfg.media else None
         if self.media is not None:
             self.media.bind()
-        self.out = Path(cfg.files.spool) if cfg.files else None
-        self.dispatch = InnerDispatch(self.video, files_output=self.out is not None)
+            if self.sip is not None:
+                self.sip.attach_media(self.media)
+        self.dispatch = InnerDispatch(self.video, files_output=self.out is not None, signaling=self.sip)
         # across restarts: the newest epoch and where the link was, the files delivered
         self.state = InnerState(Path(cfg.agent.state_dir))
         self.state_problems: list[str] = []
@@ -371,7 +380,8 @@ class InnerAgent(PolicyHost):
     def status_counters(self) -> dict[str, int]:
         c = dataclasses.asdict(self.receiver.counters)
         return {**{k: v for k, v in c.items() if isinstance(v, int)}, **self.dispatch.counts, **self.stats,
-                **self.video.stats, "video_refused_streams": self.video.refused_streams}
+                **self.video.stats, "video_refused_streams": self.video.refused_streams,
+                **(self.sip.counters() if self.sip is not None else {})}
 
     def key_epoch(self) -> int:
         cur = self.receiver.key_epochs.current
@@ -476,7 +486,11 @@ class InnerAgent(PolicyHost):
         await self.video.start(stop)
         if self.media is not None:
             await self.media.start()
+        if self.sip is not None:
+            await self.sip.start(stop)
         await stop.wait()
+        if self.sip is not None:
+            await self.sip.stop()
         self.wake.set()
         await self.management.stop()
         loop.remove_reader(self.sock.sock.fileno())

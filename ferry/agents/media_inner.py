@@ -25,7 +25,8 @@ from ferry.agents.lane_timer import LaneTimer
 from ferry.agents.sip_endpoint import Peer, SipEndpoint, SipMessage
 from ferry.agents.video_emit import VideoEmitter
 from ferry.codecs.sip import SipError, SipRequest, SipResponse, new_tag, response_to
-from ferry.config import InnerMedia, split_host_port
+from ferry.config import InnerMedia, InnerSignaling, split_host_port
+from ferry.lanes.signaling.ids import IdMap
 from ferry.lanes.signaling.inner_media import (Ask, InnerMediaLane, MediaSettings, MediaWork, SendSip, StartViewer,
                                                StopViewer)
 from ferry.lanes.video import ViewerLost, ViewerStarted
@@ -47,7 +48,7 @@ class InnerMediaAgent:
     """The inner agent's `[media]`: one dialog lane, its viewers and its SIP."""
 
     def __init__(self, host: MediaHost, cfg: InnerMedia, video: VideoEmitter, plan_of: Callable[[], Plan], *,
-                 map_to_outer: Callable[[str], str | None] | None = None, ask: AskFn | None = None) -> None:
+                 signaling: InnerSignaling | None = None, ask: AskFn | None = None) -> None:
         if cfg.mode == "on-demand" and ask is None:
             raise ValueError("[media] mode = \"on-demand\" needs the reverse lane ([reverse] on the inner agent); "
                              "without one, use mode = \"always-on\"")
@@ -56,12 +57,15 @@ class InnerMediaAgent:
         self.cfg = cfg
         self.video = video
         self.ask_fn = ask
-        sip_host, sip_port = split_host_port(cfg.listen) if cfg.listen else (cfg.media_address, 5060)
+        sip_host, sip_port = split_host_port(signaling.local if signaling is not None else cfg.listen)
+        map_to_outer: Callable[[str], str | None] = lambda inner_id: inner_id     # noqa: E731
+        if signaling is not None:
+            map_to_outer = IdMap(signaling.id_map.table, signaling.id_map.prefix.items()).map_to_outer
         self.lane = InnerMediaLane(MediaSettings(
             mode=cfg.mode, media_address=cfg.media_address, port_range=(cfg.port_min, cfg.port_max),
             invite_timeout=cfg.invite_timeout, max_viewers=cfg.max_viewers,
             max_viewers_per_device=cfg.max_viewers_per_device, linger=cfg.linger, sip_host=sip_host,
-            sip_port=sip_port), map_to_outer or (lambda inner_id: inner_id))
+            sip_port=sip_port), map_to_outer)
         self.endpoint: SipEndpoint | None = None
         self.send: Callable[[bytes, Peer], bool] = lambda data, peer: False
         if cfg.listen:
@@ -70,6 +74,10 @@ class InnerMediaAgent:
         video.on_viewer = self.on_viewer
         self.timer = LaneTimer(self.lane.next_timer, self._on_timer)
         self.refused_messages = 0
+
+    def set_sender(self, send: Callable[[bytes, Peer], bool]) -> None:
+        """[signaling]'s glue hands its endpoint's send (`attach_media`)."""
+        self.send = send
 
     def bind(self) -> None:
         if self.endpoint is not None:
