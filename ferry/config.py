@@ -192,8 +192,12 @@ class InnerMedia(_Strict):
     max_viewers_per_device: int = Field(default=limits.MEDIA_MAX_VIEWERS_PER_DEVICE, ge=1,
                                         le=limits.VIDEO_VIEWERS_MAX)
     linger: float = Field(default=limits.MEDIA_LINGER, ge=0, le=300)   # on-demand: before stop_stream
+    # addresses of the platform(s) whose INVITEs are taken (with [signaling], its platform's is added);
+    # empty without [signaling]: any address that reaches `listen`
+    allow_from: list[str] = Field(default_factory=list, max_length=64)
 
     _listen = field_validator("listen")(lambda v: _host_port(v) if v else v)
+    _allow = field_validator("allow_from")(lambda v: [_check_host(x) for x in v])
 
     @field_validator("media_address")
     @classmethod

@@ -59,13 +59,15 @@ class InnerMediaAgent:
         self.ask_fn = ask
         sip_host, sip_port = split_host_port(signaling.local if signaling is not None else cfg.listen)
         map_to_outer: Callable[[str], str | None] = lambda inner_id: inner_id     # noqa: E731
+        allow = list(cfg.allow_from)
         if signaling is not None:
             map_to_outer = IdMap(signaling.id_map.table, signaling.id_map.prefix.items()).map_to_outer
+            allow.append(split_host_port(signaling.platform)[0])
         self.lane = InnerMediaLane(MediaSettings(
             mode=cfg.mode, media_address=cfg.media_address, port_range=(cfg.port_min, cfg.port_max),
             invite_timeout=cfg.invite_timeout, max_viewers=cfg.max_viewers,
             max_viewers_per_device=cfg.max_viewers_per_device, linger=cfg.linger, sip_host=sip_host,
-            sip_port=sip_port), map_to_outer)
+            sip_port=sip_port, allow_from=tuple(allow)), map_to_outer)
         self.endpoint: SipEndpoint | None = None
         self.send: Callable[[bytes, Peer], bool] = lambda data, peer: False
         if cfg.listen:

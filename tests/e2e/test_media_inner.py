@@ -149,16 +149,27 @@ def events(trail: Path, event: str) -> list[dict]:
     return [r for r in read_trail(trail) if r["event"] == event]
 
 
-def make(factory, tmp_path: Path, *, mode: str = "always-on", invite_timeout: float = 8.0):
+def make(factory, tmp_path: Path, *, mode: str = "always-on", invite_timeout: float = 8.0, signaling: bool = False):
     policy = tmp_path / "policy"
     policy.mkdir(exist_ok=True)
     (policy / "policy.yaml").write_text(POLICY)
     a = factory(policy_dir=policy)
     sip = free_udp_port()
+    if signaling:       # sig-inner's endpoint carries the INVITEs; its id_map shows 4309... as 4301...
+        a.append_config("inner", f"""
+[signaling]
+local = "127.0.0.1:{sip}"
+platform = "127.0.0.1:{free_udp_port()}"
+platform_id = "{PLATFORM}"
+local_id = "43010000002000000099"
+password = "not-used-here"
+[signaling.id_map]
+prefix = {{ "4309" = "4301" }}
+""")
     a.append_config("inner", f"""
 [media]
 mode = "{mode}"
-listen = "127.0.0.1:{sip}"
+{"" if signaling else f'listen = "127.0.0.1:{sip}"'}
 media_address = "127.0.0.1"
 port_min = {20000 + sip % 20000}
 port_max = {20000 + sip % 20000 + 99}
@@ -259,6 +270,44 @@ def test_unknown_403_and_silent_cameras_get_their_sip_errors_in_time(appliance_f
     codes = {r["detail"]["status"]: r["code"] for r in events(a.inner_audit, "invite_refused")}
     assert codes == {404: "unknown_camera", 403: "default_deny", 408: "no_stream"}
     assert not rx.got and not events(a.inner_audit, "viewer_started")
+
+
+@needs_tools
+def test_with_signaling_the_invite_comes_on_its_endpoint_under_the_mapped_id(appliance_factory, tmp_path):
+    a, sip = make(appliance_factory, tmp_path, signaling=True)
+    src = gb28181.make_source(None, "h264", seconds=8)
+    packets = gb28181.ps_packets(src, "h264", ssrc=0x0BEBC201)
+    cam_port = free_udp_port()
+    a.append_config("outer", f"""
+[[video]]
+name = "cam1"
+transport = "udp"
+listen = "127.0.0.1:{cam_port}"
+device_id = "{CAMERA}"
+payload = "ps"
+destination = "police-vms"
+""")
+    camera = gb28181.Camera(packets, ("127.0.0.1", cam_port), transport="udp", realtime=True)
+    rx, rx2 = Receiver(), Receiver()
+    mapped = "4301" + CAMERA[4:]
+    try:
+        a.start()
+        camera.start()
+        a.wait_for(lambda: events(a.inner_audit, "stream_started"), 30, "the camera's stream crossing")
+        outer_id = Platform(tmp_path, sip, CAMERA, rtp_port=rx2.port, ssrc="0430100032", name="outer-id")
+        p = Platform(tmp_path, sip, mapped, rtp_port=rx.port, ssrc="0430100031", hold_ms=2000)
+        outer_id.wait()
+        p.wait()
+        camera.join(60)
+    finally:
+        rx.stop()
+        rx2.stop()
+        a.stop()
+    assert p.final() == 200 and outer_id.final() == 404      # the outer ID is not what the platform sees
+    assert f"o={mapped} " in p.answer_sdp()
+    assert rx.got and {r[0] for r in rx.rtp()} == {430100031} and not rx2.got
+    [started] = events(a.inner_audit, "viewer_started")
+    assert started["detail"]["inner_id"] == mapped and started["source"]["device_id"] == CAMERA
 
 
 @pytest.mark.skip(reason="on-demand needs the reverse lane (\"reverse\": the inner agent's ask) and media-outer's "

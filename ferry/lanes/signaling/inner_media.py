@@ -10,7 +10,8 @@ on the trail. It answers with `viewer_started` (the viewer's first key frame wen
 
 One INVITE, one dialog, one viewer:
 
-1. The Request-URI's user is the ID the inner platform sees (sig-inner's ID mapping gives the
+1. An INVITE from an address other than the platform's (`allow_from`: [signaling] platform and
+   [media] allow_from) -> 403 (`platform_request_refused`). The Request-URI's user is the ID the inner platform sees (sig-inner's ID mapping gives the
    outer device ID: `map_to_outer`). No mapping, or a device no devices source of the policy
    names -> 404 Not Found (`unknown_camera`). The policy has no video rule for it -> 403
    Forbidden (`default_deny`). The SDP offer must be a live PS offer: s=Play, m=video with
@@ -80,6 +81,7 @@ class MediaSettings:
     sip_host: str = "127.0.0.1"           # ferry's SIP address (Contact, Via of its BYE)
     sip_port: int = 5060
     user_agent: str = "ferry"
+    allow_from: tuple[str, ...] = ()      # platform addresses whose INVITEs are taken (empty: any)
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +274,11 @@ class InnerMediaLane:
             event="invite_received", verdict="info", lane=LANE, flow=inner_id[:64],
             source={"device_id": operator[:64], "address": str(getattr(peer, "host", ""))},
             reason=f"INVITE for {inner_id[:40]!r} from {operator[:40]!r}")))
+        host = str(getattr(peer, "host", ""))
+        if self.s.allow_from and host not in self.s.allow_from:
+            refuse(403, "Forbidden", Reason.PLATFORM_REQUEST_REFUSED, f"INVITE from {host}, not from the inner "
+                   "platform ([signaling] platform, [media] allow_from)")
+            return
         device = self.map_to_outer(inner_id) if _is_sip_id(inner_id) else None
         if device is None:
             refuse(404, "Not Found", Reason.UNKNOWN_CAMERA, f"no camera {inner_id[:40]!r}: ferry maps no outer device "

@@ -414,3 +414,12 @@ def test_random_sip_and_events_never_raise_and_keep_ports_and_viewers_consistent
         live = {d.viewer for d in ln.dialogs.values() if d.state != "ending"}
         assert live == viewers
         assert len(ln.ports_used) <= len(live)
+
+
+def test_an_invite_from_another_address_than_the_platforms_gets_403():
+    settings = MediaSettings(mode="always-on", media_address="10.1.0.1", port_range=(30000, 30009),
+                             allow_from=("10.1.0.5",))
+    ln = InnerMediaLane(settings, IDS.map_to_outer)
+    work = ln.on_sip(invite(), Peer("udp", "10.9.9.9", 5060), PLAN, 1.0, 0)
+    assert statuses(work) == [403] and refused(work)["code"] == "platform_request_refused"
+    assert statuses(ln.on_sip(invite(call="ok"), PEER, PLAN, 1.0, 0)) == [100]
