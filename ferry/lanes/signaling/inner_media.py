@@ -11,14 +11,15 @@ on the trail. It answers with `viewer_started` (the viewer's first key frame wen
 One INVITE, one dialog, one viewer:
 
 1. An INVITE from an address other than the platform's (`allow_from`: [signaling] platform and
-   [media] allow_from) -> 403 (`platform_request_refused`). The Request-URI's user is the ID the inner platform sees (sig-inner's ID mapping gives the
-   outer device ID: `map_to_outer`). No mapping, or a device no devices source of the policy
-   names -> 404 Not Found (`unknown_camera`). The policy has no video rule for it -> 403
-   Forbidden (`default_deny`). The SDP offer must be a live PS offer: s=Play, m=video with
-   RTP/AVP (UDP) or TCP/RTP/AVP (a=setup active/passive/actpass), payload type 96 PS/90000,
-   not a=sendonly/inactive; else 488 Not Acceptable Here (400 Bad Request when the SDP does not
-   parse) (`bad_offer`). More than `max_viewers`, `max_viewers_per_device`, or no free port in
-   `port_range` -> 486 Busy Here (`viewers_busy`). Each refusal is an `invite_refused` record.
+   [media] allow_from) -> 403 (`platform_request_refused`). The Request-URI's user is the ID the
+   inner platform sees (sig-inner's ID mapping gives the outer device ID: `map_to_outer`). No
+   mapping, or a device no devices source of the policy names -> 404 Not Found
+   (`unknown_camera`). The policy has no video rule for it -> 403 Forbidden (`default_deny`).
+   The SDP offer must be a live PS offer: s=Play, m=video with RTP/AVP (UDP) or TCP/RTP/AVP
+   (a=setup active/passive/actpass), payload type 96 PS/90000, not a=sendonly/inactive; else
+   488 Not Acceptable Here (400 Bad Request when the SDP does not parse) (`bad_offer`). More
+   than `max_viewers`, `max_viewers_per_device`, or no free port in `port_range` -> 486 Busy
+   Here (`viewers_busy`). Each refusal is an `invite_refused` record.
 2. Otherwise 100 Trying at once (a UDP INVITE is not retransmitted), a viewer of the device's
    stream (`StartViewer`: the platform's c=/m= address, the SSRC of its y=, UDP or TCP and the
    setup that answers its a=setup), and in on-demand mode `Ask("start_stream", outer ID,
