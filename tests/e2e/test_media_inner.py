@@ -91,16 +91,89 @@ class Receiver:
         return out
 
 
+class TcpReceiver:
+    """A platform's TCP media: listens (offer a=setup:passive) or connects (active) and reads RFC 4571 frames."""
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.data = bytearray()
+        self.peer: tuple[str, int] | None = None
+        self.closed_at = 0.0
+        self.thread: threading.Thread | None = None
+
+    def accept(self) -> None:
+        self.server.settimeout(30)
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        try:
+            conn, self.peer = self.server.accept()
+        except OSError:
+            return
+        self._read(conn)
+
+    def connect(self, port: int) -> None:
+        conn = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.thread = threading.Thread(target=self._read, args=(conn,), daemon=True)
+        self.thread.start()
+
+    def _read(self, conn: socket.socket) -> None:
+        conn.settimeout(30)
+        with conn:
+            while True:
+                try:
+                    chunk = conn.recv(65536)
+                except OSError:
+                    break
+                if not chunk:
+                    break
+                self.data += chunk
+        self.closed_at = time.monotonic()
+
+    def stop(self) -> None:
+        self.server.close()
+        if self.thread is not None:
+            self.thread.join(35)
+
+    def rtp(self) -> list[tuple[int, int, int, bytes]]:
+        out, i, d = [], 0, bytes(self.data)
+        while i + 2 <= len(d):
+            n = struct.unpack_from("!H", d, i)[0]
+            pkt = d[i + 2:i + 2 + n]
+            if len(pkt) < n:
+                break
+            _, _, seq, ts, ssrc = struct.unpack_from("!BBHII", pkt)
+            out.append((ssrc, seq, ts, pkt[12:]))
+            i += 2 + n
+        return out
+
+
+def tcp_scenario(work: Path) -> Path:
+    """media_inner_invite.xml offering TCP/RTP/AVP with a=setup:[setup] and a=connection:new."""
+    path = work / "media_inner_invite_tcp.xml"
+    path.write_text(SCENARIO.read_text().replace(
+        "      a=recvonly\n", "      a=recvonly\n      a=setup:[setup]\n      a=connection:new\n"))
+    assert "a=setup:[setup]" in path.read_text()
+    return path
+
+
 class Platform:
     """SIPp as the inner platform: one INVITE (media_inner_invite.xml) in a subprocess."""
 
     def __init__(self, work: Path, ferry_sip: int, device: str, *, rtp_port: int, ssrc: str, hold_ms: int = 1000,
-                 name: str = "p") -> None:
+                 name: str = "p", setup: str = "") -> None:
         self.dir = work / f"sipp-{name}"
         self.dir.mkdir(parents=True, exist_ok=True)
         keys = {"platform_id": PLATFORM, "domain": DOMAIN, "device_id": device, "rtp_ip": "127.0.0.1",
-                "rtp_port": str(rtp_port), "ssrc": ssrc, "hold_ms": str(hold_ms), "media_proto": "RTP/AVP"}
-        cmd = ["sipp", f"127.0.0.1:{ferry_sip}", "-sf", str(SCENARIO), "-m", "1", "-l", "1", "-t", "u1",
+                "rtp_port": str(rtp_port), "ssrc": ssrc, "hold_ms": str(hold_ms),
+                "media_proto": "TCP/RTP/AVP" if setup else "RTP/AVP"}
+        scenario = SCENARIO
+        if setup:
+            keys["setup"] = setup
+            scenario = tcp_scenario(work)
+        cmd = ["sipp", f"127.0.0.1:{ferry_sip}", "-sf", str(scenario), "-m", "1", "-l", "1", "-t", "u1",
                "-i", "127.0.0.1", "-p", str(free_udp_port()), "-timeout", "60", "-timeout_error", "-nostdin",
                "-trace_msg", "-message_file", str(self.dir / "msg.log"), "-trace_err",
                "-error_file", str(self.dir / "err.log")]
@@ -270,6 +343,66 @@ def test_unknown_403_and_silent_cameras_get_their_sip_errors_in_time(appliance_f
     codes = {r["detail"]["status"]: r["code"] for r in events(a.inner_audit, "invite_refused")}
     assert codes == {404: "unknown_camera", 403: "default_deny", 408: "no_stream"}
     assert not rx.got and not events(a.inner_audit, "viewer_started")
+
+
+@needs_tools
+def test_tcp_viewers_active_and_passive_get_rfc4571_rtp_that_decodes(appliance_factory, tmp_path):
+    a, sip = make(appliance_factory, tmp_path)
+    src = gb28181.make_source(None, "h264", seconds=16)
+    source_md5 = gb28181.framemd5(src)
+    packets = gb28181.ps_packets(src, "h264", ssrc=0x0BEBC201)
+    cam_port = free_udp_port()
+    a.append_config("outer", f"""
+[[video]]
+name = "cam1"
+transport = "udp"
+listen = "127.0.0.1:{cam_port}"
+device_id = "{CAMERA}"
+payload = "ps"
+destination = "police-vms"
+""")
+    camera = gb28181.Camera(packets, ("127.0.0.1", cam_port), transport="udp", realtime=True)
+    active, passive = TcpReceiver(), TcpReceiver()
+    try:
+        a.start()
+        camera.start()
+        a.wait_for(lambda: events(a.inner_audit, "stream_started"), 30, "the camera's stream crossing")
+        # the platform listens (a=setup:passive): ferry connects to it
+        active.accept()
+        pa = Platform(tmp_path, sip, CAMERA, rtp_port=active.port, ssrc="0430100041", hold_ms=4000, name="tcp-a",
+                      setup="passive")
+        # the platform connects (a=setup:active) to the port of ferry's answer
+        pp = Platform(tmp_path, sip, CAMERA, rtp_port=9, ssrc="0430100042", hold_ms=4000, name="tcp-p",
+                      setup="active")
+        a.wait_for(lambda: "SIP/2.0 200 OK" in pp.trace(), 30, "ferry's 200 OK to the active platform")
+        port = int(re.search(r"^m=video (\d+) TCP/RTP/AVP", pp.answer_sdp(), re.M).group(1))
+        passive.connect(port)
+        pa.wait()
+        pp.wait()
+        camera.join(60)
+    finally:
+        active.stop()
+        passive.stop()
+        a.stop()
+    assert pa.final() == pp.final() == 200
+    assert "a=setup:active" in pa.answer_sdp() and "a=setup:passive" in pp.answer_sdp()
+    assert "a=connection:new" in pa.answer_sdp() and "TCP/RTP/AVP 96" in pp.answer_sdp()
+    for rx, ssrc, name in ((active, 430100041, "active"), (passive, 430100042, "passive")):
+        rows = rx.rtp()
+        assert rows and {r[0] for r in rows} == {ssrc}, name
+        seqs = [r[1] for r in rows]
+        assert all((y - x) % 65536 == 1 for x, y in zip(seqs, seqs[1:])), name
+        rebuilt = tmp_path / f"tcp-{name}.ps"
+        rebuilt.write_bytes(b"".join(r[3] for r in rows))
+        got = gb28181.framemd5(rebuilt)
+        assert len(got) >= 25, (name, len(got))
+        start = source_md5.index(got[0])
+        assert got == source_md5[start:start + len(got)], name
+    # BYE closes ferry's side of each connection
+    assert active.closed_at and active.closed_at <= pa.ended + 1.0
+    assert passive.closed_at and passive.closed_at <= pp.ended + 1.0
+    assert {(r["detail"]["transport"], r["detail"]["setup"]) for r in events(a.inner_audit, "viewer_started")} == {
+        ("tcp", "active"), ("tcp", "passive")}
 
 
 @needs_tools
