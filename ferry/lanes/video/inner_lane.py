@@ -117,6 +117,7 @@ class _Flow:
     picture_bytes: int = 0        # of the access units delivered
     outputs: list[tuple[int, InnerStream, bool]] = field(default_factory=list)   # (output index, its stream, file?)
     viewer_ps: InnerStream | None = None    # the one PS build every viewer of the stream shares
+    unwatched: int = 0            # objects no output or viewer took (viewable lanes)
     counts: dict[str, int] = field(default_factory=lambda: {
         "access_units": 0, "audio_frames": 0, "bytes": 0, "refused": 0, "dropped": 0, "packets": 0,
         "sends": 0})
@@ -170,6 +171,7 @@ class InnerVideoLane:
         if not flow.outputs and not watched:
             if self.viewable:         # waits for a viewer (always-on): neither refused nor delivered
                 self.stats["video_unwatched"] += 1
+                flow.unwatched += 1
                 return work
             self._refuse(flow, obj, Decision(False, BUILTIN_RULE, f"no video output for destination "
                                              f"{obj.destination!r}", Reason.NO_OUTPUT), work)
@@ -194,6 +196,7 @@ class InnerVideoLane:
             self._to_viewers(flow, obj, keyframe, watched, made, work)
             if not made:              # every viewer waits for a key frame
                 self.stats["video_unwatched"] = self.stats.get("video_unwatched", 0) + 1
+                flow.unwatched += 1
                 return work
         work.append(Emit(flow.stream_id, made, True, obj))
         return work
@@ -344,6 +347,8 @@ class InnerVideoLane:
         c: dict[str, Any] = dict(flow.counts, duration=round(flow.last - flow.started, 3))
         c.update(picture_fields(flow.mode, *flow.picture, flow.picture_bytes, c["duration"], flow.pictures_in,
                                 c["access_units"]))
+        if self.viewable:
+            c["unwatched"] = flow.unwatched       # waited for a viewer (or its key frame): not lost
         work.append(AuditIntent(dict(
             event="stream_ended", verdict="info", lane="video", flow=flow.stream_id, source=flow.source,
             destination=flow.destination, rule=flow.rule or None,

@@ -39,6 +39,7 @@ def test_a_viewer_waits_for_the_key_frame_then_gets_its_own_ssrc_sequence_and_ti
     lane = InnerVideoLane([], viewable=True)
     feed(lane, 1, 5)                  # the stream crosses, unwatched
     assert lane.stats["video_unwatched"] == 5 and lane.stats["video_refused"] == 0
+    assert lane.flows["cam-1"].unwatched == 5
     lane.add_viewer("v1", DEV, "127.0.0.1:7000", 123456, rng=random.Random(1))
     work = feed(lane, 6, 40)          # key frames at 25 and 50
     started = [w for w in work if isinstance(w, ViewerStarted)]
@@ -89,6 +90,8 @@ def test_the_stream_ending_loses_its_viewers_and_removal_stops_packets():
     assert [w for w in work if isinstance(w, ViewerLost)] == [
         ViewerLost("v", DEV, "cam-1", "no access unit for %gs" % limits.VIDEO_INNER_IDLE)]
     assert not lane.viewers["v"].started
+    [ended] = [w.fields for w in work if isinstance(w, AuditIntent) and w.fields["event"] == "stream_ended"]
+    assert ended["detail"]["unwatched"] == 0 and ended["detail"]["access_units"] == 5
     gone = lane.remove_viewer("v")
     assert gone is not None and gone.counts()["access_units"] == 5
     assert viewer_packets(feed(lane, 25, 5, now=100.0), "v") == []
