@@ -118,6 +118,8 @@ class Ask:
     device_id: str
     params: dict[str, str]
     operator: str
+    address: str = ""         # the platform's address: the reverse request's source
+    platform_id: str = ""     # the platform's GB/T 28181 ID (the From URI's user)
 
 
 MediaWork = SendSip | StartViewer | StopViewer | Ask | AuditIntent
@@ -175,6 +177,7 @@ class InnerMediaLane:
         self.ended: OrderedDict[str, tuple[float, bytes, Any]] = OrderedDict()   # call id -> (until, last, peer)
         self.ports_used: set[int] = set()
         self.linger: dict[str, tuple[float, str]] = {}    # device -> (stop_stream at, stream id): on-demand
+        self.asker: dict[str, tuple[str, str]] = {}       # device -> (address, platform ID) of its start_stream
         self.streaming: set[str] = set()                  # devices asked for (on-demand), not yet stopped
         self._viewer_seq = 0
         self.counters = {"invites": 0, "answered": 0, "refused": 0, "cancelled": 0, "ended": 0}
@@ -334,8 +337,10 @@ class InnerMediaLane:
             self.linger.pop(device, None)
             if device not in self.streaming:
                 self.streaming.add(device)
+                self.asker[device] = (host, operator[:64])
                 d.asked = True
-                work.append(Ask(call_id, "start_stream", device, {"transport": d.transport}, operator[:64]))
+                work.append(Ask(call_id, "start_stream", device, {"transport": d.transport}, operator[:64],
+                                host, operator[:64]))
 
     def _port(self) -> int:
         lo, hi = self.s.port_range
@@ -406,6 +411,7 @@ class InnerMediaLane:
         if d is None or accepted:
             return work
         self.streaming.discard(d.device_id)
+        self.asker.pop(d.device_id, None)
         busy = code == Reason.RATE_LIMITED
         try:
             rc = Reason(code)
@@ -486,7 +492,8 @@ class InnerMediaLane:
                 del self.linger[device]
                 if not any(d.device_id == device for d in self.dialogs.values()):
                     self.streaming.discard(device)
-                    work.append(Ask("", "stop_stream", device, {"stream": stream}, "ferry"))
+                    stopped = self.asker.pop(device, ("", ""))
+                    work.append(Ask("", "stop_stream", device, {"stream": stream}, "ferry", stopped[0], stopped[1]))
         while self.ended and next(iter(self.ended.values()))[0] <= now:
             self.ended.popitem(last=False)
         return work

@@ -304,7 +304,8 @@ def test_viewers_of_one_device_each_get_their_own_dialog_and_viewer():
 def test_on_demand_asks_start_stream_once_per_device_and_stop_stream_after_the_last_bye_and_linger():
     ln = lane("on-demand", linger=5.0)
     a = ln.on_sip(invite(call="a"), PEER, PLAN, 1.0, 0)
-    assert [w for w in a if isinstance(w, Ask)] == [Ask("a", "start_stream", CAMERA, {"transport": "udp"}, PLATFORM)]
+    assert [w for w in a if isinstance(w, Ask)] == [
+        Ask("a", "start_stream", CAMERA, {"transport": "udp"}, PLATFORM, "10.1.0.5", PLATFORM)]
     b = ln.on_sip(invite(call="b"), PEER, PLAN, 1.2, 0)
     assert not [w for w in b if isinstance(w, Ask)]          # joins the stream asked for
     assert ln.asked("a", True, "", "request_sent", 1.3, 0) == []
@@ -322,7 +323,7 @@ def test_on_demand_asks_start_stream_once_per_device_and_stop_stream_after_the_l
     tc = sent(ln.viewer_started(vc.viewer, "sip-cam-1", 12.5, 0))[0].to.tag
     ln.on_sip(request("BYE", call="c", to_tag=tc), PEER, PLAN, 20.0, 0)
     assert [w for w in ln.handle_timer(25.0, 0) if isinstance(w, Ask)] == [
-        Ask("", "stop_stream", CAMERA, {"stream": "sip-cam-1"}, "ferry")]
+        Ask("", "stop_stream", CAMERA, {"stream": "sip-cam-1"}, "ferry", "10.1.0.5", PLATFORM)]
     d = ln.on_sip(invite(call="d"), PEER, PLAN, 30.0, 0)      # after the stop: asked again
     assert [w.request for w in d if isinstance(w, Ask)] == ["start_stream"]
 
