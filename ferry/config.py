@@ -294,6 +294,35 @@ class OuterAuditSection(_Strict):
     forward: AuditForwardSection | None = None
 
 
+class InnerReverse(_Strict):
+    """Inner [reverse]: the sender of the reverse ferry (issue 13), with keys of its own."""
+    peer_host: str                # the outer agent's reverse listener
+    peer_port: int = Field(ge=1, le=65535)
+    bind_host: str = "0.0.0.0"
+    interface: str = ""           # bind the socket to this device (SO_BINDTODEVICE) if set
+    key: str                      # the inner agent's reverse signing key (SM2 private, PKCS#8 PEM)
+    peer_public: str              # the outer agent's reverse public key (SPKI PEM)
+    rate_mbps: float = Field(default=limits.REVERSE_RATE_MBPS, gt=0, le=1000)
+    destination: str = Field(default="outer-platform", min_length=1, max_length=64)   # policy destination
+    fec_k: int = Field(default=4, ge=1, le=limits.FEC_K_MAX)
+    fec_m: int = Field(default=2, ge=1, le=limits.FEC_M_MAX)
+    key_lifetime: float = Field(default=limits.KEY_LIFETIME, ge=limits.KEY_LIFETIME_MIN, le=limits.KEY_LIFETIME)
+
+    _host = field_validator("peer_host", "bind_host")(_check_host)
+
+
+class OuterReverse(_Strict):
+    """Outer [reverse]: the receiver of the reverse ferry (issue 13), with keys of its own."""
+    listen_host: str
+    listen_port: int = Field(ge=1, le=65535)
+    interface: str = ""
+    key: str                      # the outer agent's reverse key (SM2 private: opens the envelopes)
+    peer_public: str              # the inner agent's reverse signing public key
+    rcvbuf: int = Field(default=4 << 20, ge=1 << 16)
+
+    _host = field_validator("listen_host")(_check_host)
+
+
 class OuterConfig(_Strict):
     agent: AgentSection
     link: OuterLink
@@ -302,6 +331,7 @@ class OuterConfig(_Strict):
     kernel: KernelSection | None = None
     audit: OuterAuditSection = OuterAuditSection()
     video: list[OuterVideo] = Field(default_factory=list, max_length=limits.VIDEO_STREAMS_MAX)
+    reverse: OuterReverse | None = None
 
     @model_validator(mode="after")
     def _video_names_unique(self):
@@ -321,6 +351,7 @@ class InnerConfig(_Strict):
     video_output: list[InnerVideoOutput] = Field(default_factory=list, max_length=limits.VIDEO_STREAMS_MAX)
     media: InnerMedia | None = None   # media-inner (issue 13 item 3)
     signaling: InnerSignaling | None = None
+    reverse: InnerReverse | None = None
 
     @model_validator(mode="after")
     def _media_endpoint(self):       # media-inner: INVITEs come on [signaling]'s endpoint, or [media] listen
@@ -330,6 +361,9 @@ class InnerConfig(_Strict):
         if self.media is not None and self.signaling is None and not self.media.listen:
             raise ValueError("media.listen: without [signaling], set listen = \"host:port\" for the platform's "
                              "INVITEs")
+        if self.media is not None and self.media.mode == "on-demand" and self.reverse is None:
+            raise ValueError("media.mode: on-demand asks the outer agent through the reverse lane: add [reverse], "
+                             "or use mode = \"always-on\"")
         return self
 
     @model_validator(mode="after")
@@ -380,6 +414,9 @@ def load_config(path: Path, kind: type[OuterConfig] | type[InnerConfig]) -> Oute
     if fwd is not None:
         update["audit"] = cfg.audit.model_copy(update={"forward": fwd.model_copy(update={
             k: _resolve(base, getattr(fwd, k)) for k in ("tls_ca", "tls_cert", "tls_key", "cursor")})})
+    if cfg.reverse is not None:
+        update["reverse"] = cfg.reverse.model_copy(update={k: _resolve(base, getattr(cfg.reverse, k))
+                                                           for k in ("key", "peer_public")})
     outputs = getattr(cfg, "video_output", None)
     if outputs:
         update["video_output"] = [o.model_copy(update={"path": _resolve(base, o.path)}) for o in outputs]

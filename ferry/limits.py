@@ -284,3 +284,15 @@ MEDIA_BYE_TIMEOUT = 32.0       # seconds ferry's BYE waits for its answer (64*T1
 MEDIA_DIALOGS_MAX = 256        # INVITE dialogs (pending and confirmed) kept at once; more are answered 486
 MEDIA_ENDED_MAX = 1024         # ended dialogs remembered to answer retransmissions (Call-ID, branch)
 MEDIA_ENDED_KEEP = 32.0        # seconds an ended dialog is remembered
+# --- reverse lane (ferry.lanes.reverse, ferry.agents.reverse_*; issue 13 "reverse") -----------
+REVERSE_OPERATOR_RATE = 1.0    # requests per second per operator (a reverse rule's `rate` overrides) ...
+REVERSE_OPERATOR_BURST = 10    # ... and the bucket's depth
+REVERSE_DEVICE_RATE = 1.0      # requests per second per device (a reverse rule's `rate` overrides) ...
+REVERSE_DEVICE_BURST = 10      # ... and the bucket's depth
+REVERSE_RATE_STATE_MAX = 4096  # operator and device buckets kept per side (LRU: a forgotten one starts full)
+REVERSE_PARAMS_MAX = 4         # parameters of one request
+REVERSE_PARAM_VALUE_MAX = 64   # characters of one parameter value
+REVERSE_OPERATOR_MAX = 64      # characters of an operator name
+REVERSE_OBJECT_MAX = 4096      # bytes of a reverse canonical object the outer agent takes
+REVERSE_SEEN_MAX = 65536       # outer: request object IDs remembered (a replayed one is refused)
+REVERSE_RATE_MBPS = 1.0        # default pace of the reverse link (requests are small)

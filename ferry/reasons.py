@@ -118,6 +118,11 @@ class Reason(StrEnum):
     PLATFORM_UNAVAILABLE = "platform_unavailable"
     PLATFORM_REFUSED = "platform_refused"
     PLATFORM_REQUEST_REFUSED = "platform_request_refused"
+    # --- the reverse lane (ferry.lanes.reverse; issue 13 "reverse") -------------------------------
+    BAD_REQUEST = "bad_request"
+    UNKNOWN_DEVICE = "unknown_device"
+    UNSERVED = "unserved"
+    HANDLER_FAILED = "handler_failed"
 
     # --- media-inner: the inner platform's INVITEs (ferry.lanes.signaling.inner_media; issue 13) ---
     UNKNOWN_CAMERA = "unknown_camera"
@@ -240,4 +245,9 @@ MEANING: dict[Reason, str] = {
     Reason.PLATFORM_UNAVAILABLE: "message for the inner GB/T 28181 platform not delivered: ferry not registered, or the platform did not answer",
     Reason.PLATFORM_REFUSED: "the inner GB/T 28181 platform refused ferry's registration (403, wrong password) or a message",
     Reason.PLATFORM_REQUEST_REFUSED: "SIP request on ferry's inner SIP endpoint refused: not from the configured platform, malformed, or a query ferry cannot answer",
+    Reason.BAD_REQUEST: ("reverse request outside its closed schema: unknown request, device ID not 20 digits, "
+                         "operator name, unknown or malformed parameter"),
+    Reason.UNKNOWN_DEVICE: "reverse request for a device that no devices source of the policy names",
+    Reason.UNSERVED: "reverse request allowed, but no handler serves that request on the outer agent",
+    Reason.HANDLER_FAILED: "reverse request allowed, its handler on the outer agent failed (logged)",
 }

@@ -32,6 +32,7 @@ from ferry.agents.inner_state import InnerState, trail_records
 from ferry.agents.link_io import LinkReceiveSocket
 from ferry.agents.policy_host import PolicyHost
 from ferry.agents.sip_inner import SipInner
+from ferry.agents.reverse_sender import ReverseSender
 from ferry.agents.spool import discard, free_name, leftovers, publish, read_whole_file, write_temporary
 from ferry.agents.video_emit import VideoEmitter
 from ferry.agents.media_inner import InnerMediaAgent
@@ -43,6 +44,7 @@ from ferry.lanes.files import WriteFile
 from ferry.lanes.inner import InnerDispatch
 from ferry.lanes.work import AuditIntent
 from ferry.mgmt.host import LinkView
+from ferry.pb import mgmt_pb2
 from ferry.policy import Plan
 from ferry.reasons import Reason
 from ferry.wire import LinkReceiver
@@ -99,8 +101,8 @@ class InnerAgent(PolicyHost):
             self.sip.bind()
         # [media] (media-inner, issue 13 item 3): the inner platform's INVITEs -> viewers of crossing video;
         # with [signaling] they come on its endpoint, the IDs mapped by its id_map
-        self.media = InnerMediaAgent(self, cfg.media, self.video, lambda: self.id.plan,
-                                     signaling=cfg.signaling) if cfg.media else None
+        self.media = InnerMediaAgent(self, cfg.media, self.video, lambda: self.id.plan, signaling=cfg.signaling,
+                                     ask=self.media_ask if cfg.reverse else None) if cfg.media else None
         if self.media is not None:
             self.media.bind()
             if self.sip is not None:
@@ -125,6 +127,9 @@ class InnerAgent(PolicyHost):
                 raise RuntimeError(f"FERRY_TEST_CRASH_AT={self.crash_at!r}: not one of {', '.join(CRASH_STEPS)}")
             log.warning("test hook: this agent exits at step %s of its first file delivery", self.crash_at)
         self.recoveries = self.find_leftovers()   # before this run writes any record
+        # the reverse ferry's sender ([reverse], issue 13): requests to the outer agent, never needed by the lanes
+        self.reverse = ReverseSender(cfg.reverse, f"{self.name}-reverse", lambda: self.id.plan,
+                                     self.records.append, lambda: self.audit_down) if cfg.reverse else None
 
     # -- state across restarts (inner_state.py) ----------------------------------------
     def resume(self, now: float, wall: float) -> bool:
@@ -372,7 +377,26 @@ class InnerAgent(PolicyHost):
     def policy_swapped(self, old: Plan, new: Plan, wall: float) -> None:
         self.stats["policy_reloads"] += 1
         self.dispatch.policy_swapped(old.hash, time.monotonic())
+        if self.reverse is not None:
+            self.reverse.policy_swapped(new)
         self.wake.set()
+
+    def ask(self, r: mgmt_pb2.AskRequest) -> mgmt_pb2.AskReply | None:
+        """The management Ask RPC: a reverse request (None: this agent has no [reverse] section)."""
+        if self.reverse is None:
+            return None
+        o = self.reverse.ask(r.request, r.device_id, dict(r.params), r.operator, address=r.address,
+                             destination=r.destination)
+        return mgmt_pb2.AskReply(accepted=o.accepted, reason=o.reason, code=o.code, object_id=o.object_id,
+                                 rule=o.rule)
+
+    def media_ask(self, request: str, device_id: str, params: dict[str, str], operator: str, *,
+                  address: str = "", platform_id: str = "") -> tuple[bool, str, str]:
+        """[media] on-demand (media-inner): a reverse request for the platform at `address`."""
+        if self.reverse is None:
+            return False, Reason.UNSERVED, "no [reverse] section"
+        o = self.reverse.ask(request, device_id, params, operator, address=address, platform_id=platform_id)
+        return o.accepted, o.code, o.reason
 
     def audit_available(self) -> bool:
         return not self.audit_down
@@ -407,6 +431,8 @@ class InnerAgent(PolicyHost):
         lanes = {k: dict(v) for k, v in self.lanes.items()}
         if self.cfg.video_output or self.video.stats["video_streams"]:
             lanes["video"] = self.video.lane_counters()
+        if self.reverse is not None:
+            lanes["reverse"] = {**self.reverse.counters(), "link_up": int(self.reverse.link_view().state == "up")}
         return lanes
 
     # -- I/O ---------------------------------------------------------------------------
@@ -488,9 +514,13 @@ class InnerAgent(PolicyHost):
             await self.media.start()
         if self.sip is not None:
             await self.sip.start(stop)
+        reverse = asyncio.create_task(self.reverse.run(stop)) if self.reverse is not None else None
         await stop.wait()
         if self.sip is not None:
             await self.sip.stop()
+        if reverse is not None and self.reverse is not None:
+            await asyncio.gather(reverse, return_exceptions=True)
+            await self.reverse.close()
         self.wake.set()
         await self.management.stop()
         loop.remove_reader(self.sock.sock.fileno())

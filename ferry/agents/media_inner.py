@@ -35,8 +35,11 @@ from ferry.policy.plan import Plan
 
 log = logging.getLogger("ferry.inner.media")
 
-# ask(request, device_id, params, operator) -> (accepted, code, reason)
-AskFn = Callable[[str, str, dict[str, str], str], tuple[bool, str, str]]
+class AskFn(Protocol):
+    """The inner agent's reverse request: (accepted, code, reason)."""
+
+    def __call__(self, request: str, device_id: str, params: dict[str, str], operator: str, *,
+                 address: str = "", platform_id: str = "") -> tuple[bool, str, str]: ...
 METHODS = frozenset({"INVITE", "ACK", "BYE", "CANCEL", "INFO"})
 
 
@@ -150,7 +153,8 @@ class InnerMediaAgent:
     def _ask(self, w: Ask) -> list[MediaWork]:
         assert self.ask_fn is not None
         try:
-            accepted, code, reason = self.ask_fn(w.request, w.device_id, w.params, w.operator)
+            accepted, code, reason = self.ask_fn(w.request, w.device_id, w.params, w.operator, address=w.address,
+                                                 platform_id=w.platform_id)
         except Exception as exc:      # the reverse lane's own failure: the INVITE gets its answer anyway
             log.exception("media: reverse %s for %s failed", w.request, w.device_id)
             accepted, code, reason = False, "internal_error", f"reverse request failed: {exc}"

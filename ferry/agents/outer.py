@@ -25,6 +25,7 @@ from ferry.agents.link_writer import LinkWriter
 from ferry.agents.outer_state import OuterState
 from ferry.wire.pacing import LinkPacer
 from ferry.agents.policy_host import PolicyHost
+from ferry.agents.reverse_receiver import ReverseHandler, ReverseReceiver
 from ferry.agents.spool import SpoolEntry, SpoolWatcher, StillWriting, move_aside, remove_if_same
 from ferry.agents.video_ingest import VideoIngest
 from ferry.config import OuterConfig
@@ -200,6 +201,9 @@ class OuterAgent(PolicyHost):
         self.state = OuterState(Path(cfg.agent.state_dir), Path(f.spool.rstrip("/") + ".sent"),
                                 f.keep_after_sent) if f else None
         self.scan_timer: asyncio.TimerHandle | None = None
+        # the reverse ferry's receiver ([reverse], issue 13): requests from the inner agent, to the handlers
+        self.reverse = ReverseReceiver(cfg.reverse, lambda: self.id.plan, lambda f: self.audit(**f)) \
+            if cfg.reverse else None
         self.stats = {"sent": 0, "refused": 0, "policy_reloads": 0}
 
     def next_object_id(self) -> int:
@@ -448,9 +452,17 @@ class OuterAgent(PolicyHost):
         now = time.monotonic()
         self.sender.set_policy_hash(new.hash, now)
         self.pump.collect(now)
+        if self.reverse is not None:
+            self.reverse.policy_swapped(old)
 
     def audit_available(self) -> bool:
         return not self.pump.held
+
+    def register_reverse_handler(self, request: str, handler: ReverseHandler) -> None:
+        """Serve a reverse request (start_stream, stop_stream, ptz, catalog_query): see agents/reverse_receiver.py."""
+        if self.reverse is None:
+            raise RuntimeError("no [reverse] section: this outer agent receives no reverse requests")
+        self.reverse.register(request, handler)
 
     def status_counters(self) -> dict[str, int]:
         c = self.sender.counters
@@ -487,6 +499,8 @@ class OuterAgent(PolicyHost):
             lanes["files"] = {"sent": self.stats["sent"], "refused": self.stats["refused"]}
         if self.video:
             lanes["video"] = self.video.lane_counters()
+        if self.reverse is not None:
+            lanes["reverse"] = {**self.reverse.counters(), "link_up": int(self.reverse.link.state == "up")}
         return lanes
 
     # -- life cycle -------------------------------------------------------------
@@ -508,7 +522,10 @@ class OuterAgent(PolicyHost):
             self.scan_spool(self.spool)
         if self.video:
             await self.video.start(stop)
+        reverse = asyncio.create_task(self.reverse.run(stop)) if self.reverse is not None else None
         await stop.wait()
+        if reverse is not None:
+            await asyncio.gather(reverse, return_exceptions=True)
         await asyncio.gather(signer, return_exceptions=True)
         if self.scan_timer is not None:
             self.scan_timer.cancel()
