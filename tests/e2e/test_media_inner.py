@@ -21,6 +21,8 @@ import pytest
 import gb28181
 from appliance import free_udp_port, read_trail
 from reverse import add_reverse
+from sipp import Sipp
+from tshark import LoopbackCapture, tshark_sip
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -459,6 +461,41 @@ destination = "police-vms"
     assert rx.got and {r[0] for r in rx.rtp()} == {430100031} and not rx2.got
     [started] = events(a.inner_audit, "viewer_started")
     assert started["detail"]["inner_id"] == mapped and started["source"]["device_id"] == CAMERA
+
+
+@needs_tools
+@pytest.mark.skipif(not shutil.which("tshark"), reason="tshark not installed")
+def test_the_shared_platform_invite_scenario_checks_each_answer_and_tshark_finds_ferrys_sip_well_formed(
+        appliance_factory, tmp_path):
+    """tests/support/sipp/platform_invite.xml (the "sipp" helper's) fails a call whose final answer is
+    not the one expected; a capture of the SIP on ferry's port is dissected by tshark without a fault."""
+    a, sip = make(appliance_factory, tmp_path, invite_timeout=3.0)
+    _, camera = outer_camera(a, 10)
+    rx = Receiver()
+    cases = [(CAMERA, "200", "0430100071"), (UNKNOWN, "404", "0430100072"), (NO_VIDEO, "403", "0430100073"),
+             (SILENT, "408", "0430100074")]
+    try:
+        a.start()
+        camera.start()
+        a.wait_for(lambda: events(a.inner_audit, "stream_started"), 30, "the camera's stream crossing")
+        with LoopbackCapture(tmp_path / "sip.pcap", ports=[sip]) as cap:
+            for device, expect, ssrc in cases:
+                with Sipp("platform_invite.xml", ("127.0.0.1", sip), work_dir=tmp_path / f"shared-{expect}",
+                          variables={"platform_id": PLATFORM, "domain": DOMAIN, "device_id": device,
+                                     "rtp_port": rx.port, "ssrc": ssrc, "hold_ms": 1500, "expect": expect},
+                          calls=1, timeout=40) as uac:
+                    result = uac.wait(60)
+                    assert result.successful == 1, result.report()
+        camera.join(60)
+    finally:
+        rx.stop()
+        a.stop()
+    rows = tshark_sip(cap.path, ports=[sip])
+    assert rows and not [r for r in rows if r["malformed"]], [r for r in rows if r["malformed"]]
+    statuses = sorted(r["status"] for r in rows if r["status"])
+    assert {100, 200, 403, 404, 408} <= set(statuses)
+    assert sorted(r["method"] for r in rows if r["method"]).count("INVITE") == 4
+    assert {r[0] for r in rx.rtp()} == {430100071}
 
 
 def outer_camera(a, seconds: float):
