@@ -20,6 +20,8 @@ import pytest
 
 import gb28181
 from appliance import free_udp_port, read_trail
+from ferry import limits
+from ferry.codecs.sip import SipRequest, SipResponse, build_request, parse_message, response_to
 from reverse import add_reverse
 from sipp import Sipp
 from tshark import LoopbackCapture, tshark_sip
@@ -496,6 +498,88 @@ def test_the_shared_platform_invite_scenario_checks_each_answer_and_tshark_finds
     assert {100, 200, 403, 404, 408} <= set(statuses)
     assert sorted(r["method"] for r in rows if r["method"]).count("INVITE") == 4
     assert {r[0] for r in rx.rtp()} == {430100071}
+
+
+class PyPlatform:
+    """A minimal inner platform in Python (UDP): INVITE, ACK the 200, then wait for ferry's BYE and answer it."""
+
+    def __init__(self, ferry_sip: int) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(1.0)
+        self.port = self.sock.getsockname()[1]
+        self.ferry = ("127.0.0.1", ferry_sip)
+
+    def recv(self, timeout: float) -> SipResponse | SipRequest:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                data, _ = self.sock.recvfrom(65536)
+            except socket.timeout:
+                continue
+            return parse_message(data)
+        raise AssertionError(f"nothing from ferry within {timeout} s")
+
+    def invite(self, device: str, rtp_port: int, ssrc: str) -> SipResponse:
+        sdp = (f"v=0\r\no={PLATFORM} 0 0 IN IP4 127.0.0.1\r\ns=Play\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+               f"m=video {rtp_port} RTP/AVP 96\r\na=recvonly\r\na=rtpmap:96 PS/90000\r\ny={ssrc}\r\n").encode()
+        self.call = f"py-{ssrc}@127.0.0.1"
+        self.sock.sendto(build_request("INVITE", f"sip:{device}@{DOMAIN}", [
+            ("Via", f"SIP/2.0/UDP 127.0.0.1:{self.port};rport;branch=z9hG4bKpy{ssrc}"),
+            ("From", f"<sip:{PLATFORM}@{DOMAIN}>;tag=py1"), ("To", f"<sip:{device}@{DOMAIN}>"),
+            ("Call-ID", self.call), ("CSeq", "1 INVITE"), ("Max-Forwards", "70"),
+            ("Contact", f"<sip:{PLATFORM}@127.0.0.1:{self.port}>"), ("Content-Type", "application/sdp")], sdp),
+            self.ferry)
+        while True:
+            msg = self.recv(20)
+            if isinstance(msg, SipResponse) and msg.status >= 200:
+                break
+        assert msg.status == 200, msg
+        self.sock.sendto(build_request("ACK", msg.contact[0].uri, [
+            ("Via", f"SIP/2.0/UDP 127.0.0.1:{self.port};rport;branch=z9hG4bKpyack"),
+            ("From", f"<sip:{PLATFORM}@{DOMAIN}>;tag=py1"), ("To", msg.header("To") or ""),
+            ("Call-ID", self.call), ("CSeq", "1 ACK"), ("Max-Forwards", "70")]), self.ferry)
+        return msg
+
+    def await_bye(self, timeout: float) -> SipRequest:
+        while True:
+            msg = self.recv(timeout)
+            if isinstance(msg, SipRequest) and msg.method == "BYE":
+                break
+        self.sock.sendto(response_to(msg, 200, "OK"), self.ferry)
+        return msg
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@needs_tools
+def test_the_stream_ending_makes_ferry_say_bye_to_the_platform(appliance_factory, tmp_path):
+    a, sip = make(appliance_factory, tmp_path)
+    _, camera = outer_camera(a, 4)
+    rx = Receiver()
+    platform = PyPlatform(sip)
+    try:
+        a.start()
+        camera.start()
+        a.wait_for(lambda: events(a.inner_audit, "stream_started"), 30, "the camera's stream crossing")
+        ok = platform.invite(CAMERA, rx.port, "0430100081")
+        camera.join(60)
+        stopped = time.monotonic()
+        bye = platform.await_bye(limits.VIDEO_INNER_IDLE + 20)      # the inner stream ends when idle
+        byed = time.monotonic()
+        a.wait_for(lambda: events(a.inner_audit, "viewer_ended"), 10, "viewer_ended")
+    finally:
+        platform.close()
+        rx.stop()
+        a.stop()
+    assert bye.call_id == platform.call and bye.from_.tag == ok.to.tag and bye.to.tag == "py1"
+    assert bye.uri.user == PLATFORM and bye.uri.port == platform.port
+    assert byed - stopped < limits.VIDEO_INNER_IDLE + 10
+    [ended] = events(a.inner_audit, "viewer_ended")
+    assert ended["detail"]["by"] == "ferry" and "the stream ended" in ended["reason"]
+    assert rx.got and {r[0] for r in rx.rtp()} == {430100081}
+    assert max(t for t, _, _ in rx.got) < byed
 
 
 def outer_camera(a, seconds: float):
