@@ -516,6 +516,8 @@ class InnerAgent(PolicyHost):
             await self.sip.start(stop)
         reverse = asyncio.create_task(self.reverse.run(stop)) if self.reverse is not None else None
         await stop.wait()
+        if self.media is not None:      # its BYEs leave before the SIP endpoint closes
+            await self.media.stop()
         if self.sip is not None:
             await self.sip.stop()
         if reverse is not None and self.reverse is not None:
@@ -526,8 +528,6 @@ class InnerAgent(PolicyHost):
         loop.remove_reader(self.sock.sock.fileno())
         self.on_readable()
         await asyncio.gather(timer_task, signer, return_exceptions=True)
-        if self.media is not None:
-            await self.media.stop()
         self.video.close(time.time())
         self.save_state(time.monotonic(), force=True)
         self.state.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -580,6 +581,32 @@ def test_the_stream_ending_makes_ferry_say_bye_to_the_platform(appliance_factory
     assert ended["detail"]["by"] == "ferry" and "the stream ended" in ended["reason"]
     assert rx.got and {r[0] for r in rx.rtp()} == {430100081}
     assert max(t for t, _, _ in rx.got) < byed
+
+
+@needs_tools
+@pytest.mark.parametrize("signaling", [False, True], ids=["media-listen", "signaling-endpoint"])
+def test_the_inner_agent_stopping_says_bye_to_its_viewers(appliance_factory, tmp_path, signaling):
+    a, sip = make(appliance_factory, tmp_path, signaling=signaling)
+    _, camera = outer_camera(a, 8)
+    rx = Receiver()
+    platform = PyPlatform(sip)
+    try:
+        a.start()
+        camera.start()
+        a.wait_for(lambda: events(a.inner_audit, "stream_started"), 30, "the camera's stream crossing")
+        ok = platform.invite("4301" + CAMERA[4:] if signaling else CAMERA, rx.port, "0430100091")
+        a.wait_for(lambda: rx.got, 10, "RTP at the viewer")
+        a.procs["inner"].send_signal(signal.SIGTERM)
+        bye = platform.await_bye(15)
+        a.procs["inner"].wait(15)
+        camera.join(60)
+    finally:
+        platform.close()
+        rx.stop()
+        a.stop()
+    assert bye.call_id == platform.call and bye.from_.tag == ok.to.tag
+    [ended] = events(a.inner_audit, "viewer_ended")
+    assert ended["detail"]["by"] == "ferry" and "stopping" in ended["reason"]
 
 
 def outer_camera(a, seconds: float):
