@@ -350,8 +350,8 @@ class InnerConfig(_Strict):
     audit: AuditSection = AuditSection()
     video_output: list[InnerVideoOutput] = Field(default_factory=list, max_length=limits.VIDEO_STREAMS_MAX)
     media: InnerMedia | None = None   # media-inner (issue 13 item 3)
-    signaling: InnerSignaling | None = None
     reverse: InnerReverse | None = None
+    signaling: InnerSignaling | None = None
 
     @model_validator(mode="after")
     def _media_endpoint(self):       # media-inner: INVITEs come on [signaling]'s endpoint, or [media] listen

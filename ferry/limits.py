@@ -238,6 +238,9 @@ SIG_REGISTER_RETRY_MIN = 2.0   # s: re-register after a failure, first wait ...
 SIG_REGISTER_RETRY_MAX = 60.0  # ... doubling up to this
 SIG_REFRESH_SHARE = 0.5        # refresh a registration when this share of its expiry has passed
 SIG_PENDING_MAX = 4096         # requests to the platform in flight (catalog pages, alarms), at most
+SIG_CATALOG_WINDOW = 1         # catalog pages sent and not yet answered, at most (the next goes on the 200)
+SIG_REFUSAL_AUDIT_INTERVAL = 60.0  # s: a sip_refused record per sending host and code at most this often
+SIG_REFUSAL_KEYS_MAX = 1024    # (host, code) pairs whose refusals are being counted, at most
 # --- MANSCDP XML bodies, GB/T 28181 Annex A (ferry.codecs.manscdp; issue 13, part "manscdp") ---
 MANSCDP_BODY_MAX = 256 << 10   # bytes of one MANSCDP body the parser reads at all (a policy may allow fewer)
 MANSCDP_DEPTH_MAX = 8          # element nesting (Response/DeviceList/Item/Info/PTZType is 5)

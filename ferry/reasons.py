@@ -109,15 +109,15 @@ class Reason(StrEnum):
     POLICY_NOT_STORED = "policy_not_stored"
     RESEND_CHANGED = "resend_changed"
     RESEND_TOO_LATE = "resend_too_late"
-    # --- SIP signaling (issue 13, part "sip": ferry.codecs.sip, sip_digest, sdp) ---------------
-    MALFORMED_SIP = "malformed_sip"
-    SIP_AUTH_FAILED = "sip_auth_failed"
     # --- signaling, inner side (sig-inner) -------------------------------------------------------
     SIGNALING_MALFORMED = "signaling_malformed"
     SIGNALING_UNMAPPED = "signaling_unmapped"
     PLATFORM_UNAVAILABLE = "platform_unavailable"
     PLATFORM_REFUSED = "platform_refused"
     PLATFORM_REQUEST_REFUSED = "platform_request_refused"
+    # --- SIP signaling (issue 13, part "sip": ferry.codecs.sip, sip_digest, sdp) ---------------
+    MALFORMED_SIP = "malformed_sip"
+    SIP_AUTH_FAILED = "sip_auth_failed"
     # --- the reverse lane (ferry.lanes.reverse; issue 13 "reverse") -------------------------------
     BAD_REQUEST = "bad_request"
     UNKNOWN_DEVICE = "unknown_device"
@@ -232,6 +232,16 @@ MEANING: dict[Reason, str] = {
     Reason.POLICY_NOT_STORED: "policy bundle not applied: it could not be stored in the agent's state directory",
     Reason.RESEND_CHANGED: "kept file to re-send after an outer restart changed or vanished",
     Reason.RESEND_TOO_LATE: "kept file too old to re-send after an outer restart (outside the replay window)",
+    Reason.SIGNALING_MALFORMED: ("signaling object whose MANSCDP XML does not parse again on the inner side, "
+                                 "or differs from its header (root, CmdType, device ID)"),
+    Reason.SIGNALING_UNMAPPED: ("device ID with no inner ID in the inner agent's [signaling.id_map]: never shown "
+                                "to the inner platform under its outer ID"),
+    Reason.PLATFORM_UNAVAILABLE: ("message for the inner GB/T 28181 platform not delivered: ferry not registered, "
+                                  "or the platform did not answer"),
+    Reason.PLATFORM_REFUSED: ("the inner GB/T 28181 platform refused ferry's registration (403, wrong password) "
+                              "or a message"),
+    Reason.PLATFORM_REQUEST_REFUSED: ("SIP request on ferry's inner SIP endpoint refused: not from the configured "
+                                      "platform, malformed, or a query ferry cannot answer"),
     Reason.MALFORMED_SIP: ("SIP message, SDP body or digest header that does not parse or breaks a limit "
                            "(RFC 3261 grammar, sizes in ferry/limits.py)"),
     Reason.SIP_AUTH_FAILED: "SIP request whose digest credentials do not verify (password, realm, nonce, qop)",
@@ -240,11 +250,6 @@ MEANING: dict[Reason, str] = {
     Reason.VIEWERS_BUSY: "INVITE over [media] max_viewers or max_viewers_per_device, or no free media port (486)",
     Reason.NO_STREAM: "INVITE whose camera's stream did not bring a key frame within [media] invite_timeout (408)",
     Reason.NOT_SUPPORTED: "request a live session does not take: re-INVITE (488), INFO playback control (405)",
-    Reason.SIGNALING_MALFORMED: "signaling object whose MANSCDP XML does not parse again on the inner side, or differs from its header (root, CmdType, device ID)",
-    Reason.SIGNALING_UNMAPPED: "device ID with no inner ID in the inner agent's [signaling.id_map]: never shown to the inner platform under its outer ID",
-    Reason.PLATFORM_UNAVAILABLE: "message for the inner GB/T 28181 platform not delivered: ferry not registered, or the platform did not answer",
-    Reason.PLATFORM_REFUSED: "the inner GB/T 28181 platform refused ferry's registration (403, wrong password) or a message",
-    Reason.PLATFORM_REQUEST_REFUSED: "SIP request on ferry's inner SIP endpoint refused: not from the configured platform, malformed, or a query ferry cannot answer",
     Reason.BAD_REQUEST: ("reverse request outside its closed schema: unknown request, device ID not 20 digits, "
                          "operator name, unknown or malformed parameter"),
     Reason.UNKNOWN_DEVICE: "reverse request for a device that no devices source of the policy names",

@@ -31,8 +31,8 @@ from ferry.agents.forwarder import start_forwarder
 from ferry.agents.inner_state import InnerState, trail_records
 from ferry.agents.link_io import LinkReceiveSocket
 from ferry.agents.policy_host import PolicyHost
-from ferry.agents.sip_inner import SipInner
 from ferry.agents.reverse_sender import ReverseSender
+from ferry.agents.sip_inner import SipInner
 from ferry.agents.spool import discard, free_name, leftovers, publish, read_whole_file, write_temporary
 from ferry.agents.video_emit import VideoEmitter
 from ferry.agents.media_inner import InnerMediaAgent
@@ -512,9 +512,9 @@ class InnerAgent(PolicyHost):
         await self.video.start(stop)
         if self.media is not None:
             await self.media.start()
+        reverse = asyncio.create_task(self.reverse.run(stop)) if self.reverse is not None else None
         if self.sip is not None:
             await self.sip.start(stop)
-        reverse = asyncio.create_task(self.reverse.run(stop)) if self.reverse is not None else None
         await stop.wait()
         if self.media is not None:      # its BYEs leave before the SIP endpoint closes
             await self.media.stop()

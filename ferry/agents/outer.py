@@ -524,7 +524,8 @@ class OuterAgent(PolicyHost):
             await self.video.start(stop)
         reverse = asyncio.create_task(self.reverse.run(stop)) if self.reverse is not None else None
         await stop.wait()
-        if reverse is not None:
+        if reverse is not None and self.reverse is not None:
+            self.reverse.wake.set()
             await asyncio.gather(reverse, return_exceptions=True)
         await asyncio.gather(signer, return_exceptions=True)
         if self.scan_timer is not None:

@@ -26,6 +26,7 @@ from typing import Any
 
 from ferry import limits
 from ferry.agents.link_io import LinkReceiveSocket
+from ferry.audit.budget import RefusalBudget
 from ferry.config import ConfigError, OuterReverse
 from ferry.crypto.keys import load_private_key, load_public_key
 from ferry.lanes.inner import InnerDispatch
@@ -101,6 +102,8 @@ class ReverseReceiver:
         self.handlers: dict[str, ReverseHandler] = {}
         self.link = LinkView("down", time.time(), "no authenticated heartbeat from the inner agent yet")
         self.counts = {"served": 0, "unserved": 0, "handler_failed": 0}
+        # the link's refusal records, capped per (event, code) per hour as on the inner agent's link
+        self.budget = RefusalBudget(limits.AUDIT_REFUSALS_PER_REASON_PER_HOUR, now)
         self.wake = asyncio.Event()
 
     # -- handlers --------------------------------------------------------------------------
@@ -144,8 +147,8 @@ class ReverseReceiver:
                 elif isinstance(e, ev.LinkUp):
                     self.link = LinkView("up", wall, "reverse link: authenticated heartbeats")
                     log.info("reverse link up")
-                work = [AuditIntent(_reverse_record(w.fields)) for w in self.events.handle(e, plan, now, wall)
-                        if isinstance(w, AuditIntent)]
+                work = [AuditIntent(_reverse_record(f)) for w in self.events.handle(e, plan, now, wall)
+                        if isinstance(w, AuditIntent) for f in self.budget.offer(w.fields, now, wall)]
             for w in work:
                 if isinstance(w, AuditIntent):
                     self._audit(w.fields)
@@ -191,6 +194,10 @@ class ReverseReceiver:
                 if t is not None and t <= now:
                     self.receiver.handle_timer(now)
                     self.drain(now, wall)
+                b = self.budget.next_timer()
+                if b is not None and b <= now:
+                    for f in self.budget.handle_timer(now):
+                        self._audit(_reverse_record(f))
                 t = self.receiver.get_timer()
                 delay = limits.INNER_TIMER_MAX if t is None else max(limits.INNER_TIMER_MIN,
                                                                      min(limits.INNER_TIMER_MAX, t - now))
@@ -202,3 +209,5 @@ class ReverseReceiver:
         finally:
             loop.remove_reader(self.sock.sock.fileno())
             self.sock.close()
+            for f in self.budget.close():
+                self._audit(_reverse_record(f))

@@ -35,6 +35,7 @@ from ferry.lanes.signaling.inner import MEDIA_METHODS, InnerSignalingLane, SendS
 from ferry.lanes.work import AuditIntent
 from ferry.pb import ferry_pb2
 from ferry.policy.plan import Decision
+from ferry.reasons import Reason
 
 log = logging.getLogger("ferry.sip.inner")
 MEDIA_RESPONSES = frozenset({"INVITE", "BYE"})
@@ -138,7 +139,7 @@ class SipInner:
         return msg.method in MEDIA_METHODS
 
     def on_refused(self, peer: Peer, reason: str, size: int) -> None:
-        self.carry_audit([self.lane.refused(peer, reason, size)])
+        self.carry_audit(self.lane.refused(peer, reason, size, Reason.MALFORMED_SIP, time.monotonic()))
 
     # -- life cycle -----------------------------------------------------------------------------
     async def start(self, stop: asyncio.Event) -> None:

@@ -2,14 +2,20 @@
 recorded with their codes; a private reverse key others may read stops the start."""
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from appliance import free_udp_port
+from ferry import limits
+from ferry.agents import reverse_receiver
 from ferry.agents.reverse_receiver import ReverseReceiver
 from ferry.config import ConfigError, OuterReverse
 from ferry.crypto.keys import init_keys
 from ferry.lanes.reverse import ReverseAction
 from ferry.policy import load_plan
+from ferry.reasons import Reason
+from ferry.wire import events as ev
 from reverse import CAMERA, reverse_policy
 
 
@@ -76,3 +82,26 @@ def test_a_port_in_use_names_the_key(made):
     r, _, cfg = made
     with pytest.raises(ConfigError, match=r"\[reverse\] listen_host/listen_port 127\.0\.0\.1:\d+: cannot listen"):
         ReverseReceiver(cfg, lambda: None, print)     # type: ignore[arg-type,return-value]
+
+
+def test_the_reverse_links_refusals_are_capped_and_named_apart(made):
+    """A flood of bad blocks on the reverse link: as on the forward link, at most
+    AUDIT_REFUSALS_PER_REASON_PER_HOUR records per (event, code), then one summary; all reverse_*."""
+    r, records, _ = made
+    events = [ev.BlockRefused(5, n, Reason.AUTH) for n in range(limits.AUDIT_REFUSALS_PER_REASON_PER_HOUR + 40)]
+    events.append(ev.LinkUp())
+    feed = iter(events)
+    r.receiver.next_event = lambda: next(feed, None)     # type: ignore[method-assign]
+    r.drain(0.0, 1_800_000_000.0)
+    names = [x["event"] for x in records]
+    assert names.count("reverse_block_refused") == limits.AUDIT_REFUSALS_PER_REASON_PER_HOUR
+    assert names[-1] == "reverse_link_up" and r.link.state == "up"
+    assert all(x["reason"].startswith("reverse link: ") for x in records)
+    assert not any(n in ("block_refused", "link_up") for n in names)
+    summary = [_reverse(x) for x in r.budget.close()]
+    assert [x["event"] for x in summary] == ["reverse_audit_suppressed"]
+    assert "40" in json.dumps(summary[0])
+
+
+def _reverse(fields: dict) -> dict:
+    return reverse_receiver._reverse_record(fields)

@@ -20,7 +20,8 @@ What it does
       device that sends one is ON), and the last Response DeviceInfo / DeviceStatus per device.
     - Answers the platform's Query Catalog (§9.5) with Response Catalog MESSAGEs, SumNum = the total,
       DeviceList Num = the items of that MESSAGE, at most ``catalog_page_size`` each, every page a
-      new MESSAGE (each expects its 200); Query DeviceInfo / DeviceStatus of a device from the last
+      new MESSAGE sent where the query came from, the next once the one before is answered
+      (SIG_CATALOG_WINDOW unanswered at a time); Query DeviceInfo / DeviceStatus of a device from the last
       response that crossed, of ferry itself from ferry's own values; 404 when there is none.
     - Forwards Notify Catalog (device online/offline) and Notify Alarm to the platform.
 
@@ -40,6 +41,7 @@ Warning "on-demand video not configured".
 from __future__ import annotations
 
 import secrets
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -96,11 +98,12 @@ class Settings:
 class _Tx:
     """A request ferry sent and waits an answer for (a non-INVITE client transaction, RFC 3261 §17.1.2)."""
 
-    __slots__ = ("kind", "data", "deadline", "next_retx", "interval", "context")
+    __slots__ = ("kind", "data", "peer", "deadline", "next_retx", "interval", "context")
 
-    def __init__(self, kind: str, data: bytes, now: float, udp: bool, context: dict[str, Any]) -> None:
+    def __init__(self, kind: str, data: bytes, peer: Any, now: float, udp: bool, context: dict[str, Any]) -> None:
         self.kind = kind
         self.data = data
+        self.peer = peer
         self.deadline = now + limits.SIG_TRANSACTION_TIMEOUT
         self.interval = limits.SIG_T1
         self.next_retx: float | None = now + limits.SIG_T1 if udp else None
@@ -150,6 +153,11 @@ class InnerSignalingLane:
         # the canonical device list: inner ID -> its catalog item (inner IDs in it)
         self.devices: dict[str, Item] = {}
         self.info: dict[tuple[str, str], Manscdp] = {}    # (inner ID, CmdType) -> last Response
+        # catalog pages waiting for the one in flight to be answered (SIG_CATALOG_WINDOW at a time)
+        self.pages: deque[tuple[Manscdp, dict[str, Any], Any]] = deque()
+        self.pages_in_flight = 0
+        self.clock = now                                  # the last now given (for refusal records)
+        self.refusal_marks: dict[tuple[str, str], list[Any]] = {}   # (host, code) -> [next record at, withheld]
         self.counters = {"objects": 0, "refused": 0, "forwarded": 0, "queries": 0, "pages": 0,
                          "lost": 0, "registrations": 0, "keepalives": 0}
 
@@ -184,7 +192,7 @@ class InnerSignalingLane:
             elif tx.next_retx is not None and now >= tx.next_retx:
                 tx.interval = min(tx.interval * 2, limits.SIG_T2)
                 tx.next_retx = now + tx.interval
-                out.append(SendSip(tx.data, self.platform))
+                out.append(SendSip(tx.data, tx.peer))
         if self.reg_at is not None and now >= self.reg_at:
             self.reg_at = None
             out += self._register(now, wall, refresh=self.state == "registered")
@@ -204,12 +212,14 @@ class InnerSignalingLane:
             out = self._register(now, wall, refresh=True, expires=0)
         self.state, self.reg_at, self.keepalive_at = "stopped", None, None
         self.txs.clear()
+        self.pages.clear()
+        self.pages_in_flight = 0
         return out
 
     # -- requests ferry sends ----------------------------------------------------------------------
     def _request(self, method: str, kind: str, now: float, *, call_id: str | None = None,
                  extra: Iterable[tuple[str, str]] = (), body: bytes = b"",
-                 context: dict[str, Any] | None = None) -> tuple[str, bytes] | None:
+                 context: dict[str, Any] | None = None, peer: Any = None) -> tuple[str, bytes] | None:
         """Build and remember one request to the platform; None when too many are in flight."""
         if len(self.txs) >= limits.SIG_PENDING_MAX:
             return None
@@ -229,7 +239,7 @@ class InnerSignalingLane:
         if body:
             headers.append(("Content-Type", CONTENT_TYPE))
         data = build_request(method, self.request_uri, headers, body)
-        self.txs[branch] = _Tx(kind, data, now, self.udp, context or {})
+        self.txs[branch] = _Tx(kind, data, self.platform if peer is None else peer, now, self.udp, context or {})
         return branch, data
 
     def _register(self, now: float, wall: float, *, refresh: bool = False, expires: int | None = None,
@@ -281,18 +291,18 @@ class InnerSignalingLane:
             out.append(SendSip(made[1], self.platform))
         return out
 
-    def _message(self, msg: Manscdp, kind: str, now: float, context: dict[str, Any]) -> list[Any]:
-        """One MANSCDP MESSAGE to the platform, or its loss recorded."""
+    def _message(self, msg: Manscdp, kind: str, now: float, context: dict[str, Any], peer: Any = None) -> list[Any]:
+        """One MANSCDP MESSAGE to the platform (``peer``: where its query came from), or its loss recorded."""
         try:
             body = manscdp.build(msg, encoding="GB2312")
         except ManscdpError as err:       # a value the builder refuses: a bug upstream, recorded
             return [self._lost_message(kind, f"cannot build the message: {err}", Reason.SIGNALING_MALFORMED,
                                        context)]
-        made = self._request("MESSAGE", kind, now, body=body, context=context)
+        made = self._request("MESSAGE", kind, now, body=body, context=context, peer=peer)
         if made is None:
             return [self._lost_message(kind, f"more than {limits.SIG_PENDING_MAX} requests to the platform "
                                              "in flight", Reason.PLATFORM_UNAVAILABLE, context)]
-        return [SendSip(made[1], self.platform)]
+        return [SendSip(made[1], self.platform if peer is None else peer)]
 
     def _lost_message(self, kind: str, why: str, code: Reason, context: dict[str, Any]) -> AuditIntent:
         self.counters["lost"] += 1
@@ -347,10 +357,10 @@ class InnerSignalingLane:
                 return self._register_failed("challenged again after answering", Reason.PLATFORM_REFUSED, now, wall)
             self.nc = 0
             self.challenge = challenge
-            out = self._register(now, wall, refresh=True, expires=tx.context["expires"], answer=challenge)
+            again = self._register(now, wall, refresh=True, expires=tx.context["expires"], answer=challenge)
             if self.reg_branch is not None:
                 self.txs[self.reg_branch].context["retried"] = tx.context["answered"]
-            return out
+            return again
         if status == 403:
             return self._register_failed(f"403 {msg.reason}", Reason.PLATFORM_REFUSED, now, wall, stop=True)
         if status >= 300:
@@ -391,12 +401,17 @@ class InnerSignalingLane:
                                          Reason.PLATFORM_UNAVAILABLE, now, wall)
         if tx.kind == "keepalive":
             return []       # counted when the next keepalive goes
+        if tx.kind == "catalog response":
+            self.pages_in_flight -= 1
+            return [self._lost_message(tx.kind, f"no answer within {limits.SIG_TRANSACTION_TIMEOUT:g} s",
+                                       Reason.PLATFORM_UNAVAILABLE, tx.context), *self._next_pages(now)]
         return [self._lost_message(tx.kind, f"no answer within {limits.SIG_TRANSACTION_TIMEOUT:g} s",
                                    Reason.PLATFORM_UNAVAILABLE, tx.context)]
 
     # -- SIP from the inner side ---------------------------------------------------------------
     def on_sip(self, msg: SipRequest | SipResponse, peer: Any, now: float, wall: float) -> list[Any]:
         """One parsed message from the endpoint (the agent gives media methods to the media part)."""
+        self.clock = now
         try:
             if isinstance(msg, SipResponse):
                 return self._on_response(msg, now, wall)
@@ -404,14 +419,29 @@ class InnerSignalingLane:
         except (SipError, ManscdpError) as err:
             # a value the accessors or builders refuse (a header repeated, a name too long):
             # refused here as the endpoint refuses what does not parse
-            return [self.refused(peer, f"{err}", 0)]
+            return self.refused(peer, f"{err}", 0, Reason.MALFORMED_SIP, now)
 
-    def refused(self, peer: Any, reason: str, size: int) -> AuditIntent:
-        """A message from the inner side refused (by the endpoint, or by the lane)."""
+    def refused(self, peer: Any, reason: str, size: int, code: Reason = Reason.PLATFORM_REQUEST_REFUSED,
+                now: float | None = None) -> list[Any]:
+        """A message from the inner side refused: by the lane, or by the endpoint (``malformed_sip``).
+        Recorded once per sending host and code per SIG_REFUSAL_AUDIT_INTERVAL; the next record says
+        how many were refused in between (``detail.suppressed``), so a flood cannot fill the trail."""
         self.counters["refused"] += 1
-        return _audit(event="sip_refused", verdict="refused", lane=LANE, code=Reason.PLATFORM_REQUEST_REFUSED,
-                      rule=RULE, reason=f"SIP message from {peer} refused: {reason}",
-                      size=size or None, source={"address": str(peer)})
+        t = self.clock if now is None else now
+        key = (str(getattr(peer, "host", peer)), str(code))
+        mark = self.refusal_marks.get(key)
+        if mark is not None and t < mark[0]:
+            mark[1] += 1
+            return []
+        suppressed = mark[1] if mark is not None else 0
+        self.refusal_marks.pop(key, None)
+        if len(self.refusal_marks) >= limits.SIG_REFUSAL_KEYS_MAX:
+            self.refusal_marks.pop(next(iter(self.refusal_marks)))
+        self.refusal_marks[key] = [t + limits.SIG_REFUSAL_AUDIT_INTERVAL, 0]
+        return [_audit(event="sip_refused", verdict="refused", lane=LANE, code=code,
+                       rule=RULE, reason=f"SIP message from {peer} refused: {reason}",
+                       size=size or None, source={"address": str(peer)},
+                       detail={"suppressed": suppressed} if suppressed else None)]
 
     def _on_response(self, msg: SipResponse, now: float, wall: float) -> list[Any]:
         vias = msg.via
@@ -426,6 +456,13 @@ class InnerSignalingLane:
         del self.txs[branch]
         if tx.kind == "register":
             return self._on_register_response(tx, msg, now, wall)
+        if tx.kind == "catalog response":
+            self.pages_in_flight -= 1
+            out = self._next_pages(now)
+            if msg.status >= 300:
+                out.insert(0, self._lost_message(tx.kind, f"the platform answered {msg.status} {msg.reason}",
+                                                 Reason.PLATFORM_REFUSED, tx.context))
+            return out
         if tx.kind == "keepalive":
             if branch == self.keepalive_pending:
                 self.keepalive_pending = None
@@ -450,9 +487,9 @@ class InnerSignalingLane:
         if status == 405:
             extra.append(("Allow", ALLOW))
         if req.method == "ACK":
-            return [self.refused(peer, why, len(req.body))]
-        return [self._respond(req, peer, status, reason, extra), self.refused(peer, f"{req.method}: {why}",
-                                                                               len(req.body))]
+            return self.refused(peer, why, len(req.body))
+        return [self._respond(req, peer, status, reason, extra),
+                *self.refused(peer, f"{req.method}: {why}", len(req.body))]
 
     def _on_request(self, req: SipRequest, peer: Any, now: float, wall: float) -> list[Any]:
         host = getattr(peer, "host", None)
@@ -501,10 +538,23 @@ class InnerSignalingLane:
         self.counters["queries"] += 1
         out: list[Any] = [self._respond(req, peer, 200, "OK")]
         pages = manscdp.catalog_pages(target, query.sn, items, len(items), self.s.catalog_page_size)
+        if len(self.pages) + len(pages) > limits.SIG_PENDING_MAX:
+            return self._refuse_request(req, peer, 486, "Busy Here", "too many catalog pages waiting")
         for i, page in enumerate(pages):
+            self.pages.append((page, {"page": i + 1, "pages": len(pages), "sn": query.sn}, peer))
+        return out + self._next_pages(now)
+
+    def _next_pages(self, now: float) -> list[Any]:
+        """Send catalog pages while fewer than SIG_CATALOG_WINDOW are unanswered: a platform that reads
+        its socket one MESSAGE at a time gets them in order, each after the 200 of the one before."""
+        out: list[Any] = []
+        while self.pages and self.pages_in_flight < limits.SIG_CATALOG_WINDOW:
+            page, context, peer = self.pages.popleft()
             self.counters["pages"] += 1
-            out += self._message(page, "catalog response", now, {"page": i + 1, "pages": len(pages),
-                                                                 "sn": query.sn})
+            work = self._message(page, "catalog response", now, context, peer)
+            if any(isinstance(w, SendSip) for w in work):
+                self.pages_in_flight += 1
+            out += work
         return out
 
     def _answer_info(self, req: SipRequest, query: Manscdp, peer: Any, now: float) -> list[Any]:
@@ -525,7 +575,8 @@ class InnerSignalingLane:
                 return self._refuse_request(req, peer, 404, "Not Found", f"{cmd} of {target}: {why}")
             answer = Manscdp(last.root, last.cmd_type, query.sn, last.device_id, last.fields, last.items, last.sum_num)
         self.counters["queries"] += 1
-        return [self._respond(req, peer, 200, "OK"), *self._message(answer, f"{cmd} response", now, {"sn": query.sn})]
+        return [self._respond(req, peer, 200, "OK"),
+                *self._message(answer, f"{cmd} response", now, {"sn": query.sn}, peer)]
 
     # -- canonical signaling objects from the link ---------------------------------------------
     def deliver(self, obj: ferry_pb2.CanonicalObject, decision: Decision, now: float, wall: float, *,
@@ -551,15 +602,19 @@ class InnerSignalingLane:
             return refuse(f"signaling XML refused on the inner side: {err}", Reason.SIGNALING_MALFORMED)
         mismatch = [f"{name} {a!r} in the XML, {b!r} in the object" for name, a, b in (
             ("root", msg.root, s.root), ("CmdType", msg.cmd_type, s.cmd_type), ("DeviceID", msg.device_id, s.device_id),
-            ("source device", msg.device_id, obj.source.device_id), ("SN", msg.sn, s.sn)) if a != b]
+            ("SN", msg.sn, s.sn)) if a != b]
         if mismatch:
             return refuse("signaling object inconsistent: " + "; ".join(mismatch), Reason.SIGNALING_MALFORMED)
         if msg.dropped:
             return refuse("signaling XML holds elements no schema knows: " + ", ".join(msg.dropped[:8]),
                           Reason.SIGNALING_MALFORMED)
+        # The policy decided on the source (the device that registered outside, by its digest); the
+        # message may name one of its channels. Both must have an inner ID.
+        for outer_id in dict.fromkeys((obj.source.device_id, msg.device_id)):
+            if self.ids.map_to_inner(outer_id) is None:
+                return refuse(f"device {outer_id} has no inner ID in [signaling.id_map]", Reason.SIGNALING_UNMAPPED)
         inner_id = self.ids.map_to_inner(msg.device_id)
-        if inner_id is None:
-            return refuse(f"device {msg.device_id} has no inner ID in [signaling.id_map]", Reason.SIGNALING_UNMAPPED)
+        assert inner_id is not None
         out: list[Any] = []
         what = f"{msg.root} {msg.cmd_type}"
         forwarded = 0

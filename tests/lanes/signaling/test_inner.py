@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from ferry import limits
 from ferry.codecs import manscdp
-from ferry.codecs.manscdp import Item, Manscdp
-from ferry.codecs.sip import SipRequest, SipResponse, build_request, parse_message, response_to
+from ferry.codecs.manscdp import Item, Manscdp, ManscdpError
+from ferry.codecs.sip import SipError, SipRequest, SipResponse, build_request, parse_message, response_to
 from ferry.codecs.sip_digest import Challenge, www_authenticate
 from ferry.lanes.signaling.ids import IdMap
 from ferry.lanes.signaling.inner import InnerSignalingLane, SendSip, Settings
@@ -27,6 +27,7 @@ LOCAL_ID = "43010000002000000099"       # ferry as a lower platform of the inner
 PLATFORM_ID = "43010000002000000001"
 PASSWORD = "s3cret-Pass"
 OUTER_NVR = "43090000001180000001"       # a lower platform / NVR outside
+NVR_ID = "43090000002000000001"
 OUTER_CAM = "43090000001320000007"
 INNER_CAM = "43010000001320000007"       # its ID as the inner platform sees it (prefix 43090000 -> 43010000)
 ALLOW = Decision(True, "signaling-catalog", "allowed by signaling-catalog")
@@ -254,7 +255,14 @@ def test_catalog_is_paged_with_sumnum_and_num(n, page, pages):
     work = query(ln)
     out = sent(work)
     assert isinstance(out[0], SipResponse) and out[0].status == 200 and out[0].call_id == "platform-call-1"
+    assert len(out) == 2                       # one page in flight at a time ...
     msgs = out[1:]
+    while True:                                # ... the next on the 200 of the one before
+        nxt = sent(ln.on_sip(answer(msgs[-1], 200, "OK"), PLATFORM, 2.0, 1e9))
+        if not nxt:
+            break
+        assert len(nxt) == 1
+        msgs += nxt
     assert len(msgs) == pages
     seen = []
     for m in msgs:
@@ -268,12 +276,22 @@ def test_catalog_is_paged_with_sumnum_and_num(n, page, pages):
     # every page a new MESSAGE, each expecting its own 200
     assert len({m.call_id for m in msgs}) == pages
     assert len({m.via[0].branch for m in msgs}) == pages
-    def waiting() -> int:
-        return sum(1 for tx in ln.txs.values() if tx.kind == "catalog response")
-    assert waiting() == pages
-    for m in msgs:
-        ln.on_sip(answer(m, 200, "OK"), PLATFORM, 2.0, 1e9)
-    assert waiting() == 0
+    assert not any(tx.kind == "catalog response" for tx in ln.txs.values()) and not ln.pages
+
+
+def test_an_unanswered_page_is_retransmitted_then_recorded_lost_and_the_next_goes():
+    ln = lane(catalog_page_size=1)
+    register(ln)
+    ln.deliver(signaling_object(catalog(2)), ALLOW, 0.5, 1e9)
+    first = sent(query(ln, now=1.0))[1]
+    again = [m for m in sent(ln.handle_timer(1.0 + limits.SIG_T1, 1e9)) if m.method == "MESSAGE"
+             and m.call_id == first.call_id]
+    assert again and again[0].via[0].branch == first.via[0].branch          # a retransmission, same transaction
+    work = ln.handle_timer(1.0 + limits.SIG_TRANSACTION_TIMEOUT, 1e9)
+    lost = audits(work, "platform_message_lost")
+    assert lost and lost[0]["code"] == "platform_unavailable" and lost[0]["detail"]["page"] == 1
+    nxt = [m for m in sent(work) if m.method == "MESSAGE" and b"Catalog" in m.body]
+    assert len(nxt) == 1 and manscdp.parse(nxt[0].body).items[0].device_id == "43010000001320000002"
 
 
 def test_protocol_break_fresh_headers_and_no_outer_value_in_the_output():
@@ -345,8 +363,14 @@ def test_inconsistent_or_malformed_objects_are_refused():
     good = signaling_object(catalog(1))
     forged = ferry_pb2.CanonicalObject()
     forged.CopyFrom(good)
-    forged.source.device_id = OUTER_CAM                 # the policy checked another device
+    forged.signaling.device_id = OUTER_CAM              # the header says another device than the XML
     assert audits(ln.deliver(forged, ALLOW, 0, 1e9), "object_refused")[0]["code"] == "signaling_malformed"
+    forged.CopyFrom(good)
+    forged.signaling.cmd_type = "Alarm"                 # ... or another CmdType
+    assert audits(ln.deliver(forged, ALLOW, 0, 1e9), "object_refused")[0]["code"] == "signaling_malformed"
+    forged.CopyFrom(good)
+    forged.source.device_id = "44010000002000000001"   # a source with no inner ID
+    assert audits(ln.deliver(forged, ALLOW, 0, 1e9), "object_refused")[0]["code"] == "signaling_unmapped"
     bad = ferry_pb2.CanonicalObject()
     bad.CopyFrom(good)
     bad.signaling.xml = '<?xml version="1.0"?><!DOCTYPE x [<!ENTITY a "b">]><Response/>'
@@ -434,8 +458,6 @@ def _mutate(data: bytes, cuts: list[int], junk: bytes) -> bytes:
        junk=st.binary(max_size=8), host=st.sampled_from([PLATFORM.host, "10.0.0.1"]),
        steps=st.lists(st.floats(0, 100), max_size=4))
 def test_lane_survives_anything_from_the_inner_side(cmd, root, device, status, cuts, junk, host, steps):
-    from ferry.codecs.sip import SipError
-    from ferry.codecs.manscdp import ManscdpError
     ln = lane()
     work = register(ln)
     ln.deliver(signaling_object(catalog(2)), ALLOW, 0.0, 1e9)
@@ -465,3 +487,48 @@ def test_lane_survives_anything_from_the_inner_side(cmd, root, device, status, c
         t += dt
         for w in ln.handle_timer(t, 1e9):
             assert isinstance(w, (SendSip, AuditIntent))
+
+
+def test_refusals_of_a_flood_are_recorded_once_a_minute_with_the_count():
+    ln = lane()
+    raw = build_request("MESSAGE", f"sip:{LOCAL_ID}@4301000000", [
+        ("Via", "SIP/2.0/UDP 10.9.9.9:5060;branch=z9hG4bKx"), ("From", "<sip:x@y>;tag=a"),
+        ("To", f"<sip:{LOCAL_ID}@4301000000>"), ("Call-ID", "c1"), ("CSeq", "1 MESSAGE")])
+    stranger = Peer("udp", "10.9.9.9", 5060)
+    records = []
+    for i in range(1000):
+        work = ln.on_sip(parse_message(raw), stranger, i * 0.01, 1e9)
+        assert sent(work)[0].status == 403                 # each answered
+        records += audits(work, "sip_refused")
+    assert len(records) == 1
+    work = ln.on_sip(parse_message(raw), stranger, limits.SIG_REFUSAL_AUDIT_INTERVAL + 1, 1e9)
+    assert audits(work, "sip_refused")[0]["detail"] == {"suppressed": 999}
+    assert ln.counters["refused"] == 1001
+    # the dictionary of counted sources stays bounded whatever the number of hosts
+    for i in range(limits.SIG_REFUSAL_KEYS_MAX + 50):
+        ln.refused(Peer("udp", f"10.{i // 250}.{i % 250}.1", 5060), "x", 0, now=1.0)
+    assert len(ln.refusal_marks) <= limits.SIG_REFUSAL_KEYS_MAX
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(n=st.integers(0, 5), cuts=st.lists(st.integers(0, 3000), max_size=3), junk=st.text(max_size=6),
+       header=st.sampled_from(["root", "cmd_type", "device_id", "sn", "none"]), value=st.text(max_size=24))
+def test_any_signaling_object_gives_records_never_an_exception(n, cuts, junk, header, value):
+    """Whatever the link delivers as a signaling object (a compromised outer agent's too): the lane
+    gives audit intents and SIP to send, nothing else, and every refusal carries a code."""
+    ln = lane()
+    register(ln)
+    obj = signaling_object(catalog(n) if n else Manscdp("Notify", "Alarm", 5, NVR_ID, (("AlarmPriority", "1"),)))
+    xml = obj.signaling.xml
+    for c in cuts:
+        c %= max(1, len(xml))
+        xml = xml[:c] + junk + xml[c + len(junk):]
+    obj.signaling.xml = xml
+    if header == "sn":
+        obj.signaling.sn = len(value)
+    elif header != "none":
+        setattr(obj.signaling, header, value)
+    for w in ln.deliver(obj, ALLOW, 1.0, 1e9):
+        assert isinstance(w, (SendSip, AuditIntent))
+        if isinstance(w, AuditIntent) and w.fields["verdict"] in ("refused", "lost"):
+            assert w.fields["code"]
