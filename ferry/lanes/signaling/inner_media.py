@@ -41,7 +41,8 @@ One INVITE, one dialog, one viewer:
    Allow. BYE from the platform: 200, the viewer stops (`viewer_ended`, by "platform"). The
    stream ending (`viewer_lost`) or the agent stopping: ferry sends BYE (`viewer_ended`, by
    "ferry"). In on-demand mode the device's last viewer gone, after `linger` seconds:
-   `Ask("stop_stream", outer ID, {"stream": <its stream id or device ID>})`.
+   `Ask("stop_stream", outer ID, {"stream": <its stream id or device ID>})` for the operator that
+   asked for it (the outer side holds a camera's stream per operator).
 
 Every message ferry sends is built from parsed values by ferry.codecs.sip (the builder refuses
 CR/LF in any value); a request or SDP that does not parse gets 400 where it can be answered.
@@ -49,6 +50,7 @@ CR/LF in any value); a request or SDP that does not parse gets 400 where it can 
 from __future__ import annotations
 
 import random
+import re
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -63,6 +65,7 @@ from ferry.policy.plan import Plan
 from ferry.reasons import Reason
 
 MODES = ("on-demand", "always-on")
+_STREAM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}")      # the reverse lane's stream parameter
 ALLOW = "INVITE, ACK, BYE, CANCEL"
 LANE = "video"
 
@@ -493,7 +496,10 @@ class InnerMediaLane:
                 if not any(d.device_id == device for d in self.dialogs.values()):
                     self.streaming.discard(device)
                     stopped = self.asker.pop(device, ("", ""))
-                    work.append(Ask("", "stop_stream", device, {"stream": stream}, "ferry", stopped[0], stopped[1]))
+                    # the operator that asked for it stops it (the outer side holds the stream per operator)
+                    stream = stream if _STREAM.fullmatch(stream) else device
+                    work.append(Ask("", "stop_stream", device, {"stream": stream}, stopped[1] or "ferry",
+                                    stopped[0], stopped[1]))
         while self.ended and next(iter(self.ended.values()))[0] <= now:
             self.ended.popitem(last=False)
         return work

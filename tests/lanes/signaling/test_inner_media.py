@@ -323,7 +323,7 @@ def test_on_demand_asks_start_stream_once_per_device_and_stop_stream_after_the_l
     tc = sent(ln.viewer_started(vc.viewer, "sip-cam-1", 12.5, 0))[0].to.tag
     ln.on_sip(request("BYE", call="c", to_tag=tc), PEER, PLAN, 20.0, 0)
     assert [w for w in ln.handle_timer(25.0, 0) if isinstance(w, Ask)] == [
-        Ask("", "stop_stream", CAMERA, {"stream": "sip-cam-1"}, "ferry", "10.1.0.5", PLATFORM)]
+        Ask("", "stop_stream", CAMERA, {"stream": "sip-cam-1"}, PLATFORM, "10.1.0.5", PLATFORM)]
     d = ln.on_sip(invite(call="d"), PEER, PLAN, 30.0, 0)      # after the stop: asked again
     assert [w.request for w in d if isinstance(w, Ask)] == ["start_stream"]
 
