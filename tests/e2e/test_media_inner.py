@@ -13,6 +13,7 @@ import signal
 import socket
 import struct
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ import pytest
 
 import gb28181
 from appliance import free_udp_port, read_trail
+from ferry.config import OuterConfig
 from ferry import limits
 from ferry.codecs.sip import SipRequest, SipResponse, build_request, parse_message, response_to
 from reverse import add_reverse
@@ -679,22 +681,56 @@ def test_on_demand_a_reverse_refusal_is_403_and_nothing_crosses(appliance_factor
     assert not events(a.outer_audit, "request_received")
 
 
-@pytest.mark.skip(reason="the whole on-demand path needs media-outer (its start_stream/stop_stream handlers INVITE "
-                         "and BYE ferry's test camera as a SIP device); it has not landed on main")
+MEDIA_OUTER = "media" in OuterConfig.model_fields     # part "media-outer": the outer [media] and its camera
+
+
+@needs_tools
+@pytest.mark.skipif(not MEDIA_OUTER, reason="the whole on-demand path needs media-outer (the outer [media], its "
+                                            "start_stream/stop_stream handlers, ferry's camera as a SIP device); "
+                                            "it has not landed on main")
 def test_on_demand_the_outer_agent_invites_the_camera_and_byes_it(appliance_factory, tmp_path):
-    """With [reverse] on both agents and the outer [media] (media-outer) registering ferry's test camera:
-    the platform's INVITE -> request_sent start_stream (inner), request_received (outer), the camera
-    INVITEd, its stream crossing, 200 at its first key frame, RTP/PS with the platform's SSRC;
-    BYE -> stop_stream after the linger -> the outer BYEs the camera."""
-    a, sip = make(appliance_factory, tmp_path, mode="on-demand")
+    """The whole on-demand path: the platform's INVITE -> start_stream over the reverse ferry -> the
+    outer agent INVITEs ferry's test camera (a SIP device) -> its stream crosses -> 200 at the first
+    key frame and RTP/PS with the platform's SSRC; BYE -> stop_stream after the linger -> the outer
+    agent BYEs the camera."""
+    a, sip = make(appliance_factory, tmp_path, mode="on-demand", invite_timeout=20.0)
+    cam_sip, outer_sip = free_udp_port(), free_udp_port()
+    base = 20000 + outer_sip % 20000
+    server = CAMERA[:10] + "2000000002"
+    a.append_config("outer", f"""
+[media]
+mode = "on-demand"
+media_address = "127.0.0.1"
+port_range = [{base + 200}, {base + 299}]
+destination = "police-vms"
+sip_listen = "127.0.0.1:{outer_sip}"
+server_id = "{server}"
+domain = "{CAMERA[:10]}"
+[[media.camera]]
+device_id = "{CAMERA}"
+contact = "udp:127.0.0.1:{cam_sip}"
+""")
+    log = open(tmp_path / "camera.log", "wb")
+    camera = subprocess.Popen([sys.executable, "-m", "ferry.camera", "--device-id", CAMERA, "--sip-listen",
+                               f"127.0.0.1:{cam_sip}", "--seconds", "60", "--server-id", server,
+                               "--domain", CAMERA[:10]], stdout=log, stderr=subprocess.STDOUT)
+    log.close()
     rx = Receiver()
     try:
         a.start()
-        p = Platform(tmp_path, sip, CAMERA, rtp_port=rx.port, ssrc="0430100021", hold_ms=3000)
-        p.wait()
+        p = Platform(tmp_path, sip, CAMERA, rtp_port=rx.port, ssrc="0430100101", hold_ms=4000, name="full")
+        p.wait(120)
+        a.wait_for(lambda: events(a.outer_audit, "stream_stopped"), 40, "the camera BYEd after stop_stream")
     finally:
         rx.stop()
+        camera.terminate()
+        camera.wait(15)
         a.stop()
-    assert p.final() == 200 and rx.got
-    sent = [r for r in read_trail(a.inner_audit) if r["event"] == "request_sent"]
-    assert [r["detail"]["request"] for r in sent][:1] == ["start_stream"]
+    assert p.final() == 200
+    assert rx.got and {r[0] for r in rx.rtp()} == {430100101}
+    rebuilt = tmp_path / "full.ps"
+    rebuilt.write_bytes(b"".join(r[3] for r in rx.rtp()))
+    assert len(gb28181.framemd5(rebuilt)) >= 25
+    assert [r["detail"]["request"] for r in events(a.outer_audit, "request_received")] == ["start_stream",
+                                                                                           "stop_stream"]
+    assert len(events(a.outer_audit, "stream_requested")) == 1
