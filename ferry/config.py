@@ -187,11 +187,12 @@ class InnerMedia(_Strict):
     media_address: str            # IPv4 address ferry sends media from and names in its SDP answers
     port_min: int = Field(default=30000, ge=1024, le=65534)   # local media ports: UDP send, TCP passive listen
     port_max: int = Field(default=30999, ge=1025, le=65535)
-    invite_timeout: float = Field(default=limits.MEDIA_INVITE_TIMEOUT, ge=1.0, le=limits.MEDIA_INVITE_TIMEOUT_MAX)
-    max_viewers: int = Field(default=limits.MEDIA_MAX_VIEWERS, ge=1, le=limits.VIDEO_VIEWERS_MAX)
-    max_viewers_per_device: int = Field(default=limits.MEDIA_MAX_VIEWERS_PER_DEVICE, ge=1,
+    invite_timeout: float = Field(default=limits.INNER_MEDIA_INVITE_TIMEOUT, ge=1.0,
+                                  le=limits.INNER_MEDIA_INVITE_TIMEOUT_MAX)
+    max_viewers: int = Field(default=limits.INNER_MEDIA_MAX_VIEWERS, ge=1, le=limits.VIDEO_VIEWERS_MAX)
+    max_viewers_per_device: int = Field(default=limits.INNER_MEDIA_MAX_VIEWERS_PER_DEVICE, ge=1,
                                         le=limits.VIDEO_VIEWERS_MAX)
-    linger: float = Field(default=limits.MEDIA_LINGER, ge=0, le=300)   # on-demand: before stop_stream
+    linger: float = Field(default=limits.INNER_MEDIA_LINGER, ge=0, le=300)   # on-demand: before stop_stream
     # addresses of the platform(s) whose INVITEs are taken (with [signaling], its platform's is added);
     # empty without [signaling]: any address that reaches `listen`
     allow_from: list[str] = Field(default_factory=list, max_length=64)

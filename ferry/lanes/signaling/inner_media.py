@@ -78,10 +78,10 @@ class MediaSettings:
     mode: str = "always-on"
     media_address: str = "127.0.0.1"      # the IPv4 address in the answer's o= and c=
     port_range: tuple[int, int] = (30000, 30999)   # local media ports: UDP send, TCP listen
-    invite_timeout: float = limits.MEDIA_INVITE_TIMEOUT
-    max_viewers: int = limits.MEDIA_MAX_VIEWERS
-    max_viewers_per_device: int = limits.MEDIA_MAX_VIEWERS_PER_DEVICE
-    linger: float = limits.MEDIA_LINGER
+    invite_timeout: float = limits.INNER_MEDIA_INVITE_TIMEOUT
+    max_viewers: int = limits.INNER_MEDIA_MAX_VIEWERS
+    max_viewers_per_device: int = limits.INNER_MEDIA_MAX_VIEWERS_PER_DEVICE
+    linger: float = limits.INNER_MEDIA_LINGER
     sip_host: str = "127.0.0.1"           # ferry's SIP address (Contact, Via of its BYE)
     sip_port: int = 5060
     user_agent: str = "ferry"
@@ -151,7 +151,7 @@ class _Dialog:
     state: str = "proceeding"  # proceeding | answered | confirmed | ending
     last: bytes = b""         # the last response to the INVITE (retransmissions)
     resend_at: float = 0.0
-    interval: float = limits.MEDIA_T1
+    interval: float = limits.INNER_MEDIA_T1
     bye: bytes = b""
     bye_cseq: int = 0
     stream_id: str = ""
@@ -311,7 +311,7 @@ class InnerMediaLane:
             return
         same = sum(1 for d in self.dialogs.values() if d.device_id == device and d.state != "ending")
         live = sum(1 for d in self.dialogs.values() if d.state != "ending")
-        if live >= self.s.max_viewers or len(self.dialogs) >= limits.MEDIA_DIALOGS_MAX:
+        if live >= self.s.max_viewers or len(self.dialogs) >= limits.INNER_MEDIA_DIALOGS_MAX:
             refuse(486, "Busy Here", Reason.VIEWERS_BUSY, f"{live} viewers: the most ferry serves ([media] "
                    f"max_viewers {self.s.max_viewers})", device)
             return
@@ -374,8 +374,8 @@ class InnerMediaLane:
         contact = f"<sip:{d.inner_id}@{self.s.sip_host}:{self.s.sip_port}>"
         d.last = self._reply(d.invite, d.peer, 200, "OK", work, tag=d.tag,
                              extra=[("Contact", contact), ("Content-Type", "application/sdp")], body=body)
-        d.state, d.deadline = "answered", now + limits.MEDIA_ACK_TIMEOUT
-        d.interval, d.resend_at = limits.MEDIA_T1, now + limits.MEDIA_T1
+        d.state, d.deadline = "answered", now + limits.INNER_MEDIA_ACK_TIMEOUT
+        d.interval, d.resend_at = limits.INNER_MEDIA_T1, now + limits.INNER_MEDIA_T1
         self.counters["answered"] += 1
         work.append(AuditIntent(dict(
             event="viewer_started", verdict="info", lane=LANE, flow=stream_id,
@@ -483,12 +483,12 @@ class InnerMediaLane:
                            f"no key frame of device {d.device_id}'s stream within {self.s.invite_timeout:g} s", now,
                            work)
             elif d.state == "answered" and now >= d.deadline:
-                self._hang_up(d, f"no ACK for the 200 OK within {limits.MEDIA_ACK_TIMEOUT:g} s", now, work)
+                self._hang_up(d, f"no ACK for the 200 OK within {limits.INNER_MEDIA_ACK_TIMEOUT:g} s", now, work)
             elif d.state == "ending" and now >= d.deadline:
                 self._forget(d, now)
             elif d.state in ("answered", "ending") and d.udp and now >= d.resend_at:
                 work.append(SendSip(d.last if d.state == "answered" else d.bye, d.peer))
-                d.interval = min(d.interval * 2, limits.MEDIA_T2)
+                d.interval = min(d.interval * 2, limits.INNER_MEDIA_T2)
                 d.resend_at = now + d.interval
         for device, (at, stream) in list(self.linger.items()):
             if now >= at:
@@ -542,8 +542,8 @@ class InnerMediaLane:
             d.bye = b""
         self._end(d, "ferry", why, now, work)
         if d.bye:
-            d.state, d.deadline = "ending", now + limits.MEDIA_BYE_TIMEOUT
-            d.interval, d.resend_at = limits.MEDIA_T1, now + limits.MEDIA_T1
+            d.state, d.deadline = "ending", now + limits.INNER_MEDIA_BYE_TIMEOUT
+            d.interval, d.resend_at = limits.INNER_MEDIA_T1, now + limits.INNER_MEDIA_T1
             self.dialogs[d.call_id] = d
 
     def _end(self, d: _Dialog, by: str, why: str, now: float, work: list[MediaWork]) -> None:
@@ -572,8 +572,8 @@ class InnerMediaLane:
 
     def _remember(self, call_id: str, last: bytes, peer: Any, now: float) -> None:
         self.ended.pop(call_id, None)
-        self.ended[call_id] = (now + limits.MEDIA_ENDED_KEEP, last, peer)
-        while len(self.ended) > limits.MEDIA_ENDED_MAX:
+        self.ended[call_id] = (now + limits.INNER_MEDIA_ENDED_KEEP, last, peer)
+        while len(self.ended) > limits.INNER_MEDIA_ENDED_MAX:
             self.ended.popitem(last=False)
 
     # -- helpers ----------------------------------------------------------------------------------

@@ -122,7 +122,7 @@ def test_an_allowed_camera_gets_100_at_once_then_200_with_a_gb28181_answer_at_it
     assert sv.device_id == CAMERA and sv.address == "10.1.0.5:40000" and sv.ssrc == 430100001
     assert sv.transport == "udp" and sv.setup == "" and 30000 <= sv.local_port <= 30009 and sv.local_port % 2 == 0
     assert [r["flow"] for r in records(work, "invite_received")] == [INNER_CAM]
-    assert ln.next_timer() == 100.0 + limits.MEDIA_INVITE_TIMEOUT
+    assert ln.next_timer() == 100.0 + limits.INNER_MEDIA_INVITE_TIMEOUT
     work = ln.viewer_started(sv.viewer, "cam-1", 101.0, 1.7e9)
     [ok] = sent(work)
     assert isinstance(ok, SipResponse) and ok.status == 200 and ok.to.tag and ok.call_id == "c1@10.1.0.5"
@@ -230,7 +230,7 @@ def test_200_is_retransmitted_until_the_ack_and_a_missing_ack_ends_with_bye():
     ln.on_sip(request("ACK", branch="z9hG4bKack", to_tag=ok.to.tag, cseq=20), PEER, PLAN, 102.6, 0)
     assert ln.handle_timer(110.0, 0) == [] and ln.dialogs["c1@10.1.0.5"].state == "confirmed"
     ln2, sv2, ok2 = answered()
-    work = ln2.handle_timer(101.0 + limits.MEDIA_ACK_TIMEOUT, 0)
+    work = ln2.handle_timer(101.0 + limits.INNER_MEDIA_ACK_TIMEOUT, 0)
     [bye] = sent(work)
     assert isinstance(bye, SipRequest) and bye.method == "BYE" and StopViewer(sv2.viewer) in work
     assert records(work, "viewer_ended")[0]["detail"]["by"] == "ferry"
