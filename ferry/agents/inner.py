@@ -405,7 +405,8 @@ class InnerAgent(PolicyHost):
         c = dataclasses.asdict(self.receiver.counters)
         return {**{k: v for k, v in c.items() if isinstance(v, int)}, **self.dispatch.counts, **self.stats,
                 **self.video.stats, "video_refused_streams": self.video.refused_streams,
-                **(self.sip.counters() if self.sip is not None else {})}
+                **(self.sip.counters() if self.sip is not None else {}),
+                **(self.media.counters() if self.media is not None else {})}
 
     def key_epoch(self) -> int:
         cur = self.receiver.key_epochs.current

@@ -99,9 +99,11 @@ class InnerMediaAgent:
         if self.endpoint is not None:
             await self.endpoint.stop()
 
-    def status(self) -> dict[str, Any]:
-        return {"mode": self.cfg.mode, **self.lane.counters, "dialogs": len(self.lane.dialogs),
-                "viewers": len(self.video.viewer_sinks)}
+    def counters(self) -> dict[str, int]:
+        """`ferry status`: media_invites, _answered, _refused, _cancelled, _ended, _dialogs, _viewers."""
+        c = {**self.lane.counters, "dialogs": len(self.lane.dialogs), "viewers": len(self.video.viewer_sinks),
+             "sip_refused": self.refused_messages}
+        return {f"media_{k}": v for k, v in c.items()}
 
     # -- SIP in ---------------------------------------------------------------------------------------
     def on_sip(self, msg: SipMessage, peer: Peer) -> None:
