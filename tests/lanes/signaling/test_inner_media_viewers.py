@@ -4,6 +4,7 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from ferry import limits
 from ferry.codecs.mpeg_ps import PsDemuxer, VideoPes
@@ -115,3 +116,54 @@ def test_viewer_arguments_are_checked():
     lane.add_viewer("x", DEV, "127.0.0.1:1", 1, "tcp", "passive")
     with pytest.raises(ValueError):
         lane.add_viewer("x", DEV, "127.0.0.1:1", 1)
+
+
+OPS = st.lists(st.one_of(
+    st.tuples(st.just("add"), st.integers(0, 3)),
+    st.tuples(st.just("remove"), st.integers(0, 3)),
+    st.tuples(st.just("frames"), st.integers(1, 40)),
+    st.tuples(st.just("idle"), st.just(0))), max_size=20)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(OPS)
+def test_any_sequence_of_viewers_and_frames_gives_each_viewer_its_own_contiguous_stream_from_a_key_frame(ops):
+    lane = InnerVideoLane([], viewable=True)
+    n, now = 0, 10.0
+    packets: dict[str, list] = {}
+    starts: dict[str, int] = {}
+    for op, arg in ops:
+        vid = f"v{arg}"
+        if op == "add" and vid not in lane.viewers:
+            lane.add_viewer(vid, DEV, "127.0.0.1:7000", 1000 + arg)
+            packets[vid] = []
+        elif op == "remove":
+            lane.remove_viewer(vid)
+        elif op == "frames":
+            for _ in range(arg):
+                work = lane.deliver(au(n), "video-cameras", now, 1.7e9)
+                for w in work:
+                    if isinstance(w, Emit):
+                        lane.emitted(w, True, 1)
+                        for o in w.outputs:
+                            if isinstance(o, ViewerPackets):
+                                packets[o.viewer].append((n, [parse_rtp(p) for p in o.packets]))
+                    elif isinstance(w, ViewerStarted):
+                        starts[w.viewer] = starts.get(w.viewer, 0) + 1
+                n += 1
+                now += 0.04
+        else:
+            now += limits.VIDEO_INNER_IDLE + 1
+            lane.handle_timer(now, 1.7e9)
+    for vid, got in packets.items():
+        if not got:
+            continue
+        ssrc = 1000 + int(vid[1:])
+        flat = [p for _, ps in got for p in ps]
+        assert {p.ssrc for p in flat} == {ssrc}
+        # each run of the viewer (a stream start) begins at a key frame with the PSM
+        first_frame = got[0][0]
+        assert first_frame % 25 == 0 and b"\x00\x00\x01\xbc" in bytes(got[0][1][0].payload)
+        assert starts.get(vid, 0) >= 1
+        seqs = [p.sequence for p in flat]
+        assert all((b - a) % 65536 == 1 for a, b in zip(seqs, seqs[1:]))
