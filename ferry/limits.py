@@ -287,6 +287,8 @@ INNER_MEDIA_BYE_TIMEOUT = 32.0     # seconds ferry's BYE waits for its answer (6
 INNER_MEDIA_DIALOGS_MAX = 256      # INVITE dialogs (pending and confirmed) kept at once; more are answered 486
 INNER_MEDIA_ENDED_MAX = 1024       # ended dialogs remembered to answer retransmissions (Call-ID, branch)
 INNER_MEDIA_ENDED_KEEP = 32.0      # seconds an ended dialog is remembered
+INNER_MEDIA_STRANGER_INTERVAL = 60.0  # INVITEs from a host that is not the platform: one record per host this often
+INNER_MEDIA_STRANGERS_MAX = 1024   # such hosts remembered (the oldest forgotten)
 # --- reverse lane (ferry.lanes.reverse, ferry.agents.reverse_*; issue 13 "reverse") -----------
 REVERSE_OPERATOR_RATE = 1.0    # requests per second per operator (a reverse rule's `rate` overrides) ...
 REVERSE_OPERATOR_BURST = 10    # ... and the bucket's depth

@@ -11,15 +11,15 @@ on the trail. It answers with `viewer_started` (the viewer's first key frame wen
 One INVITE, one dialog, one viewer:
 
 1. An INVITE from an address other than the platform's (`allow_from`: [signaling] platform and
-   [media] allow_from) -> 403 (`platform_request_refused`). The Request-URI's user is the ID the
-   inner platform sees (sig-inner's ID mapping gives the outer device ID: `map_to_outer`). No
-   mapping, or a device no devices source of the policy names -> 404 Not Found
-   (`unknown_camera`). The policy has no video rule for it -> 403 Forbidden (`default_deny`).
-   The SDP offer must be a live PS offer: s=Play, m=video with RTP/AVP (UDP) or TCP/RTP/AVP
-   (a=setup active/passive/actpass), payload type 96 PS/90000, not a=sendonly/inactive; else
-   488 Not Acceptable Here (400 Bad Request when the SDP does not parse) (`bad_offer`). More
-   than `max_viewers`, `max_viewers_per_device`, or no free port in `port_range` -> 486 Busy
-   Here (`viewers_busy`). Each refusal is an `invite_refused` record.
+   [media] allow_from) -> 403 (`platform_request_refused`, recorded once a minute per host). The
+   Request-URI's user is the ID the inner platform sees (sig-inner's ID mapping gives the outer
+   device ID: `map_to_outer`). No mapping, or a device no devices source of the policy names ->
+   404 Not Found (`unknown_camera`). The policy has no video rule for it -> 403 Forbidden
+   (`default_deny`). The SDP offer must be a live PS offer: s=Play, m=video with RTP/AVP (UDP)
+   or TCP/RTP/AVP (a=setup active/passive/actpass), payload type 96 PS/90000, not
+   a=sendonly/inactive; else 488 Not Acceptable Here (400 Bad Request when the SDP does not
+   parse) (`bad_offer`). More than `max_viewers`, `max_viewers_per_device`, or no free port in
+   `port_range` -> 486 Busy Here (`viewers_busy`). Each refusal is an `invite_refused` record.
 2. Otherwise 100 Trying at once (a UDP INVITE is not retransmitted), a viewer of the device's
    stream (`StartViewer`: the platform's c=/m= address, the SSRC of its y=, UDP or TCP and the
    setup that answers its a=setup), and in on-demand mode `Ask("start_stream", outer ID,
@@ -182,6 +182,7 @@ class InnerMediaLane:
         self.linger: dict[str, tuple[float, str]] = {}    # device -> (stop_stream at, stream id): on-demand
         self.asker: dict[str, tuple[str, str]] = {}       # device -> (address, platform ID) of its start_stream
         self.streaming: set[str] = set()                  # devices asked for (on-demand), not yet stopped
+        self.strangers: OrderedDict[str, tuple[float, int]] = OrderedDict()   # host -> (quiet until, suppressed)
         self._viewer_seq = 0
         self.counters = {"invites": 0, "answered": 0, "refused": 0, "cancelled": 0, "ended": 0}
 
@@ -277,15 +278,28 @@ class InnerMediaLane:
             self._remember(call_id, last, peer, now)
             self._audit_refused(work, req, peer, inner_id, device, code, why, status, operator)
 
-        work.append(AuditIntent(dict(
-            event="invite_received", verdict="info", lane=LANE, flow=inner_id[:64],
-            source={"device_id": operator[:64], "address": str(getattr(peer, "host", ""))},
-            reason=f"INVITE for {inner_id[:40]!r} from {operator[:40]!r}")))
         host = str(getattr(peer, "host", ""))
         if self.s.allow_from and host not in self.s.allow_from:
-            refuse(403, "Forbidden", Reason.PLATFORM_REQUEST_REFUSED, f"INVITE from {host}, not from the inner "
-                   "platform ([signaling] platform, [media] allow_from)")
+            # not the platform: answered, and recorded once a minute per host (a flood cannot fill the trail)
+            last = self._reply(req, peer, 403, "Forbidden", work, tag=tag, warning="not the inner platform")
+            self._remember(call_id, last, peer, now)
+            until, quiet = self.strangers.get(host, (0.0, 0))
+            if now < until:
+                self.strangers[host] = (until, quiet + 1)
+                return
+            self.strangers.pop(host, None)
+            self.strangers[host] = (now + limits.INNER_MEDIA_STRANGER_INTERVAL, 0)
+            while len(self.strangers) > limits.INNER_MEDIA_STRANGERS_MAX:
+                self.strangers.popitem(last=False)
+            self._audit_refused(work, req, peer, inner_id, "", Reason.PLATFORM_REQUEST_REFUSED,
+                                f"INVITE from {host}, not from the inner platform ([signaling] platform, [media] "
+                                f"allow_from); {quiet} more from it since the last record", 403, operator,
+                                suppressed=quiet)
             return
+        work.append(AuditIntent(dict(
+            event="invite_received", verdict="info", lane=LANE, flow=inner_id[:64],
+            source={"device_id": operator[:64], "address": host},
+            reason=f"INVITE for {inner_id[:40]!r} from {operator[:40]!r}")))
         device = self.map_to_outer(inner_id) if _is_sip_id(inner_id) else None
         if device is None:
             refuse(404, "Not Found", Reason.UNKNOWN_CAMERA, f"no camera {inner_id[:40]!r}: ferry maps no outer device "
@@ -597,7 +611,7 @@ class InnerMediaLane:
                    ssrc=f"{d.ssrc:010d}")
 
     def _audit_refused(self, work: list[MediaWork], req: SipRequest, peer: Any, inner_id: str, device: str,
-                       code: Reason, why: str, status: int, operator: str = "") -> None:
+                       code: Reason, why: str, status: int, operator: str = "", suppressed: int = 0) -> None:
         self.counters["refused"] += 1
         src: dict[str, str] = {"address": str(getattr(peer, "host", ""))}
         if device:
@@ -605,7 +619,8 @@ class InnerMediaLane:
         work.append(AuditIntent(dict(
             event="invite_refused", verdict="refused", lane=LANE, flow=inner_id[:64], source=src,
             rule="ferry-media", reason=f"{req.method} {status}: {why}", code=code,
-            detail={"status": status, "inner_id": inner_id[:64], "operator": operator[:64]})))
+            detail={"status": status, "inner_id": inner_id[:64], "operator": operator[:64],
+                    **({"suppressed": suppressed} if suppressed else {})})))
 
 
 def _offer_problem(offer: Sdp, content_type: str | None) -> str | None:

@@ -423,4 +423,11 @@ def test_an_invite_from_another_address_than_the_platforms_gets_403():
     ln = InnerMediaLane(settings, IDS.map_to_outer)
     work = ln.on_sip(invite(), Peer("udp", "10.9.9.9", 5060), PLAN, 1.0, 0)
     assert statuses(work) == [403] and refused(work)["code"] == "platform_request_refused"
+    assert not records(work, "invite_received")
+    # a flood from that host: each answered, recorded once a minute with the count in between
+    for n in range(5):
+        work = ln.on_sip(invite(call=f"f{n}"), Peer("udp", "10.9.9.9", 5060), PLAN, 2.0 + n, 0)
+        assert statuses(work) == [403] and not records(work)
+    work = ln.on_sip(invite(call="late"), Peer("udp", "10.9.9.9", 5060), PLAN, 61.5, 0)
+    assert refused(work)["detail"]["suppressed"] == 5
     assert statuses(ln.on_sip(invite(call="ok"), PEER, PLAN, 1.0, 0)) == [100]
