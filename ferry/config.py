@@ -295,6 +295,50 @@ class OuterAuditSection(_Strict):
     forward: AuditForwardSection | None = None
 
 
+# --- [signaling] of the outer agent: ferry as the SIP server of outer devices (issue 13 "sig-outer") ---
+class OuterSignalingDevice(_Strict):
+    """One outer device or lower platform that may register (`[[signaling.device]]`)."""
+    id: str = Field(pattern=r"^[0-9]{20}$")
+    password: str = Field(default="", max_length=128)       # its SIP digest password, or...
+    password_file: str = ""       # ...a file holding it (first line; mode 0600 checked at start)
+
+    @model_validator(mode="after")
+    def _one_password(self):
+        if bool(self.password) == bool(self.password_file):
+            raise ValueError(f"device {self.id}: give password or password_file (one of them)")
+        return self
+
+
+class OuterSignaling(_Strict):
+    """`[signaling]`: GB/T 28181 SIP towards outer devices (REGISTER, MESSAGE with MANSCDP)."""
+    listen_udp: str = ""          # "host:port" for SIP over UDP
+    listen_tcp: str = ""          # "host:port" for SIP over TCP
+    server_id: str = Field(pattern=r"^[0-9]{20}$")          # ferry's SIP server ID towards devices
+    realm: str = Field(pattern=r"^[0-9]{10}$")              # SIP domain / digest realm (10 digits)
+    source: str = Field(default="", max_length=64)          # policy source name ("" = by device ID)
+    destination: str = Field(min_length=1, max_length=64)   # policy destination of signaling objects
+    keepalive_interval: float = Field(default=limits.SIGNALING_KEEPALIVE_INTERVAL, ge=1.0, le=3600.0)
+    keepalive_timeout: float = Field(default=0.0, ge=0.0, le=86_400.0)   # 0: keepalive_missed x interval
+    register_expires_min: int = Field(default=limits.SIGNALING_REGISTER_EXPIRES_MIN, ge=1, le=86_400)
+    register_expires_max: int = Field(default=3600, ge=1, le=limits.SIGNALING_REGISTER_EXPIRES_MAX)
+    catalog_query: bool = True    # ask each device for its catalog when it registers...
+    catalog_retry: float = Field(default=limits.SIGNALING_CATALOG_RETRY, ge=0.0, le=3600.0)  # ...again after (0: no)
+    device: list[OuterSignalingDevice] = Field(default_factory=list, max_length=limits.SIGNALING_DEVICES_MAX)
+
+    _addr = field_validator("listen_udp", "listen_tcp")(lambda v: _host_port(v) if v else v)
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if not self.listen_udp and not self.listen_tcp:
+            raise ValueError("signaling needs listen_udp or listen_tcp (or both)")
+        if self.register_expires_min > self.register_expires_max:
+            raise ValueError("register_expires_min is above register_expires_max")
+        ids = [d.id for d in self.device]
+        if len(set(ids)) != len(ids):
+            raise ValueError("signaling.device ids must be unique")
+        return self
+
+
 class InnerReverse(_Strict):
     """Inner [reverse]: the sender of the reverse ferry (issue 13), with keys of its own."""
     peer_host: str                # the outer agent's reverse listener
@@ -332,6 +376,7 @@ class OuterConfig(_Strict):
     kernel: KernelSection | None = None
     audit: OuterAuditSection = OuterAuditSection()
     video: list[OuterVideo] = Field(default_factory=list, max_length=limits.VIDEO_STREAMS_MAX)
+    signaling: OuterSignaling | None = None     # issue 13 "sig-outer"
     reverse: OuterReverse | None = None
 
     @model_validator(mode="after")
@@ -415,6 +460,10 @@ def load_config(path: Path, kind: type[OuterConfig] | type[InnerConfig]) -> Oute
     if fwd is not None:
         update["audit"] = cfg.audit.model_copy(update={"forward": fwd.model_copy(update={
             k: _resolve(base, getattr(fwd, k)) for k in ("tls_ca", "tls_cert", "tls_key", "cursor")})})
+    sig = getattr(cfg, "signaling", None)
+    if isinstance(sig, OuterSignaling) and sig.device:    # issue 13 "sig-outer": password files
+        update["signaling"] = sig.model_copy(update={"device": [
+            d.model_copy(update={"password_file": _resolve(base, d.password_file)}) for d in sig.device]})
     if cfg.reverse is not None:
         update["reverse"] = cfg.reverse.model_copy(update={k: _resolve(base, getattr(cfg.reverse, k))
                                                            for k in ("key", "peer_public")})

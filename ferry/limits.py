@@ -252,6 +252,7 @@ MANSCDP_ITEMS_MAX = 1024       # Items in one DeviceList / Alarmstatus
 MANSCDP_REPEAT_MAX = 256       # repetitions of one repeatable element (Keepalive Info/DeviceID ...)
 MANSCDP_DROPPED_MAX = 32       # names of dropped elements a message keeps (then "...")
 MANSCDP_DROPPED_NAME_MAX = 120  # characters of one such name (a path)
+
 # --- SIP / SDP / digest codecs (issue 13, part "sip": ferry.codecs.sip, sip_digest, sdp) ---
 SIP_MESSAGE_MAX = 65535        # bytes of one SIP message: start line, headers and body (a UDP datagram at most)
 SIP_HEADER_SECTION_MAX = 16384  # bytes of the start line and headers (to the empty line), at most
@@ -272,6 +273,25 @@ SIP_TCP_READ = 65536           # bytes read from a SIP TCP connection at once
 SIP_TCP_IDLE = 300.0           # seconds a SIP TCP connection may stay silent before it is closed
 SIP_TCP_OUTPUT_MAX = 1 << 20   # bytes queued for one SIP TCP connection, at most
 SIP_TCP_CONNECT_TIMEOUT = 5.0  # seconds to open a SIP TCP connection
+
+# --- outer SIP side (ferry.lanes.signaling.outer, ferry.agents.sip_outer; issue 13 "sig-outer") -----
+SIGNALING_DEVICES_MAX = 20_000        # [[signaling.device]] entries (each may register: the registry's bound)
+SIGNALING_NONCES_MAX = 4096           # digest nonces outstanding at once (the oldest is dropped beyond)
+SIGNALING_NONCE_TTL = 60.0            # seconds a nonce may be answered; later: 401 stale=true
+SIGNALING_NONCES_USED_MAX = 8192      # answered nonces remembered, to tell a replay from a stale nonce
+SIGNALING_TRANSACTIONS_MAX = 8192     # server transactions whose response is kept for retransmissions
+SIGNALING_TRANSACTION_TTL = 32.0      # seconds a response is kept (RFC 3261 Timer J: 64 * T1)
+SIGNALING_MESSAGE_BODY_MAX = 32768    # MANSCDP body bytes of one MESSAGE ferry reads at most (413 beyond)
+SIGNALING_CATALOG_ITEMS_MAX = 4096    # catalog items kept per device
+SIGNALING_CATALOG_RETRY = 10.0        # s until a catalog query without a Response Catalog is asked again
+SIGNALING_CATALOG_TRIES = 3           # catalog queries to a device that came online, at most
+SIGNALING_KEEPALIVE_INTERVAL = 60.0   # a device's keepalive interval unless it says otherwise (GB/T 28181)
+SIGNALING_KEEPALIVE_MISSED = 3        # missed keepalives that mark a device offline
+SIGNALING_REGISTER_EXPIRES_MIN = 60   # shortest registration accepted (423 Interval Too Brief below)
+SIGNALING_REGISTER_EXPIRES_MAX = 86_400   # longest registration granted (a longer ask is cut to it)
+SIGNALING_REFUSAL_AUDIT_INTERVAL = 10.0   # aggregated refusals (per code and address): one record this often
+SIGNALING_REFUSAL_KEYS_MAX = 1024     # (code, address) pairs aggregated apart; beyond: one per code
+SIGNALING_SUBMIT_DELAY = 0.005        # signaling objects gathered this long before they are sealed together
 
 # --- media-inner (issue 13 item 3, inner half): the inner platform's INVITEs, viewers of crossing video ----
 VIDEO_VIEWERS_MAX = 64         # viewers (INVITEd live sessions) the inner video lane feeds at once, at most
