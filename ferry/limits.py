@@ -321,3 +321,7 @@ REVERSE_OPERATOR_MAX = 64      # characters of an operator name
 REVERSE_OBJECT_MAX = 4096      # bytes of a reverse canonical object the outer agent takes
 REVERSE_SEEN_MAX = 65536       # outer: request object IDs remembered (a replayed one is refused)
 REVERSE_RATE_MBPS = 1.0        # default pace of the reverse link (requests are small)
+# --- link: the sender's wall clock stepped (issue 14 item 5, part "link") ------
+CLOCK_STEP_MAX = 5.0           # s: wall - monotonic moved this far since the epoch began: the sender rotates its key
+CLOCK_STEP_SPAN_MAX = 86400.0  # s: up to this step the new epoch's validity spans both clocks (beyond: the new one)
+EPOCH_RESTART_GAP = 16         # outer: a restarted agent's first key epoch is at least the stored newest + this

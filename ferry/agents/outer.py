@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ferry import limits
+from ferry.agents.epoch_store import EpochStore
 from ferry.agents.common import AuditQueue, Identity, Management, open_identity, run_agent, sign_quiet_tail
 from ferry.agents.forwarder import start_forwarder
 from ferry.agents.link_io import LinkSendSocket
@@ -177,12 +178,15 @@ class OuterAgent(PolicyHost):
         self.ids = ObjectIds(int(wall))
         self.run_id = self.ids.run_id
         link = cfg.link
+        # key epochs above any earlier run's, also after a clock that was ahead (epoch_store.py)
+        self.epochs = EpochStore(Path(cfg.agent.state_dir))
         # blocks are sealed by the link writer thread, beside the loop (seal=False), which tells
         # the sender which blocks have left (track_sent: LinkPump)
         self.sender = LinkSender(outer_key=self.id.key, inner_public=self.id.peer, policy_hash=self.id.plan.hash,
                                  name=cfg.agent.name, now=time.monotonic(), wall=wall, k=link.fec_k, m=link.fec_m,
                                  datagram_max=link.datagram_max, key_lifetime=link.key_lifetime, seal=False,
-                                 track_sent=True)
+                                 track_sent=True, epoch=self.epochs.first_epoch(wall))
+        self.save_epoch(self.sender.epoch)      # before anything is sent
         # cameras' ports first: the link socket's ephemeral port can then never be one of them
         self.video = VideoIngest(list(cfg.video), self, lambda: self.id.plan, self.ids) if cfg.video else None
         if self.video:
@@ -211,6 +215,12 @@ class OuterAgent(PolicyHost):
             if cfg.reverse else None
         self.stats = {"sent": 0, "refused": 0, "policy_reloads": 0}
 
+    def save_epoch(self, epoch: int) -> None:
+        try:
+            self.epochs.save(epoch)
+        except OSError as e:
+            log.error("cannot record key epoch %d in %s: %s (a restart may start below it)", epoch, self.epochs.path, e)
+
     def next_object_id(self) -> int:
         return self.ids.next()
 
@@ -230,7 +240,9 @@ class OuterAgent(PolicyHost):
 
     # -- video lane (ferry.agents.video_ingest.IngestHost) ---------------------
     def seal(self, obj: CanonicalObject, wall: float) -> None:
-        self.sender.submit(obj.object_id, obj.SerializeToString(), time.monotonic(), wall)
+        # both clocks read together (the sender compares them to notice a wall-clock step); `wall`,
+        # when the lane decided, may be older
+        self.sender.submit(obj.object_id, obj.SerializeToString(), time.monotonic(), time.time())
 
     # -- signaling lane (ferry.agents.sip_outer.SignalingHost) ----------------
     def seal_and_record(self, records, wall: float) -> None:
@@ -440,10 +452,19 @@ class OuterAgent(PolicyHost):
                 self.sent.block_sealed(ev)
                 if self.signaling:
                     self.signaling.block_sealed(ev)
-            elif isinstance(ev, (KeyAnnounced, KeyRotated)):
+            elif isinstance(ev, KeyAnnounced):
+                self.save_epoch(ev.epoch)
                 self.audit(event="key_announced", verdict="info", epoch=ev.epoch,
-                           reason=f"key rotated: {ev.reason}" if isinstance(ev, KeyRotated)
-                           else "SM4 session key announced to the inner agent")
+                           reason="SM4 session key announced to the inner agent")
+            elif isinstance(ev, KeyRotated) and ev.reason == "clock":
+                # the wall clock stepped: the new epoch's validity is written from the new clock
+                self.audit(event="key_announced", verdict="info", epoch=ev.epoch,
+                           reason=f"key rotated: clock: the wall clock stepped {ev.clock_step:+.0f} s against "
+                                  "the monotonic clock; the new key's validity is written from the new clock",
+                           detail={"clock_step": round(ev.clock_step, 3)})
+                log.warning("wall clock stepped %+.0f s: key rotated to epoch %d", ev.clock_step, ev.epoch)
+            elif isinstance(ev, KeyRotated):
+                self.audit(event="key_announced", verdict="info", epoch=ev.epoch, reason=f"key rotated: {ev.reason}")
 
     def scan_spool(self, spool: _Spool) -> None:
         """The spool timer: take what settled (unless the trail or the link is behind), re-arm."""
