@@ -226,6 +226,13 @@ class Platform:
         return m.group(1)
 
 
+def answered_port(p: Platform) -> str | None:
+    """The m= port of ferry's 200 OK once SIPp's trace holds all of it (None before)."""
+    m = re.search(r"^SIP/2\.0 200 OK\r?\n(?:.+\r?\n)*?CSeq: 1 INVITE\r?\n(?:.+\r?\n)*\r?\n(?:[a-z]=.*\r?\n)*?"
+                  r"m=video (\d+) TCP/RTP/AVP", p.trace(), re.M)
+    return m.group(1) if m else None
+
+
 def events(trail: Path, event: str) -> list[dict]:
     return [r for r in read_trail(trail) if r["event"] == event]
 
@@ -399,8 +406,7 @@ destination = "police-vms"
         # the platform connects (a=setup:active) to the port of ferry's answer
         pp = Platform(tmp_path, sip, CAMERA, rtp_port=9, ssrc="0430100042", hold_ms=4000, name="tcp-p",
                       setup="active")
-        a.wait_for(lambda: "SIP/2.0 200 OK" in pp.trace(), 30, "ferry's 200 OK to the active platform")
-        port = int(re.search(r"^m=video (\d+) TCP/RTP/AVP", pp.answer_sdp(), re.M).group(1))
+        port = int(a.wait_for(lambda: answered_port(pp), 30, "ferry's 200 OK to the active platform"))
         passive.connect(port)
         pa.wait()
         pp.wait()
