@@ -26,7 +26,7 @@ from ferry.config import OuterConfig
 from ferry import limits
 from ferry.codecs.sip import SipRequest, SipResponse, build_request, parse_message, response_to
 from reverse import add_reverse
-from sipp import Sipp
+from sipp import Sipp, free_port
 from tshark import LoopbackCapture, tshark_sip
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
@@ -258,7 +258,7 @@ def make(factory, tmp_path: Path, *, mode: str = "always-on", invite_timeout: fl
     a = factory(policy_dir=policy)
     if mode == "on-demand":
         add_reverse(a)
-    sip = free_udp_port()
+    sip = free_port()       # [media] listen takes UDP and TCP on it
     if signaling:       # sig-inner's endpoint carries the INVITEs; its id_map shows 4309... as 4301...
         a.append_config("inner", f"""
 [signaling]
