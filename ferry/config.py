@@ -228,6 +228,45 @@ class InnerVideoOutput(_Strict):
         return self
 
 
+class InnerMedia(_Strict):
+    """`[media]` on the inner agent (issue 13 item 3, media-inner): ferry answers the inner GB/T 28181
+    platform's INVITEs of outer cameras and sends their crossing video to the address and SSRC asked."""
+    mode: Literal["on-demand", "always-on"] = "always-on"
+    # SIP "host:port" (UDP and TCP) ferry takes INVITEs on when there is no [signaling] section
+    # (with [signaling], its endpoint carries them and this stays empty)
+    listen: str = ""
+    media_address: str            # IPv4 address ferry sends media from and names in its SDP answers
+    port_min: int = Field(default=30000, ge=1024, le=65534)   # local media ports: UDP send, TCP passive listen
+    port_max: int = Field(default=30999, ge=1025, le=65535)
+    invite_timeout: float = Field(default=limits.INNER_MEDIA_INVITE_TIMEOUT, ge=1.0,
+                                  le=limits.INNER_MEDIA_INVITE_TIMEOUT_MAX)
+    max_viewers: int = Field(default=limits.INNER_MEDIA_MAX_VIEWERS, ge=1, le=limits.VIDEO_VIEWERS_MAX)
+    max_viewers_per_device: int = Field(default=limits.INNER_MEDIA_MAX_VIEWERS_PER_DEVICE, ge=1,
+                                        le=limits.VIDEO_VIEWERS_MAX)
+    linger: float = Field(default=limits.INNER_MEDIA_LINGER, ge=0, le=300)   # on-demand: before stop_stream
+    # addresses of the platform(s) whose INVITEs are taken (with [signaling], its platform's is added);
+    # empty without [signaling]: any address that reaches `listen`
+    allow_from: list[str] = Field(default_factory=list, max_length=64)
+
+    _listen = field_validator("listen")(lambda v: _host_port(v) if v else v)
+    _allow = field_validator("allow_from")(lambda v: [_check_host(x) for x in v])
+
+    @field_validator("media_address")
+    @classmethod
+    def _ipv4(cls, v: str) -> str:
+        try:
+            ipaddress.IPv4Address(v)
+        except ValueError:
+            raise ValueError(f"{v!r} is not an IPv4 address (GB/T 28181 SDP: c=IN IP4)") from None
+        return v
+
+    @model_validator(mode="after")
+    def _ports(self) -> "InnerMedia":
+        if self.port_max < self.port_min + 1:
+            raise ValueError(f"port_max {self.port_max} must be above port_min {self.port_min} (RTP takes even ports)")
+        return self
+
+
 class InnerSignalingIdMap(_Strict):
     """[signaling.id_map]: outer device ID -> the ID the inner platform sees (ferry/lanes/signaling/ids.py).
     ``table``: per device; ``prefix``: {"outer leading digits" = "inner leading digits"} (same length)."""
@@ -417,8 +456,22 @@ class InnerConfig(_Strict):
     kernel: KernelSection | None = None
     audit: AuditSection = AuditSection()
     video_output: list[InnerVideoOutput] = Field(default_factory=list, max_length=limits.VIDEO_STREAMS_MAX)
+    media: InnerMedia | None = None   # media-inner (issue 13 item 3)
     reverse: InnerReverse | None = None
     signaling: InnerSignaling | None = None
+
+    @model_validator(mode="after")
+    def _media_endpoint(self):       # media-inner: INVITEs come on [signaling]'s endpoint, or [media] listen
+        if self.media is not None and self.signaling is not None and self.media.listen:
+            raise ValueError("media.listen: with [signaling] the platform's INVITEs come on signaling.local; "
+                             "remove [media] listen")
+        if self.media is not None and self.signaling is None and not self.media.listen:
+            raise ValueError("media.listen: without [signaling], set listen = \"host:port\" for the platform's "
+                             "INVITEs")
+        if self.media is not None and self.media.mode == "on-demand" and self.reverse is None:
+            raise ValueError("media.mode: on-demand asks the outer agent through the reverse lane: add [reverse], "
+                             "or use mode = \"always-on\"")
+        return self
 
     @model_validator(mode="after")
     def _inner_kernel_needs_peer(self):

@@ -292,6 +292,23 @@ SIGNALING_REGISTER_EXPIRES_MAX = 86_400   # longest registration granted (a long
 SIGNALING_REFUSAL_AUDIT_INTERVAL = 10.0   # aggregated refusals (per code and address): one record this often
 SIGNALING_REFUSAL_KEYS_MAX = 1024     # (code, address) pairs aggregated apart; beyond: one per code
 SIGNALING_SUBMIT_DELAY = 0.005        # signaling objects gathered this long before they are sealed together
+
+# --- media-inner (issue 13 item 3, inner half): the inner platform's INVITEs, viewers of crossing video ----
+VIDEO_VIEWERS_MAX = 64         # viewers (INVITEd live sessions) the inner video lane feeds at once, at most
+INNER_MEDIA_INVITE_TIMEOUT = 8.0   # seconds from INVITE to the stream's first key frame before 408 (< 32 s, Timer B)
+INNER_MEDIA_INVITE_TIMEOUT_MAX = 30.0  # the most an operator may set (the platform's INVITE transaction ends at 32 s)
+INNER_MEDIA_MAX_VIEWERS = 16       # default [media] max_viewers
+INNER_MEDIA_MAX_VIEWERS_PER_DEVICE = 4  # default [media] max_viewers_per_device
+INNER_MEDIA_LINGER = 5.0           # on-demand: seconds after the last viewer's BYE before stop_stream is asked
+INNER_MEDIA_ACK_TIMEOUT = 32.0     # seconds (64*T1) a 200 OK is retransmitted waiting for its ACK, then BYE
+INNER_MEDIA_T1 = 0.5               # RFC 3261 T1: first retransmission interval of a 200 OK over UDP (doubling, to T2)
+INNER_MEDIA_T2 = 4.0               # RFC 3261 T2
+INNER_MEDIA_BYE_TIMEOUT = 32.0     # seconds ferry's BYE waits for its answer (64*T1), retransmitted over UDP
+INNER_MEDIA_DIALOGS_MAX = 256      # INVITE dialogs (pending and confirmed) kept at once; more are answered 486
+INNER_MEDIA_ENDED_MAX = 1024       # ended dialogs remembered to answer retransmissions (Call-ID, branch)
+INNER_MEDIA_ENDED_KEEP = 32.0      # seconds an ended dialog is remembered
+INNER_MEDIA_STRANGER_INTERVAL = 60.0  # INVITEs from a host that is not the platform: one record per host this often
+INNER_MEDIA_STRANGERS_MAX = 1024   # such hosts remembered (the oldest forgotten)
 # --- reverse lane (ferry.lanes.reverse, ferry.agents.reverse_*; issue 13 "reverse") -----------
 REVERSE_OPERATOR_RATE = 1.0    # requests per second per operator (a reverse rule's `rate` overrides) ...
 REVERSE_OPERATOR_BURST = 10    # ... and the bucket's depth

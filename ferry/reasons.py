@@ -144,6 +144,12 @@ class Reason(StrEnum):
     MEDIA_LOST = "media_lost"
     CAMERA_BYE = "camera_bye"
 
+    # --- media-inner: the inner platform's INVITEs (ferry.lanes.signaling.inner_media; issue 13) ---
+    UNKNOWN_CAMERA = "unknown_camera"
+    BAD_OFFER = "bad_offer"
+    VIEWERS_BUSY = "viewers_busy"
+    NO_STREAM = "no_stream"
+    NOT_SUPPORTED = "not_supported"
 
 _ALL = list(Reason)
 # The link's own codes (the receiver's drops, refusals and losses): those declared before the lanes'.
@@ -272,6 +278,11 @@ MEANING: dict[Reason, str] = {
     Reason.MALFORMED_SIP: ("SIP message, SDP body or digest header that does not parse or breaks a limit "
                            "(RFC 3261 grammar, sizes in ferry/limits.py)"),
     Reason.SIP_AUTH_FAILED: "SIP request whose digest credentials do not verify (password, realm, nonce, qop)",
+    Reason.UNKNOWN_CAMERA: "INVITE for an ID ferry maps to no outer device, or one the policy names in no source (404)",
+    Reason.BAD_OFFER: "INVITE whose SDP offer does not parse or is not live PS video the platform receives (400/488)",
+    Reason.VIEWERS_BUSY: "INVITE over [media] max_viewers or max_viewers_per_device, or no free media port (486)",
+    Reason.NO_STREAM: "INVITE whose camera's stream did not bring a key frame within [media] invite_timeout (408)",
+    Reason.NOT_SUPPORTED: "request a live session does not take: re-INVITE (488), INFO playback control (405)",
     Reason.BAD_REQUEST: ("reverse request outside its closed schema: unknown request, device ID not 20 digits, "
                          "operator name, unknown or malformed parameter"),
     Reason.UNKNOWN_DEVICE: "reverse request for a device that no devices source of the policy names",
