@@ -11,11 +11,16 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ferry.cli import main as ferry_main
 from ferry.config import InnerConfig, OuterConfig, load_config
 from ferry.crypto.keys import init_keys
-from ferry.demo import DEMO_POLICY, _write_configs
+from ferry.codecs import sip
+from ferry.codecs.sip import SipResponse
+from ferry.codecs.sip_digest import authorization, parse_challenge
+from ferry.demo import DEMO_POLICY, Call, DemoPlatform, _write_configs
 from ferry.kernel import cli as kernel_cli
 from ferry.kernel import nft
 from ferry.policy import load_plan
@@ -213,3 +218,67 @@ def test_the_test_camera_sends_rtp_ps_to_a_udp_port(tmp_path):
     assert first[0] >> 6 == 2                                  # RTP version 2
     assert first[12:16] == b"\x00\x00\x01\xba"                 # an MPEG-PS pack header
     assert "packets" in r.stdout and f"127.0.0.1:{port}" in r.stdout
+
+
+# --- the demo's stand-in police platform ------------------------------------------------------
+
+def _register(sock: socket.socket, to: tuple[str, int], authorization: str | None = None) -> SipResponse:
+    headers = [("Via", f"SIP/2.0/UDP 127.0.0.1:{sock.getsockname()[1]};rport;branch={sip.new_branch()}"),
+               ("From", f"<sip:{LOWER}@4301000000>;tag={sip.new_tag()}"), ("To", f"<sip:{LOWER}@4301000000>"),
+               ("Call-ID", sip.new_call_id("127.0.0.1")), ("CSeq", "1 REGISTER"), ("Max-Forwards", "70"),
+               ("Contact", f"<sip:{LOWER}@127.0.0.1:{sock.getsockname()[1]}>"), ("Expires", "3600")]
+    if authorization:
+        headers.append(("Authorization", authorization))
+    sock.sendto(sip.build_request("REGISTER", "sip:43010000002000000001@4301000000", headers), to)
+    answer = sip.parse_message(sock.recv(65535))
+    assert isinstance(answer, SipResponse)
+    return answer
+
+
+LOWER = "43010000002000000099"
+
+
+def test_the_demo_platform_challenges_ferrys_register_and_checks_the_digest():
+    """A wrong password gets 403 and leaves it unregistered; the right one 200 (and it knows
+    where ferry is)."""
+    platform = DemoPlatform("43010000002000000001", "4301000000", LOWER, "right").start()
+    uri = "sip:43010000002000000001@4301000000"
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            s.settimeout(10)
+            first = _register(s, platform.address)
+            assert first.status == 401
+            ch = parse_challenge(first.header("WWW-Authenticate") or "")
+            assert _register(s, platform.address, authorization(ch, "REGISTER", uri, LOWER, "wrong", "c1")).status \
+                == 403
+            assert not platform.registered.is_set()
+            again = parse_challenge(_register(s, platform.address).header("WWW-Authenticate") or "")
+            ok = _register(s, platform.address, authorization(again, "REGISTER", uri, LOWER, "right", "c2"))
+            assert ok.status == 200 and platform.registered.is_set()
+            assert platform.ferry == s.getsockname()
+            # a nonce serves once: the same answer again is challenged anew, not taken
+            assert _register(s, platform.address, authorization(again, "REGISTER", uri, LOWER, "right", "c2")).status \
+                == 401
+    finally:
+        platform.stop()
+
+
+@given(st.lists(st.binary(max_size=64), max_size=20))
+def test_the_demo_platforms_rtp_reading_takes_any_datagrams(datagrams):
+    Call(200, 0, datagrams).ps()                 # never raises on what arrives at its port
+
+
+@given(st.lists(st.tuples(st.integers(0, 15), st.booleans(), st.integers(0, 3), st.integers(0, 8),
+                          st.binary(min_size=1, max_size=40)), max_size=10))
+def test_the_demo_platform_takes_the_ps_out_of_rtp(packets):
+    """CSRCs, a header extension and padding are removed; the payloads are kept in order."""
+    datagrams, payloads = [], []
+    for cc, ext, ext_words, pad, payload in packets:
+        head = bytes([0x80 | (0x20 if pad else 0) | (0x10 if ext else 0) | cc, 96]) + bytes(10) + bytes(4 * cc)
+        if ext:
+            head += b"\xbe\xde" + ext_words.to_bytes(2, "big") + bytes(4 * ext_words)
+        tail = bytes(pad - 1) + bytes([pad]) if pad else b""
+        datagrams.append(head + payload + tail)
+        payloads.append(payload)
+    assert Call(200, 0, datagrams).ps() == b"".join(payloads)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -106,7 +107,17 @@ def test_demo_command(tmp_path):
     r = _run_ferry("demo", "--workdir", str(work), timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     last = r.stdout.strip().splitlines()[-1]
-    assert last == "crossed=4 refused=7 lost=0", r.stdout
+    m = re.fullmatch(r"crossed=5 refused=9 lost=0 signaling=(\d+) frames=(\d+)", last)
+    assert m, r.stdout
+    assert int(m[1]) >= 3 and int(m[2]) >= 25, r.stdout     # keepalives, a catalog; a second of live video
+    # the headline use (issue 13): ferry's SIP camera outside, the police platform inside
+    assert "signaling: camera 43090000001320000001 registered outside (digest)" in r.stdout
+    assert "the platform sees 43010000001320000001 in ferry's catalog" in r.stdout
+    assert re.search(r"live video: INVITE 43010000001320000001 -> 200 in \d+ ms, \d+ RTP packets, "
+                     r"\d+ frames decoded by ffmpeg, BYE -> 200", r.stdout), r.stdout
+    assert "refused: camera 43090000001320000003 registering with a wrong password -> 403 (wrong_password)" \
+        in r.stdout
+    assert "refused: INVITE 43010000001310000005 -> 403 (default_deny)" in r.stdout
     # the content checks (issue 11 item 4): what the demo's policy allows by type, but not by content
     summary = {line.split()[0]: line for line in r.stdout.splitlines() if "[outer] rule" in line}
     assert "after the end of the image/png" in summary["site-photo.png"]
