@@ -23,6 +23,8 @@ from ferry.demo import run_demo
 from ferry.kernel import KernelError
 from ferry.kernel.cli import add_parser as add_kernel
 from ferry.mgmt.cli import add_policy_commands
+from ferry.mgmt.client import ManagementError
+from ferry.mgmt.ops import _check_targets, _connection_args, connect, targets
 from ferry.mgmt.ops import add_commands as add_ops
 from ferry.policy import PolicyError
 from ferry.policy.cli import add_parser as add_policy
@@ -59,6 +61,42 @@ def _run_agent(args: argparse.Namespace, role: str) -> int:
         return EXIT_USAGE
 
 
+ASK_REQUESTS = ("start_stream", "stop_stream", "ptz", "catalog_query")
+
+
+def _cmd_ask(args: argparse.Namespace) -> int:
+    """``ferry ask``: one reverse-lane request through an inner agent; 0 accepted, 1 refused, 2 usage."""
+    params: dict[str, str] = {}
+    for p in args.param or ():
+        key, sep, value = p.partition("=")
+        if not sep or not key:
+            print(f"ferry ask: --param {p!r}: expected KEY=VALUE", file=sys.stderr)
+            return EXIT_USAGE
+        if key in params:
+            print(f"ferry ask: --param {key} given twice", file=sys.stderr)
+            return EXIT_USAGE
+        params[key] = value
+    if not _check_targets("ask", args):
+        return EXIT_USAGE
+    found = targets(args)
+    if len(found) != 1:
+        print("ferry ask: name exactly one inner agent (--socket or --address)", file=sys.stderr)
+        return EXIT_USAGE
+    kind, where = found[0]
+    try:
+        with connect(args, kind, where) as c:
+            r = c.ask(args.request, args.device_id, params, args.operator, address=args.source,
+                      destination=args.to or "")
+    except ManagementError as e:
+        print(f"ferry ask: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    if r.accepted:
+        print(f"accepted: object {r.object_id} sent on the reverse link (rule {r.rule}): {r.reason}")
+        return EXIT_OK
+    print(f"refused ({r.code}, rule {r.rule or '-'}): {r.reason}")
+    return EXIT_FAILED
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(Path(args.workdir) if args.workdir else None, keep=args.keep, timeout=args.timeout)
 
@@ -93,6 +131,29 @@ def build_parser() -> argparse.ArgumentParser:
     add_kernel(sub)
     add_provision(sub)
     add_ops(sub)
+
+    ask = sub.add_parser(
+        "ask", help="send a reverse-lane request (start/stop a stream, PTZ, catalog query) through the inner agent",
+        description="Ask the outer side, through the inner agent's reverse ferry, for a stream, a stop, a PTZ move "
+                    "or a catalog query. The inner agent checks the request against the policy's reverse rules, "
+                    "the request's closed schema and the rate limits per operator and per device, audits it and "
+                    "sends it; the outer agent checks it again. Parameters: start_stream transport=udp|tcp; "
+                    "stop_stream stream=ID; ptz cmd=<16 hex digits, a GB/T 28181 PTZCmd> or "
+                    "direction=left|right|up|down|upleft|upright|downleft|downright|zoomin|zoomout|stop "
+                    "[speed=1-255]; catalog_query none.",
+        epilog="Exit codes: 0 accepted (sent on the reverse link), 1 refused (the reason is printed), "
+               "2 usage or the agent could not be reached.")
+    ask.add_argument("request", choices=ASK_REQUESTS, help="what to ask for")
+    ask.add_argument("device_id", metavar="DEVICE", help="the GB/T 28181 device ID (20 digits)")
+    ask.add_argument("--operator", required=True, help="who asks (recorded, rate-limited per operator)")
+    ask.add_argument("--param", action="append", metavar="KEY=VALUE", help="a request parameter; repeat")
+    ask.add_argument("--from", dest="source", default="127.0.0.1", metavar="ADDRESS",
+                     help="the requesting workstation or platform, matched by the reverse rule's source "
+                          "(default 127.0.0.1: the inner agent's own host)")
+    ask.add_argument("--to", metavar="DESTINATION",
+                     help="the policy destination (default: the inner agent's [reverse] destination)")
+    _connection_args(ask)
+    ask.set_defaults(func=_cmd_ask)
 
     demo = sub.add_parser("demo", help="run an outer and an inner agent on this machine and push files through")
     demo.add_argument("--workdir",

@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ferry import limits
+from ferry.lanes.signaling.ids import IdMap
 
 
 class ConfigError(Exception):
@@ -176,6 +177,44 @@ class InnerVideoOutput(_Strict):
         return self
 
 
+class InnerSignalingIdMap(_Strict):
+    """[signaling.id_map]: outer device ID -> the ID the inner platform sees (ferry/lanes/signaling/ids.py).
+    ``table``: per device; ``prefix``: {"outer leading digits" = "inner leading digits"} (same length)."""
+    table: dict[str, str] = Field(default_factory=dict, max_length=limits.SIG_ID_MAP_MAX)
+    prefix: dict[str, str] = Field(default_factory=dict, max_length=16)
+
+    @model_validator(mode="after")
+    def _bijective(self):
+        IdMap(self.table, self.prefix.items())      # IdMapError (a ValueError) names the entry
+        return self
+
+
+class InnerSignaling(_Strict):
+    """[signaling] on the inner agent: ferry as a lower-level platform of the inner GB/T 28181
+    platform (cascade registration, keepalive, catalog; README, Signaling: inner side)."""
+    local: str                    # "host:port" ferry's SIP endpoint binds
+    transport: Literal["udp", "tcp"] = "udp"
+    platform: str                 # "host:port" of the inner platform's SIP server
+    platform_id: str = Field(pattern=r"^[0-9]{20}$")
+    platform_domain: str = Field(default="", pattern=r"^[0-9A-Za-z.:-]{0,64}$")   # default: platform_id[:10]
+    local_id: str = Field(pattern=r"^[0-9]{20}$")          # ferry's ID as a lower-level platform
+    local_domain: str = Field(default="", pattern=r"^[0-9A-Za-z.:-]{0,64}$")      # default: local_id[:10]
+    password: str = Field(default="", max_length=128)
+    password_file: str = ""       # one line; mode 0600 (or stricter), owned by the agent's user
+    register_expires: int = Field(default=3600, ge=limits.SIG_REGISTER_EXPIRES_MIN, le=86400)
+    keepalive_interval: float = Field(default=60.0, ge=limits.SIG_KEEPALIVE_MIN, le=3600)
+    catalog_page_size: int = Field(default=limits.SIG_CATALOG_PAGE, ge=1, le=limits.SIG_CATALOG_PAGE_MAX)
+    id_map: InnerSignalingIdMap = InnerSignalingIdMap()
+
+    _addr = field_validator("local", "platform")(lambda v: _host_port(v))
+
+    @model_validator(mode="after")
+    def _one_password(self):
+        if bool(self.password) == bool(self.password_file):
+            raise ValueError("set exactly one of password and password_file")
+        return self
+
+
 class AuditForwardSection(_Strict):
     """[audit.forward]: the trail forwarded as RFC 5424 syslog over TCP (TLS with tls_ca) to a log
     server, at least once, from a persisted cursor (README, Audit: forwarding)."""
@@ -217,6 +256,79 @@ class OuterAuditSection(_Strict):
     forward: AuditForwardSection | None = None
 
 
+# --- [signaling] of the outer agent: ferry as the SIP server of outer devices (issue 13 "sig-outer") ---
+class OuterSignalingDevice(_Strict):
+    """One outer device or lower platform that may register (`[[signaling.device]]`)."""
+    id: str = Field(pattern=r"^[0-9]{20}$")
+    password: str = Field(default="", max_length=128)       # its SIP digest password, or...
+    password_file: str = ""       # ...a file holding it (first line; mode 0600 checked at start)
+
+    @model_validator(mode="after")
+    def _one_password(self):
+        if bool(self.password) == bool(self.password_file):
+            raise ValueError(f"device {self.id}: give password or password_file (one of them)")
+        return self
+
+
+class OuterSignaling(_Strict):
+    """`[signaling]`: GB/T 28181 SIP towards outer devices (REGISTER, MESSAGE with MANSCDP)."""
+    listen_udp: str = ""          # "host:port" for SIP over UDP
+    listen_tcp: str = ""          # "host:port" for SIP over TCP
+    server_id: str = Field(pattern=r"^[0-9]{20}$")          # ferry's SIP server ID towards devices
+    realm: str = Field(pattern=r"^[0-9]{10}$")              # SIP domain / digest realm (10 digits)
+    source: str = Field(default="", max_length=64)          # policy source name ("" = by device ID)
+    destination: str = Field(min_length=1, max_length=64)   # policy destination of signaling objects
+    keepalive_interval: float = Field(default=limits.SIGNALING_KEEPALIVE_INTERVAL, ge=1.0, le=3600.0)
+    keepalive_timeout: float = Field(default=0.0, ge=0.0, le=86_400.0)   # 0: keepalive_missed x interval
+    register_expires_min: int = Field(default=limits.SIGNALING_REGISTER_EXPIRES_MIN, ge=1, le=86_400)
+    register_expires_max: int = Field(default=3600, ge=1, le=limits.SIGNALING_REGISTER_EXPIRES_MAX)
+    catalog_query: bool = True    # ask each device for its catalog when it registers...
+    catalog_retry: float = Field(default=limits.SIGNALING_CATALOG_RETRY, ge=0.0, le=3600.0)  # ...again after (0: no)
+    device: list[OuterSignalingDevice] = Field(default_factory=list, max_length=limits.SIGNALING_DEVICES_MAX)
+
+    _addr = field_validator("listen_udp", "listen_tcp")(lambda v: _host_port(v) if v else v)
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if not self.listen_udp and not self.listen_tcp:
+            raise ValueError("signaling needs listen_udp or listen_tcp (or both)")
+        if self.register_expires_min > self.register_expires_max:
+            raise ValueError("register_expires_min is above register_expires_max")
+        ids = [d.id for d in self.device]
+        if len(set(ids)) != len(ids):
+            raise ValueError("signaling.device ids must be unique")
+        return self
+
+
+class InnerReverse(_Strict):
+    """Inner [reverse]: the sender of the reverse ferry (issue 13), with keys of its own."""
+    peer_host: str                # the outer agent's reverse listener
+    peer_port: int = Field(ge=1, le=65535)
+    bind_host: str = "0.0.0.0"
+    interface: str = ""           # bind the socket to this device (SO_BINDTODEVICE) if set
+    key: str                      # the inner agent's reverse signing key (SM2 private, PKCS#8 PEM)
+    peer_public: str              # the outer agent's reverse public key (SPKI PEM)
+    rate_mbps: float = Field(default=limits.REVERSE_RATE_MBPS, gt=0, le=1000)
+    destination: str = Field(default="outer-platform", min_length=1, max_length=64)   # policy destination
+    fec_k: int = Field(default=4, ge=1, le=limits.FEC_K_MAX)
+    fec_m: int = Field(default=2, ge=1, le=limits.FEC_M_MAX)
+    key_lifetime: float = Field(default=limits.KEY_LIFETIME, ge=limits.KEY_LIFETIME_MIN, le=limits.KEY_LIFETIME)
+
+    _host = field_validator("peer_host", "bind_host")(_check_host)
+
+
+class OuterReverse(_Strict):
+    """Outer [reverse]: the receiver of the reverse ferry (issue 13), with keys of its own."""
+    listen_host: str
+    listen_port: int = Field(ge=1, le=65535)
+    interface: str = ""
+    key: str                      # the outer agent's reverse key (SM2 private: opens the envelopes)
+    peer_public: str              # the inner agent's reverse signing public key
+    rcvbuf: int = Field(default=4 << 20, ge=1 << 16)
+
+    _host = field_validator("listen_host")(_check_host)
+
+
 class OuterConfig(_Strict):
     agent: AgentSection
     link: OuterLink
@@ -225,6 +337,8 @@ class OuterConfig(_Strict):
     kernel: KernelSection | None = None
     audit: OuterAuditSection = OuterAuditSection()
     video: list[OuterVideo] = Field(default_factory=list, max_length=limits.VIDEO_STREAMS_MAX)
+    signaling: OuterSignaling | None = None     # issue 13 "sig-outer"
+    reverse: OuterReverse | None = None
 
     @model_validator(mode="after")
     def _video_names_unique(self):
@@ -242,6 +356,8 @@ class InnerConfig(_Strict):
     kernel: KernelSection | None = None
     audit: AuditSection = AuditSection()
     video_output: list[InnerVideoOutput] = Field(default_factory=list, max_length=limits.VIDEO_STREAMS_MAX)
+    reverse: InnerReverse | None = None
+    signaling: InnerSignaling | None = None
 
     @model_validator(mode="after")
     def _inner_kernel_needs_peer(self):
@@ -291,9 +407,19 @@ def load_config(path: Path, kind: type[OuterConfig] | type[InnerConfig]) -> Oute
     if fwd is not None:
         update["audit"] = cfg.audit.model_copy(update={"forward": fwd.model_copy(update={
             k: _resolve(base, getattr(fwd, k)) for k in ("tls_ca", "tls_cert", "tls_key", "cursor")})})
+    sig = getattr(cfg, "signaling", None)
+    if isinstance(sig, OuterSignaling) and sig.device:    # issue 13 "sig-outer": password files
+        update["signaling"] = sig.model_copy(update={"device": [
+            d.model_copy(update={"password_file": _resolve(base, d.password_file)}) for d in sig.device]})
+    if cfg.reverse is not None:
+        update["reverse"] = cfg.reverse.model_copy(update={k: _resolve(base, getattr(cfg.reverse, k))
+                                                           for k in ("key", "peer_public")})
     outputs = getattr(cfg, "video_output", None)
     if outputs:
         update["video_output"] = [o.model_copy(update={"path": _resolve(base, o.path)}) for o in outputs]
+    sig = getattr(cfg, "signaling", None)
+    if isinstance(sig, InnerSignaling) and sig.password_file:
+        update["signaling"] = sig.model_copy(update={"password_file": _resolve(base, sig.password_file)})
     return cfg.model_copy(update=update)
 
 

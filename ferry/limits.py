@@ -223,6 +223,24 @@ CONTROL_BURST = 16 << 10       # bytes of control datagrams that may go at once 
 # --- Prometheus metrics ([management] metrics, ferry.agents.metrics) ----------
 METRICS_SNAPSHOT_TIMEOUT = 2.0  # a scrape waits this long for the event loop's snapshot, then serves the last one
 
+# --- signaling, inner side: ferry as a lower-level platform of the inner GB/T 28181 platform (sig-inner) ---
+SIG_ID_MAP_MAX = 100_000       # [signaling.id_map] table entries, at most
+SIG_REGISTER_EXPIRES_MIN = 10  # s: register_expires at least this
+SIG_KEEPALIVE_MIN = 1.0        # s: keepalive_interval at least this
+SIG_KEEPALIVE_LOST = 3         # keepalives unanswered in a row that mark the platform lost (GB/T 28181 §9.6)
+SIG_CATALOG_PAGE = 20          # Catalog Response items per MESSAGE, by default ...
+SIG_CATALOG_PAGE_MAX = 100     # ... and at most (each MESSAGE stays well under SIP_MESSAGE_MAX)
+SIG_DEVICES_MAX = 100_000      # devices the inner side keeps on its canonical list
+SIG_T1 = 0.5                   # s: RFC 3261 T1, the first retransmission interval of a request over UDP
+SIG_T2 = 4.0                   # s: RFC 3261 T2, the longest one
+SIG_TRANSACTION_TIMEOUT = 32.0  # s: a request not answered by then is lost (RFC 3261 Timer F, 64*T1)
+SIG_REGISTER_RETRY_MIN = 2.0   # s: re-register after a failure, first wait ...
+SIG_REGISTER_RETRY_MAX = 60.0  # ... doubling up to this
+SIG_REFRESH_SHARE = 0.5        # refresh a registration when this share of its expiry has passed
+SIG_PENDING_MAX = 4096         # requests to the platform in flight (catalog pages, alarms), at most
+SIG_CATALOG_WINDOW = 1         # catalog pages sent and not yet answered, at most (the next goes on the 200)
+SIG_REFUSAL_AUDIT_INTERVAL = 60.0  # s: a sip_refused record per sending host and code at most this often
+SIG_REFUSAL_KEYS_MAX = 1024    # (host, code) pairs whose refusals are being counted, at most
 # --- MANSCDP XML bodies, GB/T 28181 Annex A (ferry.codecs.manscdp; issue 13, part "manscdp") ---
 MANSCDP_BODY_MAX = 256 << 10   # bytes of one MANSCDP body the parser reads at all (a policy may allow fewer)
 MANSCDP_DEPTH_MAX = 8          # element nesting (Response/DeviceList/Item/Info/PTZType is 5)
@@ -234,6 +252,7 @@ MANSCDP_ITEMS_MAX = 1024       # Items in one DeviceList / Alarmstatus
 MANSCDP_REPEAT_MAX = 256       # repetitions of one repeatable element (Keepalive Info/DeviceID ...)
 MANSCDP_DROPPED_MAX = 32       # names of dropped elements a message keeps (then "...")
 MANSCDP_DROPPED_NAME_MAX = 120  # characters of one such name (a path)
+
 # --- SIP / SDP / digest codecs (issue 13, part "sip": ferry.codecs.sip, sip_digest, sdp) ---
 SIP_MESSAGE_MAX = 65535        # bytes of one SIP message: start line, headers and body (a UDP datagram at most)
 SIP_HEADER_SECTION_MAX = 16384  # bytes of the start line and headers (to the empty line), at most
@@ -254,3 +273,34 @@ SIP_TCP_READ = 65536           # bytes read from a SIP TCP connection at once
 SIP_TCP_IDLE = 300.0           # seconds a SIP TCP connection may stay silent before it is closed
 SIP_TCP_OUTPUT_MAX = 1 << 20   # bytes queued for one SIP TCP connection, at most
 SIP_TCP_CONNECT_TIMEOUT = 5.0  # seconds to open a SIP TCP connection
+
+# --- outer SIP side (ferry.lanes.signaling.outer, ferry.agents.sip_outer; issue 13 "sig-outer") -----
+SIGNALING_DEVICES_MAX = 20_000        # [[signaling.device]] entries (each may register: the registry's bound)
+SIGNALING_NONCES_MAX = 4096           # digest nonces outstanding at once (the oldest is dropped beyond)
+SIGNALING_NONCE_TTL = 60.0            # seconds a nonce may be answered; later: 401 stale=true
+SIGNALING_NONCES_USED_MAX = 8192      # answered nonces remembered, to tell a replay from a stale nonce
+SIGNALING_TRANSACTIONS_MAX = 8192     # server transactions whose response is kept for retransmissions
+SIGNALING_TRANSACTION_TTL = 32.0      # seconds a response is kept (RFC 3261 Timer J: 64 * T1)
+SIGNALING_MESSAGE_BODY_MAX = 32768    # MANSCDP body bytes of one MESSAGE ferry reads at most (413 beyond)
+SIGNALING_CATALOG_ITEMS_MAX = 4096    # catalog items kept per device
+SIGNALING_CATALOG_RETRY = 10.0        # s until a catalog query without a Response Catalog is asked again
+SIGNALING_CATALOG_TRIES = 3           # catalog queries to a device that came online, at most
+SIGNALING_KEEPALIVE_INTERVAL = 60.0   # a device's keepalive interval unless it says otherwise (GB/T 28181)
+SIGNALING_KEEPALIVE_MISSED = 3        # missed keepalives that mark a device offline
+SIGNALING_REGISTER_EXPIRES_MIN = 60   # shortest registration accepted (423 Interval Too Brief below)
+SIGNALING_REGISTER_EXPIRES_MAX = 86_400   # longest registration granted (a longer ask is cut to it)
+SIGNALING_REFUSAL_AUDIT_INTERVAL = 10.0   # aggregated refusals (per code and address): one record this often
+SIGNALING_REFUSAL_KEYS_MAX = 1024     # (code, address) pairs aggregated apart; beyond: one per code
+SIGNALING_SUBMIT_DELAY = 0.005        # signaling objects gathered this long before they are sealed together
+# --- reverse lane (ferry.lanes.reverse, ferry.agents.reverse_*; issue 13 "reverse") -----------
+REVERSE_OPERATOR_RATE = 1.0    # requests per second per operator (a reverse rule's `rate` overrides) ...
+REVERSE_OPERATOR_BURST = 10    # ... and the bucket's depth
+REVERSE_DEVICE_RATE = 1.0      # requests per second per device (a reverse rule's `rate` overrides) ...
+REVERSE_DEVICE_BURST = 10      # ... and the bucket's depth
+REVERSE_RATE_STATE_MAX = 4096  # operator and device buckets kept per side (LRU: a forgotten one starts full)
+REVERSE_PARAMS_MAX = 4         # parameters of one request
+REVERSE_PARAM_VALUE_MAX = 64   # characters of one parameter value
+REVERSE_OPERATOR_MAX = 64      # characters of an operator name
+REVERSE_OBJECT_MAX = 4096      # bytes of a reverse canonical object the outer agent takes
+REVERSE_SEEN_MAX = 65536       # outer: request object IDs remembered (a replayed one is refused)
+REVERSE_RATE_MBPS = 1.0        # default pace of the reverse link (requests are small)

@@ -109,9 +109,31 @@ class Reason(StrEnum):
     POLICY_NOT_STORED = "policy_not_stored"
     RESEND_CHANGED = "resend_changed"
     RESEND_TOO_LATE = "resend_too_late"
+    # --- signaling, inner side (sig-inner) -------------------------------------------------------
+    SIGNALING_MALFORMED = "signaling_malformed"
+    SIGNALING_UNMAPPED = "signaling_unmapped"
+    PLATFORM_UNAVAILABLE = "platform_unavailable"
+    PLATFORM_REFUSED = "platform_refused"
+    PLATFORM_REQUEST_REFUSED = "platform_request_refused"
     # --- SIP signaling (issue 13, part "sip": ferry.codecs.sip, sip_digest, sdp) ---------------
     MALFORMED_SIP = "malformed_sip"
     SIP_AUTH_FAILED = "sip_auth_failed"
+    # --- the outer SIP side (ferry.lanes.signaling.outer; issue 13 "sig-outer") --------------------
+    SIP_UNKNOWN_DEVICE = "sip_unknown_device"
+    WRONG_PASSWORD = "wrong_password"
+    NONCE_REPLAY = "nonce_replay"
+    STALE_NONCE = "stale_nonce"
+    NOT_REGISTERED = "not_registered"
+    DEVICE_MISMATCH = "device_mismatch"
+    BAD_MANSCDP = "bad_manscdp"
+    UNSUPPORTED_CONTENT_TYPE = "unsupported_content_type"
+    BODY_TOO_LARGE = "body_too_large"
+    UNSUPPORTED_METHOD = "unsupported_method"
+    # --- the reverse lane (ferry.lanes.reverse; issue 13 "reverse") -------------------------------
+    BAD_REQUEST = "bad_request"
+    UNKNOWN_DEVICE = "unknown_device"
+    UNSERVED = "unserved"
+    HANDLER_FAILED = "handler_failed"
 
 
 _ALL = list(Reason)
@@ -215,7 +237,35 @@ MEANING: dict[Reason, str] = {
     Reason.POLICY_NOT_STORED: "policy bundle not applied: it could not be stored in the agent's state directory",
     Reason.RESEND_CHANGED: "kept file to re-send after an outer restart changed or vanished",
     Reason.RESEND_TOO_LATE: "kept file too old to re-send after an outer restart (outside the replay window)",
+    Reason.SIP_UNKNOWN_DEVICE: "SIP REGISTER or MESSAGE from a device ID no [[signaling.device]] names (403)",
+    Reason.WRONG_PASSWORD: "SIP REGISTER whose digest answer does not verify with the device's password (403)",
+    Reason.NONCE_REPLAY: "SIP REGISTER answering a digest nonce already used (a replayed Authorization; 401 afresh)",
+    Reason.STALE_NONCE: "SIP REGISTER answering a nonce ferry does not hold: expired, dropped or never issued "
+                        "(401 stale=true afresh)",
+    Reason.NOT_REGISTERED: "SIP MESSAGE from a configured device that is not registered, or from another address "
+                           "than its registration (403)",
+    Reason.DEVICE_MISMATCH: "MANSCDP DeviceID that is neither the sending device nor one of its catalog channels (403)",
+    Reason.BAD_MANSCDP: "MANSCDP body refused by the hardened parser: DTD, entity, XML bomb, depth, charset, "
+                        "schema (400)",
+    Reason.UNSUPPORTED_CONTENT_TYPE: "SIP MESSAGE whose body is not Application/MANSCDP+xml (415)",
+    Reason.BODY_TOO_LARGE: "SIP MESSAGE body over SIGNALING_MESSAGE_BODY_MAX (413)",
+    Reason.UNSUPPORTED_METHOD: "SIP request of a method the outer SIP side does not serve (405)",
+    Reason.SIGNALING_MALFORMED: ("signaling object whose MANSCDP XML does not parse again on the inner side, "
+                                 "or differs from its header (root, CmdType, device ID)"),
+    Reason.SIGNALING_UNMAPPED: ("device ID with no inner ID in the inner agent's [signaling.id_map]: never shown "
+                                "to the inner platform under its outer ID"),
+    Reason.PLATFORM_UNAVAILABLE: ("message for the inner GB/T 28181 platform not delivered: ferry not registered, "
+                                  "or the platform did not answer"),
+    Reason.PLATFORM_REFUSED: ("the inner GB/T 28181 platform refused ferry's registration (403, wrong password) "
+                              "or a message"),
+    Reason.PLATFORM_REQUEST_REFUSED: ("SIP request on ferry's inner SIP endpoint refused: not from the configured "
+                                      "platform, malformed, or a query ferry cannot answer"),
     Reason.MALFORMED_SIP: ("SIP message, SDP body or digest header that does not parse or breaks a limit "
                            "(RFC 3261 grammar, sizes in ferry/limits.py)"),
     Reason.SIP_AUTH_FAILED: "SIP request whose digest credentials do not verify (password, realm, nonce, qop)",
+    Reason.BAD_REQUEST: ("reverse request outside its closed schema: unknown request, device ID not 20 digits, "
+                         "operator name, unknown or malformed parameter"),
+    Reason.UNKNOWN_DEVICE: "reverse request for a device that no devices source of the policy names",
+    Reason.UNSERVED: "reverse request allowed, but no handler serves that request on the outer agent",
+    Reason.HANDLER_FAILED: "reverse request allowed, its handler on the outer agent failed (logged)",
 }

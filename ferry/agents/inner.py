@@ -31,6 +31,8 @@ from ferry.agents.forwarder import start_forwarder
 from ferry.agents.inner_state import InnerState, trail_records
 from ferry.agents.link_io import LinkReceiveSocket
 from ferry.agents.policy_host import PolicyHost
+from ferry.agents.reverse_sender import ReverseSender
+from ferry.agents.sip_inner import SipInner
 from ferry.agents.spool import discard, free_name, leftovers, publish, read_whole_file, write_temporary
 from ferry.agents.video_emit import VideoEmitter
 from ferry.config import InnerConfig
@@ -41,6 +43,7 @@ from ferry.lanes.files import WriteFile
 from ferry.lanes.inner import InnerDispatch
 from ferry.lanes.work import AuditIntent
 from ferry.mgmt.host import LinkView
+from ferry.pb import mgmt_pb2
 from ferry.policy import Plan
 from ferry.reasons import Reason
 from ferry.wire import LinkReceiver
@@ -91,7 +94,11 @@ class InnerAgent(PolicyHost):
         self.overflow = 0
         self.video = VideoEmitter(self, list(cfg.video_output), self.video_mode)
         self.out = Path(cfg.files.spool) if cfg.files else None
-        self.dispatch = InnerDispatch(self.video, files_output=self.out is not None)
+        # [signaling]: ferry as a lower-level platform of the inner GB/T 28181 platform (sip_inner.py)
+        self.sip = SipInner(cfg.signaling, self.carry) if cfg.signaling is not None else None
+        if self.sip is not None:
+            self.sip.bind()
+        self.dispatch = InnerDispatch(self.video, files_output=self.out is not None, signaling=self.sip)
         # across restarts: the newest epoch and where the link was, the files delivered
         self.state = InnerState(Path(cfg.agent.state_dir))
         self.state_problems: list[str] = []
@@ -111,6 +118,9 @@ class InnerAgent(PolicyHost):
                 raise RuntimeError(f"FERRY_TEST_CRASH_AT={self.crash_at!r}: not one of {', '.join(CRASH_STEPS)}")
             log.warning("test hook: this agent exits at step %s of its first file delivery", self.crash_at)
         self.recoveries = self.find_leftovers()   # before this run writes any record
+        # the reverse ferry's sender ([reverse], issue 13): requests to the outer agent, never needed by the lanes
+        self.reverse = ReverseSender(cfg.reverse, f"{self.name}-reverse", lambda: self.id.plan,
+                                     self.records.append, lambda: self.audit_down) if cfg.reverse else None
 
     # -- state across restarts (inner_state.py) ----------------------------------------
     def resume(self, now: float, wall: float) -> bool:
@@ -358,7 +368,18 @@ class InnerAgent(PolicyHost):
     def policy_swapped(self, old: Plan, new: Plan, wall: float) -> None:
         self.stats["policy_reloads"] += 1
         self.dispatch.policy_swapped(old.hash, time.monotonic())
+        if self.reverse is not None:
+            self.reverse.policy_swapped(new)
         self.wake.set()
+
+    def ask(self, r: mgmt_pb2.AskRequest) -> mgmt_pb2.AskReply | None:
+        """The management Ask RPC: a reverse request (None: this agent has no [reverse] section)."""
+        if self.reverse is None:
+            return None
+        o = self.reverse.ask(r.request, r.device_id, dict(r.params), r.operator, address=r.address,
+                             destination=r.destination)
+        return mgmt_pb2.AskReply(accepted=o.accepted, reason=o.reason, code=o.code, object_id=o.object_id,
+                                 rule=o.rule)
 
     def audit_available(self) -> bool:
         return not self.audit_down
@@ -366,7 +387,8 @@ class InnerAgent(PolicyHost):
     def status_counters(self) -> dict[str, int]:
         c = dataclasses.asdict(self.receiver.counters)
         return {**{k: v for k, v in c.items() if isinstance(v, int)}, **self.dispatch.counts, **self.stats,
-                **self.video.stats, "video_refused_streams": self.video.refused_streams}
+                **self.video.stats, "video_refused_streams": self.video.refused_streams,
+                **(self.sip.counters() if self.sip is not None else {})}
 
     def key_epoch(self) -> int:
         cur = self.receiver.key_epochs.current
@@ -392,6 +414,8 @@ class InnerAgent(PolicyHost):
         lanes = {k: dict(v) for k, v in self.lanes.items()}
         if self.cfg.video_output or self.video.stats["video_streams"]:
             lanes["video"] = self.video.lane_counters()
+        if self.reverse is not None:
+            lanes["reverse"] = {**self.reverse.counters(), "link_up": int(self.reverse.link_view().state == "up")}
         return lanes
 
     # -- I/O ---------------------------------------------------------------------------
@@ -469,7 +493,15 @@ class InnerAgent(PolicyHost):
         signer = asyncio.create_task(sign_quiet_tail(self.id.audit, stop))
         start_forwarder(self.cfg.audit.forward, self.id.audit.path, self.cfg.agent.state_dir, self.audit, stop)
         await self.video.start(stop)
+        reverse = asyncio.create_task(self.reverse.run(stop)) if self.reverse is not None else None
+        if self.sip is not None:
+            await self.sip.start(stop)
         await stop.wait()
+        if self.sip is not None:
+            await self.sip.stop()
+        if reverse is not None and self.reverse is not None:
+            await asyncio.gather(reverse, return_exceptions=True)
+            await self.reverse.close()
         self.wake.set()
         await self.management.stop()
         loop.remove_reader(self.sock.sock.fileno())

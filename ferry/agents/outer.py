@@ -25,6 +25,8 @@ from ferry.agents.link_writer import LinkWriter
 from ferry.agents.outer_state import OuterState
 from ferry.wire.pacing import LinkPacer
 from ferry.agents.policy_host import PolicyHost
+from ferry.agents.sip_outer import SipOuter
+from ferry.agents.reverse_receiver import ReverseHandler, ReverseReceiver
 from ferry.agents.spool import SpoolEntry, SpoolWatcher, StillWriting, move_aside, remove_if_same
 from ferry.agents.video_ingest import VideoIngest
 from ferry.config import OuterConfig
@@ -185,6 +187,10 @@ class OuterAgent(PolicyHost):
         self.video = VideoIngest(list(cfg.video), self, lambda: self.id.plan, self.ids) if cfg.video else None
         if self.video:
             self.video.bind()
+        # [signaling] (issue 13 "sig-outer"): the SIP server of outer devices, bound before the link socket too
+        self.signaling = SipOuter(cfg.signaling, self, lambda: self.id.plan, self.ids) if cfg.signaling else None
+        if self.signaling:
+            self.signaling.bind()
         self.sock = LinkSendSocket((link.peer_host, link.peer_port), bind_host=link.bind_host,
                                    interface=link.interface, sndbuf=link.sndbuf, gso=link.gso == "auto")
         self.started_mono = time.monotonic()
@@ -200,6 +206,9 @@ class OuterAgent(PolicyHost):
         self.state = OuterState(Path(cfg.agent.state_dir), Path(f.spool.rstrip("/") + ".sent"),
                                 f.keep_after_sent) if f else None
         self.scan_timer: asyncio.TimerHandle | None = None
+        # the reverse ferry's receiver ([reverse], issue 13): requests from the inner agent, to the handlers
+        self.reverse = ReverseReceiver(cfg.reverse, lambda: self.id.plan, lambda f: self.audit(**f)) \
+            if cfg.reverse else None
         self.stats = {"sent": 0, "refused": 0, "policy_reloads": 0}
 
     def next_object_id(self) -> int:
@@ -222,6 +231,16 @@ class OuterAgent(PolicyHost):
     # -- video lane (ferry.agents.video_ingest.IngestHost) ---------------------
     def seal(self, obj: CanonicalObject, wall: float) -> None:
         self.sender.submit(obj.object_id, obj.SerializeToString(), time.monotonic(), wall)
+
+    # -- signaling lane (ferry.agents.sip_outer.SignalingHost) ----------------
+    def seal_and_record(self, records, wall: float) -> None:
+        """Seal what was submitted, write the records (object_sent, with blocks), then hand it over."""
+        now = time.monotonic()
+        self.sender.flush(now, wall)
+        self.sender_events()
+        for record in records():
+            self.audit(**record.fields)
+        self.pump.collect(now)
 
     def flush_link(self, wall: float) -> None:
         now = time.monotonic()
@@ -419,6 +438,8 @@ class OuterAgent(PolicyHost):
         while (ev := self.sender.next_event()) is not None:
             if isinstance(ev, BlockSealed):
                 self.sent.block_sealed(ev)
+                if self.signaling:
+                    self.signaling.block_sealed(ev)
             elif isinstance(ev, (KeyAnnounced, KeyRotated)):
                 self.audit(event="key_announced", verdict="info", epoch=ev.epoch,
                            reason=f"key rotated: {ev.reason}" if isinstance(ev, KeyRotated)
@@ -448,9 +469,17 @@ class OuterAgent(PolicyHost):
         now = time.monotonic()
         self.sender.set_policy_hash(new.hash, now)
         self.pump.collect(now)
+        if self.reverse is not None:
+            self.reverse.policy_swapped(old)
 
     def audit_available(self) -> bool:
         return not self.pump.held
+
+    def register_reverse_handler(self, request: str, handler: ReverseHandler) -> None:
+        """Serve a reverse request (start_stream, stop_stream, ptz, catalog_query): see agents/reverse_receiver.py."""
+        if self.reverse is None:
+            raise RuntimeError("no [reverse] section: this outer agent receives no reverse requests")
+        self.reverse.register(request, handler)
 
     def status_counters(self) -> dict[str, int]:
         c = self.sender.counters
@@ -458,7 +487,8 @@ class OuterAgent(PolicyHost):
         return {**self.stats, **video, "blocks": c.blocks, "datagrams": c.datagrams, "bytes": c.bytes,
                 "objects": c.objects, "epoch": c.epoch, "outbox": self.pump.backlog(),
                 "send_errors": self.pump.writer.errors,
-                **({"video_refused_streams": self.video.refused_streams} if self.video else {})}
+                **({"video_refused_streams": self.video.refused_streams} if self.video else {}),
+                **(self.signaling.counters() if self.signaling else {})}
 
     def key_epoch(self) -> int:
         return int(self.sender.counters.epoch)
@@ -487,6 +517,10 @@ class OuterAgent(PolicyHost):
             lanes["files"] = {"sent": self.stats["sent"], "refused": self.stats["refused"]}
         if self.video:
             lanes["video"] = self.video.lane_counters()
+        if self.signaling:
+            lanes["signaling"] = self.signaling.lane_counters()
+        if self.reverse is not None:
+            lanes["reverse"] = {**self.reverse.counters(), "link_up": int(self.reverse.link.state == "up")}
         return lanes
 
     # -- life cycle -------------------------------------------------------------
@@ -508,12 +542,20 @@ class OuterAgent(PolicyHost):
             self.scan_spool(self.spool)
         if self.video:
             await self.video.start(stop)
+        if self.signaling:
+            await self.signaling.start()
+        reverse = asyncio.create_task(self.reverse.run(stop)) if self.reverse is not None else None
         await stop.wait()
+        if reverse is not None and self.reverse is not None:
+            self.reverse.wake.set()
+            await asyncio.gather(reverse, return_exceptions=True)
         await asyncio.gather(signer, return_exceptions=True)
         if self.scan_timer is not None:
             self.scan_timer.cancel()
         if self.video:
             await self.video.stop()     # ends every stream: their last access units and records
+        if self.signaling:
+            await self.signaling.stop()
         await self.management.stop()
         pump.cancel()
         await asyncio.gather(pump, return_exceptions=True)

@@ -34,6 +34,13 @@ REPLAY_RULE = "ferry-replay"            # an object delivered before (lanes/deli
 DIFFERENT_POLICIES = "outer and inner agents run different policies"
 
 
+class InnerSignaling(Protocol):
+    """What the dispatcher needs of the inner signaling lane (ferry/lanes/signaling/inner.py)."""
+
+    def deliver(self, obj: ferry_pb2.CanonicalObject, decision: Decision, now: float, wall: float, *,
+                epoch: int | None = None, blocks: Sequence[int] = ()) -> Sequence[object]: ...
+
+
 class InnerVideo(Protocol):
     """What the dispatcher needs of the inner video lane (per-stream accounting is its own)."""
 
@@ -62,8 +69,10 @@ def skew_refusal(created: float, wall: float, skew: float = limits.CLOCK_SKEW) -
 class InnerDispatch:
     """Link events -> work. ``files_output``: whether the agent has a files spool."""
 
-    def __init__(self, video: InnerVideo, *, files_output: bool, delivered: DeliveredIds | None = None) -> None:
+    def __init__(self, video: InnerVideo, *, files_output: bool, delivered: DeliveredIds | None = None,
+                 signaling: InnerSignaling | None = None) -> None:
         self.video = video
+        self.signaling = signaling      # [signaling] configured: the lane signaling objects go to
         self.files_output = files_output
         # delivered object IDs within the replay window (the agent journals them, and loads
         # them again after a restart); a replayed object is refused and recorded once
@@ -206,6 +215,8 @@ class InnerDispatch:
             return list(self.video.refuse(obj, decision, now, wall))
         if not decision.allowed:
             return self.refuse(obj, decision, e.epoch, e.blocks)
+        if obj.lane == "signaling" and self.signaling is not None:
+            return list(self.signaling.deliver(obj, decision, now, wall, epoch=e.epoch, blocks=e.blocks))
         if obj.lane != files.LANE or not obj.HasField("file"):
             return self.refuse(obj, Decision(False, LANES_RULE, f"lane {obj.lane!r} has no output on this agent",
                                              Reason.NO_OUTPUT), e.epoch, e.blocks)

@@ -110,6 +110,13 @@ class ManagementClient:
     def flows(self) -> mgmt_pb2.FlowList:
         return self._call(self._stub.Flows, mgmt_pb2.FlowsRequest())
 
+    def ask(self, request: str, device_id: str, params: dict[str, str], operator: str, *, address: str = "",
+            destination: str = "") -> mgmt_pb2.AskReply:
+        """A reverse-lane request through an inner agent (its [reverse] section)."""
+        return self._call(self._stub.Ask, mgmt_pb2.AskRequest(request=request, device_id=device_id, params=params,
+                                                              operator=operator, address=address,
+                                                              destination=destination))
+
     def health(self, service: str = "") -> str:
         """The health service's answer: "SERVING", "NOT_SERVING", ..."""
         r = self._call(self._health.Check, health_pb2.HealthCheckRequest(service=service))

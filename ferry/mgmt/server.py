@@ -88,6 +88,15 @@ class ManagementService(mgmt_pb2_grpc.ManagementServicer):
     async def Flows(self, request, context):
         return agent_flows(self.agent)
 
+    async def Ask(self, request, context):
+        """A reverse-lane request (inner agent with [reverse]): decided, audited, sealed."""
+        ask = getattr(self.agent, "ask", None)
+        reply = ask(request) if ask is not None else None
+        if reply is None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                "this agent sends no reverse requests (an inner agent with a [reverse] section does)")
+        return reply
+
     async def TailAudit(self, request, context):
         path_of = getattr(self.agent, "audit_path", None)
         if path_of is None:

@@ -26,7 +26,8 @@ def test_reflection_lists_the_services(served):
                             "grpc.reflection.v1alpha.ServerReflection"}
         pool = DescriptorPool(db)
         m = pool.FindServiceByName("ferry.mgmt.v1.Management")
-        assert {x.name for x in m.methods} == {"ApplyPolicy", "Apply", "GetPolicy", "GetStatus", "Flows", "TailAudit"}
+        assert {x.name for x in m.methods} == {"ApplyPolicy", "Apply", "GetPolicy", "GetStatus", "Flows", "TailAudit",
+                                             "Ask"}
         tail = m.methods_by_name["TailAudit"]
         assert tail.output_type.full_name == "ferry.mgmt.v1.AuditLine"
         status = pool.FindMessageTypeByName("ferry.mgmt.v1.AgentStatus")
