@@ -26,8 +26,10 @@ Progress goes to stderr. Last line: invite_to_first_frame_p99_ms=N messages_per_
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
 import shutil
+import signal
 import socket
 import statistics
 import struct
@@ -77,6 +79,7 @@ rules:
     lane: reverse
     from: platform
     to: outer-platform
+    rate: {per_second: 20, burst: 40}      # the workload: a start and a stop per request, back to back
     reverse: {requests: [start_stream, stop_stream]}
 """
 
@@ -227,6 +230,12 @@ class CameraProcess:
                 self.proc.wait()
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process so far (/proc/<pid>/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wait(cond, timeout: float, what: str):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -347,6 +356,8 @@ catalog_query = false
         say(f"messages: {r.successful} registered in {time.monotonic() - t:.1f} s ({r.failed} failed)")
         before = {x["object_id"] for x in events(a.outer_audit, "object_sent")}
         say(f"messages: {devices} keepalives at up to {rate:g}/s ...")
+        pids = {role: p.pid for role, p in a.procs.items()}
+        cpu0 = {role: cpu_seconds(pid) for role, pid in pids.items()}
         t0 = time.monotonic()
         ka = Sipp("device_keepalive.xml", ("127.0.0.1", sip_port), local_port=local, injection_csv=accounts,
                   calls=devices, rate=rate, variables=keys, timeout=600, extra_args=["-l", str(concurrent)],
@@ -371,11 +382,12 @@ catalog_query = false
         except TimeoutError as e:
             say(f"messages: {e}")
         crossed_s = time.monotonic() - t0
+        cpu = {role: cpu_seconds(pid) - cpu0[role] for role, pid in pids.items()}
         n_sent, n_crossed = len(sent()), accounted()
     finally:
         a.stop()
     return {"answered": k.successful, "sealed": n_sent, "crossed": n_crossed, "seconds": crossed_s,
-            "sipp_seconds": answered, "registered": r.successful}
+            "sipp_seconds": answered, "registered": r.successful, "cpu": cpu}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -388,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--concurrent", type=int, default=500, help="SIPp calls open at once at most (500)")
     ap.add_argument("--keep", help="keep the work folder here")
     args = ap.parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))      # stop the agents and the camera on the way out
     if args.requests < 1 or args.devices < 1:
         ap.error("--requests and --devices must be at least 1")
     for tool in ("ffmpeg", "sipp"):
@@ -414,7 +427,8 @@ def main(argv: list[str] | None = None) -> int:
     rate = msg["crossed"] / msg["seconds"] if msg["seconds"] > 0 else 0.0
     print(f"keepalives: {msg['registered']} devices registered; {msg['answered']} answered 200, {msg['sealed']} "
           f"sealed, {msg['crossed']} accounted for inside in {msg['seconds']:.1f} s "
-          f"(SIPp done after {msg['sipp_seconds']:.1f} s)")
+          f"(SIPp done after {msg['sipp_seconds']:.1f} s); agents' CPU meanwhile: "
+          + ", ".join(f"{role} {s:.1f} s" for role, s in sorted(msg["cpu"].items())))
     print(f"invite_to_first_frame_p99_ms={p99:.0f} messages_per_s={rate:.0f}")
     return 0
 
