@@ -25,6 +25,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ferry.codecs.access_unit import AccessUnit, AccessUnitAssembler
 from ferry.codecs.mpeg_ps import PsMuxer
@@ -341,13 +342,13 @@ class Camera:
     sequence numbers dropped by `loss` and re-raises the thread's error."""
 
     def __init__(self, packets, addr=("127.0.0.1", 0), *, transport: str = "udp", realtime=True,
-                 loss: float = 0.0, seed: int = 0) -> None:
+                 loss: float = 0.0, seed: int = 0, listener: socket.socket | None = None) -> None:
         if transport not in ("udp", "tcp", "tcp-serve"):
             raise ValueError(f"unknown transport {transport!r}")
         self.packets = list(packets)
         self.transport = transport
         self.realtime, self.loss, self.seed = realtime, loss, seed
-        self._listener = tcp_listener(tuple(addr)) if transport == "tcp-serve" else None
+        self._listener = (listener or tcp_listener(tuple(addr))) if transport == "tcp-serve" else None
         self.address = self._listener.getsockname() if self._listener else tuple(addr)
         self.dropped: list[int] = []
         self.error: BaseException | None = None
@@ -390,12 +391,323 @@ class Camera:
 
 
 
+# --- SIP mode: a GB/T 28181 device (REGISTER with digest, keepalives, catalog, INVITE, BYE) -----
+def looped(packets: list[Packet], loops: int) -> list[Packet]:
+    """`packets` played `loops` times: sequence numbers and RTP timestamps keep rising."""
+    if loops <= 1 or not packets:
+        return list(packets)
+    ts = [int.from_bytes(p[4:8], "big") for p, _ in packets]
+    step = (ts[-1] - ts[0]) + (ts[-1] - ts[-2] if len(ts) > 1 else 3600) or 3600
+    span = packets[-1][1] + (packets[-1][1] - packets[-2][1] if len(packets) > 1 else 0.04)
+    n, out = len(packets), []
+    for r in range(loops):
+        for i, (p, off) in enumerate(packets):
+            b = bytearray(p)
+            b[2:4] = ((sequence(p) + r * n) & 0xFFFF).to_bytes(2, "big")
+            b[4:8] = ((ts[i] + r * step) & 0xFFFFFFFF).to_bytes(4, "big")
+            out.append((bytes(b), off + r * span))
+    return out
+
+
+class SipCamera:
+    """A GB/T 28181 camera as a SIP user agent (built on ferry.codecs.sip / sdp / sip_digest /
+    manscdp): REGISTERs to `server` with digest (answering the 401), sends Keepalive MESSAGEs,
+    answers Query Catalog with one channel, answers INVITE with 200 and an SDP answer, and on the
+    ACK streams `packets` (RTP/PS, re-stamped with the offered SSRC) to the offered address, over
+    UDP or TCP (the offer's a=setup: passive -> the camera connects, active -> it listens);
+    stops on BYE. `listen` is its own SIP address (UDP; port 0 picks one: read `.address`).
+    `events` records what it did ("registered", "invite", "streaming", "bye", "ptz ...")."""
+
+    def __init__(self, packets: list[Packet], device_id: str, *, password: str = "",
+                 server: tuple[str, int] | None = None, server_id: str = "", domain: str = "",
+                 listen: tuple[str, int] = ("127.0.0.1", 0), expires: int = 3600, keepalive: float = 10.0,
+                 realtime=True, log=None, sip_transport: str = "udp") -> None:
+        from ferry.codecs import sip  # noqa: PLC0415 - only the SIP mode needs them
+
+        self.sip = sip
+        self.packets = packets
+        self.device_id, self.password, self.server = device_id, password, server
+        self.server_id = server_id or (device_id[:10] + "2000000001")
+        self.domain = domain or device_id[:10]
+        self.expires, self.keepalive, self.realtime = expires, keepalive, realtime
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(listen)
+        self.sock.settimeout(0.2)
+        self.address = self.sock.getsockname()
+        if sip_transport not in ("udp", "tcp") or (sip_transport == "tcp" and server is None):
+            raise ValueError("SIP over tcp needs a server to connect to; transport is udp or tcp")
+        self.tcp = sip_transport == "tcp"
+        self.conn: socket.socket | None = None          # SIP over TCP: the connection to the server
+        self.conn_lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.registered = threading.Event()
+        self.events: list[str] = []
+        self.log = log or (lambda text: None)
+        self.streams: dict[str, tuple[Camera, Any]] = {}     # Call-ID -> (sender, invite)
+        self.answered: dict[str, bytes] = {}                 # Call-ID -> our 200 (retransmits)
+        self.offers: dict[str, Any] = {}
+        self.cseq = 0
+        self.call_id = sip.new_call_id(self.address[0])
+        self.tag = sip.new_tag()
+        self.sn = 0
+        self._threads: list[threading.Thread] = []
+
+    # -- life ----------------------------------------------------------------------------------------
+    def start(self) -> "SipCamera":
+        targets = [self._receive, self._register_loop] + ([self._receive_tcp] if self.tcp else [])
+        for target in targets:
+            t = threading.Thread(target=target, daemon=True, name=f"sipcam-{target.__name__}")
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def stop(self) -> None:
+        self.stopping.set()
+        for cam, _ in list(self.streams.values()):
+            cam.stop()
+        for t in self._threads:
+            t.join(2)
+        self.sock.close()
+        if self.conn is not None:
+            self.conn.close()
+
+    def __enter__(self) -> "SipCamera":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def _note(self, text: str) -> None:
+        self.events.append(text)
+        self.log(text)
+
+    # -- out ---------------------------------------------------------------------------------------------
+    def _via(self) -> tuple[str, str]:
+        kind = "TCP" if self.tcp else "UDP"
+        return ("Via", f"SIP/2.0/{kind} {self.address[0]}:{self.address[1]};rport;branch={self.sip.new_branch()}")
+
+    def _request(self, method: str, body: bytes = b"", extra=(), to_server=True) -> bytes:
+        self.cseq += 1
+        me = f"<sip:{self.device_id}@{self.domain}>"
+        to = f"<sip:{self.server_id}@{self.domain}>" if to_server and method != "REGISTER" else me
+        headers = [self._via(), ("From", f"{me};tag={self.tag}"), ("To", to),
+                   ("Call-ID", self.call_id if method == "REGISTER" else self.sip.new_call_id(self.address[0])),
+                   ("CSeq", f"{self.cseq} {method}"), ("Max-Forwards", "70"), *extra]
+        return self.sip.build_request(method, f"sip:{self.server_id}@{self.domain}", headers, body)
+
+    def _send(self, data: bytes, addr) -> None:
+        try:
+            if addr == "tcp" or (self.tcp and addr == self.server):
+                conn = self._connection()
+                if conn is not None:
+                    conn.sendall(data)
+                return
+            self.sock.sendto(data, addr)
+        except OSError as e:
+            self.log(f"send to {addr}: {e}")
+
+    def _connection(self) -> socket.socket | None:
+        """SIP over TCP: the connection to the server, (re)opened when needed."""
+        with self.conn_lock:
+            if self.conn is None and self.server is not None:
+                try:
+                    self.conn = socket.create_connection(self.server, timeout=5)
+                    self.conn.settimeout(0.2)
+                except OSError as e:
+                    self.log(f"connect {self.server}: {e}")
+            return self.conn
+
+    def _receive_tcp(self) -> None:
+        parser = self.sip.SipStreamParser()
+        while not self.stopping.is_set():
+            conn = self.conn
+            if conn is None:
+                self.stopping.wait(0.2)
+                continue
+            try:
+                data = conn.recv(65536)
+            except (TimeoutError, socket.timeout):
+                continue
+            except OSError:
+                data = b""
+            if not data:                    # closed: reconnect on the next send, parse anew
+                with self.conn_lock:
+                    self.conn = None
+                conn.close()
+                parser = self.sip.SipStreamParser()
+                continue
+            try:
+                messages = parser.feed(data)
+            except self.sip.SipError as e:
+                self.log(f"refused the server's stream: {e}")
+                with self.conn_lock:
+                    self.conn = None
+                conn.close()
+                parser = self.sip.SipStreamParser()
+                continue
+            for msg in messages:
+                self._handle(msg, "tcp")
+
+    def _message(self, body) -> None:
+        from ferry.codecs import manscdp  # noqa: PLC0415
+        if self.server is None:
+            return
+        self._send(self._request("MESSAGE", manscdp.build(body), (("Content-Type", "Application/MANSCDP+xml"),)),
+                   self.server)
+
+    def _register_loop(self) -> None:
+        from ferry.codecs import manscdp  # noqa: PLC0415
+        next_register = 0.0
+        next_keepalive = None
+        while not self.stopping.is_set():
+            now = time.monotonic()
+            if self.server is not None and now >= next_register:
+                self._register(None)
+                next_register = now + (max(self.expires / 2, 5) if self.registered.is_set() else 2.0)
+            if self.registered.is_set() and (next_keepalive is None or now >= next_keepalive):
+                self.sn += 1
+                self._message(manscdp.keepalive(self.device_id, self.sn))
+                next_keepalive = now + self.keepalive
+            self.stopping.wait(0.2)
+
+    def _register(self, challenge, nc: int = 1) -> None:
+        where = f"{self.address[0]}:{self.address[1]}" + (";transport=tcp" if self.tcp else "")
+        contact = ("Contact", f"<sip:{self.device_id}@{where}>")
+        extra = [contact, ("Expires", str(self.expires)), ("User-Agent", "ferry-camera")]
+        if challenge is not None:
+            from ferry.codecs.sip_digest import authorization  # noqa: PLC0415
+            uri = f"sip:{self.server_id}@{self.domain}"
+            extra.append(("Authorization", authorization(challenge, "REGISTER", uri, self.device_id, self.password,
+                                                         self.sip.new_tag(), nc)))
+        assert self.server is not None
+        self._send(self._request("REGISTER", extra=extra), self.server)
+
+    # -- in ----------------------------------------------------------------------------------------------
+    def _receive(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                data, addr = self.sock.recvfrom(65535)
+            except (TimeoutError, socket.timeout):
+                continue
+            except OSError:
+                return
+            try:
+                msg = self.sip.parse_message(data)
+            except self.sip.SipError as e:
+                self.log(f"refused {len(data)} bytes from {addr}: {e}")
+                continue
+            self._handle(msg, addr)
+
+    def _handle(self, msg, addr) -> None:
+        if not isinstance(msg, (self.sip.SipRequest, self.sip.SipResponse)):
+            return                              # a keep-alive on TCP
+        try:
+            if isinstance(msg, self.sip.SipResponse):
+                self._response(msg)
+            else:
+                self._request_in(msg, addr)
+        except Exception as e:  # a test tool: say it, keep running
+            self.log(f"error on {getattr(msg, 'method', getattr(msg, 'status', '?'))}: {type(e).__name__}: {e}")
+
+    def _response(self, msg) -> None:
+        _n, method = msg.cseq
+        if method != "REGISTER":
+            return
+        if msg.status == 401:
+            from ferry.codecs.sip_digest import parse_challenge  # noqa: PLC0415
+            self._register(parse_challenge(msg.header("WWW-Authenticate") or ""))
+        elif 200 <= msg.status < 300:
+            if not self.registered.is_set():
+                self._note("registered")
+            self.registered.set()
+        else:
+            self._note(f"register refused {msg.status}")
+
+    def _request_in(self, msg, addr) -> None:
+        from ferry.codecs import manscdp  # noqa: PLC0415
+        sip = self.sip
+        if msg.method == "MESSAGE":
+            self._send(sip.response_to(msg, 200, "OK"), addr)
+            body = manscdp.parse(msg.body)
+            if (body.root, body.cmd_type) == ("Query", "Catalog"):
+                self._note("catalog query")
+                item = manscdp.Item((("DeviceID", self.device_id), ("Name", "ferry test camera"),
+                                     ("Manufacturer", "ferry"), ("Model", "testsrc2"), ("Status", "ON")))
+                self._message(manscdp.Manscdp("Response", "Catalog", body.sn, self.device_id, sum_num=1,
+                                              items=(item,)))
+            elif (body.root, body.cmd_type) == ("Control", "DeviceControl"):
+                self._note(f"ptz {body.get('PTZCmd')}")
+            return
+        if msg.method == "INVITE":
+            self._invite(msg, addr)
+        elif msg.method == "ACK":
+            self._ack(msg)
+        elif msg.method == "BYE":
+            self._send(sip.response_to(msg, 200, "OK"), addr)
+            held = self.streams.pop(msg.call_id, None)
+            self.answered.pop(msg.call_id, None)
+            if held is not None:
+                held[0].stop()
+            self._note("bye")
+        elif msg.method == "CANCEL":
+            self._send(sip.response_to(msg, 200, "OK"), addr)
+        else:
+            self._send(sip.response_to(msg, 405, "Method Not Allowed"), addr)
+
+    def _invite(self, msg, addr) -> None:
+        from ferry.codecs.sdp import Origin, RtpMap, Sdp, parse_sdp, build_sdp  # noqa: PLC0415
+        sip = self.sip
+        if msg.call_id in self.answered:          # a retransmitted INVITE
+            self._send(self.answered[msg.call_id], addr)
+            return
+        offer = parse_sdp(msg.body)
+        tcp = offer.transport == "TCP/RTP/AVP"
+        self._send(sip.response_to(msg, 100, "Trying"), addr)
+        host = self.address[0]
+        listener = None
+        port = 0
+        if tcp and offer.setup == "active":       # ferry connects: the camera listens
+            listener = tcp_listener((host, 0))
+            port = listener.getsockname()[1]
+        answer = Sdp(origin=Origin(self.device_id, "0", "0", host), session_name="Play", connection=host,
+                     media_port=port or 9, transport=offer.transport, payload_types=(96,),
+                     rtpmaps=(RtpMap(96, "PS", 90000),), direction="sendonly",
+                     setup=("passive" if offer.setup == "active" else "active") if tcp else None,
+                     connection_mode="new" if tcp else None, ssrc=offer.ssrc)
+        ok = sip.response_to(msg, 200, "OK", (("Contact", f"<sip:{self.device_id}@{host}:{self.address[1]}>"),
+                                              ("Content-Type", "APPLICATION/SDP")), build_sdp(answer),
+                             to_tag=sip.new_tag())
+        self.answered[msg.call_id] = ok
+        self.offers[msg.call_id] = (offer, listener)
+        self._note(f"invite ssrc {offer.ssrc} {offer.transport} {offer.connection}:{offer.media_port}")
+        self._send(ok, addr)
+
+    def _ack(self, msg) -> None:
+        got = self.offers.pop(msg.call_id, None)
+        if got is None or msg.call_id in self.streams:
+            return
+        offer, listener = got
+        ssrc = int(offer.ssrc or "0")
+        packets = [(p[:8] + ssrc.to_bytes(4, "big") + p[12:], off) for p, off in self.packets]
+        if offer.transport != "TCP/RTP/AVP":
+            cam = Camera(packets, (offer.connection, offer.media_port), transport="udp", realtime=self.realtime)
+        elif listener is not None:
+            cam = Camera(packets, transport="tcp-serve", realtime=self.realtime, listener=listener)
+        else:
+            cam = Camera(packets, (offer.connection, offer.media_port), transport="tcp", realtime=self.realtime)
+        self.streams[msg.call_id] = (cam, offer)
+        cam.start()
+        self._note(f"streaming ssrc {ssrc} to {offer.connection}:{offer.media_port}")
+
+
 # --- command line -----------------------------------------------------------------------------
 _EPILOG = """examples:
   python -m ferry.camera --to 10.30.1.20:15060                         # RTP/PS over UDP, H.264 640x360, 10 s
   python -m ferry.camera --to 10.30.1.20:15060 --codec h265 --size 1920x1080 --seconds 60 --loss 0.01
   python -m ferry.camera --to 127.0.0.1:15062 --transport tcp --payload raw   # RFC 4571, RFC 6184 packets
   python -m ferry.camera --listen 0.0.0.0:15064 --transport tcp-serve          # the agent connects to it
+  python -m ferry.camera --sip-server 10.30.1.20:5060 --device-id 34020000001320000001 --password secret \
+      --sip-listen 10.30.1.31:5060 --loops 100   # SIP mode: registers, answers INVITE, streams to the offer
 
 A site check: point it at an outer agent's [[video]] listen address (the stream's device_id
 and the policy decide whether it crosses), then look for stream_started / stream_ended or
@@ -419,7 +731,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m ferry.camera", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_EPILOG,
         description="A GB/T 28181 test camera: an ffmpeg test picture (testsrc2) encoded as H.264 or H.265 "
                     "and sent as RTP/PS (or RFC 6184 / RFC 7798 RTP) over UDP or TCP (RFC 4571).")
-    where = p.add_mutually_exclusive_group(required=True)
+    where = p.add_mutually_exclusive_group()
     where.add_argument("--to", metavar="HOST:PORT", help="send to this address (udp, tcp)")
     where.add_argument("--listen", metavar="HOST:PORT", help="tcp-serve: wait for the agent to connect here")
     p.add_argument("--transport", choices=("udp", "tcp", "tcp-serve"), default=None,
@@ -438,7 +750,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fast", action="store_true", help="send as fast as the socket takes it, not in real time")
     p.add_argument("--cache", type=Path, default=DEFAULT_CACHE,
                    help=f"folder for the encoded pictures, kept per settings (default {DEFAULT_CACHE})")
+    sip = p.add_argument_group("SIP mode (a GB/T 28181 device: registers, answers INVITE, streams to the offer)")
+    sip.add_argument("--sip-server", metavar="HOST:PORT", help="register (UDP) with this SIP server")
+    sip.add_argument("--sip-listen", metavar="HOST:PORT", default="",
+                     help="the camera's own SIP address (UDP; default 127.0.0.1 and a free port)")
+    sip.add_argument("--device-id", metavar="ID", help="the camera's 20-digit device ID (SIP mode)")
+    sip.add_argument("--password", default="", help="its SIP digest password")
+    sip.add_argument("--server-id", default="", help="the server's 20-digit ID (default: <domain>2000000001)")
+    sip.add_argument("--domain", default="", help="the 10-digit SIP domain (default: the device ID's first 10)")
+    sip.add_argument("--keepalive", type=float, default=10.0, help="seconds between Keepalive MESSAGEs")
     args = p.parse_args(argv)
+    if args.sip_server or args.device_id or args.sip_listen:
+        return _sip_main(p, args)
+    if not (args.to or args.listen):
+        p.error("one of --to, --listen (or SIP mode: --device-id with --sip-server or --sip-listen) is required")
     transport = args.transport or ("tcp-serve" if args.listen else "udp")
     if (transport == "tcp-serve") != bool(args.listen):
         p.error("--listen goes with --transport tcp-serve, --to with udp or tcp")
@@ -469,6 +794,46 @@ def main(argv: list[str] | None = None) -> int:
         print(f"python -m ferry.camera: sending failed: {e}", file=sys.stderr)
         return 1
     print(f"camera: sent {len(packets) - len(dropped)} packets, dropped {len(dropped)} on purpose (--loss)")
+    return 0
+
+
+def _sip_main(p, args) -> int:
+    """SIP mode: register (if --sip-server), answer INVITEs until interrupted."""
+    import re  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    if not args.device_id or not re.fullmatch(r"[0-9]{20}", args.device_id):
+        p.error("SIP mode needs --device-id with 20 digits")
+    if args.transport not in (None, "udp", "tcp") or (args.transport == "tcp" and not args.sip_server):
+        p.error("SIP mode: --transport is SIP's own (udp, or tcp to --sip-server); the media transport is "
+                "the INVITE's choice")
+    try:
+        server = _address(args.sip_server) if args.sip_server else None
+        listen = _address(args.sip_listen) if args.sip_listen else ("127.0.0.1", 0)
+    except ValueError as e:
+        p.error(str(e))
+    try:
+        src = make_source(args.cache, args.codec, size=args.size, seconds=args.seconds, rate=args.rate)
+    except (OSError, subprocess.CalledProcessError) as e:
+        print(f"python -m ferry.camera: cannot make the picture with ffmpeg: {e}", file=sys.stderr)
+        return 2
+    packets = looped(ps_packets(src, args.codec, ssrc=args.ssrc), args.loops)
+    cam = SipCamera(packets, args.device_id, password=args.password, server=server, server_id=args.server_id,
+                    domain=args.domain, listen=listen, keepalive=args.keepalive, realtime=not args.fast,
+                    log=lambda text: print(f"camera: {text}", flush=True), sip_transport=args.transport or "udp")
+    print(f"camera: SIP {args.device_id} on udp {cam.address[0]}:{cam.address[1]}"
+          f"{f', registering with {server[0]}:{server[1]}' if server else ''}; {len(packets)} RTP/PS packets "
+          "per INVITE", flush=True)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    cam.start()
+    try:
+        while not done.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    cam.stop()
     return 0
 
 

@@ -156,6 +156,57 @@ class OuterVideo(_Strict):
         return self
 
 
+# --- [media] of the outer agent: video of outer cameras over SIP (issue 13 "media-outer") ---
+def _contact(value: str) -> str:
+    """'udp:host:port' or 'tcp:host:port' (a camera's SIP address when it does not register)."""
+    transport, sep, rest = value.partition(":")
+    if not sep or transport not in ("udp", "tcp"):
+        raise ValueError(f"expected udp:host:port or tcp:host:port, got {value!r}")
+    _host_port(rest)
+    return value
+
+
+class OuterMediaCamera(_Strict):
+    """One camera ferry INVITEs (`[[media.camera]]`): always-on, or one without registration."""
+    device_id: str = Field(pattern=r"^[0-9]{20}$")
+    contact: str = ""             # "udp:host:port" / "tcp:host:port"; "" = the contact it registered
+    # media: RTP over UDP, TCP the camera connects to ferry ("tcp"), or TCP ferry connects to it ("tcp-active")
+    transport: Literal["udp", "tcp", "tcp-active"] = "udp"
+
+    _contact = field_validator("contact")(lambda v: _contact(v) if v else v)
+
+
+class OuterMedia(_Strict):
+    """`[media]`: ferry as the upper platform INVITEs outer cameras; their video crosses in the
+    video lane (stream names sip-<device_id>-<n>)."""
+    mode: Literal["on-demand", "always-on"] = "on-demand"
+    media_address: str            # the address ferry puts in c= (where cameras send RTP)
+    port_range: list[int] = Field(default_factory=lambda: [30000, 30999], min_length=2, max_length=2)
+    destination: str = Field(min_length=1, max_length=64)   # policy destination of the streams
+    sip_listen: str = ""          # UDP "host:port" of ferry's own SIP socket, only without [signaling]
+    server_id: str = Field(default="", pattern=r"^([0-9]{20})?$")   # "" = [signaling] server_id
+    domain: str = Field(default="", pattern=r"^([0-9]{10})?$")      # "" = [signaling] realm
+    invite_timeout: float = Field(default=limits.MEDIA_INVITE_TIMEOUT, gt=0, le=120)
+    media_timeout: float = Field(default=limits.MEDIA_TIMEOUT, gt=0, le=120)
+    retry_max: float = Field(default=limits.MEDIA_RETRY_MAX, ge=limits.MEDIA_RETRY_MIN, le=3600)
+    camera: list[OuterMediaCamera] = Field(default_factory=list, max_length=limits.MEDIA_DEVICES_MAX)
+
+    _addr = field_validator("media_address")(_check_host)
+    _listen = field_validator("sip_listen")(lambda v: _host_port(v) if v else v)
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        lo, hi = self.port_range
+        if not 1 <= lo <= hi <= 65535:
+            raise ValueError(f"port_range must be [low, high] within 1-65535, got {self.port_range}")
+        ids = [c.device_id for c in self.camera]
+        if len(set(ids)) != len(ids):
+            raise ValueError("media.camera device_ids must be unique")
+        if self.mode == "always-on" and not self.camera:
+            raise ValueError("mode always-on needs at least one [[media.camera]]")
+        return self
+
+
 class InnerVideoOutput(_Strict):
     """Where the inner agent sends the streams of one policy destination (`[[video_output]]`)."""
     destination: str = Field(min_length=1, max_length=64)
@@ -174,6 +225,45 @@ class InnerVideoOutput(_Strict):
             raise ValueError("transport file needs path")
         if self.transport != "file" and not self.address:
             raise ValueError(f"transport {self.transport} needs address = \"host:port\"")
+        return self
+
+
+class InnerMedia(_Strict):
+    """`[media]` on the inner agent (issue 13 item 3, media-inner): ferry answers the inner GB/T 28181
+    platform's INVITEs of outer cameras and sends their crossing video to the address and SSRC asked."""
+    mode: Literal["on-demand", "always-on"] = "always-on"
+    # SIP "host:port" (UDP and TCP) ferry takes INVITEs on when there is no [signaling] section
+    # (with [signaling], its endpoint carries them and this stays empty)
+    listen: str = ""
+    media_address: str            # IPv4 address ferry sends media from and names in its SDP answers
+    port_min: int = Field(default=30000, ge=1024, le=65534)   # local media ports: UDP send, TCP passive listen
+    port_max: int = Field(default=30999, ge=1025, le=65535)
+    invite_timeout: float = Field(default=limits.INNER_MEDIA_INVITE_TIMEOUT, ge=1.0,
+                                  le=limits.INNER_MEDIA_INVITE_TIMEOUT_MAX)
+    max_viewers: int = Field(default=limits.INNER_MEDIA_MAX_VIEWERS, ge=1, le=limits.VIDEO_VIEWERS_MAX)
+    max_viewers_per_device: int = Field(default=limits.INNER_MEDIA_MAX_VIEWERS_PER_DEVICE, ge=1,
+                                        le=limits.VIDEO_VIEWERS_MAX)
+    linger: float = Field(default=limits.INNER_MEDIA_LINGER, ge=0, le=300)   # on-demand: before stop_stream
+    # addresses of the platform(s) whose INVITEs are taken (with [signaling], its platform's is added);
+    # empty without [signaling]: any address that reaches `listen`
+    allow_from: list[str] = Field(default_factory=list, max_length=64)
+
+    _listen = field_validator("listen")(lambda v: _host_port(v) if v else v)
+    _allow = field_validator("allow_from")(lambda v: [_check_host(x) for x in v])
+
+    @field_validator("media_address")
+    @classmethod
+    def _ipv4(cls, v: str) -> str:
+        try:
+            ipaddress.IPv4Address(v)
+        except ValueError:
+            raise ValueError(f"{v!r} is not an IPv4 address (GB/T 28181 SDP: c=IN IP4)") from None
+        return v
+
+    @model_validator(mode="after")
+    def _ports(self) -> "InnerMedia":
+        if self.port_max < self.port_min + 1:
+            raise ValueError(f"port_max {self.port_max} must be above port_min {self.port_min} (RTP takes even ports)")
         return self
 
 
@@ -339,12 +429,22 @@ class OuterConfig(_Strict):
     video: list[OuterVideo] = Field(default_factory=list, max_length=limits.VIDEO_STREAMS_MAX)
     signaling: OuterSignaling | None = None     # issue 13 "sig-outer"
     reverse: OuterReverse | None = None
+    media: OuterMedia | None = None             # issue 13 "media-outer"
 
     @model_validator(mode="after")
     def _video_names_unique(self):
         names = [v.name for v in self.video]
         if len(set(names)) != len(names):
             raise ValueError("video stream names must be unique")
+        return self
+
+    @model_validator(mode="after")
+    def _media_has_sip(self):      # issue 13 "media-outer": [media] needs a SIP socket and identity
+        m = self.media
+        if m is not None and self.signaling is None:
+            missing = [k for k in ("sip_listen", "server_id", "domain") if not getattr(m, k)]
+            if missing:
+                raise ValueError(f"media without [signaling] needs {', '.join(missing)}")
         return self
 
 
@@ -356,8 +456,22 @@ class InnerConfig(_Strict):
     kernel: KernelSection | None = None
     audit: AuditSection = AuditSection()
     video_output: list[InnerVideoOutput] = Field(default_factory=list, max_length=limits.VIDEO_STREAMS_MAX)
+    media: InnerMedia | None = None   # media-inner (issue 13 item 3)
     reverse: InnerReverse | None = None
     signaling: InnerSignaling | None = None
+
+    @model_validator(mode="after")
+    def _media_endpoint(self):       # media-inner: INVITEs come on [signaling]'s endpoint, or [media] listen
+        if self.media is not None and self.signaling is not None and self.media.listen:
+            raise ValueError("media.listen: with [signaling] the platform's INVITEs come on signaling.local; "
+                             "remove [media] listen")
+        if self.media is not None and self.signaling is None and not self.media.listen:
+            raise ValueError("media.listen: without [signaling], set listen = \"host:port\" for the platform's "
+                             "INVITEs")
+        if self.media is not None and self.media.mode == "on-demand" and self.reverse is None:
+            raise ValueError("media.mode: on-demand asks the outer agent through the reverse lane: add [reverse], "
+                             "or use mode = \"always-on\"")
+        return self
 
     @model_validator(mode="after")
     def _inner_kernel_needs_peer(self):

@@ -292,6 +292,23 @@ SIGNALING_REGISTER_EXPIRES_MAX = 86_400   # longest registration granted (a long
 SIGNALING_REFUSAL_AUDIT_INTERVAL = 10.0   # aggregated refusals (per code and address): one record this often
 SIGNALING_REFUSAL_KEYS_MAX = 1024     # (code, address) pairs aggregated apart; beyond: one per code
 SIGNALING_SUBMIT_DELAY = 0.005        # signaling objects gathered this long before they are sealed together
+
+# --- media-inner (issue 13 item 3, inner half): the inner platform's INVITEs, viewers of crossing video ----
+VIDEO_VIEWERS_MAX = 64         # viewers (INVITEd live sessions) the inner video lane feeds at once, at most
+INNER_MEDIA_INVITE_TIMEOUT = 8.0   # seconds from INVITE to the stream's first key frame before 408 (< 32 s, Timer B)
+INNER_MEDIA_INVITE_TIMEOUT_MAX = 30.0  # the most an operator may set (the platform's INVITE transaction ends at 32 s)
+INNER_MEDIA_MAX_VIEWERS = 16       # default [media] max_viewers
+INNER_MEDIA_MAX_VIEWERS_PER_DEVICE = 4  # default [media] max_viewers_per_device
+INNER_MEDIA_LINGER = 5.0           # on-demand: seconds after the last viewer's BYE before stop_stream is asked
+INNER_MEDIA_ACK_TIMEOUT = 32.0     # seconds (64*T1) a 200 OK is retransmitted waiting for its ACK, then BYE
+INNER_MEDIA_T1 = 0.5               # RFC 3261 T1: first retransmission interval of a 200 OK over UDP (doubling, to T2)
+INNER_MEDIA_T2 = 4.0               # RFC 3261 T2
+INNER_MEDIA_BYE_TIMEOUT = 32.0     # seconds ferry's BYE waits for its answer (64*T1), retransmitted over UDP
+INNER_MEDIA_DIALOGS_MAX = 256      # INVITE dialogs (pending and confirmed) kept at once; more are answered 486
+INNER_MEDIA_ENDED_MAX = 1024       # ended dialogs remembered to answer retransmissions (Call-ID, branch)
+INNER_MEDIA_ENDED_KEEP = 32.0      # seconds an ended dialog is remembered
+INNER_MEDIA_STRANGER_INTERVAL = 60.0  # INVITEs from a host that is not the platform: one record per host this often
+INNER_MEDIA_STRANGERS_MAX = 1024   # such hosts remembered (the oldest forgotten)
 # --- reverse lane (ferry.lanes.reverse, ferry.agents.reverse_*; issue 13 "reverse") -----------
 REVERSE_OPERATOR_RATE = 1.0    # requests per second per operator (a reverse rule's `rate` overrides) ...
 REVERSE_OPERATOR_BURST = 10    # ... and the bucket's depth
@@ -304,3 +321,19 @@ REVERSE_OPERATOR_MAX = 64      # characters of an operator name
 REVERSE_OBJECT_MAX = 4096      # bytes of a reverse canonical object the outer agent takes
 REVERSE_SEEN_MAX = 65536       # outer: request object IDs remembered (a replayed one is refused)
 REVERSE_RATE_MBPS = 1.0        # default pace of the reverse link (requests are small)
+# --- link: the sender's wall clock stepped (issue 14 item 5, part "link") ------
+CLOCK_STEP_MAX = 5.0           # s: wall - monotonic moved this far since the epoch began: the sender rotates its key
+CLOCK_STEP_SPAN_MAX = 86400.0  # s: up to this step the new epoch's validity spans both clocks (beyond: the new one)
+EPOCH_RESTART_GAP = 16         # outer: a restarted agent's first key epoch is at least the stored newest + this
+
+# --- on-demand / always-on video of outer cameras (issue 13, part "media-outer": ferry.lanes.signaling.outer_media) ---
+MEDIA_DEVICES_MAX = 1024       # cameras the outer media part keeps state for (holders, dialogs)
+MEDIA_HOLDERS_MAX = 64         # holds (start_stream) on one camera's stream at once
+MEDIA_INVITE_TIMEOUT = 10.0    # seconds to the INVITE's final answer (default of [media] invite_timeout)
+MEDIA_TIMEOUT = 10.0           # seconds from the ACK to the first RTP packet (default of [media] media_timeout)
+MEDIA_RETRY_MIN = 1.0          # always-on: first re-INVITE after a failure (doubling)...
+MEDIA_RETRY_MAX = 30.0         # ...up to this many seconds (default of [media] retry_max)
+MEDIA_CONNECT_TRIES = 20       # tcp-active: connections to the camera's answered address tried...
+MEDIA_CONNECT_DELAY = 0.25     # ...this many seconds apart
+MEDIA_REFUSAL_AUDIT_INTERVAL = 10.0   # seconds between media_sip_refused records of one code and address
+MEDIA_REFUSAL_KEYS_MAX = 256   # (code, address) pairs counted apart; more share one ("*")

@@ -134,7 +134,22 @@ class Reason(StrEnum):
     UNKNOWN_DEVICE = "unknown_device"
     UNSERVED = "unserved"
     HANDLER_FAILED = "handler_failed"
+    # --- video of outer cameras over SIP (issue 13, part "media-outer": lanes/signaling/outer_media) --
+    NO_CONTACT = "no_contact"
+    NO_MEDIA_PORT = "no_media_port"
+    INVITE_REFUSED = "invite_refused"
+    INVITE_TIMEOUT = "invite_timeout"
+    BAD_ANSWER = "bad_answer"
+    NO_MEDIA = "no_media"
+    MEDIA_LOST = "media_lost"
+    CAMERA_BYE = "camera_bye"
 
+    # --- media-inner: the inner platform's INVITEs (ferry.lanes.signaling.inner_media; issue 13) ---
+    UNKNOWN_CAMERA = "unknown_camera"
+    BAD_OFFER = "bad_offer"
+    VIEWERS_BUSY = "viewers_busy"
+    NO_STREAM = "no_stream"
+    NOT_SUPPORTED = "not_supported"
 
 _ALL = list(Reason)
 # The link's own codes (the receiver's drops, refusals and losses): those declared before the lanes'.
@@ -263,9 +278,23 @@ MEANING: dict[Reason, str] = {
     Reason.MALFORMED_SIP: ("SIP message, SDP body or digest header that does not parse or breaks a limit "
                            "(RFC 3261 grammar, sizes in ferry/limits.py)"),
     Reason.SIP_AUTH_FAILED: "SIP request whose digest credentials do not verify (password, realm, nonce, qop)",
+    Reason.UNKNOWN_CAMERA: "INVITE for an ID ferry maps to no outer device, or one the policy names in no source (404)",
+    Reason.BAD_OFFER: "INVITE whose SDP offer does not parse or is not live PS video the platform receives (400/488)",
+    Reason.VIEWERS_BUSY: "INVITE over [media] max_viewers or max_viewers_per_device, or no free media port (486)",
+    Reason.NO_STREAM: "INVITE whose camera's stream did not bring a key frame within [media] invite_timeout (408)",
+    Reason.NOT_SUPPORTED: "request a live session does not take: re-INVITE (488), INFO playback control (405)",
     Reason.BAD_REQUEST: ("reverse request outside its closed schema: unknown request, device ID not 20 digits, "
                          "operator name, unknown or malformed parameter"),
     Reason.UNKNOWN_DEVICE: "reverse request for a device that no devices source of the policy names",
     Reason.UNSERVED: "reverse request allowed, but no handler serves that request on the outer agent",
     Reason.HANDLER_FAILED: "reverse request allowed, its handler on the outer agent failed (logged)",
+    Reason.NO_CONTACT: "camera to INVITE that is not registered and has no configured contact ([media.camera] contact)",
+    Reason.NO_MEDIA_PORT: "no free port in [media] port_range, or the port could not be opened, for a camera's stream",
+    Reason.INVITE_REFUSED: "the camera answered ferry's INVITE with an error status (3xx-6xx)",
+    Reason.INVITE_TIMEOUT: "no final answer to ferry's INVITE within [media] invite_timeout",
+    Reason.BAD_ANSWER: ("the camera's 200 to the INVITE has no usable SDP answer (parse error, another SSRC or "
+                        "transport)"),
+    Reason.NO_MEDIA: "no RTP of the offered SSRC within [media] media_timeout after the ACK: ferry sent BYE",
+    Reason.MEDIA_LOST: "a camera's stream went silent (its ingest stream ended): ferry sent BYE",
+    Reason.CAMERA_BYE: "the camera ended the video dialog (BYE): stream_stopped",
 }

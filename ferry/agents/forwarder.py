@@ -149,6 +149,11 @@ class Forwarder:
             except (OSError, _Lost, ssl.SSLError, asyncio.IncompleteReadError) as exc:
                 down_since = time.monotonic()
                 last_error = str(exc) or type(exc).__name__
+                if self.ssl and not self.section.tls_cert and down_since - began < limits.FORWARD_SETTLE:
+                    # TLS 1.3 ends the handshake before the server checks the client: a server that
+                    # wants a certificate accepts, then closes at once (a reset, or an alert)
+                    last_error += ("; the TLS server closed the connection at once: does it want a client "
+                                   "certificate? [audit.forward] tls_cert/tls_key")
                 log.warning("audit forwarding to %s interrupted: %s; re-sending from seq %d on reconnect",
                             self.section.address, last_error, self.confirmed.seq)
             except Exception:   # noqa: BLE001 - a bug here must not stop the agent: logged, retried

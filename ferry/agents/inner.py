@@ -35,6 +35,7 @@ from ferry.agents.reverse_sender import ReverseSender
 from ferry.agents.sip_inner import SipInner
 from ferry.agents.spool import discard, free_name, leftovers, publish, read_whole_file, write_temporary
 from ferry.agents.video_emit import VideoEmitter
+from ferry.agents.media_inner import InnerMediaAgent
 from ferry.config import InnerConfig
 from ferry.kernel.agent_rules import KernelRules, kernel_rules_for
 from ferry.lanes.delivered import (Leftover, Recovery, Remember, is_leftover, is_recovery_record, publish_failed,
@@ -92,12 +93,20 @@ class InnerAgent(PolicyHost):
         self.stats = {"policy_reloads": 0}
         self.held: deque = deque()
         self.overflow = 0
-        self.video = VideoEmitter(self, list(cfg.video_output), self.video_mode)
+        self.video = VideoEmitter(self, list(cfg.video_output), self.video_mode, viewable=cfg.media is not None)
         self.out = Path(cfg.files.spool) if cfg.files else None
         # [signaling]: ferry as a lower-level platform of the inner GB/T 28181 platform (sip_inner.py)
         self.sip = SipInner(cfg.signaling, self.carry) if cfg.signaling is not None else None
         if self.sip is not None:
             self.sip.bind()
+        # [media] (media-inner, issue 13 item 3): the inner platform's INVITEs -> viewers of crossing video;
+        # with [signaling] they come on its endpoint, the IDs mapped by its id_map
+        self.media = InnerMediaAgent(self, cfg.media, self.video, lambda: self.id.plan, signaling=cfg.signaling,
+                                     ask=self.media_ask if cfg.reverse else None) if cfg.media else None
+        if self.media is not None:
+            self.media.bind()
+            if self.sip is not None:
+                self.sip.attach_media(self.media)
         self.dispatch = InnerDispatch(self.video, files_output=self.out is not None, signaling=self.sip)
         # across restarts: the newest epoch and where the link was, the files delivered
         self.state = InnerState(Path(cfg.agent.state_dir))
@@ -381,6 +390,14 @@ class InnerAgent(PolicyHost):
         return mgmt_pb2.AskReply(accepted=o.accepted, reason=o.reason, code=o.code, object_id=o.object_id,
                                  rule=o.rule)
 
+    def media_ask(self, request: str, device_id: str, params: dict[str, str], operator: str, *,
+                  address: str = "", platform_id: str = "") -> tuple[bool, str, str]:
+        """[media] on-demand (media-inner): a reverse request for the platform at `address`."""
+        if self.reverse is None:
+            return False, Reason.UNSERVED, "no [reverse] section"
+        o = self.reverse.ask(request, device_id, params, operator, address=address, platform_id=platform_id)
+        return o.accepted, o.code, o.reason
+
     def audit_available(self) -> bool:
         return not self.audit_down
 
@@ -388,7 +405,8 @@ class InnerAgent(PolicyHost):
         c = dataclasses.asdict(self.receiver.counters)
         return {**{k: v for k, v in c.items() if isinstance(v, int)}, **self.dispatch.counts, **self.stats,
                 **self.video.stats, "video_refused_streams": self.video.refused_streams,
-                **(self.sip.counters() if self.sip is not None else {})}
+                **(self.sip.counters() if self.sip is not None else {}),
+                **(self.media.counters() if self.media is not None else {})}
 
     def key_epoch(self) -> int:
         cur = self.receiver.key_epochs.current
@@ -493,10 +511,14 @@ class InnerAgent(PolicyHost):
         signer = asyncio.create_task(sign_quiet_tail(self.id.audit, stop))
         start_forwarder(self.cfg.audit.forward, self.id.audit.path, self.cfg.agent.state_dir, self.audit, stop)
         await self.video.start(stop)
+        if self.media is not None:
+            await self.media.start()
         reverse = asyncio.create_task(self.reverse.run(stop)) if self.reverse is not None else None
         if self.sip is not None:
             await self.sip.start(stop)
         await stop.wait()
+        if self.media is not None:      # its BYEs leave before the SIP endpoint closes
+            await self.media.stop()
         if self.sip is not None:
             await self.sip.stop()
         if reverse is not None and self.reverse is not None:

@@ -18,10 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from ferry import limits
+from ferry.agents.epoch_store import EpochStore
 from ferry.agents.common import AuditQueue, Identity, Management, open_identity, run_agent, sign_quiet_tail
 from ferry.agents.forwarder import start_forwarder
 from ferry.agents.link_io import LinkSendSocket
 from ferry.agents.link_writer import LinkWriter
+from ferry.agents.media_outer import MediaOuter
 from ferry.agents.outer_state import OuterState
 from ferry.wire.pacing import LinkPacer
 from ferry.agents.policy_host import PolicyHost
@@ -177,20 +179,31 @@ class OuterAgent(PolicyHost):
         self.ids = ObjectIds(int(wall))
         self.run_id = self.ids.run_id
         link = cfg.link
+        # key epochs above any earlier run's, also after a clock that was ahead (epoch_store.py)
+        self.epochs = EpochStore(Path(cfg.agent.state_dir))
         # blocks are sealed by the link writer thread, beside the loop (seal=False), which tells
         # the sender which blocks have left (track_sent: LinkPump)
         self.sender = LinkSender(outer_key=self.id.key, inner_public=self.id.peer, policy_hash=self.id.plan.hash,
                                  name=cfg.agent.name, now=time.monotonic(), wall=wall, k=link.fec_k, m=link.fec_m,
                                  datagram_max=link.datagram_max, key_lifetime=link.key_lifetime, seal=False,
-                                 track_sent=True)
+                                 track_sent=True, epoch=self.epochs.first_epoch(wall))
+        self.save_epoch(self.sender.epoch)      # before anything is sent
         # cameras' ports first: the link socket's ephemeral port can then never be one of them
-        self.video = VideoIngest(list(cfg.video), self, lambda: self.id.plan, self.ids) if cfg.video else None
+        self.video = (VideoIngest(list(cfg.video), self, lambda: self.id.plan, self.ids)
+                      if cfg.video or cfg.media else None)
         if self.video:
             self.video.bind()
         # [signaling] (issue 13 "sig-outer"): the SIP server of outer devices, bound before the link socket too
         self.signaling = SipOuter(cfg.signaling, self, lambda: self.id.plan, self.ids) if cfg.signaling else None
         if self.signaling:
             self.signaling.bind()
+        # [media] (issue 13 "media-outer"): ferry INVITEs cameras; their SIP goes through [signaling]'s endpoint
+        self.media = MediaOuter(cfg.media, self, self.video, cfg.signaling) if cfg.media and self.video else None
+        if self.media:
+            if self.signaling is not None:
+                self.signaling.attach_media(self.media)
+                self.media.registry = self.signaling.registry
+            self.media.bind()
         self.sock = LinkSendSocket((link.peer_host, link.peer_port), bind_host=link.bind_host,
                                    interface=link.interface, sndbuf=link.sndbuf, gso=link.gso == "auto")
         self.started_mono = time.monotonic()
@@ -211,6 +224,12 @@ class OuterAgent(PolicyHost):
             if cfg.reverse else None
         self.stats = {"sent": 0, "refused": 0, "policy_reloads": 0}
 
+    def save_epoch(self, epoch: int) -> None:
+        try:
+            self.epochs.save(epoch)
+        except OSError as e:
+            log.error("cannot record key epoch %d in %s: %s (a restart may start below it)", epoch, self.epochs.path, e)
+
     def next_object_id(self) -> int:
         return self.ids.next()
 
@@ -230,7 +249,9 @@ class OuterAgent(PolicyHost):
 
     # -- video lane (ferry.agents.video_ingest.IngestHost) ---------------------
     def seal(self, obj: CanonicalObject, wall: float) -> None:
-        self.sender.submit(obj.object_id, obj.SerializeToString(), time.monotonic(), wall)
+        # both clocks read together (the sender compares them to notice a wall-clock step); `wall`,
+        # when the lane decided, may be older
+        self.sender.submit(obj.object_id, obj.SerializeToString(), time.monotonic(), time.time())
 
     # -- signaling lane (ferry.agents.sip_outer.SignalingHost) ----------------
     def seal_and_record(self, records, wall: float) -> None:
@@ -440,10 +461,19 @@ class OuterAgent(PolicyHost):
                 self.sent.block_sealed(ev)
                 if self.signaling:
                     self.signaling.block_sealed(ev)
-            elif isinstance(ev, (KeyAnnounced, KeyRotated)):
+            elif isinstance(ev, KeyAnnounced):
+                self.save_epoch(ev.epoch)
                 self.audit(event="key_announced", verdict="info", epoch=ev.epoch,
-                           reason=f"key rotated: {ev.reason}" if isinstance(ev, KeyRotated)
-                           else "SM4 session key announced to the inner agent")
+                           reason="SM4 session key announced to the inner agent")
+            elif isinstance(ev, KeyRotated) and ev.reason == "clock":
+                # the wall clock stepped: the new epoch's validity is written from the new clock
+                self.audit(event="key_announced", verdict="info", epoch=ev.epoch,
+                           reason=f"key rotated: clock: the wall clock stepped {ev.clock_step:+.0f} s against "
+                                  "the monotonic clock; the new key's validity is written from the new clock",
+                           detail={"clock_step": round(ev.clock_step, 3)})
+                log.warning("wall clock stepped %+.0f s: key rotated to epoch %d", ev.clock_step, ev.epoch)
+            elif isinstance(ev, KeyRotated):
+                self.audit(event="key_announced", verdict="info", epoch=ev.epoch, reason=f"key rotated: {ev.reason}")
 
     def scan_spool(self, spool: _Spool) -> None:
         """The spool timer: take what settled (unless the trail or the link is behind), re-arm."""
@@ -488,7 +518,8 @@ class OuterAgent(PolicyHost):
                 "objects": c.objects, "epoch": c.epoch, "outbox": self.pump.backlog(),
                 "send_errors": self.pump.writer.errors,
                 **({"video_refused_streams": self.video.refused_streams} if self.video else {}),
-                **(self.signaling.counters() if self.signaling else {})}
+                **(self.signaling.counters() if self.signaling else {}),
+                **(self.media.counters() if self.media else {})}
 
     def key_epoch(self) -> int:
         return int(self.sender.counters.epoch)
@@ -545,6 +576,10 @@ class OuterAgent(PolicyHost):
         if self.signaling:
             await self.signaling.start()
         reverse = asyncio.create_task(self.reverse.run(stop)) if self.reverse is not None else None
+        if self.media:      # issue 13 "media-outer": it serves start_stream, stop_stream, ptz, catalog_query
+            if self.reverse is not None:
+                self.media.register_handlers(self.register_reverse_handler)
+            await self.media.start()
         await stop.wait()
         if reverse is not None and self.reverse is not None:
             self.reverse.wake.set()
@@ -552,6 +587,8 @@ class OuterAgent(PolicyHost):
         await asyncio.gather(signer, return_exceptions=True)
         if self.scan_timer is not None:
             self.scan_timer.cancel()
+        if self.media:
+            await self.media.stop()     # BYE every camera dialog
         if self.video:
             await self.video.stop()     # ends every stream: their last access units and records
         if self.signaling:

@@ -6,6 +6,12 @@ connected, access units are dropped and counted, and output resumes at a keyfram
 (appends PS, or Annex B for the h264/h265 forms; "{stream}" in the path is the stream id).
 Every stream gets fresh SSRC, sequence numbers and timestamps per output (ferry.lanes.video).
 
+Viewers (issue 13 item 3): the inner media glue (ferry.agents.media_inner) adds a viewer when the
+inner platform INVITEs a camera: `add_viewer` makes its sink — UDP from the media port the SDP
+answer names, TCP active (ferry connects to the platform, reconnecting) or TCP passive (ferry
+listens on that port and takes one connection from the platform's address) — and
+`remove_viewer` closes it. The lane's `ViewerStarted` / `ViewerLost` go to `on_viewer`.
+
 The pure lane (ferry.lanes.video.InnerVideoLane) keeps the streams and their accounting and
 says what to send or write; this module owns the sinks, carries out the lane's work and arms
 one timer from the lane's `next_timer()`. The agent gives `EmitHost`: `audit(**fields)` and
@@ -26,7 +32,8 @@ from ferry.config import InnerVideoOutput, split_host_port
 from ferry.agents.lane_timer import LaneTimer
 from ferry.agents.link_io import probe_gso, send_datagrams
 from ferry.codecs.rfc4571 import frame
-from ferry.lanes.video import AppendBytes, Emit, EndOutput, InnerVideoLane
+from ferry.lanes.video import (AppendBytes, Emit, EndOutput, InnerVideoLane, Viewer, ViewerLost, ViewerPackets,
+                               ViewerStarted)
 from ferry.lanes.video.inner_lane import InnerWork
 from ferry.lanes.work import AuditIntent
 from ferry.pb import ferry_pb2
@@ -173,6 +180,78 @@ class FileSink:
             self.end(sid)
 
 
+class _Address:
+    """The two fields of a [[video_output]] the UDP and TCP sinks read, for a viewer's sink."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.gso = "auto"
+
+
+class PassiveTcpSink(TcpSink):
+    """A viewer's TCP passive sink: listens on the media port of its SDP answer and takes one
+    connection at a time, from the platform's address only; RFC 4571 frames from a key frame on."""
+
+    def __init__(self, address: str, local: tuple[str, int]) -> None:
+        super().__init__(_Address(address))      # type: ignore[arg-type]
+        self.local = local
+        self.server: asyncio.AbstractServer | None = None
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(local)
+            sock.listen(2)
+        except OSError:
+            sock.close()
+            raise
+        sock.setblocking(False)
+        self.sock: socket.socket | None = sock
+
+    async def start(self, stop: asyncio.Event) -> None:
+        if self.sock is not None:
+            self.server = await asyncio.start_server(self._accepted, sock=self.sock)
+
+    async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername") or ("", 0)
+        if peer[0] != self.host or (self.writer is not None and not self.writer.is_closing()):
+            log.info("viewer port %s:%d: connection from %s refused", *self.local, peer[0])
+            writer.close()
+            return
+        self.writer, self.need_key = writer, True
+        log.info("viewer port %s:%d: %s:%d connected", *self.local, *peer[:2])
+        try:
+            while await reader.read(limits.VIDEO_TCP_READ):
+                pass
+        except (ConnectionError, OSError):
+            pass
+        if self.writer is writer:
+            self.writer = None
+        writer.close()
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        elif self.sock is not None:
+            self.sock.close()
+        self.sock = None
+        super().close()
+
+
+def make_viewer_sink(address: str, transport: str, setup: str, local: tuple[str, int]) -> UdpSink | TcpSink:
+    """A viewer's sink; OSError if its port cannot be bound."""
+    if transport == "udp":
+        sink = UdpSink(_Address(address))      # type: ignore[arg-type]
+        try:
+            sink.sock.bind(local)
+        except OSError:
+            sink.close()
+            raise
+        return sink
+    if setup == "passive":
+        return PassiveTcpSink(address, local)
+    return TcpSink(_Address(address))          # type: ignore[arg-type]
+
+
 Sink = UdpSink | TcpSink | FileSink
 
 
@@ -194,13 +273,46 @@ class VideoEmitter:
     """The inner agent's video outputs: sinks around `InnerVideoLane`."""
 
     def __init__(self, host: EmitHost, outputs: Sequence[InnerVideoOutput],
-                 mode_of: Callable[[str], str] = lambda rule: "remux") -> None:
+                 mode_of: Callable[[str], str] = lambda rule: "remux", *, viewable: bool = False) -> None:
         self.host = host
         self.refused_streams = 0
         self.mode_of = mode_of     # a rule's video mode (remux, transcode): the stream_ended record
-        self.lane = InnerVideoLane(outputs)
+        self.lane = InnerVideoLane(outputs, viewable=viewable)
         self.sinks: list[Sink] = [make_sink(out) for out in outputs]
+        self.viewer_sinks: dict[str, UdpSink | TcpSink] = {}
+        self.on_viewer: Callable[[ViewerStarted | ViewerLost], None] | None = None
+        self._stop: asyncio.Event | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self.timer = LaneTimer(self.lane.next_timer, self._on_timer)
+
+    # -- viewers (ferry.agents.media_inner) ------------------------------------------------------
+    def add_viewer(self, viewer_id: str, device_id: str, address: str, ssrc: int, transport: str, setup: str,
+                   local: tuple[str, int]) -> str | None:
+        """Make a viewer and its sink; None, or why it could not be made."""
+        try:
+            sink = make_viewer_sink(address, transport, setup, local)
+        except OSError as exc:
+            return f"{transport} media port {local[0]}:{local[1]}: {exc.strerror or exc}"
+        try:
+            self.lane.add_viewer(viewer_id, device_id, address, ssrc, transport, setup, time.monotonic())
+        except ValueError as exc:
+            sink.close()
+            return str(exc)
+        self.viewer_sinks[viewer_id] = sink
+        if self._stop is not None:
+            task = asyncio.ensure_future(sink.start(self._stop))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        log.info("viewer %s of device %s: %s %s%s, SSRC %d", viewer_id, device_id, transport, address,
+                 f" ({setup})" if setup else "", ssrc)
+        return None
+
+    def remove_viewer(self, viewer_id: str) -> Viewer | None:
+        """The viewer stops: its sink is closed at once (nothing more is sent to it)."""
+        sink = self.viewer_sinks.pop(viewer_id, None)
+        if sink is not None:
+            sink.close()
+        return self.lane.remove_viewer(viewer_id)
 
     @property
     def stats(self) -> dict[str, int]:
@@ -223,14 +335,19 @@ class VideoEmitter:
                 "dropped": st["video_dropped"]}
 
     async def start(self, stop: asyncio.Event) -> None:
+        self._stop = stop
         for sink in self.sinks:
             await sink.start(stop)
+        for viewer in self.viewer_sinks.values():
+            await viewer.start(stop)
 
     def close(self, wall: float) -> None:
         self._carry(self.lane.close(time.monotonic(), wall))
         self.timer.cancel()
         for sink in self.sinks:
             sink.close()
+        for vid in list(self.viewer_sinks):
+            self.remove_viewer(vid)
 
     # -- objects (the agent's wall clock) -------------------------------------------------------
     # The dispatcher's video collaborator (ferry.lanes.inner.InnerVideo): the lane's work is
@@ -252,6 +369,13 @@ class VideoEmitter:
             if isinstance(w, Emit):
                 delivered, sends = False, 0
                 for out in w.outputs:
+                    if isinstance(out, ViewerPackets):
+                        vsink = self.viewer_sinks.get(out.viewer)
+                        if vsink is not None:
+                            calls = vsink.calls
+                            delivered |= vsink.send(out.packets, out.keyframe)
+                            sends += vsink.calls - calls
+                        continue
                     sink = self.sinks[out.output]
                     if isinstance(out, AppendBytes):
                         assert isinstance(sink, FileSink)
@@ -272,6 +396,9 @@ class VideoEmitter:
                 sink = self.sinks[w.output]
                 if isinstance(sink, FileSink):
                     sink.end(w.stream_id)
+            elif isinstance(w, (ViewerStarted, ViewerLost)):
+                if self.on_viewer is not None:
+                    self.on_viewer(w)
         self.timer.arm()
 
     def _on_timer(self, now: float) -> None:

@@ -23,6 +23,7 @@ import select
 import socket
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any, Protocol
@@ -82,6 +83,14 @@ class _UdpPoller:
         self.entries[sock.fileno()] = (key, sock)
         self.epoll.register(sock.fileno(), select.EPOLLIN)
 
+    def remove(self, key: Any) -> None:
+        """Stop watching and close the socket of `key` (a dynamic entry that goes)."""
+        for fd, (k, sock) in list(self.entries.items()):
+            if k == key:
+                del self.entries[fd]
+                self.epoll.unregister(fd)
+                sock.close()
+
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         loop.add_reader(self.epoll.fileno(), self._wake)
@@ -91,8 +100,9 @@ class _UdpPoller:
         self.loop.remove_reader(self.epoll.fileno())
         now, wall = time.monotonic(), time.time()
         for fd, _mask in self.epoll.poll(0, len(self.entries) or 1):
-            key, sock = self.entries[fd]
-            self.drain(key, sock, now, wall)
+            entry = self.entries.get(fd)
+            if entry is not None:      # (a dynamic entry may have gone meanwhile)
+                self.drain(entry[0], entry[1], now, wall)
         self.rearm = self.loop.call_later(self.tick, self._arm)
 
     def _arm(self) -> None:
@@ -109,6 +119,23 @@ class _UdpPoller:
             sock.close()
         self.entries.clear()
         self.epoll.close()
+
+
+@dataclass(frozen=True, slots=True)
+class DynamicEntry:
+    """An ingest entry opened at run time for a SIP dialog (issue 13 "media-outer"): the lane reads
+    it like a `[[video]]` entry (ferry.lanes.video.outer_lane.VideoEntry). PS payload; only `ssrc`."""
+    name: str                      # sip-<device_id>-<n>
+    transport: str                 # "udp" | "tcp-listen" | "tcp-connect" (to `connect`)
+    device_id: str
+    ssrc: int
+    destination: str
+    source_address: str = ""
+    payload: str = "ps"
+    connect: str = ""              # tcp-connect: "host:port" of the camera
+
+
+StreamWatcher = Callable[[str, str, dict[str, Any]], None]   # (entry name, event, record fields)
 
 
 class VideoIngest:
@@ -132,6 +159,9 @@ class VideoIngest:
         self.timer = LaneTimer(self.lane.next_timer, self._on_timer)
         self._flush_handle: asyncio.TimerHandle | None = None
         self.refused_streams = 0       # streams refused once started (policy, checks, transcoder)
+        # dynamic entry name -> (entry, its socket, its server or connecting task)
+        self.dynamic: dict[str, tuple[DynamicEntry, socket.socket | None, Any]] = {}
+        self.watch: StreamWatcher | None = None     # told stream_started / stream_ended of dynamic entries
 
     @property
     def stats(self) -> dict[str, int]:
@@ -209,6 +239,14 @@ class VideoIngest:
         self.poller.close()
         for s in self.servers:
             s.close()
+        for _entry, sock, server in self.dynamic.values():
+            if _entry.transport == "tcp-connect":
+                server.cancel()
+            elif server is not None:
+                server.close()
+            elif _entry.transport != "udp" and sock is not None:
+                sock.close()
+        self.dynamic.clear()
         for t in self.tasks:
             t.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -231,6 +269,89 @@ class VideoIngest:
         self.timer.cancel()
         self._flush()
 
+    # -- dynamic entries (issue 13 "media-outer") ------------------------------------------------
+    def open_dynamic(self, entry: DynamicEntry, host: str, port: int) -> str | None:
+        """Open a UDP port or TCP listener for `entry` now; None, or why it cannot be opened."""
+        if entry.name in self.dynamic or entry.name in self.lane.endpoints:
+            return f"video entry {entry.name} exists"
+        if entry.transport == "tcp-connect":
+            self.lane.add_endpoint(entry)
+            task = asyncio.ensure_future(self._connect_dynamic(entry))
+            self.tasks.append(task)
+            self.dynamic[entry.name] = (entry, None, task)
+            log.info("video %s: connecting to %s, device %s, ssrc %d -> %s", entry.name, entry.connect,
+                     entry.device_id, entry.ssrc, entry.destination)
+            return None
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        try:
+            if entry.transport == "udp":
+                sock = socket.socket(family, socket.SOCK_DGRAM)
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, limits.VIDEO_UDP_RCVBUF)
+                    sock.bind((host, port))
+                except OSError:
+                    sock.close()
+                    raise
+                sock.setblocking(False)
+            else:
+                sock = socket.create_server((host, port), family=family)
+                sock.setblocking(False)
+        except OSError as exc:
+            return f"{host}:{port} ({entry.transport}): {exc.strerror}"
+        self.lane.add_endpoint(entry)
+        server: asyncio.Server | None = None
+        if entry.transport == "udp":
+            self.poller.add(entry.name, sock)
+        else:
+            self.tasks.append(asyncio.ensure_future(self._serve_dynamic(entry.name, sock)))
+        self.dynamic[entry.name] = (entry, sock, server)
+        log.info("video %s: %s %s:%d opened, device %s, ssrc %d -> %s", entry.name, entry.transport, host, port,
+                 entry.device_id, entry.ssrc, entry.destination)
+        return None
+
+    async def _serve_dynamic(self, name: str, sock: socket.socket) -> None:
+        server = await asyncio.start_server(partial(self._accepted, name), sock=sock)
+        held = self.dynamic.get(name)
+        if held is None:               # closed before it served
+            server.close()
+            return
+        self.dynamic[name] = (held[0], held[1], server)
+
+    async def _connect_dynamic(self, entry: DynamicEntry) -> None:
+        """tcp-connect: connect to the camera (a few tries while it starts listening), read one stream."""
+        host, port = split_host_port(entry.connect)
+        for _ in range(limits.MEDIA_CONNECT_TRIES):
+            try:
+                reader, writer = await asyncio.open_connection(host, port)
+            except OSError as exc:
+                log.debug("video %s: connect %s: %s", entry.name, entry.connect, exc)
+                await asyncio.sleep(limits.MEDIA_CONNECT_DELAY)
+                continue
+            peer = writer.get_extra_info("peername") or (host, port)
+            try:
+                await self._read_stream(entry.name, reader, peer)
+            finally:
+                writer.close()
+            return
+
+    def close_dynamic(self, name: str) -> None:
+        """Close a dynamic entry's socket (or connection); its streams end (stream_ended)."""
+        held = self.dynamic.pop(name, None)
+        if held is None:
+            return
+        entry, sock, server = held
+        if entry.transport == "udp":
+            self.poller.remove(name)
+        elif entry.transport == "tcp-connect":
+            server.cancel()
+        elif server is not None:
+            server.close()
+        elif sock is not None:
+            sock.close()
+        now, wall = self.clocks()
+        self.carry(self.lane.remove_endpoint(name, now, wall), wall)
+        log.info("video %s: closed", name)
+
     # -- work -----------------------------------------------------------------------------------
     def carry(self, work: Sequence[OuterWork], wall: float) -> None:
         """Carry out the lane's work, then arm the timer it asks for."""
@@ -248,6 +369,8 @@ class VideoIngest:
                 if w.fields["event"] == "stream_refused" and w.fields["flow"] not in self.lane.endpoints:
                     self.refused_streams += 1     # a stream's own refusal (connections: the lane counts)
                 log.info("video %s %s: %s", w.fields["event"], w.fields["flow"], w.fields.get("reason"))
+                if self.watch is not None:
+                    self._tell(w.fields)
             else:
                 entry = self.transcodes.get(w.stream_id)
                 if entry is None:
@@ -260,6 +383,16 @@ class VideoIngest:
         if submitted and self._flush_handle is None:
             self._flush_handle = asyncio.get_running_loop().call_later(limits.VIDEO_SUBMIT_DELAY, self._flush)
         self.timer.arm()
+
+    def _tell(self, fields: dict[str, Any]) -> None:
+        """A dynamic entry's stream started, ended or was refused: tell the watcher (the media part).
+        (An entry's own refusals, of connections or addresses, name the entry: not told.)"""
+        event = fields["event"]
+        if self.watch is None or event not in ("stream_started", "stream_ended", "stream_refused"):
+            return
+        name = str(fields.get("flow", "")).rsplit("-", 2)[0]
+        if name.startswith("sip-"):
+            self.watch(name, event, fields)
 
     async def _transcode(self, sid: str, queue: asyncio.Queue[TranscodeRequest | TranscodeEnd]) -> None:
         """One stream's requests, one at a time, in order, on the pool; the answers to the lane."""

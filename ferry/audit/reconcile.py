@@ -2,8 +2,13 @@
 
 Every ``object_sent`` on the outer side must meet an inner outcome:
 ``object_delivered``, ``object_refused`` or ``object_lost`` with its object_id,
-or a ``block_lost`` naming (epoch, block) of a block that carried it (``blocks: [first]``
-and ``detail.count``: a range). An object both delivered and lost (an ``object_lost``, or a
+or a ``block_lost`` naming a block that carried it (``blocks: [first]`` and ``detail.count``:
+a range). Block numbers run on across the key epochs of one outer agent run (a rotation
+continues them; a restart begins again at 0), and a ``block_lost`` may name blocks of epochs
+whose every announcement was lost (a link cut across rotations: the inner agent names them in
+the last epoch it knew, proto/WIRE.md §4): so a ``block_lost`` of epoch E names blocks of the
+outer run that used E (runs: the outer trail's ``agent_started`` records; epochs: its
+``key_announced`` and ``object_sent`` records). An object both delivered and lost (an ``object_lost``, or a
 ``block_lost`` of a block that carried it) is a contradiction: listed, and a failure, unless
 the outer agent re-sent it after a restart (a second ``object_sent``, ``detail.resent``, same
 object ID): then the copy lost on the link does not count, the delivered one does. An outer
@@ -37,7 +42,8 @@ from ferry.audit.records import Record
 _SUMMARY = ("seq", "time", "lane", "flow", "object_type", "size", "epoch", "blocks", "rule")
 INNER_OUTCOMES = ("object_delivered", "object_refused", "object_lost")
 STREAM_EVENTS = ("stream_started", "stream_ended")
-OUTER_EVENTS = ("object_sent", "object_refused") + STREAM_EVENTS   # what reconcile reads of each trail
+OUTER_EVENTS = (("object_sent", "object_refused", "object_lost", "agent_started", "key_announced")
+                + STREAM_EVENTS)   # what reconcile reads of each trail
 INNER_EVENTS = INNER_OUTCOMES + ("block_lost",) + STREAM_EVENTS
 STREAM_OK = ("reconciled", "lost_on_link")
 
@@ -170,10 +176,30 @@ class _Streams:
         return out
 
 
+def _runs(outer_records: list[Record]) -> dict[int, int]:
+    """Key epoch -> the outer agent run that used it (runs counted by ``agent_started`` records;
+    the records before the first one are run 0). An epoch number used by two runs (a clock that
+    went back across a restart) is the first one's."""
+    epoch_run: dict[int, int] = {}
+    run = 0
+    for rec in outer_records:
+        event = rec.get("event")
+        if event == "agent_started":
+            run += 1
+        elif event in ("key_announced", "object_sent"):
+            epoch = _epoch(rec)
+            if epoch is not None:
+                epoch_run.setdefault(epoch, run)
+    return epoch_run
+
+
 def reconcile(outer_records: Iterable[Record], inner_records: Iterable[Record]) -> ReconcileReport:
     """Match outer ``object_sent`` records with inner outcomes, and outer video streams with inner ones."""
+    outer_records = list(outer_records)
+    epoch_run = _runs(outer_records)
     sent: dict[int, Record] = {}
-    by_block: dict[tuple[int | None, int], list[int]] = {}  # (epoch, block) -> objects it carried
+    by_block: dict[tuple[int, int], list[int]] = {}  # (outer run, block) -> objects it carried
+    run = 0
     refused_outer: list[int] = []
     unnumbered = 0
     lost_outer: set[int] = set()     # kept files a restarted outer agent could not re-send
@@ -181,6 +207,9 @@ def reconcile(outer_records: Iterable[Record], inner_records: Iterable[Record]) 
     streams = _Streams()
     for rec in outer_records:
         if streams.add(streams.outer, rec, True):
+            continue
+        if rec.get("event") == "agent_started":
+            run += 1
             continue
         oid = _id(rec)
         if oid is None:
@@ -192,9 +221,8 @@ def reconcile(outer_records: Iterable[Record], inner_records: Iterable[Record]) 
                 sent[oid] = {"object_id": oid, **{k: rec[k] for k in _SUMMARY if k in rec}}
             elif isinstance(rec.get("detail"), dict) and rec["detail"].get("resent") is True:
                 resent.add(oid)
-            epoch = _epoch(rec)
             for b in _blocks(rec):
-                by_block.setdefault((epoch, b), []).append(oid)
+                by_block.setdefault((run, b), []).append(oid)
         elif rec.get("event") == "object_refused":
             refused_outer.append(oid)
         elif rec.get("event") == "object_lost":
@@ -205,7 +233,7 @@ def reconcile(outer_records: Iterable[Record], inner_records: Iterable[Record]) 
     lost: set[int] = set()
     unexpected: list[Record] = []
     unmatched: list[Record] = []
-    runs: list[tuple[Any, int, int]] = []     # (epoch, first, end) of block_lost records that name a run
+    ranges: list[tuple[int, int, int]] = []     # (outer run, first, end) of block_lost records that name a range
     lost_blocks = 0
     for rec in inner_records:
         if streams.add(streams.inner, rec, False):
@@ -216,10 +244,14 @@ def reconcile(outer_records: Iterable[Record], inner_records: Iterable[Record]) 
             detail = rec.get("detail")
             count = detail.get("count", 1) if isinstance(detail, dict) else 1
             blocks = _blocks(rec)
+            epoch = _epoch(rec)
+            lost_run = epoch_run.get(epoch) if epoch is not None else None
+            if lost_run is None:      # an epoch the outer trail never used: it names none of its objects
+                continue
             if type(count) is int and count > 1 and blocks:
-                runs.append((_epoch(rec), blocks[0], blocks[0] + count))   # a run of blocks
+                ranges.append((lost_run, blocks[0], blocks[0] + count))   # a range of blocks
             for b in blocks:
-                lost.update(by_block.get((_epoch(rec), b), ()))
+                lost.update(by_block.get((lost_run, b), ()))
             continue
         if event not in INNER_OUTCOMES:
             continue
@@ -237,8 +269,8 @@ def reconcile(outer_records: Iterable[Record], inner_records: Iterable[Record]) 
         else:
             lost.add(oid)
 
-    for (epoch, b), oids in by_block.items():
-        if any(epoch == e and first <= b < end for e, first, end in runs):
+    for (r, b), oids in by_block.items():
+        if any(r == lr and first <= b < end for lr, first, end in ranges):
             lost.update(oids)
     lost |= (lost_outer & set(sent)) - set(deliveries)   # not re-sent, but its first copy arrived
     lost -= resent & set(deliveries)   # a copy lost on the link, the re-sent one delivered: delivered

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 import tomllib
 from pathlib import Path
 
@@ -60,6 +61,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     u.add_argument("--address", required=True, help="this host's address on the link, ADDRESS/PREFIX")
     u.add_argument("--peer-ip", help="outer: the inner host's address on the link")
     u.add_argument("--peer-mac", help="outer: the inner host's MAC on the link")
+    u.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                   help="wait up to this long for the interface to appear (a NIC whose driver or udev "
+                   "rename comes late at boot); default 0: it must be there")
     u.set_defaults(func=cmd_link_up)
     return p
 
@@ -147,8 +151,33 @@ def cmd_rules(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _wait_for_link(ifname: str, seconds: float) -> bool:
+    """Poll for the interface; say once on stderr that we wait, and how long it took."""
+    deadline = time.monotonic() + seconds
+    said = False
+    while not netlink.link_exists(ifname):
+        if time.monotonic() >= deadline:
+            return False
+        if not said:
+            _err(f"waiting up to {seconds:g} s for interface {ifname}")
+            said = True
+        time.sleep(min(_WAIT_POLL, max(0.0, deadline - time.monotonic())))
+    if said:
+        _err(f"interface {ifname} appeared")
+    return True
+
+
+_WAIT_POLL = 0.2
+
+
 def cmd_link_up(args: argparse.Namespace) -> int:
+    if args.wait < 0:
+        _err("--wait must be 0 or more seconds")
+        return EXIT_USAGE
     try:
+        if args.wait and not _wait_for_link(args.ifname, args.wait):
+            _err(f"no interface {args.ifname!r} appeared within {args.wait:g} s")
+            return EXIT_USAGE
         state = netlink.bring_up_link(args.role, args.ifname, args.address,
                                       peer_ip=args.peer_ip, peer_mac=args.peer_mac)
     except KernelError as e:

@@ -121,3 +121,13 @@ def link_mac(ifname: str) -> str:
         if not found:
             raise KernelError(f"no interface {ifname!r} in this network namespace")
         return ipr.get_links(found[0])[0].get_attr("IFLA_ADDRESS")
+
+
+def link_exists(ifname: str) -> bool:
+    """Whether the interface is there (yet) in this network namespace."""
+    ifname = check_ifname(ifname, "interface")
+    try:
+        with IPRoute() as ipr:
+            return bool(ipr.link_lookup(ifname=ifname))
+    except (NetlinkError, OSError) as e:
+        raise KernelError(f"netlink: {e}") from None

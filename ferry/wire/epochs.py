@@ -6,6 +6,28 @@ An accepted epoch becomes current; the one before stays usable for KEY_OVERLAP (
 and no epoch outlives its not_after (+ CLOCK_SKEW): checked on the wall clock when the
 announcement is accepted, then kept as a monotonic deadline so that a wall-clock step does
 not retire a key (nor keep one).
+
+Rotation and continuation: a new epoch of the sender run the receiver follows carries on its
+block numbers (one lineage). The next epoch (+1) with a first_block not below the current one's
+is a rotation. An epoch further on is a continuation when every announcement of the epochs
+between was lost (a link cut spanning rotations, or a clock step's jump in epoch numbers): same
+sender, its first_block above the previous epoch's first block and not below what that epoch
+proved sent or opened. The previous epoch (the newest accepted, even if it retired meanwhile)
+then knows that every block below the new first_block was sent: those it never opened are
+reported lost (receiver.py), so a cut across rotations leaves no block unaccounted.
+
+An epoch whose announcement was verified but refused for its validity (`not_yet_valid`,
+`expired`: the sender's clock was wrong when it began) is remembered (the newest one): it is
+the sender's, and its blocks were sent. When a later epoch of the same sender is accepted (the
+sender's clock was corrected and it rotated, sender.py), that refused epoch is its predecessor:
+if it continued the epoch before it, so does the new one; if it began a new run (a sender
+restarted with a wrong clock), the new epoch continues that run's block numbers, and the blocks
+from the refused epoch's first block up to the new first block, which no key ever opened, are
+reported lost in the refused epoch's name (`Accepted.unkeyed`). A sender
+that restarted begins again at block 0: a new lineage. (A restarted sender whose first epoch was
+lost entirely and which had sent more blocks than the previous run when the link came back
+cannot be told from a continuation: its blocks are then reported in the previous run's
+lineage, and its first epoch's blocks are not accounted, as before.)
 """
 
 from __future__ import annotations
@@ -67,6 +89,9 @@ class Accepted:
     announcement: Announcement
     new: bool
     rotated_from: Epoch | None
+    # blocks [first, end) of an epoch this receiver never keyed (refused for its validity), which
+    # the new epoch continues: (epoch, lineage, first, end); they were sent and cannot be opened
+    unkeyed: tuple[int, int, int, int] | None = None
 
 
 class KeyEpochs:
@@ -74,7 +99,7 @@ class KeyEpochs:
 
     __slots__ = (
         "_inner_key", "_outer_public", "_inner_key_id", "_outer_key_id", "_report", "_verify",
-        "epochs", "current", "_ever_keyed", "floor", "resumed", "_old_refused", "_final",
+        "epochs", "current", "newest", "_ever_keyed", "floor", "resumed", "_old_refused", "_final", "_unkeyed",
     )
 
     def __init__(self, inner_key: SM2PrivateKey, outer_public: SM2PublicKey, report: Report, now: float) -> None:
@@ -86,6 +111,8 @@ class KeyEpochs:
         self._verify = TokenBucket(limits.ANNOUNCE_VERIFY_RATE, now)
         self.epochs: dict[int, Epoch] = {}
         self.current: Epoch | None = None
+        self.newest: Epoch | None = None  # the newest epoch accepted, kept after it retires (continuation)
+        self._unkeyed: Announcement | None = None  # the newest verified announcement refused for its validity
         self._ever_keyed = False
         self.floor = -1  # the newest epoch ever accepted (kept across restarts: resume.py)
         self.resumed: dict[int, int] = {}  # epoch -> highest block opened before a restart
@@ -133,9 +160,11 @@ class KeyEpochs:
             report.refuse_announcement(Reason.BAD_SIGNATURE, a.epoch, now)
             return None
         if wall < a.not_before - limits.CLOCK_SKEW:
+            self._note_unkeyed(a)
             report.refuse_announcement(Reason.NOT_YET_VALID, a.epoch, now)
             return None
         if wall > a.not_after + limits.CLOCK_SKEW:
+            self._note_unkeyed(a)
             self._refuse_for_good(raw, Reason.EXPIRED, a.epoch, now)
             return None
         expires = now + (a.not_after + limits.CLOCK_SKEW - wall)
@@ -160,22 +189,42 @@ class KeyEpochs:
             ep.policy_hash, ep.sender = a.policy_hash, a.sender
             ep.not_before, ep.not_after, ep.expires = a.not_before, a.not_after, expires
         else:
-            ep, rotated_from = self._new_epoch(a, key, now, expires)
+            ep, rotated_from, unkeyed = self._new_epoch(a, key, now, expires)
         ep.announcements.append(raw)
         del ep.announcements[: -limits.ANNOUNCEMENTS_KEPT]
         report.counters.announcements_accepted += 1
-        return Accepted(ep, a, new, rotated_from)
+        return Accepted(ep, a, new, rotated_from, unkeyed if new else None)
+
+    def _note_unkeyed(self, a: Announcement) -> None:
+        """A verified announcement refused for its validity: its epoch existed (module docstring).
+        Only above an epoch floor (a receiver keyed before, or with a stored state): a fresh
+        receiver could be shown an old capture, expired, that names blocks of a run long gone."""
+        u = self._unkeyed
+        if 0 <= self.floor < a.epoch and (u is None or a.epoch >= u.epoch):
+            self._unkeyed = a
 
     def _refuse_for_good(self, raw: bytes, reason: Reason, epoch: int, now: float) -> None:
         self._final.put(raw, None)
         self._report.refuse_announcement(reason, epoch, now)
 
-    def _new_epoch(self, a: Announcement, key: bytes, now: float, expires: float) -> tuple[Epoch, Epoch | None]:
+    def _new_epoch(self, a: Announcement, key: bytes, now: float,
+                   expires: float) -> tuple[Epoch, Epoch | None, tuple[int, int, int, int] | None]:
         cur = self.current
         rotated_from = None
-        if cur is not None and a.epoch == cur.epoch + 1 and a.first_block >= cur.first_block:
-            ep = Epoch(a, key, cur.lineage, a.first_block, expires)  # rotation: block numbers continue
-            rotated_from = cur
+        unkeyed = None
+        prev = self.newest
+        u = self._unkeyed
+        if u is not None and not (u.epoch < a.epoch and (prev is None or u.epoch > prev.epoch)
+                                  and u.sender == a.sender and u.first_block <= a.first_block):
+            u = None  # not this epoch's predecessor
+        if u is not None and (prev is None or not self._continues(prev, u)):
+            # the predecessor began a run this receiver never keyed: the new epoch continues it
+            ep = Epoch(a, key, u.epoch, a.first_block, expires)
+            if a.first_block > u.first_block:
+                unkeyed = (u.epoch, u.epoch, u.first_block, a.first_block)
+        elif prev is not None and self._continues(prev, a if u is None else u):
+            ep = Epoch(a, key, prev.lineage, a.first_block, expires)  # rotation: block numbers continue
+            rotated_from = prev
         elif a.epoch in self.resumed:  # the epoch this receiver ran before a restart: go on from there
             opened = self.resumed.pop(a.epoch)
             ep = Epoch(a, key, a.epoch, max(opened + 1, a.first_block), expires)
@@ -186,9 +235,20 @@ class KeyEpochs:
         if cur is not None:
             cur.retire_at = now + limits.KEY_OVERLAP
         self.epochs[a.epoch] = ep
-        self.current = ep
+        self.current = self.newest = ep
         self._ever_keyed = True
-        return ep, rotated_from
+        if self._unkeyed is not None and self._unkeyed.epoch <= a.epoch:
+            self._unkeyed = None
+        return ep, rotated_from, unkeyed
+
+    @staticmethod
+    def _continues(prev: Epoch, a: Announcement) -> bool:
+        """True if the announced epoch carries on the block numbers of `prev` (module docstring):
+        the next epoch (a rotation), or one further on whose predecessors were never heard of."""
+        if a.epoch == prev.epoch + 1 and a.first_block >= prev.first_block:
+            return True
+        return (a.epoch > prev.epoch + 1 and a.sender == prev.sender and a.first_block > prev.first_block
+                and a.first_block >= prev.ledger.frontier and a.first_block > prev.replay.last)
 
     def retire(self, ep: Epoch) -> None:
         """Forget an epoch; the newest left becomes current if it was."""

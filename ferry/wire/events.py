@@ -20,10 +20,12 @@ class BlockSealed:
 
 @dataclass(frozen=True, slots=True)
 class KeyRotated:
-    """A new session key (epoch) replaced the old one; reason is "time", "bytes" or "policy"."""
+    """A new session key (epoch) replaced the old one; reason is "time", "bytes" or "clock" (the
+    wall clock stepped by `clock_step` seconds against the monotonic clock: sender.py)."""
 
     epoch: int
     reason: str
+    clock_step: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

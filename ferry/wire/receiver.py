@@ -46,8 +46,9 @@ from ferry.wire.frame import (
     parse_symbol_header,
 )
 from ferry.wire.liveness import Liveness, heartbeat_event, open_heartbeat
-from ferry.wire.loss import BlockKey, LossAccounting
+from ferry.wire.loss import BlockKey, Ledger, LossAccounting
 from ferry.wire.reassembly import Reassembly
+from ferry.wire.replay import ReplayWindow
 from ferry.wire.resume import LinkState
 from ferry.wire.report import ReceiverCounters, Report
 
@@ -177,8 +178,17 @@ class LinkReceiver:
             return
         if acc.rotated_from is not None:  # its blocks below the new first block were all sent
             led = acc.rotated_from.ledger
+            if led.start is None:  # no heartbeat of it came (a cut right after the first blocks): decide now
+                age = acc.announcement.not_before - acc.rotated_from.not_before   # the epoch's, at least
+                self.loss.join(led, now - self._started, age, acc.announcement.first_block, now)
             self.loss.advance(led, acc.announcement.first_block, now)
-            self.loss.resolve(led, now)
+            if acc.rotated_from.epoch in self.key_epochs.epochs:
+                self.loss.resolve(led, now)
+            else:  # it retired (the link was cut longer than its validity): nothing more can open
+                self.loss.force_resolve(led, led.frontier, now)
+        if acc.unkeyed is not None:  # blocks of an epoch never keyed here, which this one continues
+            epoch, lineage, first, end = acc.unkeyed
+            self.loss.report_range(Ledger(epoch, lineage, first, ReplayWindow(), first), first, end)
         a = acc.announcement
         self.report.events.append(KeyAccepted(a.epoch, a.policy_hash, a.sender, a.not_before, a.not_after))
         if acc.new and acc.epoch is self.key_epochs.current:

@@ -10,6 +10,18 @@ sent_at, the epoch number of a fresh sender) comes from the wall clock `wall`. C
 start a key epoch without a `wall` argument (`submit`, `flush`, rotation by volume) use the
 wall clock as last given, advanced by the monotonic time since.
 
+A wall-clock step (NTP setting a clock that was wrong at boot, or an operator's `date -s`) moves
+`wall - now`; the monotonic clock does not move. `handle_timer` compares the two against the
+epoch's start (as do `submit` and `flush` given a `wall`, so that an object taken after the step
+goes under the new epoch): moved by more than CLOCK_STEP_MAX, the sender rotates at once (`KeyRotated`,
+reason "clock", with the step) to an epoch whose validity is written from the new clock, so an
+epoch announced while the clock was wrong does not stay refused (`not_yet_valid`, `expired`) for
+its whole lifetime once the clock is right. The sender cannot tell which clock was the right
+one, so for a step up to CLOCK_STEP_SPAN_MAX the new validity spans both (the receiver's clock
+agrees with one of them: the link stays up either way). The new epoch number is the next one, or
+int(wall) if that is higher: a sender that started with its clock behind numbered its epoch
+below the receiver's floor (`old_epoch`), and the corrected clock numbers it above again.
+
 Sealing: by default blocks are sealed at once and `datagrams_to_send` returns bytes. With
 `seal=False` a block stays an `UnsealedBlock` in its place among the datagrams until the
 caller takes it (`items_to_send`) and seals it where it likes (`ferry.wire.seal.seal`, e.g. on
@@ -134,6 +146,7 @@ class LinkSender:
         self._rng = rng
         self._seal_now = seal
         self._wall_offset = 0.0 if wall is None else wall - now  # wall - now, as last given
+        self._epoch_offset = self._wall_offset  # ... when the current epoch began (its validity's clock)
         sealed_max = min(fec.block_capacity(k, datagram_max, SYMBOL_HEADER_SIZE), limits.BLOCK_MAX)
         self.capacity = sealed_max - TAG_SIZE  # bytes of block plaintext
         if self.capacity < FRAGMENT_HEADER_SIZE + 1:
@@ -167,7 +180,10 @@ class LinkSender:
         return wall
 
     # --- keys -------------------------------------------------------------
-    def _start_epoch(self, epoch: int, now: float, reason: str | None) -> None:
+    def _start_epoch(self, epoch: int, now: float, reason: str | None, *, old_wall: float | None = None,
+                     clock_step: float = 0.0) -> None:
+        """Start a key epoch. `old_wall`: after a clock step, the wall clock before it (now): the
+        validity spans both clocks."""
         if not 0 <= epoch <= EPOCH_MAX or epoch <= self._epoch:
             raise ValueError("epoch out of range")
         key = self._rng(KEY_SIZE)
@@ -177,12 +193,15 @@ class LinkSender:
         self._key = EpochKey(key)
         self._envelope = self._inner_public.encrypt(key)
         self._epoch_started = now                    # monotonic: the key lifetime timer
-        self._epoch_started_wall = self._wall(now)   # wall: the announcement's validity
+        wall = self._wall(now)                       # wall: the announcement's validity
+        self._epoch_offset = self._wall_offset
+        lo, hi = (wall, wall) if old_wall is None else (min(wall, old_wall), max(wall, old_wall))
+        self._valid_from, self._valid_until = lo, hi + self._key_lifetime + limits.KEY_OVERLAP
         self._epoch_first_block = self._next_block
         self._epoch_bytes = 0
         self.counters.epoch = epoch
         if reason is not None:
-            self._events.append(KeyRotated(epoch, reason))
+            self._events.append(KeyRotated(epoch, reason, clock_step))
         self._build_announcement()
         self._announce(now, copies=limits.ANNOUNCE_REPEAT_ON_ROTATE)
         self._events.append(KeyAnnounced(epoch))
@@ -193,8 +212,8 @@ class LinkSender:
             outer_key=self._outer_key,
             envelope=self._envelope,
             epoch=self._epoch,
-            not_before=self._epoch_started_wall,
-            not_after=self._epoch_started_wall + self._key_lifetime + limits.KEY_OVERLAP,
+            not_before=self._valid_from,
+            not_after=self._valid_until,
             policy_hash=self._policy_hash,
             outer_key_id=self._outer_key_id,
             inner_key_id=self._inner_key_id,
@@ -223,6 +242,17 @@ class LinkSender:
     def _rotate(self, now: float, reason: str) -> None:
         self._start_epoch(self._epoch + 1, now, reason)
 
+    def _clock_stepped(self, now: float, wall: float) -> bool:
+        """If the wall clock stepped since the epoch began (`wall - now` moved by more than
+        CLOCK_STEP_MAX), rotate to an epoch announced from the new clock (module docstring)."""
+        step = (wall - now) - self._epoch_offset
+        if abs(step) <= limits.CLOCK_STEP_MAX:
+            return False
+        old_wall = now + self._epoch_offset if abs(step) <= limits.CLOCK_STEP_SPAN_MAX else None
+        epoch = max(self._epoch + 1, min(int(wall), EPOCH_MAX))
+        self._start_epoch(epoch, now, "clock", old_wall=old_wall, clock_step=step)
+        return True
+
     def set_policy_hash(self, policy_hash: bytes, now: float) -> None:
         """Announce a new policy hash for the current key (same epoch, new signed announcement)."""
         if len(policy_hash) != 32:
@@ -242,8 +272,11 @@ class LinkSender:
 
     # --- objects and blocks -------------------------------------------------
     def submit(self, object_id: int, payload: bytes, now: float, wall: float | None = None) -> None:
-        """Queue one canonical object (opaque bytes); full blocks are sealed at once."""
+        """Queue one canonical object (opaque bytes); full blocks are sealed at once. With `wall`
+        (read with `now`), a clock step is noticed first: the object goes under the new epoch."""
         self._wall(now, wall)
+        if wall is not None:
+            self._clock_stepped(now, wall)
         if not 0 <= object_id < 1 << 64:
             raise ValueError("object_id out of range")
         if len(payload) > limits.OBJECT_MAX:
@@ -255,6 +288,8 @@ class LinkSender:
     def flush(self, now: float, wall: float | None = None) -> None:
         """Seal the partially filled block now."""
         self._wall(now, wall)
+        if wall is not None:
+            self._clock_stepped(now, wall)
         self._pack(now)
         if self._parts:
             self._seal(now)
@@ -378,9 +413,10 @@ class LinkSender:
         return min(self._next_announce, self._next_heartbeat, self._epoch_started + self._key_lifetime)
 
     def handle_timer(self, now: float, wall: float) -> None:
-        """Rotate the key when due, repeat the announcement, send a heartbeat."""
+        """Rotate the key when due (or at once if the wall clock stepped), repeat the
+        announcement, send a heartbeat. `now` and `wall` are read together."""
         self._wall(now, wall)
-        if now >= self._epoch_started + self._key_lifetime:
+        if not self._clock_stepped(now, wall) and now >= self._epoch_started + self._key_lifetime:
             self._rotate(now, "time")
         if now >= self._next_announce:
             self._repeat_announcement(now)

@@ -10,6 +10,9 @@ def out(oid, epoch=1, blocks=(0,), seq=0):
             "blocks": list(blocks), "seq": seq, "lane": "video", "time": "t"}
 
 
+STARTED = {"event": "agent_started", "verdict": "info"}    # an outer agent (re)started: a new run
+
+
 def inn(event, oid, seq=0):
     return {"event": event, "object_id": oid, "seq": seq, "time": "t"}
 
@@ -32,18 +35,18 @@ def test_missing_inner_outcome():
 
 def test_block_lost_covers_objects_in_that_block():
     outer = [out(1, blocks=(10,)), out(2, blocks=(10, 11)), out(3, blocks=(12,)),
-             out(4, epoch=2, blocks=(11,))]
+             STARTED, out(4, epoch=2, blocks=(11,))]
     inner = [{"event": "block_lost", "epoch": 1, "blocks": [11, 10]}]
     r = reconcile(outer, inner)
     assert r.lost == [1, 2]
-    assert [u["object_id"] for u in r.unaccounted] == [3, 4]      # other block, other epoch
+    assert [u["object_id"] for u in r.unaccounted] == [3, 4]      # other block, other run (a restart)
 
 
 def test_a_run_of_lost_blocks_covers_every_object_in_it():
     """The receiver reports a long run of missing blocks as one record (its first block and
     detail.count): every object sent in the run is lost, the ones around it are not."""
     outer = [out(1, blocks=(99,)), out(2, blocks=(100,)), out(3, blocks=(150, 151)), out(4, blocks=(163, 164)),
-             out(5, blocks=(164,)), out(6, epoch=2, blocks=(120,))]
+             out(5, blocks=(164,)), STARTED, out(6, epoch=2, blocks=(120,))]
     inner = [{"event": "block_lost", "epoch": 1, "blocks": [100], "detail": {"count": 64}}]
     r = reconcile(outer, inner)
     assert r.lost == [2, 3, 4]                                     # 100 .. 163

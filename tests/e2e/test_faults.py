@@ -241,8 +241,6 @@ def v2_hash(folder) -> str:
     return load_plan(folder).hash.hex()
 
 
-@pytest.mark.xfail(strict=True, reason="a key epoch started while the outer clock was an hour ahead stays 'not yet "
-                   "valid' to the inner agent for that hour after the clock steps back (reported, not fixed)")
 def test_outer_restarted_while_its_clock_is_an_hour_ahead_recovers_when_it_steps_back(ns, appliance_factory,
                                                                                        tmp_path):
     """The outer agent (re)starts while its wall clock is an hour ahead (a box booted before its clock was
@@ -268,11 +266,21 @@ def test_outer_restarted_while_its_clock_is_an_hour_ahead_recovers_when_it_steps
     clock.set(0)
     a.drop("after.txt", text_file(1, 5000))
     a.wait_for(lambda: fates(a).get("after.txt") == "delivered", 60, "after.txt delivered once the clock is back")
+    stepped = [r for r in events(a.outer_audit, "key_announced") if r["reason"].startswith("key rotated: clock")]
+    assert stepped and stepped[0]["detail"]["clock_step"] < -3500, stepped
+    # restarted with its clock right: its first epoch is above the one the step numbered from the clock
+    # that was ahead (now the inner agent's floor), not int(wall) below it (refused as old_epoch)
+    a.procs.pop("outer").terminate()
+    with environment(clock.env()):
+        a.start_role("outer")
+    a.drop("restarted.txt", text_file(2, 5000))
+    a.wait_for(lambda: fates(a).get("restarted.txt") == "delivered", 60, "restarted.txt delivered after a restart")
+    a.stop()
+    assert not [r for r in events(a.inner_audit, "announcement_refused") if r["code"] == "old_epoch"]
+    check_accounted(a, {"before.txt": text_file(0, 5000), "after.txt": text_file(1, 5000),
+                        "restarted.txt": text_file(2, 5000)})
 
 
-@pytest.mark.xfail(strict=True, reason="an epoch whose every announcement was lost (a cut spanning a rotation) is "
-                   "never accounted: the next epoch is not its +1, so the blocks before its first_block stay "
-                   "unaccounted (reported, not fixed: ferry/wire/epochs.py _new_epoch)")
 def test_link_cut_across_key_rotations_leaves_nothing_unaccounted(ns, appliance_factory):
     """The link is cut for longer than two key lifetimes while files are sent: once it is back, every
     file sent into the cut is named lost (or delivered), as for a cut within one epoch."""

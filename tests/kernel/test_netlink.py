@@ -3,10 +3,13 @@ neighbour; inner: NOARP; idempotent; bad parameters refused before netlink."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 
 import pytest
 
-from .kernel_support import py, py_json, sh
+from .kernel_support import REPO, py, py_json, sh
 from ferry.kernel import KernelError
 from ferry.kernel.netlink import bring_up_link
 
@@ -84,3 +87,35 @@ def test_missing_interface_is_a_kernel_error(pair):
 def test_bad_parameters_are_refused_before_netlink(args, kw, why):
     with pytest.raises(KernelError, match=why):
         bring_up_link(*args, **kw)
+
+
+LINK_UP_CLI = "import sys; from ferry.kernel.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+@pytest.mark.root
+def test_link_up_waits_for_an_interface_that_comes_late_and_gives_up_on_one_that_never_does(netns):
+    """The ferry-link@ unit runs `link-up --wait 120`: a link NIC that appears after the unit
+    starts (late driver, udev rename) is brought up once it is there; one that never appears
+    ends the wait with exit 2 naming it."""
+    a = netns("nlw")
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+    base = ["ip", "netns", "exec", a, sys.executable, "-c", LINK_UP_CLI, "link-up", "--role", "inner",
+            "--address", "10.232.9.2/30"]
+    proc = subprocess.Popen(base + ["--if", "late0", "--wait", "20"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    try:
+        time.sleep(1.5)
+        assert proc.poll() is None, proc.communicate()       # still waiting: the interface is not there
+        sh("ip", "link", "add", "late0", "type", "veth", "peer", "name", "late1", ns=a)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert "waiting up to 20 s for interface late0" in err and "late0 appeared" in err
+    assert out.startswith("late0: up 10.232.9.2/30")
+    t0 = time.monotonic()
+    r = subprocess.run(base + ["--if", "never0", "--wait", "0.6"],
+                       capture_output=True, text=True, env=env, cwd=REPO, timeout=20)
+    assert r.returncode == 2 and "no interface 'never0' appeared within 0.6 s" in r.stderr
+    assert 0.5 < time.monotonic() - t0 < 15

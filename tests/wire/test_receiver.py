@@ -12,6 +12,7 @@ from ferry.wire import LinkReceiver
 from ferry.wire.assembly import BlockAssembly
 from ferry.wire.reassembly import Reassembly
 from ferry.wire.events import BlockLost, InternalError, KeyRotated, LinkDown, ObjectReceived
+from ferry.wire.frame import TYPE_ANNOUNCEMENT
 from .wire_helpers import symbols
 from .wire_sim import Channel, Link
 
@@ -36,17 +37,23 @@ def test_a_wall_clock_step_neither_fires_nor_stalls_link_timers(keys, step):
     link.wall_offset += step  # both hosts' wall clocks jump
     assert (s.get_timer(), r.get_timer()) == (s_timer, r_timer)
     # nothing fires early: the sender's timers at their time only, the key not rotated by "an hour"
+    # of key lifetime; the step itself rotates it at once (reason "clock"): only its announcements
     s.handle_timer(link.now, link.wall)
     r.handle_timer(link.now)
-    assert s.datagrams_to_send(link.now) == [] and r.pending_sizes()["blocks"] == 1
+    sent = s.datagrams_to_send(link.now)
+    assert {d[3] for d in sent} == {TYPE_ANNOUNCEMENT} and r.pending_sizes()["blocks"] == 1
+    link.deliver(sent)
+    assert r.current_epoch == s.epoch   # the receiver's clock stepped too: the new epoch is accepted
+    link.collect()
     hb = s.counters.heartbeats
     link.idle(limits.BLOCK_TIMEOUT - 0.5, dt=0.25)
     assert r.pending_sizes()["blocks"] == 1  # not expired by the step
     link.idle(1.0, dt=0.25)
     assert r.pending_sizes()["blocks"] == 0 and link.now >= came + limits.BLOCK_TIMEOUT  # nor stalled
-    # heartbeats went on each HEARTBEAT_INTERVAL, the link stayed up, nothing rotated
+    # heartbeats went on each HEARTBEAT_INTERVAL, the link stayed up, nothing rotated but for the step
     assert s.counters.heartbeats - hb >= int(limits.BLOCK_TIMEOUT / limits.HEARTBEAT_INTERVAL)
-    assert r.link_up and not link.of(LinkDown) and not [e for e in link.sender_events if isinstance(e, KeyRotated)]
+    assert r.link_up and not link.of(LinkDown)
+    assert [e.reason for e in link.sender_events if isinstance(e, KeyRotated)] == ["clock"]
     # objects still go through under the stepped wall clock
     link.submit(1, b"after the step")
     link.idle(1.0)

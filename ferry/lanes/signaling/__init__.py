@@ -4,5 +4,7 @@
   with MANSCDP, device state) -> canonical signaling objects (``OuterSignalingLane``);
 - ``registry``: the registered outer devices (online, contact, keepalives, catalog);
 - ``inner``: ferry as a lower-level platform of the inner platform (the cascade);
-- ``ids``: the outer device ID <-> inner ID mapping.
+- ``ids``: the outer device ID <-> inner ID mapping;
+- ``outer_media``: ferry INVITEs outer cameras for their video (always-on, or on demand through
+  the reverse lane): dialogs, dynamic ingest ports, holders (``OuterMediaLane``).
 """

@@ -8,7 +8,8 @@ One module per concept:
 - `stream`: `OuterStream`, one ingest stream (SSRC, reorder, front -> gate -> transcode);
 - `outer_lane`: `OuterVideoLane`, the outer agent's streams: datagrams/connections in, work out;
 - `inner_stream`: `InnerStream`, fresh RTP/PS (or Annex B) of one stream for one output;
-- `inner_lane`: `InnerVideoLane`, the inner agent's streams: decided objects in, work out.
+- `inner_lane`: `InnerVideoLane`, the inner agent's streams: decided objects in, work out;
+- `viewers`: `Viewer`, a platform's INVITEd session of a device's stream (its own SSRC and numbering).
 
 No sockets, no clocks, no threads: the agents (ferry.agents.video_ingest / video_emit) own the I/O.
 """
@@ -21,6 +22,7 @@ from ferry.lanes.video.inner_stream import InnerStream
 from ferry.lanes.video.outer_lane import OuterVideoLane
 from ferry.lanes.video.stream import TRANSCODE_QUEUE, OuterStream
 from ferry.lanes.video.transcode_flow import TranscoderRunner
+from ferry.lanes.video.viewers import Viewer, ViewerLost, ViewerPackets, ViewerStarted
 
 __all__ = [
     "BUILTIN_RULE", "CLOCK", "FORMS", "PAYLOADS", "AccessUnitReady", "Event", "StreamEnded", "StreamLoss",
@@ -28,4 +30,5 @@ __all__ = [
     "BitrateMeter",
     "strip_nal_units", "AppendBytes", "Emit", "EndOutput", "InnerVideoLane", "SendPackets", "InnerStream",
     "INGEST_RULE", "OuterVideoLane", "TRANSCODE_QUEUE", "OuterStream", "TranscoderRunner",
+    "Viewer", "ViewerLost", "ViewerPackets", "ViewerStarted",
 ]

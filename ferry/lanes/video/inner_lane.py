@@ -16,6 +16,14 @@ trail is down (`audit_available = False`) objects are dropped and counted.
 
 The agent carries out an `Emit` (sends the packets, appends the bytes) and answers
 `emitted(emit, delivered, sends)`: whether any output took it, and how many send calls it made.
+
+Viewers (ferry.lanes.video.viewers; issue 13 item 3): `add_viewer(...)` / `remove_viewer(id)`
+attach a platform's INVITEd session to the stream crossing for a device. All viewers of a stream
+share one PS build; each gets its own RTP numbering from its first key frame (`ViewerPackets`
+in the `Emit`, `ViewerStarted`, `ViewerLost` when the stream ends). With `viewable` (the inner
+agent answers INVITEs), a stream without configured outputs is not refused: its objects wait
+for viewers and are counted as `video_unwatched`. `device_streams(device_id)` says which
+streams of a device cross now.
 """
 from __future__ import annotations
 
@@ -27,6 +35,7 @@ from ferry import limits
 from ferry.lanes.video.ended import picture_fields, pictures_line
 from ferry.lanes.video.events import BUILTIN_RULE
 from ferry.lanes.video.inner_stream import InnerStream
+from ferry.lanes.video.viewers import Viewer, ViewerLost, ViewerPackets, ViewerStarted
 from ferry.lanes.work import AuditIntent
 from ferry.pb import ferry_pb2
 from ferry.policy.plan import Decision
@@ -77,7 +86,7 @@ class Emit:
     """One object's outputs, in order. `counted`: answer with `emitted` (False: a later output
     refused the object, which is accounted as refused)."""
     stream_id: str
-    outputs: list[SendPackets | AppendBytes]
+    outputs: list[SendPackets | AppendBytes | ViewerPackets]
     counted: bool
     obj: ferry_pb2.CanonicalObject
 
@@ -89,7 +98,7 @@ class EndOutput:
     stream_id: str
 
 
-InnerWork = AuditIntent | Emit | EndOutput
+InnerWork = AuditIntent | Emit | EndOutput | ViewerStarted | ViewerLost
 
 
 @dataclass
@@ -107,6 +116,8 @@ class _Flow:
     pictures_in: int = 0          # access units that reached the lane
     picture_bytes: int = 0        # of the access units delivered
     outputs: list[tuple[int, InnerStream, bool]] = field(default_factory=list)   # (output index, its stream, file?)
+    viewer_ps: InnerStream | None = None    # the one PS build every viewer of the stream shares
+    unwatched: int = 0            # objects no output or viewer took (viewable lanes)
     counts: dict[str, int] = field(default_factory=lambda: {
         "access_units": 0, "audio_frames": 0, "bytes": 0, "refused": 0, "dropped": 0, "packets": 0,
         "sends": 0})
@@ -120,8 +131,10 @@ def _stream_id(obj: ferry_pb2.CanonicalObject) -> str:
 class InnerVideoLane:
     """The inner agent's video streams and their accounting (see the module doc)."""
 
-    def __init__(self, outputs: Sequence[VideoOutput]) -> None:
+    def __init__(self, outputs: Sequence[VideoOutput], *, viewable: bool = False) -> None:
         self.outputs = list(outputs)
+        self.viewable = viewable          # streams may have viewers only (no configured output)
+        self.viewers: dict[str, Viewer] = {}
         self.by_destination: dict[str, list[int]] = {}
         for i, out in enumerate(self.outputs):
             self.by_destination.setdefault(out.destination, []).append(i)
@@ -129,6 +142,8 @@ class InnerVideoLane:
         self.audit_available = True       # the agent says whether the trail can be written
         self._soonest: float | None = None
         self.stats = {"video_streams": 0, "video_delivered": 0, "video_refused": 0, "video_dropped": 0}
+        if viewable:
+            self.stats["video_unwatched"] = 0
 
     # -- input ---------------------------------------------------------------------------------
     def refuse(self, obj: ferry_pb2.CanonicalObject, decision: Decision, now: float,
@@ -151,12 +166,18 @@ class InnerVideoLane:
             flow.counts["dropped"] += 1
             self.stats["video_dropped"] += 1
             return work
-        if not flow.outputs:
+        watched = [v for v in self.viewers.values() if v.wants(obj.source.device_id, flow.stream_id)] \
+            if self.viewers else []
+        if not flow.outputs and not watched:
+            if self.viewable:         # waits for a viewer (always-on): neither refused nor delivered
+                self.stats["video_unwatched"] += 1
+                flow.unwatched += 1
+                return work
             self._refuse(flow, obj, Decision(False, BUILTIN_RULE, f"no video output for destination "
                                              f"{obj.destination!r}", Reason.NO_OUTPUT), work)
             return work
         keyframe = bool(obj.HasField("access_unit") and obj.access_unit.keyframe)
-        made: list[SendPackets | AppendBytes] = []
+        made: list[SendPackets | AppendBytes | ViewerPackets] = []
         for i, inner, is_file in flow.outputs:
             reason = inner.accepts(obj)
             if reason:
@@ -171,8 +192,59 @@ class InnerVideoLane:
                 packets = inner.push(obj)
                 flow.counts["packets"] += len(packets)
                 made.append(SendPackets(i, packets, keyframe))
+        if watched:
+            self._to_viewers(flow, obj, keyframe, watched, made, work)
+            if not made:              # every viewer waits for a key frame
+                self.stats["video_unwatched"] = self.stats.get("video_unwatched", 0) + 1
+                flow.unwatched += 1
+                return work
         work.append(Emit(flow.stream_id, made, True, obj))
         return work
+
+    # -- viewers -------------------------------------------------------------------------------
+    def add_viewer(self, viewer_id: str, device_id: str, address: str, ssrc: int, transport: str = "udp",
+                   setup: str = "", now: float = 0.0, *, stream: str = "", payload_type: int = 96,
+                   rng: Any = None) -> Viewer:
+        """A viewer of `device_id`'s stream (or of `stream` only); it starts at the next key frame.
+        ValueError for a bad transport/setup/SSRC, a known id, or more than VIDEO_VIEWERS_MAX."""
+        if viewer_id in self.viewers:
+            raise ValueError(f"viewer {viewer_id!r} exists")
+        if len(self.viewers) >= limits.VIDEO_VIEWERS_MAX:
+            raise ValueError(f"more than {limits.VIDEO_VIEWERS_MAX} viewers")
+        v = Viewer(viewer_id, device_id, address, ssrc, transport, setup, stream, payload_type, now, rng=rng)
+        self.viewers[viewer_id] = v
+        return v
+
+    def remove_viewer(self, viewer_id: str) -> Viewer | None:
+        """Detach a viewer (its sink is the agent's to close); its counts stay on the returned value."""
+        return self.viewers.pop(viewer_id, None)
+
+    def device_streams(self, device_id: str) -> list[tuple[str, float]]:
+        """(stream id, last access unit, monotonic) of the streams of `device_id` crossing now, newest first."""
+        found = [(f.stream_id, f.last) for f in self.flows.values()
+                 if f.source.get("device_id") == device_id and not f.refused]
+        return sorted(found, key=lambda x: -x[1])
+
+    def _to_viewers(self, flow: _Flow, obj: ferry_pb2.CanonicalObject, keyframe: bool, watched: list[Viewer],
+                    made: list[SendPackets | AppendBytes | ViewerPackets], work: list[InnerWork]) -> None:
+        """The object for the viewers of `flow`: one PS build, each viewer's own RTP."""
+        starting = [v for v in watched if not v.started]
+        if len(starting) == len(watched) and not keyframe:
+            return                    # nobody to send to yet: not even a build
+        ps = flow.viewer_ps
+        if ps is None:
+            ps = flow.viewer_ps = InnerStream("ps", flow.last)
+        if ps.accepts(obj):
+            return                    # (a codec PS cannot carry: configured outputs say why)
+        data, ts, video = ps.container(obj)
+        for v in watched:
+            if not v.started:
+                if not keyframe:
+                    continue
+                v.ts0, v.stream_id = ts, flow.stream_id
+                work.append(ViewerStarted(v.id, v.device_id, flow.stream_id))
+            made.append(ViewerPackets(v.id, v.push(data, ts), keyframe))
+            v.access_units += video
 
     def emitted(self, emit: Emit, delivered: bool, sends: int) -> None:
         """The agent carried out `emit`: whether any output took it, and its send calls."""
@@ -265,12 +337,18 @@ class InnerVideoLane:
 
     def _end(self, flow: _Flow, why: str, work: list[InnerWork]) -> None:
         self.flows.pop(flow.stream_id, None)
+        for v in self.viewers.values():
+            if v.stream_id == flow.stream_id:
+                work.append(ViewerLost(v.id, v.device_id, flow.stream_id, why))
+                v.ts0, v.stream_id = None, ""
         for i, _, is_file in flow.outputs:
             if is_file:
                 work.append(EndOutput(i, flow.stream_id))
         c: dict[str, Any] = dict(flow.counts, duration=round(flow.last - flow.started, 3))
         c.update(picture_fields(flow.mode, *flow.picture, flow.picture_bytes, c["duration"], flow.pictures_in,
                                 c["access_units"]))
+        if self.viewable:
+            c["unwatched"] = flow.unwatched       # waited for a viewer (or its key frame): not lost
         work.append(AuditIntent(dict(
             event="stream_ended", verdict="info", lane="video", flow=flow.stream_id, source=flow.source,
             destination=flow.destination, rule=flow.rule or None,

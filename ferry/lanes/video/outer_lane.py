@@ -158,6 +158,28 @@ class OuterVideoLane:
         self.stats = {"video_streams": 0, "video_access_units": 0, "video_refused_packets": 0,
                       "video_dropped_no_audit": 0, "video_refused_connections": 0}
 
+    # -- dynamic endpoints (issue 13 "media-outer": a SIP dialog's ingest port) -------------------
+    def add_endpoint(self, entry: VideoEntry) -> None:
+        """An entry made at run time (its name unique among the entries)."""
+        if entry.name in self.endpoints:
+            raise ValueError(f"video entry {entry.name} exists")
+        self.endpoints[entry.name] = _Endpoint(entry)
+
+    def remove_endpoint(self, name: str, now: float, wall: float) -> list[OuterWork]:
+        """The entry goes: its streams end (UDP and TCP), its pending connections are refused."""
+        ep = self.endpoints.pop(name, None)
+        work: list[OuterWork] = []
+        if ep is None:
+            return work
+        for sid, owner in list(self._entry_of.items()):
+            stream = self.streams.get(sid)
+            if owner is ep and stream is not None and not stream.closed:
+                work.extend(self._handle(stream, stream.close(now, wall), now, wall))
+        for conn in self.connections.values():
+            if conn.endpoint is ep and conn.stream is None:
+                conn.refused = True
+        return work
+
     # -- UDP -----------------------------------------------------------------------------------
     def datagram(self, entry: str, data: memoryview | bytes, addr: tuple[Any, ...], now: float,
                  wall: float) -> Sequence[OuterWork]:
@@ -209,8 +231,10 @@ class OuterVideoLane:
         It is pending, not a stream, until it carries a valid RTP packet: at most
         VIDEO_TCP_PENDING_PER_ENTRY such connections per entry and VIDEO_TCP_PENDING_PER_ADDRESS
         per source address; more are refused at once (recorded aggregated, `too_many_connections`)."""
-        ep = self.endpoints[entry]
+        ep = self.endpoints.get(entry)
         work: list[OuterWork] = []
+        if ep is None:                 # a dynamic entry removed meanwhile
+            return None, work
         if not self._allowed_peer(ep, address, work):
             return None, work
         name = ep.entry.name
