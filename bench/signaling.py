@@ -432,6 +432,10 @@ def main(argv: list[str] | None = None) -> int:
           f"sealed, {msg['crossed']} accounted for inside in {msg['seconds']:.1f} s "
           f"(SIPp done after {msg['sipp_seconds']:.1f} s); agents' CPU meanwhile: "
           + ", ".join(f"{role} {s:.1f} s" for role, s in sorted(msg["cpu"].items())))
+    outer_cpu = msg["cpu"].get("outer", 0.0)
+    if outer_cpu > 0:
+        print(f"outer agent: {msg['sealed'] / outer_cpu:.0f} keepalives per CPU-second (the rate one core would "
+              f"allow it; the wall-clock figure below includes SIPp and the machine's other load)")
     print(f"invite_to_first_frame_p99_ms={p99:.0f} messages_per_s={rate:.0f}")
     return 0
 
