@@ -257,7 +257,9 @@ def invite_bench(work: Path, requests: int) -> dict:
     a = Appliance(work / "invite", policy_dir=policy)
     add_reverse(a)
     cam_port, out_sip, in_sip = free_udp_port(), free_udp_port(), free_udp_port()
-    base = 20000 + in_sip % 20000
+    # media ports below the kernel's ephemeral range (32768-) and off the [media] defaults (30000-30999)
+    # that other agents on a shared machine may use: a port taken is a 500 from the inner agent
+    base = 21000 + (in_sip % 80) * 100
     a.append_config("outer", f"""
 [media]
 mode = "on-demand"
