@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import secrets
 import shutil
 import signal
@@ -362,6 +363,7 @@ catalog_query = false
         say(f"messages: {devices} keepalives at up to {rate:g}/s ...")
         pids = {role: p.pid for role, p in a.procs.items()}
         cpu0 = {role: cpu_seconds(pid) for role, pid in pids.items()}
+        sipp_cpu0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.monotonic()
         ka = Sipp("device_keepalive.xml", ("127.0.0.1", sip_port), local_port=local, injection_csv=accounts,
                   calls=devices, rate=rate, variables=keys, timeout=600, extra_args=cap,
@@ -369,7 +371,11 @@ catalog_query = false
         with ka:
             k = ka.wait(900, expect=None)
         answered = time.monotonic() - t0
-        say(f"messages: SIPp done in {answered:.1f} s: {k.successful} answered 200, {k.failed} failed")
+        ru = resource.getrusage(resource.RUSAGE_CHILDREN)        # SIPp, reaped (the agents still run)
+        sipp_cpu = ru.ru_utime + ru.ru_stime - sipp_cpu0.ru_utime - sipp_cpu0.ru_stime
+        retrans = k.stats.get("Retransmissions(C)", "?")
+        say(f"messages: SIPp done in {answered:.1f} s: {k.successful} answered 200, {k.failed} failed, "
+            f"{retrans} retransmissions, SIPp CPU {sipp_cpu:.1f} s")
 
         def sent() -> set[int]:
             return {x["object_id"] for x in events(a.outer_audit, "object_sent")
@@ -391,7 +397,8 @@ catalog_query = false
     finally:
         a.stop()
     return {"answered": k.successful, "sealed": n_sent, "crossed": n_crossed, "seconds": crossed_s,
-            "sipp_seconds": answered, "registered": r.successful, "cpu": cpu}
+            "sipp_seconds": answered, "registered": r.successful, "cpu": {**cpu, "sipp": sipp_cpu},
+            "retransmissions": retrans}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -432,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     rate = msg["crossed"] / msg["seconds"] if msg["seconds"] > 0 else 0.0
     print(f"keepalives: {msg['registered']} devices registered; {msg['answered']} answered 200, {msg['sealed']} "
           f"sealed, {msg['crossed']} accounted for inside in {msg['seconds']:.1f} s "
-          f"(SIPp done after {msg['sipp_seconds']:.1f} s); agents' CPU meanwhile: "
+          f"(SIPp done after {msg['sipp_seconds']:.1f} s, {msg['retransmissions']} retransmissions); CPU meanwhile: "
           + ", ".join(f"{role} {s:.1f} s" for role, s in sorted(msg["cpu"].items())))
     outer_cpu = msg["cpu"].get("outer", 0.0)
     if outer_cpu > 0:
