@@ -186,6 +186,8 @@ def test_signaling_and_on_demand_video_cross_only_as_sealed_datagrams(appliance_
             a.wait_for(lambda: f"<DeviceID>{INNER_CAMERA}</DeviceID>" in platform_log(platform), 60,
                        "the camera's ON notice at the platform")
             a.wait_for(lambda: "<CmdType>Alarm</CmdType>" in platform_log(platform), 60, "the alarm at the platform")
+            alarm = platform_log(platform).split("<CmdType>Alarm</CmdType>", 1)[1][:400]
+            assert f"<DeviceID>{inner_id(DEVICES[0])}</DeviceID>" in alarm, alarm
 
             # inside: the platform queries ferry's catalog
             q = inside("sig-inner_catalog_query.xml", (INNER_BOX, SIP_PORT), local_ip=INNER_HOST, local_port=5062,
@@ -196,7 +198,9 @@ def test_signaling_and_on_demand_video_cross_only_as_sealed_datagrams(appliance_
             with q:
                 pages = q.wait(90).received("MESSAGE")
             listed = b"".join(m.body for m in pages)
-            assert b"<SumNum>" in listed and INNER_CAMERA.encode() in listed, listed[:2000]
+            assert b"<SumNum>" in listed, listed[:2000]
+            for d in (CAMERA, *DEVICES):     # every registered device, under the ID the platform sees only
+                assert inner_id(d).encode() in listed and d.encode() not in listed, (d, listed[:2000])
 
             # inside: the platform INVITEs the camera under its inner ID; the video comes to the receiver
             receiver = RtpReceiver(ns["ih"], INNER_HOST, 40000, tmp_path / "viewer.rtp")
@@ -291,6 +295,11 @@ def test_signaling_and_on_demand_video_cross_only_as_sealed_datagrams(appliance_
         # the platform's BYE ended the camera's dialog too (BYE on either side tears down both)
         stops = [r["detail"] for r in events(a.outer_audit, "request_served") if r["object_type"] == "stop_stream"]
         assert not camera_released, ("stop_stream did not end the camera's dialog", stops, camera_released)
+
+
+def inner_id(outer_id: str) -> str:
+    """[signaling.id_map] prefix 4309 -> 4301."""
+    return "4301" + outer_id[4:]
 
 
 def platform_log(platform) -> str:
