@@ -25,12 +25,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from ferry import limits
+from ferry.agents.link_io import _set_buffer
 from ferry.codecs.sip import KeepAlive, SipError, SipRequest, SipResponse, SipStreamParser, parse_message
 from ferry.config import split_host_port
 
 log = logging.getLogger("ferry.sip")
 
 SipMessage = SipRequest | SipResponse
+_SO_RCVBUFFORCE = 33
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +97,9 @@ class SipEndpoint:
             host, port = split_host_port(self.udp_listen)
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
             sock = socket.socket(family, socket.SOCK_DGRAM)
+            # a burst of thousands of devices' keepalives must wait in the kernel, not be dropped
+            # there (each drop costs a device retransmission 500 ms later, RFC 3261 T1)
+            _set_buffer(sock, socket.SO_RCVBUF, _SO_RCVBUFFORCE, limits.SIP_UDP_RCVBUF)
             try:
                 sock.bind((host, port))
             except OSError as exc:
@@ -112,6 +117,10 @@ class SipEndpoint:
                 raise OSError(exc.errno, f"{self.name}: cannot listen on tcp {self.tcp_listen}: {exc.strerror}") \
                     from None
             self._tcp_sock.setblocking(False)
+
+    @property
+    def udp_rcvbuf(self) -> int:
+        return self._udp_sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) if self._udp_sock else 0
 
     @property
     def udp_address(self) -> tuple[str, int] | None:
