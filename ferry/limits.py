@@ -315,6 +315,7 @@ REVERSE_OPERATOR_RATE = 1.0    # requests per second per operator (a reverse rul
 REVERSE_OPERATOR_BURST = 10    # ... and the bucket's depth
 REVERSE_DEVICE_RATE = 1.0      # requests per second per device (a reverse rule's `rate` overrides) ...
 REVERSE_DEVICE_BURST = 10      # ... and the bucket's depth
+REVERSE_OUTER_SLACK = 3        # outer: its buckets are this many tokens deeper (requests held back arrive bunched)
 REVERSE_RATE_STATE_MAX = 4096  # operator and device buckets kept per side (LRU: a forgotten one starts full)
 REVERSE_PARAMS_MAX = 4         # parameters of one request
 REVERSE_PARAM_VALUE_MAX = 64   # characters of one parameter value

@@ -132,23 +132,25 @@ class ReverseRates:
     """Token buckets per operator and per device (LRU, at most REVERSE_RATE_STATE_MAX of each).
     Deterministic given ``now``; a clock stepping back refills nothing."""
 
-    __slots__ = ("_buckets", "_max")
+    __slots__ = ("_buckets", "_max", "_slack")
 
-    def __init__(self, max_entries: int = limits.REVERSE_RATE_STATE_MAX) -> None:
+    def __init__(self, max_entries: int = limits.REVERSE_RATE_STATE_MAX, slack: int = 0) -> None:
         self._buckets: OrderedDict[tuple[str, str], list[float]] = OrderedDict()
         self._max = max_entries
+        self._slack = slack      # tokens deeper than the rule's burst (the outer side's: see OuterReverseLane)
 
     def _level(self, key: tuple[str, str], spec: RateSpec, now: float) -> list[float]:
+        depth = float(spec.burst + self._slack)
         bucket = self._buckets.get(key)
         if bucket is None:
-            bucket = [float(spec.burst), now]
+            bucket = [depth, now]
             self._buckets[key] = bucket
             while len(self._buckets) > 2 * self._max:
                 self._buckets.popitem(last=False)
         else:
             self._buckets.move_to_end(key)
             if now > bucket[1]:
-                bucket[0] = min(float(spec.burst), bucket[0] + (now - bucket[1]) * spec.per_second)
+                bucket[0] = min(depth, bucket[0] + (now - bucket[1]) * spec.per_second)
                 bucket[1] = now
         return bucket
 
@@ -259,10 +261,16 @@ class ReverseAction:
 
 
 class OuterReverseLane:
-    """``take`` -> [AuditIntent(request_received), ReverseAction] or [AuditIntent(request_refused)]."""
+    """``take`` -> [AuditIntent(request_received), ReverseAction] or [AuditIntent(request_refused)].
+
+    Its rate buckets are REVERSE_OUTER_SLACK tokens deeper than the inner's. The link is one way, so
+    the inner never learns of a refusal here, and a request it let through must not be refused for
+    the link's timing: requests the inner spent refills on can arrive bunched (held back by a lost
+    key announcement or a cut), at a bucket that sat full meanwhile. The slack covers that; a
+    compromised inner host ignoring the rate still gets only burst + slack at once, then the rate."""
 
     def __init__(self) -> None:
-        self.rates = ReverseRates()
+        self.rates = ReverseRates(slack=limits.REVERSE_OUTER_SLACK)
         self.seen: Recent[int, None] = Recent(limits.REVERSE_SEEN_MAX)
         self.counts = {"received": 0, "refused": 0}
 

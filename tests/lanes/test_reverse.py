@@ -261,7 +261,35 @@ def test_the_outer_refuses_a_replayed_request_and_keeps_its_own_rates(plans):
         ("request_refused", "replayed_object")
     # a compromised inner host ignoring the rate: the outer cuts at the same rate
     codes = [verdict(lane.take(received(forged(oid=i)), plan, 0.0, WALL))[1] for i in range(2, 12)]
-    assert codes == [None, None] + ["rate_limited"] * 8
+    ok = 2 + limits.REVERSE_OUTER_SLACK      # the outer's buckets are deeper by its slack
+    assert codes == [None] * ok + ["rate_limited"] * (10 - ok)
+
+
+def test_what_the_inner_let_through_at_its_rate_the_outer_takes_despite_link_jitter(plans):
+    """One way, so the inner agent never learns of an outer refusal (the platform would wait for its
+    invite_timeout and get 408 for a request the inner accepted, as bench/signaling.py saw at every
+    10th request). Requests the inner spaced at its rate can reach the outer bunched up (a key
+    announcement or a pacing burst holds some back): the outer's buckets are deeper by
+    REVERSE_OUTER_SLACK tokens, so it takes all of them."""
+    plan = plans["rated"]                          # 0.5/s, burst 3
+    lane, outer = inner(), OuterReverseLane()
+    sent = []
+    for t in (10.0, 10.0, 10.0, 12.0, 14.0, 16.0):   # the burst, then one each refill: all allowed inside
+        work = ask(lane, plan, now=t)
+        assert verdict(work) == ("request_sent", None)
+        sent.append(work[1].obj)
+    # the link held them back (a key announcement lost, a cut healing) and they arrive together:
+    # the outer's bucket, full at 3 while it waited, has not seen the refills the inner spent
+    codes = [verdict(outer.take(received(o), plan, 16.5, WALL))[1] for o in sent]
+    assert codes == [None] * 6
+
+
+def test_the_outers_slack_is_small_a_flood_is_still_cut(plans):
+    lane = OuterReverseLane()
+    plan = plans["rated"]                          # 0.5/s, burst 3
+    codes = [verdict(lane.take(received(forged(oid=i)), plan, 0.0, WALL))[1] for i in range(1, 21)]
+    taken = codes.count(None)
+    assert taken == 3 + limits.REVERSE_OUTER_SLACK and codes[taken:] == ["rate_limited"] * (20 - taken)
 
 
 # --- properties: any input gives a verdict, never an exception ------------------------------------
