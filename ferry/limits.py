@@ -300,6 +300,7 @@ INNER_MEDIA_INVITE_TIMEOUT = 8.0   # seconds from INVITE to the stream's first k
 INNER_MEDIA_INVITE_TIMEOUT_MAX = 30.0  # the most an operator may set (the platform's INVITE transaction ends at 32 s)
 INNER_MEDIA_MAX_VIEWERS = 16       # default [media] max_viewers
 INNER_MEDIA_MAX_VIEWERS_PER_DEVICE = 4  # default [media] max_viewers_per_device
+INNER_MEDIA_PORT_TRIES = 8         # media ports tried for one viewer when other programs hold them, then 500
 INNER_MEDIA_LINGER = 5.0           # on-demand: seconds after the last viewer's BYE before stop_stream is asked
 INNER_MEDIA_ACK_TIMEOUT = 32.0     # seconds (64*T1) a 200 OK is retransmitted waiting for its ACK, then BYE
 INNER_MEDIA_T1 = 0.5               # RFC 3261 T1: first retransmission interval of a 200 OK over UDP (doubling, to T2)

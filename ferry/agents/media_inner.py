@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 from ferry.agents.lane_timer import LaneTimer
 from ferry.agents.sip_endpoint import Peer, SipEndpoint, SipMessage
-from ferry.agents.video_emit import VideoEmitter
+from ferry.agents.video_emit import PortTaken, VideoEmitter
 from ferry.codecs.sip import SipError, SipRequest, SipResponse, new_tag, response_to
 from ferry.config import InnerMedia, InnerSignaling, split_host_port
 from ferry.lanes.signaling.ids import IdMap
@@ -139,7 +139,8 @@ class InnerMediaAgent:
                 why = self.video.add_viewer(w.viewer, w.device_id, w.address, w.ssrc, w.transport, w.setup,
                                             (self.cfg.media_address, w.local_port))
                 if why is not None:
-                    more += self.lane.viewer_failed(w.viewer, why, time.monotonic(), time.time())
+                    more += self.lane.viewer_failed(w.viewer, why, time.monotonic(), time.time(),
+                                                    port_taken=isinstance(why, PortTaken))
             elif isinstance(w, StopViewer):
                 self.video.remove_viewer(w.viewer)
             elif isinstance(w, Ask):

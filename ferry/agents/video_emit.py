@@ -237,6 +237,11 @@ class PassiveTcpSink(TcpSink):
         super().close()
 
 
+class PortTaken(str):
+    """Why a viewer's sink could not be made: its local media port could not be bound (another
+    program holds it); the media part picks another port."""
+
+
 def make_viewer_sink(address: str, transport: str, setup: str, local: tuple[str, int]) -> UdpSink | TcpSink:
     """A viewer's sink; OSError if its port cannot be bound."""
     if transport == "udp":
@@ -292,7 +297,7 @@ class VideoEmitter:
         try:
             sink = make_viewer_sink(address, transport, setup, local)
         except OSError as exc:
-            return f"{transport} media port {local[0]}:{local[1]}: {exc.strerror or exc}"
+            return PortTaken(f"{transport} media port {local[0]}:{local[1]}: {exc.strerror or exc}")
         try:
             self.lane.add_viewer(viewer_id, device_id, address, ssrc, transport, setup, time.monotonic())
         except ValueError as exc:

@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from ferry.agents.video_emit import PassiveTcpSink, UdpSink, VideoEmitter, make_viewer_sink
+from ferry.agents.video_emit import PassiveTcpSink, PortTaken, UdpSink, VideoEmitter, make_viewer_sink
 from ferry.lanes.video import ViewerStarted
 from tests.lanes.video.test_inner_lane import au
 
@@ -48,6 +48,7 @@ def test_a_udp_viewer_sends_from_its_answered_port_with_its_ssrc_from_the_key_fr
     # the same port again: refused with a reason, nothing made
     why = em.add_viewer("v2", DEV, "127.0.0.1:9", 1, "udp", "", ("127.0.0.1", local))
     assert why is not None and str(local) in why and "v2" not in em.lane.viewers
+    assert isinstance(why, PortTaken)          # the media part picks another port for it
     assert em.remove_viewer("v1") is not None and not em.viewer_sinks
     em.close(1.7e9)
     rx.close()

@@ -53,7 +53,7 @@ import random
 import re
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ferry import limits
@@ -156,6 +156,7 @@ class _Dialog:
     bye_cseq: int = 0
     stream_id: str = ""
     asked: bool = False       # its start_stream was asked for (on-demand)
+    failed_ports: list[int] = field(default_factory=list)   # media ports some other program held
 
     @property
     def udp(self) -> bool:
@@ -359,7 +360,7 @@ class InnerMediaLane:
                 work.append(Ask(call_id, "start_stream", device, {"transport": d.transport}, operator[:64],
                                 host, operator[:64]))
 
-    def _port(self) -> int:
+    def _port(self, avoid: frozenset[int] = frozenset()) -> int:
         lo, hi = self.s.port_range
         span = hi - lo + 1
         if len(self.ports_used) >= span:
@@ -367,7 +368,7 @@ class InnerMediaLane:
         start = self.rng.randrange(span)
         for i in range(span):
             p = lo + (start + i) % span
-            if p % 2 == 0 and p not in self.ports_used:     # RTP on even ports (RFC 3550 §11)
+            if p % 2 == 0 and p not in self.ports_used and p not in avoid:   # RTP on even ports (RFC 3550 §11)
                 self.ports_used.add(p)
                 return p
         return 0
@@ -409,12 +410,29 @@ class InnerMediaLane:
             self._hang_up(d, f"the stream ended ({why})", now, work)
         return work
 
-    def viewer_failed(self, viewer: str, why: str, now: float, wall: float) -> list[MediaWork]:
-        """The viewer's sink could not be made (port taken...): 500 before the answer, BYE after."""
+    def viewer_failed(self, viewer: str, why: str, now: float, wall: float, *,
+                      port_taken: bool = False) -> list[MediaWork]:
+        """The viewer's sink could not be made: its media port held by another program (`port_taken`:
+        made again on another port, up to INNER_MEDIA_PORT_TRIES ports), or anything else: 500 before
+        the answer, BYE after."""
         work: list[MediaWork] = []
         d = self._by_viewer(viewer)
         if d is None:
             return work
+        if port_taken and d.state == "proceeding" and d.local_port and \
+                len(d.failed_ports) + 1 < limits.INNER_MEDIA_PORT_TRIES:
+            self.ports_used.discard(d.local_port)
+            d.failed_ports.append(d.local_port)
+            port = self._port(frozenset(d.failed_ports))
+            if port:
+                self._viewer_seq += 1
+                work.append(StopViewer(d.viewer))
+                d.viewer, d.local_port = f"v{self._viewer_seq}", port
+                offer = d.offer
+                work.append(StartViewer(d.viewer, d.device_id, f"{offer.connection}:{offer.media_port}", d.ssrc,
+                                        d.transport, d.setup, port))
+                return work
+            d.local_port = 0
         if d.state == "proceeding":
             self._fail(d, 500, "Server Internal Error", Reason.OUTPUT_FAILED, f"media output: {why}", now, work)
         elif d.state != "ending":

@@ -89,8 +89,8 @@ def request(method, call="c1@10.1.0.5", branch="z9hG4bKx", to_tag=None, cseq=21)
     return msg
 
 
-def lane(mode="always-on", **kw) -> InnerMediaLane:
-    settings = MediaSettings(mode=mode, media_address="10.1.0.1", port_range=(30000, 30009), sip_host="10.1.0.1",
+def lane(mode="always-on", port_range=(30000, 30009), **kw) -> InnerMediaLane:
+    settings = MediaSettings(mode=mode, media_address="10.1.0.1", port_range=port_range, sip_host="10.1.0.1",
                              sip_port=5060, **kw)
     return InnerMediaLane(settings, IDS.map_to_outer, rng=random.Random(7))
 
@@ -202,6 +202,41 @@ def test_too_many_viewers_get_486():
     codes = [statuses(ln.on_sip(invite(call=f"p{n}", branch=f"z9hG4bKp{n}"), PEER, PLAN, 1.0, 1.7e9))[0]
              for n in range(6)]
     assert codes == [100] * 5 + [486]
+
+
+def test_a_media_port_some_other_program_holds_is_replaced_by_another_not_answered_500():
+    """The port range is shared with the rest of the host: a port ferry thought free may be taken.
+    The viewer is made again on another port (bench/signaling.py saw 500s); only when
+    INNER_MEDIA_PORT_TRIES ports in a row fail does the platform get 500."""
+    ln, sv, _ = started_lane(port_range=(30000, 30099))
+    tried = [sv.local_port]
+    for _ in range(limits.INNER_MEDIA_PORT_TRIES - 1):
+        work = ln.viewer_failed(sv.viewer, f"udp media port 10.1.0.1:{sv.local_port}: in use", 100.5, 1.7e9,
+                                port_taken=True)
+        assert statuses(work) == []
+        [stop] = [w for w in work if isinstance(w, StopViewer)]
+        [sv] = [w for w in work if isinstance(w, StartViewer)]
+        assert stop.viewer != sv.viewer and sv.local_port not in tried and sv.local_port % 2 == 0
+        tried.append(sv.local_port)
+        assert len(ln.ports_used) == 1
+    work = ln.viewer_started(sv.viewer, "cam-1", 101.0, 1.7e9)        # the last port worked
+    [ok] = sent(work)
+    assert ok.status == 200 and parse_sdp(ok.body).media_port == sv.local_port
+    # a lane whose every try fails answers 500, with the reason
+    ln, sv, _ = started_lane(port_range=(30000, 30099))
+    for i in range(limits.INNER_MEDIA_PORT_TRIES):
+        work = ln.viewer_failed(sv.viewer, "in use", 100.5, 1.7e9, port_taken=True)
+        nxt = [w for w in work if isinstance(w, StartViewer)]
+        if not nxt:
+            break
+        sv = nxt[0]
+    assert i == limits.INNER_MEDIA_PORT_TRIES - 1 and statuses(work) == [500] and not ln.ports_used
+    # a failure that is not the port's (e.g. the lane refused the viewer) is 500 at once
+    ln, sv, _ = started_lane()
+    assert statuses(ln.viewer_failed(sv.viewer, "no such stream", 100.5, 1.7e9)) == [500]
+    # and a range with no other free port ends the tries early: 500
+    ln, sv, _ = started_lane(port_range=(30000, 30001))
+    assert statuses(ln.viewer_failed(sv.viewer, "in use", 100.5, 1.7e9, port_taken=True)) == [500]
 
 
 def test_a_camera_that_never_starts_gets_408_within_the_timeout():
@@ -381,7 +416,7 @@ def sip_messages(draw):
             ("From", "<sip:a@h>;tag=1"), ("To", "<sip:b@h>"), ("Call-ID", "x"), ("CSeq", "1 BYE")]))
 
 
-EVENTS = st.one_of(sip_messages(), st.tuples(st.sampled_from(["start", "lost", "failed", "asked", "timer"]),
+EVENTS = st.one_of(sip_messages(), st.tuples(st.sampled_from(["start", "lost", "failed", "port", "asked", "timer"]),
                                              st.sampled_from(["v1", "v2", "v3", "c1", "c2"])))
 
 
@@ -398,6 +433,7 @@ def test_random_sip_and_events_never_raise_and_keep_ports_and_viewers_consistent
             work = {"start": lambda: ln.viewer_started(key, "s1", now, 0),
                     "lost": lambda: ln.viewer_lost(key, "x", now, 0),
                     "failed": lambda: ln.viewer_failed(key, "x", now, 0),
+                    "port": lambda: ln.viewer_failed(key, "x", now, 0, port_taken=True),
                     "asked": lambda: ln.asked(key, False, "default_deny", "no", now, 0),
                     "timer": lambda: ln.handle_timer(now + 5, 0)}[kind]()
         else:
