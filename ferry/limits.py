@@ -269,6 +269,8 @@ SDP_LINE_MAX = 512             # bytes of one SDP line
 
 # --- the agents' SIP transport (ferry.agents.sip_endpoint) ---------------------
 SIP_UDP_RCVBUF = 8 << 20      # SO_RCVBUF of a SIP UDP socket (root: past net.core.rmem_max): bursts wait, not drop
+SIP_ANSWER_KEEP = 32.0         # s a UDP request's last response is kept to answer its retransmissions (64*T1)
+SIP_ANSWERS_MAX = 65536        # such responses kept at most (the oldest forgotten first)
 SIP_TCP_CONNECTIONS_MAX = 1024  # SIP TCP connections of one endpoint (accepted and opened), at most
 SIP_TCP_READ = 65536           # bytes read from a SIP TCP connection at once
 SIP_TCP_IDLE = 300.0           # seconds a SIP TCP connection may stay silent before it is closed

@@ -13,13 +13,22 @@ code builds. No SIP logic lives here.
 
 `Peer` names the transport and address a message came from or goes to; the signaling code
 keeps it with a registration or dialog and sends replies to it.
+
+Retransmissions over UDP (RFC 3261 §17.2): a device whose request was not answered within T1
+(500 ms) sends the same bytes again, and again. The endpoint remembers, per peer and datagram
+digest, the last response sent to that peer while a request was being handled, for the life of a
+server transaction (64*T1); the same datagram again gets that response re-sent without being
+parsed or handed over. Under a burst (10,000 devices' keepalives) this keeps the retransmissions
+a backlog provokes from doubling the work that made the backlog.
 """
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import socket
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -88,7 +97,10 @@ class SipEndpoint:
         self._conns: dict[Peer, _Connection] = {}
         self._pending: dict[Peer, list[bytes]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self.counters = {"received": 0, "sent": 0, "refused": 0, "send_failed": 0}
+        # UDP retransmissions: (peer, digest of the request datagram) -> (the last response, expiry)
+        self._answers: OrderedDict[tuple[Peer, bytes], tuple[bytes, float]] = OrderedDict()
+        self._handling: tuple[Peer, bytes] | None = None
+        self.counters = {"received": 0, "sent": 0, "refused": 0, "send_failed": 0, "retransmissions": 0}
 
     # -- life cycle ---------------------------------------------------------------------------
     def bind(self) -> None:
@@ -164,12 +176,25 @@ class SipEndpoint:
             return
         if not data.strip(b"\r\n"):
             return    # a keep-alive of CRLFs (RFC 5626 §3.5.1)
+        key = (peer, hashlib.blake2b(data, digest_size=16).digest())
+        now = time.monotonic()
+        kept = self._answers.get(key)
+        if kept is not None and kept[1] > now:
+            self.counters["retransmissions"] += 1
+            self._udp_send(kept[0], peer)
+            return
         try:
             msg = parse_message(data)
         except SipError as exc:
             self._refuse(peer, str(exc), len(data))
             return
-        self._deliver(msg, peer)
+        # not INVITE: its server transaction moves on after the provisional answer (the dialog code
+        # retransmits its own 2xx); not ACK: it has no answer
+        self._handling = key if isinstance(msg, SipRequest) and msg.method not in ("ACK", "INVITE") else None
+        try:
+            self._deliver(msg, peer)
+        finally:
+            self._handling = None
 
     def _deliver(self, msg: SipMessage, peer: Peer) -> None:
         self.counters["received"] += 1
@@ -236,8 +261,10 @@ class SipEndpoint:
             if self._udp is None:
                 self.counters["send_failed"] += 1
                 return False
-            self._udp.sendto(data, (peer.host, peer.port))
-            self.counters["sent"] += 1
+            handling = self._handling
+            if handling is not None and handling[0] == peer and data.startswith(b"SIP/2.0 "):
+                self._remember(handling, data)
+            self._udp_send(data, peer)
             return True
         conn = self._conns.get(peer)
         if conn is not None and conn.writer is not None:
@@ -256,6 +283,23 @@ class SipEndpoint:
             queued.append(data)
         self.counters["sent"] += 1
         return True
+
+    def _udp_send(self, data: bytes, peer: Peer) -> None:
+        assert self._udp is not None
+        self._udp.sendto(data, (peer.host, peer.port))
+        self.counters["sent"] += 1
+
+    def _remember(self, key: tuple[Peer, bytes], response: bytes) -> None:
+        """The response to the request datagram being handled, for its retransmissions."""
+        now = time.monotonic()
+        answers = self._answers
+        answers.pop(key, None)
+        answers[key] = (response, now + limits.SIP_ANSWER_KEEP)
+        while answers:
+            oldest = next(iter(answers.values()))
+            if len(answers) <= limits.SIP_ANSWERS_MAX and oldest[1] > now:
+                break
+            answers.popitem(last=False)
 
     def _write(self, conn: _Connection, data: bytes) -> bool:
         assert conn.writer is not None

@@ -58,8 +58,8 @@ from __future__ import annotations
 import ipaddress
 import re
 import secrets
-from dataclasses import dataclass
-from typing import Iterable, Union
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generic, Iterable, TypeVar, Union, overload
 
 from ferry import limits
 from ferry.codecs.errors import CodecError
@@ -376,12 +376,51 @@ def parse_via(text: str) -> Via:
 # --- messages -------------------------------------------------------------------------------------
 
 Headers = tuple[tuple[str, str], ...]
+T = TypeVar("T")
+
+
+class _parsed(Generic[T]):
+    """A parsed accessor computed once per message (messages are frozen; a list comes back as a
+    fresh copy, so a caller's change never reaches the next caller); errors are raised each time."""
+
+    def __init__(self, fn: Callable[[Any], T]) -> None:
+        self.fn, self.name, self.__doc__ = fn, fn.__name__, fn.__doc__
+
+    @overload
+    def __get__(self, obj: None, owner: type) -> _parsed[T]: ...
+
+    @overload
+    def __get__(self, obj: object, owner: type) -> T: ...
+
+    def __get__(self, obj: object, owner: type) -> Any:
+        if obj is None:
+            return self
+        memo = obj._memo  # type: ignore[attr-defined]
+        try:
+            value = memo[self.name]
+        except KeyError:
+            value = memo[self.name] = self.fn(obj)
+        return list(value) if isinstance(value, list) else value
 
 
 @dataclass(frozen=True, slots=True)
 class _Base:
+    # parsed accessors and the header index, filled on first use (not part of the value)
+    _memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False, kw_only=True)
+
     def _headers(self) -> Headers:
         raise NotImplementedError
+
+    def _values(self, want: str) -> list[str]:
+        """The raw values of the header whose lower-case canonical name is `want`, in order."""
+        index = self._memo.get("")
+        if index is None:
+            index = {}
+            for n, v in self._headers():
+                index.setdefault(n.lower(), []).append(v)
+            self._memo[""] = index
+        found: list[str] = index.get(want, [])
+        return found
 
     def header(self, name: str) -> str | None:
         """The value of header `name` (case-insensitive; compact forms accepted), or None.
@@ -390,7 +429,7 @@ class _Base:
         joined with ", "; any other header that appears more than once is a SipError (for headers
         that may repeat without being lists, such as WWW-Authenticate, use `header_all`)."""
         want = canonical_name(name).lower()
-        values = [v for n, v in self._headers() if n.lower() == want]
+        values = self._values(want)
         if not values:
             return None
         if len(values) > 1:
@@ -403,12 +442,11 @@ class _Base:
         """Every value of header `name`, in order; list headers (Via, Route, Contact...) comma-split."""
         want = canonical_name(name).lower()
         out: list[str] = []
-        for n, v in self._headers():
-            if n.lower() == want:
-                if want in _LIST:
-                    out += [p.strip(" \t") for p in _split_outside_quotes(v, ",")]
-                else:
-                    out.append(v)
+        for v in self._values(want):
+            if want in _LIST:
+                out += [p.strip(" \t") for p in _split_outside_quotes(v, ",")]
+            else:
+                out.append(v)
         return out
 
     def _required(self, name: str) -> str:
@@ -417,11 +455,11 @@ class _Base:
             raise SipError(f"no {name} header")
         return v
 
-    @property
+    @_parsed
     def call_id(self) -> str:
         return self._required("Call-ID")
 
-    @property
+    @_parsed
     def cseq(self) -> tuple[int, str]:
         value = self._required("CSeq")
         parts = value.split()
@@ -429,23 +467,23 @@ class _Base:
             raise SipError(f"CSeq {value[:40]!r}: not '<number below 2**31> <method>'")
         return int(parts[0]), _check_token(parts[1], "CSeq method")
 
-    @property
+    @_parsed
     def from_(self) -> NameAddr:
         return parse_name_addr(self._required("From"))
 
-    @property
+    @_parsed
     def to(self) -> NameAddr:
         return parse_name_addr(self._required("To"))
 
-    @property
+    @_parsed
     def via(self) -> list[Via]:
         return [parse_via(v) for v in self.header_all("Via")]
 
-    @property
+    @_parsed
     def contact(self) -> list[NameAddr]:
         return [parse_name_addr(v) for v in self.header_all("Contact") if v != "*"]
 
-    @property
+    @_parsed
     def content_type(self) -> str | None:
         """The media type, lower case, without parameters (Application/MANSCDP+xml -> application/manscdp+xml)."""
         v = self.header("Content-Type")
@@ -465,7 +503,7 @@ class _Base:
             raise SipError(f"{name} {v[:20]!r}: not a number from 0 to {top}")
         return int(v)
 
-    @property
+    @_parsed
     def content_length(self) -> int | None:
         return self._int_header("Content-Length", 2**31 - 1)
 
@@ -587,9 +625,10 @@ def _validate(msg: SipRequest | SipResponse) -> int | None:
 
 
 def _with_body(msg: SipRequest | SipResponse, body: bytes) -> SipRequest | SipResponse:
+    # the same headers: what was parsed of them holds (no accessor reads the body)
     if isinstance(msg, SipRequest):
-        return SipRequest(msg.method, msg.uri, msg.headers, body)
-    return SipResponse(msg.status, msg.reason, msg.headers, body)
+        return SipRequest(msg.method, msg.uri, msg.headers, body, _memo=msg._memo)
+    return SipResponse(msg.status, msg.reason, msg.headers, body, _memo=msg._memo)
 
 
 def parse_message(data: bytes) -> SipRequest | SipResponse:

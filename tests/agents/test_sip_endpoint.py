@@ -185,3 +185,49 @@ def test_the_udp_socket_has_a_large_receive_buffer_so_a_burst_waits_in_the_kerne
         assert ep.udp_rcvbuf >= min(2 * limits.SIP_UDP_RCVBUF, 2 * rmem_max) > 2 * 212992
     finally:
         ep._udp_sock.close()
+
+
+def test_a_udp_retransmission_gets_the_kept_answer_without_being_handed_over_again(monkeypatch):
+    """RFC 3261 §17.2: the same request datagram again (no answer within T1) gets the last response
+    re-sent; under a burst this keeps retransmissions from doubling the work. Another request, an
+    INVITE, or the same bytes after the transaction's life are handed over as usual."""
+    monkeypatch.setattr(limits, "SIP_ANSWER_KEEP", 0.5)
+
+    async def main():
+        rec = Recorder()
+        ep: SipEndpoint
+
+        def answer(msg, peer):
+            rec.on_message(msg, peer)
+            ep.send(b"SIP/2.0 200 OK\r\nCSeq: " + msg.header("CSeq").encode() + b"\r\n\r\n", peer)
+        ep = SipEndpoint("t", answer, rec.on_refused, udp="127.0.0.1:0")
+        await ep.start()
+        try:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind(("127.0.0.1", 0))
+            s.setblocking(False)
+            loop = asyncio.get_running_loop()
+
+            async def recv() -> bytes:
+                return await asyncio.wait_for(loop.sock_recv(s, 200), 5)
+            for _ in range(3):
+                s.sendto(OPTIONS, ep.udp_address)
+                assert (await recv()).startswith(b"SIP/2.0 200 OK\r\nCSeq: 1 OPTIONS")
+            assert len(rec.messages) == 1 and ep.counters["retransmissions"] == 2
+            other = OPTIONS.replace(b"CSeq: 1 OPTIONS", b"CSeq: 2 OPTIONS")
+            s.sendto(other, ep.udp_address)
+            assert (await recv()).startswith(b"SIP/2.0 200 OK\r\nCSeq: 2 OPTIONS")
+            assert len(rec.messages) == 2
+            invite = OPTIONS.replace(b"OPTIONS", b"INVITE")
+            for n in (3, 4):
+                s.sendto(invite, ep.udp_address)
+                await recv()
+                assert len(rec.messages) == n          # an INVITE's retransmission reaches the dialog code
+            await asyncio.sleep(0.6)                    # the transaction's life is over: handled afresh
+            s.sendto(OPTIONS, ep.udp_address)
+            await recv()
+            assert len(rec.messages) == 5 and ep.counters["retransmissions"] == 2
+            s.close()
+        finally:
+            await ep.stop()
+    run(main())

@@ -370,3 +370,16 @@ def test_uri_address_and_via_parsers_give_a_value_or_sip_error(text: str, prefix
             assert parse_uri(str(value)) == value
         elif parse is parse_name_addr:
             assert parse_name_addr(str(value)) == value
+
+
+def test_parsed_accessors_are_computed_once_and_a_caller_cannot_change_them():
+    """parse_message already parsed From, To, Via... to check them; the lanes read them again: the
+    message keeps what was parsed (it is frozen), and a list it hands out is the caller's own copy."""
+    msg = parse_message(M.REGISTER)
+    first = msg.via
+    first.append(first[0])
+    first[0] = None
+    assert len(msg.via) == 1 and msg.via[0] is not None
+    assert msg.from_ is msg.from_ and msg.cseq == (1, "REGISTER")
+    assert msg == parse_message(M.REGISTER) and hash(msg.from_) == hash(parse_message(M.REGISTER).from_)
+    assert "_memo" not in repr(msg)
