@@ -147,6 +147,12 @@ def _check_port(text: str, what: str = "port") -> int:
 
 def _split_outside_quotes(text: str, sep: str) -> list[str]:
     """Split on `sep` outside quoted strings and <...> (a comma inside a URI or a display name stays)."""
+    if '"' not in text and "<" not in text and ">" not in text:
+        return text.split(sep)      # nothing quoted: what the scan below gives, at C speed
+    return _split_scan(text, sep)
+
+
+def _split_scan(text: str, sep: str) -> list[str]:
     parts, cur, quoted, angle, i = [], [], False, False, 0
     while i < len(text):
         ch = text[i]

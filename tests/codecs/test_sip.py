@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from ferry import limits
 from ferry.codecs.errors import CodecError
 from ferry.codecs.sdp import parse_sdp
+from ferry.codecs.sip import _split_outside_quotes, _split_scan  # private: the fast path against the scan
 from ferry.codecs.sip import (KeepAlive, NameAddr, SipError, SipRequest, SipResponse, SipUri, build_request,
                               build_response, new_branch, new_call_id, new_tag, parse_message, parse_name_addr,
                               parse_uri, parse_via, response_to)
@@ -383,3 +384,15 @@ def test_parsed_accessors_are_computed_once_and_a_caller_cannot_change_them():
     assert msg.from_ is msg.from_ and msg.cseq == (1, "REGISTER")
     assert msg == parse_message(M.REGISTER) and hash(msg.from_) == hash(parse_message(M.REGISTER).from_)
     assert "_memo" not in repr(msg)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list(';,=a b\t"<>\\:@.')), max_size=40), st.sampled_from([",", ";"]))
+def test_the_fast_split_gives_what_the_quote_aware_scan_gives(text, sep):
+    try:
+        expected = _split_scan(text, sep)
+    except SipError:
+        with pytest.raises(SipError):
+            _split_outside_quotes(text, sep)
+        return
+    assert _split_outside_quotes(text, sep) == expected
