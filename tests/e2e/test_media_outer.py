@@ -23,6 +23,7 @@ import pytest
 
 import gb28181
 from appliance import free_udp_port, read_trail
+from reverse import add_reverse
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -204,6 +205,33 @@ def test_always_on_camera_crosses_bit_exact_and_is_invited_again_after_kill_9(ap
     # the agent's stop BYEs the running dialog
     assert events(a.outer_audit, "stream_stopped")
     assert "bye" in camera.log()
+
+
+@needs_tools
+def test_always_on_video_keeps_crossing_with_the_reverse_ferry_dead(appliance_factory, tmp_path):
+    """Issue 13 item 4: the forward lanes never depend on the reverse one. Both agents have a
+    [reverse] section, but the inner's reverse sender sends into a dead port (the reverse ferry is
+    down from the start); the always-on camera is INVITEd, its stream crosses and decodes to the
+    source's frames, and the outer agent never heard a reverse key."""
+    a = make(appliance_factory, tmp_path)
+    policy = tmp_path / "media-policy" / "policy.yaml"      # make() wrote it; the agents read it at start
+    policy.write_text(policy.read_text().replace("  police-vms: {kind: vms}\n",
+                                                 "  police-vms: {kind: vms}\n  outer-platform: {kind: platform}\n"))
+    add_reverse(a, peer_port=free_udp_port())        # nobody listens there
+    cam_port, sip_port = free_udp_port(), free_udp_port()
+    ports = free_port_range()
+    a.append_config("outer", media_config(mode="always-on", sip_port=sip_port, ports=ports, cam_port=cam_port))
+    src = gb28181.make_source(None, "h264", seconds=4)
+    camera = SipCameraProcess(tmp_path, cam_port, seconds=4).start()
+    try:
+        a.start()
+        a.wait_for(lambda: events(a.inner_audit, "stream_ended"), 90, "the crossed stream's end on the inner side")
+    finally:
+        camera.stop()
+        a.stop()
+    assert gb28181.framemd5(recordings(a)[0]) == gb28181.framemd5(src)
+    assert not events(a.outer_audit, "reverse_key_accepted")   # the reverse ferry never came up
+    assert events(a.outer_audit, "stream_answered")
 
 
 @needs_tools
