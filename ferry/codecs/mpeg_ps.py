@@ -276,10 +276,10 @@ class PsDemuxer:
         if self._unbounded is not None and buf:
             self._emit(self._unbounded, None, None, bytes(buf), out, True)
         elif buf:
-            self._garbage += len(buf)
-            reason = "truncated packet"
-            out.append(Skipped(reason, self._garbage))
-            self._garbage = 0
+            if self._garbage:     # skipped before the packet began: garbage, however the feed was cut
+                out.append(Skipped("no start code", self._garbage))
+                self._garbage = 0
+            out.append(Skipped("truncated packet", len(buf)))
         if self._garbage:
             out.append(Skipped("no start code", self._garbage))
         self._reset()

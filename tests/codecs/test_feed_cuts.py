@@ -388,3 +388,16 @@ def test_rtp_depacketizer_output_does_not_depend_on_the_callers_buffer_or_flushe
     plain = depacketize(codec, packets, reuse_buffer=False, flush_after_marker=False)
     assert depacketize(codec, packets, reuse_buffer=True, flush_after_marker=False) == plain
     assert depacketize(codec, packets, reuse_buffer=False, flush_after_marker=True) == plain
+
+
+def test_garbage_before_a_truncated_packet_is_counted_as_garbage_wherever_the_feed_is_cut():
+    """Regression (found by the property above in CI): flush() used to count the garbage skipped
+    since the last report as part of the truncated packet at the end, so how many bytes were named
+    "no start code" and how many "truncated packet" depended on where 64 KiB reports fell."""
+    data = b"\x01" * 70_000 + b"\x00\x00\x01"
+    whole = ps_run(data)
+    assert whole == ([("skipped", "no start code", 70_000), ("skipped", "truncated packet", 3)], [])
+    for cut in (1, 65_000, 65_540, 69_999, 70_001):
+        assert ps_run(data, [cut]) == whole, cut
+    small = b"\x01" * 100 + b"\x00\x00\x01"
+    assert ps_run(small) == ([("skipped", "no start code", 100), ("skipped", "truncated packet", 3)], [])
