@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -190,6 +191,9 @@ def test_always_on_camera_crosses_bit_exact_and_is_invited_again_after_kill_9(ap
         # kill -9 the camera while it streams: stream_failed, INVITEs that fail, then it is back
         k = len(events(a.outer_audit, "stream_started"))
         a.wait_for(lambda: len(events(a.outer_audit, "stream_started")) > k, 60, "a stream to kill")
+        # kill it mid-stream, once pictures flow (killed before its first whole access unit, the
+        # stream is refused no_picture instead, as CI once saw); the camera streams 4 s each time
+        time.sleep(1.0)
         n = len(events(a.outer_audit, "stream_failed"))
         camera.kill()
         a.wait_for(lambda: len(events(a.outer_audit, "stream_failed")) > n + 1, 60,
