@@ -279,7 +279,10 @@ SIP_TCP_CONNECT_TIMEOUT = 5.0  # seconds to open a SIP TCP connection
 
 # --- outer SIP side (ferry.lanes.signaling.outer, ferry.agents.sip_outer; issue 13 "sig-outer") -----
 SIGNALING_DEVICES_MAX = 20_000        # [[signaling.device]] entries (each may register: the registry's bound)
-SIGNALING_NONCES_MAX = 4096           # digest nonces outstanding at once (the oldest is dropped beyond)
+SIGNALING_NONCES_MAX = 40_000         # digest nonces outstanding at once (the oldest is dropped beyond): every
+                                      # configured device may be challenged at once (a mass re-registration)
+SIGNALING_NONCES_PER_DEVICE = 4       # outstanding nonces of one device (its oldest dropped beyond): a device ID
+                                      # asking for challenge after challenge cannot push out the others'
 SIGNALING_NONCE_TTL = 60.0            # seconds a nonce may be answered; later: 401 stale=true
 SIGNALING_NONCES_USED_MAX = 8192      # answered nonces remembered, to tell a replay from a stale nonce
 SIGNALING_TRANSACTIONS_MAX = 8192     # server transactions whose response is kept for retransmissions

@@ -15,7 +15,9 @@ REGISTER (GB/T 28181 §9.1.2, RFC 3261 §10 and §22): a device ID no ``[[signal
 gets 403 (``sip_unknown_device``) before any state is made for it. Without Authorization: 401 with
 a fresh nonce (MD5, qop "auth" offered; an answer without qop is accepted, since many devices
 ignore it: the nonce is single-use anyway). Nonces are bounded in number (SIGNALING_NONCES_MAX, the
-oldest dropped) and age (SIGNALING_NONCE_TTL) and bound to the device they were issued to; a nonce
+oldest dropped; room for every configured device at once, as when all re-register after a power
+cut; and SIGNALING_NONCES_PER_DEVICE per device, so one device ID cannot push out the others)
+and age (SIGNALING_NONCE_TTL) and bound to the device they were issued to; a nonce
 answered once is remembered (SIGNALING_NONCES_USED_MAX): answering it again is ``nonce_replay``;
 a nonce ferry does not hold is ``stale_nonce`` (both: 401 stale=true with a fresh nonce); a wrong
 answer is ``wrong_password`` (403). Expires 0 unregisters; a shorter registration than
@@ -51,7 +53,7 @@ from __future__ import annotations
 
 import heapq
 import secrets
-from collections import Counter, OrderedDict
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -151,6 +153,7 @@ class OuterSignalingLane:
         self.token = token
         self.registry = Registry(settings.keepalive_timeout)
         self._nonces: OrderedDict[str, _Nonce] = OrderedDict()
+        self._device_nonces: dict[str, deque[str]] = {}     # device -> its outstanding nonces, oldest first
         self._used: OrderedDict[str, None] = OrderedDict()
         self._transactions: OrderedDict[tuple[Any, ...], tuple[bytes, float]] = OrderedDict()
         self._refusals: dict[tuple[Reason, str, str, str], _Refusals] = {}
@@ -272,13 +275,13 @@ class OuterSignalingLane:
                               "used (a replayed Authorization): challenged afresh", now, work, device_id=device_id)
             else:
                 if nonce is not None and nonce.device_id == device_id:    # expired: it serves no more
-                    del self._nonces[creds.nonce]
+                    self._drop_nonce(creds.nonce)
                 self._refusal(Reason.STALE_NONCE, peer, f"REGISTER of {device_id} answers a nonce ferry does "
                               "not hold (expired, dropped or never issued): challenged afresh", now, work,
                               device_id=device_id)
             return work
         # the nonce is used up whatever the answer: one guess per challenge
-        del self._nonces[creds.nonce]
+        self._drop_nonce(creds.nonce)
         self._remember_used(creds.nonce)
         challenge = Challenge(s.realm, creds.nonce, qop=creds.qop)
         if creds.username != device_id or not sip_digest.verify(creds, "REGISTER", password, challenge):
@@ -335,13 +338,26 @@ class OuterSignalingLane:
 
     def _challenge(self, req: SipRequest, peer: Any, device_id: str, now: float, stale: bool) -> SendSip:
         nonce = self.token(16)
+        mine = self._device_nonces.setdefault(device_id, deque())
+        while len(mine) >= limits.SIGNALING_NONCES_PER_DEVICE:
+            self._drop_nonce(mine[0])
         while len(self._nonces) >= limits.SIGNALING_NONCES_MAX:
-            self._nonces.popitem(last=False)
+            self._drop_nonce(next(iter(self._nonces)))
         self._nonces[nonce] = _Nonce(device_id, now)
+        self._device_nonces.setdefault(device_id, mine).append(nonce)
         value = sip_digest.www_authenticate(Challenge(self.settings.realm, nonce))
         if stale:
             value += ", stale=TRUE"
         return self._respond(req, peer, 401, "Unauthorized", now, extra=(("WWW-Authenticate", value),))
+
+    def _drop_nonce(self, nonce: str) -> None:
+        held = self._nonces.pop(nonce, None)
+        if held is None:
+            return
+        mine = self._device_nonces[held.device_id]
+        mine.remove(nonce)
+        if not mine:
+            del self._device_nonces[held.device_id]
 
     def _remember_used(self, nonce: str) -> None:
         self._used[nonce] = None

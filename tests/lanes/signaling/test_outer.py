@@ -225,11 +225,37 @@ def test_a_nonce_issued_to_another_device_does_not_serve():
     assert responses(work)[0].status == 401 and not ln.registry.online(NVR)
 
 
-def test_nonces_are_bounded():
-    ln, cam = lane(), Device(CAM, "cam-secret")
+def test_nonces_are_bounded(monkeypatch):
+    monkeypatch.setattr(limits, "SIGNALING_NONCES_MAX", 64)
+    ids = [f"4309000000132{n:07d}" for n in range(100)]
+    ln = lane(passwords={d: "pw" for d in ids})
+    for d in ids:
+        ln.on_message(Device(d, "pw").register(), CAM_PEER, PLAN, 100.0, WALL)
+    assert len(ln._nonces) == 64
+
+
+def test_one_device_asking_for_challenges_keeps_a_few_nonces_and_drops_no_other_devices():
+    ln, cam, nvr = lane(), Device(CAM, "cam-secret"), Device(NVR, "nvr-secret", Peer("udp", "192.0.2.11", 5060))
+    [challenge] = responses(ln.on_message(nvr.register(), nvr.peer, PLAN, 100.0, WALL))
     for _ in range(limits.SIGNALING_NONCES_MAX + 50):
         ln.on_message(cam.register(), CAM_PEER, PLAN, 100.0, WALL)
-    assert len(ln._nonces) == limits.SIGNALING_NONCES_MAX
+    assert len(ln._nonces) == 1 + limits.SIGNALING_NONCES_PER_DEVICE
+    work = ln.on_message(nvr.register(auth=nvr.answer(challenge)), nvr.peer, PLAN, 100.0, WALL)
+    assert [r.status for r in responses(work)] == [200] and ln.registry.online(NVR)
+
+
+def test_a_burst_of_devices_registering_at_once_all_come_online():
+    """10,000 cameras re-registering after a power cut: every one is challenged before the first
+    answers (their answers queue behind the other REGISTERs); no nonce is dropped for another's."""
+    assert limits.SIGNALING_NONCES_MAX >= limits.SIGNALING_DEVICES_MAX     # every device at once
+    ids = [f"4309000000132{n:07d}" for n in range(4200)]                  # beyond the 4096 there were
+    ln = lane(passwords={d: f"pw{d[-4:]}" for d in ids})
+    devices = [Device(d, f"pw{d[-4:]}", Peer("udp", "192.0.2.10", 20000 + i)) for i, d in enumerate(ids)]
+    challenges = [responses(ln.on_message(dev.register(), dev.peer, PLAN, 100.0, WALL))[0] for dev in devices]
+    statuses = [responses(ln.on_message(dev.register(auth=dev.answer(ch)), dev.peer, PLAN, 101.0, WALL))[0].status
+                for dev, ch in zip(devices, challenges)]
+    assert statuses.count(200) == len(ids)
+    assert len(ln.registry) == len(ids)
 
 
 def test_unknown_device_is_refused_403_without_state():
