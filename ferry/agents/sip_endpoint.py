@@ -4,7 +4,10 @@ each message, with the peer it came from, to the agent's signaling code; it send
 code builds. No SIP logic lives here.
 
 - UDP: one datagram is one message (`parse_message`); a datagram over the size limit, or one
-  that does not parse, is refused (`on_refused(peer, reason, size)`) and dropped.
+  that does not parse, is refused (`on_refused(peer, reason, size)`) and dropped. The socket is
+  read directly, up to SIP_UDP_BATCH datagrams per turn of the event loop (a burst costs one turn
+  per batch, not per datagram); an answer that finds the send buffer full waits, in order,
+  bounded by SIP_UDP_OUTPUT_MAX.
 - TCP: each connection has its own `SipStreamParser`; a framing or parse error refuses the
   connection's bytes and closes it (RFC 3261 §18.3: a stream that lost its framing cannot be
   resynchronised). Connections are bounded in number, in idle time and in queued output. A
@@ -28,7 +31,7 @@ import hashlib
 import logging
 import socket
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -59,17 +62,6 @@ OnMessage = Callable[[SipMessage, Peer], None]
 OnRefused = Callable[[Peer, str, int], None]
 
 
-class _Datagrams(asyncio.DatagramProtocol):
-    def __init__(self, endpoint: SipEndpoint) -> None:
-        self.endpoint = endpoint
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.endpoint._datagram(data, Peer("udp", addr[0], addr[1]))
-
-    def error_received(self, exc: Exception) -> None:
-        log.debug("sip udp: %s", exc)     # ICMP unreachable of an earlier send: nothing to do
-
-
 class _Connection:
     __slots__ = ("peer", "writer", "parser", "last")
 
@@ -92,7 +84,10 @@ class SipEndpoint:
         self.tcp_listen = tcp
         self._udp_sock: socket.socket | None = None
         self._tcp_sock: socket.socket | None = None
-        self._udp: asyncio.DatagramTransport | None = None
+        self._udp_reading = False
+        self._udp_out: deque[tuple[bytes, tuple[str, int]]] = deque()    # waiting for room in the send buffer
+        self._udp_out_bytes = 0
+        self._udp_peers: dict[tuple[str, int], Peer] = {}
         self._server: asyncio.AbstractServer | None = None
         self._conns: dict[Peer, _Connection] = {}
         self._pending: dict[Peer, list[bytes]] = {}
@@ -146,7 +141,8 @@ class SipEndpoint:
         self.bind()
         loop = asyncio.get_running_loop()
         if self._udp_sock is not None:
-            self._udp, _ = await loop.create_datagram_endpoint(lambda: _Datagrams(self), sock=self._udp_sock)
+            loop.add_reader(self._udp_sock.fileno(), self._udp_readable)
+            self._udp_reading = True
         if self._tcp_sock is not None:
             self._server = await asyncio.start_server(self._accepted, sock=self._tcp_sock)
         self._spawn(self._reap_idle())
@@ -154,8 +150,13 @@ class SipEndpoint:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
-        if self._udp is not None:
-            self._udp.close()
+        if self._udp_reading and self._udp_sock is not None:
+            loop = asyncio.get_running_loop()
+            loop.remove_reader(self._udp_sock.fileno())
+            loop.remove_writer(self._udp_sock.fileno())
+            self._udp_reading = False
+            self._udp_sock.close()
+            self._udp_sock = None
         for c in list(self._conns.values()):
             if c.writer is not None:
                 c.writer.close()
@@ -170,6 +171,29 @@ class SipEndpoint:
         task.add_done_callback(self._tasks.discard)
 
     # -- receiving ----------------------------------------------------------------------------
+    def _udp_readable(self) -> None:
+        """Take what waits in the socket, up to SIP_UDP_BATCH datagrams, in one go: under a burst
+        this spares the event loop a turn per datagram; then the loop's other work gets its turn."""
+        sock = self._udp_sock
+        if sock is None:
+            return
+        peers = self._udp_peers
+        for _ in range(limits.SIP_UDP_BATCH):
+            try:
+                data, addr = sock.recvfrom(limits.SIP_MESSAGE_MAX + 1)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:      # ICMP unreachable of an earlier send: nothing to do
+                log.debug("sip udp: %s", exc)
+                continue
+            key = (addr[0], addr[1])
+            peer = peers.get(key)
+            if peer is None:
+                if len(peers) >= limits.SIP_UDP_PEERS_KEPT:
+                    peers.clear()
+                peer = peers[key] = Peer("udp", addr[0], addr[1])
+            self._datagram(data, peer)
+
     def _datagram(self, data: bytes, peer: Peer) -> None:
         if len(data) > limits.SIP_MESSAGE_MAX:
             self._refuse(peer, f"datagram of {len(data)} bytes exceeds {limits.SIP_MESSAGE_MAX}", len(data))
@@ -258,7 +282,7 @@ class SipEndpoint:
         """Send one built message. False when it cannot go now (no socket for that transport, the
         connection's output queue is full); a TCP peer without a connection gets one opened."""
         if peer.transport == "udp":
-            if self._udp is None:
+            if not self._udp_reading:
                 self.counters["send_failed"] += 1
                 return False
             handling = self._handling
@@ -285,9 +309,48 @@ class SipEndpoint:
         return True
 
     def _udp_send(self, data: bytes, peer: Peer) -> None:
-        assert self._udp is not None
-        self._udp.sendto(data, (peer.host, peer.port))
+        sock = self._udp_sock
+        assert sock is not None
+        if self._udp_out:       # keep the order: behind what waits already
+            self._udp_queue(data, (peer.host, peer.port))
+            return
+        try:
+            sock.sendto(data, (peer.host, peer.port))
+        except (BlockingIOError, InterruptedError):
+            self._udp_queue(data, (peer.host, peer.port))
+            asyncio.get_running_loop().add_writer(sock.fileno(), self._udp_writable)
+            return
+        except OSError as exc:      # unreachable, a refused earlier send: the datagram is lost (UDP)
+            self.counters["send_failed"] += 1
+            log.debug("sip udp: send to %s: %s", peer, exc)
+            return
         self.counters["sent"] += 1
+
+    def _udp_queue(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self._udp_out_bytes + len(data) > limits.SIP_UDP_OUTPUT_MAX:
+            self.counters["send_failed"] += 1
+            return
+        self._udp_out.append((data, addr))
+        self._udp_out_bytes += len(data)
+
+    def _udp_writable(self) -> None:
+        sock = self._udp_sock
+        if sock is None:
+            return
+        while self._udp_out:
+            data, addr = self._udp_out[0]
+            try:
+                sock.sendto(data, addr)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self.counters["send_failed"] += 1
+                log.debug("sip udp: send to %s: %s", addr, exc)
+            else:
+                self.counters["sent"] += 1
+            self._udp_out.popleft()
+            self._udp_out_bytes -= len(data)
+        asyncio.get_running_loop().remove_writer(sock.fileno())
 
     def _remember(self, key: tuple[Peer, bytes], response: bytes) -> None:
         """The response to the request datagram being handled, for its retransmissions."""

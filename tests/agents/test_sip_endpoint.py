@@ -231,3 +231,81 @@ def test_a_udp_retransmission_gets_the_kept_answer_without_being_handed_over_aga
         finally:
             await ep.stop()
     run(main())
+
+
+def _options(n: int) -> bytes:
+    return OPTIONS.replace(b"a84b4c76e66710@", b"call-%d@" % n)
+
+
+def test_a_burst_waiting_in_the_socket_is_taken_in_batches_in_order():
+    """Thousands of devices' keepalives at once: the endpoint takes up to SIP_UDP_BATCH datagrams
+    per turn of the event loop (not one a turn), in the order they came, none lost."""
+    async def main():
+        rec = Recorder()
+        ep = SipEndpoint("t", rec.on_message, rec.on_refused, udp="127.0.0.1:0")
+        await ep.start()
+        turns = [0]
+        loop = asyncio.get_running_loop()
+
+        def tick() -> None:
+            turns[0] += 1
+            loop.call_soon(tick)
+        seen_turns: list[int] = []
+        inner = rec.on_message
+        rec.on_message = lambda msg, peer: (seen_turns.append(turns[0]), inner(msg, peer))   # type: ignore[method-assign]
+        ep.on_message = rec.on_message
+        try:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            for n in range(300):
+                s.sendto(_options(n), ep.udp_address)
+            tick()
+            await rec.wait(lambda: len(rec.messages) == 300)
+            assert [m.call_id for m, _ in rec.messages] == [f"call-{n}@127.0.0.1" for n in range(300)]
+            batches = len(set(seen_turns))
+            assert batches <= -(-300 // limits.SIP_UDP_BATCH) + 2, f"300 datagrams took {batches} loop turns"
+            s.close()
+        finally:
+            await ep.stop()
+    run(main())
+
+
+def test_udp_answers_that_find_the_send_buffer_full_wait_and_go_in_order():
+    async def main():
+        rec = Recorder()
+        ep = SipEndpoint("t", rec.on_message, rec.on_refused, udp="127.0.0.1:0")
+        await ep.start()
+        real = ep._udp_sock
+        assert real is not None
+
+        class FullAtFirst:
+            """The endpoint's socket, whose send buffer is full for the first three sends."""
+            full = 3
+
+            def fileno(self) -> int:
+                return real.fileno()
+
+            def sendto(self, data, addr):
+                if self.full:
+                    self.full -= 1
+                    raise BlockingIOError
+                return real.sendto(data, addr)
+
+            def __getattr__(self, name):
+                return getattr(real, name)
+        rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        rx.bind(("127.0.0.1", 0))
+        rx.setblocking(False)
+        peer = Peer("udp", "127.0.0.1", rx.getsockname()[1])
+        try:
+            ep._udp_sock = FullAtFirst()  # type: ignore[assignment]
+            for n in range(5):
+                assert ep.send(b"SIP/2.0 200 OK\r\nX-N: %d\r\n\r\n" % n, peer)
+            loop = asyncio.get_running_loop()
+            got = [await asyncio.wait_for(loop.sock_recv(rx, 200), 5) for _ in range(5)]
+            assert [g.split(b"X-N: ")[1][:1] for g in got] == [b"0", b"1", b"2", b"3", b"4"]
+            assert ep.counters["sent"] == 5 and ep.counters["send_failed"] == 0
+        finally:
+            ep._udp_sock = real
+            rx.close()
+            await ep.stop()
+    run(main())
