@@ -35,6 +35,7 @@ def test_bench_signaling_runs_and_prints_its_last_line(tmp_path):
     assert m, last
     assert int(m.group(1)) > 0 and int(m.group(2)) > 0, last      # both halves measured something
     assert "invite 2/2" in r.stderr and "keepalives at up to" in r.stderr      # progress on stderr
+    assert "50 sealed, 50 accounted for inside (50 delivered)" in r.stdout, r.stdout   # delivered, not refused
 
 
 def test_bench_signaling_help():
