@@ -424,7 +424,8 @@ def run_demo(workdir: Path | None, keep: bool = False, timeout: float = 60.0) ->
                  else f"BROKEN at record {v.first_bad}: {v.reason}")
         _say(f"  {work / 'audit' / side}: {state}")
     _say(f"  reconciliation: {'every object sent is accounted for' if rec.ok else 'UNACCOUNTED objects'}"
-         f" ({len(rec.delivered)} delivered, {len(rec.refused_inner)} refused inside, {len(rec.lost)} lost)")
+         f" ({len(rec.delivered)} delivered, {len(rec.refused_inner)} refused inside, {len(rec.lost)} lost; "
+         f"reverse requests {rec.reverse_sent} sent, {len(rec.reverse_received)} received)")
     _say(f"  check them yourself: ferry audit verify {work / 'audit' / 'outer'}")
     _say(f"                       ferry audit reconcile {work / 'audit' / 'outer'} {work / 'audit' / 'inner'}")
     _say(f"  run them:  ferry inner --config {inner_cfg} & ferry outer --config {outer_cfg} &")

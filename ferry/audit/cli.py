@@ -271,6 +271,11 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
           f"{sum(s['status'] == 'reconciled' for s in streams)} reconciled, "
           f"{sum(s['status'] == 'lost_on_link' for s in streams)} with objects lost on the link, "
           f"{len(bad)} not reconciled")
+    if report.reverse_sent or report.reverse_unexpected:
+        print(f"reverse ferry: {report.reverse_sent} request{'' if report.reverse_sent == 1 else 's'} sent by "
+              f"the inner agent, {len(report.reverse_received)} received, {len(report.reverse_refused)} refused "
+              f"by the outer agent, {len(report.reverse_lost)} lost on the reverse link, "
+              f"{len(report.reverse_unaccounted)} unaccounted")
     for st in bad:
         print(f"stream {st['status']}: {st['flow']} (outer seq {st.get('seq')}): sent {st['sent']}, "
               f"received by the inner agent {st['received']} in {st['inner_streams']} inner stream(s), "
@@ -282,6 +287,12 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     for u in report.unexpected:
         print(f"ALARM unexpected: inner {u['event']} of object {u['object_id']} "
               f"(inner seq {u['seq']}) that the outer agent never sent")
+    for s in report.reverse_unaccounted:
+        print(f"unaccounted: reverse request {s['object_id']} ({s.get('request')}) sent by the inner agent at "
+              f"{s.get('time')} (inner seq {s.get('seq')}) has no outcome in the outer trail")
+    for u in report.reverse_unexpected:
+        print(f"ALARM unexpected: outer {u['event']} of reverse request {u['object_id']} "
+              f"(outer seq {u['seq']}) that the inner agent never sent")
     for oid in report.duplicates:
         print(f"ALARM duplicate: object {oid} delivered more than once")
     for oid in report.delivered_and_lost:

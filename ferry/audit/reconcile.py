@@ -28,6 +28,15 @@ object each, shared among the streams that miss some, in flow order), or any ``b
 ``lost_on_link`` (fine), or ``unaccounted`` (missing without a loss in the trail), ``open`` (no
 ``stream_ended`` on a side), ``excess`` (the inner side received more than was sent),
 ``unexpected`` (an inner stream the outer agent never started): those are listed, and fail.
+
+The reverse ferry runs the other way: every inner ``request_sent`` (its object ID) must meet an
+outer outcome: ``request_received`` (then served or ``request_unserved``), ``request_refused``,
+or the reverse link's ``reverse_object_refused`` / ``reverse_object_lost``. A request the inner
+agent records before it is sealed names no block, so a request with no outer outcome counts as
+lost on the reverse link only while the outer trail names lost reverse blocks
+(``reverse_block_lost``, at most REVERSE_REQUESTS_PER_LOST_BLOCK requests per block named);
+beyond that it is unaccounted, and fails. An outer ``request_received`` of an ID the inner agent
+never sent is an alarm (``reverse_unexpected``).
 """
 
 from __future__ import annotations
@@ -42,9 +51,12 @@ from ferry.audit.records import Record
 _SUMMARY = ("seq", "time", "lane", "flow", "object_type", "size", "epoch", "blocks", "rule")
 INNER_OUTCOMES = ("object_delivered", "object_refused", "object_lost")
 STREAM_EVENTS = ("stream_started", "stream_ended")
+REVERSE_OUTCOMES = ("request_received", "request_refused", "reverse_object_refused", "reverse_object_lost")
 OUTER_EVENTS = (("object_sent", "object_refused", "object_lost", "agent_started", "key_announced")
-                + STREAM_EVENTS)   # what reconcile reads of each trail
-INNER_EVENTS = INNER_OUTCOMES + ("block_lost",) + STREAM_EVENTS
+                + STREAM_EVENTS + REVERSE_OUTCOMES + ("reverse_block_lost",))   # what reconcile reads of each trail
+INNER_EVENTS = INNER_OUTCOMES + ("block_lost", "request_sent") + STREAM_EVENTS
+# a reverse request is a small object (a few hundred bytes); a block holds a few kilobytes at most
+REVERSE_REQUESTS_PER_LOST_BLOCK = 16
 STREAM_OK = ("reconciled", "lost_on_link")
 
 
@@ -69,6 +81,13 @@ class ReconcileReport:
     delivered_and_lost: list[int] = field(default_factory=list)   # both: the trail contradicts itself
     # video streams, one entry per flow: counts on both sides and a status (module doc)
     streams: list[dict[str, Any]] = field(default_factory=list)
+    # the reverse ferry (inner -> outer): requests the inner agent sent and what the outer made of them
+    reverse_sent: int = 0
+    reverse_received: list[int] = field(default_factory=list)
+    reverse_refused: list[int] = field(default_factory=list)      # by the outer agent (or its reverse link)
+    reverse_lost: list[int] = field(default_factory=list)         # lost on the reverse link
+    reverse_unaccounted: list[Record] = field(default_factory=list)   # inner summaries, no outer outcome
+    reverse_unexpected: list[Record] = field(default_factory=list)    # received, never sent: an alarm
 
     @property
     def streams_not_reconciled(self) -> list[dict[str, Any]]:
@@ -77,7 +96,7 @@ class ReconcileReport:
     @property
     def ok(self) -> bool:
         return not (self.unaccounted or self.unexpected or self.duplicates or self.delivered_and_lost
-                    or self.streams_not_reconciled)
+                    or self.streams_not_reconciled or self.reverse_unaccounted or self.reverse_unexpected)
 
     @property
     def exit_status(self) -> int:
@@ -205,13 +224,23 @@ def reconcile(outer_records: Iterable[Record], inner_records: Iterable[Record]) 
     lost_outer: set[int] = set()     # kept files a restarted outer agent could not re-send
     resent: set[int] = set()         # sent again by a restarted outer agent (same ID): counted once
     streams = _Streams()
+    reverse_outcomes: dict[int, tuple[str, Record]] = {}
+    reverse_lost_blocks = 0
     for rec in outer_records:
         if streams.add(streams.outer, rec, True):
             continue
         if rec.get("event") == "agent_started":
             run += 1
             continue
+        if rec.get("event") == "reverse_block_lost":
+            detail = rec.get("detail")
+            reverse_lost_blocks += max(1, _count(detail.get("count", 1)) if isinstance(detail, dict) else 1)
+            continue
         oid = _id(rec)
+        if rec.get("event") in REVERSE_OUTCOMES:
+            if oid is not None and (oid not in reverse_outcomes or rec["event"] == "request_received"):
+                reverse_outcomes[oid] = (rec["event"], rec)
+            continue
         if oid is None:
             if rec.get("event") == "object_refused":
                 unnumbered += 1
@@ -235,10 +264,17 @@ def reconcile(outer_records: Iterable[Record], inner_records: Iterable[Record]) 
     unmatched: list[Record] = []
     ranges: list[tuple[int, int, int]] = []     # (outer run, first, end) of block_lost records that name a range
     lost_blocks = 0
+    reverse_sent: dict[int, Record] = {}
     for rec in inner_records:
         if streams.add(streams.inner, rec, False):
             continue
         event = rec.get("event")
+        if event == "request_sent":
+            rid = _id(rec)
+            if rid is not None and rid not in reverse_sent:
+                reverse_sent[rid] = {"object_id": rid, **{k: rec[k] for k in _SUMMARY if k in rec},
+                                     **({"request": rec["object_type"]} if "object_type" in rec else {})}
+            continue
         if event == "block_lost":
             lost_blocks += 1
             detail = rec.get("detail")
@@ -275,6 +311,7 @@ def reconcile(outer_records: Iterable[Record], inner_records: Iterable[Record]) 
     lost |= (lost_outer & set(sent)) - set(deliveries)   # not re-sent, but its first copy arrived
     lost -= resent & set(deliveries)   # a copy lost on the link, the re-sent one delivered: delivered
     accounted = set(deliveries) | refused | lost
+    rev = _reverse(reverse_sent, reverse_outcomes, reverse_lost_blocks)
     return ReconcileReport(
         sent=len(sent),
         unaccounted=[s for oid, s in sorted(sent.items()) if oid not in accounted],
@@ -290,4 +327,21 @@ def reconcile(outer_records: Iterable[Record], inner_records: Iterable[Record]) 
         # an inner loss or refusal that names no object_sent: a video object (or one the inner
         # agent could not read), lost on the link or refused before its stream was known
         streams=streams.report(len(unmatched), lost_blocks),
+        **rev,
     )
+
+
+def _reverse(sent: dict[int, Record], outcomes: dict[int, tuple[str, Record]], lost_blocks: int) -> dict[str, Any]:
+    """The reverse ferry's part of the report (module doc)."""
+    received = sorted(oid for oid, (event, _) in outcomes.items() if oid in sent and event == "request_received")
+    refused = sorted(oid for oid, (event, _) in outcomes.items()
+                     if oid in sent and event in ("request_refused", "reverse_object_refused"))
+    lost = sorted(oid for oid, (event, _) in outcomes.items() if oid in sent and event == "reverse_object_lost")
+    missing = [oid for oid in sorted(sent) if oid not in outcomes]
+    explained = min(len(missing), lost_blocks * REVERSE_REQUESTS_PER_LOST_BLOCK)
+    unexpected = [{"object_id": oid, "event": event, "seq": rec.get("seq"), "time": rec.get("time")}
+                  for oid, (event, rec) in sorted(outcomes.items()) if oid not in sent and event == "request_received"]
+    return {"reverse_sent": len(sent), "reverse_received": received, "reverse_refused": refused,
+            "reverse_lost": sorted(lost + missing[:explained]),
+            "reverse_unaccounted": [sent[oid] for oid in missing[explained:]],
+            "reverse_unexpected": unexpected}
