@@ -5,9 +5,10 @@ code builds. No SIP logic lives here.
 
 - UDP: one datagram is one message (`parse_message`); a datagram over the size limit, or one
   that does not parse, is refused (`on_refused(peer, reason, size)`) and dropped. The socket is
-  read directly, up to SIP_UDP_BATCH datagrams per turn of the event loop (a burst costs one turn
-  per batch, not per datagram); an answer that finds the send buffer full waits, in order,
-  bounded by SIP_UDP_OUTPUT_MAX.
+  drained into an inbox (at most SIP_UDP_INBOX_MAX datagrams; beyond, they wait in the kernel),
+  handled SIP_UDP_BATCH datagrams per turn of the event loop (a burst costs one turn per batch,
+  not per datagram); an answer that finds the send buffer full waits, in order, bounded by
+  SIP_UDP_OUTPUT_MAX.
 - TCP: each connection has its own `SipStreamParser`; a framing or parse error refuses the
   connection's bytes and closes it (RFC 3261 §18.3: a stream that lost its framing cannot be
   resynchronised). Connections are bounded in number, in idle time and in queued output. A
@@ -21,8 +22,11 @@ Retransmissions over UDP (RFC 3261 §17.2): a device whose request was not answe
 (500 ms) sends the same bytes again, and again. The endpoint remembers, per peer and datagram
 digest, the last response sent to that peer while a request was being handled, for the life of a
 server transaction (64*T1); the same datagram again gets that response re-sent without being
-parsed or handed over. Under a burst (10,000 devices' keepalives) this keeps the retransmissions
-a backlog provokes from doubling the work that made the backlog.
+parsed or handed over. The same datagram arriving while its first copy still waits in the inbox,
+unanswered, is dropped: in the server transaction's "Trying" state a retransmission is discarded
+(RFC 3261 §17.2.2), and the answer to the first copy answers it. Under a burst (10,000 devices'
+keepalives) this keeps the retransmissions a backlog provokes from doubling the work that made
+the backlog.
 """
 from __future__ import annotations
 
@@ -88,6 +92,11 @@ class SipEndpoint:
         self._udp_out: deque[tuple[bytes, tuple[str, int]]] = deque()    # waiting for room in the send buffer
         self._udp_out_bytes = 0
         self._udp_peers: dict[tuple[str, int], Peer] = {}
+        # read from the socket, not yet handled: (datagram, peer, key) in order, and their keys
+        self._inbox: deque[tuple[bytes, Peer, tuple[Peer, bytes]]] = deque()
+        self._waiting: set[tuple[Peer, bytes]] = set()
+        self._draining = False
+        self._udp_paused = False
         self._server: asyncio.AbstractServer | None = None
         self._conns: dict[Peer, _Connection] = {}
         self._pending: dict[Peer, list[bytes]] = {}
@@ -95,7 +104,8 @@ class SipEndpoint:
         # UDP retransmissions: (peer, digest of the request datagram) -> (the last response, expiry)
         self._answers: OrderedDict[tuple[Peer, bytes], tuple[bytes, float]] = OrderedDict()
         self._handling: tuple[Peer, bytes] | None = None
-        self.counters = {"received": 0, "sent": 0, "refused": 0, "send_failed": 0, "retransmissions": 0}
+        self.counters = {"received": 0, "sent": 0, "refused": 0, "send_failed": 0, "retransmissions": 0,
+                         "retransmissions_waiting": 0}
 
     # -- life cycle ---------------------------------------------------------------------------
     def bind(self) -> None:
@@ -150,6 +160,8 @@ class SipEndpoint:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
+        self._inbox.clear()
+        self._waiting.clear()
         if self._udp_reading and self._udp_sock is not None:
             loop = asyncio.get_running_loop()
             loop.remove_reader(self._udp_sock.fileno())
@@ -172,17 +184,17 @@ class SipEndpoint:
 
     # -- receiving ----------------------------------------------------------------------------
     def _udp_readable(self) -> None:
-        """Take what waits in the socket, up to SIP_UDP_BATCH datagrams, in one go: under a burst
-        this spares the event loop a turn per datagram; then the loop's other work gets its turn."""
+        """Move what waits in the socket into the endpoint's inbox (bounded: beyond SIP_UDP_INBOX_MAX
+        it waits in the kernel), then let `_drain` handle the inbox a batch per turn of the loop."""
         sock = self._udp_sock
         if sock is None:
             return
-        peers = self._udp_peers
-        for _ in range(limits.SIP_UDP_BATCH):
+        peers, inbox = self._udp_peers, self._inbox
+        while len(inbox) < limits.SIP_UDP_INBOX_MAX:
             try:
                 data, addr = sock.recvfrom(limits.SIP_MESSAGE_MAX + 1)
             except (BlockingIOError, InterruptedError):
-                return
+                break
             except OSError as exc:      # ICMP unreachable of an earlier send: nothing to do
                 log.debug("sip udp: %s", exc)
                 continue
@@ -192,21 +204,54 @@ class SipEndpoint:
                 if len(peers) >= limits.SIP_UDP_PEERS_KEPT:
                     peers.clear()
                 peer = peers[key] = Peer("udp", addr[0], addr[1])
-            self._datagram(data, peer)
+            self._arrived(data, peer)
+        else:
+            asyncio.get_running_loop().remove_reader(sock.fileno())     # full: resumed by _drain
+            self._udp_paused = True
+        if inbox and not self._draining:
+            self._draining = True
+            asyncio.get_running_loop().call_soon(self._drain)
 
-    def _datagram(self, data: bytes, peer: Peer) -> None:
+    def _arrived(self, data: bytes, peer: Peer) -> None:
+        """A datagram read: refused, answered again, dropped as a copy of one waiting, or queued."""
         if len(data) > limits.SIP_MESSAGE_MAX:
-            self._refuse(peer, f"datagram of {len(data)} bytes exceeds {limits.SIP_MESSAGE_MAX}", len(data))
+            self._refuse(peer, f"datagram of more than {limits.SIP_MESSAGE_MAX} bytes", len(data))
             return
         if not data.strip(b"\r\n"):
             return    # a keep-alive of CRLFs (RFC 5626 §3.5.1)
         key = (peer, hashlib.blake2b(data, digest_size=16).digest())
-        now = time.monotonic()
         kept = self._answers.get(key)
-        if kept is not None and kept[1] > now:
+        if kept is not None and kept[1] > time.monotonic():
             self.counters["retransmissions"] += 1
             self._udp_send(kept[0], peer)
             return
+        if key in self._waiting:
+            # the same datagram still waits in the inbox, unanswered: a retransmission while the
+            # server transaction is "Trying" is discarded (RFC 3261 §17.2.2); the answer to the
+            # first copy answers it
+            self.counters["retransmissions_waiting"] += 1
+            return
+        self._waiting.add(key)
+        self._inbox.append((data, peer, key))
+
+    def _drain(self) -> None:
+        """Handle up to SIP_UDP_BATCH datagrams of the inbox; the rest on the next turn of the loop
+        (timers and the other sockets get theirs in between)."""
+        inbox, waiting = self._inbox, self._waiting
+        for _ in range(min(len(inbox), limits.SIP_UDP_BATCH)):
+            data, peer, key = inbox.popleft()
+            waiting.discard(key)
+            self._datagram(data, peer, key)
+        loop = asyncio.get_running_loop()
+        if self._udp_paused and len(inbox) < limits.SIP_UDP_INBOX_MAX // 2 and self._udp_sock is not None:
+            self._udp_paused = False
+            loop.add_reader(self._udp_sock.fileno(), self._udp_readable)
+        if inbox:
+            loop.call_soon(self._drain)
+        else:
+            self._draining = False
+
+    def _datagram(self, data: bytes, peer: Peer, key: tuple[Peer, bytes]) -> None:
         try:
             msg = parse_message(data)
         except SipError as exc:

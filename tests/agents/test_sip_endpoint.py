@@ -309,3 +309,39 @@ def test_udp_answers_that_find_the_send_buffer_full_wait_and_go_in_order():
             rx.close()
             await ep.stop()
     run(main())
+
+
+def test_a_retransmission_that_comes_while_its_first_copy_waits_is_dropped_not_answered_twice():
+    """Under a backlog a device's retransmissions (500 ms, 1 s, 2 s...) come while its first copy
+    still waits to be handled: in the transaction's "Trying" state they are discarded (RFC 3261
+    §17.2.2), so the device gets one answer, not one per copy, and the agent sends no extra ones."""
+    async def main():
+        rec = Recorder()
+        ep: SipEndpoint
+
+        def answer(msg, peer):
+            rec.on_message(msg, peer)
+            ep.send(b"SIP/2.0 200 OK\r\nCSeq: " + msg.header("CSeq").encode() + b"\r\n\r\n", peer)
+        ep = SipEndpoint("t", answer, rec.on_refused, udp="127.0.0.1:0")
+        await ep.start()
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("127.0.0.1", 0))
+        s.setblocking(False)
+        try:
+            other = OPTIONS.replace(b"CSeq: 1 OPTIONS", b"CSeq: 2 OPTIONS")
+            for data in (OPTIONS, OPTIONS, other, OPTIONS):     # all wait in the socket before any is handled
+                s.sendto(data, ep.udp_address)
+            loop = asyncio.get_running_loop()
+            got = [await asyncio.wait_for(loop.sock_recv(s, 200), 5) for _ in range(2)]
+            await asyncio.sleep(0.3)
+            with pytest.raises(BlockingIOError):
+                s.recv(200)                                      # no third answer
+            assert [g.split(b"\r\n")[1] for g in got] == [b"CSeq: 1 OPTIONS", b"CSeq: 2 OPTIONS"]
+            assert len(rec.messages) == 2 and ep.counters["retransmissions_waiting"] == 2
+            s.sendto(OPTIONS, ep.udp_address)                    # after the answer: answered again
+            assert (await asyncio.wait_for(loop.sock_recv(s, 200), 5)).startswith(b"SIP/2.0 200 OK\r\nCSeq: 1")
+            assert len(rec.messages) == 2 and ep.counters["retransmissions"] == 1
+        finally:
+            s.close()
+            await ep.stop()
+    run(main())
