@@ -218,7 +218,11 @@ class SipOuter:
         c = self.lane.counters
         return {"sip_devices_registered": len(self.registry), "sip_devices_online": self.registry.online_count(),
                 "sip_messages": c["messages"], "sip_objects": c["sealed"], "sip_refused": c["refused"],
-                "sip_held": self.stats["held"]}
+                "sip_held": self.stats["held"],
+                # UDP retransmissions: answered again from the kept answer, or dropped as copies of a
+                # request still waiting to be handled (sip_endpoint's module docstring)
+                "sip_retransmissions": self.endpoint.counters["retransmissions"],
+                "sip_retransmissions_waiting": self.endpoint.counters["retransmissions_waiting"]}
 
     def lane_counters(self) -> dict[str, int]:
         """The signaling lane's line in `ferry status` (sent/refused named as the other lanes')."""
