@@ -525,7 +525,7 @@ class InnerMediaLane:
         for device, (at, stream) in list(self.linger.items()):
             if now >= at:
                 del self.linger[device]
-                if not any(d.device_id == device for d in self.dialogs.values()):
+                if not self._watched(device):
                     self.streaming.discard(device)
                     stopped = self.asker.pop(device, ("", ""))
                     # the operator that asked for it stops it (the outer side holds the stream per operator)
@@ -595,8 +595,7 @@ class InnerMediaLane:
             work.append(StopViewer(d.viewer))
             self.ports_used.discard(d.local_port)
         self._remember(d.call_id, d.last, d.peer, now)
-        if self.s.mode == "on-demand" and d.device_id in self.streaming and \
-                not any(x.device_id == d.device_id for x in self.dialogs.values()):
+        if self.s.mode == "on-demand" and d.device_id in self.streaming and not self._watched(d.device_id):
             self.linger[d.device_id] = (now + self.s.linger, d.stream_id or d.device_id)
 
     def _forget(self, d: _Dialog, now: float) -> None:
@@ -609,6 +608,11 @@ class InnerMediaLane:
             self.ended.popitem(last=False)
 
     # -- helpers ----------------------------------------------------------------------------------
+    def _watched(self, device: str) -> bool:
+        """Whether a dialog still wants `device`'s stream: one ending (ferry's BYE sent, its answer
+        awaited, perhaps from a platform that is gone) does not hold the camera."""
+        return any(d.device_id == device and d.state != "ending" for d in self.dialogs.values())
+
     def _by_viewer(self, viewer: str) -> _Dialog | None:
         for d in self.dialogs.values():
             if d.viewer == viewer:
