@@ -313,6 +313,9 @@ INNER_MEDIA_ENDED_MAX = 1024       # ended dialogs remembered to answer retransm
 INNER_MEDIA_ENDED_KEEP = 32.0      # seconds an ended dialog is remembered
 INNER_MEDIA_STRANGER_INTERVAL = 60.0  # INVITEs from a host that is not the platform: one record per host this often
 INNER_MEDIA_STRANGERS_MAX = 1024   # such hosts remembered (the oldest forgotten)
+INNER_MEDIA_UNREACHABLE_FOR = 3.0  # s: a UDP viewer whose RTP sends ICMP refuses (port unreachable) this long is reaped
+INNER_MEDIA_UNREACHABLE_MIN = 3    # ... and at least this many refused sends in that time
+INNER_MEDIA_UNREACHABLE_GAP = 5.0  # s without a refused send: the count starts again (a stray ICMP error reaps nothing)
 # --- reverse lane (ferry.lanes.reverse, ferry.agents.reverse_*; issue 13 "reverse") -----------
 REVERSE_OPERATOR_RATE = 1.0    # requests per second per operator (a reverse rule's `rate` overrides) ...
 REVERSE_OPERATOR_BURST = 10    # ... and the bucket's depth

@@ -157,6 +157,9 @@ class _Dialog:
     stream_id: str = ""
     asked: bool = False       # its start_stream was asked for (on-demand)
     failed_ports: list[int] = field(default_factory=list)   # media ports some other program held
+    refused_since: float = 0.0   # its RTP sends refused by ICMP (port unreachable) since then...
+    refused_last: float = 0.0    # ... the last time ...
+    refused_sends: int = 0       # ... this many times (0: none lately)
 
     @property
     def udp(self) -> bool:
@@ -185,7 +188,7 @@ class InnerMediaLane:
         self.streaming: set[str] = set()                  # devices asked for (on-demand), not yet stopped
         self.strangers: OrderedDict[str, tuple[float, int]] = OrderedDict()   # host -> (quiet until, suppressed)
         self._viewer_seq = 0
-        self.counters = {"invites": 0, "answered": 0, "refused": 0, "cancelled": 0, "ended": 0}
+        self.counters = {"invites": 0, "answered": 0, "refused": 0, "cancelled": 0, "ended": 0, "reaped": 0}
 
     # -- SIP in ---------------------------------------------------------------------------------
     def on_sip(self, msg: SipRequest | SipResponse, peer: Any, plan: Plan | None, now: float,
@@ -410,6 +413,54 @@ class InnerMediaLane:
             self._hang_up(d, f"the stream ended ({why})", now, work)
         return work
 
+    def platform_gone(self, host: str, why: str, now: float, wall: float) -> list[MediaWork]:
+        """The inner platform at `host` is gone (the cascade's `platform_lost`: keepalives unanswered, or
+        its registration ended): every dialog of its own ends (`viewer_lost`, BYE best effort, once; 503
+        to an INVITE still waiting), and in on-demand mode the cameras nobody else watches are released
+        at once (`stop_stream`, no linger: the platform that would come back for them is gone)."""
+        work: list[MediaWork] = []
+        devices: set[str] = set()
+        for d in [x for x in self.dialogs.values() if str(getattr(x.peer, "host", "")) == host]:
+            if d.state == "ending":          # ferry's BYE already out: no answer will come
+                self._forget(d, now)
+                continue
+            devices.add(d.device_id)
+            self._reap(d, "platform_lost", f"the inner platform {host} is lost ({why})", now, work, keep=False)
+        for device in devices:
+            if device in self.linger:
+                self.linger[device] = (now, self.linger[device][1])
+        work += self._release(now)
+        return work
+
+    def viewer_unreachable(self, viewer: str, why: str, now: float, wall: float) -> list[MediaWork]:
+        """A send of the viewer's RTP was refused by ICMP (ECONNREFUSED: port unreachable; the agent's
+        UDP sink sees it on the next send). Refused sends for INNER_MEDIA_UNREACHABLE_FOR seconds (at
+        least INNER_MEDIA_UNREACHABLE_MIN, none INNER_MEDIA_UNREACHABLE_GAP apart): the viewer is dead,
+        reaped (`viewer_lost`, BYE). Before the answer the INVITE's own timeout decides."""
+        work: list[MediaWork] = []
+        d = self._by_viewer(viewer)
+        if d is None or d.state not in ("answered", "confirmed"):
+            return work
+        if d.refused_sends and now - d.refused_last > limits.INNER_MEDIA_UNREACHABLE_GAP:
+            d.refused_sends = 0
+        if d.refused_sends == 0:
+            d.refused_since = now
+        d.refused_sends += 1
+        d.refused_last = now
+        if d.refused_sends >= limits.INNER_MEDIA_UNREACHABLE_MIN and \
+                now - d.refused_since >= limits.INNER_MEDIA_UNREACHABLE_FOR:
+            self._reap(d, "unreachable", f"its RTP port {self._dest(d)} refused the video for "
+                       f"{now - d.refused_since:.1f} s ({d.refused_sends} sends: {why})", now, work)
+        return work
+
+    def viewer_closed(self, viewer: str, why: str, now: float, wall: float) -> list[MediaWork]:
+        """The viewer's TCP connection (established) closed or was reset by the platform: reaped at once."""
+        work: list[MediaWork] = []
+        d = self._by_viewer(viewer)
+        if d is not None and d.state in ("answered", "confirmed"):
+            self._reap(d, "closed", f"its TCP media connection closed ({why})", now, work)
+        return work
+
     def viewer_failed(self, viewer: str, why: str, now: float, wall: float, *,
                       port_taken: bool = False) -> list[MediaWork]:
         """The viewer's sink could not be made: its media port held by another program (`port_taken`:
@@ -522,6 +573,14 @@ class InnerMediaLane:
                 work.append(SendSip(d.last if d.state == "answered" else d.bye, d.peer))
                 d.interval = min(d.interval * 2, limits.INNER_MEDIA_T2)
                 d.resend_at = now + d.interval
+        work += self._release(now)
+        while self.ended and next(iter(self.ended.values()))[0] <= now:
+            self.ended.popitem(last=False)
+        return work
+
+    def _release(self, now: float) -> list[MediaWork]:
+        """On-demand: `stop_stream` for each device whose linger is over and nobody watches."""
+        work: list[MediaWork] = []
         for device, (at, stream) in list(self.linger.items()):
             if now >= at:
                 del self.linger[device]
@@ -532,8 +591,6 @@ class InnerMediaLane:
                     stream = stream if _STREAM.fullmatch(stream) else device
                     work.append(Ask("", "stop_stream", device, {"stream": stream}, stopped[1] or "ferry",
                                     stopped[0], stopped[1]))
-        while self.ended and next(iter(self.ended.values()))[0] <= now:
-            self.ended.popitem(last=False)
         return work
 
     def close(self, now: float, wall: float) -> list[MediaWork]:
@@ -554,8 +611,28 @@ class InnerMediaLane:
         self._audit_refused(work, d.invite, d.peer, d.inner_id, d.device_id, code, why, status, d.operator)
         self._drop(d, now, work)
 
-    def _hang_up(self, d: _Dialog, why: str, now: float, work: list[MediaWork]) -> None:
-        """ferry's BYE (UAS side of the dialog: From = the INVITE's To with our tag)."""
+    def _reap(self, d: _Dialog, cause: str, why: str, now: float, work: list[MediaWork], *, keep: bool = True) -> None:
+        """A dead viewer ends: `viewer_lost` (code viewer_lost), BYE (answered; `keep`: retransmitted
+        until answered, else sent once) or 503 (still proceeding), the viewer stops."""
+        self.counters["reaped"] += 1
+        work.append(AuditIntent(dict(
+            event="viewer_lost", verdict="lost", lane=LANE, flow=d.stream_id or d.inner_id, code=Reason.VIEWER_LOST,
+            source={"device_id": d.device_id}, destination=self._dest(d),
+            reason=f"{d.operator}'s viewer of {d.inner_id} reaped: {why}; ferry "
+                   f"{'answered 503' if d.state == 'proceeding' else 'sent BYE'} (after {now - d.started:.1f} s)",
+            detail={"cause": cause, "by": "ferry", "state": d.state, "inner_id": d.inner_id, "operator": d.operator,
+                    "ssrc": d.ssrc, "transport": d.transport, "call_id": d.call_id[:128],
+                    "duration": round(now - d.started, 3)})))
+        if d.state == "proceeding":
+            d.last = self._reply(d.invite, d.peer, 503, "Service Unavailable", work, tag=d.tag, warning=why)
+            self._drop(d, now, work)
+        else:
+            self._hang_up(d, why, now, work, lost=True, keep=keep)
+
+    def _hang_up(self, d: _Dialog, why: str, now: float, work: list[MediaWork], *, lost: bool = False,
+                 keep: bool = True) -> None:
+        """ferry's BYE (UAS side of the dialog: From = the INVITE's To with our tag); `lost`: recorded
+        already (`_reap`); `keep`: the dialog waits for the BYE's answer (retransmitting over UDP)."""
         d.bye_cseq = 1
         try:
             target = d.invite.contact[0].uri if d.invite.contact else d.invite.from_.uri
@@ -572,8 +649,12 @@ class InnerMediaLane:
             work.append(SendSip(d.bye, d.peer))
         except SipError:
             d.bye = b""
-        self._end(d, "ferry", why, now, work)
-        if d.bye:
+        if lost:
+            self.counters["ended"] += 1
+            self._drop(d, now, work)
+        else:
+            self._end(d, "ferry", why, now, work)
+        if d.bye and keep:
             d.state, d.deadline = "ending", now + limits.INNER_MEDIA_BYE_TIMEOUT
             d.interval, d.resend_at = limits.INNER_MEDIA_T1, now + limits.INNER_MEDIA_T1
             self.dialogs[d.call_id] = d
