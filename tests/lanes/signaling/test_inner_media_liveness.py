@@ -11,9 +11,11 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from ferry import limits
 from ferry.codecs.sip import SipRequest, parse_message
+from ferry.lanes.signaling.inner import PlatformGone
 from ferry.lanes.signaling.inner_media import Ask, InnerMediaLane, MediaSettings, SendSip, StartViewer, StopViewer
 from ferry.lanes.work import AuditIntent
 from ferry.reasons import Reason
+from tests.lanes.signaling import test_inner as sig
 from tests.lanes.signaling.test_inner_media import (CAMERA, IDS, PEER, PLAN, TCP_PEER, Peer, invite, lane, offer,
                                                     records, request, sent, statuses)
 
@@ -250,3 +252,43 @@ def test_whatever_happens_every_viewer_stops_and_every_start_stream_is_stopped(e
     else:
         assert starts == stops == 0
 
+
+
+# --- the cascade tells: PlatformGone (ferry/lanes/signaling/inner.py) -------------------------------------
+
+def gone(work) -> list[PlatformGone]:
+    return [w for w in work if isinstance(w, PlatformGone)]
+
+
+def test_three_unanswered_keepalives_say_the_platform_is_gone():
+    ln = sig.lane()
+    first = sig.sent(sig.register(ln))[0]
+    ln.on_sip(sig.answer(first, 200, "OK"), sig.PLATFORM, 0.0, 1e9)
+    t, work = 0.0, []
+    while not sig.audits(work, "platform_lost"):
+        assert not gone(work)
+        t += 30.0
+        work = ln.handle_timer(t, 1e9)
+    [g] = gone(work)
+    assert "unanswered" in g.why
+    # registering again (and failing while not registered) says nothing more
+    for _ in range(20):
+        t = ln.next_timer()
+        assert not gone(ln.handle_timer(t, 1e9))
+
+
+def test_a_registration_that_was_up_ending_says_the_platform_is_gone_a_first_failure_does_not():
+    ln = sig.lane()
+    assert not gone(ln.on_sip(sig.answer(sig.sent(ln.start(0.0, 1e9))[0], 500, "Server Error"), sig.PLATFORM,
+                              0.0, 1e9))
+    ln = sig.lane()
+    sig.register(ln, expires=600)
+    refresh = [m for m in sig.sent(ln.handle_timer(ln.reg_at, 1e9)) if m.method == "REGISTER"]
+    work = ln.on_sip(sig.answer(refresh[0], 503, "Service Unavailable"), sig.PLATFORM, 400.0, 1e9)
+    assert sig.audits(work, "platform_register_failed") and [g.why for g in gone(work)] == [
+        "its registration ended: 503 Service Unavailable"]
+    ln = sig.lane()
+    sig.register(ln, expires=600)
+    refresh = [m for m in sig.sent(ln.handle_timer(ln.reg_at, 1e9)) if m.method == "REGISTER"]
+    work = ln.on_sip(sig.answer(refresh[0], 403, "Forbidden"), sig.PLATFORM, 400.0, 1e9)
+    assert sig.audits(work, "platform_register_refused") and len(gone(work)) == 1
