@@ -186,6 +186,7 @@ VIDEO_UDP_READS_PER_WAKE = 256  # datagrams the outer agent drains from one inge
 VIDEO_UDP_BUFFER = 65536       # bytes of the outer agent's one ingest receive buffer (a datagram's maximum)
 VIDEO_UDP_RCVBUF = 8 << 20     # SO_RCVBUF of each UDP ingest socket
 VIDEO_RECONNECT_DELAY = 1.0    # seconds between attempts of a TCP client (outer tcp-connect, inner tcp output)
+VIDEO_ERRQUEUE_DRAIN = 64      # queued ICMP errors a viewer's UDP socket reads (and drops) per refused send
 VIDEO_TRANSCODE_WORKERS = 2    # threads shared by the outer agent's transcoded streams
 VIDEO_TRANSCODE_STOP_TIMEOUT = 10.0  # seconds the outer agent waits, when stopping, for transcoders to flush
 VIDEO_AUDIT_RETRY = 0.1        # inner: seconds before idle streams are checked again while the trail is down

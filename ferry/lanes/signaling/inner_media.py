@@ -44,6 +44,15 @@ One INVITE, one dialog, one viewer:
    `Ask("stop_stream", outer ID, {"stream": <its stream id or device ID>})` for the operator that
    asked for it (the outer side holds a camera's stream per operator).
 
+5. Dead viewers are reaped (a platform that crashes or loses its network never sends BYE):
+   `platform_gone(host)` (the cascade lost the platform, or its registration ended) ends every
+   dialog from that host (one BYE, not retransmitted; 503 to an INVITE waiting; on-demand
+   `stop_stream` at once, no linger); `viewer_unreachable` (a UDP send refused by ICMP) for
+   INNER_MEDIA_UNREACHABLE_FOR and `viewer_closed` (its TCP connection closed) end the viewer's
+   dialog (BYE, retransmitted; the linger). Each gets `viewer_lost` (code viewer_lost,
+   `detail.cause`) instead of `viewer_ended`. A dialog whose BYE ferry sent (state "ending") no
+   longer holds its camera.
+
 Every message ferry sends is built from parsed values by ferry.codecs.sip (the builder refuses
 CR/LF in any value); a request or SDP that does not parse gets 400 where it can be answered.
 """
