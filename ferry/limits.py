@@ -317,6 +317,8 @@ INNER_MEDIA_STRANGERS_MAX = 1024   # such hosts remembered (the oldest forgotten
 INNER_MEDIA_UNREACHABLE_FOR = 3.0  # s: a UDP viewer whose RTP sends ICMP refuses (port unreachable) this long is reaped
 INNER_MEDIA_UNREACHABLE_MIN = 3    # ... and at least this many refused sends in that time
 INNER_MEDIA_UNREACHABLE_GAP = 5.0  # s without a refused send: the count starts again (a stray ICMP error reaps nothing)
+INNER_MEDIA_MIN_SE = 90            # s: the shortest RFC 4028 session interval ferry takes (its Min-SE; smaller: 422)
+INNER_MEDIA_SESSION_EXPIRES_MAX = 86400   # s: a longer Session-Expires is taken as this
 # --- reverse lane (ferry.lanes.reverse, ferry.agents.reverse_*; issue 13 "reverse") -----------
 REVERSE_OPERATOR_RATE = 1.0    # requests per second per operator (a reverse rule's `rate` overrides) ...
 REVERSE_OPERATOR_BURST = 10    # ... and the bucket's depth

@@ -75,6 +75,7 @@ from ferry.reasons import Reason
 
 MODES = ("on-demand", "always-on")
 _STREAM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}")      # the reverse lane's stream parameter
+_DELTA = re.compile(r"[0-9]{1,10}")
 ALLOW = "INVITE, ACK, BYE, CANCEL"
 LANE = "video"
 
@@ -169,6 +170,9 @@ class _Dialog:
     refused_since: float = 0.0   # its RTP sends refused by ICMP (port unreachable) since then...
     refused_last: float = 0.0    # ... the last time ...
     refused_sends: int = 0       # ... this many times (0: none lately)
+    session: int = 0             # RFC 4028 session interval, the platform refreshing (0: no session timer)
+    refresh_cseq: int = 0        # the last refresh (re-INVITE) answered, and its 200 (retransmissions)
+    refresh_ok: bytes = b""
 
     @property
     def udp(self) -> bool:
@@ -212,7 +216,7 @@ class InnerMediaLane:
             elif msg.method == "INVITE":
                 self._invite(msg, peer, plan, now, wall, work)
             elif msg.method == "ACK":
-                self._ack(msg)
+                self._ack(msg, now)
             elif msg.method == "BYE":
                 self._bye(msg, peer, now, wall, work)
             elif msg.method == "CANCEL":
@@ -267,6 +271,9 @@ class InnerMediaLane:
         if to.tag is not None:                 # a re-INVITE
             if dialog is None:
                 self._reply(req, peer, 481, "Call/Transaction Does Not Exist", work)
+                return
+            if dialog.session and to.tag == dialog.tag and dialog.state == "confirmed" and \
+                    self._refresh(dialog, req, peer, now, work):
                 return
             self._reply(req, peer, 488, "Not Acceptable Here", work,
                         warning="a live session's media does not change")
@@ -336,6 +343,14 @@ class InnerMediaLane:
         if problem:
             refuse(488, "Not Acceptable Here", Reason.BAD_OFFER, problem, device)
             return
+        session = _session_interval(req)
+        if session < 0:
+            last = self._reply(req, peer, 422, "Session Interval Too Small", work, tag=tag,
+                               extra=[("Min-SE", str(limits.INNER_MEDIA_MIN_SE))])
+            self._remember(call_id, last, peer, now)
+            self._audit_refused(work, req, peer, inner_id, device, Reason.NOT_SUPPORTED,
+                                f"Session-Expires under ferry's Min-SE {limits.INNER_MEDIA_MIN_SE} s", 422, operator)
+            return
         same = sum(1 for d in self.dialogs.values() if d.device_id == device and d.state != "ending")
         live = sum(1 for d in self.dialogs.values() if d.state != "ending")
         if live >= self.s.max_viewers or len(self.dialogs) >= limits.INNER_MEDIA_DIALOGS_MAX:
@@ -359,6 +374,7 @@ class InnerMediaLane:
         self._viewer_seq += 1
         d = _Dialog(call_id, req, peer, branch, inner_id, device, operator, tag, f"v{self._viewer_seq}", offer,
                     int(ssrc_text), "tcp" if tcp else "udp", setup, port, now, now + self.s.invite_timeout)
+        d.session = session
         self.dialogs[call_id] = d
         d.last = self._reply(req, peer, 100, "Trying", work)
         work.append(StartViewer(d.viewer, device, f"{offer.connection}:{offer.media_port}", d.ssrc, d.transport,
@@ -400,7 +416,8 @@ class InnerMediaLane:
         body = build_sdp(self._answer(d))
         contact = f"<sip:{d.inner_id}@{self.s.sip_host}:{self.s.sip_port}>"
         d.last = self._reply(d.invite, d.peer, 200, "OK", work, tag=d.tag,
-                             extra=[("Contact", contact), ("Content-Type", "application/sdp")], body=body)
+                             extra=[("Contact", contact), *self._timer_headers(d), ("Content-Type", "application/sdp")],
+                             body=body)
         d.state, d.deadline = "answered", now + limits.INNER_MEDIA_ACK_TIMEOUT
         d.interval, d.resend_at = limits.INNER_MEDIA_T1, now + limits.INNER_MEDIA_T1
         self.counters["answered"] += 1
@@ -518,10 +535,10 @@ class InnerMediaLane:
         return work
 
     # -- ACK, BYE, CANCEL, responses ----------------------------------------------------------------
-    def _ack(self, req: SipRequest) -> None:
+    def _ack(self, req: SipRequest, now: float) -> None:
         d = self.dialogs.get(req.call_id)
         if d is not None and d.state == "answered" and req.to.tag == d.tag:
-            d.state, d.deadline = "confirmed", 0.0
+            d.state, d.deadline = "confirmed", self._expiry(d, now)
 
     def _bye(self, req: SipRequest, peer: Any, now: float, wall: float, work: list[MediaWork]) -> None:
         d = self.dialogs.get(req.call_id)
@@ -576,6 +593,9 @@ class InnerMediaLane:
                            work)
             elif d.state == "answered" and now >= d.deadline:
                 self._hang_up(d, f"no ACK for the 200 OK within {limits.INNER_MEDIA_ACK_TIMEOUT:g} s", now, work)
+            elif d.state == "confirmed" and d.deadline and now >= d.deadline:
+                self._reap(d, "session_expired", f"no session refresh within its {d.session} s session interval "
+                           "(RFC 4028)", now, work)
             elif d.state == "ending" and now >= d.deadline:
                 self._forget(d, now)
             elif d.state in ("answered", "ending") and d.udp and now >= d.resend_at:
@@ -697,6 +717,43 @@ class InnerMediaLane:
         while len(self.ended) > limits.INNER_MEDIA_ENDED_MAX:
             self.ended.popitem(last=False)
 
+    # -- session timer (RFC 4028) -------------------------------------------------------------------
+    def _timer_headers(self, d: _Dialog) -> list[tuple[str, str]]:
+        if not d.session:
+            return []
+        return [("Session-Expires", f"{d.session};refresher=uac"), ("Require", "timer"), ("Allow", ALLOW)]
+
+    @staticmethod
+    def _expiry(d: _Dialog, now: float) -> float:
+        """When ferry gives up waiting for the platform's refresh: the interval less min(32, a third),
+        as the side not refreshing sends its BYE (RFC 4028 §10); 0: no session timer."""
+        return now + d.session - min(32.0, d.session / 3) if d.session else 0.0
+
+    def _refresh(self, d: _Dialog, req: SipRequest, peer: Any, now: float, work: list[MediaWork]) -> bool:
+        """A re-INVITE of a dialog with a session timer: a session refresh when its media stays the
+        same (no SDP, or the same address, port and transport): 200 with ferry's answer again."""
+        number = req.cseq[0]
+        if number == d.refresh_cseq and d.refresh_ok:     # a retransmission
+            work.append(SendSip(d.refresh_ok, peer))
+            return True
+        if req.body:
+            offer = parse_sdp(req.body)
+            if (offer.connection, offer.media_port, offer.transport) != \
+                    (d.offer.connection, d.offer.media_port, d.offer.transport):
+                return False
+        if number <= d.invite.cseq[0] or number <= d.refresh_cseq:
+            return False
+        session = _session_interval(req)
+        if session > 0:
+            d.session = session
+        contact = f"<sip:{d.inner_id}@{self.s.sip_host}:{self.s.sip_port}>"
+        d.refresh_ok = self._reply(req, peer, 200, "OK", work, extra=[
+            ("Contact", contact), *self._timer_headers(d), ("Content-Type", "application/sdp")],
+            body=build_sdp(self._answer(d)))
+        d.refresh_cseq = number
+        d.deadline = self._expiry(d, now)
+        return True
+
     # -- helpers ----------------------------------------------------------------------------------
     def _watched(self, device: str) -> bool:
         """Whether a dialog still wants `device`'s stream: one ending (ferry's BYE sent, its answer
@@ -733,6 +790,31 @@ class InnerMediaLane:
             rule="ferry-media", reason=f"{req.method} {status}: {why}", code=code,
             detail={"status": status, "inner_id": inner_id[:64], "operator": operator[:64],
                     **({"suppressed": suppressed} if suppressed else {})})))
+
+
+def _session_interval(req: SipRequest) -> int:
+    """The RFC 4028 session interval ferry keeps for this INVITE, the platform refreshing: 0 when it
+    asks for none, cannot refresh (no `Supported: timer`) or wants ferry to (refresher=uas: ferry sends
+    no refreshes, so it takes no timer), -1 when it is under ferry's Min-SE (422). SipError when the
+    header does not parse."""
+    value = req.header("Session-Expires")
+    if value is None:
+        return 0
+    delta, *params = [p.strip(" \t") for p in value.split(";")]
+    if not _DELTA.fullmatch(delta):
+        raise SipError(f"Session-Expires {value[:40]!r}: not delta-seconds")
+    refresher = ""
+    for p in params:
+        name, _, v = p.partition("=")
+        if name.strip(" \t").lower() == "refresher":
+            refresher = v.strip(" \t").lower()
+    supported = {t.strip(" \t").lower() for v in req.header_all("Supported") for t in v.split(",")}
+    seconds = int(delta)
+    if seconds < limits.INNER_MEDIA_MIN_SE:
+        return -1
+    if "timer" not in supported or refresher == "uas":
+        return 0
+    return min(seconds, limits.INNER_MEDIA_SESSION_EXPIRES_MAX)
 
 
 def _offer_problem(offer: Sdp, content_type: str | None) -> str | None:

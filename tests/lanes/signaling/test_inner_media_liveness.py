@@ -10,14 +10,14 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from ferry import limits
-from ferry.codecs.sip import SipRequest, parse_message
+from ferry.codecs.sip import SipRequest, build_request, parse_message
 from ferry.lanes.signaling.inner import PlatformGone
 from ferry.lanes.signaling.inner_media import Ask, InnerMediaLane, MediaSettings, SendSip, StartViewer, StopViewer
 from ferry.lanes.work import AuditIntent
 from ferry.reasons import Reason
 from tests.lanes.signaling import test_inner as sig
-from tests.lanes.signaling.test_inner_media import (CAMERA, IDS, PEER, PLAN, TCP_PEER, Peer, invite, lane, offer,
-                                                    records, request, sent, statuses)
+from tests.lanes.signaling.test_inner_media import (CAMERA, IDS, INNER_CAM, PEER, PLAN, PLATFORM, TCP_PEER, Peer,
+                                                    invite, lane, offer, records, request, sent, statuses)
 
 OTHER = Peer("udp", "10.1.0.6", 5060)     # a second platform ([media] allow_from)
 
@@ -165,8 +165,8 @@ def test_a_tcp_viewer_whose_connection_closes_is_reaped_at_once():
 
 # --- a property: no viewer and no camera hold outlives its dialog ---------------------------------------
 
-EVENT = st.tuples(st.sampled_from(["invite", "start", "ack", "bye", "lost", "gone", "unreachable", "closed",
-                                   "timer", "bye-answer"]),
+EVENT = st.tuples(st.sampled_from(["invite", "timed", "refresh", "start", "ack", "bye", "lost", "gone",
+                                   "unreachable", "closed", "timer", "bye-answer"]),
                   st.integers(0, 3), st.sampled_from([PEER, OTHER]))
 
 
@@ -205,6 +205,11 @@ def test_whatever_happens_every_viewer_stops_and_every_start_stream_is_stopped(e
         d = ln.dialogs.get(call)
         if kind == "invite":
             carry(ln.on_sip(invite(call=call, branch=f"z9hG4bK{n}x{now}"), peer, PLAN, now, 0))
+        elif kind == "timed":               # with a 90 s session timer the platform refreshes (or not)
+            carry(ln.on_sip(timed_invite(call=call, session="90", branch=f"z9hG4bK{n}t{now}"), peer, PLAN, now, 0))
+        elif kind == "refresh" and d is not None:
+            carry(ln.on_sip(timed_invite(call=call, session="90", cseq=21 + int(now), to_tag=d.tag,
+                                         branch=f"z9hG4bK{n}r{now}"), d.peer, PLAN, now, 0))
         elif kind == "start" and d is not None:
             work = ln.viewer_started(d.viewer, "sip-cam-1", now, 0)
             tags[call] = d.tag
@@ -230,7 +235,7 @@ def test_whatever_happens_every_viewer_stops_and_every_start_stream_is_stopped(e
                                  b"\r\nCall-ID: " + call.encode() + b"\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n")
             carry(ln.on_sip(resp, d.peer, PLAN, now, 0))
         elif kind == "timer":
-            now += 3.0
+            now += 3.0 if n else 70.0
             carry(ln.handle_timer(now, 0))
         live = {x.viewer for x in ln.dialogs.values() if x.state != "ending"}
         assert live == set(viewers)
@@ -292,3 +297,72 @@ def test_a_registration_that_was_up_ending_says_the_platform_is_gone_a_first_fai
     refresh = [m for m in sig.sent(ln.handle_timer(ln.reg_at, 1e9)) if m.method == "REGISTER"]
     work = ln.on_sip(sig.answer(refresh[0], 403, "Forbidden"), sig.PLATFORM, 400.0, 1e9)
     assert sig.audits(work, "platform_register_refused") and len(gone(work)) == 1
+
+
+# --- RFC 4028 session timers: the platform refreshes, ferry ends a session it stops refreshing -----------
+
+def timed_invite(call="s1", session="120;refresher=uac", supported="timer", cseq=20, to_tag=None, body=None,
+                 branch=None):
+    to = f"<sip:{INNER_CAM}@4301000000>" + (f";tag={to_tag}" if to_tag else "")
+    headers = [("Via", f"SIP/2.0/UDP 10.1.0.5:5060;rport;branch={branch or 'z9hG4bK' + call + str(cseq)}"),
+               ("From", f"<sip:{PLATFORM}@4301000000>;tag=pf1"), ("To", to), ("Call-ID", call),
+               ("CSeq", f"{cseq} INVITE"), ("Max-Forwards", "70"), ("Contact", f"<sip:{PLATFORM}@10.1.0.5:5060>"),
+               ("Content-Type", "application/sdp")]
+    if session:
+        headers.append(("Session-Expires", session))
+    if supported:
+        headers.append(("Supported", supported))
+    msg = parse_message(build_request("INVITE", f"sip:{INNER_CAM}@4301000000", headers,
+                                      offer() if body is None else body))
+    assert isinstance(msg, SipRequest)
+    return msg
+
+
+def timed(ln, now=1.0, **kw):
+    work = ln.on_sip(timed_invite(**kw), PEER, PLAN, now, 0)
+    [sv] = [w for w in work if isinstance(w, StartViewer)]
+    [ok] = sent(ln.viewer_started(sv.viewer, "sip-cam-1", now + 0.2, 0))
+    ln.on_sip(request("ACK", call=kw.get("call", "s1"), to_tag=ok.to.tag, cseq=20), PEER, PLAN, now + 0.3, 0)
+    return sv, ok
+
+
+def test_a_session_timer_the_platform_refreshes_keeps_the_session_and_one_it_stops_refreshing_ends_it():
+    ln = lane()
+    sv, ok = timed(ln, 1.0)
+    assert ok.header("Session-Expires") == "120;refresher=uac" and ok.header("Require") == "timer"
+    # refreshed (a re-INVITE with the same offer) before the interval's end: 200 with ferry's answer again
+    work = ln.on_sip(timed_invite(cseq=21, to_tag=ok.to.tag), PEER, PLAN, 80.0, 0)
+    [again] = sent(work)
+    assert again.status == 200 and again.header("Session-Expires") == "120;refresher=uac"
+    assert again.body == ok.body and again.to.tag == ok.to.tag and not records(work)
+    # its retransmission gets the same 200
+    assert [m.status for m in sent(ln.on_sip(timed_invite(cseq=21, to_tag=ok.to.tag), PEER, PLAN, 80.5, 0))] == [200]
+    # no refresh after that one: ferry ends the session min(32, 120/3) s before it would expire
+    assert ln.handle_timer(80.0 + 120 - 32 - 0.1, 0) == []
+    work = ln.handle_timer(80.0 + 120 - 32, 0)
+    assert StopViewer(sv.viewer) in work and [b.call_id for b in byes(work)] == ["s1"]
+    [rec] = records(work, "viewer_lost")
+    assert rec["detail"]["cause"] == "session_expired" and "120 s" in rec["reason"]
+
+
+def test_a_session_interval_under_min_se_gets_422_and_no_timer_is_kept_when_ferry_would_refresh():
+    ln = lane()
+    work = ln.on_sip(timed_invite(session="60"), PEER, PLAN, 1.0, 0)
+    [resp] = sent(work)
+    assert resp.status == 422 and resp.header("Min-SE") == str(limits.INNER_MEDIA_MIN_SE)
+    assert records(work, "invite_refused")[0]["code"] == "not_supported"
+    # ferry as the refresher (refresher=uas), or a platform that cannot refresh (no Supported: timer): no timer
+    for call, kw in (("u", {"session": "120;refresher=uas"}), ("n", {"supported": None})):
+        sv, ok = timed(ln, 2.0, call=call, **kw)
+        assert ok.header("Session-Expires") is None and ok.header("Require") is None
+        assert statuses(ln.on_sip(timed_invite(call=call, cseq=21, to_tag=ok.to.tag, **kw), PEER, PLAN, 3.0, 0)) \
+            == [488]                          # a re-INVITE of a live session without a timer: refused, as before
+    assert not byes(ln.handle_timer(1000.0, 0)) and {"u", "n"} <= set(ln.dialogs)
+
+
+def test_a_refresh_that_changes_the_media_is_refused_and_does_not_refresh():
+    ln = lane()
+    sv, ok = timed(ln, 1.0)
+    moved = offer().replace(b"m=video 40000", b"m=video 40002")
+    assert statuses(ln.on_sip(timed_invite(cseq=21, to_tag=ok.to.tag, body=moved), PEER, PLAN, 50.0, 0)) == [488]
+    assert records(ln.handle_timer(1.3 + 88.0, 0), "viewer_lost")
