@@ -219,16 +219,19 @@ class Platform:
     def seen(self, method: str) -> list[tuple[float, SipRequest]]:
         return [(t, r) for t, r in self.requests if r.method == method]
 
-    def invite(self, ferry: int, device: str, media: str) -> SipResponse:
-        """INVITE `device` at ferry's SIP port with the SDP media lines `media`; ACK its 200."""
+    def invite(self, ferry: int, device: str, media: str, extra: tuple[tuple[str, str], ...] = (), cseq: int = 1,
+               to: str = "") -> SipResponse:
+        """INVITE `device` at ferry's SIP port with the SDP media lines `media`; ACK its 200 (`to`: ferry's
+        To of the dialog: a re-INVITE in it)."""
         sdp = (f"v=0\r\no={PLATFORM} 0 0 IN IP4 127.0.0.1\r\ns=Play\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
                f"{media}a=recvonly\r\na=rtpmap:96 PS/90000\r\ny=0430100201\r\n").encode()
-        self.call = f"live-{new_tag()}@127.0.0.1"
+        if not to:
+            self.call = f"live-{new_tag()}@127.0.0.1"
         self.sock.sendto(build_request("INVITE", f"sip:{device}@{DOMAIN}", [
             ("Via", f"SIP/2.0/UDP 127.0.0.1:{self.port};rport;branch=z9hG4bK{new_tag()}"),
-            ("From", f"<sip:{PLATFORM}@{DOMAIN}>;tag=pl1"), ("To", f"<sip:{device}@{DOMAIN}>"),
-            ("Call-ID", self.call), ("CSeq", "1 INVITE"), ("Max-Forwards", "70"),
-            ("Contact", f"<sip:{PLATFORM}@127.0.0.1:{self.port}>"), ("Content-Type", "application/sdp")], sdp),
+            ("From", f"<sip:{PLATFORM}@{DOMAIN}>;tag=pl1"), ("To", to or f"<sip:{device}@{DOMAIN}>"),
+            ("Call-ID", self.call), ("CSeq", f"{cseq} INVITE"), ("Max-Forwards", "70"),
+            ("Contact", f"<sip:{PLATFORM}@127.0.0.1:{self.port}>"), *extra, ("Content-Type", "application/sdp")], sdp),
             ("127.0.0.1", ferry))
         deadline = time.monotonic() + 30
         while True:
@@ -239,7 +242,7 @@ class Platform:
         self.sock.sendto(build_request("ACK", msg.contact[0].uri, [
             ("Via", f"SIP/2.0/UDP 127.0.0.1:{self.port};rport;branch=z9hG4bK{new_tag()}"),
             ("From", f"<sip:{PLATFORM}@{DOMAIN}>;tag=pl1"), ("To", msg.header("To") or ""),
-            ("Call-ID", self.call), ("CSeq", "1 ACK"), ("Max-Forwards", "70")]), ("127.0.0.1", ferry))
+            ("Call-ID", self.call), ("CSeq", f"{cseq} ACK"), ("Max-Forwards", "70")]), ("127.0.0.1", ferry))
         return msg
 
     def close(self) -> None:
@@ -423,3 +426,42 @@ def test_a_tcp_viewer_whose_connection_closes_is_reaped_at_once(appliance_factor
     [lost] = events(a.inner_audit, "viewer_lost")
     assert lost["code"] == "viewer_lost" and lost["detail"]["cause"] == "closed"
     assert lost["detail"]["transport"] == "tcp"
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(300)
+@needs_tools
+def test_a_session_timer_the_platform_stops_refreshing_ends_the_session(appliance_factory, tmp_path):
+    """RFC 4028: the platform asks for a 90 s session it refreshes itself, refreshes once, then goes
+    quiet (its RTP port stays open: only the session timer can tell). ferry ends the session
+    min(32, 90/3) = 30 s before it would expire: 60 s after the refresh."""
+    a, sip, camera = make(appliance_factory, tmp_path, seconds=100)
+    platform = Platform()
+    rx = Receiver()
+    timer = (("Session-Expires", "90;refresher=uac"), ("Supported", "timer"))
+    media = f"m=video {rx.port} RTP/AVP 96\r\n"
+    try:
+        a.start()
+        camera.start()
+        a.wait_for(lambda: events(a.inner_audit, "stream_started"), 30, "the camera's stream crossing")
+        ok = platform.invite(sip, CAMERA, media, timer)
+        a.wait_for(lambda: len(rx.got) > 20, 20, "RTP at the viewer")
+        refreshed = platform.invite(sip, CAMERA, media, timer, cseq=2, to=ok.header("To") or "")
+        at = time.monotonic()
+        a.wait_for(lambda: platform.seen("BYE"), 60 + 30, "ferry's BYE at the session's end")
+        byed = time.monotonic()
+        a.wait_for(lambda: stop_stream_told(a), 20, "stop_stream on the outer agent")
+        assert not events(a.inner_audit, "stream_ended"), "the camera stopped before the session's end"
+    finally:
+        rx.close()
+        platform.close()
+        camera.stop()
+        camera.join(60)
+        a.stop()
+    assert ok.header("Session-Expires") == "90;refresher=uac" and ok.header("Require") == "timer"
+    assert refreshed.status == 200 and refreshed.header("Session-Expires") == "90;refresher=uac"
+    assert refreshed.body == ok.body                  # the refresh changes nothing of the media
+    assert 60 - 1 <= byed - at < 60 + 15
+    [lost] = events(a.inner_audit, "viewer_lost")
+    assert lost["code"] == "viewer_lost" and lost["detail"]["cause"] == "session_expired"
+    assert [r["detail"]["request"] for r in events(a.inner_audit, "request_sent")] == ["start_stream", "stop_stream"]

@@ -795,8 +795,8 @@ class InnerMediaLane:
 def _session_interval(req: SipRequest) -> int:
     """The RFC 4028 session interval ferry keeps for this INVITE, the platform refreshing: 0 when it
     asks for none, cannot refresh (no `Supported: timer`) or wants ferry to (refresher=uas: ferry sends
-    no refreshes, so it takes no timer), -1 when it is under ferry's Min-SE (422). SipError when the
-    header does not parse."""
+    no refreshes, so it takes no timer), -1 when the timer it asks for is under ferry's Min-SE (422).
+    SipError when the header does not parse (400)."""
     value = req.header("Session-Expires")
     if value is None:
         return 0
@@ -809,11 +809,11 @@ def _session_interval(req: SipRequest) -> int:
         if name.strip(" \t").lower() == "refresher":
             refresher = v.strip(" \t").lower()
     supported = {t.strip(" \t").lower() for v in req.header_all("Supported") for t in v.split(",")}
+    if "timer" not in supported or refresher == "uas":
+        return 0
     seconds = int(delta)
     if seconds < limits.INNER_MEDIA_MIN_SE:
         return -1
-    if "timer" not in supported or refresher == "uas":
-        return 0
     return min(seconds, limits.INNER_MEDIA_SESSION_EXPIRES_MAX)
 
 

@@ -351,6 +351,9 @@ def test_a_session_interval_under_min_se_gets_422_and_no_timer_is_kept_when_ferr
     [resp] = sent(work)
     assert resp.status == 422 and resp.header("Min-SE") == str(limits.INNER_MEDIA_MIN_SE)
     assert records(work, "invite_refused")[0]["code"] == "not_supported"
+    # a short interval ferry would not keep anyway (no Supported: timer) is not refused; one that does not parse is
+    assert statuses(ln.on_sip(timed_invite(call="short", session="60", supported=None), PEER, PLAN, 1.0, 0)) == [100]
+    assert statuses(ln.on_sip(timed_invite(call="bad", session="soon"), PEER, PLAN, 1.0, 0)) == [400]
     # ferry as the refresher (refresher=uas), or a platform that cannot refresh (no Supported: timer): no timer
     for call, kw in (("u", {"session": "120;refresher=uas"}), ("n", {"supported": None})):
         sv, ok = timed(ln, 2.0, call=call, **kw)
