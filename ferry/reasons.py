@@ -150,6 +150,7 @@ class Reason(StrEnum):
     VIEWERS_BUSY = "viewers_busy"
     NO_STREAM = "no_stream"
     NOT_SUPPORTED = "not_supported"
+    VIEWER_LOST = "viewer_lost"
 
 _ALL = list(Reason)
 # The link's own codes (the receiver's drops, refusals and losses): those declared before the lanes'.
@@ -282,7 +283,11 @@ MEANING: dict[Reason, str] = {
     Reason.BAD_OFFER: "INVITE whose SDP offer does not parse or is not live PS video the platform receives (400/488)",
     Reason.VIEWERS_BUSY: "INVITE over [media] max_viewers or max_viewers_per_device, or no free media port (486)",
     Reason.NO_STREAM: "INVITE whose camera's stream did not bring a key frame within [media] invite_timeout (408)",
-    Reason.NOT_SUPPORTED: "request a live session does not take: re-INVITE (488), INFO playback control (405)",
+    Reason.NOT_SUPPORTED: ("request a live session does not take: re-INVITE other than a session refresh (488), INFO "
+                           "playback control (405), a Session-Expires under ferry's Min-SE (422)"),
+    Reason.VIEWER_LOST: ("a viewer reaped: its platform lost (keepalives unanswered, registration ended), its UDP "
+                         "RTP port unreachable (ICMP) for INNER_MEDIA_UNREACHABLE_FOR, its TCP connection closed, or "
+                         "its RFC 4028 session not refreshed: ferry sent BYE"),
     Reason.BAD_REQUEST: ("reverse request outside its closed schema: unknown request, device ID not 20 digits, "
                          "operator name, unknown or malformed parameter"),
     Reason.UNKNOWN_DEVICE: "reverse request for a device that no devices source of the policy names",

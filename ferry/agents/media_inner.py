@@ -11,6 +11,10 @@ owns the one endpoint and hands INVITE/ACK/BYE/CANCEL/INFO and the responses to 
 module's own endpoint (UDP and TCP on one "host:port"), which answers only these methods (a
 deployment where the platform has ferry's cameras configured by hand, or always-on viewing only).
 
+Dead viewers are reaped: the sig glue's `platform_gone(host, why)` (the cascade lost the platform
+or its registration ended) and the emitter's `on_viewer_sink` (a UDP viewer's sends refused by
+ICMP, a TCP viewer's connection closed) go to the lane, which ends those dialogs.
+
 The ID the platform INVITEs maps to the outer device ID with sig-inner's `[signaling] id_map`
 (ferry.lanes.signaling.ids); without `[signaling]` the IDs are the outer ones.
 """
@@ -77,6 +81,7 @@ class InnerMediaAgent:
             self.endpoint = SipEndpoint("media", self.on_sip, self.on_refused, udp=cfg.listen, tcp=cfg.listen)
             self.send = self.endpoint.send
         video.on_viewer = self.on_viewer
+        video.on_viewer_sink = self.on_viewer_sink
         self.timer = LaneTimer(self.lane.next_timer, self._on_timer)
         self.refused_messages = 0
 
@@ -100,7 +105,7 @@ class InnerMediaAgent:
             await self.endpoint.stop()
 
     def counters(self) -> dict[str, int]:
-        """`ferry status`: media_invites, _answered, _refused, _cancelled, _ended, _dialogs, _viewers."""
+        """`ferry status`: media_invites, _answered, _refused, _cancelled, _ended, _reaped, _dialogs, _viewers."""
         c = {**self.lane.counters, "dialogs": len(self.lane.dialogs), "viewers": len(self.video.viewer_sinks),
              "sip_refused": self.refused_messages}
         return {f"media_{k}": v for k, v in c.items()}
@@ -127,6 +132,20 @@ class InnerMediaAgent:
             self._carry(self.lane.viewer_started(event.viewer, event.stream_id, now, wall))
         else:
             self._carry(self.lane.viewer_lost(event.viewer, event.why, now, wall))
+
+    def on_viewer_sink(self, viewer: str, kind: str, why: str) -> None:
+        """The viewer's sink found it dead: "unreachable" (a UDP send refused by ICMP) or "closed" (TCP)."""
+        now, wall = time.monotonic(), time.time()
+        if kind == "unreachable":
+            work = self.lane.viewer_unreachable(viewer, why, now, wall)
+        else:
+            work = self.lane.viewer_closed(viewer, why, now, wall)
+        if work:
+            self._carry(work)
+
+    def platform_gone(self, host: str, why: str) -> None:
+        """[signaling] lost the platform at `host` (keepalives unanswered, or its registration ended)."""
+        self._carry(self.lane.platform_gone(host, why, time.monotonic(), time.time()))
 
     # -- work -----------------------------------------------------------------------------------------
     def _carry(self, work: list[MediaWork]) -> None:

@@ -12,7 +12,8 @@ returns the audit intents.
 Dispatch between the parts (issue 13's shared contract): requests INVITE, ACK, BYE, CANCEL and
 INFO, and responses whose CSeq method is INVITE or BYE, go to the media part if one is attached
 (`attach_media(media)`: media gets `media.on_sip(msg, peer)`; it sends with `SipInner.send(data,
-peer)`, which `attach_media` also hands it as `media.set_sender(send)` when it has that method);
+peer)`, which `attach_media` also hands it as `media.set_sender(send)` when it has that method;
+the lane's `PlatformGone` becomes `media.platform_gone(platform host, why)` when it has that method);
 everything else is the lane's. Without a media part the lane refuses INVITE with 403 and the Warning
 "on-demand video not configured".
 """
@@ -31,7 +32,7 @@ from ferry.agents.sip_endpoint import Peer, SipEndpoint, SipMessage
 from ferry.codecs.sip import SipResponse
 from ferry.config import ConfigError, InnerSignaling, split_host_port
 from ferry.lanes.signaling.ids import IdMap
-from ferry.lanes.signaling.inner import MEDIA_METHODS, InnerSignalingLane, SendSip, Settings
+from ferry.lanes.signaling.inner import MEDIA_METHODS, InnerSignalingLane, PlatformGone, SendSip, Settings
 from ferry.lanes.work import AuditIntent
 from ferry.pb import ferry_pb2
 from ferry.policy.plan import Decision
@@ -116,6 +117,10 @@ class SipInner:
                 self.send(w.data, w.peer)
             elif isinstance(w, AuditIntent):
                 audits.append(w)
+            elif isinstance(w, PlatformGone):
+                gone = getattr(self.media, "platform_gone", None)
+                if callable(gone):      # the media part ends the platform's video dialogs
+                    gone(self.platform.host, w.why)
         self.wake.set()        # a new transaction or timer
         return audits
 

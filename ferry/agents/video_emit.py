@@ -10,7 +10,10 @@ Viewers (issue 13 item 3): the inner media glue (ferry.agents.media_inner) adds 
 inner platform INVITEs a camera: `add_viewer` makes its sink — UDP from the media port the SDP
 answer names, TCP active (ferry connects to the platform, reconnecting) or TCP passive (ferry
 listens on that port and takes one connection from the platform's address) — and
-`remove_viewer` closes it. The lane's `ViewerStarted` / `ViewerLost` go to `on_viewer`.
+`remove_viewer` closes it. The lane's `ViewerStarted` / `ViewerLost` go to `on_viewer`. A viewer
+whose sink finds it dead goes to `on_viewer_sink(viewer, kind, why)`: "unreachable" (a UDP send
+refused by ICMP: the viewer's socket has IP_RECVERR, so a port unreachable comes back as
+ECONNREFUSED on a later send), "closed" (its established TCP connection closed or was reset).
 
 The pure lane (ferry.lanes.video.InnerVideoLane) keeps the streams and their accounting and
 says what to send or write; this module owns the sinks, carries out the lane's work and arms
@@ -20,6 +23,7 @@ one timer from the lane's `next_timer()`. The agent gives `EmitHost`: `audit(**f
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import socket
 import time
@@ -42,6 +46,9 @@ from ferry.policy.plan import Decision
 log = logging.getLogger("ferry.inner.video")
 
 _SAFE = str.maketrans({c: "_" for c in "/\\\0"})
+IP_RECVERR, IPV6_RECVERR = 11, 25           # Linux (<linux/in.h>, <linux/in6.h>); the socket module lacks them
+_UNREACHABLE = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH})
+SinkLost = Callable[[str, str], None]       # (kind: "unreachable" | "closed", why)
 
 
 class UdpSink:
@@ -63,6 +70,13 @@ class UdpSink:
         self.errors = 0
         self.dropped = 0           # packets not sent (socket buffer full, or an error)
         self.calls = 0             # send system calls
+        self.on_lost: SinkLost | None = None     # a viewer's: told of each send ICMP refused
+
+    def report_errors(self) -> None:
+        """Have ICMP errors come back on later sends (a viewer's sink: its send fails ECONNREFUSED when
+        the platform's port is closed); an unconnected socket otherwise never sees them."""
+        v6 = self.sock.family == socket.AF_INET6
+        self.sock.setsockopt(socket.IPPROTO_IPV6 if v6 else socket.IPPROTO_IP, IPV6_RECVERR if v6 else IP_RECVERR, 1)
 
     def send(self, packets: list[bytes], keyframe: bool) -> bool:
         try:
@@ -72,6 +86,13 @@ class UdpSink:
             log.debug("video output %s:%d: %s", *self.address, exc)
             self.errors += 1
             self.dropped += len(packets)
+            if exc.errno in _UNREACHABLE and self.on_lost is not None:
+                for _ in range(limits.VIDEO_ERRQUEUE_DRAIN):   # the queued ICMP errors: read, dropped
+                    try:
+                        self.sock.recvmsg(256, 256, socket.MSG_ERRQUEUE)
+                    except OSError:
+                        break
+                self.on_lost("unreachable", str(exc))
             return False
         if sent < len(packets):
             self.errors += 1
@@ -96,6 +117,8 @@ class TcpSink:
         self.task: asyncio.Task | None = None
         self.errors = 0
         self.calls = 0             # writes
+        self.on_lost: SinkLost | None = None     # a viewer's: told when its connection ends
+        self.closing = False
 
     def send(self, packets: list[bytes], keyframe: bool) -> bool:
         w = self.writer
@@ -125,19 +148,26 @@ class TcpSink:
             else:
                 self.writer, self.need_key = writer, True
                 log.info("video output connected to %s:%d", self.host, self.port)
+                why = "closed by the receiver"
                 try:
                     while await reader.read(limits.VIDEO_TCP_READ):   # anything the receiver says is ignored
                         pass
-                except (ConnectionError, OSError):
-                    pass
+                except (ConnectionError, OSError) as exc:
+                    why = str(exc) or type(exc).__name__
                 self.writer = None
                 writer.close()
+                self._lost(why)
             try:
                 await asyncio.wait_for(stop.wait(), limits.VIDEO_RECONNECT_DELAY)
             except asyncio.TimeoutError:
                 pass
 
+    def _lost(self, why: str) -> None:
+        if self.on_lost is not None and not self.closing:
+            self.on_lost("closed", why)
+
     def close(self) -> None:
+        self.closing = True
         if self.task is not None:
             self.task.cancel()
         if self.writer is not None:
@@ -219,13 +249,15 @@ class PassiveTcpSink(TcpSink):
             return
         self.writer, self.need_key = writer, True
         log.info("viewer port %s:%d: %s:%d connected", *self.local, *peer[:2])
+        why = "closed by the platform"
         try:
             while await reader.read(limits.VIDEO_TCP_READ):
                 pass
-        except (ConnectionError, OSError):
-            pass
+        except (ConnectionError, OSError) as exc:
+            why = str(exc) or type(exc).__name__
         if self.writer is writer:
             self.writer = None
+            self._lost(why)
         writer.close()
 
     def close(self) -> None:
@@ -248,6 +280,7 @@ def make_viewer_sink(address: str, transport: str, setup: str, local: tuple[str,
         sink = UdpSink(_Address(address))      # type: ignore[arg-type]
         try:
             sink.sock.bind(local)
+            sink.report_errors()
         except OSError:
             sink.close()
             raise
@@ -286,6 +319,7 @@ class VideoEmitter:
         self.sinks: list[Sink] = [make_sink(out) for out in outputs]
         self.viewer_sinks: dict[str, UdpSink | TcpSink] = {}
         self.on_viewer: Callable[[ViewerStarted | ViewerLost], None] | None = None
+        self.on_viewer_sink: Callable[[str, str, str], None] | None = None    # (viewer, kind, why)
         self._stop: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.timer = LaneTimer(self.lane.next_timer, self._on_timer)
@@ -304,6 +338,7 @@ class VideoEmitter:
             sink.close()
             return str(exc)
         self.viewer_sinks[viewer_id] = sink
+        sink.on_lost = lambda kind, why: self._sink_lost(viewer_id, kind, why)
         if self._stop is not None:
             task = asyncio.ensure_future(sink.start(self._stop))
             self._tasks.add(task)
@@ -311,6 +346,19 @@ class VideoEmitter:
         log.info("viewer %s of device %s: %s %s%s, SSRC %d", viewer_id, device_id, transport, address,
                  f" ({setup})" if setup else "", ssrc)
         return None
+
+    def _sink_lost(self, viewer_id: str, kind: str, why: str) -> None:
+        """A viewer's sink found it dead: told to `on_viewer_sink` from the loop (not inside a send)."""
+        if self.on_viewer_sink is None or viewer_id not in self.viewer_sinks:
+            return
+        try:
+            asyncio.get_running_loop().call_soon(self._tell_sink_lost, viewer_id, kind, why)
+        except RuntimeError:          # no loop running (tests driving the emitter by hand)
+            self._tell_sink_lost(viewer_id, kind, why)
+
+    def _tell_sink_lost(self, viewer_id: str, kind: str, why: str) -> None:
+        if self.on_viewer_sink is not None and viewer_id in self.viewer_sinks:
+            self.on_viewer_sink(viewer_id, kind, why)
 
     def remove_viewer(self, viewer_id: str) -> Viewer | None:
         """The viewer stops: its sink is closed at once (nothing more is sent to it)."""

@@ -14,7 +14,8 @@ What it does
       operator fixes the configuration and restarts.
     - Keepalive (§9.6): a Notify Keepalive MESSAGE every ``keepalive_interval``; SIG_KEEPALIVE_LOST
       unanswered in a row (or one answered with an error) mark the platform lost (alarm) and
-      ferry registers again.
+      ferry registers again. The platform lost, or a registration that was up ending, also gives
+      `PlatformGone`: the agent has the media part end that platform's video dialogs.
     - Keeps the canonical device list from the signaling objects that crossed: Response Catalog
       items, Notify Catalog events (ON/OFF/ADD/DEL/UPDATE/VLOST/DEFECT), device keepalives (a
       device that sends one is ON), and the last Response DeviceInfo / DeviceStatus per device.
@@ -74,6 +75,14 @@ class SendSip:
 
     data: bytes
     peer: Any
+
+
+@dataclass(frozen=True, slots=True)
+class PlatformGone:
+    """The platform ferry was registered with is gone (``platform_lost``, or the registration ended):
+    the agent has the media part end that platform's video dialogs (``why``: for the records)."""
+
+    why: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -316,25 +325,26 @@ class InnerSignalingLane:
         self.keepalive_at, self.keepalive_pending, self.keepalive_missed = None, None, 0
         self.registered_since = None
         self.reg_branch = None
+        gone: list[Any] = [PlatformGone(f"its registration ended: {why}")] if was else []
         if stop:
             self.state, self.reg_at = "stopped", None
             return [_audit(event="platform_register_refused", verdict="alarm", lane=LANE, code=code,
                            reason=f"the inner platform refused ferry's registration: {why}; not trying again "
-                                  "until the agent is restarted (check [signaling] local_id and password)")]
+                                  "until the agent is restarted (check [signaling] local_id and password)"), *gone]
         self.state = "waiting"
         wait = self.retry_wait
         self.retry_wait = min(self.retry_wait * 2, limits.SIG_REGISTER_RETRY_MAX)
         self.reg_at = now + wait
         return [_audit(event="platform_register_failed", verdict="alarm", lane=LANE, code=code,
                        reason=f"registration with the inner platform failed: {why}; trying again in {wait:g} s",
-                       detail={"was_registered": was})]
+                       detail={"was_registered": was}), *gone]
 
     def _lost(self, why: str, now: float, wall: float) -> list[Any]:
         """The platform stopped answering: alarm, and register again at once (new Call-ID)."""
         self.keepalive_at, self.keepalive_pending, self.keepalive_missed = None, None, 0
         self.state, self.registered_since = "waiting", None
         out: list[Any] = [_audit(event="platform_lost", verdict="alarm", lane=LANE, code=Reason.PLATFORM_UNAVAILABLE,
-                                 reason=f"inner platform lost: {why}; registering again")]
+                                 reason=f"inner platform lost: {why}; registering again"), PlatformGone(why)]
         return out + self._register(now, wall)
 
     def _on_register_response(self, tx: _Tx, msg: SipResponse, now: float, wall: float) -> list[Any]:

@@ -44,6 +44,15 @@ One INVITE, one dialog, one viewer:
    `Ask("stop_stream", outer ID, {"stream": <its stream id or device ID>})` for the operator that
    asked for it (the outer side holds a camera's stream per operator).
 
+5. Dead viewers are reaped (a platform that crashes or loses its network never sends BYE):
+   `platform_gone(host)` (the cascade lost the platform, or its registration ended) ends every
+   dialog from that host (one BYE, not retransmitted; 503 to an INVITE waiting; on-demand
+   `stop_stream` at once, no linger); `viewer_unreachable` (a UDP send refused by ICMP) for
+   INNER_MEDIA_UNREACHABLE_FOR and `viewer_closed` (its TCP connection closed) end the viewer's
+   dialog (BYE, retransmitted; the linger). Each gets `viewer_lost` (code viewer_lost,
+   `detail.cause`) instead of `viewer_ended`. A dialog whose BYE ferry sent (state "ending") no
+   longer holds its camera.
+
 Every message ferry sends is built from parsed values by ferry.codecs.sip (the builder refuses
 CR/LF in any value); a request or SDP that does not parse gets 400 where it can be answered.
 """
@@ -66,6 +75,7 @@ from ferry.reasons import Reason
 
 MODES = ("on-demand", "always-on")
 _STREAM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,63}")      # the reverse lane's stream parameter
+_DELTA = re.compile(r"[0-9]{1,10}")
 ALLOW = "INVITE, ACK, BYE, CANCEL"
 LANE = "video"
 
@@ -157,6 +167,12 @@ class _Dialog:
     stream_id: str = ""
     asked: bool = False       # its start_stream was asked for (on-demand)
     failed_ports: list[int] = field(default_factory=list)   # media ports some other program held
+    refused_since: float = 0.0   # its RTP sends refused by ICMP (port unreachable) since then...
+    refused_last: float = 0.0    # ... the last time ...
+    refused_sends: int = 0       # ... this many times (0: none lately)
+    session: int = 0             # RFC 4028 session interval, the platform refreshing (0: no session timer)
+    refresh_cseq: int = 0        # the last refresh (re-INVITE) answered, and its 200 (retransmissions)
+    refresh_ok: bytes = b""
 
     @property
     def udp(self) -> bool:
@@ -185,7 +201,7 @@ class InnerMediaLane:
         self.streaming: set[str] = set()                  # devices asked for (on-demand), not yet stopped
         self.strangers: OrderedDict[str, tuple[float, int]] = OrderedDict()   # host -> (quiet until, suppressed)
         self._viewer_seq = 0
-        self.counters = {"invites": 0, "answered": 0, "refused": 0, "cancelled": 0, "ended": 0}
+        self.counters = {"invites": 0, "answered": 0, "refused": 0, "cancelled": 0, "ended": 0, "reaped": 0}
 
     # -- SIP in ---------------------------------------------------------------------------------
     def on_sip(self, msg: SipRequest | SipResponse, peer: Any, plan: Plan | None, now: float,
@@ -200,7 +216,7 @@ class InnerMediaLane:
             elif msg.method == "INVITE":
                 self._invite(msg, peer, plan, now, wall, work)
             elif msg.method == "ACK":
-                self._ack(msg)
+                self._ack(msg, now)
             elif msg.method == "BYE":
                 self._bye(msg, peer, now, wall, work)
             elif msg.method == "CANCEL":
@@ -255,6 +271,9 @@ class InnerMediaLane:
         if to.tag is not None:                 # a re-INVITE
             if dialog is None:
                 self._reply(req, peer, 481, "Call/Transaction Does Not Exist", work)
+                return
+            if dialog.session and to.tag == dialog.tag and dialog.state == "confirmed" and \
+                    self._refresh(dialog, req, peer, now, work):
                 return
             self._reply(req, peer, 488, "Not Acceptable Here", work,
                         warning="a live session's media does not change")
@@ -324,6 +343,14 @@ class InnerMediaLane:
         if problem:
             refuse(488, "Not Acceptable Here", Reason.BAD_OFFER, problem, device)
             return
+        session = _session_interval(req)
+        if session < 0:
+            last = self._reply(req, peer, 422, "Session Interval Too Small", work, tag=tag,
+                               extra=[("Min-SE", str(limits.INNER_MEDIA_MIN_SE))])
+            self._remember(call_id, last, peer, now)
+            self._audit_refused(work, req, peer, inner_id, device, Reason.NOT_SUPPORTED,
+                                f"Session-Expires under ferry's Min-SE {limits.INNER_MEDIA_MIN_SE} s", 422, operator)
+            return
         same = sum(1 for d in self.dialogs.values() if d.device_id == device and d.state != "ending")
         live = sum(1 for d in self.dialogs.values() if d.state != "ending")
         if live >= self.s.max_viewers or len(self.dialogs) >= limits.INNER_MEDIA_DIALOGS_MAX:
@@ -347,6 +374,7 @@ class InnerMediaLane:
         self._viewer_seq += 1
         d = _Dialog(call_id, req, peer, branch, inner_id, device, operator, tag, f"v{self._viewer_seq}", offer,
                     int(ssrc_text), "tcp" if tcp else "udp", setup, port, now, now + self.s.invite_timeout)
+        d.session = session
         self.dialogs[call_id] = d
         d.last = self._reply(req, peer, 100, "Trying", work)
         work.append(StartViewer(d.viewer, device, f"{offer.connection}:{offer.media_port}", d.ssrc, d.transport,
@@ -388,7 +416,8 @@ class InnerMediaLane:
         body = build_sdp(self._answer(d))
         contact = f"<sip:{d.inner_id}@{self.s.sip_host}:{self.s.sip_port}>"
         d.last = self._reply(d.invite, d.peer, 200, "OK", work, tag=d.tag,
-                             extra=[("Contact", contact), ("Content-Type", "application/sdp")], body=body)
+                             extra=[("Contact", contact), *self._timer_headers(d), ("Content-Type", "application/sdp")],
+                             body=body)
         d.state, d.deadline = "answered", now + limits.INNER_MEDIA_ACK_TIMEOUT
         d.interval, d.resend_at = limits.INNER_MEDIA_T1, now + limits.INNER_MEDIA_T1
         self.counters["answered"] += 1
@@ -408,6 +437,54 @@ class InnerMediaLane:
         d = self._by_viewer(viewer)
         if d is not None and d.state in ("answered", "confirmed"):
             self._hang_up(d, f"the stream ended ({why})", now, work)
+        return work
+
+    def platform_gone(self, host: str, why: str, now: float, wall: float) -> list[MediaWork]:
+        """The inner platform at `host` is gone (the cascade's `platform_lost`: keepalives unanswered, or
+        its registration ended): every dialog of its own ends (`viewer_lost`, BYE best effort, once; 503
+        to an INVITE still waiting), and in on-demand mode the cameras nobody else watches are released
+        at once (`stop_stream`, no linger: the platform that would come back for them is gone)."""
+        work: list[MediaWork] = []
+        devices: set[str] = set()
+        for d in [x for x in self.dialogs.values() if str(getattr(x.peer, "host", "")) == host]:
+            if d.state == "ending":          # ferry's BYE already out: no answer will come
+                self._forget(d, now)
+                continue
+            devices.add(d.device_id)
+            self._reap(d, "platform_lost", f"the inner platform {host} is lost ({why})", now, work, keep=False)
+        for device in devices:
+            if device in self.linger:
+                self.linger[device] = (now, self.linger[device][1])
+        work += self._release(now)
+        return work
+
+    def viewer_unreachable(self, viewer: str, why: str, now: float, wall: float) -> list[MediaWork]:
+        """A send of the viewer's RTP was refused by ICMP (ECONNREFUSED: port unreachable; the agent's
+        UDP sink sees it on the next send). Refused sends for INNER_MEDIA_UNREACHABLE_FOR seconds (at
+        least INNER_MEDIA_UNREACHABLE_MIN, none INNER_MEDIA_UNREACHABLE_GAP apart): the viewer is dead,
+        reaped (`viewer_lost`, BYE). Before the answer the INVITE's own timeout decides."""
+        work: list[MediaWork] = []
+        d = self._by_viewer(viewer)
+        if d is None or d.state not in ("answered", "confirmed"):
+            return work
+        if d.refused_sends and now - d.refused_last > limits.INNER_MEDIA_UNREACHABLE_GAP:
+            d.refused_sends = 0
+        if d.refused_sends == 0:
+            d.refused_since = now
+        d.refused_sends += 1
+        d.refused_last = now
+        if d.refused_sends >= limits.INNER_MEDIA_UNREACHABLE_MIN and \
+                now - d.refused_since >= limits.INNER_MEDIA_UNREACHABLE_FOR:
+            self._reap(d, "unreachable", f"its RTP port {self._dest(d)} refused the video for "
+                       f"{now - d.refused_since:.1f} s ({d.refused_sends} sends: {why})", now, work)
+        return work
+
+    def viewer_closed(self, viewer: str, why: str, now: float, wall: float) -> list[MediaWork]:
+        """The viewer's TCP connection (established) closed or was reset by the platform: reaped at once."""
+        work: list[MediaWork] = []
+        d = self._by_viewer(viewer)
+        if d is not None and d.state in ("answered", "confirmed"):
+            self._reap(d, "closed", f"its TCP media connection closed ({why})", now, work)
         return work
 
     def viewer_failed(self, viewer: str, why: str, now: float, wall: float, *,
@@ -458,10 +535,10 @@ class InnerMediaLane:
         return work
 
     # -- ACK, BYE, CANCEL, responses ----------------------------------------------------------------
-    def _ack(self, req: SipRequest) -> None:
+    def _ack(self, req: SipRequest, now: float) -> None:
         d = self.dialogs.get(req.call_id)
         if d is not None and d.state == "answered" and req.to.tag == d.tag:
-            d.state, d.deadline = "confirmed", 0.0
+            d.state, d.deadline = "confirmed", self._expiry(d, now)
 
     def _bye(self, req: SipRequest, peer: Any, now: float, wall: float, work: list[MediaWork]) -> None:
         d = self.dialogs.get(req.call_id)
@@ -516,24 +593,33 @@ class InnerMediaLane:
                            work)
             elif d.state == "answered" and now >= d.deadline:
                 self._hang_up(d, f"no ACK for the 200 OK within {limits.INNER_MEDIA_ACK_TIMEOUT:g} s", now, work)
+            elif d.state == "confirmed" and d.deadline and now >= d.deadline:
+                self._reap(d, "session_expired", f"no session refresh within its {d.session} s session interval "
+                           "(RFC 4028)", now, work)
             elif d.state == "ending" and now >= d.deadline:
                 self._forget(d, now)
             elif d.state in ("answered", "ending") and d.udp and now >= d.resend_at:
                 work.append(SendSip(d.last if d.state == "answered" else d.bye, d.peer))
                 d.interval = min(d.interval * 2, limits.INNER_MEDIA_T2)
                 d.resend_at = now + d.interval
+        work += self._release(now)
+        while self.ended and next(iter(self.ended.values()))[0] <= now:
+            self.ended.popitem(last=False)
+        return work
+
+    def _release(self, now: float) -> list[MediaWork]:
+        """On-demand: `stop_stream` for each device whose linger is over and nobody watches."""
+        work: list[MediaWork] = []
         for device, (at, stream) in list(self.linger.items()):
             if now >= at:
                 del self.linger[device]
-                if not any(d.device_id == device for d in self.dialogs.values()):
+                if not self._watched(device):
                     self.streaming.discard(device)
                     stopped = self.asker.pop(device, ("", ""))
                     # the operator that asked for it stops it (the outer side holds the stream per operator)
                     stream = stream if _STREAM.fullmatch(stream) else device
                     work.append(Ask("", "stop_stream", device, {"stream": stream}, stopped[1] or "ferry",
                                     stopped[0], stopped[1]))
-        while self.ended and next(iter(self.ended.values()))[0] <= now:
-            self.ended.popitem(last=False)
         return work
 
     def close(self, now: float, wall: float) -> list[MediaWork]:
@@ -554,8 +640,28 @@ class InnerMediaLane:
         self._audit_refused(work, d.invite, d.peer, d.inner_id, d.device_id, code, why, status, d.operator)
         self._drop(d, now, work)
 
-    def _hang_up(self, d: _Dialog, why: str, now: float, work: list[MediaWork]) -> None:
-        """ferry's BYE (UAS side of the dialog: From = the INVITE's To with our tag)."""
+    def _reap(self, d: _Dialog, cause: str, why: str, now: float, work: list[MediaWork], *, keep: bool = True) -> None:
+        """A dead viewer ends: `viewer_lost` (code viewer_lost), BYE (answered; `keep`: retransmitted
+        until answered, else sent once) or 503 (still proceeding), the viewer stops."""
+        self.counters["reaped"] += 1
+        work.append(AuditIntent(dict(
+            event="viewer_lost", verdict="lost", lane=LANE, flow=d.stream_id or d.inner_id, code=Reason.VIEWER_LOST,
+            source={"device_id": d.device_id}, destination=self._dest(d),
+            reason=f"{d.operator}'s viewer of {d.inner_id} reaped: {why}; ferry "
+                   f"{'answered 503' if d.state == 'proceeding' else 'sent BYE'} (after {now - d.started:.1f} s)",
+            detail={"cause": cause, "by": "ferry", "state": d.state, "inner_id": d.inner_id, "operator": d.operator,
+                    "ssrc": d.ssrc, "transport": d.transport, "call_id": d.call_id[:128],
+                    "duration": round(now - d.started, 3)})))
+        if d.state == "proceeding":
+            d.last = self._reply(d.invite, d.peer, 503, "Service Unavailable", work, tag=d.tag, warning=why)
+            self._drop(d, now, work)
+        else:
+            self._hang_up(d, why, now, work, lost=True, keep=keep)
+
+    def _hang_up(self, d: _Dialog, why: str, now: float, work: list[MediaWork], *, lost: bool = False,
+                 keep: bool = True) -> None:
+        """ferry's BYE (UAS side of the dialog: From = the INVITE's To with our tag); `lost`: recorded
+        already (`_reap`); `keep`: the dialog waits for the BYE's answer (retransmitting over UDP)."""
         d.bye_cseq = 1
         try:
             target = d.invite.contact[0].uri if d.invite.contact else d.invite.from_.uri
@@ -572,8 +678,12 @@ class InnerMediaLane:
             work.append(SendSip(d.bye, d.peer))
         except SipError:
             d.bye = b""
-        self._end(d, "ferry", why, now, work)
-        if d.bye:
+        if lost:
+            self.counters["ended"] += 1
+            self._drop(d, now, work)
+        else:
+            self._end(d, "ferry", why, now, work)
+        if d.bye and keep:
             d.state, d.deadline = "ending", now + limits.INNER_MEDIA_BYE_TIMEOUT
             d.interval, d.resend_at = limits.INNER_MEDIA_T1, now + limits.INNER_MEDIA_T1
             self.dialogs[d.call_id] = d
@@ -595,8 +705,7 @@ class InnerMediaLane:
             work.append(StopViewer(d.viewer))
             self.ports_used.discard(d.local_port)
         self._remember(d.call_id, d.last, d.peer, now)
-        if self.s.mode == "on-demand" and d.device_id in self.streaming and \
-                not any(x.device_id == d.device_id for x in self.dialogs.values()):
+        if self.s.mode == "on-demand" and d.device_id in self.streaming and not self._watched(d.device_id):
             self.linger[d.device_id] = (now + self.s.linger, d.stream_id or d.device_id)
 
     def _forget(self, d: _Dialog, now: float) -> None:
@@ -608,7 +717,49 @@ class InnerMediaLane:
         while len(self.ended) > limits.INNER_MEDIA_ENDED_MAX:
             self.ended.popitem(last=False)
 
+    # -- session timer (RFC 4028) -------------------------------------------------------------------
+    def _timer_headers(self, d: _Dialog) -> list[tuple[str, str]]:
+        if not d.session:
+            return []
+        return [("Session-Expires", f"{d.session};refresher=uac"), ("Require", "timer"), ("Allow", ALLOW)]
+
+    @staticmethod
+    def _expiry(d: _Dialog, now: float) -> float:
+        """When ferry gives up waiting for the platform's refresh: the interval less min(32, a third),
+        as the side not refreshing sends its BYE (RFC 4028 §10); 0: no session timer."""
+        return now + d.session - min(32.0, d.session / 3) if d.session else 0.0
+
+    def _refresh(self, d: _Dialog, req: SipRequest, peer: Any, now: float, work: list[MediaWork]) -> bool:
+        """A re-INVITE of a dialog with a session timer: a session refresh when its media stays the
+        same (no SDP, or the same address, port and transport): 200 with ferry's answer again."""
+        number = req.cseq[0]
+        if number == d.refresh_cseq and d.refresh_ok:     # a retransmission
+            work.append(SendSip(d.refresh_ok, peer))
+            return True
+        if req.body:
+            offer = parse_sdp(req.body)
+            if (offer.connection, offer.media_port, offer.transport) != \
+                    (d.offer.connection, d.offer.media_port, d.offer.transport):
+                return False
+        if number <= d.invite.cseq[0] or number <= d.refresh_cseq:
+            return False
+        session = _session_interval(req)
+        if session > 0:
+            d.session = session
+        contact = f"<sip:{d.inner_id}@{self.s.sip_host}:{self.s.sip_port}>"
+        d.refresh_ok = self._reply(req, peer, 200, "OK", work, extra=[
+            ("Contact", contact), *self._timer_headers(d), ("Content-Type", "application/sdp")],
+            body=build_sdp(self._answer(d)))
+        d.refresh_cseq = number
+        d.deadline = self._expiry(d, now)
+        return True
+
     # -- helpers ----------------------------------------------------------------------------------
+    def _watched(self, device: str) -> bool:
+        """Whether a dialog still wants `device`'s stream: one ending (ferry's BYE sent, its answer
+        awaited, perhaps from a platform that is gone) does not hold the camera."""
+        return any(d.device_id == device and d.state != "ending" for d in self.dialogs.values())
+
     def _by_viewer(self, viewer: str) -> _Dialog | None:
         for d in self.dialogs.values():
             if d.viewer == viewer:
@@ -639,6 +790,31 @@ class InnerMediaLane:
             rule="ferry-media", reason=f"{req.method} {status}: {why}", code=code,
             detail={"status": status, "inner_id": inner_id[:64], "operator": operator[:64],
                     **({"suppressed": suppressed} if suppressed else {})})))
+
+
+def _session_interval(req: SipRequest) -> int:
+    """The RFC 4028 session interval ferry keeps for this INVITE, the platform refreshing: 0 when it
+    asks for none, cannot refresh (no `Supported: timer`) or wants ferry to (refresher=uas: ferry sends
+    no refreshes, so it takes no timer), -1 when the timer it asks for is under ferry's Min-SE (422).
+    SipError when the header does not parse (400)."""
+    value = req.header("Session-Expires")
+    if value is None:
+        return 0
+    delta, *params = [p.strip(" \t") for p in value.split(";")]
+    if not _DELTA.fullmatch(delta):
+        raise SipError(f"Session-Expires {value[:40]!r}: not delta-seconds")
+    refresher = ""
+    for p in params:
+        name, _, v = p.partition("=")
+        if name.strip(" \t").lower() == "refresher":
+            refresher = v.strip(" \t").lower()
+    supported = {t.strip(" \t").lower() for v in req.header_all("Supported") for t in v.split(",")}
+    if "timer" not in supported or refresher == "uas":
+        return 0
+    seconds = int(delta)
+    if seconds < limits.INNER_MEDIA_MIN_SE:
+        return -1
+    return min(seconds, limits.INNER_MEDIA_SESSION_EXPIRES_MAX)
 
 
 def _offer_problem(offer: Sdp, content_type: str | None) -> str | None:

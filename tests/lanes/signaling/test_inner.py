@@ -18,7 +18,7 @@ from ferry.codecs.manscdp import Item, Manscdp, ManscdpError
 from ferry.codecs.sip import SipError, SipRequest, SipResponse, build_request, parse_message, response_to
 from ferry.codecs.sip_digest import Challenge, www_authenticate
 from ferry.lanes.signaling.ids import IdMap
-from ferry.lanes.signaling.inner import InnerSignalingLane, SendSip, Settings
+from ferry.lanes.signaling.inner import InnerSignalingLane, PlatformGone, SendSip, Settings
 from ferry.lanes.work import AuditIntent
 from ferry.pb import ferry_pb2
 from ferry.policy.plan import Decision
@@ -475,7 +475,7 @@ def test_lane_survives_anything_from_the_inner_side(cmd, root, device, status, c
         except SipError:
             continue
         for w in ln.on_sip(msg, Peer("udp", host, 5060), 1.0, 1e9):
-            assert isinstance(w, (SendSip, AuditIntent))
+            assert isinstance(w, (SendSip, AuditIntent, PlatformGone))
     ka = sent(work)[-1]
     try:
         resp = answer(ka, status, "X")
@@ -486,7 +486,7 @@ def test_lane_survives_anything_from_the_inner_side(cmd, root, device, status, c
     for dt in steps:
         t += dt
         for w in ln.handle_timer(t, 1e9):
-            assert isinstance(w, (SendSip, AuditIntent))
+            assert isinstance(w, (SendSip, AuditIntent, PlatformGone))
 
 
 def test_refusals_of_a_flood_are_recorded_once_a_minute_with_the_count():
@@ -529,6 +529,6 @@ def test_any_signaling_object_gives_records_never_an_exception(n, cuts, junk, he
     elif header != "none":
         setattr(obj.signaling, header, value)
     for w in ln.deliver(obj, ALLOW, 1.0, 1e9):
-        assert isinstance(w, (SendSip, AuditIntent))
+        assert isinstance(w, (SendSip, AuditIntent, PlatformGone))
         if isinstance(w, AuditIntent) and w.fields["verdict"] in ("refused", "lost"):
             assert w.fields["code"]
