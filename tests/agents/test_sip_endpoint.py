@@ -4,7 +4,9 @@ however the bytes are split, and a message to a TCP peer opens a connection."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -44,6 +46,42 @@ class Recorder:
         await asyncio.wait_for(loop(), timeout)
 
 
+@contextlib.asynccontextmanager
+async def endpoint(rec: Recorder, *, answer: bool = False, udp: str = "127.0.0.1:0",
+                   tcp: str = "") -> AsyncIterator[SipEndpoint]:
+    """A started endpoint (by default UDP on a free loopback port, no TCP) handing
+    what it takes to ``rec``; ``answer``: it answers each message 200 with its CSeq, as a server
+    transaction would (what the retransmission tests count)."""
+    ep: SipEndpoint
+
+    def on_message(msg, peer) -> None:
+        rec.on_message(msg, peer)
+        if answer:
+            ep.send(b"SIP/2.0 200 OK\r\nCSeq: " + msg.header("CSeq").encode() + b"\r\n\r\n", peer)
+    ep = SipEndpoint("t", on_message, rec.on_refused, udp=udp, tcp=tcp)
+    await ep.start()
+    try:
+        yield ep
+    finally:
+        await ep.stop()
+
+
+@contextlib.asynccontextmanager
+async def client() -> AsyncIterator[socket.socket]:
+    """A device's UDP socket on loopback (non-blocking: read it with ``recv``)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind(("127.0.0.1", 0))
+    s.setblocking(False)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+async def recv(s: socket.socket, timeout: float = 5.0) -> bytes:
+    return await asyncio.wait_for(asyncio.get_running_loop().sock_recv(s, 200), timeout)
+
+
 def run(coro):
     return asyncio.run(coro)
 
@@ -51,9 +89,7 @@ def run(coro):
 def test_udp_message_arrives_with_its_peer_and_garbage_is_refused():
     async def main():
         rec = Recorder()
-        ep = SipEndpoint("t", rec.on_message, rec.on_refused, udp="127.0.0.1:0")
-        await ep.start()
-        try:
+        async with endpoint(rec) as ep:
             host, port = ep.udp_address
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             s.bind(("127.0.0.1", 0))
@@ -70,24 +106,18 @@ def test_udp_message_arrives_with_its_peer_and_garbage_is_refused():
             s.settimeout(5)
             assert s.recv(100).startswith(b"SIP/2.0 200")
             s.close()
-        finally:
-            await ep.stop()
     run(main())
 
 
 def test_a_large_junk_datagram_is_refused_with_a_reason():
     async def main():
         rec = Recorder()
-        ep = SipEndpoint("t", rec.on_message, rec.on_refused, udp="127.0.0.1:0")
-        await ep.start()
-        try:
+        async with endpoint(rec) as ep:
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             s.sendto(b"x" * 60000, ep.udp_address)
             await rec.wait(lambda: rec.refused)
             assert rec.refused[0][1] and rec.refused[0][2] == 60000 and not rec.messages
             s.close()
-        finally:
-            await ep.stop()
     run(main())
 
 
@@ -95,9 +125,7 @@ def test_a_large_junk_datagram_is_refused_with_a_reason():
 def test_tcp_messages_split_anyhow_arrive_whole_and_a_bad_stream_is_closed(chunk):
     async def main():
         rec = Recorder()
-        ep = SipEndpoint("t", rec.on_message, rec.on_refused, tcp="127.0.0.1:0")
-        await ep.start()
-        try:
+        async with endpoint(rec, udp="", tcp="127.0.0.1:0") as ep:
             reader, writer = await asyncio.open_connection(*ep.tcp_address)
             data = OPTIONS.replace(b"UDP", b"TCP") + b"\r\n\r\n" + OPTIONS.replace(b"UDP", b"TCP")
             for i in range(0, len(data), chunk):
@@ -115,8 +143,6 @@ def test_tcp_messages_split_anyhow_arrive_whole_and_a_bad_stream_is_closed(chunk
             assert "connection closed" in rec.refused[0][1]
             assert await asyncio.wait_for(reader.read(), 5) == b""     # closed by the endpoint
             writer.close()
-        finally:
-            await ep.stop()
     run(main())
 
 
@@ -154,9 +180,7 @@ def test_send_to_a_tcp_peer_without_a_connection_opens_one_and_its_replies_come_
 def test_a_dead_tcp_peer_is_a_failed_send_not_an_error():
     async def main():
         rec = Recorder()
-        ep = SipEndpoint("t", rec.on_message, rec.on_refused)
-        await ep.start()
-        try:
+        async with endpoint(rec, udp="") as ep:
             s = socket.socket()
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
@@ -167,8 +191,6 @@ def test_a_dead_tcp_peer_is_a_failed_send_not_an_error():
                     break
                 await asyncio.sleep(0.05)
             assert ep.counters["send_failed"] == 1
-        finally:
-            await ep.stop()
     run(main())
 
 
@@ -195,14 +217,7 @@ def test_a_udp_retransmission_gets_the_kept_answer_without_being_handed_over_aga
 
     async def main():
         rec = Recorder()
-        ep: SipEndpoint
-
-        def answer(msg, peer):
-            rec.on_message(msg, peer)
-            ep.send(b"SIP/2.0 200 OK\r\nCSeq: " + msg.header("CSeq").encode() + b"\r\n\r\n", peer)
-        ep = SipEndpoint("t", answer, rec.on_refused, udp="127.0.0.1:0")
-        await ep.start()
-        try:
+        async with endpoint(rec, answer=True) as ep:
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             s.bind(("127.0.0.1", 0))
             s.setblocking(False)
@@ -228,8 +243,6 @@ def test_a_udp_retransmission_gets_the_kept_answer_without_being_handed_over_aga
             await recv()
             assert len(rec.messages) == 5 and ep.counters["retransmissions"] == 2
             s.close()
-        finally:
-            await ep.stop()
     run(main())
 
 
@@ -242,20 +255,15 @@ def test_a_burst_waiting_in_the_socket_is_taken_in_batches_in_order():
     per turn of the event loop (not one a turn), in the order they came, none lost."""
     async def main():
         rec = Recorder()
-        ep = SipEndpoint("t", rec.on_message, rec.on_refused, udp="127.0.0.1:0")
-        await ep.start()
-        turns = [0]
+        turns, seen_turns = [0], []
         loop = asyncio.get_running_loop()
 
         def tick() -> None:
             turns[0] += 1
             loop.call_soon(tick)
-        seen_turns: list[int] = []
         inner = rec.on_message
         rec.on_message = lambda msg, peer: (seen_turns.append(turns[0]), inner(msg, peer))   # type: ignore[method-assign]
-        ep.on_message = rec.on_message
-        try:
-            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        async with endpoint(rec) as ep, client() as s:
             for n in range(300):
                 s.sendto(_options(n), ep.udp_address)
             tick()
@@ -263,51 +271,37 @@ def test_a_burst_waiting_in_the_socket_is_taken_in_batches_in_order():
             assert [m.call_id for m, _ in rec.messages] == [f"call-{n}@127.0.0.1" for n in range(300)]
             batches = len(set(seen_turns))
             assert batches <= -(-300 // limits.SIP_UDP_BATCH) + 2, f"300 datagrams took {batches} loop turns"
-            s.close()
-        finally:
-            await ep.stop()
     run(main())
 
 
 def test_udp_answers_that_find_the_send_buffer_full_wait_and_go_in_order():
     async def main():
-        rec = Recorder()
-        ep = SipEndpoint("t", rec.on_message, rec.on_refused, udp="127.0.0.1:0")
-        await ep.start()
-        real = ep._udp_sock
-        assert real is not None
+        async with endpoint(Recorder()) as ep, client() as rx:
+            real = ep._udp_sock
+            assert real is not None
 
-        class FullAtFirst:
-            """The endpoint's socket, whose send buffer is full for the first three sends."""
-            full = 3
+            class FullAtFirst:
+                """The endpoint's socket, whose send buffer is full for the first three sends."""
+                full = 3
 
-            def fileno(self) -> int:
-                return real.fileno()
+                def fileno(self) -> int:
+                    return real.fileno()
 
-            def sendto(self, data, addr):
-                if self.full:
-                    self.full -= 1
-                    raise BlockingIOError
-                return real.sendto(data, addr)
-
-            def __getattr__(self, name):
-                return getattr(real, name)
-        rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        rx.bind(("127.0.0.1", 0))
-        rx.setblocking(False)
-        peer = Peer("udp", "127.0.0.1", rx.getsockname()[1])
-        try:
+                def sendto(self, data, addr):
+                    if self.full:
+                        self.full -= 1
+                        raise BlockingIOError
+                    return real.sendto(data, addr)
+            peer = Peer("udp", "127.0.0.1", rx.getsockname()[1])
             ep._udp_sock = FullAtFirst()  # type: ignore[assignment]
-            for n in range(5):
-                assert ep.send(b"SIP/2.0 200 OK\r\nX-N: %d\r\n\r\n" % n, peer)
-            loop = asyncio.get_running_loop()
-            got = [await asyncio.wait_for(loop.sock_recv(rx, 200), 5) for _ in range(5)]
+            try:
+                for n in range(5):
+                    assert ep.send(b"SIP/2.0 200 OK\r\nX-N: %d\r\n\r\n" % n, peer)
+                got = [await recv(rx) for _ in range(5)]
+            finally:
+                ep._udp_sock = real
             assert [g.split(b"X-N: ")[1][:1] for g in got] == [b"0", b"1", b"2", b"3", b"4"]
             assert ep.counters["sent"] == 5 and ep.counters["send_failed"] == 0
-        finally:
-            ep._udp_sock = real
-            rx.close()
-            await ep.stop()
     run(main())
 
 
@@ -317,31 +311,17 @@ def test_a_retransmission_that_comes_while_its_first_copy_waits_is_dropped_not_a
     §17.2.2), so the device gets one answer, not one per copy, and the agent sends no extra ones."""
     async def main():
         rec = Recorder()
-        ep: SipEndpoint
-
-        def answer(msg, peer):
-            rec.on_message(msg, peer)
-            ep.send(b"SIP/2.0 200 OK\r\nCSeq: " + msg.header("CSeq").encode() + b"\r\n\r\n", peer)
-        ep = SipEndpoint("t", answer, rec.on_refused, udp="127.0.0.1:0")
-        await ep.start()
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        s.bind(("127.0.0.1", 0))
-        s.setblocking(False)
-        try:
+        async with endpoint(rec, answer=True) as ep, client() as s:
             other = OPTIONS.replace(b"CSeq: 1 OPTIONS", b"CSeq: 2 OPTIONS")
             for data in (OPTIONS, OPTIONS, other, OPTIONS):     # all wait in the socket before any is handled
                 s.sendto(data, ep.udp_address)
-            loop = asyncio.get_running_loop()
-            got = [await asyncio.wait_for(loop.sock_recv(s, 200), 5) for _ in range(2)]
+            got = [await recv(s) for _ in range(2)]
             await asyncio.sleep(0.3)
             with pytest.raises(BlockingIOError):
                 s.recv(200)                                      # no third answer
             assert [g.split(b"\r\n")[1] for g in got] == [b"CSeq: 1 OPTIONS", b"CSeq: 2 OPTIONS"]
             assert len(rec.messages) == 2 and ep.counters["retransmissions_waiting"] == 2
             s.sendto(OPTIONS, ep.udp_address)                    # after the answer: answered again
-            assert (await asyncio.wait_for(loop.sock_recv(s, 200), 5)).startswith(b"SIP/2.0 200 OK\r\nCSeq: 1")
+            assert (await recv(s)).startswith(b"SIP/2.0 200 OK\r\nCSeq: 1")
             assert len(rec.messages) == 2 and ep.counters["retransmissions"] == 1
-        finally:
-            s.close()
-            await ep.stop()
     run(main())
