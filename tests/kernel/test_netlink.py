@@ -79,6 +79,8 @@ def test_missing_interface_is_a_kernel_error(pair):
     (("outer", "x", "10.0.0.1/30"), {"peer_ip": "10.0.0.2", "peer_mac": "00:00:00:00:00:00"}, "MAC"),
     (("outer", "x", "10.0.0.1/30"), {"peer_ip": "nope", "peer_mac": PEER_MAC}, "peer IP"),
     (("inner", "x", "10.0.0.2/30"), {"peer_ip": "10.0.0.1"}, "no peer"),
+    (("inner", "x", "10.0.0.2/30"), {"peer_mac": PEER_MAC}, "both --peer-ip and --peer-mac"),
+    (("inner", "x", "10.0.0.2/30"), {"peer_ip": "10.0.1.1", "peer_mac": PEER_MAC}, "not in the link"),
     (("inner", "x", "10.0.0.2"), {}, "ADDRESS/PREFIX"),
     (("inner", "x", "10.0.0.2/33"), {}, "ADDRESS/PREFIX"),
     (("inner", "x", "fd00::2/64"), {}, "IPv4 only"),
