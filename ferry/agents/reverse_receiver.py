@@ -15,12 +15,13 @@ Replays across restarts: the lane's ``ReverseFloor`` (the highest request object
 in ``<state_dir>/reverse-floor`` (``ReverseState``), replaced atomically (a temporary file, fsync,
 rename, fsync of the folder) after a read of the link took a new request and before any of them is
 served, so a kill -9 at any point leaves the old floor with the request unserved, or the new one.
+On the agent's loop a thread writes it (``_keeper``) while the read's records and requests wait.
 A file that cannot be read or decoded is an alarm (``reverse_state_problem``) and the lane refuses
 what was created before the start plus the clock skew; a floor that cannot be written costs the
 requests taken meanwhile (``request_unserved``, code ``output_failed``), never a replay.
 
 The forward ferry never depends on this one: nothing here can block the loop or stop the agent
-(the floor's write is one small file per read of the link that took a request).
+(the floor's fsyncs are in a thread).
 """
 from __future__ import annotations
 
@@ -153,6 +154,9 @@ class ReverseReceiver:
         floor, self.state_problem = self.store.load(time.time()) if self.store else (ReverseFloor(), None)
         self.lane = OuterReverseLane(floor)
         self.saved = floor.object_id
+        self.held: list[Any] = []           # work waiting for the floor's write
+        self.keeper: asyncio.Task[None] | None = None
+        self.keep_wake = asyncio.Event()
         self.handlers: dict[str, ReverseHandler] = {}
         self.link = LinkView("down", time.time(), "no authenticated heartbeat from the inner agent yet")
         self.counts = {"served": 0, "unserved": 0, "handler_failed": 0}
@@ -211,8 +215,20 @@ class ReverseReceiver:
         return work
 
     def act(self, work: list[Any]) -> None:
-        """Keep the floor if a request was taken, then write the records and serve the requests."""
-        failed = self.keep_floor()
+        """Write the records and serve the requests, once the floor is kept if a request was taken.
+        On the loop the floor is written by a thread (``_keeper``), the work held meanwhile: a write
+        (two fsyncs) never stalls the agent's loop; elsewhere (tests) it is written here."""
+        if self.store is None or (not self.held and self.lane.high <= self.saved):
+            self._do(work, None)
+            return
+        self.held.extend(work)
+        if self.keeper is None:
+            items, self.held = self.held, []
+            self._do(items, self.keep_floor())
+        else:
+            self.keep_wake.set()
+
+    def _do(self, work: list[Any], failed: str | None) -> None:
         for w in work:
             if isinstance(w, AuditIntent):
                 self._audit(w.fields)
@@ -226,16 +242,50 @@ class ReverseReceiver:
                                          Reason.OUTPUT_FAILED).fields)
 
     def keep_floor(self) -> str | None:
-        """Write the floor if the lane took a higher request ID; why it failed, or None."""
+        """Write the floor here if the lane took a higher request ID; why it failed, or None."""
         if self.store is None or self.lane.high <= self.saved:
             return None
+        state = self.lane.state()
         try:
-            self.store.save(self.lane.state())
+            self.store.save(state)
         except OSError as e:
-            log.error("reverse link: cannot keep the floor in %s: %s", self.store.path, e)
-            return f"{self.store.path}: {e.strerror or e}"
-        self.saved = self.lane.high
+            return self._save_failed(e)
+        self.saved = state.object_id
         return None
+
+    def _save_failed(self, e: OSError) -> str:
+        assert self.store is not None
+        log.error("reverse link: cannot keep the floor in %s: %s", self.store.path, e)
+        return f"{self.store.path}: {e.strerror or e}"
+
+    async def _keeper(self, stop: asyncio.Event) -> None:
+        """The floor's writer on the loop: each round writes the lane's floor in a thread, then does
+        the work held until then (taken before that floor was read, so covered by it)."""
+        loop = asyncio.get_running_loop()
+        assert self.store is not None
+        while True:
+            while self.held:
+                items, self.held = self.held, []
+                state = self.lane.state()
+                failed = None
+                if state.object_id > self.saved:
+                    try:
+                        await loop.run_in_executor(None, self.store.save, state)
+                        self.saved = state.object_id
+                    except OSError as e:
+                        failed = self._save_failed(e)
+                try:
+                    self._do(items, failed)
+                except Exception as e:      # as on_readable: a bug here must not stop the agent
+                    if self.strict:
+                        raise
+                    log.exception("reverse link: internal error")
+                    self._audit({"event": "reverse_internal_error", "verdict": "alarm", "code": Reason.INTERNAL_ERROR,
+                                 "reason": f"reverse link: internal error: {type(e).__name__}: {e}"})
+            if stop.is_set():
+                return
+            self.keep_wake.clear()
+            await self.keep_wake.wait()
 
     def on_readable(self) -> None:
         try:
@@ -258,7 +308,7 @@ class ReverseReceiver:
             buf, seg = got
             self.receiver.receive_segments(buf, seg, now, wall)
             work += self.collect(now, wall)
-        self.act(work)          # one write of the floor for the whole read
+        self.act(work)          # one floor for the whole read
 
     def counters(self) -> dict[str, int]:
         c = self.receiver.counters
@@ -284,6 +334,8 @@ class ReverseReceiver:
     async def run(self, stop: asyncio.Event) -> None:
         self.started()
         loop = asyncio.get_running_loop()
+        if self.store is not None:
+            self.keeper = asyncio.create_task(self._keeper(stop))
         loop.add_reader(self.sock.sock.fileno(), self.on_readable)
         try:
             while not stop.is_set():
@@ -307,5 +359,11 @@ class ReverseReceiver:
         finally:
             loop.remove_reader(self.sock.sock.fileno())
             self.sock.close()
+            if self.keeper is not None:        # the work held: done once its floor is written
+                self.keep_wake.set()
+                done = await asyncio.gather(self.keeper, return_exceptions=True)
+                self.keeper = None
+                if self.strict and isinstance(done[0], Exception):
+                    raise done[0]
             for f in self.budget.close():
                 self._audit(_reverse_record(f))

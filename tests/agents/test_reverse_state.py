@@ -3,12 +3,14 @@ written before a request is served, atomically, so that a kill -9 at any point l
 a torn or corrupt one is a problem to record and a safe floor."""
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -152,3 +154,43 @@ def test_the_start_records_the_floor_and_any_problem(receiver, tmp_path):
     r.started()
     assert [x["event"] for x in records] == ["reverse_state_loaded"]
     assert records[0]["detail"] == {"state_file": str(tmp_path / "state" / STATE_FILE), "floor": 0, "not_before": 0}
+
+
+def test_on_the_loop_the_floor_is_written_by_a_thread_and_the_request_waits_for_it(receiver, tmp_path,
+                                                                                     monkeypatch):
+    """The write's fsyncs never stall the agent's loop (its forward lanes): the loop runs on while
+    the floor is written, and the request is served only once it is on disk."""
+    r, records, plan = receiver
+    order: list[str] = []
+    real = ReverseState.save
+
+    def slow(self, floor):
+        assert threading.current_thread() is not threading.main_thread()
+        time.sleep(0.3)
+        real(self, floor)
+        order.append("saved")
+
+    monkeypatch.setattr(ReverseState, "save", slow)
+    r.register("start_stream", lambda a: order.append("served"))
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        task = asyncio.create_task(r.run(stop))
+        await asyncio.sleep(0.05)
+        oid = int(time.time()) << 32 | 1
+        r.act(r.lane.take_object(_request(oid), plan, 0.0, time.time()))
+        assert order == [] and not records[1:]          # held: nothing recorded or served yet
+        ticks = 0
+        while "served" not in order:
+            await asyncio.sleep(0.01)
+            ticks += 1
+        stop.set()
+        r.wake.set()
+        await task
+        return ticks
+
+    ticks = asyncio.run(main())
+    assert order == ["saved", "served"]
+    assert ticks >= 10, "the loop stalled while the floor was written"
+    assert [x["event"] for x in records] == ["reverse_state_loaded", "request_received", "request_served"]
+    assert decode_floor((tmp_path / "state" / STATE_FILE).read_bytes()).object_id == r.saved
