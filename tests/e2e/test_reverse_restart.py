@@ -3,6 +3,7 @@ captured reverse request replayed after a kill -9 of the outer agent is refused,
 a torn or corrupt state file is an alarm and a safe default, never a refusal of everything forever."""
 from __future__ import annotations
 
+import random
 import time
 
 import pytest
@@ -94,3 +95,28 @@ def test_a_corrupt_state_file_is_an_alarm_and_refuses_only_what_came_before(tapp
     # the agent runs on, the forward link too; a file still crosses
     a.drop("after.pdf", b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\n%%EOF\n")
     a.wait_for(lambda: a.outcomes().get("after.pdf") == "delivered", 60, "a file after the restart")
+
+
+def test_kill_9_around_the_floors_write_never_breaks_a_start_nor_serves_twice(tapped_reverse):
+    """The outer agent killed -9 at random moments after a request was asked (before, during or after
+    the floor's write): every start reads a usable floor, and replaying everything the tap saw
+    serves no request twice."""
+    a, tap = tapped_reverse
+    a.start()
+    rng = random.Random(28181)
+    for n in range(3):
+        assert ask(a, "start_stream", CAMERA, f"op{n}").returncode == 0
+        time.sleep(rng.uniform(0.0, 0.4))
+        a.kill("outer")
+        a.start_role("outer")
+    captured = tap.take()
+    replay(a.reverse_port, captured)
+    time.sleep(2.0)
+    assert _cross(a, "last", len(_requests(a, "request_received")) + 1)      # still takes what follows
+    records = read_trail(a.outer_audit)
+    assert not [r for r in records if r["event"] == "reverse_state_problem"]
+    assert len([r for r in records if r["event"] == "reverse_state_loaded"]) == 4
+    received = [r["object_id"] for r in _requests(a, "request_received")]
+    assert len(received) == len(set(received)), received
+    served = [r["object_id"] for r in _requests(a, "request_unserved")]
+    assert len(served) == len(set(served)), served
