@@ -114,8 +114,9 @@ class KernelSection(_Strict):
     link_if: str = Field(min_length=1, max_length=15)   # the ferry link interface
     ingest_if: str = ""           # outer: the interface facing cameras and platforms (default: any but link, lo)
     peer_addr: str = ""           # inner: the outer agent's link address (outer: taken from [link] peer_host)
+    reverse_peer: str = ""        # outer: the inner host's address of the reverse ferry (default [link] peer_host)
 
-    _host = field_validator("peer_addr")(lambda v: _check_host(v) if v else v)
+    _host = field_validator("peer_addr", "reverse_peer")(lambda v: _check_host(v) if v else v)
 
 
 def _host_port(value: str) -> str:

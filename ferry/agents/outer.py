@@ -220,7 +220,8 @@ class OuterAgent(PolicyHost):
                                 f.keep_after_sent) if f else None
         self.scan_timer: asyncio.TimerHandle | None = None
         # the reverse ferry's receiver ([reverse], issue 13): requests from the inner agent, to the handlers
-        self.reverse = ReverseReceiver(cfg.reverse, lambda: self.id.plan, lambda f: self.audit(**f)) \
+        self.reverse = ReverseReceiver(cfg.reverse, lambda: self.id.plan, lambda f: self.audit(**f),
+                                       Path(cfg.agent.state_dir)) \
             if cfg.reverse else None
         self.stats = {"sent": 0, "refused": 0, "policy_reloads": 0}
 

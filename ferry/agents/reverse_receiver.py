@@ -11,11 +11,22 @@ reverse link's own events (key epochs, losses, drops, link down/up) are written 
 agent writes its link's, prefixed ``reverse_``, so that ``ferry audit reconcile`` of the forward
 ferry never mistakes them for its own.
 
-The forward ferry never depends on this one: nothing here can block the loop or stop the agent.
+Replays across restarts: the lane's ``ReverseFloor`` (the highest request object ID taken) is kept
+in ``<state_dir>/reverse-floor`` (``ReverseState``), replaced atomically (a temporary file, fsync,
+rename, fsync of the folder) after a read of the link took a new request and before any of them is
+served, so a kill -9 at any point leaves the old floor with the request unserved, or the new one.
+On the agent's loop a thread writes it (``_keeper``) while the read's records and requests wait.
+A file that cannot be read or decoded is an alarm (``reverse_state_problem``) and the lane refuses
+what was created before the start plus the clock skew; a floor that cannot be written costs the
+requests taken meanwhile (``request_unserved``, code ``output_failed``), never a replay.
+
+The forward ferry never depends on this one: nothing here can block the loop or stop the agent
+(the floor's fsyncs are in a thread).
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import stat
@@ -29,8 +40,10 @@ from ferry.agents.link_io import LinkReceiveSocket
 from ferry.audit.budget import RefusalBudget
 from ferry.config import ConfigError, OuterReverse
 from ferry.crypto.keys import load_private_key, load_public_key
+from ferry.durable import replace_durably
 from ferry.lanes.inner import InnerDispatch
-from ferry.lanes.reverse import OuterReverseLane, ReverseAction, unserved
+from ferry.lanes.reverse import (OuterReverseLane, ReverseAction, ReverseFloor, decode_floor, encode_floor,
+                                 restart_floor, unserved)
 from ferry.lanes.work import AuditIntent
 from ferry.mgmt.host import LinkView
 from ferry.pb import ferry_pb2
@@ -53,6 +66,44 @@ def check_key_mode(path: str, what: str) -> None:
     if st.st_mode & 0o077:
         raise ConfigError(f"refusing to start: {path} ({what}): mode {stat.S_IMODE(st.st_mode):04o} lets other "
                           f"users read or change the private key; fix: chmod 600 {path}")
+
+
+STATE_FILE = "reverse-floor"
+
+
+class ReverseState:
+    """``<state_dir>/reverse-floor``: the reverse lane's floor across the agent's restarts."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / STATE_FILE
+
+    def load(self, wall: float) -> tuple[ReverseFloor, str | None]:
+        """The floor to start with, and why the file could not be used (None if it could)."""
+        for tmp in self.path.parent.glob(f".{STATE_FILE}.*.tmp"):     # a write a crash cut short
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+        problem = None
+        stored = None
+        try:
+            stored = decode_floor(self.path.read_bytes())
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError) as e:
+            problem = f"{self.path}: {e}"
+        floor = restart_floor(stored, problem is None, wall)
+        if problem is not None:
+            problem += (f"; refusing reverse requests created before {floor.not_before} (the start plus the "
+                        f"{limits.CLOCK_SKEW:.0f} s clock skew) as possible replays")
+            try:
+                self.save(floor)       # a second restart within the window keeps refusing them
+            except OSError as e:
+                problem += f"; and it cannot be replaced: {e.strerror or e}"
+        return floor, problem
+
+    def save(self, floor: ReverseFloor) -> None:
+        """Durably (OSError to the caller)."""
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        replace_durably(self.path, encode_floor(floor))
 
 
 class _NoVideo:
@@ -79,8 +130,8 @@ def _reverse_record(fields: dict[str, Any]) -> dict[str, Any]:
 class ReverseReceiver:
     """Reads the reverse link on the outer agent's loop; ``audit(fields)`` writes a record."""
 
-    def __init__(self, cfg: OuterReverse, plan: Callable[[], Plan], audit: Callable[[dict[str, Any]], object]
-                 ) -> None:
+    def __init__(self, cfg: OuterReverse, plan: Callable[[], Plan], audit: Callable[[dict[str, Any]], object],
+                 state_dir: Path | None = None) -> None:
         check_key_mode(cfg.key, "[reverse] key")
         key = load_private_key(Path(cfg.key))
         peer = load_public_key(Path(cfg.peer_public))
@@ -98,7 +149,14 @@ class ReverseReceiver:
         if not self.sock.check_receive_only():
             raise RuntimeError("the reverse link socket is not receive-only; refusing to run")
         self.events = InnerDispatch(_NoVideo(), files_output=False)
-        self.lane = OuterReverseLane()
+        # the floor of replays across restarts (None: kept in memory only, as in unit tests)
+        self.store = ReverseState(state_dir) if state_dir is not None else None
+        floor, self.state_problem = self.store.load(time.time()) if self.store else (ReverseFloor(), None)
+        self.lane = OuterReverseLane(floor)
+        self.saved = floor.object_id
+        self.held: list[Any] = []           # work waiting for the floor's write
+        self.keeper: asyncio.Task[None] | None = None
+        self.keep_wake = asyncio.Event()
         self.handlers: dict[str, ReverseHandler] = {}
         self.link = LinkView("down", time.time(), "no authenticated heartbeat from the inner agent yet")
         self.counts = {"served": 0, "unserved": 0, "handler_failed": 0}
@@ -135,10 +193,15 @@ class ReverseReceiver:
 
     # -- the link --------------------------------------------------------------------------
     def drain(self, now: float, wall: float) -> None:
+        self.act(self.collect(now, wall))
+
+    def collect(self, now: float, wall: float) -> list[Any]:
+        """The work of the link's pending events (nothing written or served yet)."""
         plan = self.plan()
+        work: list[Any] = []
         while (e := self.receiver.next_event()) is not None:
             if isinstance(e, ev.ObjectReceived):
-                work = self.lane.take(e, plan, now, wall)
+                work += self.lane.take(e, plan, now, wall)
             else:
                 if isinstance(e, ev.LinkDown):
                     self.link = LinkView("down", e.since, "reverse link: no authenticated heartbeat from the "
@@ -147,13 +210,82 @@ class ReverseReceiver:
                 elif isinstance(e, ev.LinkUp):
                     self.link = LinkView("up", wall, "reverse link: authenticated heartbeats")
                     log.info("reverse link up")
-                work = [AuditIntent(_reverse_record(f)) for w in self.events.handle(e, plan, now, wall)
-                        if isinstance(w, AuditIntent) for f in self.budget.offer(w.fields, now, wall)]
-            for w in work:
-                if isinstance(w, AuditIntent):
-                    self._audit(w.fields)
-                elif isinstance(w, ReverseAction):
+                work += [AuditIntent(_reverse_record(f)) for w in self.events.handle(e, plan, now, wall)
+                         if isinstance(w, AuditIntent) for f in self.budget.offer(w.fields, now, wall)]
+        return work
+
+    def act(self, work: list[Any]) -> None:
+        """Write the records and serve the requests, once the floor is kept if a request was taken.
+        On the loop the floor is written by a thread (``_keeper``), the work held meanwhile: a write
+        (two fsyncs) never stalls the agent's loop; elsewhere (tests) it is written here."""
+        if self.store is None or (not self.held and self.lane.high <= self.saved):
+            self._do(work, None)
+            return
+        self.held.extend(work)
+        if self.keeper is None:
+            items, self.held = self.held, []
+            self._do(items, self.keep_floor())
+        else:
+            self.keep_wake.set()
+
+    def _do(self, work: list[Any], failed: str | None) -> None:
+        for w in work:
+            if isinstance(w, AuditIntent):
+                self._audit(w.fields)
+            elif isinstance(w, ReverseAction):
+                if failed is None:
                     self.serve(w)
+                else:
+                    self.counts["unserved"] += 1
+                    self._audit(unserved(w, f"the reverse floor could not be kept ({failed}): not served, so "
+                                         "that a replay after a restart cannot serve it again",
+                                         Reason.OUTPUT_FAILED).fields)
+
+    def keep_floor(self) -> str | None:
+        """Write the floor here if the lane took a higher request ID; why it failed, or None."""
+        if self.store is None or self.lane.high <= self.saved:
+            return None
+        state = self.lane.state()
+        try:
+            self.store.save(state)
+        except OSError as e:
+            return self._save_failed(e)
+        self.saved = state.object_id
+        return None
+
+    def _save_failed(self, e: OSError) -> str:
+        assert self.store is not None
+        log.error("reverse link: cannot keep the floor in %s: %s", self.store.path, e)
+        return f"{self.store.path}: {e.strerror or e}"
+
+    async def _keeper(self, stop: asyncio.Event) -> None:
+        """The floor's writer on the loop: each round writes the lane's floor in a thread, then does
+        the work held until then (taken before that floor was read, so covered by it)."""
+        loop = asyncio.get_running_loop()
+        assert self.store is not None
+        while True:
+            while self.held:
+                items, self.held = self.held, []
+                state = self.lane.state()
+                failed = None
+                if state.object_id > self.saved:
+                    try:
+                        await loop.run_in_executor(None, self.store.save, state)
+                        self.saved = state.object_id
+                    except OSError as e:
+                        failed = self._save_failed(e)
+                try:
+                    self._do(items, failed)
+                except Exception as e:      # as on_readable: a bug here must not stop the agent
+                    if self.strict:
+                        raise
+                    log.exception("reverse link: internal error")
+                    self._audit({"event": "reverse_internal_error", "verdict": "alarm", "code": Reason.INTERNAL_ERROR,
+                                 "reason": f"reverse link: internal error: {type(e).__name__}: {e}"})
+            if stop.is_set():
+                return
+            self.keep_wake.clear()
+            await self.keep_wake.wait()
 
     def on_readable(self) -> None:
         try:
@@ -168,13 +300,15 @@ class ReverseReceiver:
 
     def _read(self) -> None:
         now, wall = time.monotonic(), time.time()
+        work: list[Any] = []
         for _ in range(limits.LINK_READS_PER_WAKE):
             got = self.sock.receive()
             if got is None:
                 break
             buf, seg = got
             self.receiver.receive_segments(buf, seg, now, wall)
-            self.drain(now, wall)
+            work += self.collect(now, wall)
+        self.act(work)          # one floor for the whole read
 
     def counters(self) -> dict[str, int]:
         c = self.receiver.counters
@@ -184,8 +318,24 @@ class ReverseReceiver:
     def policy_swapped(self, old: Plan) -> None:
         self.events.policy_swapped(old.hash, time.monotonic())
 
+    def started(self) -> None:
+        """The state's records, once the agent's trail is open."""
+        if self.state_problem is not None:
+            self._audit({"event": "reverse_state_problem", "verdict": "alarm",
+                         "reason": f"reverse link state: {self.state_problem}"})
+        if self.store is not None:
+            f = self.lane.floor
+            self._audit({"event": "reverse_state_loaded", "verdict": "info",
+                         "reason": f"reverse requests at or below object ID {f.object_id} are refused as replays"
+                                   + (f", and those created before {f.not_before}" if f.not_before else ""),
+                         "detail": {"state_file": str(self.store.path), "floor": f.object_id,
+                                    "not_before": f.not_before}})
+
     async def run(self, stop: asyncio.Event) -> None:
+        self.started()
         loop = asyncio.get_running_loop()
+        if self.store is not None:
+            self.keeper = asyncio.create_task(self._keeper(stop))
         loop.add_reader(self.sock.sock.fileno(), self.on_readable)
         try:
             while not stop.is_set():
@@ -209,5 +359,11 @@ class ReverseReceiver:
         finally:
             loop.remove_reader(self.sock.sock.fileno())
             self.sock.close()
+            if self.keeper is not None:        # the work held: done once its floor is written
+                self.keep_wake.set()
+                done = await asyncio.gather(self.keeper, return_exceptions=True)
+                self.keeper = None
+                if self.strict and isinstance(done[0], Exception):
+                    raise done[0]
             for f in self.budget.close():
                 self._audit(_reverse_record(f))

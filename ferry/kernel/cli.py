@@ -1,7 +1,8 @@
 """``ferry kernel rules|link-up``: the host's kernel side from the policy.
 
     ferry kernel rules --config /etc/ferry/outer.toml [--apply]
-    ferry kernel rules --policy DIR --role outer --link-if ferry0 --link-port 47000 --peer 10.0.9.2 [--apply]
+    ferry kernel rules --policy DIR --role outer --link-if ferry0 --link-port 47000 --peer 10.0.9.2 \
+        [--reverse-port 47100 [--reverse-peer 10.0.9.2] [--reverse-if rev0]] [--apply]
     ferry kernel link-up --role outer --if ferry0 --address 10.0.9.1/30 --peer-ip 10.0.9.2 --peer-mac 02:..
 
 Exit status: 0 ok; 1 the policy is invalid or nft refused the ruleset;
@@ -19,13 +20,15 @@ from pathlib import Path
 from ferry.config import ConfigError, InnerConfig, OuterConfig, load_config
 from ferry.kernel import KernelError
 from ferry.kernel import netlink, nft
+from ferry.kernel.agent_rules import reverse_of
 from ferry.policy import PolicyError, load_plan
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 _DESCRIPTION = """The host's kernel side from the policy: nftables rules and the ferry link.
 
     ferry kernel rules --config /etc/ferry/outer.toml [--apply]
-    ferry kernel rules --policy DIR --role outer --link-if ferry0 --link-port 47000 --peer 10.0.9.2 [--apply]
+    ferry kernel rules --policy DIR --role outer --link-if ferry0 --link-port 47000 --peer 10.0.9.2 \
+        [--reverse-port 47100 [--reverse-peer 10.0.9.2] [--reverse-if rev0]] [--apply]
     ferry kernel link-up --role outer --if ferry0 --address 10.0.9.1/30 --peer-ip 10.0.9.2 --peer-mac 02:..
 
 Exit status: 0 ok; 1 the policy is invalid or nft refused the ruleset;
@@ -52,6 +55,11 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     r.add_argument("--peer", help="the other end of the link (outer: the inner agent's address; inner: the outer's)")
     r.add_argument("--ingest-if", help="outer: the only interface ingest may arrive on "
                    "(default: any but the link and lo)")
+    r.add_argument("--reverse-port", type=int, help="the reverse ferry's port, the outer agent's "
+                   "(with --config: [reverse] listen_port / peer_port; none: no reverse ferry)")
+    r.add_argument("--reverse-peer", help="the reverse ferry's other end (outer: the inner host's address, "
+                   "default --peer; inner: the outer agent's reverse address)")
+    r.add_argument("--reverse-if", help="the reverse ferry's interface (default: the link's)")
     r.add_argument("--apply", action="store_true", help="apply the ruleset in one nftables transaction")
     r.set_defaults(func=cmd_rules)
 
@@ -59,8 +67,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     u.add_argument("--role", required=True, choices=("outer", "inner"))
     u.add_argument("--if", dest="ifname", required=True, help="the ferry link's interface")
     u.add_argument("--address", required=True, help="this host's address on the link, ADDRESS/PREFIX")
-    u.add_argument("--peer-ip", help="outer: the inner host's address on the link")
-    u.add_argument("--peer-mac", help="outer: the inner host's MAC on the link")
+    u.add_argument("--peer-ip", help="outer: the inner host's address on the link; inner: the outer host's, "
+                   "only where the reverse ferry shares the link")
+    u.add_argument("--peer-mac", help="the peer's MAC on the link (a static neighbour: no ARP on the link)")
     u.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
                    help="wait up to this long for the interface to appear (a NIC whose driver or udev "
                    "rename comes late at boot); default 0: it must be there")
@@ -103,6 +112,9 @@ def _from_config(args: argparse.Namespace) -> str | None:
     given = {"role": role, "policy": Path(cfg.agent.policy), "link_port": port, "peer": peer,
              "link_if": (k.link_if if k is not None else "") or cfg.link.interface or None,
              "ingest_if": (k.ingest_if if k is not None else "") or None}
+    rev = reverse_of(cfg, role)
+    if rev is not None:
+        given |= {"reverse_port": rev.port, "reverse_peer": rev.peer, "reverse_if": rev.interface}
     for name, value in given.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
@@ -134,9 +146,19 @@ def cmd_rules(args: argparse.Namespace) -> int:
         for problem in e.errors:
             _err(str(problem))
         return EXIT_FAILED
+    reverse = None
+    if args.reverse_port is not None:
+        peer = args.reverse_peer or (args.peer if args.role == "outer" else None)
+        if peer is None:
+            _err("missing --reverse-peer (the outer agent's [reverse] address): give it with --reverse-port")
+            return EXIT_USAGE
+        reverse = nft.Reverse(args.reverse_port, peer, args.reverse_if)
+    elif args.reverse_peer is not None or args.reverse_if is not None:
+        _err("--reverse-peer and --reverse-if need --reverse-port")
+        return EXIT_USAGE
     try:
         text = nft.compile_ruleset(plan, args.role, link_if=args.link_if, link_port=args.link_port,
-                                   peer_addr=args.peer, ingest_if=args.ingest_if)
+                                   peer_addr=args.peer, ingest_if=args.ingest_if, reverse=reverse)
     except KernelError as e:
         _err(str(e))
         return EXIT_USAGE

@@ -2,7 +2,8 @@
 
 A one-way link cannot resolve ARP: the outer host gets a permanent neighbour
 entry for the inner host, and the inner host never sends ARP on the link
-(IFF_NOARP; the inner ruleset drops ARP output too). IPv6 is disabled on the
+(IFF_NOARP; the inner ruleset drops ARP output too). Where the reverse ferry
+shares the link, the inner host gets a permanent entry for the outer host too. IPv6 is disabled on the
 link so no autoconfiguration chatter is ever attempted on it. Every step is
 idempotent: bringing up a link twice leaves it as bringing it up once.
 Acts on the current network namespace; needs CAP_NET_ADMIN.
@@ -36,7 +37,7 @@ class LinkState:
     mac: str
     address: str            # CIDR
     noarp: bool
-    neighbour: tuple[str, str] | None   # (peer ip, peer mac) on the outer host
+    neighbour: tuple[str, str] | None   # (peer ip, peer mac): the outer host's; the inner's with a reverse ferry
 
 
 def _cidr(value: str) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
@@ -71,15 +72,19 @@ def _disable_ipv6(ifname: str) -> None:
 def bring_up_link(role: str, ifname: str, address_cidr: str, *, peer_ip: str | None = None,
                   peer_mac: str | None = None) -> LinkState:
     """Address the link, disable IPv6 on it, set it up; outer: static neighbour
-    ``peer_ip -> peer_mac`` (both required); inner: ARP off (no peer allowed)."""
+    ``peer_ip -> peer_mac`` (both required); inner: ARP off, and a static neighbour only
+    where the reverse ferry shares the link (its datagrams to the outer host need one)."""
     if role not in ROLES:
         raise KernelError(f"bad role {role!r} (outer or inner)")
     ifname = check_ifname(ifname, "link interface")
     iface = _cidr(address_cidr)
     neighbour = None
-    if role == "outer":
-        if peer_ip is None or peer_mac is None:
-            raise KernelError("the outer host needs --peer-ip and --peer-mac: a one-way link cannot resolve ARP")
+    if role == "outer" and (peer_ip is None or peer_mac is None):
+        raise KernelError("the outer host needs --peer-ip and --peer-mac: a one-way link cannot resolve ARP")
+    if role == "inner" and (peer_ip is None) != (peer_mac is None):
+        raise KernelError("the inner host takes no peer, unless the reverse ferry shares the link: then both "
+                          "--peer-ip and --peer-mac of the outer host (the link stays without ARP)")
+    if peer_ip is not None and peer_mac is not None:
         try:
             peer = ipaddress.ip_address(peer_ip)
         except ValueError:
@@ -87,9 +92,6 @@ def bring_up_link(role: str, ifname: str, address_cidr: str, *, peer_ip: str | N
         if peer.version != iface.version or peer not in iface.network:
             raise KernelError(f"peer IP {peer} is not in the link's network {iface.network}")
         neighbour = (str(peer), _mac(peer_mac))
-    elif peer_ip is not None or peer_mac is not None:
-        raise KernelError("the inner host takes no peer: it never sends on the link")
-
     try:
         with IPRoute() as ipr:
             found = ipr.link_lookup(ifname=ifname)

@@ -12,6 +12,14 @@ Inner host (``role="inner"``): the link is receive-only (``toward_outer`` counts
 what the host tried to send on it, ``link_in`` what the outer agent sent), and
 table ``arp ferry`` drops ARP output on the link.
 
+The reverse ferry (``reverse=Reverse(...)``, from ``[reverse]``: the inner agent sends, the outer
+agent receives), on its own interface or the link's. Outer host: its port accepts only the inner's
+address on that interface (``reverse_in``); anything else to the port, from anywhere, is dropped
+(``reverse_refused``), and nothing leaves from the port nor toward the inner on a reverse interface
+of its own (``reverse_out``). Inner host: only datagrams to the outer's reverse address and port
+leave on that interface (``reverse_out``, before the link's drop), anything else toward that
+address there is dropped (``reverse_refused``), and nothing from it comes in (``from_reverse_peer``).
+
 The text replaces the tables in one transaction (``table``/``delete table``/the
 definition), so a reload never leaves the host without rules. Output is
 deterministic: a test can compare text. ``link_file(role)`` renders the
@@ -63,6 +71,17 @@ class Opening:
     networks: tuple[Network, ...]    # collapsed, sorted
     ports: tuple[int, ...]           # sorted, distinct
     protocol: str                    # udp | tcp | any
+
+
+@dataclass(frozen=True, slots=True)
+class Reverse:
+    """The reverse ferry as the host's rules see it. Outer: ``port`` is its listening port and
+    ``peer`` the inner host's address the requests come from; inner: the outer's listening port
+    and address. ``interface``: the reverse ferry's interface (None: the link's)."""
+
+    port: int
+    peer: str
+    interface: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +237,32 @@ def _link(role: str, link_if: str, peer: str, port: str, ip: str) -> tuple[list[
     }
 
 
+def _reverse(role: str, rev: Reverse, link_if: str) -> tuple[list[str], dict[str, list[str]], dict[str, list[str]]]:
+    """Counters, rules before the link's and rules after the link's accepts, per hook."""
+    rif = _q(check_ifname(rev.interface, "reverse interface") if rev.interface else link_if)
+    own_if = rev.interface is not None and rev.interface != link_if
+    try:
+        port = _port(rev.port)
+    except KernelError:
+        raise KernelError(f"bad reverse port {rev.port!r}") from None
+    peer = _address(rev.peer)
+    ip = "ip" if peer.version == 4 else "ip6"
+    if role == "outer":
+        out = [f"udp sport {port} counter name reverse_out drop"]
+        if own_if:
+            out.append(f"oifname {rif} {ip} daddr {peer} counter name reverse_out drop")
+        return ["reverse_in", "reverse_refused", "reverse_out"], {
+            "input": [f"iifname {rif} {ip} saddr {peer} udp dport {port} counter name reverse_in accept",
+                      f"udp dport {port} counter name reverse_refused drop"],
+            "output": out,
+        }, {"input": [], "output": []}
+    out = [f"oifname {rif} {ip} daddr {peer} udp dport {port} counter name reverse_out accept"]
+    if own_if:      # on the link's interface, its own drop (toward_outer) takes the rest
+        out.append(f"oifname {rif} {ip} daddr {peer} counter name reverse_refused drop")
+    return ["reverse_out", "reverse_refused", "from_reverse_peer"], {"input": [], "output": out}, \
+        {"input": [f"iifname {rif} {ip} saddr {peer} counter name from_reverse_peer drop"], "output": []}
+
+
 def _arp_table(name: str, link_if: str) -> list[str]:
     return _table("arp", name, (), [("output", [f"oifname {link_if} drop"])])
 
@@ -257,12 +302,13 @@ _WHY_ACCEPT = {
 
 
 def compile_ruleset(plan: Any, role: str, *, link_if: str, link_port: int, peer_addr: str,
-                    ingest_if: str | None = None) -> str:
+                    ingest_if: str | None = None, reverse: Reverse | None = None) -> str:
     """The host's whole ferry ruleset for ``role`` ("outer" or "inner").
 
     ``peer_addr`` is the other end of the link: the inner agent's address on
     the outer host, the outer agent's on the inner host. ``ingest_if`` (outer
     only) limits ingest to one interface; default: any but the link and lo.
+    ``reverse``: the reverse ferry's port, peer and interface (None: no reverse ferry).
     """
     if role not in ROLES:
         raise KernelError(f"bad role {role!r} (outer or inner)")
@@ -277,11 +323,21 @@ def compile_ruleset(plan: Any, role: str, *, link_if: str, link_port: int, peer_
     digest = bytes(getattr(plan, "hash", b"")).hex()
     ip = "ip" if peer.version == 4 else "ip6"
     counters, hooks = _link(role, _q(link_if), str(peer), str(port), ip)
+    if reverse is not None:
+        more, before, after = _reverse(role, reverse, link_if)
+        counters += more
+        for hook in ("input", "output"):
+            # before the link's rules (its drops); after its accepts but before its last drop
+            link_rules = hooks[hook]
+            hooks[hook] = before[hook] + link_rules[:-1] + after[hook] + link_rules[-1:]
     lines = [f"# ferry {role} host: policy {name} sm3 {digest}",
              "# generated by ferry.kernel.nft from the policy; do not edit",
              *_WHY_ACCEPT[role]]
     if role == "outer":
         ingest = ingest_of(plan)
+        if reverse is not None and reverse.port in ingest.agent_ports:
+            raise KernelError(f"the reverse port {reverse.port} is also a port a source of the policy names "
+                              "(ingest): give the reverse ferry a port of its own")
         counters += ["ingest_accepted", "ingest_refused"]
         hooks["input"] += _ingest_rules(ingest, link_if, ingest_if)
         lines += _table("inet", TABLE, counters, [("input", hooks["input"]), ("output", hooks["output"])])

@@ -23,10 +23,21 @@ The inner side (``InnerReverseLane.ask``) returns the ``request_sent`` record an
 seal; the outer side (``OuterReverseLane.take``) checks again what the link brought (a compromised
 inner host cannot widen the policy, the schema or the rates), refuses replays and stale
 ``created`` times, and returns a ``ReverseAction`` for the agent to hand to whoever serves it.
+
+Replays across the outer agent's restarts (``ReverseFloor``): the inner agent numbers its requests
+with its run id (its start second) above a counter (``ObjectIds``), so the IDs it sends only grow,
+also across its own restarts. The outer agent keeps the highest request ID it took (its state
+directory, written before a request is served: ferry/agents/reverse_receiver.py) and a restarted
+agent refuses every ID at or below it (``replayed_object``): a capture of an earlier request is
+refused, the next request of the same inner run is above it. A state file that cannot be read
+sets ``not_before`` instead: requests created before the restart plus CLOCK_SKEW are refused (a
+captured one cannot be younger), later ones are taken.
 """
 from __future__ import annotations
 
+import math
 import re
+import zlib
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -260,6 +271,50 @@ class ReverseAction:
     source: Mapping[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class ReverseFloor:
+    """Outer: what the reverse lane keeps across the agent's restarts. A request whose object ID is
+    at or below ``object_id`` (the highest taken by an earlier run), or created at or before
+    ``not_before`` (wall seconds; 0: none), is refused as a replay."""
+
+    object_id: int = 0
+    not_before: int = 0
+
+
+FLOOR_MAGIC = b"ferry-reverse-floor 1 "
+_FLOOR = re.compile(rb"ferry-reverse-floor 1 ([0-9]{1,20}) ([0-9]{1,12}) ([0-9a-f]{8})\n\Z")
+
+
+def encode_floor(f: ReverseFloor) -> bytes:
+    """One line: the magic, the object ID, not_before, and a CRC-32 of what comes before it."""
+    body = FLOOR_MAGIC + b"%d %d" % (f.object_id, f.not_before)
+    return body + b" %08x\n" % zlib.crc32(body)
+
+
+def decode_floor(data: bytes) -> ReverseFloor:
+    """``encode_floor``'s bytes back; ValueError (saying why) for anything else."""
+    m = _FLOOR.match(data)
+    if m is None:
+        raise ValueError("not a reverse floor line (torn or corrupt)")
+    body = data[:m.start(3) - 1]
+    if zlib.crc32(body) != int(m.group(3), 16):
+        raise ValueError("checksum mismatch (corrupt)")
+    oid = int(m.group(1))
+    if oid >= 1 << 64:
+        raise ValueError(f"object ID {oid} out of range")
+    return ReverseFloor(oid, int(m.group(2)))
+
+
+def restart_floor(stored: ReverseFloor | None, usable: bool, wall: float) -> ReverseFloor:
+    """The floor of a starting outer agent: the stored one; none on a first start (``stored`` None,
+    ``usable``); after a state it could not use, one that refuses every request created before
+    now plus the allowed clock skew (a captured request cannot be younger than that, and a
+    request created later is taken: the refusal ends)."""
+    if usable:
+        return stored or ReverseFloor()
+    return ReverseFloor(0, math.ceil(wall + limits.CLOCK_SKEW))
+
+
 class OuterReverseLane:
     """``take`` -> [AuditIntent(request_received), ReverseAction] or [AuditIntent(request_refused)].
 
@@ -269,10 +324,16 @@ class OuterReverseLane:
     key announcement or a cut), at a bucket that sat full meanwhile. The slack covers that; a
     compromised inner host ignoring the rate still gets only burst + slack at once, then the rate."""
 
-    def __init__(self) -> None:
+    def __init__(self, floor: ReverseFloor | None = None) -> None:
         self.rates = ReverseRates(slack=limits.REVERSE_OUTER_SLACK)
         self.seen: Recent[int, None] = Recent(limits.REVERSE_SEEN_MAX)
         self.counts = {"received": 0, "refused": 0}
+        self.floor = floor or ReverseFloor()      # from before this run: fixed while it lasts
+        self.high = self.floor.object_id          # the highest object ID taken: to keep before serving
+
+    def state(self) -> ReverseFloor:
+        """What to keep for the next run (``high`` grows as requests are taken)."""
+        return ReverseFloor(self.high, self.floor.not_before)
 
     def take(self, e: ev.ObjectReceived, plan: Plan, now: float, wall: float) -> list[Any]:
         """A whole object from the reverse link."""
@@ -301,10 +362,25 @@ class OuterReverseLane:
         late = skew_refusal(obj.created, wall)
         if late is not None:
             return self._refuse(obj, Decision(False, SCHEMA_RULE, late, Reason.CLOCK_SKEW), None, link)
+        if obj.created <= self.floor.not_before:
+            return self._refuse(obj, Decision(False, SCHEMA_RULE, f"request {oid} created {obj.created:.3f}, not "
+                                              f"after {self.floor.not_before}: the reverse state was unusable at "
+                                              "the outer agent's start, requests older than it plus the clock skew "
+                                              "are refused", Reason.REPLAYED_OBJECT), None, link)
+        if oid >> 32 > obj.created + 1:
+            return self._refuse(obj, Decision(False, SCHEMA_RULE, f"object id {oid}: its run {oid >> 32} begins "
+                                              f"after the request's creation {obj.created:.3f}",
+                                              Reason.BAD_REQUEST), None, link)
+        if oid <= self.floor.object_id:
+            return self._refuse(obj, Decision(False, SCHEMA_RULE, f"request {oid} is not above {self.floor.object_id}"
+                                              ", the highest taken before the outer agent's restart",
+                                              Reason.REPLAYED_OBJECT), None, link)
         if oid in self.seen:
             return self._refuse(obj, Decision(False, SCHEMA_RULE, f"request {oid} taken before",
                                               Reason.REPLAYED_OBJECT), None, link)
         self.seen.put(oid, None)
+        if oid > self.high:
+            self.high = oid
         d = judge(obj, plan, self.rates, now)
         if not d.allowed:
             return self._refuse(obj, d, None, link)

@@ -93,3 +93,72 @@ def test_the_shipped_yiyang_policy_compiles_and_nft_accepts_it(netns, tmp_path, 
     f.write_text(capsys.readouterr().out)
     r = sh("nft", "-c", "-f", str(f), ns=ns, check=False)
     assert r.returncode == 0, r.stderr
+
+
+AGENT = """
+[agent]
+name = "{role}-1"
+key = "keys/{role}.key"
+peer_public = "keys/peer.pub"
+policy = "{policy}"
+audit_dir = "audit/{role}"
+"""
+
+
+def test_rules_open_the_reverse_port_from_the_agent_config(policy, tmp_path, capsys):
+    """[reverse] in the agent's configuration: ``rules --config`` (and the agent with [kernel] apply,
+    which calls the same reverse_of) opens the reverse ferry; the flags give the same rules."""
+    (tmp_path / "outer.toml").write_text(AGENT.format(role="outer", policy=policy) + """
+[link]
+peer_host = "10.232.1.2"
+peer_port = 47000
+[kernel]
+link_if = "o-l"
+[reverse]
+listen_host = "10.232.1.1"
+listen_port = 47100
+key = "keys/outer-reverse.key"
+peer_public = "keys/inner-reverse.pub"
+""")
+    (tmp_path / "inner.toml").write_text(AGENT.format(role="inner", policy=policy) + """
+[link]
+listen_host = "10.232.1.2"
+listen_port = 47000
+[kernel]
+link_if = "i-l"
+peer_addr = "10.232.1.1"
+[reverse]
+peer_host = "10.232.1.1"
+peer_port = 47100
+key = "keys/inner-reverse.key"
+peer_public = "keys/outer-reverse.pub"
+interface = "rev0"
+""")
+    assert cli.main(["rules", "--config", str(tmp_path / "outer.toml")]) == 0
+    by_config = capsys.readouterr().out
+    assert 'iifname "o-l" ip saddr 10.232.1.2 udp dport 47100 counter name reverse_in accept' in by_config
+    assert cli.main(["rules", "--policy", str(policy), *ARGS, "--reverse-port", "47100"]) == 0
+    assert capsys.readouterr().out == by_config          # --reverse-peer defaults to --peer on the outer host
+    # [kernel] reverse_peer: the inner host sends from another address
+    text = (tmp_path / "outer.toml").read_text().replace('link_if = "o-l"\n',
+                                                         'link_if = "o-l"\nreverse_peer = "10.232.7.2"\n')
+    (tmp_path / "outer.toml").write_text(text)
+    assert cli.main(["rules", "--config", str(tmp_path / "outer.toml")]) == 0
+    assert "ip saddr 10.232.7.2 udp dport 47100 counter name reverse_in accept" in capsys.readouterr().out
+    assert cli.main(["rules", "--config", str(tmp_path / "inner.toml")]) == 0
+    inner = capsys.readouterr().out
+    assert 'oifname "rev0" ip daddr 10.232.1.1 udp dport 47100 counter name reverse_out accept' in inner
+    assert cli.main(["rules", "--policy", str(policy), "--role", "inner", "--link-if", "i-l", "--link-port", "47000",
+                     "--peer", "10.232.1.1", "--reverse-port", "47100", "--reverse-peer", "10.232.1.1",
+                     "--reverse-if", "rev0"]) == 0
+    assert capsys.readouterr().out == inner
+
+
+def test_bad_reverse_flags_exit_2(policy, capsys):
+    assert cli.main(["rules", "--policy", str(policy), *ARGS, "--reverse-peer", "10.232.1.2"]) == 2
+    assert "--reverse-port" in capsys.readouterr().err
+    assert cli.main(["rules", "--policy", str(policy), "--role", "inner", "--link-if", "i-l", "--link-port", "47000",
+                     "--peer", "10.232.1.1", "--reverse-port", "47100"]) == 2
+    assert "--reverse-peer" in capsys.readouterr().err
+    assert cli.main(["rules", "--policy", str(policy), *ARGS, "--reverse-port", "5060"]) == 2
+    assert "also a port a source" in capsys.readouterr().err

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from .kernel_support import REPO, py, py_json, sh
 from ferry.kernel import KernelError
-from ferry.kernel.nft import compile_ruleset, ingest_of, link_file, link_files
+from ferry.kernel.nft import Reverse, compile_ruleset, ingest_of, link_file, link_files
 
 HASH = bytes(range(32))
 LINK = dict(link_if="o-l", link_port=47000, peer_addr="10.232.1.2")
@@ -206,6 +206,79 @@ def test_any_networks_render_collapsed_and_sorted(nets, ports):
     assert f"th dport {', '.join(map(str, sorted(set(ports))))}" in line.replace("{ ", "").replace(" }", "")
 
 
+# --- the reverse ferry ([reverse]) ------------------------------------------------------------
+
+INNER = dict(link_if="i-l", link_port=47000, peer_addr="10.232.1.1")
+
+
+def _lines(text: str) -> list[str]:
+    return [line.strip() for line in text.splitlines()]
+
+
+def test_without_a_reverse_ferry_nothing_of_it_is_in_the_rules():
+    for text in (outer(), compile_ruleset(plan(**SOURCES), "inner", **INNER)):
+        assert "reverse" not in text and "47100" not in text
+
+
+def test_outer_on_the_link_accepts_only_the_inner_host_on_the_reverse_port_and_never_sends_from_it():
+    lines = _lines(outer(reverse=Reverse(47100, "10.232.1.2")))
+    accept = 'iifname "o-l" ip saddr 10.232.1.2 udp dport 47100 counter name reverse_in accept'
+    refused = "udp dport 47100 counter name reverse_refused drop"
+    # the one opening comes before the link's drop, and anything else to the port is dropped next
+    assert lines.index(accept) + 1 == lines.index(refused) < lines.index('iifname "o-l" counter name from_link drop')
+    assert [x for x in lines if "47100" in x and "accept" in x] == [accept]
+    # the reverse socket only receives: nothing leaves from its port, not even on the link's accept
+    out = "udp sport 47100 counter name reverse_out drop"
+    assert lines.index(out) < lines.index('oifname "o-l" ip daddr 10.232.1.2 udp dport 47000 counter name link_out '
+                                          'accept')
+    assert lines[-3:] == ['oifname "o-l" drop', "}", "}"]        # the link's last drop stays last
+    for counter in ("reverse_in", "reverse_refused", "reverse_out", "from_link", "link_out"):
+        assert f"counter {counter} {{ }}" in lines
+    # the ingest rules are untouched
+    assert 'counter name ingest_refused drop' in "\n".join(lines)
+
+
+def test_outer_on_an_interface_of_its_own_and_another_peer():
+    lines = _lines(outer(reverse=Reverse(47100, "10.232.7.2", "rev0")))
+    assert 'iifname "rev0" ip saddr 10.232.7.2 udp dport 47100 counter name reverse_in accept' in lines
+    assert "udp dport 47100 counter name reverse_refused drop" in lines
+    assert 'oifname "rev0" ip daddr 10.232.7.2 counter name reverse_out drop' in lines
+    assert 'iifname "o-l" counter name from_link drop' in lines       # the link stays send-only
+    v6 = _lines(outer(reverse=Reverse(47100, "fd00::7:2", "rev0")))
+    assert 'iifname "rev0" ip6 saddr fd00::7:2 udp dport 47100 counter name reverse_in accept' in v6
+
+
+def test_inner_sends_only_to_the_outer_reverse_port_and_takes_nothing_from_it():
+    lines = _lines(compile_ruleset(plan(**SOURCES), "inner", **INNER, reverse=Reverse(47100, "10.232.1.1")))
+    accept = 'oifname "i-l" ip daddr 10.232.1.1 udp dport 47100 counter name reverse_out accept'
+    assert lines.index(accept) < lines.index('oifname "i-l" counter name toward_outer drop')
+    assert [x for x in lines if "accept" in x and "policy" not in x] == [
+        'iifname "i-l" ip saddr 10.232.1.1 udp dport 47000 counter name link_in accept', accept]
+    # nothing in from the reverse peer but the forward link's datagrams (accepted first)
+    peer = 'iifname "i-l" ip saddr 10.232.1.1 counter name from_reverse_peer drop'
+    assert lines.index('iifname "i-l" ip saddr 10.232.1.1 udp dport 47000 counter name link_in accept') \
+        < lines.index(peer) < lines.index('iifname "i-l" drop')
+    own = _lines(compile_ruleset(plan(**SOURCES), "inner", **INNER, reverse=Reverse(47100, "10.232.7.1", "rev0")))
+    assert 'oifname "rev0" ip daddr 10.232.7.1 udp dport 47100 counter name reverse_out accept' in own
+    assert own.index('oifname "rev0" ip daddr 10.232.7.1 udp dport 47100 counter name reverse_out accept') + 1 \
+        == own.index('oifname "rev0" ip daddr 10.232.7.1 counter name reverse_refused drop')
+    assert 'iifname "rev0" ip saddr 10.232.7.1 counter name from_reverse_peer drop' in own
+    assert 'oifname "i-l" counter name toward_outer drop' in own and 'oifname "i-l" drop' in own
+
+
+@pytest.mark.parametrize("role, rev, why", [
+    ("outer", Reverse(0, "10.232.1.2"), "reverse port"),
+    ("outer", Reverse(70000, "10.232.1.2"), "reverse port"),
+    ("outer", Reverse(47100, "nope"), "peer address"),
+    ("outer", Reverse(47100, "10.232.1.2", 'x" y'), "reverse interface"),
+    ("outer", Reverse(5060, "10.232.1.2"), "also a port a source"),
+    ("inner", Reverse(47100, "fe80::1%eth0"), "scope"),
+])
+def test_bad_reverse_parameters_raise_kernel_error(role, rev, why):
+    with pytest.raises(KernelError, match=why):
+        compile_ruleset(plan(**SOURCES), role, **(LINK if role == "outer" else INNER), reverse=rev)
+
+
 # --- the kernel accepts it (root) ------------------------------------------------------
 
 @pytest.mark.root
@@ -217,6 +290,12 @@ def test_nft_check_accepts_every_variant(netns, tmp_path):
         "outer-v6": compile_ruleset(plan(**SOURCES), "outer", link_if="o-l", link_port=1, peer_addr="fd00::2"),
         "outer-empty": outer(plan()),
         "inner": compile_ruleset(plan(**SOURCES), "inner", link_if="i-l", link_port=47000, peer_addr="10.232.1.1"),
+        "outer-reverse": outer(reverse=Reverse(47100, "10.232.1.2")),
+        "outer-reverse-own-if": outer(reverse=Reverse(47100, "10.232.7.2", "rev0")),
+        "outer-reverse-v6": outer(reverse=Reverse(47100, "fd00::7:2", "rev0")),
+        "inner-reverse": compile_ruleset(plan(**SOURCES), "inner", **INNER, reverse=Reverse(47100, "10.232.1.1")),
+        "inner-reverse-own-if": compile_ruleset(plan(**SOURCES), "inner", **INNER,
+                                                reverse=Reverse(47100, "10.232.7.1", "rev0")),
     }
     for name, text in variants.items():
         f = tmp_path / f"{name}.nft"

@@ -7,8 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ferry import limits
-from ferry.lanes.reverse import (REQUESTS, InnerReverseLane, OuterReverseLane, ReverseAction, ReverseRates,
-                                 check_request, ptz_cmd_problem)
+from ferry.lanes.reverse import (REQUESTS, InnerReverseLane, OuterReverseLane, ReverseAction, ReverseFloor,
+                                 ReverseRates, check_request, decode_floor, encode_floor, ptz_cmd_problem,
+                                 restart_floor)
 from ferry.lanes.work import AuditIntent, ObjectIds, SealObject
 from ferry.pb import ferry_pb2
 from ferry.policy import load_plan
@@ -340,3 +341,78 @@ def test_ptz_cmd_is_total_and_only_checked_commands_pass(cmd):
     b = bytes.fromhex(cmd)
     if problem is None:
         assert b[0] == 0xA5 and b[7] == sum(b[:7]) & 0xFF and not b[3] & 0xC0
+
+
+# --- the floor across the outer agent's restarts ---------------------------------------------------
+
+def test_a_restarted_outer_refuses_what_an_earlier_run_took_and_takes_what_follows(plans):
+    plan = plans["plain"]
+    lane = inner()
+    first = [ask(lane, plan, now=float(i))[1].obj for i in range(3)]
+    before = OuterReverseLane()
+    assert [verdict(before.take(received(o), plan, 0.0, WALL))[0] for o in first[:2]] == ["request_received"] * 2
+    assert before.high == first[1].object_id and before.state() == ReverseFloor(first[1].object_id, 0)
+    after = OuterReverseLane(decode_floor(encode_floor(before.state())))   # through the file's bytes
+    assert verdict(after.take(received(first[0]), plan, 0.0, WALL)) == ("request_refused", "replayed_object")
+    assert verdict(after.take(received(first[1]), plan, 0.0, WALL)) == ("request_refused", "replayed_object")
+    assert verdict(after.take(received(first[2]), plan, 0.0, WALL)) == ("request_received", None)
+    # a new inner run (a later start second) is above it too
+    later = InnerReverseLane(ObjectIds(1235), "outer-platform")
+    assert verdict(after.take(received(ask(later, plan)[1].obj), plan, 0.0, WALL)) == ("request_received", None)
+    assert after.floor == before.state() and after.high > first[2].object_id
+
+
+def test_without_a_usable_state_requests_older_than_the_start_plus_skew_are_refused(plans):
+    plan = plans["plain"]
+    floor = restart_floor(None, False, WALL)
+    assert floor == ReverseFloor(0, int(WALL + limits.CLOCK_SKEW))
+    lane = OuterReverseLane(floor)
+    # a capture from before the restart, even one created by a clock ahead by all the skew
+    old = forged(oid=(1234 << 32) | 1, created=WALL + limits.CLOCK_SKEW)
+    assert verdict(lane.take(received(old), plan, 0.0, WALL + 1)) == ("request_refused", "replayed_object")
+    # once the window passed, requests are taken again: never a refusal of everything for ever
+    new = forged(oid=(1234 << 32) | 2, created=WALL + limits.CLOCK_SKEW + 1)
+    assert verdict(lane.take(received(new), plan, 0.0, WALL + limits.CLOCK_SKEW + 1)) == ("request_received", None)
+    assert lane.state() == ReverseFloor(new.object_id, floor.not_before)
+    assert restart_floor(None, True, WALL) == ReverseFloor()
+    assert restart_floor(ReverseFloor(5, 0), True, WALL) == ReverseFloor(5, 0)
+
+
+def test_an_object_id_whose_run_begins_after_the_request_is_refused(plans):
+    """A floor a compromised inner host could push past every real run ID: the run (the top 32 bits)
+    must not begin after the request's creation, so the floor stays within the clock skew of now."""
+    lane = OuterReverseLane()
+    far = forged(oid=((int(WALL) + 60) << 32) | 1)
+    assert verdict(lane.take(received(far), plans["plain"], 0.0, WALL)) == ("request_refused", "bad_request")
+    assert lane.high == 0
+    ok = forged(oid=(int(WALL) << 32) | 1)
+    assert verdict(lane.take(received(ok), plans["plain"], 0.0, WALL)) == ("request_received", None)
+
+
+@settings(max_examples=300, deadline=None)
+@given(oid=st.integers(0, 2**64 - 1), not_before=st.integers(0, 10**12 - 1))
+def test_the_floor_survives_its_encoding(oid, not_before):
+    f = ReverseFloor(oid, not_before)
+    assert decode_floor(encode_floor(f)) == f
+
+
+@settings(max_examples=500, deadline=None)
+@given(data=st.one_of(st.binary(max_size=80),
+                      st.builds(lambda f, cut, flip: _damage(encode_floor(f), cut, flip),
+                                st.builds(ReverseFloor, st.integers(0, 2**64 - 1), st.integers(0, 10**12 - 1)),
+                                st.integers(0, 80), st.integers(0, 80 * 8))))
+def test_any_bytes_decode_to_a_floor_or_a_value_error(data):
+    """Torn (cut short) or corrupt (a bit flipped) files are refused, never misread."""
+    try:
+        f = decode_floor(data)
+    except ValueError:
+        return
+    assert encode_floor(f) == data
+
+
+def _damage(good: bytes, cut: int, flip: int) -> bytes:
+    if cut < len(good):
+        return good[:cut]
+    b = bytearray(good)
+    b[flip // 8 % len(b)] ^= 1 << (flip % 8)
+    return bytes(b)
