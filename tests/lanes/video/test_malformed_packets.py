@@ -62,6 +62,22 @@ def plan_of(tmp_path):
     return plan_maker(tmp_path)
 
 
+def run(lane, sent) -> list:
+    """The lane's work for `sent`, a datagram every 40 ms (slower than the reorder delay: gaps
+    time out) after the timers then due, and its close a second after the last."""
+    work, t = [], 100.0
+    for data in sent:
+        t += 0.04
+        work += timers(lane, t) + list(lane.datagram("cam", data, CAM, t, 1.7e9 + t))
+    work += lane.close(t + 1.0, 1.7e9 + t + 1.0)
+    return work
+
+
+def pictures(frames) -> list[tuple]:
+    """The source's pictures as their NAL units cross (SEI stripped)."""
+    return [tuple(strip_nal_units("h264", f.nal_units)[0]) for f in frames]
+
+
 def with_malformed(packets: list[bytes], kind: str, readable: bool, after_picture: int) -> list[bytes]:
     """The packets with one malformed datagram between two pictures; a readable one takes the
     next sequence number (the camera's numbering goes on after it)."""
@@ -84,15 +100,9 @@ def test_one_malformed_datagram_between_two_pictures_costs_nothing(plan_of, stre
                                                                    after_picture):
     packets, frames = stream10
     lane = lane_of(plan_of())
-    work, t = [], 100.0
-    for data in with_malformed(packets, kind, readable, after_picture):
-        t += 0.04                                           # slower than the reorder delay: gaps time out
-        work += timers(lane, t)
-        work += lane.datagram("cam", memoryview(bytearray(data)), CAM, t, 1.7e9 + t)
-    work += lane.close(t + 1.0, 1.7e9 + t + 1.0)
+    work = run(lane, [memoryview(bytearray(d)) for d in with_malformed(packets, kind, readable, after_picture)])
     objs = sealed(work)
-    assert [tuple(o.access_unit.nal_units) for o in objs] == [
-        tuple(strip_nal_units("h264", f.nal_units)[0]) for f in frames]   # all 10, whole
+    assert [tuple(o.access_unit.nal_units) for o in objs] == pictures(frames)   # all 10, whole
     assert not records(work, "stream_loss")
     [ended] = records(work, "stream_ended")
     assert ended["detail"]["malformed_packets"] == 1                    # counted as malformed...
@@ -111,12 +121,8 @@ def test_a_malformed_datagram_in_place_of_part_of_a_picture_never_lets_it_cross_
     p = parse_rtp(packets[inside])
     sent = packets[:inside] + [malformed("cc15-without-csrcs", p.sequence, p.timestamp)] + packets[inside + 1:]
     lane = lane_of(plan_of())
-    work, t = [], 100.0
-    for data in sent:
-        t += 0.04
-        work += timers(lane, t) + list(lane.datagram("cam", data, CAM, t, 1.7e9 + t))
-    work += lane.close(t + 1.0, 1.7e9 + t + 1.0)
-    source = [tuple(strip_nal_units("h264", f.nal_units)[0]) for f in frames]
+    work = run(lane, sent)
+    source = pictures(frames)
     crossed = [tuple(o.access_unit.nal_units) for o in sealed(work)]
     assert crossed and all(au in source for au in crossed)       # whole pictures of the source only
     assert crossed == source[:len(crossed)] and len(crossed) < 10  # up to the damaged one, then a keyframe wait
@@ -130,13 +136,8 @@ def test_rfc6184_one_malformed_datagram_between_pictures_costs_nothing(plan_of, 
     frames = gb28181.access_units(src, "h264")
     packets = [d for d, _ in gb28181.raw_packets(src, "h264", ssrc=SSRC)]
     lane = lane_of(plan_of(), Entry(payload="h264"))
-    work, t = [], 100.0
-    for data in with_malformed(packets, kind, True, 3):
-        t += 0.04
-        work += timers(lane, t) + list(lane.datagram("cam", data, CAM, t, 1.7e9 + t))
-    work += lane.close(t + 1.0, 1.7e9 + t + 1.0)
-    assert [tuple(o.access_unit.nal_units) for o in sealed(work)] == [
-        tuple(strip_nal_units("h264", f.nal_units)[0]) for f in frames]
+    work = run(lane, with_malformed(packets, kind, True, 3))
+    assert [tuple(o.access_unit.nal_units) for o in sealed(work)] == pictures(frames)
     [ended] = records(work, "stream_ended")
     assert ended["detail"]["malformed_packets"] == 1 and ended["detail"]["lost_packets"] == 0
 
@@ -155,12 +156,8 @@ def test_after_a_marker_inside_a_picture_a_malformed_datagram_is_a_discontinuity
     p = parse_rtp(packets[last_of_3])
     sent = packets[:last_of_3] + [malformed("cc15-without-csrcs", p.sequence, p.timestamp)] + packets[last_of_3 + 1:]
     lane = lane_of(plan_of())
-    work, t = [], 100.0
-    for data in sent:
-        t += 0.04
-        work += timers(lane, t) + list(lane.datagram("cam", data, CAM, t, 1.7e9 + t))
-    work += lane.close(t + 1.0, 1.7e9 + t + 1.0)
-    source = [tuple(strip_nal_units("h264", f.nal_units)[0]) for f in frames]
+    work = run(lane, sent)
+    source = pictures(frames)
     crossed = [tuple(o.access_unit.nal_units) for o in sealed(work)]
     assert crossed == source[:3]                              # pictures 0-2 whole, then a keyframe wait
     [ended] = records(work, "stream_ended")
@@ -179,12 +176,8 @@ def test_a_malformed_datagram_in_place_of_a_pictures_first_packet_is_a_discontin
     sent = packets[:first_of_4] + [malformed("cc15-without-csrcs", p.sequence, p.timestamp)] + \
         packets[first_of_4 + 1:]
     lane = lane_of(plan_of())
-    work, t = [], 100.0
-    for data in sent:
-        t += 0.04
-        work += timers(lane, t) + list(lane.datagram("cam", data, CAM, t, 1.7e9 + t))
-    work += lane.close(t + 1.0, 1.7e9 + t + 1.0)
-    source = [tuple(strip_nal_units("h264", f.nal_units)[0]) for f in frames]
+    work = run(lane, sent)
+    source = pictures(frames)
     assert [tuple(o.access_unit.nal_units) for o in sealed(work)] == source[:4]
     [ended] = records(work, "stream_ended")
     assert ended["detail"]["malformed_packets"] == 1 and ended["detail"]["lost_packets"] == 0
@@ -203,12 +196,8 @@ def test_malformed_datagrams_in_place_of_a_whole_picture_are_a_discontinuity(pla
         p = parse_rtp(packets[i])
         sent[i] = malformed("cc15-without-csrcs", p.sequence, p.timestamp)
     lane = lane_of(plan_of())
-    work, t = [], 100.0
-    for data in sent:
-        t += 0.04
-        work += timers(lane, t) + list(lane.datagram("cam", data, CAM, t, 1.7e9 + t))
-    work += lane.close(t + 1.0, 1.7e9 + t + 1.0)
-    source = [tuple(strip_nal_units("h264", f.nal_units)[0]) for f in frames]
+    work = run(lane, sent)
+    source = pictures(frames)
     assert [tuple(o.access_unit.nal_units) for o in sealed(work)] == source[:4]
     [ended] = records(work, "stream_ended")
     assert ended["detail"]["malformed_packets"] == last + 1 - first and ended["detail"]["lost_packets"] == 0
@@ -221,12 +210,8 @@ def test_a_malformed_last_datagram_is_a_discontinuity(plan_of, stream10):
     p = parse_rtp(packets[-1])
     sent = packets[:-1] + [malformed("cc15-without-csrcs", p.sequence, p.timestamp)]
     lane = lane_of(plan_of())
-    work, t = [], 100.0
-    for data in sent:
-        t += 0.04
-        work += timers(lane, t) + list(lane.datagram("cam", data, CAM, t, 1.7e9 + t))
-    work += lane.close(t + 1.0, 1.7e9 + t + 1.0)
-    source = [tuple(strip_nal_units("h264", f.nal_units)[0]) for f in frames]
+    work = run(lane, sent)
+    source = pictures(frames)
     crossed = [tuple(o.access_unit.nal_units) for o in sealed(work)]
     assert crossed == source[:len(crossed)] and len(crossed) >= 8
     [ended] = records(work, "stream_ended")
@@ -254,12 +239,8 @@ def test_malformed_datagrams_anywhere_never_let_a_damaged_picture_cross(plan_of,
         bad = malformed(kind, ref.sequence, ref.timestamp)
         sent = sent[:i] + [bad] + sent[i + (mode == "replace"):]
     lane = lane_of(plan_of())
-    work, t = [], 100.0
-    for data in sent:
-        t += 0.04
-        work += timers(lane, t) + list(lane.datagram("cam", data, CAM, t, 1.7e9 + t))
-    work += lane.close(t + 1.0, 1.7e9 + t + 1.0)
-    source = [tuple(strip_nal_units("h264", f.nal_units)[0]) for f in frames]
+    work = run(lane, sent)
+    source = pictures(frames)
     crossed = [tuple(o.access_unit.nal_units) for o in sealed(work)]
     assert crossed == source[:len(crossed)]
     [ended] = records(work, "stream_ended")
