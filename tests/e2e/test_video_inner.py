@@ -20,6 +20,7 @@ import gb28181
 from appliance import free_udp_port, read_trail
 from ferry.codecs.mpeg_ps import PsMuxer, parse_psm
 from ferry.codecs.rtp import build_rtp
+from video_policy import video_limits, video_policy
 from waiting import file_size, wait_stable
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240),
@@ -28,29 +29,16 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240),
 
 CAMERA = "43090000001320000001"
 SSRC = 0x0BEBC201
-POLICY = """
-policy: video-inner-e2e
-version: 1
-default: deny
-sources:
-  outer-spool: {kind: spool}
-  cameras: {kind: devices, match: [{region: "4309", type: ["132"]}]}
-destinations:
-  police-vms: {kind: vms}
-rules:
-  - id: video-cameras
-    lane: video
-    from: cameras
-    to: police-vms
-    video: {codecs: [h264, h265], max_width: 1920, max_height: 1080, max_frame_rate: 30,
-            max_bitrate_kbps: 20000, audio: %s}
-"""
+
+
+def policy_text(audio: bool) -> str:
+    return video_policy("video-inner-e2e", spool=True, video=video_limits(audio=audio))
 
 
 def appliance(factory, tmp_path: Path, *, audio: bool):
     policy = tmp_path / "policy-src"
     policy.mkdir()
-    (policy / "policy.yaml").write_text(POLICY % str(audio).lower())
+    (policy / "policy.yaml").write_text(policy_text(audio))
     return factory(policy_dir=policy)
 
 

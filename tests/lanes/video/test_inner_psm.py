@@ -16,33 +16,22 @@ from ferry.codecs.rtp import build_rtp, parse_rtp
 from ferry.lanes.video import AccessUnitReady, InnerStream, OuterStream
 from ferry.pb import ferry_pb2
 from ferry.policy import load_plan
+from video_policy import video_limits, video_policy
 
 pytestmark = pytest.mark.skipif(not shutil.which("ffmpeg"), reason="ffmpeg not installed")
 
 CAMERA = "43090000001320000001"
 SSRC = 0x0BEBC201
-POLICY = """
-policy: video-audio-psm
-version: 1
-default: deny
-sources:
-  cameras: {kind: devices, match: [{region: "4309", type: ["132"]}]}
-destinations:
-  police-vms: {kind: vms}
-rules:
-  - id: video-cameras
-    lane: video
-    from: cameras
-    to: police-vms
-    video: {codecs: [h264], max_width: 1920, max_height: 1080, max_frame_rate: 30,
-            max_bitrate_kbps: 20000, audio: %s}
-"""
+
+
+def policy_text(audio: bool) -> str:
+    return video_policy("video-audio-psm", video=video_limits(codecs="[h264]", audio=audio))
 
 
 def plan(tmp_path, audio: bool):
     d = tmp_path / f"policy-{audio}"
     d.mkdir()
-    (d / "policy.yaml").write_text(POLICY % str(audio).lower())
+    (d / "policy.yaml").write_text(policy_text(audio))
     return load_plan(d)
 
 
