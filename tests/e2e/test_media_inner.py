@@ -28,6 +28,7 @@ from ferry.codecs.sip import SipRequest, SipResponse, build_request, parse_messa
 from reverse import add_reverse
 from sipp import Sipp, free_port
 from tshark import LoopbackCapture, tshark_sip
+from video_policy import video_policy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -39,23 +40,8 @@ PLATFORM = "43010000002000000001"
 DOMAIN = "4301000000"
 SCENARIO = Path(__file__).resolve().parents[1] / "support" / "sipp" / "media_inner_invite.xml"
 
-POLICY = f"""
-policy: media-inner-e2e
-version: 1
-default: deny
-sources:
-  outer-spool: {{kind: spool}}
-  cameras: {{kind: devices, ids: ["{CAMERA}", "{SILENT}"]}}
-  others: {{kind: devices, ids: ["{NO_VIDEO}"]}}
-destinations:
-  police-vms: {{kind: vms}}
-rules:
-  - id: video-cameras
-    lane: video
-    from: cameras
-    to: police-vms
-    video: {{codecs: [h264, h265], max_width: 1920, max_height: 1080, max_frame_rate: 30, max_bitrate_kbps: 20000}}
-"""
+POLICY = video_policy("media-inner-e2e", spool=True, cameras=f'{{kind: devices, ids: ["{CAMERA}", "{SILENT}"]}}',
+                      sources=f'  others: {{kind: devices, ids: ["{NO_VIDEO}"]}}\n')
 
 needs_tools = pytest.mark.skipif(not (shutil.which("ffmpeg") and shutil.which("sipp")),
                                  reason="ffmpeg or sipp (Debian sip-tester) not installed")
@@ -283,13 +269,9 @@ linger = 1.0
     return a, sip
 
 
-@needs_tools
-def test_always_on_two_viewers_share_one_crossing_get_their_ssrc_decode_bit_exact_and_stop_at_bye(
-        appliance_factory, tmp_path):
-    a, sip = make(appliance_factory, tmp_path)
-    src = gb28181.make_source(None, "h264", seconds=14)
-    source_md5 = gb28181.framemd5(src)
-    packets = gb28181.ps_packets(src, "h264", ssrc=0x0BEBC201)
+def outer_camera(a, seconds: float):
+    """ferry's test camera pushing to a configured outer [[video]] entry (as media-outer's dialog would)."""
+    src = gb28181.make_source(None, "h264", seconds=seconds)
     cam_port = free_udp_port()
     a.append_config("outer", f"""
 [[video]]
@@ -300,7 +282,16 @@ device_id = "{CAMERA}"
 payload = "ps"
 destination = "police-vms"
 """)
-    camera = gb28181.Camera(packets, ("127.0.0.1", cam_port), transport="udp", realtime=True)
+    return src, gb28181.Camera(gb28181.ps_packets(src, "h264", ssrc=0x0BEBC201), ("127.0.0.1", cam_port),
+                               transport="udp", realtime=True)
+
+
+@needs_tools
+def test_always_on_two_viewers_share_one_crossing_get_their_ssrc_decode_bit_exact_and_stop_at_bye(
+        appliance_factory, tmp_path):
+    a, sip = make(appliance_factory, tmp_path)
+    src, camera = outer_camera(a, 14)
+    source_md5 = gb28181.framemd5(src)
     va, vb = Receiver(), Receiver()
     try:
         a.start()
@@ -380,20 +371,8 @@ def test_unknown_403_and_silent_cameras_get_their_sip_errors_in_time(appliance_f
 @needs_tools
 def test_tcp_viewers_active_and_passive_get_rfc4571_rtp_that_decodes(appliance_factory, tmp_path):
     a, sip = make(appliance_factory, tmp_path)
-    src = gb28181.make_source(None, "h264", seconds=16)
+    src, camera = outer_camera(a, 16)
     source_md5 = gb28181.framemd5(src)
-    packets = gb28181.ps_packets(src, "h264", ssrc=0x0BEBC201)
-    cam_port = free_udp_port()
-    a.append_config("outer", f"""
-[[video]]
-name = "cam1"
-transport = "udp"
-listen = "127.0.0.1:{cam_port}"
-device_id = "{CAMERA}"
-payload = "ps"
-destination = "police-vms"
-""")
-    camera = gb28181.Camera(packets, ("127.0.0.1", cam_port), transport="udp", realtime=True)
     active, passive = TcpReceiver(), TcpReceiver()
     try:
         a.start()
@@ -439,19 +418,7 @@ destination = "police-vms"
 @needs_tools
 def test_with_signaling_the_invite_comes_on_its_endpoint_under_the_mapped_id(appliance_factory, tmp_path):
     a, sip = make(appliance_factory, tmp_path, signaling=True)
-    src = gb28181.make_source(None, "h264", seconds=8)
-    packets = gb28181.ps_packets(src, "h264", ssrc=0x0BEBC201)
-    cam_port = free_udp_port()
-    a.append_config("outer", f"""
-[[video]]
-name = "cam1"
-transport = "udp"
-listen = "127.0.0.1:{cam_port}"
-device_id = "{CAMERA}"
-payload = "ps"
-destination = "police-vms"
-""")
-    camera = gb28181.Camera(packets, ("127.0.0.1", cam_port), transport="udp", realtime=True)
+    _, camera = outer_camera(a, 8)
     rx, rx2 = Receiver(), Receiver()
     mapped = "4301" + CAMERA[4:]
     try:
@@ -615,23 +582,6 @@ def test_the_inner_agent_stopping_says_bye_to_its_viewers(appliance_factory, tmp
     assert bye.call_id == platform.call and bye.from_.tag == ok.to.tag
     [ended] = events(a.inner_audit, "viewer_ended")
     assert ended["detail"]["by"] == "ferry" and "stopping" in ended["reason"]
-
-
-def outer_camera(a, seconds: float):
-    """ferry's test camera pushing to a configured outer [[video]] entry (as media-outer's dialog would)."""
-    src = gb28181.make_source(None, "h264", seconds=seconds)
-    cam_port = free_udp_port()
-    a.append_config("outer", f"""
-[[video]]
-name = "cam1"
-transport = "udp"
-listen = "127.0.0.1:{cam_port}"
-device_id = "{CAMERA}"
-payload = "ps"
-destination = "police-vms"
-""")
-    return src, gb28181.Camera(gb28181.ps_packets(src, "h264", ssrc=0x0BEBC201), ("127.0.0.1", cam_port),
-                               transport="udp", realtime=True)
 
 
 @needs_tools
