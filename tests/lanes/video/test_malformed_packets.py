@@ -20,7 +20,6 @@ from ferry.codecs.rtp import parse_rtp, sequence_of
 from ferry.lanes.video import strip_nal_units
 from .test_marker_inside_au import marked_per_pes
 from .test_outer_lane import CAM, SSRC, Entry, lane_of, records, sealed, timers
-from .test_stream import plan_maker
 
 pytestmark = pytest.mark.skipif(not shutil.which("ffmpeg"), reason="ffmpeg not installed")
 
@@ -55,11 +54,6 @@ def stream10():
     frames = gb28181.access_units(src, "h264")
     assert len(frames) == 10 and [f.keyframe for f in frames] == [True] + [False] * 9
     return [d for d, _ in gb28181.ps_packets(src, "h264", ssrc=SSRC)], frames
-
-
-@pytest.fixture
-def plan_of(tmp_path):
-    return plan_maker(tmp_path)
 
 
 def run(lane, sent) -> list:

@@ -46,11 +46,6 @@ def plan_maker(tmp_path):
     return make
 
 
-@pytest.fixture
-def plan_of(tmp_path):
-    return plan_maker(tmp_path)
-
-
 def source(codec, seconds=2, **kw):
     return gb28181.make_source(None, codec, seconds=seconds, **kw)
 
