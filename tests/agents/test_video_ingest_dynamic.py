@@ -9,34 +9,15 @@ import socket
 import pytest
 
 import gb28181
+from ingest_host import Host
 from ferry.agents.video_ingest import DynamicEntry, VideoIngest
 from ferry.codecs.rtp import build_rtp
 from ferry.lanes.work import ObjectIds
-from ferry.pb import ferry_pb2
 from ferry.policy import load_plan
 from video_policy import video_policy
 
 CAMERA = "43090000001320000001"
 POLICY = video_policy("dynamic-ingest-test")
-
-
-class Host:
-    def __init__(self) -> None:
-        self.objects: list[ferry_pb2.CanonicalObject] = []
-        self.records: list[dict] = []
-
-    def seal(self, obj, wall) -> None:
-        self.objects.append(ferry_pb2.CanonicalObject.FromString(obj.SerializeToString()))
-
-    def flush_link(self, wall) -> None:
-        pass
-
-    def audit(self, **fields) -> bool:
-        self.records.append(fields)
-        return True
-
-    def audit_available(self) -> bool:
-        return True
 
 
 @pytest.fixture
