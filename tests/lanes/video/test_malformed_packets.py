@@ -56,6 +56,13 @@ def stream10():
     return [d for d, _ in gb28181.ps_packets(src, "h264", ssrc=SSRC)], frames
 
 
+def damaged(packets: list[bytes], i: int) -> list[bytes]:
+    """The packets with packet i arriving malformed (cc15-without-csrcs) with its sequence number
+    and timestamp: a damaged header, not a forged one."""
+    p = parse_rtp(packets[i])
+    return packets[:i] + [malformed("cc15-without-csrcs", p.sequence, p.timestamp)] + packets[i + 1:]
+
+
 def run(lane, sent) -> list:
     """The lane's work for `sent`, a datagram every 40 ms (slower than the reorder delay: gaps
     time out) after the timers then due, and its close a second after the last."""
@@ -112,8 +119,7 @@ def test_a_malformed_datagram_in_place_of_part_of_a_picture_never_lets_it_cross_
     ends = [i for i, d in enumerate(packets) if d[1] & 0x80]
     inside = next(i for i in range(ends[0] + 1, len(packets)) if not packets[i][1] & 0x80 and
                   not packets[i - 1][1] & 0x80)                    # neither first nor last of its picture
-    p = parse_rtp(packets[inside])
-    sent = packets[:inside] + [malformed("cc15-without-csrcs", p.sequence, p.timestamp)] + packets[inside + 1:]
+    sent = damaged(packets, inside)
     lane = lane_of(plan_of())
     work = run(lane, sent)
     source = pictures(frames)
@@ -147,8 +153,7 @@ def test_after_a_marker_inside_a_picture_a_malformed_datagram_is_a_discontinuity
     starts = [i for i, d in enumerate(packets) if b"\x00\x00\x01\xba" in d[12:20]]
     last_of_3 = starts[4] - 1
     assert last_of_3 - 1 > starts[3]                          # picture 3 has more than one PES
-    p = parse_rtp(packets[last_of_3])
-    sent = packets[:last_of_3] + [malformed("cc15-without-csrcs", p.sequence, p.timestamp)] + packets[last_of_3 + 1:]
+    sent = damaged(packets, last_of_3)
     lane = lane_of(plan_of())
     work = run(lane, sent)
     source = pictures(frames)
@@ -166,9 +171,7 @@ def test_a_malformed_datagram_in_place_of_a_pictures_first_packet_is_a_discontin
     ends = [i for i, d in enumerate(packets) if d[1] & 0x80]
     first_of_4 = ends[3] + 1
     assert ends[4] > first_of_4                                   # picture 4 has more than one packet
-    p = parse_rtp(packets[first_of_4])
-    sent = packets[:first_of_4] + [malformed("cc15-without-csrcs", p.sequence, p.timestamp)] + \
-        packets[first_of_4 + 1:]
+    sent = damaged(packets, first_of_4)
     lane = lane_of(plan_of())
     work = run(lane, sent)
     source = pictures(frames)
@@ -201,8 +204,7 @@ def test_a_malformed_last_datagram_is_a_discontinuity(plan_of, stream10):
     """The stream's last packet arrives malformed: nothing after it shows what it held; what
     crosses is still whole pictures of the source, in order."""
     packets, frames = stream10
-    p = parse_rtp(packets[-1])
-    sent = packets[:-1] + [malformed("cc15-without-csrcs", p.sequence, p.timestamp)]
+    sent = damaged(packets, len(packets) - 1)
     lane = lane_of(plan_of())
     work = run(lane, sent)
     source = pictures(frames)
