@@ -18,8 +18,9 @@ import pytest
 
 import gb28181
 from appliance import free_udp_port, read_trail
-from ferry.codecs.mpeg_ps import PsMuxer, parse_psm
+from ferry.codecs.mpeg_ps import PsMuxer
 from ferry.codecs.rtp import build_rtp
+from program_stream import psms
 from video_policy import video_limits, video_policy
 from waiting import file_size, wait_stable
 
@@ -90,15 +91,6 @@ def run_camera(a, packets, out_dir: Path, udp_out: int = 0) -> None:
         a.stop()
 
 
-def psm_entries(ps: bytes) -> list[list[tuple[int, int]]]:
-    out, i = [], ps.find(b"\x00\x00\x01\xbc")
-    while i >= 0:
-        length = int.from_bytes(ps[i + 4:i + 6], "big")
-        out.append(parse_psm(ps[i:i + 6 + length]))
-        i = ps.find(b"\x00\x00\x01\xbc", i + 6 + length)
-    return out
-
-
 def test_the_first_psm_of_the_rebuilt_stream_lists_the_g711_audio(appliance_factory, tmp_path):
     a = appliance(appliance_factory, tmp_path, audio=True)
     out_dir = a.work / "recordings"
@@ -116,7 +108,7 @@ def test_the_first_psm_of_the_rebuilt_stream_lists_the_g711_audio(appliance_fact
     [path] = list(out_dir.glob("*.ps"))
     rtp_ps = b"".join(d[12:] for d in datagrams)      # loopback keeps the order of one sender
     for ps in (path.read_bytes(), rtp_ps):
-        maps = psm_entries(ps)
+        maps = psms(ps)
         assert maps, "the rebuilt stream has no program stream map"
         assert sorted(maps[0]) == [(0x1B, 0xE0), (0x90, 0xC0)], maps[0]    # video and G.711A, from the start
         assert ps.find(b"\x00\x00\x01\xbc") < ps.find(b"\x00\x00\x01\xc0")  # listed before the first audio PES

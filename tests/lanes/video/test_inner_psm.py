@@ -11,11 +11,12 @@ import shutil
 import pytest
 
 import gb28181
-from ferry.codecs.mpeg_ps import PsMuxer, crc32_mpeg2, parse_psm
+from ferry.codecs.mpeg_ps import PsMuxer, crc32_mpeg2
 from ferry.codecs.rtp import build_rtp, parse_rtp
 from ferry.lanes.video import AccessUnitReady, InnerStream, OuterStream
 from ferry.pb import ferry_pb2
 from ferry.policy import load_plan
+from program_stream import psms
 from video_policy import video_limits, video_policy
 
 pytestmark = pytest.mark.skipif(not shutil.which("ffmpeg"), reason="ffmpeg not installed")
@@ -60,16 +61,6 @@ def rebuilt(tmp_path, audio_codec: str, audio_allowed: bool) -> bytes:
     assert objs and objs[0].HasField("access_unit") and objs[0].access_unit.keyframe
     inner = InnerStream("ps", 0.0)
     return b"".join(inner.container(o)[0] for o in objs)
-
-
-def psms(ps: bytes) -> list[list[tuple[int, int]]]:
-    """The (stream_type, stream_id) entries of every PSM in a program stream, in order."""
-    out, i = [], ps.find(b"\x00\x00\x01\xbc")
-    while i >= 0:
-        length = int.from_bytes(ps[i + 4:i + 6], "big")
-        out.append(parse_psm(ps[i:i + 6 + length]))
-        i = ps.find(b"\x00\x00\x01\xbc", i + 6 + length)
-    return out
 
 
 @pytest.mark.parametrize("audio_codec,stream_type", [("g711a", 0x90), ("g711u", 0x91)])
