@@ -11,7 +11,6 @@ import socket
 import struct
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pytest
 
 import gb28181
 from appliance import free_udp_port, read_trail
+from udp_receiver import Receiver
 from video_policy import CAMERAS_0_999, video_limits, video_policy, video_rule
 from waiting import file_size, udp_receive_queues, wait_stable, wait_until
 
@@ -110,31 +110,11 @@ class Tshark:
         return rows
 
 
-class Collector:
+class Collector(Receiver):
     """A UDP receiver on loopback (a thread): every datagram, as the receiving application gets it."""
 
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.datagrams: list[bytes] = []
-        self.running = True
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while self.running:
-            try:
-                self.datagrams.append(self.sock.recv(65536))
-            except socket.timeout:
-                pass
-
     def stop(self) -> list[bytes]:
-        self.running = False
-        self.thread.join(5)
-        self.sock.close()
+        super().stop()
         return self.datagrams
 
 
