@@ -1,18 +1,9 @@
 import pytest
 
+from agent_configs import OUTER
 from ferry.config import ConfigError, InnerConfig, OuterConfig, load_config
 
-GOOD = """
-[agent]
-name = "o"
-key = "keys/outer.key"
-peer_public = "keys/inner.pub"
-policy = "policy"
-audit_dir = "audit"
-[link]
-peer_host = "10.0.0.2"
-peer_port = 47000
-[files]
+GOOD = OUTER + """[files]
 spool = "spool"
 """
 

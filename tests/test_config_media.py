@@ -3,19 +3,10 @@ from __future__ import annotations
 
 import pytest
 
+from agent_configs import OUTER_LOOPBACK
 from ferry.config import ConfigError, OuterConfig, load_config
 
-BASE = """
-[agent]
-name = "o"
-key = "k"
-peer_public = "p"
-policy = "pol"
-audit_dir = "a"
-[link]
-peer_host = "127.0.0.1"
-peer_port = 9000
-"""
+BASE = OUTER_LOOPBACK
 MEDIA = """
 [media]
 mode = "always-on"

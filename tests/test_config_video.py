@@ -3,30 +3,11 @@ from __future__ import annotations
 
 import pytest
 
+from agent_configs import INNER_LOOPBACK, OUTER_LOOPBACK
 from ferry.config import ConfigError, InnerConfig, OuterConfig, load_config, split_host_port
 
-BASE_OUTER = """
-[agent]
-name = "o"
-key = "k"
-peer_public = "p"
-policy = "pol"
-audit_dir = "a"
-[link]
-peer_host = "127.0.0.1"
-peer_port = 9000
-"""
-BASE_INNER = """
-[agent]
-name = "i"
-key = "k"
-peer_public = "p"
-policy = "pol"
-audit_dir = "a"
-[link]
-listen_host = "127.0.0.1"
-listen_port = 9000
-"""
+BASE_OUTER = OUTER_LOOPBACK
+BASE_INNER = INNER_LOOPBACK
 
 
 def load(tmp_path, text, kind):

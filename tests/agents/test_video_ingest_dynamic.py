@@ -9,47 +9,15 @@ import socket
 import pytest
 
 import gb28181
+from ingest_host import Host
 from ferry.agents.video_ingest import DynamicEntry, VideoIngest
 from ferry.codecs.rtp import build_rtp
 from ferry.lanes.work import ObjectIds
-from ferry.pb import ferry_pb2
 from ferry.policy import load_plan
+from video_policy import video_policy
 
 CAMERA = "43090000001320000001"
-POLICY = """
-policy: dynamic-ingest-test
-version: 1
-default: deny
-sources:
-  cameras: {kind: devices, match: [{region: "4309", type: ["132"]}]}
-destinations:
-  police-vms: {kind: vms}
-rules:
-  - id: video-cameras
-    lane: video
-    from: cameras
-    to: police-vms
-    video: {codecs: [h264, h265], max_width: 1920, max_height: 1080, max_frame_rate: 30, max_bitrate_kbps: 20000}
-"""
-
-
-class Host:
-    def __init__(self) -> None:
-        self.objects: list[ferry_pb2.CanonicalObject] = []
-        self.records: list[dict] = []
-
-    def seal(self, obj, wall) -> None:
-        self.objects.append(ferry_pb2.CanonicalObject.FromString(obj.SerializeToString()))
-
-    def flush_link(self, wall) -> None:
-        pass
-
-    def audit(self, **fields) -> bool:
-        self.records.append(fields)
-        return True
-
-    def audit_available(self) -> bool:
-        return True
+POLICY = video_policy("dynamic-ingest-test")
 
 
 @pytest.fixture

@@ -10,56 +10,21 @@ import time
 import pytest
 
 import gb28181
+from ingest_host import Host
 from ferry.agents import video_ingest
 from ferry.config import OuterVideo
 from ferry.agents.video_ingest import VideoIngest
 from ferry.lanes.work import ObjectIds
 from ferry.codecs.nal import split_annexb
-from ferry.pb import ferry_pb2
 from ferry.policy import load_plan
+from video_policy import video_limits, video_policy
 
 pytestmark = pytest.mark.skipif(not shutil.which("ffmpeg"), reason="ffmpeg not installed")
 
 CAMERA = "43090000001320000001"
 SSRC = 0x0BEBC201
-POLICY = """
-policy: transcode-agent-test
-version: 1
-default: deny
-sources:
-  cameras: {kind: devices, match: [{region: "4309", type: ["132"]}]}
-destinations:
-  police-vms: {kind: vms}
-rules:
-  - id: video-cameras
-    lane: video
-    from: cameras
-    to: police-vms
-    video: {codecs: [h264], max_width: 1280, max_height: 720, max_frame_rate: 30, max_bitrate_kbps: 2000,
-            mode: transcode}
-"""
-
-
-class Host:
-    """What VideoIngest uses of the outer agent (ferry.agents.video_ingest.IngestHost)."""
-
-    def __init__(self) -> None:
-        self.objects: list[ferry_pb2.CanonicalObject] = []
-        self.records: list[dict] = []
-        self.available = True
-
-    def seal(self, obj, wall) -> None:
-        self.objects.append(ferry_pb2.CanonicalObject.FromString(obj.SerializeToString()))
-
-    def flush_link(self, wall) -> None:
-        pass
-
-    def audit(self, **fields) -> bool:
-        self.records.append(fields)
-        return True
-
-    def audit_available(self) -> bool:
-        return self.available
+POLICY = video_policy("transcode-agent-test", video=video_limits(
+    codecs="[h264]", max_width=1280, max_height=720, max_bitrate_kbps=2000, mode="transcode"))
 
 
 def _ingest(plan, entries) -> tuple[VideoIngest, Host]:

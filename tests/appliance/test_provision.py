@@ -235,6 +235,14 @@ def _rehome(root: Path, role: str, port: int) -> None:
     conf.write_text(text)
 
 
+def _need_sandbox() -> None:
+    """Skip unless the units' sandbox can be emulated here (sandbox_run.py --check, without new privileges)."""
+    check = subprocess.run(["setpriv", "--no-new-privs", sys.executable, str(HERE / "sandbox_run.py"), "--check"],
+                           capture_output=True, text=True, timeout=60)
+    if check.returncode != 0:
+        pytest.skip(f"cannot emulate the units' sandbox here: {check.stderr.strip()}")
+
+
 def test_agents_run_sandboxed_from_provisioned_roots(world_tmp: Path) -> None:
     """Two hosts provisioned apart (outer, inner), their public keys exchanged with
     --peer-public; each agent started as its unit starts it (its user, no capability, no new
@@ -244,10 +252,7 @@ def test_agents_run_sandboxed_from_provisioned_roots(world_tmp: Path) -> None:
     CAP_LEASE) is delivered into the inner spool, owned by ferry-inner and
     readable by its group (0640); both trails are in /var/log/ferry/ROLE."""
     need_root("unshare", "setpriv", "mount")
-    check = subprocess.run(["setpriv", "--no-new-privs", sys.executable, str(HERE / "sandbox_run.py"), "--check"],
-                           capture_output=True, text=True, timeout=60)
-    if check.returncode != 0:
-        pytest.skip(f"cannot emulate the units' sandbox here: {check.stderr.strip()}")
+    _need_sandbox()
     outer, inner = world_tmp / "outer", world_tmp / "inner"
     outer.mkdir()
     inner.mkdir()
@@ -385,10 +390,7 @@ def test_link_setup_runs_with_cap_net_admin_alone(world_tmp: Path) -> None:
     is up with its address, a permanent neighbour entry and IPv6 off, and the policy's table
     is applied. And the agent's own capabilities cannot do it (nft is refused)."""
     need_root("unshare", "setpriv", "ip", "nft")
-    check = subprocess.run(["setpriv", "--no-new-privs", sys.executable, str(HERE / "sandbox_run.py"), "--check"],
-                           capture_output=True, text=True, timeout=60)
-    if check.returncode != 0:
-        pytest.skip(f"cannot emulate the units' sandbox here: {check.stderr.strip()}")
+    _need_sandbox()
     root = world_tmp / "outer"
     root.mkdir()
     assert _provision(root, "--role", "outer", "--policy", str(REPO / "policy/demo")).returncode == 0
@@ -444,10 +446,7 @@ def test_first_boot_unit_runs_with_its_capabilities_alone(world_tmp: Path) -> No
         return subprocess.run(["setpriv", "--no-new-privs", f"--bounding-set=-all,{caps}", sys.executable,
                                str(HERE / "sandbox_run.py"), "ferry", "provision", "--root", str(root),
                                "--role", "outer"], capture_output=True, text=True, timeout=120, env=env)
-    check = subprocess.run(["setpriv", "--no-new-privs", sys.executable, str(HERE / "sandbox_run.py"), "--check"],
-                           capture_output=True, text=True, timeout=60)
-    if check.returncode != 0:
-        pytest.skip(f"cannot emulate the units' sandbox here: {check.stderr.strip()}")
+    _need_sandbox()
     root = world_tmp / "root"
     root.mkdir()
     done = run("+chown,+fowner,+dac_override", root)
@@ -465,10 +464,7 @@ def test_outer_agent_needs_cap_lease_for_files_of_other_users(world_tmp: Path) -
     spool file another user wrote cannot be asked about with a read lease, and the agent says
     so (it then checks only size, times and inode)."""
     need_root("unshare", "setpriv", "mount")
-    check = subprocess.run(["setpriv", "--no-new-privs", sys.executable, str(HERE / "sandbox_run.py"), "--check"],
-                           capture_output=True, text=True, timeout=60)
-    if check.returncode != 0:
-        pytest.skip(f"cannot emulate the units' sandbox here: {check.stderr.strip()}")
+    _need_sandbox()
     root = world_tmp / "both"
     root.mkdir()
     assert _provision(root, "--role", "both", "--policy", str(REPO / "policy/demo")).returncode == 0

@@ -4,42 +4,30 @@ objects come from a sender holding the outer key and announcing the running poli
 from __future__ import annotations
 
 import os
-import socket
 import time
 
 import pytest
 
 from appliance import read_trail
+from link_sender import send_sealed
 from ferry import limits
-from ferry.crypto.keys import load_private_key, load_public_key
 from ferry.lanes.files import make_file_object
-from ferry.policy import load_plan
-from ferry.wire import LinkSender
 
 pytestmark = pytest.mark.e2e
 
 
 def test_a_forged_created_is_refused_and_an_honest_one_delivered(appliance_factory):
     a = appliance_factory().start()
-    keys = a.work / "keys"
-    plan = load_plan(a.work / "policy")
     a.wait_for(lambda: any(r["event"] == "key_accepted" for r in read_trail(a.inner_audit)), 10, "key")
     now = time.time()
-    sender = LinkSender(outer_key=load_private_key(keys / "outer.key"),
-                        inner_public=load_public_key(keys / "inner.pub"), policy_hash=plan.hash, name="test",
-                        now=now + 5)
     objs = {oid: make_file_object(object_id=oid, name=name, content=b"hello\n", source="outer-spool",
                                   destination="inner-spool", now=created)
             for oid, name, created in ((901, "forged.txt", now - 3600),
                                        (902, "future.txt", now + 2 * limits.CLOCK_SKEW), (903, "honest.txt", now))}
-    for oid, obj in objs.items():
+    for obj in objs.values():
         obj.rule = "files-documents"
-        sender.submit(oid, obj.SerializeToString(), now + 5)
-    sender.flush(now + 5)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        for d in sender.datagrams_to_send(now + 5):
-            s.sendto(d, ("127.0.0.1", a.port))
-            time.sleep(0.0005)
+    send_sealed(a, objs.values(), now)
+
     def done():
         return {r.get("object_id"): r for r in read_trail(a.inner_audit)
                 if r["event"] in ("object_refused", "object_delivered")}

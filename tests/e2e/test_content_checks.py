@@ -3,7 +3,6 @@ with the demo policy (PDF, PNG, JPEG and text up to 1 MiB, names ending .pdf .pn
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -11,11 +10,9 @@ import time
 import pytest
 
 from appliance import read_trail
+from link_sender import send_sealed
 from file_samples import GIF, HTML, JPEG, PDF, PNG, ZIP
-from ferry.crypto.keys import load_private_key, load_public_key
 from ferry.lanes.files import make_file_object
-from ferry.policy import load_plan
-from ferry.wire import LinkSender
 
 pytestmark = pytest.mark.e2e
 
@@ -107,26 +104,18 @@ def test_the_inner_agent_refuses_the_same_from_a_compromised_outer_side(applianc
     """Objects sealed by a sender holding the outer key and announcing the running policy, as a
     compromised outer agent would send them: the inner agent's own checks refuse them."""
     a = appliance_factory().start()
-    keys = a.work / "keys"
-    plan = load_plan(a.work / "policy")
     a.wait_for(lambda: any(r["event"] == "key_accepted" for r in read_trail(a.inner_audit)), 20, "key")
     now = time.time()
-    sender = LinkSender(outer_key=load_private_key(keys / "outer.key"),
-                        inner_public=load_public_key(keys / "inner.pub"), policy_hash=plan.hash, name="test",
-                        now=now + 5)
     sent = {901: ("holiday.png", PNG + ZIP, "trailing_data"), 902: ("readme.png", PDF, "extension_mismatch"),
             903: ("report.pdf", HTML, "extension_mismatch"), 904: ("blank.png", b"", "empty_file"),
             905: ("cut.jpg", JPEG[:-200], "malformed_content"), 906: ("map.png", PNG, None)}
+    objs = []
     for oid, (name, content, _code) in sent.items():
         obj = make_file_object(object_id=oid, name=name, content=content, source="outer-spool",
                                destination="inner-spool", now=now)
         obj.rule = "files-documents"
-        sender.submit(oid, obj.SerializeToString(), now + 5)
-    sender.flush(now + 5)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        for d in sender.datagrams_to_send(now + 5):
-            s.sendto(d, ("127.0.0.1", a.port))
-            time.sleep(0.0005)
+        objs.append(obj)
+    send_sealed(a, objs, now)
 
     def outcomes():
         return {r.get("object_id"): r for r in read_trail(a.inner_audit)

@@ -12,10 +12,12 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from appliance import read_trail
+from disk_full import fill, tmpfs
 from rootcheck import need_root
 from waiting import wait_until
 
@@ -69,23 +71,11 @@ def inner_audit_disk(appliance_factory):
     """An appliance whose inner audit trail lives on a 256 KiB tmpfs (filled by the test)."""
     need_root("mount", "umount")
     a = appliance_factory()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(a.inner_audit)], check=True)
-    try:
-        yield a
-    finally:
-        a.stop()
-        subprocess.run(["umount", "-l", str(a.inner_audit)], check=False)
-
-
-def _fill(path) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        while True:
-            os.write(fd, b"\0" * 512)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    with tmpfs(a.inner_audit):
+        try:
+            yield a
+        finally:
+            a.stop()
 
 
 def _send_until_held(a) -> tuple[str, list[str]]:
@@ -106,13 +96,21 @@ def _send_until_held(a) -> tuple[str, list[str]]:
     raise AssertionError("the inner trail never became unwritable")
 
 
-def test_with_the_audit_disk_full_a_file_is_held_unpublished_then_delivered(inner_audit_disk):
-    a = inner_audit_disk.start()
+def _fill_until_held(a) -> tuple[Path, str, list[str]]:
+    """before.txt crosses while the inner audit disk has room; then the disk is filled and files are
+    sent until one is held. The filler (unlink it and the trail comes back), the held file's name,
+    and the names sent before it."""
     a.drop("before.txt", b"crosses while the disk has room\n")
     a.wait_for(lambda: a.outcomes().get("before.txt") == "delivered", 30, "before.txt")
     filler = a.inner_audit / "filler"
-    _fill(filler)
+    fill(filler)
     held, before = _send_until_held(a)
+    return filler, held, before
+
+
+def test_with_the_audit_disk_full_a_file_is_held_unpublished_then_delivered(inner_audit_disk):
+    a = inner_audit_disk.start()
+    filler, held, before = _fill_until_held(a)
     # held: written under a temporary dot-name, not published, no record
     assert held not in _published(a), "a file was published although its audit record could not be written"
     assert _published(a) <= _recorded_as(a)
@@ -131,11 +129,7 @@ def test_with_the_audit_disk_full_a_file_is_held_unpublished_then_delivered(inne
 
 def test_a_kill_during_an_audit_outage_leaves_no_file_without_a_record(inner_audit_disk):
     a = inner_audit_disk.start()
-    a.drop("before.txt", b"crosses while the disk has room\n")
-    a.wait_for(lambda: a.outcomes().get("before.txt") == "delivered", 30, "before.txt")
-    filler = a.inner_audit / "filler"
-    _fill(filler)
-    held, before = _send_until_held(a)
+    filler, held, before = _fill_until_held(a)
     assert held not in _published(a), "a file was published although its audit record could not be written"
     a.kill("inner")
     # after the crash: every published file has its record

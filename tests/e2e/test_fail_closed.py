@@ -2,40 +2,16 @@
 crosses until it can; then everything crosses and the trail says what happened."""
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 
 import pytest
 
 from appliance import read_trail
-from rootcheck import need_root
+from disk_full import fill
 from waiting import file_size, wait_stable
 
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    need_root("mount", "umount")
-    mnt = tmp_path / "audit-disk"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], check=True)
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
-def _fill(path):
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        while True:
-            os.write(fd, b"\0" * 512)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def test_outer_lane_stops_while_audit_is_full(appliance_factory, small_disk):
@@ -43,7 +19,7 @@ def test_outer_lane_stops_while_audit_is_full(appliance_factory, small_disk):
     a.drop("before.txt", b"crosses while the disk has room\n")
     a.wait_for(lambda: a.outcomes().get("before.txt") == "delivered", 20, "before.txt")
     filler = small_disk / "filler"
-    _fill(filler)
+    fill(filler)
     # The trail's last page may still have a few KiB of slack: send more records than fit.
     names = [f"during-{n:02d}.txt" for n in range(30)]
     for name in names:

@@ -28,6 +28,8 @@ from ferry.codecs.sip import SipRequest, SipResponse, build_request, parse_messa
 from reverse import add_reverse
 from sipp import Sipp, free_port
 from tshark import LoopbackCapture, tshark_sip
+from udp_receiver import Receiver
+from video_policy import video_policy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -39,64 +41,11 @@ PLATFORM = "43010000002000000001"
 DOMAIN = "4301000000"
 SCENARIO = Path(__file__).resolve().parents[1] / "support" / "sipp" / "media_inner_invite.xml"
 
-POLICY = f"""
-policy: media-inner-e2e
-version: 1
-default: deny
-sources:
-  outer-spool: {{kind: spool}}
-  cameras: {{kind: devices, ids: ["{CAMERA}", "{SILENT}"]}}
-  others: {{kind: devices, ids: ["{NO_VIDEO}"]}}
-destinations:
-  police-vms: {{kind: vms}}
-rules:
-  - id: video-cameras
-    lane: video
-    from: cameras
-    to: police-vms
-    video: {{codecs: [h264, h265], max_width: 1920, max_height: 1080, max_frame_rate: 30, max_bitrate_kbps: 20000}}
-"""
+POLICY = video_policy("media-inner-e2e", spool=True, cameras=f'{{kind: devices, ids: ["{CAMERA}", "{SILENT}"]}}',
+                      sources=f'  others: {{kind: devices, ids: ["{NO_VIDEO}"]}}\n')
 
 needs_tools = pytest.mark.skipif(not (shutil.which("ffmpeg") and shutil.which("sipp")),
                                  reason="ffmpeg or sipp (Debian sip-tester) not installed")
-
-
-class Receiver:
-    """A platform's RTP port: every datagram with its arrival time (a thread)."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.got: list[tuple[float, bytes, tuple[str, int]]] = []
-        self.running = True
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while self.running:
-            try:
-                data, addr = self.sock.recvfrom(65536)
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            self.got.append((time.monotonic(), data, addr))
-
-    def stop(self) -> None:
-        self.running = False
-        self.thread.join(5)
-        self.sock.close()
-
-    def rtp(self) -> list[tuple[int, int, int, bytes]]:
-        """(ssrc, seq, timestamp, payload), in arrival order."""
-        out = []
-        for _, d, _ in self.got:
-            _, _, seq, ts, ssrc = struct.unpack_from("!BBHII", d)
-            out.append((ssrc, seq, ts, d[12:]))
-        return out
 
 
 class TcpReceiver:
@@ -283,13 +232,9 @@ linger = 1.0
     return a, sip
 
 
-@needs_tools
-def test_always_on_two_viewers_share_one_crossing_get_their_ssrc_decode_bit_exact_and_stop_at_bye(
-        appliance_factory, tmp_path):
-    a, sip = make(appliance_factory, tmp_path)
-    src = gb28181.make_source(None, "h264", seconds=14)
-    source_md5 = gb28181.framemd5(src)
-    packets = gb28181.ps_packets(src, "h264", ssrc=0x0BEBC201)
+def outer_camera(a, seconds: float):
+    """ferry's test camera pushing to a configured outer [[video]] entry (as media-outer's dialog would)."""
+    src = gb28181.make_source(None, "h264", seconds=seconds)
     cam_port = free_udp_port()
     a.append_config("outer", f"""
 [[video]]
@@ -300,12 +245,26 @@ device_id = "{CAMERA}"
 payload = "ps"
 destination = "police-vms"
 """)
-    camera = gb28181.Camera(packets, ("127.0.0.1", cam_port), transport="udp", realtime=True)
+    return src, gb28181.Camera(gb28181.ps_packets(src, "h264", ssrc=0x0BEBC201), ("127.0.0.1", cam_port),
+                               transport="udp", realtime=True)
+
+
+def start_crossing(a, camera) -> None:
+    """The agents started, then the camera: returns once its stream crosses."""
+    a.start()
+    camera.start()
+    a.wait_for(lambda: events(a.inner_audit, "stream_started"), 30, "the camera's stream crossing")
+
+
+@needs_tools
+def test_always_on_two_viewers_share_one_crossing_get_their_ssrc_decode_bit_exact_and_stop_at_bye(
+        appliance_factory, tmp_path):
+    a, sip = make(appliance_factory, tmp_path)
+    src, camera = outer_camera(a, 14)
+    source_md5 = gb28181.framemd5(src)
     va, vb = Receiver(), Receiver()
     try:
-        a.start()
-        camera.start()
-        a.wait_for(lambda: events(a.inner_audit, "stream_started"), 30, "the camera's stream crossing")
+        start_crossing(a, camera)
         pa = Platform(tmp_path, sip, CAMERA, rtp_port=va.port, ssrc="0430100011", hold_ms=6000, name="a")
         time.sleep(0.5)           # the second viewer joins the running stream later (a later key frame)
         pb = Platform(tmp_path, sip, CAMERA, rtp_port=vb.port, ssrc="0430100012", hold_ms=3000, name="b")
@@ -380,25 +339,11 @@ def test_unknown_403_and_silent_cameras_get_their_sip_errors_in_time(appliance_f
 @needs_tools
 def test_tcp_viewers_active_and_passive_get_rfc4571_rtp_that_decodes(appliance_factory, tmp_path):
     a, sip = make(appliance_factory, tmp_path)
-    src = gb28181.make_source(None, "h264", seconds=16)
+    src, camera = outer_camera(a, 16)
     source_md5 = gb28181.framemd5(src)
-    packets = gb28181.ps_packets(src, "h264", ssrc=0x0BEBC201)
-    cam_port = free_udp_port()
-    a.append_config("outer", f"""
-[[video]]
-name = "cam1"
-transport = "udp"
-listen = "127.0.0.1:{cam_port}"
-device_id = "{CAMERA}"
-payload = "ps"
-destination = "police-vms"
-""")
-    camera = gb28181.Camera(packets, ("127.0.0.1", cam_port), transport="udp", realtime=True)
     active, passive = TcpReceiver(), TcpReceiver()
     try:
-        a.start()
-        camera.start()
-        a.wait_for(lambda: events(a.inner_audit, "stream_started"), 30, "the camera's stream crossing")
+        start_crossing(a, camera)
         # the platform listens (a=setup:passive): ferry connects to it
         active.accept()
         pa = Platform(tmp_path, sip, CAMERA, rtp_port=active.port, ssrc="0430100041", hold_ms=4000, name="tcp-a",
@@ -439,25 +384,11 @@ destination = "police-vms"
 @needs_tools
 def test_with_signaling_the_invite_comes_on_its_endpoint_under_the_mapped_id(appliance_factory, tmp_path):
     a, sip = make(appliance_factory, tmp_path, signaling=True)
-    src = gb28181.make_source(None, "h264", seconds=8)
-    packets = gb28181.ps_packets(src, "h264", ssrc=0x0BEBC201)
-    cam_port = free_udp_port()
-    a.append_config("outer", f"""
-[[video]]
-name = "cam1"
-transport = "udp"
-listen = "127.0.0.1:{cam_port}"
-device_id = "{CAMERA}"
-payload = "ps"
-destination = "police-vms"
-""")
-    camera = gb28181.Camera(packets, ("127.0.0.1", cam_port), transport="udp", realtime=True)
+    _, camera = outer_camera(a, 8)
     rx, rx2 = Receiver(), Receiver()
     mapped = "4301" + CAMERA[4:]
     try:
-        a.start()
-        camera.start()
-        a.wait_for(lambda: events(a.inner_audit, "stream_started"), 30, "the camera's stream crossing")
+        start_crossing(a, camera)
         outer_id = Platform(tmp_path, sip, CAMERA, rtp_port=rx2.port, ssrc="0430100032", name="outer-id")
         p = Platform(tmp_path, sip, mapped, rtp_port=rx.port, ssrc="0430100031", hold_ms=2000)
         outer_id.wait()
@@ -486,9 +417,7 @@ def test_the_shared_platform_invite_scenario_checks_each_answer_and_tshark_finds
     cases = [(CAMERA, "200", "0430100071"), (UNKNOWN, "404", "0430100072"), (NO_VIDEO, "403", "0430100073"),
              (SILENT, "408", "0430100074")]
     try:
-        a.start()
-        camera.start()
-        a.wait_for(lambda: events(a.inner_audit, "stream_started"), 30, "the camera's stream crossing")
+        start_crossing(a, camera)
         with LoopbackCapture(tmp_path / "sip.pcap", ports=[sip]) as cap:
             for device, expect, ssrc in cases:
                 with Sipp("platform_invite.xml", ("127.0.0.1", sip), work_dir=tmp_path / f"shared-{expect}",
@@ -569,9 +498,7 @@ def test_the_stream_ending_makes_ferry_say_bye_to_the_platform(appliance_factory
     rx = Receiver()
     platform = PyPlatform(sip)
     try:
-        a.start()
-        camera.start()
-        a.wait_for(lambda: events(a.inner_audit, "stream_started"), 30, "the camera's stream crossing")
+        start_crossing(a, camera)
         ok = platform.invite(CAMERA, rx.port, "0430100081")
         camera.join(60)
         stopped = time.monotonic()
@@ -599,9 +526,7 @@ def test_the_inner_agent_stopping_says_bye_to_its_viewers(appliance_factory, tmp
     rx = Receiver()
     platform = PyPlatform(sip)
     try:
-        a.start()
-        camera.start()
-        a.wait_for(lambda: events(a.inner_audit, "stream_started"), 30, "the camera's stream crossing")
+        start_crossing(a, camera)
         ok = platform.invite("4301" + CAMERA[4:] if signaling else CAMERA, rx.port, "0430100091")
         a.wait_for(lambda: rx.got, 10, "RTP at the viewer")
         a.procs["inner"].send_signal(signal.SIGTERM)
@@ -617,23 +542,6 @@ def test_the_inner_agent_stopping_says_bye_to_its_viewers(appliance_factory, tmp
     assert ended["detail"]["by"] == "ferry" and "stopping" in ended["reason"]
 
 
-def outer_camera(a, seconds: float):
-    """ferry's test camera pushing to a configured outer [[video]] entry (as media-outer's dialog would)."""
-    src = gb28181.make_source(None, "h264", seconds=seconds)
-    cam_port = free_udp_port()
-    a.append_config("outer", f"""
-[[video]]
-name = "cam1"
-transport = "udp"
-listen = "127.0.0.1:{cam_port}"
-device_id = "{CAMERA}"
-payload = "ps"
-destination = "police-vms"
-""")
-    return src, gb28181.Camera(gb28181.ps_packets(src, "h264", ssrc=0x0BEBC201), ("127.0.0.1", cam_port),
-                               transport="udp", realtime=True)
-
-
 @needs_tools
 def test_on_demand_asks_start_stream_over_the_reverse_lane_and_stop_stream_after_the_last_bye(
         appliance_factory, tmp_path):
@@ -641,9 +549,7 @@ def test_on_demand_asks_start_stream_over_the_reverse_lane_and_stop_stream_after
     _, camera = outer_camera(a, 10)
     rx1, rx2 = Receiver(), Receiver()
     try:
-        a.start()
-        camera.start()
-        a.wait_for(lambda: events(a.inner_audit, "stream_started"), 30, "the camera's stream crossing")
+        start_crossing(a, camera)
         p1 = Platform(tmp_path, sip, CAMERA, rtp_port=rx1.port, ssrc="0430100051", hold_ms=2500, name="od1")
         time.sleep(0.3)
         p2 = Platform(tmp_path, sip, CAMERA, rtp_port=rx2.port, ssrc="0430100052", hold_ms=1500, name="od2")

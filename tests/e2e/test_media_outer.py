@@ -25,6 +25,7 @@ import pytest
 import gb28181
 from appliance import free_udp_port, read_trail
 from reverse import add_reverse
+from video_policy import CAMERAS_0_999, video_policy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -32,32 +33,7 @@ CAMERA = "43090000001320000001"        # Yiyang (4309), network camera (132)
 SERVER = "43090000002000000001"
 DOMAIN = "4309000000"
 
-POLICY = """
-policy: media-outer-e2e
-version: 1
-default: deny
-sources:
-  outer-spool: {kind: spool}
-  cameras:
-    kind: devices
-    match:
-      - region: "4309"
-        type: ["132"]
-        serial: {from: "0000000", to: "0000999"}
-destinations:
-  police-vms: {kind: vms}
-rules:
-  - id: video-cameras
-    lane: video
-    from: cameras
-    to: police-vms
-    video:
-      codecs: [h264, h265]
-      max_width: 1920
-      max_height: 1080
-      max_frame_rate: 30
-      max_bitrate_kbps: 20000
-"""
+POLICY = video_policy("media-outer-e2e", spool=True, cameras=CAMERAS_0_999)
 
 needs_tools = pytest.mark.skipif(not (shutil.which("ffmpeg") and shutil.which("ffprobe")),
                                  reason="ffmpeg/ffprobe not installed")

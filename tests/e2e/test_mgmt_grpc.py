@@ -6,7 +6,6 @@ TLS as well."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 import gb28181
 from appliance import free_udp_port, read_trail
-from rootcheck import need_root
+from disk_full import fill
 from tests.mgmt.certs import make_certs
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
@@ -168,31 +167,12 @@ def as_json_any(*args) -> list[dict]:
     return json.loads(r.stdout)
 
 
-@pytest.fixture
-def small_disk(tmp_path):
-    need_root("mount", "umount")
-    mnt = tmp_path / "audit-disk"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], check=True)
-    try:
-        yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
 @pytest.mark.root
 def test_health_not_serving_while_the_audit_trail_cannot_be_written(appliance_factory, small_disk):
     a = appliance_factory(management=True, outer_audit=small_disk / "outer").start()
     a.wait_for(lambda: health(a.outer_socket) == "SERVING", 30, "outer SERVING")
     filler = small_disk / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        while True:
-            os.write(fd, b"\0" * 512)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    fill(filler)
     n = 0
 
     def down() -> bool:

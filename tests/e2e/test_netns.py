@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from appliance import read_trail
+from netns import LinkAddresses, add_namespaces, delete_namespaces, sh, wire_one_way_link
 from rootcheck import need_root
 
 from ferry.audit import reconcile
@@ -26,18 +27,6 @@ from ferry.audit import reconcile
 pytestmark = [pytest.mark.root, pytest.mark.e2e]
 
 OUTER_IP, LINK_O, LINK_I, INNER_IP = "10.231.1.1", "10.231.1.2", "10.231.2.2", "10.231.2.1"
-
-
-def sh(*args: str, ns: str | None = None, check: bool = True) -> str:
-    cmd = (["ip", "netns", "exec", ns] if ns else []) + list(args)
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
-    if check and r.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)}: {r.stderr.strip()}")
-    return r.stdout
-
-
-def mac(ns: str, dev: str) -> str:
-    return json.loads(sh("ip", "-j", "link", "show", dev, ns=ns))[0]["address"]
 
 
 NFT_DIR = Path(__file__).resolve().parents[2] / "appliance" / "nftables"
@@ -75,29 +64,14 @@ def namespaces():
     tag = f"{os.getpid() % 100000}"
     names = {"outer": f"fo{tag}", "link": f"fl{tag}", "inner": f"fi{tag}"}
     try:
-        for ns in names.values():
-            sh("ip", "netns", "add", ns)
-            sh("ip", "link", "set", "lo", "up", ns=ns)
-        o, lk, i = names["outer"], names["link"], names["inner"]
-        sh("ip", "link", "add", "o-l", "netns", o, "type", "veth", "peer", "name", "l-o", "netns", lk)
-        sh("ip", "link", "add", "i-l", "netns", i, "type", "veth", "peer", "name", "l-i", "netns", lk)
-        for ns, dev, addr in ((o, "o-l", OUTER_IP), (lk, "l-o", LINK_O), (lk, "l-i", LINK_I), (i, "i-l", INNER_IP)):
-            # the link carries IPv4 datagrams only: no IPv6 autoconfiguration chatter
-            sh("sysctl", "-qw", f"net.ipv6.conf.{dev}.disable_ipv6=1", ns=ns)
-            sh("ip", "addr", "add", f"{addr}/24", "dev", dev, ns=ns)
-            sh("ip", "link", "set", dev, "up", ns=ns)
-        sh("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=lk)
+        add_namespaces(names)
+        wire_one_way_link(names, LinkAddresses(OUTER_IP, LINK_O, LINK_I, INNER_IP, inner_net="10.231.2.0/24"))
         # A NIC puts each GSO segment on the wire as its own frame, and a lossy link
         # loses frames: make the outer host's veth segment before transmitting too.
-        sh("ip", "link", "set", "dev", "o-l", "gso_max_segs", "1", ns=o)
-        sh("ip", "route", "add", "10.231.2.0/24", "via", LINK_O, ns=o)
-        # a one-way link cannot resolve ARP: static neighbours toward the inner side
-        sh("ip", "neigh", "replace", LINK_O, "lladdr", mac(lk, "l-o"), "dev", "o-l", "nud", "permanent", ns=o)
-        sh("ip", "neigh", "replace", INNER_IP, "lladdr", mac(i, "i-l"), "dev", "l-i", "nud", "permanent", ns=lk)
+        sh("ip", "link", "set", "dev", "o-l", "gso_max_segs", "1", ns=names["outer"])
         yield names
     finally:
-        for ns in names.values():
-            sh("ip", "netns", "del", ns, check=False)
+        delete_namespaces(names)
 
 
 def _apply(ns: str, rules: str, tmp_path, name: str) -> None:

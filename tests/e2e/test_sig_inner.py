@@ -19,7 +19,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,13 +27,11 @@ from pathlib import Path
 import pytest
 
 from appliance import ROOT, free_udp_port, read_trail
+from link_sender import send_sealed
 from ferry.codecs import manscdp
 from ferry.codecs.manscdp import Item, Manscdp
 from ferry.codecs.sip import SipRequest, parse_message
-from ferry.crypto.keys import load_private_key, load_public_key
 from ferry.pb import ferry_pb2
-from ferry.policy import load_plan
-from ferry.wire import LinkSender
 
 pytestmark = pytest.mark.e2e
 
@@ -156,23 +153,6 @@ def appliance_with_signaling(appliance_factory, tmp: Path, platform_port: int, a
     return a, local_port
 
 
-def seal(a, objects: list[ferry_pb2.CanonicalObject]) -> None:
-    """Seal objects with the outer agent's key and send them on the link, as the outer agent does."""
-    keys = a.work / "keys"
-    plan = load_plan(a.work / "policy")
-    now = time.time()
-    sender = LinkSender(outer_key=load_private_key(keys / "outer.key"),
-                        inner_public=load_public_key(keys / "inner.pub"), policy_hash=plan.hash, name="test",
-                        now=now + 5)
-    for obj in objects:
-        sender.submit(obj.object_id, obj.SerializeToString(), now + 5)
-    sender.flush(now + 5)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        for d in sender.datagrams_to_send(now + 5):
-            s.sendto(d, ("127.0.0.1", a.port))
-            time.sleep(0.0005)
-
-
 def signaling_object(object_id: int, msg: Manscdp) -> ferry_pb2.CanonicalObject:
     """The canonical object of issue 13's contract, as the outer agent makes it."""
     return ferry_pb2.CanonicalObject(
@@ -238,7 +218,7 @@ def test_registers_with_digest_keeps_alive_and_serves_the_crossed_catalog(applia
     cat = Manscdp("Response", "Catalog", 31, NVR, items=items, sum_num=25)
     alarm = Manscdp("Notify", "Alarm", 32, NVR, (("AlarmPriority", "1"), ("AlarmMethod", "2"),
                                                  ("AlarmTime", "2026-12-06T10:00:00")))
-    seal(a, [signaling_object(801, cat), signaling_object(802, alarm)])
+    send_sealed(a, [signaling_object(801, cat), signaling_object(802, alarm)])
     a.wait_for(lambda: {r.get("object_id") for r in events(a, "object_delivered")} >= {801, 802}, 30,
                "both signaling objects delivered")
     # the alarm reached the platform under ferry's ID for the lower platform, never the outer one
@@ -390,7 +370,7 @@ def test_after_kill_9_ferry_registers_again_and_the_list_refills(appliance_facto
     registers = re.findall(r"REGISTER sip:.*?Call-ID: (\S+)", pf.messages(), re.S)
     assert len(set(registers)) >= 2 and set(registers) - first_calls      # a new registration, new Call-ID
     # a device keepalive that crosses now puts the lower platform back on ferry's list
-    seal(a, [signaling_object(901, manscdp.keepalive(NVR, 7))])
+    send_sealed(a, [signaling_object(901, manscdp.keepalive(NVR, 7))])
     a.wait_for(lambda: any(r.get("object_id") == 901 for r in events(a, "object_delivered")), 30, "keepalive in")
     uac = Sipp(a.work, "catalog", "sig-inner_catalog_query.xml", free_udp_port(), "-m", "1", "-d", "2000",
                "-oocsf", str(SCENARIOS / "sig-inner_catalog_pages_ooc.xml"), "-timeout", "30s", "-timeout_error",

@@ -145,6 +145,29 @@ def _verify(path: Path, agent: str, key: Path, *extra: str) -> subprocess.Comple
                           env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
 
 
+def _outages(a: Appliance, server, where: str) -> None:
+    """The log server goes away twice while the agents go on, and every record reaches it after each.
+    First between two sends: the trail is the buffer. Then while a burst is being forwarded: what
+    it had received but not written is re-sent (the cursor moves only over records acknowledged and
+    still connected a second later), and the outer trail says forwarding resumed on reconnecting."""
+    server.stop()
+    _send(a, "during", 4)
+    server.start()
+    _send(a, "after", 2)
+    a.wait_for(lambda: _all_forwarded(a, server), 90, f"records written during the outage at {where}")
+    names = [f"burst{i}.pdf" for i in range(12)]
+    for name in names:
+        a.drop(name, b"%PDF-1.4\n" + os.urandom(5000) + b"\n%%EOF\n")
+    a.wait_for(lambda: any((r.get("detail") or {}).get("name") in names for r in _received(server, "outer")),
+               30, f"the burst reaching {where}")
+    server.stop()
+    a.wait_for(lambda: all((a.inner_spool / x).exists() for x in names), 30, "burst files delivered")
+    server.start()
+    a.wait_for(lambda: _all_forwarded(a, server), 90, f"the burst at {where}")
+    resumed = [r for r in read_trail(a.outer_audit) if r["event"] == "forward_resumed"]
+    assert resumed and resumed[-1]["detail"]["cause"].startswith("reconnected"), resumed
+
+
 def test_rsyslog_receives_every_record_across_its_restart_and_an_agent_kill(appliance_factory, rsyslog):
     a: Appliance = appliance_factory()
     for role in ("outer", "inner"):
@@ -152,25 +175,7 @@ def test_rsyslog_receives_every_record_across_its_restart_and_an_agent_kill(appl
     a.start()
     _send(a, "first", 4)
     a.wait_for(lambda: _all_forwarded(a, rsyslog), 60, "records at the log server")
-    # the log server goes away mid-run: the agents go on, the trail is the buffer
-    rsyslog.stop()
-    _send(a, "during", 4)
-    rsyslog.start()
-    _send(a, "after", 2)
-    a.wait_for(lambda: _all_forwarded(a, rsyslog), 90, "records written during the outage at the log server")
-    # stopped again while a burst is being forwarded: what it had received but not written is
-    # re-sent (the cursor moves only over records acknowledged and still connected a second later)
-    names = [f"burst{i}.pdf" for i in range(12)]
-    for name in names:
-        a.drop(name, b"%PDF-1.4\n" + os.urandom(5000) + b"\n%%EOF\n")
-    a.wait_for(lambda: any((r.get("detail") or {}).get("name") in names for r in _received(rsyslog, "outer")),
-               30, "the burst reaching the log server")
-    rsyslog.stop()
-    a.wait_for(lambda: all((a.inner_spool / x).exists() for x in names), 30, "burst files delivered")
-    rsyslog.start()
-    a.wait_for(lambda: _all_forwarded(a, rsyslog), 90, "the burst at the log server")
-    resumed = [r for r in read_trail(a.outer_audit) if r["event"] == "forward_resumed"]
-    assert resumed and resumed[-1]["detail"]["cause"].startswith("reconnected"), resumed
+    _outages(a, rsyslog, "the log server")
     # the agent is killed: its restart re-sends from the persisted cursor, and says from where
     a.kill("outer")
     a.start_role("outer")
@@ -267,24 +272,7 @@ def test_rsyslog_over_tls_receives_every_record_across_its_restart(appliance_fac
         msg = b'<14>1 - h app - - - {"agent":"plaintext"}'
         with socket.create_connection(("127.0.0.1", rs.port), timeout=5) as plain:
             plain.sendall(b"%d %s" % (len(msg), msg))
-        # stopped and restarted while the agents go on: the trail is the buffer
-        rs.stop()
-        _send(a, "during", 4)
-        rs.start()
-        _send(a, "after", 2)
-        a.wait_for(lambda: _all_forwarded(a, rs), 90, "records written during the outage at the TLS log server")
-        # stopped again while a burst is being forwarded: what it received but did not write is re-sent
-        names = [f"burst{i}.pdf" for i in range(12)]
-        for name in names:
-            a.drop(name, b"%PDF-1.4\n" + os.urandom(5000) + b"\n%%EOF\n")
-        a.wait_for(lambda: any((r.get("detail") or {}).get("name") in names for r in _received(rs, "outer")),
-                   30, "the burst reaching the TLS log server")
-        rs.stop()
-        a.wait_for(lambda: all((a.inner_spool / x).exists() for x in names), 30, "burst files delivered")
-        rs.start()
-        a.wait_for(lambda: _all_forwarded(a, rs), 90, "the burst at the TLS log server")
-        resumed = [r for r in read_trail(a.outer_audit) if r["event"] == "forward_resumed"]
-        assert resumed and resumed[-1]["detail"]["cause"].startswith("reconnected"), resumed
+        _outages(a, rs, "the TLS log server")
         a.stop()                        # the final checkpoints are forwarded at the next start
         a.procs.clear()
         a.start()

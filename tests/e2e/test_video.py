@@ -11,7 +11,6 @@ import socket
 import struct
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -19,6 +18,8 @@ import pytest
 
 import gb28181
 from appliance import free_udp_port, read_trail
+from udp_receiver import Receiver
+from video_policy import CAMERAS_0_999, video_limits, video_policy, video_rule
 from waiting import file_size, udp_receive_queues, wait_stable, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
@@ -27,45 +28,9 @@ CAMERA = "43090000001320000001"        # Yiyang (4309), network camera (132)
 H264_ONLY = "43090000001320005000"     # a camera whose rule allows H.264 only
 UNKNOWN = "44000000001320000001"       # Guangdong: no rule
 
-POLICY = """
-policy: video-e2e
-version: 1
-default: deny
-sources:
-  outer-spool: {kind: spool}
-  cameras:
-    kind: devices
-    match:
-      - region: "4309"
-        type: ["132"]
-        serial: {from: "0000000", to: "0000999"}
-  h264-cameras:
-    kind: devices
-    ids: ["%s"]
-destinations:
-  police-vms: {kind: vms}
-rules:
-  - id: video-cameras
-    lane: video
-    from: cameras
-    to: police-vms
-    video:
-      codecs: [h264, h265]
-      max_width: 1920
-      max_height: 1080
-      max_frame_rate: 30
-      max_bitrate_kbps: 20000
-  - id: video-h264-only
-    lane: video
-    from: h264-cameras
-    to: police-vms
-    video:
-      codecs: [h264]
-      max_width: 1920
-      max_height: 1080
-      max_frame_rate: 30
-      max_bitrate_kbps: 20000
-""" % H264_ONLY
+POLICY = video_policy("video-e2e", spool=True, cameras=CAMERAS_0_999,
+                      sources=f'  h264-cameras: {{kind: devices, ids: ["{H264_ONLY}"]}}\n',
+                      rules=video_rule("video-h264-only", "h264-cameras", video_limits(codecs="[h264]")))
 
 needs_tools = pytest.mark.skipif(not (shutil.which("ffmpeg") and shutil.which("ffprobe")),
                                  reason="ffmpeg/ffprobe not installed")
@@ -145,31 +110,11 @@ class Tshark:
         return rows
 
 
-class Collector:
+class Collector(Receiver):
     """A UDP receiver on loopback (a thread): every datagram, as the receiving application gets it."""
 
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.datagrams: list[bytes] = []
-        self.running = True
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while self.running:
-            try:
-                self.datagrams.append(self.sock.recv(65536))
-            except socket.timeout:
-                pass
-
     def stop(self) -> list[bytes]:
-        self.running = False
-        self.thread.join(5)
-        self.sock.close()
+        super().stop()
         return self.datagrams
 
 

@@ -18,8 +18,10 @@ import pytest
 
 import gb28181
 from appliance import free_udp_port, read_trail
-from ferry.codecs.mpeg_ps import PsMuxer, parse_psm
+from ferry.codecs.mpeg_ps import PsMuxer
 from ferry.codecs.rtp import build_rtp
+from program_stream import psms
+from video_policy import video_limits, video_policy
 from waiting import file_size, wait_stable
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240),
@@ -28,29 +30,16 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240),
 
 CAMERA = "43090000001320000001"
 SSRC = 0x0BEBC201
-POLICY = """
-policy: video-inner-e2e
-version: 1
-default: deny
-sources:
-  outer-spool: {kind: spool}
-  cameras: {kind: devices, match: [{region: "4309", type: ["132"]}]}
-destinations:
-  police-vms: {kind: vms}
-rules:
-  - id: video-cameras
-    lane: video
-    from: cameras
-    to: police-vms
-    video: {codecs: [h264, h265], max_width: 1920, max_height: 1080, max_frame_rate: 30,
-            max_bitrate_kbps: 20000, audio: %s}
-"""
+
+
+def policy_text(audio: bool) -> str:
+    return video_policy("video-inner-e2e", spool=True, video=video_limits(audio=audio))
 
 
 def appliance(factory, tmp_path: Path, *, audio: bool):
     policy = tmp_path / "policy-src"
     policy.mkdir()
-    (policy / "policy.yaml").write_text(POLICY % str(audio).lower())
+    (policy / "policy.yaml").write_text(policy_text(audio))
     return factory(policy_dir=policy)
 
 
@@ -102,15 +91,6 @@ def run_camera(a, packets, out_dir: Path, udp_out: int = 0) -> None:
         a.stop()
 
 
-def psm_entries(ps: bytes) -> list[list[tuple[int, int]]]:
-    out, i = [], ps.find(b"\x00\x00\x01\xbc")
-    while i >= 0:
-        length = int.from_bytes(ps[i + 4:i + 6], "big")
-        out.append(parse_psm(ps[i:i + 6 + length]))
-        i = ps.find(b"\x00\x00\x01\xbc", i + 6 + length)
-    return out
-
-
 def test_the_first_psm_of_the_rebuilt_stream_lists_the_g711_audio(appliance_factory, tmp_path):
     a = appliance(appliance_factory, tmp_path, audio=True)
     out_dir = a.work / "recordings"
@@ -128,7 +108,7 @@ def test_the_first_psm_of_the_rebuilt_stream_lists_the_g711_audio(appliance_fact
     [path] = list(out_dir.glob("*.ps"))
     rtp_ps = b"".join(d[12:] for d in datagrams)      # loopback keeps the order of one sender
     for ps in (path.read_bytes(), rtp_ps):
-        maps = psm_entries(ps)
+        maps = psms(ps)
         assert maps, "the rebuilt stream has no program stream map"
         assert sorted(maps[0]) == [(0x1B, 0xE0), (0x90, 0xC0)], maps[0]    # video and G.711A, from the start
         assert ps.find(b"\x00\x00\x01\xbc") < ps.find(b"\x00\x00\x01\xc0")  # listed before the first audio PES

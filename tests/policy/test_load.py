@@ -9,6 +9,7 @@ import pytest
 
 from ferry import limits
 from ferry.policy import PolicyError, load_policy, parse_policy
+from .parsing import error, parse
 
 DEMO = Path(__file__).resolve().parents[2] / "policy" / "demo"
 
@@ -33,16 +34,6 @@ rules:
 #  line numbers in GOOD:  1 policy, 2 version, 3 default, 4 sources, 5 outer-spool,
 #  6 destinations, 7 inner-spool, 8 rules, 9 id, 10 lane, 11 from, 12 to, 13 files,
 #  14 max_size, 15 media_types, 16 name_pattern
-
-
-def parse(text: str):
-    return parse_policy({"policy.yaml": text.encode()}, base="pol")
-
-
-def error(text: str) -> PolicyError:
-    with pytest.raises(PolicyError) as info:
-        parse(text)
-    return info.value
 
 
 def test_good_policy_parses():

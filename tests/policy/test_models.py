@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from ferry.policy import PolicyError, load_plan, parse_policy, policy_hash
+from .parsing import error, parse
 
 ROOT = Path(__file__).resolve().parents[2]
 YIYANG = ROOT / "policy" / "yiyang"
@@ -52,16 +53,6 @@ rules:
 # lines: 4 timezone, 6 cams, 7 kind, 9 region, 10 type, 11 serial, 12 ids, 13 addresses, 14 ports,
 # 15 protocol, 16 platform, 18 addresses, 20 vms, 21 rules, 22 id, 23 lane, 24 from, 26 when, 27 days,
 # 28 from, 29 to, 30 rate, 31 video, 32 codecs, 33 max_width
-
-
-def parse(text: str):
-    return parse_policy({"policy.yaml": text.encode()}, base="pol")
-
-
-def error(text: str) -> PolicyError:
-    with pytest.raises(PolicyError) as info:
-        parse(text)
-    return info.value
 
 
 def test_base_parses():

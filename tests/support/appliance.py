@@ -43,6 +43,18 @@ def uncoded(records: list[dict]) -> list[dict]:
     return [r for r in records if r.get("verdict") in ("refused", "lost") and r.get("code") not in codes]
 
 
+def check_trails(outer_audit: Path, inner_audit: Path, timeout: float) -> None:
+    """`ferry audit verify` accepts each trail and `ferry audit reconcile` the two (each run within `timeout` s)."""
+    def ferry(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "ferry", *args], capture_output=True, text=True, timeout=timeout)
+
+    for d in (outer_audit, inner_audit):
+        v = ferry("audit", "verify", str(d))
+        assert v.returncode == 0, v.stdout + v.stderr
+    r = ferry("audit", "reconcile", str(outer_audit), str(inner_audit))
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
 class Appliance:
     def __init__(self, work: Path, *, outer_host="127.0.0.1", inner_host="127.0.0.1", port=None,
                  bind_host="127.0.0.1", fec_m=4, rate_mbps=200.0, outer_netns=None, inner_netns=None,

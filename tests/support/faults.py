@@ -19,7 +19,10 @@ import sys
 from contextlib import contextmanager
 from pathlib import Path
 
+from netns import LinkAddresses, add_namespaces, delete_namespaces, sh, wire_one_way_link
+
 OUTER_IP, LINK_O, LINK_I, INNER_IP = "10.232.1.1", "10.232.1.2", "10.232.2.2", "10.232.2.1"
+ADDRESSES = LinkAddresses(OUTER_IP, LINK_O, LINK_I, INNER_IP, inner_net="10.232.2.0/24")
 
 LINK_RULES = """
 table inet ferry {
@@ -41,18 +44,6 @@ table inet {CUT_TABLE} {{
 """
 
 
-def sh(*args: str, ns: str | None = None, check: bool = True, stdin: str | None = None) -> str:
-    cmd = (["ip", "netns", "exec", ns] if ns else []) + list(args)
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=30, input=stdin)
-    if check and r.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)}: {r.stderr.strip()}")
-    return r.stdout
-
-
-def _mac(ns: str, dev: str) -> str:
-    return json.loads(sh("ip", "-j", "link", "show", dev, ns=ns))[0]["address"]
-
-
 @contextmanager
 def namespaces(tag: str | None = None):
     """Three namespaces {'outer', 'link', 'inner'}: the link ns forwards outer -> inner only and
@@ -60,25 +51,12 @@ def namespaces(tag: str | None = None):
     tag = tag or f"{os.getpid() % 100000}"
     names = {"outer": f"xo{tag}", "link": f"xl{tag}", "inner": f"xi{tag}"}
     try:
-        for ns in names.values():
-            sh("ip", "netns", "add", ns)
-            sh("ip", "link", "set", "lo", "up", ns=ns)
-        o, lk, i = names["outer"], names["link"], names["inner"]
-        sh("ip", "link", "add", "o-l", "netns", o, "type", "veth", "peer", "name", "l-o", "netns", lk)
-        sh("ip", "link", "add", "i-l", "netns", i, "type", "veth", "peer", "name", "l-i", "netns", lk)
-        for ns, dev, addr in ((o, "o-l", OUTER_IP), (lk, "l-o", LINK_O), (lk, "l-i", LINK_I), (i, "i-l", INNER_IP)):
-            sh("sysctl", "-qw", f"net.ipv6.conf.{dev}.disable_ipv6=1", ns=ns)
-            sh("ip", "addr", "add", f"{addr}/24", "dev", dev, ns=ns)
-            sh("ip", "link", "set", dev, "up", ns=ns)
-        sh("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=lk)
-        sh("ip", "route", "add", "10.232.2.0/24", "via", LINK_O, ns=o)
-        sh("ip", "neigh", "replace", LINK_O, "lladdr", _mac(lk, "l-o"), "dev", "o-l", "nud", "permanent", ns=o)
-        sh("ip", "neigh", "replace", INNER_IP, "lladdr", _mac(i, "i-l"), "dev", "l-i", "nud", "permanent", ns=lk)
-        sh("nft", "-f", "-", ns=lk, stdin=LINK_RULES)
+        add_namespaces(names)
+        wire_one_way_link(names, ADDRESSES)
+        sh("nft", "-f", "-", ns=names["link"], stdin=LINK_RULES)
         yield names
     finally:
-        for ns in names.values():
-            sh("ip", "netns", "del", ns, check=False)
+        delete_namespaces(names)
 
 
 def netns_appliance(factory_or_class, names: dict, **kw):

@@ -35,6 +35,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from netns import add_namespaces, delete_namespaces, mac, sh
+
 OUTER_HOST, OUTER_BOX = "10.241.1.2", "10.241.1.1"         # devices and camera; ferry's SIP side outside
 FWD_OUT, FWD_LO, FWD_LI, FWD_IN = "10.241.2.1", "10.241.2.2", "10.241.3.2", "10.241.3.1"
 REV_IN, REV_LI, REV_LO, REV_OUT = "10.241.4.1", "10.241.4.2", "10.241.5.2", "10.241.5.1"
@@ -90,18 +92,6 @@ table inet sig {
 """
 
 
-def sh(*args: str, ns: str | None = None, check: bool = True, stdin: str | None = None) -> str:
-    cmd = (["ip", "netns", "exec", ns] if ns else []) + list(args)
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=30, input=stdin)
-    if check and r.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)}: {r.stderr.strip()}")
-    return r.stdout
-
-
-def _mac(ns: str, dev: str) -> str:
-    return json.loads(sh("ip", "-j", "link", "show", dev, ns=ns))[0]["address"]
-
-
 @dataclass
 class Topology:
     ns: dict[str, str]          # oh ob lf lr ib ih -> namespace name
@@ -138,9 +128,7 @@ def six_namespaces(tag: str | None = None) -> Iterator[Topology]:
     tag = tag or f"{os.getpid() % 100000}"
     names = {k: f"s{k}{tag}" for k in ("oh", "ob", "lf", "lr", "ib", "ih")}
     try:
-        for ns in names.values():
-            sh("ip", "netns", "add", ns)
-            sh("ip", "link", "set", "lo", "up", ns=ns)
+        add_namespaces(names)
         for a, b in _PAIRS:
             sh("ip", "link", "add", a, "netns", names[_ENDS[a][0]], "type", "veth", "peer", "name", b,
                "netns", names[_ENDS[b][0]])
@@ -153,19 +141,18 @@ def six_namespaces(tag: str | None = None) -> Iterator[Topology]:
             sh("sysctl", "-qw", "net.ipv4.ip_forward=1", ns=names[key])
         # each ferry's one route and the static neighbours on its way
         sh("ip", "route", "add", f"{FWD_IN}/32", "via", FWD_LO, ns=names["ob"])
-        sh("ip", "neigh", "replace", FWD_LO, "lladdr", _mac(names["lf"], "f-o"), "dev", "o-f", "nud", "permanent",
+        sh("ip", "neigh", "replace", FWD_LO, "lladdr", mac(names["lf"], "f-o"), "dev", "o-f", "nud", "permanent",
            ns=names["ob"])
-        sh("ip", "neigh", "replace", FWD_IN, "lladdr", _mac(names["ib"], "i-f"), "dev", "f-i", "nud", "permanent",
+        sh("ip", "neigh", "replace", FWD_IN, "lladdr", mac(names["ib"], "i-f"), "dev", "f-i", "nud", "permanent",
            ns=names["lf"])
         sh("ip", "route", "add", f"{REV_OUT}/32", "via", REV_LI, ns=names["ib"])
-        sh("ip", "neigh", "replace", REV_LI, "lladdr", _mac(names["lr"], "r-i"), "dev", "i-r", "nud", "permanent",
+        sh("ip", "neigh", "replace", REV_LI, "lladdr", mac(names["lr"], "r-i"), "dev", "i-r", "nud", "permanent",
            ns=names["ib"])
-        sh("ip", "neigh", "replace", REV_OUT, "lladdr", _mac(names["ob"], "o-r"), "dev", "r-o", "nud", "permanent",
+        sh("ip", "neigh", "replace", REV_OUT, "lladdr", mac(names["ob"], "o-r"), "dev", "r-o", "nud", "permanent",
            ns=names["lr"])
         yield Topology(names)
     finally:
-        for ns in names.values():
-            sh("ip", "netns", "del", ns, check=False)
+        delete_namespaces(names)
 
 
 # -- captures -----------------------------------------------------------------------------------

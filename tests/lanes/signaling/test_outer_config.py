@@ -4,20 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from agent_configs import OUTER
 from ferry.agents.sip_outer import read_passwords, settings_from
 from ferry.config import ConfigError, OuterConfig, load_config
 
-BASE = """
-[agent]
-name = "o"
-key = "keys/outer.key"
-peer_public = "keys/inner.pub"
-policy = "policy"
-audit_dir = "audit"
-[link]
-peer_host = "10.0.0.2"
-peer_port = 47000
-"""
+BASE = OUTER
 SIGNALING = """
 [signaling]
 listen_udp = "0.0.0.0:5060"

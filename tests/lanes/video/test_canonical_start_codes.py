@@ -13,14 +13,9 @@ from ferry.codecs.mpeg_ps import VIDEO, PsDemuxer, PsMuxer, VideoPes, pack_heade
 from ferry.codecs.nal import canonical_annexb
 from ferry.codecs.rtp import build_rtp
 from ferry.lanes.video import InnerStream
-from .test_stream import SSRC, outer, plan_maker, ready, run, source
+from .test_stream import SSRC, outer, ready, run, source
 
 pytestmark = pytest.mark.skipif(not shutil.which("ffmpeg"), reason="ffmpeg not installed")
-
-
-@pytest.fixture
-def plan_of(tmp_path):
-    return plan_maker(tmp_path)
 
 
 def mixed_start_codes(nal_units) -> bytes:

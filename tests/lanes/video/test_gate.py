@@ -14,7 +14,7 @@ from ferry.lanes.video import BUILTIN_RULE, AccessUnitReady, StreamRefused
 from ferry.lanes.video.front import PsFront
 from ferry.lanes.video.gate import BitrateMeter, Gate
 from .test_front import Sink
-from .test_stream import CAMERA, SSRC, plan_maker
+from .test_stream import CAMERA, SSRC
 
 pytestmark = pytest.mark.skipif(not shutil.which("ffmpeg"), reason="ffmpeg not installed")
 
@@ -30,11 +30,6 @@ def aus() -> list[AccessUnit]:
     front.close(0.0, [])
     assert len(sink.aus) == 50
     return sink.aus
-
-
-@pytest.fixture
-def plan_of(tmp_path):
-    return plan_maker(tmp_path)
 
 
 COUNTS = ("access_units", "au_bytes", "refused_aus", "dropped_aus", "stripped_nal_units", "audio_frames",

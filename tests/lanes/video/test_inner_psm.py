@@ -11,38 +11,28 @@ import shutil
 import pytest
 
 import gb28181
-from ferry.codecs.mpeg_ps import PsMuxer, crc32_mpeg2, parse_psm
+from ferry.codecs.mpeg_ps import PsMuxer, crc32_mpeg2
 from ferry.codecs.rtp import build_rtp, parse_rtp
 from ferry.lanes.video import AccessUnitReady, InnerStream, OuterStream
 from ferry.pb import ferry_pb2
 from ferry.policy import load_plan
+from program_stream import psms
+from video_policy import video_limits, video_policy
 
 pytestmark = pytest.mark.skipif(not shutil.which("ffmpeg"), reason="ffmpeg not installed")
 
 CAMERA = "43090000001320000001"
 SSRC = 0x0BEBC201
-POLICY = """
-policy: video-audio-psm
-version: 1
-default: deny
-sources:
-  cameras: {kind: devices, match: [{region: "4309", type: ["132"]}]}
-destinations:
-  police-vms: {kind: vms}
-rules:
-  - id: video-cameras
-    lane: video
-    from: cameras
-    to: police-vms
-    video: {codecs: [h264], max_width: 1920, max_height: 1080, max_frame_rate: 30,
-            max_bitrate_kbps: 20000, audio: %s}
-"""
+
+
+def policy_text(audio: bool) -> str:
+    return video_policy("video-audio-psm", video=video_limits(codecs="[h264]", audio=audio))
 
 
 def plan(tmp_path, audio: bool):
     d = tmp_path / f"policy-{audio}"
     d.mkdir()
-    (d / "policy.yaml").write_text(POLICY % str(audio).lower())
+    (d / "policy.yaml").write_text(policy_text(audio))
     return load_plan(d)
 
 
@@ -71,16 +61,6 @@ def rebuilt(tmp_path, audio_codec: str, audio_allowed: bool) -> bytes:
     assert objs and objs[0].HasField("access_unit") and objs[0].access_unit.keyframe
     inner = InnerStream("ps", 0.0)
     return b"".join(inner.container(o)[0] for o in objs)
-
-
-def psms(ps: bytes) -> list[list[tuple[int, int]]]:
-    """The (stream_type, stream_id) entries of every PSM in a program stream, in order."""
-    out, i = [], ps.find(b"\x00\x00\x01\xbc")
-    while i >= 0:
-        length = int.from_bytes(ps[i + 4:i + 6], "big")
-        out.append(parse_psm(ps[i:i + 6 + length]))
-        i = ps.find(b"\x00\x00\x01\xbc", i + 6 + length)
-    return out
 
 
 @pytest.mark.parametrize("audio_codec,stream_type", [("g711a", 0x90), ("g711u", 0x91)])

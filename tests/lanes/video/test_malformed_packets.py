@@ -20,7 +20,6 @@ from ferry.codecs.rtp import parse_rtp, sequence_of
 from ferry.lanes.video import strip_nal_units
 from .test_marker_inside_au import marked_per_pes
 from .test_outer_lane import CAM, SSRC, Entry, lane_of, records, sealed, timers
-from .test_stream import plan_maker
 
 pytestmark = pytest.mark.skipif(not shutil.which("ffmpeg"), reason="ffmpeg not installed")
 
@@ -57,9 +56,27 @@ def stream10():
     return [d for d, _ in gb28181.ps_packets(src, "h264", ssrc=SSRC)], frames
 
 
-@pytest.fixture
-def plan_of(tmp_path):
-    return plan_maker(tmp_path)
+def damaged(packets: list[bytes], i: int) -> list[bytes]:
+    """The packets with packet i arriving malformed (cc15-without-csrcs) with its sequence number
+    and timestamp: a damaged header, not a forged one."""
+    p = parse_rtp(packets[i])
+    return packets[:i] + [malformed("cc15-without-csrcs", p.sequence, p.timestamp)] + packets[i + 1:]
+
+
+def run(lane, sent) -> list:
+    """The lane's work for `sent`, a datagram every 40 ms (slower than the reorder delay: gaps
+    time out) after the timers then due, and its close a second after the last."""
+    work, t = [], 100.0
+    for data in sent:
+        t += 0.04
+        work += timers(lane, t) + list(lane.datagram("cam", data, CAM, t, 1.7e9 + t))
+    work += lane.close(t + 1.0, 1.7e9 + t + 1.0)
+    return work
+
+
+def pictures(frames) -> list[tuple]:
+    """The source's pictures as their NAL units cross (SEI stripped)."""
+    return [tuple(strip_nal_units("h264", f.nal_units)[0]) for f in frames]
 
 
 def with_malformed(packets: list[bytes], kind: str, readable: bool, after_picture: int) -> list[bytes]:
@@ -84,15 +101,9 @@ def test_one_malformed_datagram_between_two_pictures_costs_nothing(plan_of, stre
                                                                    after_picture):
     packets, frames = stream10
     lane = lane_of(plan_of())
-    work, t = [], 100.0
-    for data in with_malformed(packets, kind, readable, after_picture):
-        t += 0.04                                           # slower than the reorder delay: gaps time out
-        work += timers(lane, t)
-        work += lane.datagram("cam", memoryview(bytearray(data)), CAM, t, 1.7e9 + t)
-    work += lane.close(t + 1.0, 1.7e9 + t + 1.0)
+    work = run(lane, [memoryview(bytearray(d)) for d in with_malformed(packets, kind, readable, after_picture)])
     objs = sealed(work)
-    assert [tuple(o.access_unit.nal_units) for o in objs] == [
-        tuple(strip_nal_units("h264", f.nal_units)[0]) for f in frames]   # all 10, whole
+    assert [tuple(o.access_unit.nal_units) for o in objs] == pictures(frames)   # all 10, whole
     assert not records(work, "stream_loss")
     [ended] = records(work, "stream_ended")
     assert ended["detail"]["malformed_packets"] == 1                    # counted as malformed...
@@ -108,15 +119,10 @@ def test_a_malformed_datagram_in_place_of_part_of_a_picture_never_lets_it_cross_
     ends = [i for i, d in enumerate(packets) if d[1] & 0x80]
     inside = next(i for i in range(ends[0] + 1, len(packets)) if not packets[i][1] & 0x80 and
                   not packets[i - 1][1] & 0x80)                    # neither first nor last of its picture
-    p = parse_rtp(packets[inside])
-    sent = packets[:inside] + [malformed("cc15-without-csrcs", p.sequence, p.timestamp)] + packets[inside + 1:]
+    sent = damaged(packets, inside)
     lane = lane_of(plan_of())
-    work, t = [], 100.0
-    for data in sent:
-        t += 0.04
-        work += timers(lane, t) + list(lane.datagram("cam", data, CAM, t, 1.7e9 + t))
-    work += lane.close(t + 1.0, 1.7e9 + t + 1.0)
-    source = [tuple(strip_nal_units("h264", f.nal_units)[0]) for f in frames]
+    work = run(lane, sent)
+    source = pictures(frames)
     crossed = [tuple(o.access_unit.nal_units) for o in sealed(work)]
     assert crossed and all(au in source for au in crossed)       # whole pictures of the source only
     assert crossed == source[:len(crossed)] and len(crossed) < 10  # up to the damaged one, then a keyframe wait
@@ -130,13 +136,8 @@ def test_rfc6184_one_malformed_datagram_between_pictures_costs_nothing(plan_of, 
     frames = gb28181.access_units(src, "h264")
     packets = [d for d, _ in gb28181.raw_packets(src, "h264", ssrc=SSRC)]
     lane = lane_of(plan_of(), Entry(payload="h264"))
-    work, t = [], 100.0
-    for data in with_malformed(packets, kind, True, 3):
-        t += 0.04
-        work += timers(lane, t) + list(lane.datagram("cam", data, CAM, t, 1.7e9 + t))
-    work += lane.close(t + 1.0, 1.7e9 + t + 1.0)
-    assert [tuple(o.access_unit.nal_units) for o in sealed(work)] == [
-        tuple(strip_nal_units("h264", f.nal_units)[0]) for f in frames]
+    work = run(lane, with_malformed(packets, kind, True, 3))
+    assert [tuple(o.access_unit.nal_units) for o in sealed(work)] == pictures(frames)
     [ended] = records(work, "stream_ended")
     assert ended["detail"]["malformed_packets"] == 1 and ended["detail"]["lost_packets"] == 0
 
@@ -152,15 +153,10 @@ def test_after_a_marker_inside_a_picture_a_malformed_datagram_is_a_discontinuity
     starts = [i for i, d in enumerate(packets) if b"\x00\x00\x01\xba" in d[12:20]]
     last_of_3 = starts[4] - 1
     assert last_of_3 - 1 > starts[3]                          # picture 3 has more than one PES
-    p = parse_rtp(packets[last_of_3])
-    sent = packets[:last_of_3] + [malformed("cc15-without-csrcs", p.sequence, p.timestamp)] + packets[last_of_3 + 1:]
+    sent = damaged(packets, last_of_3)
     lane = lane_of(plan_of())
-    work, t = [], 100.0
-    for data in sent:
-        t += 0.04
-        work += timers(lane, t) + list(lane.datagram("cam", data, CAM, t, 1.7e9 + t))
-    work += lane.close(t + 1.0, 1.7e9 + t + 1.0)
-    source = [tuple(strip_nal_units("h264", f.nal_units)[0]) for f in frames]
+    work = run(lane, sent)
+    source = pictures(frames)
     crossed = [tuple(o.access_unit.nal_units) for o in sealed(work)]
     assert crossed == source[:3]                              # pictures 0-2 whole, then a keyframe wait
     [ended] = records(work, "stream_ended")
@@ -175,16 +171,10 @@ def test_a_malformed_datagram_in_place_of_a_pictures_first_packet_is_a_discontin
     ends = [i for i, d in enumerate(packets) if d[1] & 0x80]
     first_of_4 = ends[3] + 1
     assert ends[4] > first_of_4                                   # picture 4 has more than one packet
-    p = parse_rtp(packets[first_of_4])
-    sent = packets[:first_of_4] + [malformed("cc15-without-csrcs", p.sequence, p.timestamp)] + \
-        packets[first_of_4 + 1:]
+    sent = damaged(packets, first_of_4)
     lane = lane_of(plan_of())
-    work, t = [], 100.0
-    for data in sent:
-        t += 0.04
-        work += timers(lane, t) + list(lane.datagram("cam", data, CAM, t, 1.7e9 + t))
-    work += lane.close(t + 1.0, 1.7e9 + t + 1.0)
-    source = [tuple(strip_nal_units("h264", f.nal_units)[0]) for f in frames]
+    work = run(lane, sent)
+    source = pictures(frames)
     assert [tuple(o.access_unit.nal_units) for o in sealed(work)] == source[:4]
     [ended] = records(work, "stream_ended")
     assert ended["detail"]["malformed_packets"] == 1 and ended["detail"]["lost_packets"] == 0
@@ -203,12 +193,8 @@ def test_malformed_datagrams_in_place_of_a_whole_picture_are_a_discontinuity(pla
         p = parse_rtp(packets[i])
         sent[i] = malformed("cc15-without-csrcs", p.sequence, p.timestamp)
     lane = lane_of(plan_of())
-    work, t = [], 100.0
-    for data in sent:
-        t += 0.04
-        work += timers(lane, t) + list(lane.datagram("cam", data, CAM, t, 1.7e9 + t))
-    work += lane.close(t + 1.0, 1.7e9 + t + 1.0)
-    source = [tuple(strip_nal_units("h264", f.nal_units)[0]) for f in frames]
+    work = run(lane, sent)
+    source = pictures(frames)
     assert [tuple(o.access_unit.nal_units) for o in sealed(work)] == source[:4]
     [ended] = records(work, "stream_ended")
     assert ended["detail"]["malformed_packets"] == last + 1 - first and ended["detail"]["lost_packets"] == 0
@@ -218,15 +204,10 @@ def test_a_malformed_last_datagram_is_a_discontinuity(plan_of, stream10):
     """The stream's last packet arrives malformed: nothing after it shows what it held; what
     crosses is still whole pictures of the source, in order."""
     packets, frames = stream10
-    p = parse_rtp(packets[-1])
-    sent = packets[:-1] + [malformed("cc15-without-csrcs", p.sequence, p.timestamp)]
+    sent = damaged(packets, len(packets) - 1)
     lane = lane_of(plan_of())
-    work, t = [], 100.0
-    for data in sent:
-        t += 0.04
-        work += timers(lane, t) + list(lane.datagram("cam", data, CAM, t, 1.7e9 + t))
-    work += lane.close(t + 1.0, 1.7e9 + t + 1.0)
-    source = [tuple(strip_nal_units("h264", f.nal_units)[0]) for f in frames]
+    work = run(lane, sent)
+    source = pictures(frames)
     crossed = [tuple(o.access_unit.nal_units) for o in sealed(work)]
     assert crossed == source[:len(crossed)] and len(crossed) >= 8
     [ended] = records(work, "stream_ended")
@@ -254,12 +235,8 @@ def test_malformed_datagrams_anywhere_never_let_a_damaged_picture_cross(plan_of,
         bad = malformed(kind, ref.sequence, ref.timestamp)
         sent = sent[:i] + [bad] + sent[i + (mode == "replace"):]
     lane = lane_of(plan_of())
-    work, t = [], 100.0
-    for data in sent:
-        t += 0.04
-        work += timers(lane, t) + list(lane.datagram("cam", data, CAM, t, 1.7e9 + t))
-    work += lane.close(t + 1.0, 1.7e9 + t + 1.0)
-    source = [tuple(strip_nal_units("h264", f.nal_units)[0]) for f in frames]
+    work = run(lane, sent)
+    source = pictures(frames)
     crossed = [tuple(o.access_unit.nal_units) for o in sealed(work)]
     assert crossed == source[:len(crossed)]
     [ended] = records(work, "stream_ended")

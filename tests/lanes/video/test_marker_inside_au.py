@@ -16,16 +16,11 @@ from ferry.codecs.mpeg_ps import PsMuxer
 from ferry.codecs.nal import join_annexb
 from ferry.codecs.rtp import build_rtp
 from ferry.lanes.video import StreamLoss, strip_nal_units
-from .test_stream import SSRC, expected_nals, outer, plan_maker, ready, run_fields, source
+from .test_stream import SSRC, expected_nals, outer, ready, run_fields, source
 
 pytestmark = pytest.mark.skipif(not shutil.which("ffmpeg"), reason="ffmpeg not installed")
 
 PES_MAX = 1000
-
-
-@pytest.fixture
-def plan_of(tmp_path):
-    return plan_maker(tmp_path)
 
 
 def _pes_packets(ps: bytes) -> tuple[bytes, list[bytes]]:

@@ -6,13 +6,12 @@ from dataclasses import dataclass
 
 import pytest
 
-import gb28181
 from ferry import limits
 from ferry.codecs.rfc4571 import frame
 from ferry.lanes.video import INGEST_RULE, OuterVideoLane, TranscodeEnd, TranscodeRequest
 from ferry.lanes.work import AuditIntent, ObjectIds, SealObject
 from ferry.pb import ferry_pb2
-from .test_stream import CAMERA, SSRC, plan_maker
+from .test_stream import CAMERA, SSRC
 
 pytestmark = pytest.mark.skipif(not shutil.which("ffmpeg"), reason="ffmpeg not installed")
 
@@ -29,18 +28,6 @@ class Entry:
     source_address: str = ""
     payload: str = "ps"
     destination: str = "police-vms"
-
-
-@pytest.fixture(scope="module")
-def packets() -> list[bytes]:
-    """2 s of 640x360 H.264 (50 pictures, keyframe first) as a GB/T 28181 camera's RTP/PS."""
-    src = gb28181.make_source(None, "h264", seconds=2)
-    return [d for d, _ in gb28181.ps_packets(src, "h264", ssrc=SSRC)]
-
-
-@pytest.fixture
-def plan_of(tmp_path):
-    return plan_maker(tmp_path)
 
 
 def lane_of(plan, *entries: Entry, **kw) -> OuterVideoLane:

@@ -18,6 +18,7 @@ from ferry.codecs.rtp_h264 import H264Depacketizer
 from ferry.lanes.video import (AccessUnitReady, InnerStream, OuterStream, StreamEnded, StreamLoss,
                                StreamRefused, StreamStarted, strip_nal_units)
 from ferry.policy import load_plan
+from video_policy import video_limits, video_policy
 
 pytestmark = pytest.mark.skipif(not shutil.which("ffmpeg"), reason="ffmpeg not installed")
 
@@ -27,33 +28,9 @@ SSRC = 0x0BEBC201
 
 def policy_text(*, codecs="[h264, h265]", max_width=1920, max_height=1080, bitrate=20000, keep_sei=False,
                 audio=False, mode="remux") -> str:
-    return f"""
-policy: video-lane-test
-version: 1
-default: deny
-sources:
-  cameras:
-    kind: devices
-    match:
-      - region: "4309"
-        type: ["132"]
-destinations:
-  police-vms: {{kind: vms}}
-rules:
-  - id: video-cameras
-    lane: video
-    from: cameras
-    to: police-vms
-    video:
-      codecs: {codecs}
-      max_width: {max_width}
-      max_height: {max_height}
-      max_frame_rate: 30
-      max_bitrate_kbps: {bitrate}
-      keep_sei: {str(keep_sei).lower()}
-      audio: {str(audio).lower()}
-      mode: {mode}
-"""
+    return video_policy("video-lane-test", video=video_limits(
+        codecs=codecs, max_width=max_width, max_height=max_height, max_bitrate_kbps=bitrate, keep_sei=keep_sei,
+        audio=audio, mode=mode))
 
 
 def plan_maker(tmp_path):
@@ -67,11 +44,6 @@ def plan_maker(tmp_path):
         made.append(load_plan(d))
         return made[-1]
     return make
-
-
-@pytest.fixture
-def plan_of(tmp_path):
-    return plan_maker(tmp_path)
 
 
 def source(codec, seconds=2, **kw):

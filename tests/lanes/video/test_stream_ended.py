@@ -9,28 +9,14 @@ import shutil
 
 import pytest
 
-import gb28181
 from ferry.lanes.video import Emit, InnerVideoLane
 from ferry.policy.plan import Decision
 from ferry.reasons import Reason
 from .test_inner_lane import Output, au
 from .test_inner_lane import records as inner_records
 from .test_outer_lane import feed, lane_of, records, sealed
-from .test_stream import SSRC, plan_maker
 
 needs_ffmpeg = pytest.mark.skipif(not shutil.which("ffmpeg"), reason="ffmpeg not installed")
-
-
-@pytest.fixture(scope="module")
-def packets() -> list[bytes]:
-    """2 s of 640x360 H.264 (50 pictures, keyframe first) as a GB/T 28181 camera's RTP/PS."""
-    src = gb28181.make_source(None, "h264", seconds=2)
-    return [d for d, _ in gb28181.ps_packets(src, "h264", ssrc=SSRC)]
-
-
-@pytest.fixture
-def plan_of(tmp_path):
-    return plan_maker(tmp_path)
 
 
 @needs_ffmpeg

@@ -15,7 +15,7 @@ from ferry import limits
 from ferry.codecs.mpeg_ps import PsMuxer
 from ferry.lanes.video import INGEST_RULE
 from .test_outer_lane import CAM, lane_of, records, sealed, timers
-from .test_stream import SSRC, plan_maker
+from .test_stream import SSRC
 
 pytestmark = pytest.mark.skipif(not shutil.which("ffmpeg"), reason="ffmpeg not installed")
 
@@ -62,11 +62,6 @@ def huge_sps(width: int = 100_000, height: int = 100_000) -> bytes:
 @pytest.fixture(scope="module")
 def frames() -> list:
     return gb28181.access_units(gb28181.make_source(None, "h264", seconds=2), "h264")
-
-
-@pytest.fixture
-def plan_of(tmp_path):
-    return plan_maker(tmp_path)
 
 
 def packets_of(frames, ssrc: int = SSRC, junk_after: dict[int, bytes] | None = None) -> list[bytes]:

@@ -10,14 +10,9 @@ from ferry.codecs.mpeg_ps import PsMuxer
 from ferry.codecs.rtp import build_rtp, parse_rtp
 from ferry.lanes.video import (BUILTIN_RULE, AccessUnitReady, OuterStream, StreamEnded, StreamRefused,
                                TranscodeCaps, TranscodeEnd, TranscodeRequest)
-from .test_stream import CAMERA, SSRC, plan_maker
+from .test_stream import CAMERA, SSRC
 
 pytestmark = pytest.mark.skipif(not shutil.which("ffmpeg"), reason="ffmpeg not installed")
-
-
-@pytest.fixture
-def plan_of(tmp_path):
-    return plan_maker(tmp_path)
 
 
 def offloaded(plan, **kw) -> OuterStream:
