@@ -11,6 +11,7 @@ from typing import Any, Callable
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from ferry import limits
 from ferry.codecs import sip
 from ferry.codecs.sip import SipError
 from tests.codecs import sip_messages as M
@@ -89,7 +90,7 @@ COMPACT = {b"Via:": b"v:", b"From:": b"f:", b"To:": b"t:", b"Call-ID:": b"i:", b
 def mutate(data: bytes, draw: Any) -> bytes:
     if not data:
         return b"\r\n"
-    op = draw(st.integers(0, 11))
+    op = draw(st.integers(0, 13))
     lines = data.split(b"\r\n")
     head_end = lines.index(b"") if b"" in lines else len(lines)
     i = draw(st.integers(0, max(0, head_end - 1)))
@@ -143,6 +144,19 @@ def mutate(data: bytes, draw: Any) -> bytes:
                                       "SIP/2.0/TCP [::1]:5060;branch=z9hG4bKx;received=::1", "text/plain;charset=x",
                                       "a/b/c", "", "1 MESSAGE", " x ", "SIP/2.0/UDP h;rport=0", "\"a, b\" <sip:c@d>"]))
         lines.insert(i + 1, f"{name}: {value}".encode())
+    elif op == 12 and head_end > 1:                                     # a parameter twice, or an odd one
+        line = lines[max(1, i)]
+        params = line.split(b";")[1:] or [b"tag=1"]
+        extra = draw(st.sampled_from([*params, b"TAG=2", b"Branch=z9hG4bKx", b"rport", b"RPORT=1", b"tag", b"tag=",
+                                      b"received=10.0.0.1", b"received", b"lr", b"p=\"q\"", b" x=1", b"x=1 "]))
+        lines[max(1, i)] = line + b";" + extra
+    elif op == 13 and head_end > 1:                                     # many header lines
+        lines[i + 1:i + 1] = [b"X-A: 1"] * draw(st.integers(50, 70))
+    elif op == 11 and head_end > 1:                                     # a control character in a header line
+        free = [k for k in range(1, head_end) if lines[k].startswith((b"User-Agent", b"Subject", b"WWW-Auth"))]
+        k = draw(st.sampled_from(free)) if free and draw(st.booleans()) else max(1, i)
+        j = draw(st.integers(0, len(lines[k])))
+        lines[k] = lines[k][:j] + bytes([draw(st.sampled_from([*range(0, 32), 127]))]) + lines[k][j:]
     else:                                                               # a line ending broken
         j = draw(st.integers(0, len(data)))
         return data[:j] + draw(st.sampled_from([b"\n", b"\r", b"\r\n", b"\r\n ", b"\x00", b"\xc3", b"\x7f"])) + data[j:]
@@ -172,6 +186,25 @@ def test_random_bytes_parse_as_the_reference_parses_them(data: bytes) -> None:
 def test_every_real_message_parses_as_the_reference_parses_it() -> None:
     for raw in MESSAGES.values():
         same_parse(raw)
+
+
+def test_the_edges_of_the_fast_head_checks_parse_as_the_reference() -> None:
+    """Where the whole-section checks stand in for the per-line ones: each control character in a value,
+    the header line count and the line length at their limits, a long section of short lines."""
+    cut = SIPP_KEEPALIVE.index(b"User-Agent")
+    for c in [*range(0, 32), 127]:
+        same_parse(SIPP_KEEPALIVE.replace(b"SIPp GB28181", b"SIPp" + bytes([c]) + b"GB28181"))
+        same_parse(SIPP_KEEPALIVE.replace(b"MESSAGE sip", b"MESSAGE" + bytes([c]) + b"sip"))
+    for extra in range(limits.SIP_HEADER_COUNT_MAX - 12, limits.SIP_HEADER_COUNT_MAX - 8):
+        same_parse(SIPP_KEEPALIVE[:cut] + b"X-A: 1\r\n" * extra + SIPP_KEEPALIVE[cut:])
+    for size in (limits.SIP_LINE_MAX - 13, limits.SIP_LINE_MAX - 12, limits.SIP_LINE_MAX - 11, 5000):
+        same_parse(SIPP_KEEPALIVE[:cut] + b"Subject: " + b"s" * size + b"\r\n" + SIPP_KEEPALIVE[cut:])
+        same_parse(SIPP_KEEPALIVE[:cut] + b"Subject: " + "é".encode() * (size // 2) + b"\r\n" + SIPP_KEEPALIVE[cut:])
+    same_parse(SIPP_KEEPALIVE[:cut] + b"X-B: 12345678901234567890\r\n" * 60 + SIPP_KEEPALIVE[cut:])
+    for odd in (b"Max-Forwards: 70\r\n", b"Max-Forwards :70\r\n", b"Max-Forwards\t: 70 \t\r\n", b" Max-Forwards: 70\r\n",
+                b"Max Forwards: 70\r\n", b": 70\r\n", b"Max-Forwards 70\r\n", b"\r\n", b"max-forwards: 70\r\n",
+                b"MAX-FORWARDS: 70\r\n", b"I: 1@h\r\n", b"Max-Forwards:\r\n", b"Max-Forwards: 7\xc3\r\n"):
+        same_parse(SIPP_KEEPALIVE.replace(b"Max-Forwards: 70\r\n", odd))
 
 
 @FUZZ
