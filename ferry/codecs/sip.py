@@ -417,9 +417,13 @@ def parse_name_addr(text: str) -> NameAddr:
 
 
 def _name_addr(display: str | None, uri: SipUri, params: tuple[tuple[str, str | None], ...], text: str) -> NameAddr:
-    tag = next((v for k, v in params if k.lower() == "tag"), None)
-    if not tag and any(k.lower() == "tag" for k, _ in params):
-        raise SipError(f"address {text[:60]!r}: empty tag")
+    tag: str | None = None
+    for k, v in params:
+        if k.lower() == "tag":
+            if not v:
+                raise SipError(f"address {text[:60]!r}: empty tag")
+            tag = v
+            break
     return NameAddr(display, uri, tag, params)
 
 
@@ -693,8 +697,9 @@ def _decode_line(raw: bytes, where: str) -> str:
 # the bytes _decode_line refuses as control characters (CR and LF among them; in UTF-8 they are
 # never part of a multi-byte character)
 _CTL_BYTES = bytes([*range(0x00, 0x09), *range(0x0a, 0x20), 0x7f])
-# a header line _split_head_strictly accepts: a token, white space, a colon, the value
-_HEADER_LINE = re.compile(r"([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*:(.*)", re.S)
+# the header lines _split_head_strictly accepts, each from its start: a token, white space, a colon,
+# white space, the value
+_HEADER_LINES = re.compile(r"^([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*:[ \t]*([^\r\n]*)", re.M)
 _STATUS = re.compile(r"[1-6][0-9]{2}")
 
 
@@ -703,27 +708,23 @@ def _split_head(head: bytes) -> tuple[str, list[tuple[str, str]]]:
     the section decoded and checked at once, each line matched by one regex. Anything else (an
     over-long section, a fault) goes the strict way, which names the line and the fault."""
     # no line longer than the limit if the section is not; no control character but in the CRLFs
-    if len(head) <= limits.SIP_LINE_MAX and \
-            len(head) - len(head.translate(None, _CTL_BYTES)) == 2 * head.count(b"\r\n"):
+    count = head.count(b"\r\n")             # header lines
+    if len(head) <= limits.SIP_LINE_MAX and count <= limits.SIP_HEADER_COUNT_MAX and \
+            len(head) - len(head.translate(None, _CTL_BYTES)) == 2 * count:
         try:
             text: str | None = head.decode("utf-8")   # valid as a whole iff each line is (CRLF is ASCII)
         except UnicodeDecodeError:
             text = None
         if text is not None:
-            start, *lines = text.split("\r\n")
-            if len(lines) <= limits.SIP_HEADER_COUNT_MAX:
-                headers: list[tuple[str, str]] = []
-                match = _HEADER_LINE.match
-                for line in lines:
-                    m = match(line)
-                    if m is None:
-                        break
-                    name, value = m.group(1, 2)
-                    found = _SPELLED.get(name)
-                    headers.append((found if found is not None else _CANONICAL.get(name.lower(), name),
-                                    value.strip(" \t")))
-                else:
-                    return start, headers
+            cut = text.find("\r\n")
+            if cut < 0:
+                return text, []
+            # each line matches once at most (from its start); as often as there are lines: each did.
+            # No value ends in white space (else strip it the strict way)
+            pairs = _HEADER_LINES.findall(text, cut + 2)
+            if len(pairs) == count and " \r\n" not in text and "\t\r\n" not in text and \
+                    text[-1] not in " \t":
+                return text[:cut], [(_SPELLED.get(n) or _CANONICAL.get(n.lower(), n), v) for n, v in pairs]
     return _split_head_strictly(head)
 
 
@@ -791,7 +792,7 @@ _MANDATORY = [(name.lower(), name) for name in ("Via", "From", "To", "Call-ID", 
 
 def _validate(msg: SipRequest | SipResponse, index: dict[str, list[str]]) -> int | None:
     """Mandatory headers present and well formed; single-valued headers once. Returns Content-Length."""
-    if any(len(vs) > 1 and low in _SINGLE for low, vs in index.items()):
+    if len(index) < len(msg.headers) and any(len(vs) > 1 and low in _SINGLE for low, vs in index.items()):
         seen: set[str] = set()
         for n, _ in msg.headers:        # the first repeated one, in order
             low = n.lower()
