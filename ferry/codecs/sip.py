@@ -45,6 +45,16 @@ Building
     Call-ID and CSeq as RFC 3261 §8.2.6 says. `new_branch`, `new_tag` and `new_call_id` use
     `secrets`.
 
+Speed (issue 13: thousands of keepalives a second through one Python process)
+    A message in the shape devices send takes a fast path: the header section is decoded and
+    checked for control characters at once, its lines split by one regex; plain `;name=value`
+    parameters skip the per-parameter scan; parsed URIs, hosts, Via sent-by and Content-Type values
+    are cached (frozen values, shared; at most limits.SIP_PARSE_CACHE_MAX each, keys of at most
+    SIP_PARSE_CACHE_KEY_MAX characters); the accessors' values are computed once while checking.
+    The builders check the whole header section at once. Whatever the fast path is not sure of goes
+    the strict way, which refuses what it always refused and names the fault: the property tests in
+    tests/codecs/test_sip_fast.py hold both equal to the former codec (tests/codecs/sip_reference.py).
+
 Accessors
     `header(name)` (case-insensitive, compact forms too; SipError if a header that is not a list
     header is repeated), `header_all(name)` (every value, comma-split for the list headers RFC 3261 §7.3.1
