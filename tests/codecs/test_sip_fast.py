@@ -299,3 +299,33 @@ def test_response_to_gives_the_reference_bytes(name: str, data: Any, status: int
     req.to if data.draw(st.booleans()) else None  # noqa: B018 - read before or not, as the lane may
     assert built(lambda: sip.response_to(req, status, reason, extra, body, to_tag)) == \
         built(lambda: R.response_to(ref, status, reason, extra, body, to_tag))
+
+
+# --- the fast path is taken, and its caches stay bounded -----------------------------------------
+
+def test_a_keepalive_and_its_answer_take_the_fast_path(monkeypatch) -> None:
+    """The strict ways are for faults, odd shapes and a URI seen for the first time: the next keepalive
+    of a device as SIPp sends it (its own tag and branch), and the 200 OK the outer lane sends back,
+    never reach them (else the codec is correct but slow again)."""
+    sip.parse_message(SIPP_KEEPALIVE)       # the device's URIs and hosts, seen once
+
+    def strict(*_: Any) -> Any:
+        raise AssertionError("the strict way was taken")
+    for name in ("_split_head_strictly", "_params", "_assemble_strictly"):
+        monkeypatch.setattr(sip, name, strict)
+    req = sip.parse_message(SIPP_KEEPALIVE.replace(b"SIPpTag7", b"SIPpTag8").replace(b"-7-1", b"-8-1"))
+    assert isinstance(req, sip.SipRequest) and req.from_.tag == "1234SIPpTag8" and req.via[0].rport == 0
+    out = sip.response_to(req, 200, "OK", (("User-Agent", "ferry"),), to_tag="5a1f0c2e9b7d3a44")
+    assert out.startswith(b"SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 192.0.2.10:5060;rport;branch=z9hG4bK-8-1\r\n")
+
+
+def test_the_parse_caches_are_bounded_and_skip_long_keys() -> None:
+    sip._cached_uri.cache_clear()
+    for i in range(limits.SIP_PARSE_CACHE_MAX + 100):
+        sip.parse_uri(f"sip:{i}@3402000000")
+    assert sip._cached_uri.cache_info().currsize == limits.SIP_PARSE_CACHE_MAX
+    long_uri = "sip:" + "1" * limits.SIP_PARSE_CACHE_KEY_MAX + "@h"
+    before = sip._cached_uri.cache_info()
+    assert sip.parse_uri(long_uri).user == "1" * limits.SIP_PARSE_CACHE_KEY_MAX
+    after = sip._cached_uri.cache_info()
+    assert (after.hits, after.misses) == (before.hits, before.misses)     # parsed, not looked up
