@@ -262,6 +262,9 @@ SIP_HEADER_COUNT_MAX = 64      # header lines of one message, at most
 SIP_BODY_MAX = 65535           # bytes of one message body (Content-Length), at most
 SIP_URI_MAX = 512              # characters of one SIP URI
 SIP_STREAM_BUFFER_MAX = SIP_HEADER_SECTION_MAX + SIP_BODY_MAX  # bytes a TCP stream parser holds, at most
+SIP_PARSE_CACHE_MAX = 16384   # parsed URIs, hosts, Via sent-by and Content-Type values each of ferry.codecs.sip's
+                              # caches keeps (least recently used forgotten first)
+SIP_PARSE_CACHE_KEY_MAX = 128  # characters of a text those caches key on; a longer one is parsed every time
 DIGEST_HEADER_MAX = 2048       # characters of one Authorization / WWW-Authenticate value
 DIGEST_PARAMS_MAX = 16         # parameters of one digest challenge or credentials
 SDP_MAX = 8192                 # bytes of one SDP body

@@ -45,6 +45,16 @@ Building
     Call-ID and CSeq as RFC 3261 §8.2.6 says. `new_branch`, `new_tag` and `new_call_id` use
     `secrets`.
 
+Speed (issue 13: thousands of keepalives a second through one Python process)
+    A message in the shape devices send takes a fast path: the header section is decoded and
+    checked for control characters at once, its lines split by one regex; plain `;name=value`
+    parameters skip the per-parameter scan; parsed URIs, hosts, Via sent-by and Content-Type values
+    are cached (frozen values, shared; at most limits.SIP_PARSE_CACHE_MAX each, keys of at most
+    SIP_PARSE_CACHE_KEY_MAX characters); the accessors' values are computed once while checking.
+    The builders check the whole header section at once. Whatever the fast path is not sure of goes
+    the strict way, which refuses what it always refused and names the fault: the property tests in
+    tests/codecs/test_sip_fast.py hold both equal to the former codec (tests/codecs/sip_reference.py).
+
 Accessors
     `header(name)` (case-insensitive, compact forms too; SipError if a header that is not a list
     header is repeated), `header_all(name)` (every value, comma-split for the list headers RFC 3261 §7.3.1
@@ -55,6 +65,7 @@ Accessors
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import secrets
@@ -109,9 +120,21 @@ _LIST = frozenset(n.lower() for n in [
     "Alert-Info", "Call-Info", "Error-Info", "Warning", "In-Reply-To"])
 
 
+# the spellings devices and ferry's own code use, looked up as they are (any other: lower-cased first)
+_SPELLED = {k: _CANONICAL[k.lower()] for k in [*_KNOWN, *_CANONICAL, *(n.upper() for n in _CANONICAL)]}
+_SPELLED_LOW = {k: v.lower() for k, v in _SPELLED.items()}
+
+
 def canonical_name(name: str) -> str:
     """The canonical long form of a header name (compact forms expanded); unknown names unchanged."""
-    return _CANONICAL.get(name.lower(), name)
+    found = _SPELLED.get(name)
+    return found if found is not None else _CANONICAL.get(name.lower(), name)
+
+
+def _want(name: str) -> str:
+    """canonical_name(name).lower(), the key of the header index."""
+    found = _SPELLED_LOW.get(name)
+    return found if found is not None else _CANONICAL.get(name.lower(), name).lower()
 
 
 def _check_token(text: str, what: str) -> str:
@@ -121,6 +144,21 @@ def _check_token(text: str, what: str) -> str:
 
 
 def _check_host(host: str, what: str = "host") -> str:
+    if len(host) <= limits.SIP_PARSE_CACHE_KEY_MAX and _host_ok(host):
+        return host
+    return _check_host_strictly(host, what)
+
+
+@functools.lru_cache(maxsize=limits.SIP_PARSE_CACHE_MAX)
+def _host_ok(host: str) -> bool:
+    try:
+        _check_host_strictly(host, "host")
+    except SipError:
+        return False
+    return True
+
+
+def _check_host_strictly(host: str, what: str) -> str:
     if host.startswith("["):
         if not host.endswith("]"):
             raise SipError(f"{what} {host[:60]!r}: unclosed IPv6 reference")
@@ -184,6 +222,29 @@ def _split_scan(text: str, sep: str) -> list[str]:
     return parts
 
 
+_PLAIN_PARAMS = re.compile(r"(?:;[A-Za-z0-9\-.!%*_+`'~]+(?:=(?:[A-Za-z0-9\-_.!~*'()\[\]/:&+$]|%[0-9A-Fa-f]{2})+)?)*")
+
+
+def _plain_params(text: str) -> tuple[tuple[str, str | None], ...] | None:
+    """`text` (empty, or parameters each after a ';') as `_params(text.split(";")[1:])` gives it, when
+    it is in the plain form: no white space, no quoted value, each name once. None otherwise: then
+    `_params` decides (and names the fault)."""
+    if not text:
+        return ()
+    if _PLAIN_PARAMS.fullmatch(text) is None:
+        return None
+    out: list[tuple[str, str | None]] = []
+    seen: set[str] = set()
+    for p in text[1:].split(";"):
+        name, eq, value = p.partition("=")
+        low = name.lower()
+        if low in seen:
+            return None
+        seen.add(low)
+        out.append((name, value if eq else None))
+    return tuple(out)
+
+
 def _params(parts: list[str], what: str) -> tuple[tuple[str, str | None], ...]:
     out: list[tuple[str, str | None]] = []
     seen: set[str] = set()
@@ -234,6 +295,23 @@ class SipUri:
 
 def parse_uri(text: str) -> SipUri:
     """A sip: or sips: URI; SipError names what is wrong."""
+    if len(text) <= limits.SIP_PARSE_CACHE_KEY_MAX:
+        found = _cached_uri(text)
+        if found is not None:
+            return found
+    return _parse_uri(text)
+
+
+@functools.lru_cache(maxsize=limits.SIP_PARSE_CACHE_MAX)
+def _cached_uri(text: str) -> SipUri | None:
+    """parse_uri's value, None where it raises (SipUri is frozen: one value may serve every caller)."""
+    try:
+        return _parse_uri(text)
+    except SipError:
+        return None
+
+
+def _parse_uri(text: str) -> SipUri:
     if len(text) > limits.SIP_URI_MAX:
         raise SipError(f"URI of {len(text)} characters exceeds limit {limits.SIP_URI_MAX}")
     scheme, colon, rest = text.partition(":")
@@ -252,6 +330,14 @@ def parse_uri(text: str) -> SipUri:
     host, port = _split_hostport(hostport, f"URI {text[:60]!r}")
     params = _params(pparts, "URI")
     return SipUri(scheme.lower(), user, host, port, params)
+
+
+@functools.lru_cache(maxsize=limits.SIP_PARSE_CACHE_MAX)
+def _cached_hostport(hostport: str) -> tuple[str, int | None] | None:
+    try:
+        return _split_hostport(hostport, "")
+    except SipError:
+        return None
 
 
 def _split_hostport(hostport: str, what: str) -> tuple[str, int | None]:
@@ -291,6 +377,12 @@ def _quote(text: str) -> str:
 def parse_name_addr(text: str) -> NameAddr:
     """name-addr or addr-spec with header parameters (RFC 3261 §20.10, §20.20, §20.39)."""
     text = text.strip(" \t")
+    if text[:1] == "<":         # <uri>;params, as devices send it: the plain form without the scan
+        uri_text, close, rest = text[1:].partition(">")
+        if close:
+            plain = _plain_params(rest)
+            if plain is not None:
+                return _name_addr(None, parse_uri(uri_text), plain, text)
     display: str | None = None
     if text.startswith('"'):
         i, buf = 1, []
@@ -331,10 +423,17 @@ def parse_name_addr(text: str) -> NameAddr:
             raise SipError(f"address {text[:60]!r}: an addr-spec with ',' or '?' must be in <>")
         uri_text, *pparts = text.split(";")
         uri = parse_uri(uri_text)
-    params = _params(pparts, "address")
-    tag = next((v for k, v in params if k.lower() == "tag"), None)
-    if any(k.lower() == "tag" for k, _ in params) and not tag:
-        raise SipError(f"address {text[:60]!r}: empty tag")
+    return _name_addr(display, uri, _params(pparts, "address"), text)
+
+
+def _name_addr(display: str | None, uri: SipUri, params: tuple[tuple[str, str | None], ...], text: str) -> NameAddr:
+    tag: str | None = None
+    for k, v in params:
+        if k.lower() == "tag":
+            if not v:
+                raise SipError(f"address {text[:60]!r}: empty tag")
+            tag = v
+            break
     return NameAddr(display, uri, tag, params)
 
 
@@ -350,8 +449,18 @@ class Via:
     params: tuple[tuple[str, str | None], ...] = ()
 
 
+_PLAIN_VIA = re.compile(r"SIP/2\.0/([A-Za-z0-9\-.!%*_+`'~]+) ([^;\s]+)(.*)", re.S)
+
+
 def parse_via(text: str) -> Via:
     text = text.strip(" \t")
+    m = _PLAIN_VIA.fullmatch(text)
+    if m is not None:           # SIP/2.0/UDP host:port;params, as devices send it
+        sent_by, rest = m.group(2, 3)
+        hostport = _cached_hostport(sent_by) if len(sent_by) <= limits.SIP_PARSE_CACHE_KEY_MAX else None
+        plain = _plain_params(rest)
+        if hostport is not None and plain is not None:
+            return _via(m.group(1).upper(), hostport[0], hostport[1], plain)
     proto, _, rest = text.partition(" ")
     pieces = [p.strip(" \t") for p in proto.split("/")]
     if len(pieces) != 3 or pieces[0].upper() != "SIP" or pieces[1] != "2.0":
@@ -359,7 +468,10 @@ def parse_via(text: str) -> Via:
     transport = _check_token(pieces[2], "Via transport").upper()
     sent_by, *pparts = rest.strip(" \t").split(";")
     host, port = _split_hostport(sent_by.strip(" \t"), f"Via {text[:60]!r}")
-    params = _params(pparts, "Via")
+    return _via(transport, host, port, _params(pparts, "Via"))
+
+
+def _via(transport: str, host: str, port: int | None, params: tuple[tuple[str, str | None], ...]) -> Via:
     found = {k.lower(): v for k, v in params}
     if "received" in found:
         received = found["received"]
@@ -406,7 +518,7 @@ class _parsed(Generic[T]):
             value = memo[self.name]
         except KeyError:
             value = memo[self.name] = self.fn(obj)
-        return list(value) if isinstance(value, list) else value
+        return list(value) if type(value) is list else value
 
 
 @dataclass(frozen=True, slots=True)
@@ -434,7 +546,7 @@ class _Base:
         A list header (Via, Route, Contact...) repeated on several lines comes back as its values
         joined with ", "; any other header that appears more than once is a SipError (for headers
         that may repeat without being lists, such as WWW-Authenticate, use `header_all`)."""
-        want = canonical_name(name).lower()
+        want = _want(name)
         values = self._values(want)
         if not values:
             return None
@@ -446,14 +558,9 @@ class _Base:
 
     def header_all(self, name: str) -> list[str]:
         """Every value of header `name`, in order; list headers (Via, Route, Contact...) comma-split."""
-        want = canonical_name(name).lower()
-        out: list[str] = []
-        for v in self._values(want):
-            if want in _LIST:
-                out += [p.strip(" \t") for p in _split_outside_quotes(v, ",")]
-            else:
-                out.append(v)
-        return out
+        want = _want(name)
+        values = self._values(want)
+        return _list_values(values) if want in _LIST else list(values)
 
     def _required(self, name: str) -> str:
         v = self.header(name)
@@ -467,11 +574,7 @@ class _Base:
 
     @_parsed
     def cseq(self) -> tuple[int, str]:
-        value = self._required("CSeq")
-        parts = value.split()
-        if len(parts) != 2 or not _DIGITS.fullmatch(parts[0]) or int(parts[0]) >= 2**31:
-            raise SipError(f"CSeq {value[:40]!r}: not '<number below 2**31> <method>'")
-        return int(parts[0]), _check_token(parts[1], "CSeq method")
+        return _cseq_value(self._required("CSeq"))
 
     @_parsed
     def from_(self) -> NameAddr:
@@ -493,33 +596,66 @@ class _Base:
     def content_type(self) -> str | None:
         """The media type, lower case, without parameters (Application/MANSCDP+xml -> application/manscdp+xml)."""
         v = self.header("Content-Type")
-        if v is None:
-            return None
-        mtype = v.split(";")[0].strip(" \t").lower()
-        top, slash, sub = mtype.partition("/")
-        if not slash or not _TOKEN.fullmatch(top) or not _TOKEN.fullmatch(sub):
-            raise SipError(f"Content-Type {v[:60]!r}: not type/subtype")
-        return mtype
+        return None if v is None else _content_type_value(v)
 
     def _int_header(self, name: str, top: int) -> int | None:
-        v = self.header(name)
-        if v is None:
-            return None
-        if not _DIGITS.fullmatch(v) or int(v) > top:
-            raise SipError(f"{name} {v[:20]!r}: not a number from 0 to {top}")
-        return int(v)
+        return _int_value(name, self.header(name), top)
 
     @_parsed
     def content_length(self) -> int | None:
         return self._int_header("Content-Length", 2**31 - 1)
 
-    @property
+    @_parsed
     def expires(self) -> int | None:
         return self._int_header("Expires", 2**32 - 1)
 
-    @property
+    @_parsed
     def max_forwards(self) -> int | None:
         return self._int_header("Max-Forwards", 255)
+
+
+def _list_values(values: list[str]) -> list[str]:
+    """The values of a list header, each line comma-split."""
+    out: list[str] = []
+    for v in values:
+        out += [p.strip(" \t") for p in _split_outside_quotes(v, ",")]
+    return out
+
+
+def _cseq_value(value: str) -> tuple[int, str]:
+    parts = value.split()
+    if len(parts) != 2 or not _DIGITS.fullmatch(parts[0]) or int(parts[0]) >= 2**31:
+        raise SipError(f"CSeq {value[:40]!r}: not '<number below 2**31> <method>'")
+    return int(parts[0]), _check_token(parts[1], "CSeq method")
+
+
+def _content_type_value(v: str) -> str:
+    if len(v) <= limits.SIP_PARSE_CACHE_KEY_MAX:
+        found = _cached_content_type(v)
+        if found is not None:
+            return found
+    mtype = v.split(";")[0].strip(" \t").lower()
+    top, slash, sub = mtype.partition("/")
+    if not slash or not _TOKEN.fullmatch(top) or not _TOKEN.fullmatch(sub):
+        raise SipError(f"Content-Type {v[:60]!r}: not type/subtype")
+    return mtype
+
+
+@functools.lru_cache(maxsize=limits.SIP_PARSE_CACHE_MAX)
+def _cached_content_type(v: str) -> str | None:
+    mtype = v.split(";")[0].strip(" \t").lower()
+    top, slash, sub = mtype.partition("/")
+    if not slash or not _TOKEN.fullmatch(top) or not _TOKEN.fullmatch(sub):
+        return None
+    return mtype
+
+
+def _int_value(name: str, v: str | None, top: int) -> int | None:
+    if v is None:
+        return None
+    if not _DIGITS.fullmatch(v) or int(v) > top:
+        raise SipError(f"{name} {v[:20]!r}: not a number from 0 to {top}")
+    return int(v)
 
 
 @dataclass(frozen=True, slots=True)
@@ -568,11 +704,41 @@ def _decode_line(raw: bytes, where: str) -> str:
     return text
 
 
-def _parse_head(head: bytes) -> tuple[SipRequest | SipResponse, int | None]:
-    """The start line and headers (without the final empty line). Returns the message without body
-    and its Content-Length (None if absent)."""
-    if len(head) + 4 > limits.SIP_HEADER_SECTION_MAX:
-        raise SipError(f"header section of {len(head) + 4} bytes exceeds limit {limits.SIP_HEADER_SECTION_MAX}")
+# the bytes _decode_line refuses as control characters (CR and LF among them; in UTF-8 they are
+# never part of a multi-byte character)
+_CTL_BYTES = bytes([*range(0x00, 0x09), *range(0x0a, 0x20), 0x7f])
+# the header lines _split_head_strictly accepts, each from its start: a token, white space, a colon,
+# white space, the value
+_HEADER_LINES = re.compile(r"^([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*:[ \t]*([^\r\n]*)", re.M)
+_STATUS = re.compile(r"[1-6][0-9]{2}")
+
+
+def _split_head(head: bytes) -> tuple[str, list[tuple[str, str]]]:
+    """The start line and the (canonical name, value) headers, as `_split_head_strictly` gives them:
+    the section decoded and checked at once, each line matched by one regex. Anything else (an
+    over-long section, a fault) goes the strict way, which names the line and the fault."""
+    # no line longer than the limit if the section is not; no control character but in the CRLFs
+    count = head.count(b"\r\n")             # header lines
+    if len(head) <= limits.SIP_LINE_MAX and count <= limits.SIP_HEADER_COUNT_MAX and \
+            len(head) - len(head.translate(None, _CTL_BYTES)) == 2 * count:
+        try:
+            text: str | None = head.decode("utf-8")   # valid as a whole iff each line is (CRLF is ASCII)
+        except UnicodeDecodeError:
+            text = None
+        if text is not None:
+            cut = text.find("\r\n")
+            if cut < 0:
+                return text, []
+            # each line matches once at most (from its start); as often as there are lines: each did.
+            # No value ends in white space (else strip it the strict way)
+            pairs = _HEADER_LINES.findall(text, cut + 2)
+            if len(pairs) == count and " \r\n" not in text and "\t\r\n" not in text and \
+                    text[-1] not in " \t":
+                return text[:cut], [(_SPELLED.get(n) or _CANONICAL.get(n.lower(), n), v) for n, v in pairs]
+    return _split_head_strictly(head)
+
+
+def _split_head_strictly(head: bytes) -> tuple[str, list[tuple[str, str]]]:
     lines = head.split(b"\r\n")
     if len(lines) - 1 > limits.SIP_HEADER_COUNT_MAX:
         raise SipError(f"{len(lines) - 1} header lines exceed limit {limits.SIP_HEADER_COUNT_MAX}")
@@ -592,42 +758,84 @@ def _parse_head(head: bytes) -> tuple[SipRequest | SipResponse, int | None]:
         if not _TOKEN.fullmatch(name):
             raise SipError(f"{where}: header name {name[:40]!r} is not a token")
         headers.append((canonical_name(name), value.strip(" \t")))
+    return start, headers
+
+
+def _parse_head(head: bytes, body: bytes = b"") -> tuple[SipRequest | SipResponse, int | None]:
+    """The start line and headers (without the final empty line). Returns the message (with `body`)
+    and its Content-Length (None if absent)."""
+    if len(head) + 4 > limits.SIP_HEADER_SECTION_MAX:
+        raise SipError(f"header section of {len(head) + 4} bytes exceeds limit {limits.SIP_HEADER_SECTION_MAX}")
+    start, headers = _split_head(head)
     hs = tuple(headers)
     msg: SipRequest | SipResponse
+    index = _index(hs)
     if start.startswith(_VERSION + " "):
         parts = start.split(" ", 2)
-        if len(parts) != 3 or not re.fullmatch(r"[1-6][0-9]{2}", parts[1]):
+        if len(parts) != 3 or not _STATUS.fullmatch(parts[1]):
             raise SipError(f"start line {start[:60]!r}: not 'SIP/2.0 <status> <reason>'")
-        msg = SipResponse(int(parts[1]), parts[2], hs)
+        msg = SipResponse(int(parts[1]), parts[2], hs, body, _memo={"": index})
     else:
         parts = start.split(" ")
         if len(parts) != 3 or parts[2] != _VERSION:
             raise SipError(f"start line {start[:60]!r}: not '<method> <uri> SIP/2.0'")
         method = _check_token(parts[0], "start line: method")
-        msg = SipRequest(method, parse_uri(parts[1]), hs)
-    return msg, _validate(msg)
+        msg = SipRequest(method, parse_uri(parts[1]), hs, body, _memo={"": index})
+    return msg, _validate(msg, index)
 
 
-def _validate(msg: SipRequest | SipResponse) -> int | None:
-    """Mandatory headers present and well formed; single-valued headers once. Returns Content-Length."""
-    seen: set[str] = set()
-    for n, _ in msg.headers:
+def _index(headers: Headers) -> dict[str, list[str]]:
+    """The values of each header by its lower-case canonical name, in order."""
+    index: dict[str, list[str]] = {}
+    for n, v in headers:
         low = n.lower()
-        if low in _SINGLE and low in seen:
-            raise SipError(f"header {n} appears twice")
-        seen.add(low)
-    for name in ("Via", "From", "To", "Call-ID", "CSeq"):
-        if name.lower() not in seen:
+        found = index.get(low)
+        if found is None:
+            index[low] = [v]
+        else:
+            found.append(v)
+    return index
+
+
+_MANDATORY = [(name.lower(), name) for name in ("Via", "From", "To", "Call-ID", "CSeq")]
+
+
+def _validate(msg: SipRequest | SipResponse, index: dict[str, list[str]]) -> int | None:
+    """Mandatory headers present and well formed; single-valued headers once. Returns Content-Length."""
+    if len(index) < len(msg.headers) and any(len(vs) > 1 and low in _SINGLE for low, vs in index.items()):
+        seen: set[str] = set()
+        for n, _ in msg.headers:        # the first repeated one, in order
+            low = n.lower()
+            if low in _SINGLE and low in seen:
+                raise SipError(f"header {n} appears twice")
+            seen.add(low)
+    for low, name in _MANDATORY:
+        if low not in index:
             raise SipError(f"no {name} header")
-    if not msg.call_id or len(msg.call_id.split()) != 1:
-        raise SipError(f"Call-ID {msg.call_id[:40]!r}: not a single word")
-    _, cseq_method = msg.cseq
-    if isinstance(msg, SipRequest) and cseq_method != msg.method:
-        raise SipError(f"CSeq method {cseq_method} is not the request's method {msg.method}")
-    for check in (lambda: msg.from_, lambda: msg.to, lambda: msg.via, lambda: msg.contact,
-                  lambda: msg.content_type, lambda: msg.expires, lambda: msg.max_forwards):
-        check()  # each raises SipError on a malformed value
-    return msg.content_length
+    # what the accessors give, computed as they compute it (single-valued headers are known to be
+    # there at most once, so header(name) is the one value) and kept with the message
+    memo = msg._memo
+    memo["call_id"] = call_id = index["call-id"][0]
+    if not call_id or len(call_id.split()) != 1:
+        raise SipError(f"Call-ID {call_id[:40]!r}: not a single word")
+    memo["cseq"] = cseq = _cseq_value(index["cseq"][0])
+    if isinstance(msg, SipRequest) and cseq[1] != msg.method:
+        raise SipError(f"CSeq method {cseq[1]} is not the request's method {msg.method}")
+    memo["from_"] = parse_name_addr(index["from"][0])
+    memo["to"] = parse_name_addr(index["to"][0])
+    memo["via"] = [parse_via(v) for v in _list_values(index["via"])]
+    contact = index.get("contact")
+    memo["contact"] = [parse_name_addr(v) for v in _list_values(contact) if v != "*"] if contact else []
+    ctype = index.get("content-type")
+    memo["content_type"] = None if ctype is None else _content_type_value(ctype[0])
+    for key, low, name, top in _NUMBERS:
+        found = index.get(low)
+        memo[key] = None if found is None else _int_value(name, found[0], top)
+    return memo["content_length"]   # type: ignore[no-any-return]
+
+
+_NUMBERS = [("expires", "expires", "Expires", 2**32 - 1), ("max_forwards", "max-forwards", "Max-Forwards", 255),
+            ("content_length", "content-length", "Content-Length", 2**31 - 1)]
 
 
 def _with_body(msg: SipRequest | SipResponse, body: bytes) -> SipRequest | SipResponse:
@@ -644,13 +852,13 @@ def parse_message(data: bytes) -> SipRequest | SipResponse:
     end = data.find(b"\r\n\r\n")
     if end < 0:
         raise SipError("no empty line after the headers")
-    msg, length = _parse_head(data[:end])
     body = data[end + 4:]
+    msg, length = _parse_head(data[:end], body)
     if len(body) > limits.SIP_BODY_MAX:
         raise SipError(f"body of {len(body)} bytes exceeds limit {limits.SIP_BODY_MAX}")
     if length is not None and length != len(body):
         raise SipError(f"Content-Length {length} but the body has {len(body)} bytes")
-    return _with_body(msg, body)
+    return msg
 
 
 class SipStreamParser:
@@ -730,6 +938,38 @@ def _header_line(name: str, value: str) -> str:
 
 
 def _assemble(start: str, headers: Iterable[tuple[str, str]], body: bytes) -> bytes:
+    headers = list(headers)
+    fast = _assemble_plain(start, headers, body)
+    return fast if fast is not None else _assemble_strictly(start, headers, body)
+
+
+def _assemble_plain(start: str, headers: list[tuple[str, str]], body: bytes) -> bytes | None:
+    """`_assemble_strictly`'s bytes when every check passes at once on the whole header section:
+    header names this module knows, no control character but the CRLFs the builder puts, no white
+    space after ": " or before a CRLF, a section shorter than one line's limit. None otherwise
+    (then the strict way decides, and names the fault; a false alarm only costs time)."""
+    if type(body) is not bytes or len(body) > limits.SIP_BODY_MAX or len(headers) >= limits.SIP_HEADER_COUNT_MAX:
+        return None
+    parts = [start, "\r\n"]
+    for name, value in headers:
+        canonical = _SPELLED.get(name)        # a name this module knows is a token
+        if canonical is None or canonical == "Content-Length" or type(value) is not str:
+            return None
+        parts += (canonical, ": ", value, "\r\n")
+    parts.append(f"Content-Length: {len(body)}\r\n\r\n")
+    head = "".join(parts).encode("utf-8")
+    if len(head) > limits.SIP_LINE_MAX:       # then no line can exceed it, nor the section its own limit
+        return None
+    # the start line, each header and Content-Length end in CRLF, and the empty line: len(headers) + 3
+    if len(head) - len(head.translate(None, _CTL_BYTES)) != 2 * (len(headers) + 3):
+        return None                           # a CR, LF or other control character in a value
+    if b":  " in head or b": \t" in head or b" \r\n" in head or b"\t\r\n" in head:
+        return None                           # perhaps a value that starts or ends with white space
+    out = head + body
+    return out if len(out) <= limits.SIP_MESSAGE_MAX else None
+
+
+def _assemble_strictly(start: str, headers: Iterable[tuple[str, str]], body: bytes) -> bytes:
     if not isinstance(body, (bytes, bytearray)):
         raise SipError("body is not bytes")
     if len(body) > limits.SIP_BODY_MAX:
@@ -783,7 +1023,8 @@ def response_to(request: SipRequest, status: int, reason: str, extra_headers: It
         raise SipError("request has no To header")
     if to_tag is not None:
         _check_token(to_tag, "To tag")
-        current = parse_name_addr(to).tag
+        parsed = request._memo.get("to")     # what parse_name_addr(to) gave when the message was parsed
+        current = (parsed if parsed is not None else parse_name_addr(to)).tag
         if current is None:
             to = f"{to};tag={to_tag}"
         elif current != to_tag:
