@@ -29,6 +29,7 @@ from ferry.codecs.sip import SipRequest, SipResponse, build_request, new_tag, pa
 from ferry.config import InnerVideoOutput
 from reverse import add_reverse
 from sipp import free_port
+from udp_receiver import Receiver
 
 CAMERA = "43090000001320000001"
 MAPPED = "4301" + CAMERA[4:]           # the camera's ID as the platform sees it with [signaling] id_map
@@ -145,72 +146,27 @@ def events(trail: Path, event: str) -> list[dict]:
     return [r for r in read_trail(trail) if r["event"] == event]
 
 
-class Receiver:
-    """A platform's RTP port (a thread): arrival times of its datagrams; `close()` closes the port."""
-
-    def __init__(self, port: int = 0) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", port))
-        self.sock.settimeout(0.1)
-        self.port = self.sock.getsockname()[1]
-        self.got: list[float] = []
-        self.ssrcs: set[int] = set()
-        self.running = True
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while self.running:
-            try:
-                data, _ = self.sock.recvfrom(65536)
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            self.got.append(time.monotonic())
-            if len(data) >= 12:
-                self.ssrcs.add(struct.unpack_from("!I", data, 8)[0])
-
-    def close(self) -> None:
-        self.running = False
-        self.thread.join(5)
-        self.sock.close()
-
-
-class Platform:
+class Platform(Receiver):
     """The inner platform over UDP, in Python: ferry's registrar (200 to REGISTER), keepalive MESSAGEs
     answered, INVITE + ACK of a camera, BYE answered — until `vanish()`: from then on it answers
     nothing (a crashed or cut-off platform), but still notes what arrives."""
 
     def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.settimeout(0.1)
-        self.port = self.sock.getsockname()[1]
         self.answering = True
         self.requests: list[tuple[float, SipRequest]] = []
         self.responses: queue.Queue[SipResponse] = queue.Queue()
-        self.running = True
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
+        super().__init__()
 
-    def _run(self) -> None:
-        while self.running:
-            try:
-                data, addr = self.sock.recvfrom(65536)
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            msg = parse_message(data)
-            if isinstance(msg, SipResponse):
-                self.responses.put(msg)
-                continue
-            self.requests.append((time.monotonic(), msg))
-            if not self.answering or msg.method == "ACK":
-                continue
-            extra = [("Expires", "3600")] if msg.method == "REGISTER" else []
-            self.sock.sendto(response_to(msg, 200, "OK", extra, to_tag=None if msg.to.tag else new_tag()), addr)
+    def handle(self, data: bytes, addr: tuple[str, int]) -> None:
+        msg = parse_message(data)
+        if isinstance(msg, SipResponse):
+            self.responses.put(msg)
+            return
+        self.requests.append((time.monotonic(), msg))
+        if not self.answering or msg.method == "ACK":
+            return
+        extra = [("Expires", "3600")] if msg.method == "REGISTER" else []
+        self.sock.sendto(response_to(msg, 200, "OK", extra, to_tag=None if msg.to.tag else new_tag()), addr)
 
     def vanish(self) -> float:
         self.answering = False
@@ -245,10 +201,6 @@ class Platform:
             ("Call-ID", self.call), ("CSeq", f"{cseq} ACK"), ("Max-Forwards", "70")]), ("127.0.0.1", ferry))
         return msg
 
-    def close(self) -> None:
-        self.running = False
-        self.thread.join(5)
-        self.sock.close()
 
 
 def make(factory, tmp_path: Path, *, platform: Platform | None = None, seconds: float = 40):
@@ -316,7 +268,7 @@ def test_a_platform_that_stops_answering_keepalives_has_its_video_ended_and_the_
         a.wait_for(lambda: events(a.inner_audit, "platform_registered"), 30, "ferry registered with the platform")
         a.wait_for(lambda: events(a.inner_audit, "stream_started"), 30, "the camera's stream crossing")
         platform.invite(sip, MAPPED, f"m=video {rx.port} RTP/AVP 96\r\n")
-        a.wait_for(lambda: len(rx.got) > 20, 20, "RTP at the viewer")
+        a.wait_for(lambda: len(rx.times) > 20, 20, "RTP at the viewer")
         vanished = platform.vanish()
         a.wait_for(lambda: events(a.inner_audit, "viewer_lost"), 4 * 1.0 + 20, "the viewer reaped")
         reaped = time.monotonic()
@@ -325,8 +277,8 @@ def test_a_platform_that_stops_answering_keepalives_has_its_video_ended_and_the_
         checked = time.monotonic()
         assert not events(a.inner_audit, "stream_ended"), "the camera stopped before the check"
     finally:
-        rx.close()
-        platform.close()
+        rx.stop()
+        platform.stop()
         camera.stop()
         camera.join(60)
         a.stop()
@@ -337,7 +289,7 @@ def test_a_platform_that_stops_answering_keepalives_has_its_video_ended_and_the_
     assert lost["verdict"] == "lost" and lost["code"] == "viewer_lost" and lost["detail"]["cause"] == "platform_lost"
     assert lost["source"]["device_id"] == CAMERA and lost["destination"] == f"127.0.0.1:{rx.port}"
     assert reaped - vanished < limits.SIG_KEEPALIVE_LOST * 1.0 + 15
-    assert rx.got[-1] < checked - 1.0, "RTP still reached the vanished platform"
+    assert rx.times[-1] < checked - 1.0, "RTP still reached the vanished platform"
     assert {430100201} == rx.ssrcs
     # BYE best effort: one, unanswered, not retransmitted
     byes = platform.seen("BYE")
@@ -361,18 +313,18 @@ def test_a_viewer_whose_rtp_port_closes_is_reaped_by_icmp_and_the_camera_release
         camera.start()
         a.wait_for(lambda: events(a.inner_audit, "stream_started"), 30, "the camera's stream crossing")
         platform.invite(sip, CAMERA, f"m=video {rx.port} RTP/AVP 96\r\n")
-        a.wait_for(lambda: len(rx.got) > 20, 20, "RTP at the viewer")
-        rx.close()                    # the platform's RTP port closes: every send now brings ICMP back
+        a.wait_for(lambda: len(rx.times) > 20, 20, "RTP at the viewer")
+        rx.stop()                    # the platform's RTP port closes: every send now brings ICMP back
         closed = time.monotonic()
         a.wait_for(lambda: platform.seen("BYE"), limits.INNER_MEDIA_UNREACHABLE_FOR + 20, "ferry's BYE")
         byed = time.monotonic()
         again = Receiver(rx.port)     # the port open again: the stream must not come back
         time.sleep(1.5)
-        again.close()
+        again.stop()
         a.wait_for(lambda: stop_stream_told(a), 20, "stop_stream on the outer agent")
         assert not events(a.inner_audit, "stream_ended"), "the camera stopped before the check"
     finally:
-        platform.close()
+        platform.stop()
         camera.stop()
         camera.join(60)
         a.stop()
@@ -418,7 +370,7 @@ def test_a_tcp_viewer_whose_connection_closes_is_reaped_at_once(appliance_factor
         a.wait_for(lambda: stop_stream_told(a), 20, "stop_stream on the outer agent")
     finally:
         server.close()
-        platform.close()
+        platform.stop()
         camera.stop()
         camera.join(60)
         a.stop()
@@ -445,7 +397,7 @@ def test_a_session_timer_the_platform_stops_refreshing_ends_the_session(applianc
         camera.start()
         a.wait_for(lambda: events(a.inner_audit, "stream_started"), 30, "the camera's stream crossing")
         ok = platform.invite(sip, CAMERA, media, timer)
-        a.wait_for(lambda: len(rx.got) > 20, 20, "RTP at the viewer")
+        a.wait_for(lambda: len(rx.times) > 20, 20, "RTP at the viewer")
         refreshed = platform.invite(sip, CAMERA, media, timer, cseq=2, to=ok.header("To") or "")
         at = time.monotonic()
         a.wait_for(lambda: platform.seen("BYE"), 60 + 30, "ferry's BYE at the session's end")
@@ -453,8 +405,8 @@ def test_a_session_timer_the_platform_stops_refreshing_ends_the_session(applianc
         a.wait_for(lambda: stop_stream_told(a), 20, "stop_stream on the outer agent")
         assert not events(a.inner_audit, "stream_ended"), "the camera stopped before the session's end"
     finally:
-        rx.close()
-        platform.close()
+        rx.stop()
+        platform.stop()
         camera.stop()
         camera.join(60)
         a.stop()

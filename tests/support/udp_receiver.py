@@ -9,12 +9,13 @@ import time
 
 
 class Receiver:
-    """Every datagram with its arrival time (monotonic) and sender, in `got`."""
+    """Every datagram with its arrival time (monotonic) and sender, in `got`; on `port` (default:
+    a free one). A subclass that answers overrides `handle`."""
 
-    def __init__(self) -> None:
+    def __init__(self, port: int = 0) -> None:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-        self.sock.bind(("127.0.0.1", 0))
+        self.sock.bind(("127.0.0.1", port))
         self.sock.settimeout(0.2)
         self.port = self.sock.getsockname()[1]
         self.got: list[tuple[float, bytes, tuple[str, int]]] = []
@@ -30,7 +31,20 @@ class Receiver:
                 continue
             except OSError:
                 return
-            self.got.append((time.monotonic(), data, addr))
+            self.handle(data, addr)
+
+    def handle(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.got.append((time.monotonic(), data, addr))
+
+    @property
+    def times(self) -> list[float]:
+        """When each datagram arrived (monotonic)."""
+        return [t for t, _, _ in self.got]
+
+    @property
+    def ssrcs(self) -> set[int]:
+        """The RTP SSRCs of what arrived."""
+        return {struct.unpack_from("!I", d, 8)[0] for _, d, _ in self.got if len(d) >= 12}
 
     @property
     def datagrams(self) -> list[bytes]:
