@@ -69,7 +69,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -89,6 +88,7 @@ from ferry.limits import (
     MANSCDP_ITEMS_MAX,
     MANSCDP_REPEAT_MAX,
     MANSCDP_TEXT_MAX,
+    SIGNALING_MESSAGE_BODY_MAX,
 )
 
 __all__ = [
@@ -172,15 +172,16 @@ def _check_time(v: str) -> str | None:
 def _check_text(v: str) -> str | None:
     if len(v) > MANSCDP_FREE_TEXT_MAX:
         return f"longer than {MANSCDP_FREE_TEXT_MAX} characters"
-    for c in v:
-        if unicodedata.category(c) in ("Cc", "Cs") or c in _NOT_TEXT:
-            return f"has control character U+{ord(c):04X}"
+    m = _NOT_TEXT.search(v)
+    if m is not None:
+        return f"has control character U+{ord(m.group()):04X}"
     return None
 
 
-# besides category Cc: the bidirectional embeddings, overrides and isolates (a name that reads
-# differently from its characters) and the two non-characters XML cannot carry
-_NOT_TEXT = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\ufffe\uffff")
+# Unicode category Cc (C0, DEL, C1) and Cs (surrogates); the bidirectional embeddings, overrides
+# and isolates (a name that reads differently from its characters); the two non-characters XML
+# cannot carry
+_NOT_TEXT = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069\ufffe\uffff]")
 
 
 def _check_token(v: str) -> str | None:
@@ -444,6 +445,23 @@ class Manscdp:
         return tuple(v for n, v in self.fields if n == name)
 
 
+_FIELDS = ("root", "cmd_type", "sn", "device_id", "fields", "items", "sum_num", "dropped")
+
+
+def _parsed(root: str, cmd_type: str, sn: int, device_id: str, fields: Fields,
+            items: tuple[Item, ...], sum_num: int | None, dropped: tuple[str, ...]) -> Manscdp:
+    """A `Manscdp` the parser has already checked, made without checking it again.
+
+    `_message` establishes everything `Manscdp.__post_init__` checks (root, CmdType, SN and
+    DeviceID, each field's name, value, canonical order and count, the required fields, the items
+    and their count, SumNum); test_manscdp_fast.py holds its values equal to validated ones."""
+    m = object.__new__(Manscdp)
+    for name, value in zip(_FIELDS, (root, cmd_type, sn, device_id, fields, items, sum_num, dropped),
+                           strict=True):
+        object.__setattr__(m, name, value)
+    return m
+
+
 # --- encodings -------------------------------------------------------------------------------
 
 _GB = "gb18030"
@@ -465,18 +483,21 @@ def _codec(label: str, what: str) -> str:
     return codec
 
 
-def _decode(body: bytes, content_charset: str | None) -> tuple[str, int]:
-    """The body as text, and the newlines skipped before it (for line numbers)."""
+def _decode(body: bytes, content_charset: str | None) -> tuple[str, int, int]:
+    """The body as text, the newlines skipped before it (for line numbers), and where the text
+    after its XML declaration starts (0 without one)."""
     bom = body.startswith(_BOM)
     if bom:
         body = body[len(_BOM):]
     stripped = body.lstrip(b" \t\r\n")
-    skipped = body[: len(body) - len(stripped)].count(b"\n")
+    skipped = body.count(b"\n", 0, len(body) - len(stripped)) if len(stripped) != len(body) else 0
     declared: str | None = None
+    after_decl = 0
     if stripped.startswith(b"<?xml"):
         m = _DECL.match(stripped)
         if m is None:
             raise ManscdpError(f"line {skipped + 1}: malformed XML declaration", "malformed")
+        after_decl = m.end()
         label = m.group(1) or m.group(2)
         if label is not None:
             declared = _codec(label.decode("ascii"), "XML declaration encoding")
@@ -487,31 +508,63 @@ def _decode(body: bytes, content_charset: str | None) -> tuple[str, int]:
     codec = declared or header or _UTF8
     if bom and codec != _UTF8:
         raise ManscdpError("a UTF-8 byte order mark in a GB body", "encoding")
+    if stripped.isascii():  # GB18030 and UTF-8 are both ASCII below 0x80: no codec needed
+        return stripped.decode("ascii"), skipped, after_decl
     try:
         text = stripped.decode(codec)
     except UnicodeDecodeError as exc:
         raise ManscdpError(f"bytes at offset {exc.start + len(body) - len(stripped) + 3 * bom} are not "
                            f"valid {codec.upper()}", "encoding") from None
-    return text, skipped
+    return text, skipped, after_decl
 
 
 # --- parsing ---------------------------------------------------------------------------------
+#
+# Two ways from text to a tree of nodes, one walk from the tree to a value:
+#
+# * `_scan`, the fast path: one regular expression tokenizes a body made only of elements with
+#   ASCII names, double- or single-quoted attributes without references, and text without
+#   references, CDATA, comments, processing instructions, DTDs, ``>`` or characters XML forbids.
+#   It takes nearly all real traffic and answers None, never an error, for anything else or for
+#   anything past a limit.
+# * `_tree`, the strict path: expat with DOCTYPE, declarations, processing instructions and
+#   undeclared entities refused, the limits checked per event, and line and column for every error.
+#
+# `_message` walks either tree. A body the fast path scanned but `_message` refuses is parsed
+# again by the strict path, so a refusal always reads as the strict path's (with its place).
+# tests/codecs/test_manscdp_fast.py holds the two equal against the parser before the fast path.
 
-@dataclass(slots=True)
 class _Node:
-    name: str
-    attrs: dict[str, str]
-    line: int
-    col: int
-    text: list[str] = field(default_factory=list)
-    size: int = 0
-    children: list[_Node] = field(default_factory=list)
+    __slots__ = ("attrs", "children", "col", "line", "name", "text")
+
+    def __init__(self, name: str, attrs: dict[str, str], text: str = "", line: int = 0,
+                 col: int = 0) -> None:
+        self.name = name
+        self.attrs = attrs
+        self.text = text          # all its text runs, joined (at most MANSCDP_TEXT_MAX characters)
+        self.line = line          # where it starts (the strict path only; errors name it)
+        self.col = col
+        self.children: list[_Node] = []
 
 
 def _refuse(what: str) -> Callable[..., Any]:
     def handler(*_args: object) -> Any:
         raise ManscdpError(f"{what} refused", "markup")
     return handler
+
+
+# made once: they hold no state
+_REFUSE_HANDLERS = (
+    ("StartDoctypeDeclHandler", _refuse("DOCTYPE")),
+    ("EntityDeclHandler", _refuse("entity declaration")),
+    ("UnparsedEntityDeclHandler", _refuse("entity declaration")),
+    ("NotationDeclHandler", _refuse("notation declaration")),
+    ("ElementDeclHandler", _refuse("element declaration")),
+    ("AttlistDeclHandler", _refuse("attribute list declaration")),
+    ("ExternalEntityRefHandler", _refuse("external entity reference")),
+    ("SkippedEntityHandler", _refuse("entity reference")),
+    ("ProcessingInstructionHandler", _refuse("processing instruction")),
+)
 
 
 def _tree(text: str, skipped: int) -> _Node:
@@ -538,7 +591,7 @@ def _tree(text: str, skipped: int) -> _Node:
         if any(len(v) > MANSCDP_TEXT_MAX for v in attrs.values()):
             raise ManscdpError(f"{here()}: an attribute of <{name[:40]}> is longer than "
                                f"{MANSCDP_TEXT_MAX} characters", "too_large")
-        node = _Node(name, attrs, p.CurrentLineNumber + skipped, p.CurrentColumnNumber + 1)
+        node = _Node(name, attrs, "", p.CurrentLineNumber + skipped, p.CurrentColumnNumber + 1)
         (stack[-1].children if stack else top).append(node)
         stack.append(node)
 
@@ -549,24 +602,16 @@ def _tree(text: str, skipped: int) -> _Node:
         if not stack:
             return
         node = stack[-1]
-        node.size += len(data)
-        if node.size > MANSCDP_TEXT_MAX:
+        if len(node.text) + len(data) > MANSCDP_TEXT_MAX:
             raise ManscdpError(f"{here()}: text of <{node.name[:40]}> is longer than "
                                f"{MANSCDP_TEXT_MAX} characters", "too_large")
-        node.text.append(data)
+        node.text += data
 
     p.StartElementHandler = start
     p.EndElementHandler = end
     p.CharacterDataHandler = chars
-    p.StartDoctypeDeclHandler = _refuse("DOCTYPE")
-    p.EntityDeclHandler = _refuse("entity declaration")
-    p.UnparsedEntityDeclHandler = _refuse("entity declaration")
-    p.NotationDeclHandler = _refuse("notation declaration")
-    p.ElementDeclHandler = _refuse("element declaration")
-    p.AttlistDeclHandler = _refuse("attribute list declaration")
-    p.ExternalEntityRefHandler = _refuse("external entity reference")
-    p.SkippedEntityHandler = _refuse("entity reference")
-    p.ProcessingInstructionHandler = _refuse("processing instruction")
+    for handler, refuse in _REFUSE_HANDLERS:
+        setattr(p, handler, refuse)
     try:
         p.Parse(text.encode("utf-8"), True)
     except expat.ExpatError as exc:
@@ -580,11 +625,89 @@ def _tree(text: str, skipped: int) -> _Node:
     return top[0]
 
 
+# The fast path's grammar. XML whitespace is space, tab, CR and LF (CR is gone: line ends are
+# normalized first, as XML does); names are ASCII; text and attribute values hold no reference
+# (``&``), no ``<`` or ``>`` and no character XML forbids. CDATA, comments, DOCTYPE and processing
+# instructions (``<!``, ``<?``), and any character the scan does not expect, in markup or text,
+# match the last alternative and send the body to the strict path.
+_WS = "[ \t\n]"
+_NAME = "[A-Za-z_][A-Za-z0-9_.-]*"
+_CHAR = "[^<>&\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]"    # text (CR is gone)
+_ATTR_CHAR = "[^<&\x00-\x1f\ufffe\uffff"                       # less the quote, closed below
+_SCAN = re.compile(
+    rf"<({_NAME})>({_CHAR}*)</\1>"                                        # 1, 2: a leaf with its text
+    rf"|({_WS}+)"                                                         # 3: whitespace
+    rf"|<({_NAME})((?:{_WS}+{_NAME}{_WS}*={_WS}*"                         # 4, 5: a start tag, its
+    rf"(?:\"{_ATTR_CHAR}\"]*\"|'{_ATTR_CHAR}']*'))*){_WS}*(/?)>"          #   attributes, 6: empty
+    rf"|</({_NAME}){_WS}*>"                                               # 7: an end tag
+    rf"|({_CHAR}+)"                                                       # 8: other text
+    r"|(.)", re.S)                                                        # 9: anything else
+_ATTR = re.compile(rf"{_WS}+({_NAME}){_WS}*={_WS}*(?:\"([^\"]*)\"|'([^']*)')")
+_SCAN_MAX = SIGNALING_MESSAGE_BODY_MAX  # longer bodies (not one MESSAGE's) take the strict path
+
+
+def _scan(text: str, start: int) -> _Node | None:
+    """The tree of a plain body after its declaration, or None: the strict path decides."""
+    if len(text) > _SCAN_MAX:
+        return None
+    rest = text[start:] if start else text
+    if "\r" in rest:  # XML's end-of-line handling (XML 1.0 §2.11), as expat does it
+        rest = rest.replace("\r\n", "\n").replace("\r", "\n")
+    root: _Node | None = None
+    node: _Node | None = None  # the open element
+    stack: list[_Node] = []
+    count = 0
+    for leaf, leaf_text, space, name, attrs, empty, end, other, _bad in _SCAN.findall(rest):
+        if leaf:
+            if node is None or len(stack) >= MANSCDP_DEPTH_MAX or len(leaf_text) > MANSCDP_TEXT_MAX:
+                return None
+            count += 1
+            node.children.append(_Node(leaf, {}, leaf_text))
+        elif space:
+            if node is not None:
+                if len(node.text) + len(space) > MANSCDP_TEXT_MAX:
+                    return None
+                node.text += space
+        elif name:
+            if (root is not None and node is None) or len(stack) >= MANSCDP_DEPTH_MAX:
+                return None
+            count += 1
+            values: dict[str, str] = {}
+            if attrs:
+                pairs = _ATTR.findall(attrs)
+                values = {a: v1 or v2 for a, v1, v2 in pairs}
+                if len(pairs) > MANSCDP_ATTRIBUTES_MAX or len(values) != len(pairs) or any(
+                        len(v) > MANSCDP_TEXT_MAX for v in values.values()):
+                    return None  # too many, repeated or too long: the strict path says which
+            child = _Node(name, values)
+            if node is None:
+                root = child
+            else:
+                node.children.append(child)
+            if not empty:
+                stack.append(child)
+                node = child
+        elif end:
+            if node is None or node.name != end:
+                return None
+            stack.pop()
+            node = stack[-1] if stack else None
+        elif other:
+            if node is None or len(node.text) + len(other) > MANSCDP_TEXT_MAX:
+                return None
+            node.text += other
+        else:
+            return None
+        if count > MANSCDP_ELEMENTS_MAX:
+            return None
+    return root if node is None else None
+
+
 def _text(node: _Node) -> str:
     if node.children:
         raise ManscdpError(f"line {node.line} column {node.col}: <{node.name[:40]}> holds "
                            "elements where text is expected", "malformed")
-    return "".join(node.text).strip(" \t\r\n")
+    return node.text.strip(" \t\r\n")
 
 
 def _collect(node: _Node, prefix: str, leaves: dict[str, tuple[str, int]],
@@ -595,25 +718,31 @@ def _collect(node: _Node, prefix: str, leaves: dict[str, tuple[str, int]],
     Returns the child nodes named in `skip` (handled by the caller)."""
     held: list[_Node] = []
     for child in node.children:
-        path = f"{prefix}{child.name}"
+        path = prefix + child.name
         if path in skip:
             held.append(child)
         elif path in leaves:
             kind, most = leaves[path]
             value = _text(child)
-            _drop_attrs(child, path, dropped)
+            if child.attrs:
+                _drop_attrs(child, path, dropped)
             if value == "":
                 continue
-            values = found.setdefault(path, [])
-            if len(values) >= most:
+            values = found.get(path)
+            if values is None:
+                values = found[path] = []
+            elif len(values) >= most:
                 raise ManscdpError(f"line {child.line} column {child.col}: <{child.name[:40]}> "
                                    f"appears more than {most} time{'s' * (most > 1)}", "malformed")
-            where = f"line {child.line} column {child.col}: <{child.name[:40]}>"
-            _check_value(kind, value, where)
+            problem = _KINDS[kind](value)  # `value` is stripped and not empty
+            if problem is not None:
+                raise ManscdpError(f"line {child.line} column {child.col}: <{child.name[:40]}> is "
+                                   f"{problem}: {value[:40]!r}", "value")
             values.append(value)
         elif path in containers:
-            _drop_attrs(child, path, dropped)
-            if "".join(child.text).strip(" \t\r\n"):
+            if child.attrs:
+                _drop_attrs(child, path, dropped)
+            if child.text and child.text.strip(" \t\r\n"):
                 _drop(dropped, path + "/#text")
             _collect(child, path + "/", leaves, containers, found, dropped)
         else:
@@ -638,6 +767,11 @@ def _drop_attrs(node: _Node, path: str, dropped: list[str], keep: str | None = N
 
 
 def _ordered(found: dict[str, list[str]], leaves: tuple[Leaf, ...]) -> Fields:
+    if not found:
+        return ()
+    if len(found) == 1:
+        ((path, values),) = found.items()
+        return tuple((path, v) for v in values)
     return tuple((path, v) for path, _k, _n in leaves for v in found.get(path, ()))
 
 
@@ -651,9 +785,12 @@ def _one(root: _Node, name: str) -> _Node:
     return nodes[0]
 
 
+_UINT31 = re.compile(r"[0-9]{1,10}")
+
+
 def _header_int(node: _Node, what: str) -> int:
     v = _text(node)
-    if not re.fullmatch(r"[0-9]{1,10}", v) or int(v) > SN_MAX:
+    if not _UINT31.fullmatch(v) or int(v) > SN_MAX:
         raise ManscdpError(f"line {node.line} column {node.col}: <{what}> is not an integer "
                            f"0..{SN_MAX}: {v[:40]!r}", "value")
     return int(v)
@@ -665,8 +802,18 @@ def parse(body: bytes, *, content_charset: str | None = None,
     limit = min(max_bytes, MANSCDP_BODY_MAX)
     if len(body) > limit:
         raise ManscdpError(f"body of {len(body)} bytes is larger than {limit}", "too_large")
-    text, skipped = _decode(bytes(body), content_charset)
-    root = _tree(text, skipped)
+    text, skipped, after_decl = _decode(bytes(body), content_charset)
+    root = _scan(text, after_decl)
+    if root is not None:
+        try:
+            return _message(root)
+        except ManscdpError:
+            pass  # refused: the strict path refuses it again and says where
+    return _message(_tree(text, skipped))
+
+
+def _message(root: _Node) -> Manscdp:
+    """The value of a body's tree (either path's), or ManscdpError."""
     if root.name not in ROOTS:
         raise ManscdpError(f"line {root.line} column {root.col}: root <{root.name[:40]}> is not one "
                            f"of {', '.join(ROOTS)}", "malformed")
@@ -683,24 +830,23 @@ def parse(body: bytes, *, content_charset: str | None = None,
         raise ManscdpError(f"line {id_node.line} column {id_node.col}: <DeviceID> is not a "
                            f"20-digit device ID: {device_id[:40]!r}", "value")
     dropped: list[str] = []
-    _drop_attrs(root, root.name, dropped)
+    if root.attrs:
+        _drop_attrs(root, root.name, dropped)
     for n in (cmd_node, sn_node, id_node):
-        _drop_attrs(n, n.name, dropped)
-    if "".join(root.text).strip(" \t\r\n"):
+        if n.attrs:
+            _drop_attrs(n, n.name, dropped)
+    if root.text.strip(" \t\r\n"):
         _drop(dropped, "#text")
     schema = _SCHEMAS.get((root.name, cmd_type))
-    rest = _Node(root.name, {}, root.line, root.col,
-                 children=[c for c in root.children if c.name not in _COMMON])
+    rest = _Node(root.name, {}, "", root.line, root.col)
+    rest.children = [c for c in root.children if c.name not in _COMMON]
     if schema is None:
         for c in rest.children:
             _drop(dropped, c.name)
-        return Manscdp(root.name, cmd_type, sn, device_id, dropped=tuple(dropped))
+        return _parsed(root.name, cmd_type, sn, device_id, (), (), None, tuple(dropped))
     leaves = _index(schema.leaves)[1]
-    skip = {schema.list_path} if schema.list_path else set()
-    if schema.sum_num:
-        skip.add("SumNum")
     found: dict[str, list[str]] = {}
-    held = _collect(rest, "", leaves, _containers(schema.leaves), found, dropped, frozenset(skip))
+    held = _collect(rest, "", leaves, _containers(schema.leaves), found, dropped, _skip(schema))
     sum_num: int | None = None
     items: list[Item] = []
     lists = [h for h in held if h.name == schema.list_path]
@@ -720,14 +866,23 @@ def parse(body: bytes, *, content_charset: str | None = None,
         if req not in found:
             raise ManscdpError(f"line {root.line} column {root.col}: <{req}> is required "
                                f"in {root.name} {cmd_type}", "malformed")
-    return Manscdp(root.name, cmd_type, sn, device_id, _ordered(found, schema.leaves),
+    return _parsed(root.name, cmd_type, sn, device_id, _ordered(found, schema.leaves),
                    tuple(items), sum_num, tuple(dropped))
+
+
+@lru_cache(maxsize=64)
+def _skip(schema: _Schema) -> frozenset[str]:
+    """The children of the root that `_message` handles itself: the item list and SumNum."""
+    skip = {schema.list_path} if schema.list_path else set()
+    if schema.sum_num:
+        skip.add("SumNum")
+    return frozenset(skip)
 
 
 def _items(node: _Node, schema: _Schema, dropped: list[str]) -> list[Item]:
     path = schema.list_path or ""
     _drop_attrs(node, path, dropped, keep="Num")
-    if "".join(node.text).strip(" \t\r\n"):
+    if node.text.strip(" \t\r\n"):
         _drop(dropped, path + "/#text")
     leaves = _index(schema.item)[1]
     containers = _containers(schema.item)
@@ -741,7 +896,8 @@ def _items(node: _Node, schema: _Schema, dropped: list[str]) -> list[Item]:
                                f"{MANSCDP_ITEMS_MAX} items", "too_large")
         found: dict[str, list[str]] = {}
         sub: list[str] = []
-        _drop_attrs(child, f"{path}/Item", dropped)
+        if child.attrs:
+            _drop_attrs(child, f"{path}/Item", dropped)
         _collect(child, "", leaves, containers, found, sub)
         for d in sub:
             _drop(dropped, f"{path}/Item/{d}")
@@ -753,7 +909,7 @@ def _items(node: _Node, schema: _Schema, dropped: list[str]) -> list[Item]:
     num = node.attrs.get("Num")
     if num is not None:
         num = num.strip(" \t\r\n")
-        if not re.fullmatch(r"[0-9]{1,10}", num) or int(num) != len(items):
+        if not _UINT31.fullmatch(num) or int(num) != len(items):
             raise ManscdpError(f"line {node.line} column {node.col}: <{path} Num={num[:40]!r}> but "
                                f"{len(items)} items", "value")
     return items
