@@ -445,9 +445,6 @@ class Manscdp:
         return tuple(v for n, v in self.fields if n == name)
 
 
-_FIELDS = ("root", "cmd_type", "sn", "device_id", "fields", "items", "sum_num", "dropped")
-
-
 def _parsed(root: str, cmd_type: str, sn: int, device_id: str, fields: Fields,
             items: tuple[Item, ...], sum_num: int | None, dropped: tuple[str, ...]) -> Manscdp:
     """A `Manscdp` the parser has already checked, made without checking it again.
@@ -456,9 +453,15 @@ def _parsed(root: str, cmd_type: str, sn: int, device_id: str, fields: Fields,
     DeviceID, each field's name, value, canonical order and count, the required fields, the items
     and their count, SumNum); test_manscdp_fast.py holds its values equal to validated ones."""
     m = object.__new__(Manscdp)
-    for name, value in zip(_FIELDS, (root, cmd_type, sn, device_id, fields, items, sum_num, dropped),
-                           strict=True):
-        object.__setattr__(m, name, value)
+    setattr_ = object.__setattr__
+    setattr_(m, "root", root)
+    setattr_(m, "cmd_type", cmd_type)
+    setattr_(m, "sn", sn)
+    setattr_(m, "device_id", device_id)
+    setattr_(m, "fields", fields)
+    setattr_(m, "items", items)
+    setattr_(m, "sum_num", sum_num)
+    setattr_(m, "dropped", dropped)
     return m
 
 
@@ -535,13 +538,14 @@ def _decode(body: bytes, content_charset: str | None) -> tuple[str, int, int]:
 # tests/codecs/test_manscdp_fast.py holds the two equal against the parser before the fast path.
 
 class _Node:
-    __slots__ = ("attrs", "children", "col", "line", "name", "text")
+    __slots__ = ("attrs", "children", "col", "line", "name", "size", "text")
 
     def __init__(self, name: str, attrs: dict[str, str], text: str = "", line: int = 0,
                  col: int = 0) -> None:
         self.name = name
         self.attrs = attrs
-        self.text = text          # all its text runs, joined (at most MANSCDP_TEXT_MAX characters)
+        self.text = text          # its text runs, joined (the fast path leaves out whitespace
+        self.size = len(text)     # between leaves: only its length, in `size`, counts there)
         self.line = line          # where it starts (the strict path only; errors name it)
         self.col = col
         self.children: list[_Node] = []
@@ -602,7 +606,8 @@ def _tree(text: str, skipped: int) -> _Node:
         if not stack:
             return
         node = stack[-1]
-        if len(node.text) + len(data) > MANSCDP_TEXT_MAX:
+        node.size += len(data)
+        if node.size > MANSCDP_TEXT_MAX:
             raise ManscdpError(f"{here()}: text of <{node.name[:40]}> is longer than "
                                f"{MANSCDP_TEXT_MAX} characters", "too_large")
         node.text += data
@@ -635,13 +640,14 @@ _NAME = "[A-Za-z_][A-Za-z0-9_.-]*"
 _CHAR = "[^<>&\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]"    # text (CR is gone)
 _ATTR_CHAR = "[^<&\x00-\x1f\ufffe\uffff"                       # less the quote, closed below
 _SCAN = re.compile(
-    rf"<({_NAME})>({_CHAR}*)</\1>"                                        # 1, 2: a leaf with its text
+    rf"((?:<({_NAME})>{_CHAR}*</\2>{_WS}*)+)"                               # 1: leaves with their text
     rf"|({_WS}+)"                                                         # 3: whitespace
     rf"|<({_NAME})((?:{_WS}+{_NAME}{_WS}*={_WS}*"                         # 4, 5: a start tag, its
     rf"(?:\"{_ATTR_CHAR}\"]*\"|'{_ATTR_CHAR}']*'))*){_WS}*(/?)>"          #   attributes, 6: empty
     rf"|</({_NAME}){_WS}*>"                                               # 7: an end tag
     rf"|({_CHAR}+)"                                                       # 8: other text
     r"|(.)", re.S)                                                        # 9: anything else
+_LEAF = re.compile(rf"<({_NAME})>({_CHAR}*)</\1>")
 _ATTR = re.compile(rf"{_WS}+({_NAME}){_WS}*={_WS}*(?:\"([^\"]*)\"|'([^']*)')")
 _SCAN_MAX = SIGNALING_MESSAGE_BODY_MAX  # longer bodies (not one MESSAGE's) take the strict path
 
@@ -657,15 +663,25 @@ def _scan(text: str, start: int) -> _Node | None:
     node: _Node | None = None  # the open element
     stack: list[_Node] = []
     count = 0
-    for leaf, leaf_text, space, name, attrs, empty, end, other, _bad in _SCAN.findall(rest):
-        if leaf:
-            if node is None or len(stack) >= MANSCDP_DEPTH_MAX or len(leaf_text) > MANSCDP_TEXT_MAX:
+    for run, _n, space, name, attrs, empty, end, other, _bad in _SCAN.findall(rest):
+        if run:
+            if node is None or len(stack) >= MANSCDP_DEPTH_MAX:
                 return None
-            count += 1
-            node.children.append(_Node(leaf, {}, leaf_text))
+            children = node.children
+            size = len(run)  # less the leaves: the whitespace between them, the parent's text
+            for leaf, leaf_text in _LEAF.findall(run):
+                children.append(_Node(leaf, {}, leaf_text))
+                size -= 2 * len(leaf) + 5 + len(leaf_text)
+                count += 1
+                if len(leaf_text) > MANSCDP_TEXT_MAX:
+                    return None
+            node.size += size
+            if node.size > MANSCDP_TEXT_MAX:
+                return None
         elif space:
             if node is not None:
-                if len(node.text) + len(space) > MANSCDP_TEXT_MAX:
+                node.size += len(space)
+                if node.size > MANSCDP_TEXT_MAX:
                     return None
                 node.text += space
         elif name:
@@ -693,7 +709,10 @@ def _scan(text: str, start: int) -> _Node | None:
             stack.pop()
             node = stack[-1] if stack else None
         elif other:
-            if node is None or len(node.text) + len(other) > MANSCDP_TEXT_MAX:
+            if node is None:
+                return None
+            node.size += len(other)
+            if node.size > MANSCDP_TEXT_MAX:
                 return None
             node.text += other
         else:
@@ -766,17 +785,15 @@ def _drop_attrs(node: _Node, path: str, dropped: list[str], keep: str | None = N
             _drop(dropped, f"{path}@{a}")
 
 
-def _ordered(found: dict[str, list[str]], leaves: tuple[Leaf, ...]) -> Fields:
-    if not found:
-        return ()
-    if len(found) == 1:
-        ((path, values),) = found.items()
-        return tuple((path, v) for v in values)
-    return tuple((path, v) for path, _k, _n in leaves for v in found.get(path, ()))
+def _ordered(found: dict[str, list[str]], order: dict[str, int]) -> Fields:
+    """The fields found, in canonical (schema) order."""
+    if len(found) <= 1:
+        return tuple((path, v) for path, values in found.items() for v in values)
+    return tuple((path, v) for path in sorted(found, key=order.__getitem__) for v in found[path])
 
 
-def _one(root: _Node, name: str) -> _Node:
-    nodes = [c for c in root.children if c.name == name]
+def _one(root: _Node, name: str, nodes: list[_Node]) -> _Node:
+    """The one child `name` of `root` (`nodes`: all of them)."""
     if not nodes:
         raise ManscdpError(f"line {root.line} column {root.col}: <{name}> is missing", "malformed")
     if len(nodes) > 1:
@@ -817,14 +834,22 @@ def _message(root: _Node) -> Manscdp:
     if root.name not in ROOTS:
         raise ManscdpError(f"line {root.line} column {root.col}: root <{root.name[:40]}> is not one "
                            f"of {', '.join(ROOTS)}", "malformed")
-    cmd_node = _one(root, "CmdType")
+    heads: dict[str, list[_Node]] = {"CmdType": [], "SN": [], "DeviceID": []}
+    others: list[_Node] = []
+    for c in root.children:
+        h = heads.get(c.name)
+        if h is None:
+            others.append(c)
+        else:
+            h.append(c)
+    cmd_node = _one(root, "CmdType", heads["CmdType"])
     cmd_type = _text(cmd_node)
     if not _CMD_TYPE.fullmatch(cmd_type):
         raise ManscdpError(f"line {cmd_node.line} column {cmd_node.col}: <CmdType> is not a name: "
                            f"{cmd_type[:40]!r}", "value")
-    sn_node = _one(root, "SN")
+    sn_node = _one(root, "SN", heads["SN"])
     sn = _header_int(sn_node, "SN")
-    id_node = _one(root, "DeviceID")
+    id_node = _one(root, "DeviceID", heads["DeviceID"])
     device_id = _text(id_node)
     if not _DIGITS20.fullmatch(device_id):
         raise ManscdpError(f"line {id_node.line} column {id_node.col}: <DeviceID> is not a "
@@ -837,16 +862,16 @@ def _message(root: _Node) -> Manscdp:
             _drop_attrs(n, n.name, dropped)
     if root.text.strip(" \t\r\n"):
         _drop(dropped, "#text")
-    schema = _SCHEMAS.get((root.name, cmd_type))
-    rest = _Node(root.name, {}, "", root.line, root.col)
-    rest.children = [c for c in root.children if c.name not in _COMMON]
-    if schema is None:
-        for c in rest.children:
+    walk = _WALKS.get((root.name, cmd_type))
+    if walk is None:
+        for c in others:
             _drop(dropped, c.name)
         return _parsed(root.name, cmd_type, sn, device_id, (), (), None, tuple(dropped))
-    leaves = _index(schema.leaves)[1]
+    schema = walk.schema
+    rest = _Node(root.name, {}, "", root.line, root.col)
+    rest.children = others
     found: dict[str, list[str]] = {}
-    held = _collect(rest, "", leaves, _containers(schema.leaves), found, dropped, _skip(schema))
+    held = _collect(rest, "", walk.leaves, walk.containers, found, dropped, walk.skip)
     sum_num: int | None = None
     items: list[Item] = []
     lists = [h for h in held if h.name == schema.list_path]
@@ -857,7 +882,7 @@ def _message(root: _Node) -> Manscdp:
     if sums:
         sum_num = _header_int(sums[0], "SumNum")
     if lists:
-        items = _items(lists[0], schema, dropped)
+        items = _items(lists[0], walk, dropped)
         if sum_num is not None and len(items) > sum_num:
             n = lists[0]
             raise ManscdpError(f"line {n.line} column {n.col}: {len(items)} items but SumNum "
@@ -866,26 +891,45 @@ def _message(root: _Node) -> Manscdp:
         if req not in found:
             raise ManscdpError(f"line {root.line} column {root.col}: <{req}> is required "
                                f"in {root.name} {cmd_type}", "malformed")
-    return _parsed(root.name, cmd_type, sn, device_id, _ordered(found, schema.leaves),
+    return _parsed(root.name, cmd_type, sn, device_id, _ordered(found, walk.order),
                    tuple(items), sum_num, tuple(dropped))
 
 
-@lru_cache(maxsize=64)
-def _skip(schema: _Schema) -> frozenset[str]:
-    """The children of the root that `_message` handles itself: the item list and SumNum."""
+@dataclass(frozen=True, slots=True)
+class _Walk:
+    """What the walk of one schema looks up, made once per schema."""
+
+    schema: _Schema
+    leaves: dict[str, tuple[str, int]]     # leaf path -> (kind, how many times at most)
+    order: dict[str, int]                  # leaf path -> canonical position
+    containers: frozenset[str]
+    skip: frozenset[str]                   # the root's children `_message` handles: list, SumNum
+    item_leaves: dict[str, tuple[str, int]]
+    item_order: dict[str, int]
+    item_containers: frozenset[str]
+
+
+def _walk(schema: _Schema) -> _Walk:
+    order, leaves = _index(schema.leaves)
+    item_order, item_leaves = _index(schema.item)
     skip = {schema.list_path} if schema.list_path else set()
     if schema.sum_num:
         skip.add("SumNum")
-    return frozenset(skip)
+    return _Walk(schema, leaves, order, _containers(schema.leaves), frozenset(skip), item_leaves,
+                 item_order, _containers(schema.item))
 
 
-def _items(node: _Node, schema: _Schema, dropped: list[str]) -> list[Item]:
+_WALKS = {key: _walk(schema) for key, schema in _SCHEMAS.items()}
+
+
+def _items(node: _Node, walk: _Walk, dropped: list[str]) -> list[Item]:
+    schema = walk.schema
     path = schema.list_path or ""
     _drop_attrs(node, path, dropped, keep="Num")
     if node.text.strip(" \t\r\n"):
         _drop(dropped, path + "/#text")
-    leaves = _index(schema.item)[1]
-    containers = _containers(schema.item)
+    leaves = walk.item_leaves
+    containers = walk.item_containers
     items: list[Item] = []
     for child in node.children:
         if child.name != "Item":
@@ -905,7 +949,7 @@ def _items(node: _Node, schema: _Schema, dropped: list[str]) -> list[Item]:
             if req not in found:
                 raise ManscdpError(f"line {child.line} column {child.col}: <Item> without "
                                    f"<{req}>", "malformed")
-        items.append(Item(_ordered(found, schema.item)))
+        items.append(Item(_ordered(found, walk.item_order)))
     num = node.attrs.get("Num")
     if num is not None:
         num = num.strip(" \t\r\n")
