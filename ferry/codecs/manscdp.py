@@ -648,17 +648,30 @@ _SCAN = re.compile(
     rf"|({_CHAR}+)"                                                       # 8: other text
     r"|(.)", re.S)                                                        # 9: anything else
 _LEAF = re.compile(rf"<({_NAME})>({_CHAR}*)</\1>")
+# a root that holds only leaves without attributes, whitespace between them: most traffic
+_FLAT = re.compile(rf"{_WS}*<({_NAME})>((?:{_WS}*<({_NAME})>{_CHAR}*</\3>)*){_WS}*</\1>{_WS}*")
 _ATTR = re.compile(rf"{_WS}+({_NAME}){_WS}*={_WS}*(?:\"([^\"]*)\"|'([^']*)')")
 _SCAN_MAX = SIGNALING_MESSAGE_BODY_MAX  # longer bodies (not one MESSAGE's) take the strict path
 
 
-def _scan(text: str, start: int) -> _Node | None:
-    """The tree of a plain body after its declaration, or None: the strict path decides."""
+def _fast(text: str, start: int) -> Manscdp | None:
+    """The value of a plain body (`text` from `start`, after its declaration), or None when it is
+    not plain (the strict path decides); ManscdpError, without its place, when it is refused."""
     if len(text) > _SCAN_MAX:
         return None
     rest = text[start:] if start else text
     if "\r" in rest:  # XML's end-of-line handling (XML 1.0 §2.11), as expat does it
         rest = rest.replace("\r\n", "\n").replace("\r", "\n")
+    if len(rest) <= MANSCDP_TEXT_MAX:  # no text, depth or count limit can be reached
+        flat = _FLAT.fullmatch(rest)
+        if flat is not None:
+            return _flat_message(flat.group(1), _LEAF.findall(flat.group(2)))
+    root = _scan(rest)
+    return None if root is None else _message(root)
+
+
+def _scan(rest: str) -> _Node | None:
+    """The tree of a plain body after its declaration, or None: the strict path decides."""
     root: _Node | None = None
     node: _Node | None = None  # the open element
     stack: list[_Node] = []
@@ -820,13 +833,98 @@ def parse(body: bytes, *, content_charset: str | None = None,
     if len(body) > limit:
         raise ManscdpError(f"body of {len(body)} bytes is larger than {limit}", "too_large")
     text, skipped, after_decl = _decode(bytes(body), content_charset)
-    root = _scan(text, after_decl)
-    if root is not None:
-        try:
-            return _message(root)
-        except ManscdpError:
-            pass  # refused: the strict path refuses it again and says where
+    try:
+        m = _fast(text, after_decl)
+    except ManscdpError:
+        m = None  # refused: the strict path refuses it again and says where
+    if m is not None:
+        return m
     return _message(_tree(text, skipped))
+
+
+_REFUSED = "refused by the fast path"  # never seen: the strict path then says what and where
+
+
+def _flat_message(root: str, pairs: list[tuple[str, str]]) -> Manscdp:
+    """`_message` of a root holding only leaves `pairs` (name, text), without attributes or text
+    of its own, made without nodes; ManscdpError (without its place) where `_message` refuses."""
+    if root not in ROOTS:
+        raise ManscdpError(_REFUSED)
+    cmd = sn_text = dev = None
+    others: list[tuple[str, str]] = []
+    for name, text in pairs:
+        if name == "CmdType":
+            if cmd is not None:
+                raise ManscdpError(_REFUSED)
+            cmd = text
+        elif name == "SN":
+            if sn_text is not None:
+                raise ManscdpError(_REFUSED)
+            sn_text = text
+        elif name == "DeviceID":
+            if dev is not None:
+                raise ManscdpError(_REFUSED)
+            dev = text
+        else:
+            others.append((name, text))
+    if cmd is None or sn_text is None or dev is None:
+        raise ManscdpError(_REFUSED)
+    cmd_type = cmd.strip(" \t\r\n")
+    sn_value = sn_text.strip(" \t\r\n")
+    device_id = dev.strip(" \t\r\n")
+    if (not _CMD_TYPE.fullmatch(cmd_type) or not _UINT31.fullmatch(sn_value) or int(sn_value) > SN_MAX
+            or not _DIGITS20.fullmatch(device_id)):
+        raise ManscdpError(_REFUSED)
+    sn = int(sn_value)
+    dropped: list[str] = []
+    walk = _WALKS.get((root, cmd_type))
+    if walk is None:
+        for name, _text in others:
+            _drop(dropped, name)
+        return _parsed(root, cmd_type, sn, device_id, (), (), None, tuple(dropped))
+    leaves = walk.leaves
+    found: dict[str, list[str]] = {}
+    held: list[tuple[str, str]] = []
+    for name, text in others:
+        if name in walk.skip:
+            held.append((name, text))
+        elif name in leaves:
+            value = text.strip(" \t\r\n")
+            if value == "":
+                continue
+            kind, most = leaves[name]
+            values = found.get(name)
+            if values is None:
+                values = found[name] = []
+            elif len(values) >= most:
+                raise ManscdpError(_REFUSED)
+            if _KINDS[kind](value) is not None:
+                raise ManscdpError(_REFUSED)
+            values.append(value)
+        elif name in walk.containers:  # a container written as a leaf: no leaves, maybe text
+            if text.strip(" \t\r\n"):
+                _drop(dropped, name + "/#text")
+        else:
+            _drop(dropped, name)
+    sum_num: int | None = None
+    if held:  # SumNum, and an item list written as a leaf (no items)
+        list_path = walk.schema.list_path
+        lists = [t for n, t in held if n == list_path]
+        sums = [t for n, t in held if n == "SumNum"]
+        if len(sums) > 1 or len(lists) > 1:
+            raise ManscdpError(_REFUSED)
+        if sums:
+            v = sums[0].strip(" \t\r\n")
+            if not _UINT31.fullmatch(v) or int(v) > SN_MAX:
+                raise ManscdpError(_REFUSED)
+            sum_num = int(v)
+        if lists and lists[0].strip(" \t\r\n"):
+            _drop(dropped, f"{list_path}/#text")
+    for req in walk.schema.required:
+        if req not in found:
+            raise ManscdpError(_REFUSED)
+    return _parsed(root, cmd_type, sn, device_id, _ordered(found, walk.order), (), sum_num,
+                   tuple(dropped))
 
 
 def _message(root: _Node) -> Manscdp:

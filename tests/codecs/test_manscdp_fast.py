@@ -257,6 +257,42 @@ def test_random_markup_inside_a_keepalive_parses_as_the_strict_reference_does(te
     same(raw, "GB18030")
 
 
+# --- flat bodies: a root holding only leaves, composed from names and values that matter -------------
+
+_FLAT_NAMES = ["CmdType", "SN", "DeviceID", "Status", "Info", "Result", "SumNum", "DeviceList", "Alarmstatus",
+               "DeviceName", "Channel", "AlarmTime", "AlarmPriority", "PTZCmd", "StartTime", "Password",
+               "Extra", "Item", "DeviceTime", "Online"]
+_FLAT_TEXTS = ["", " ", "\r\n", "OK", " OK ", "ok", "ERROR", "MAYBE", "ONLINE", "1", "0", "01", "-1", "+3",
+               "2147483647", "2147483648", "99999999999", "Keepalive", "Catalog", "DeviceInfo", "DeviceStatus",
+               "Alarm", "DeviceControl", "MediaStatus", "Keep alive", "9Keep", CAM, " " + CAM + "\t", CAM[:-1],
+               NVR + "/" + CAM, "A50F01021F0000D6", "A50F01021F0000D7", "2023-05-06T10:11:12",
+               "2023-02-30T10:11:12", "南门", "a\x85b", "a\u202eb", "x" * (MANSCDP_FREE_TEXT_MAX + 1)]
+
+
+@st.composite
+def flat_bodies(draw):
+    root = draw(st.sampled_from([*manscdp.ROOTS, "Register", "notify"]))
+    cmd = draw(st.sampled_from(["Keepalive", "Catalog", "DeviceInfo", "DeviceStatus", "Alarm", "DeviceControl",
+                                "RecordInfo"]))
+    leaves = [("CmdType", cmd), ("SN", str(draw(st.integers(0, 9999)))), ("DeviceID", CAM)]
+    leaves += draw(st.lists(st.tuples(st.sampled_from(_FLAT_NAMES), st.sampled_from(_FLAT_TEXTS)), max_size=8))
+    leaves = draw(st.permutations(leaves))
+    if draw(st.integers(0, 4)) == 0 and leaves:  # now and then one of the common fields goes
+        leaves.pop(draw(st.integers(0, len(leaves) - 1)))
+    sep = draw(st.sampled_from(["", "\n", "\r\n", "\r\n\t", " "]))
+    inner = sep.join(f"<{n}>{t}</{n}>" for n, t in leaves)
+    decl = draw(st.sampled_from(['<?xml version="1.0" encoding="GB2312"?>' + sep, '<?xml version="1.0"?>', ""]))
+    text = f"{decl}<{root}>{sep}{inner}{sep}</{root}>{sep}"
+    return text.encode(draw(st.sampled_from(["gb18030", "utf-8"])))
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(flat_bodies())
+def test_flat_bodies_parse_as_the_strict_reference_does(raw):
+    same(raw)
+    same(raw, "GB2312")
+
+
 # --- the free-text check, done by one regular expression -------------------------------------------
 
 def test_the_free_text_check_refuses_exactly_the_control_characters_it_did():
