@@ -680,15 +680,12 @@ def _scan(rest: str) -> _Node | None:
         if run:
             if node is None or len(stack) >= MANSCDP_DEPTH_MAX:
                 return None
-            children = node.children
-            size = len(run)  # less the leaves: the whitespace between them, the parent's text
-            for leaf, leaf_text in _LEAF.findall(run):
-                children.append(_Node(leaf, {}, leaf_text))
-                size -= 2 * len(leaf) + 5 + len(leaf_text)
-                count += 1
-                if len(leaf_text) > MANSCDP_TEXT_MAX:
-                    return None
-            node.size += size
+            pairs = _LEAF.findall(run)
+            if len(run) > MANSCDP_TEXT_MAX and max(len(t) for _n, t in pairs) > MANSCDP_TEXT_MAX:
+                return None
+            node.children += [_Node(n, {}, t) for n, t in pairs]
+            count += len(pairs)
+            node.size += len(_LEAF.sub("", run))  # the whitespace between the leaves: node's text
             if node.size > MANSCDP_TEXT_MAX:
                 return None
         elif space:
@@ -755,7 +752,9 @@ def _collect(node: _Node, prefix: str, leaves: dict[str, tuple[str, int]],
             held.append(child)
         elif path in leaves:
             kind, most = leaves[path]
-            value = _text(child)
+            if child.children:
+                _text(child)  # refuses it
+            value = child.text.strip(" \t\r\n")
             if child.attrs:
                 _drop_attrs(child, path, dropped)
             if value == "":
