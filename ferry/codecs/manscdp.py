@@ -61,6 +61,14 @@ Decisions
   receivers of "GB2312" decode in practice) and GB18030 with GB18030. When the text has a character
   the target lacks, the whole body falls back to UTF-8 with ``encoding="UTF-8"`` declared: no value
   is ever altered or lost, and `parse` reads it back.
+* Two paths, one answer. A plain body (ASCII element names, quoted attributes, text without
+  references, CDATA, comments, DOCTYPE, processing instructions, ``>`` or characters XML forbids,
+  within every limit, at most SIGNALING_MESSAGE_BODY_MAX long) is tokenized by a regular
+  expression, and a root holding only leaves (keepalives, most responses) is matched whole; any
+  other body, and any body the fast path refuses, is parsed by expat as above, so every refusal is
+  the strict path's and names its place. Values the parser checked are not checked again when the
+  `Manscdp` is made. tests/codecs/test_manscdp_fast.py holds `parse` equal to the parser before
+  the fast path (tests/codecs/manscdp_reference.py); bench/manscdp_codec.py measures both.
 * PTZCmd (A.3.1): 16 hex digits, byte 1 = A5, byte 2's low nibble the sum of byte 1's nibbles and
   byte 2's high nibble mod 16, byte 8 the sum of bytes 1-7 mod 256.
 """
@@ -739,8 +747,11 @@ def _text(node: _Node) -> str:
     return node.text.strip(" \t\r\n")
 
 
-def _collect(node: _Node, prefix: str, leaves: dict[str, tuple[str, int]],
-             containers: frozenset[str], found: dict[str, list[str]], dropped: list[str],
+_Spec = tuple[Callable[[str], "str | None"], int]  # a leaf's value checker, how many times at most
+
+
+def _collect(node: _Node, prefix: str, leaves: dict[str, _Spec], containers: frozenset[str],
+             found: dict[str, list[str]], dropped: list[str],
              skip: frozenset[str] = frozenset()) -> list[_Node]:
     """Known leaves of `node`'s children into `found`; unknown ones into `dropped`.
 
@@ -748,10 +759,8 @@ def _collect(node: _Node, prefix: str, leaves: dict[str, tuple[str, int]],
     held: list[_Node] = []
     for child in node.children:
         path = prefix + child.name
-        if path in skip:
-            held.append(child)
-        elif path in leaves:
-            kind, most = leaves[path]
+        spec = leaves.get(path)  # (skip names no leaf)
+        if spec is not None:
             if child.children:
                 _text(child)  # refuses it
             value = child.text.strip(" \t\r\n")
@@ -759,17 +768,20 @@ def _collect(node: _Node, prefix: str, leaves: dict[str, tuple[str, int]],
                 _drop_attrs(child, path, dropped)
             if value == "":
                 continue
+            check, most = spec
             values = found.get(path)
             if values is None:
                 values = found[path] = []
             elif len(values) >= most:
                 raise ManscdpError(f"line {child.line} column {child.col}: <{child.name[:40]}> "
                                    f"appears more than {most} time{'s' * (most > 1)}", "malformed")
-            problem = _KINDS[kind](value)  # `value` is stripped and not empty
+            problem = check(value)  # `value` is stripped and not empty
             if problem is not None:
                 raise ManscdpError(f"line {child.line} column {child.col}: <{child.name[:40]}> is "
                                    f"{problem}: {value[:40]!r}", "value")
             values.append(value)
+        elif path in skip:
+            held.append(child)
         elif path in containers:
             if child.attrs:
                 _drop_attrs(child, path, dropped)
@@ -891,13 +903,13 @@ def _flat_message(root: str, pairs: list[tuple[str, str]]) -> Manscdp:
             value = text.strip(" \t\r\n")
             if value == "":
                 continue
-            kind, most = leaves[name]
+            check, most = leaves[name]
             values = found.get(name)
             if values is None:
                 values = found[name] = []
             elif len(values) >= most:
                 raise ManscdpError(_REFUSED)
-            if _KINDS[kind](value) is not None:
+            if check(value) is not None:
                 raise ManscdpError(_REFUSED)
             values.append(value)
         elif name in walk.containers:  # a container written as a leaf: no leaves, maybe text
@@ -997,18 +1009,20 @@ class _Walk:
     """What the walk of one schema looks up, made once per schema."""
 
     schema: _Schema
-    leaves: dict[str, tuple[str, int]]     # leaf path -> (kind, how many times at most)
+    leaves: dict[str, _Spec]               # leaf path -> (its value checker, how many times at most)
     order: dict[str, int]                  # leaf path -> canonical position
     containers: frozenset[str]
     skip: frozenset[str]                   # the root's children `_message` handles: list, SumNum
-    item_leaves: dict[str, tuple[str, int]]
+    item_leaves: dict[str, _Spec]
     item_order: dict[str, int]
     item_containers: frozenset[str]
 
 
 def _walk(schema: _Schema) -> _Walk:
-    order, leaves = _index(schema.leaves)
-    item_order, item_leaves = _index(schema.item)
+    order, kinds = _index(schema.leaves)
+    item_order, item_kinds = _index(schema.item)
+    leaves = {path: (_KINDS[kind], most) for path, (kind, most) in kinds.items()}
+    item_leaves = {path: (_KINDS[kind], most) for path, (kind, most) in item_kinds.items()}
     skip = {schema.list_path} if schema.list_path else set()
     if schema.sum_num:
         skip.add("SumNum")
