@@ -11,8 +11,10 @@ random bytes, both must accept with equal values or both refuse with the same ki
 from __future__ import annotations
 
 import re
+import subprocess
 import sys
 import unicodedata
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, example, given, settings
@@ -286,7 +288,7 @@ def flat_bodies(draw):
     return text.encode(draw(st.sampled_from(["gb18030", "utf-8"])))
 
 
-@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(flat_bodies())
 def test_flat_bodies_parse_as_the_strict_reference_does(raw):
     same(raw)
@@ -301,3 +303,15 @@ def test_the_free_text_check_refuses_exactly_the_control_characters_it_did():
         before = unicodedata.category(c) in ("Cc", "Cs") or c in reference._NOT_TEXT
         assert (manscdp._check_text(f"a{c}b") is not None) == before, hex(cp)
     assert manscdp._check_text("a\x85b\x01") == reference._check_text("a\x85b\x01")
+
+
+# --- the benchmark runs -------------------------------------------------------------------------------
+
+def test_bench_manscdp_codec_runs_and_prints_its_last_line():
+    root = Path(__file__).resolve().parents[2]
+    r = subprocess.run([sys.executable, str(root / "bench" / "manscdp_codec.py"), "--n", "20", "--runs", "1"],
+                       capture_output=True, text=True, timeout=120, cwd=root, check=False)
+    assert r.returncode == 0, r.stderr
+    last = r.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"keepalive_gb_us=[0-9.]+ keepalive_utf8_us=[0-9.]+ catalog20_us=[0-9.]+ "
+                        r"catalog20_speedup=[0-9.]+", last), r.stdout
