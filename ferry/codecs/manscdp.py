@@ -553,7 +553,7 @@ class _Node:
         self.name = name
         self.attrs = attrs
         self.text = text          # its text runs, joined (the fast path leaves out whitespace
-        self.size = len(text)     # between leaves: only its length, in `size`, counts there)
+        self.size = len(text)     # between leaves: in `size` it counts, maybe more than it is)
         self.line = line          # where it starts (the strict path only; errors name it)
         self.col = col
         self.children: list[_Node] = []
@@ -693,9 +693,13 @@ def _scan(rest: str) -> _Node | None:
                 return None
             node.children += [_Node(n, {}, t) for n, t in pairs]
             count += len(pairs)
-            node.size += len(_LEAF.sub("", run))  # the whitespace between the leaves: node's text
+            # the whitespace between the leaves is node's text: counted as the whole run (at most
+            # what it is), and only when that would pass the limit, exactly (the leaves taken out)
+            node.size += len(run)
             if node.size > MANSCDP_TEXT_MAX:
-                return None
+                node.size -= len(run) - len(_LEAF.sub("", run))
+                if node.size > MANSCDP_TEXT_MAX:
+                    return None  # (or an earlier run counted whole passes it: the strict path says)
         elif space:
             if node is not None:
                 node.size += len(space)

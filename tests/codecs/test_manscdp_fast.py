@@ -108,6 +108,28 @@ def test_a_refused_body_is_refused_by_the_strict_path_with_its_line_and_column(r
     assert got[0] == "refused" and re.search(r"line \d+", got[2]), got
 
 
+def _many_channels(pad: str) -> bytes:
+    """A Keepalive listing 200 channels: its <Info> holds more than MANSCDP_TEXT_MAX characters of
+    leaves, and `pad` of whitespace between them (its own text, which the limit counts)."""
+    ids = "".join(f"<DeviceID>3402000000134{i:07d}</DeviceID>{pad}" for i in range(200))
+    return (f"<Notify><CmdType>Keepalive</CmdType><SN>1</SN><DeviceID>{CAM}</DeviceID>"
+            f"<Status>OK</Status><Info>{ids}</Info></Notify>").encode()
+
+
+def test_a_container_of_many_leaves_is_scanned_and_its_own_text_is_counted_exactly(monkeypatch):
+    within = _many_channels(" " * (MANSCDP_TEXT_MAX // 200))        # 4000 characters of its own
+    over = _many_channels(" " * (MANSCDP_TEXT_MAX // 200 + 1))      # 4200
+    assert len(within) > 2 * MANSCDP_TEXT_MAX
+    assert same(within)[0] == "value"
+    refused = same(over)
+    assert refused[:2] == ("refused", "too_large") and "text of <Info>" in refused[2]
+
+    def no_expat(*_a: object) -> object:
+        raise AssertionError("the expat path was taken")
+    monkeypatch.setattr(manscdp, "_tree", no_expat)
+    assert len(parse(within).get_all("Info/DeviceID")) == 200
+
+
 # --- the property: equal to the reference --------------------------------------------------------
 
 _INSERTS = [
