@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 import unicodedata
 from pathlib import Path
 
@@ -128,6 +129,27 @@ def test_a_container_of_many_leaves_is_scanned_and_its_own_text_is_counted_exact
         raise AssertionError("the expat path was taken")
     monkeypatch.setattr(manscdp, "_tree", no_expat)
     assert len(parse(within).get_all("Info/DeviceID")) == 200
+
+
+_N = 32000  # about SIGNALING_MESSAGE_BODY_MAX: the longest body the scan takes
+_SCAN_HOSTILE = {
+    "open_then_text": b"<Notify><a>" + b"x" * _N,
+    "open_then_spaces": b"<Notify><a " + b" " * _N,
+    "leaves_then_lt": b"<Notify>" + b"<a>x</a>" * 3900 + b"<",
+    "opens_with_text": b"<Notify>" + (b"<a>" + b"x" * 10) * 2400,
+    "attribute_unclosed": b'<Notify><a b="' + b"x" * _N,
+    "many_attributes": b"<Notify><a" + b' b="1"    ' * 2900,
+    "lt_space": b"<Notify>" + b"< " * 16000,
+    "name_only": b"<Notify><" + b"a" * _N,
+    "close_then_spaces": b"<Notify><a>1</a" + b" " * _N,
+}
+
+
+@pytest.mark.parametrize("name", sorted(_SCAN_HOSTILE))
+def test_bodies_hostile_to_the_scan_are_refused_as_before_in_linear_time(name):
+    t0 = time.process_time()
+    assert same(_SCAN_HOSTILE[name])[0] == "refused"
+    assert time.process_time() - t0 < 2.0  # generous (each takes milliseconds): no backtracking blow-up
 
 
 # --- the property: equal to the reference --------------------------------------------------------
