@@ -61,6 +61,14 @@ Decisions
   receivers of "GB2312" decode in practice) and GB18030 with GB18030. When the text has a character
   the target lacks, the whole body falls back to UTF-8 with ``encoding="UTF-8"`` declared: no value
   is ever altered or lost, and `parse` reads it back.
+* Two paths, one answer. A plain body (ASCII element names, quoted attributes, text without
+  references, CDATA, comments, DOCTYPE, processing instructions, ``>`` or characters XML forbids,
+  within every limit, at most SIGNALING_MESSAGE_BODY_MAX long) is tokenized by a regular
+  expression, and a root holding only leaves (keepalives, most responses) is matched whole; any
+  other body, and any body the fast path refuses, is parsed by expat as above, so every refusal is
+  the strict path's and names its place. Values the parser checked are not checked again when the
+  `Manscdp` is made. tests/codecs/test_manscdp_fast.py holds `parse` equal to the parser before
+  the fast path (tests/codecs/manscdp_reference.py); bench/manscdp_codec.py measures both.
 * PTZCmd (A.3.1): 16 hex digits, byte 1 = A5, byte 2's low nibble the sum of byte 1's nibbles and
   byte 2's high nibble mod 16, byte 8 the sum of bytes 1-7 mod 256.
 """
@@ -69,7 +77,6 @@ from __future__ import annotations
 
 import ipaddress
 import re
-import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -89,6 +96,7 @@ from ferry.limits import (
     MANSCDP_ITEMS_MAX,
     MANSCDP_REPEAT_MAX,
     MANSCDP_TEXT_MAX,
+    SIGNALING_MESSAGE_BODY_MAX,
 )
 
 __all__ = [
@@ -172,15 +180,16 @@ def _check_time(v: str) -> str | None:
 def _check_text(v: str) -> str | None:
     if len(v) > MANSCDP_FREE_TEXT_MAX:
         return f"longer than {MANSCDP_FREE_TEXT_MAX} characters"
-    for c in v:
-        if unicodedata.category(c) in ("Cc", "Cs") or c in _NOT_TEXT:
-            return f"has control character U+{ord(c):04X}"
+    m = _NOT_TEXT.search(v)
+    if m is not None:
+        return f"has control character U+{ord(m.group()):04X}"
     return None
 
 
-# besides category Cc: the bidirectional embeddings, overrides and isolates (a name that reads
-# differently from its characters) and the two non-characters XML cannot carry
-_NOT_TEXT = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\ufffe\uffff")
+# Unicode category Cc (C0, DEL, C1) and Cs (surrogates); the bidirectional embeddings, overrides
+# and isolates (a name that reads differently from its characters); the two non-characters XML
+# cannot carry
+_NOT_TEXT = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069\ufffe\uffff]")
 
 
 def _check_token(v: str) -> str | None:
@@ -444,6 +453,26 @@ class Manscdp:
         return tuple(v for n, v in self.fields if n == name)
 
 
+def _parsed(root: str, cmd_type: str, sn: int, device_id: str, fields: Fields,
+            items: tuple[Item, ...], sum_num: int | None, dropped: tuple[str, ...]) -> Manscdp:
+    """A `Manscdp` the parser has already checked, made without checking it again.
+
+    `_message` establishes everything `Manscdp.__post_init__` checks (root, CmdType, SN and
+    DeviceID, each field's name, value, canonical order and count, the required fields, the items
+    and their count, SumNum); test_manscdp_fast.py holds its values equal to validated ones."""
+    m = object.__new__(Manscdp)
+    setattr_ = object.__setattr__
+    setattr_(m, "root", root)
+    setattr_(m, "cmd_type", cmd_type)
+    setattr_(m, "sn", sn)
+    setattr_(m, "device_id", device_id)
+    setattr_(m, "fields", fields)
+    setattr_(m, "items", items)
+    setattr_(m, "sum_num", sum_num)
+    setattr_(m, "dropped", dropped)
+    return m
+
+
 # --- encodings -------------------------------------------------------------------------------
 
 _GB = "gb18030"
@@ -465,18 +494,21 @@ def _codec(label: str, what: str) -> str:
     return codec
 
 
-def _decode(body: bytes, content_charset: str | None) -> tuple[str, int]:
-    """The body as text, and the newlines skipped before it (for line numbers)."""
+def _decode(body: bytes, content_charset: str | None) -> tuple[str, int, int]:
+    """The body as text, the newlines skipped before it (for line numbers), and where the text
+    after its XML declaration starts (0 without one)."""
     bom = body.startswith(_BOM)
     if bom:
         body = body[len(_BOM):]
     stripped = body.lstrip(b" \t\r\n")
-    skipped = body[: len(body) - len(stripped)].count(b"\n")
+    skipped = body.count(b"\n", 0, len(body) - len(stripped)) if len(stripped) != len(body) else 0
     declared: str | None = None
+    after_decl = 0
     if stripped.startswith(b"<?xml"):
         m = _DECL.match(stripped)
         if m is None:
             raise ManscdpError(f"line {skipped + 1}: malformed XML declaration", "malformed")
+        after_decl = m.end()
         label = m.group(1) or m.group(2)
         if label is not None:
             declared = _codec(label.decode("ascii"), "XML declaration encoding")
@@ -487,31 +519,64 @@ def _decode(body: bytes, content_charset: str | None) -> tuple[str, int]:
     codec = declared or header or _UTF8
     if bom and codec != _UTF8:
         raise ManscdpError("a UTF-8 byte order mark in a GB body", "encoding")
+    if stripped.isascii():  # GB18030 and UTF-8 are both ASCII below 0x80: no codec needed
+        return stripped.decode("ascii"), skipped, after_decl
     try:
         text = stripped.decode(codec)
     except UnicodeDecodeError as exc:
         raise ManscdpError(f"bytes at offset {exc.start + len(body) - len(stripped) + 3 * bom} are not "
                            f"valid {codec.upper()}", "encoding") from None
-    return text, skipped
+    return text, skipped, after_decl
 
 
 # --- parsing ---------------------------------------------------------------------------------
+#
+# Two ways from text to a tree of nodes, one walk from the tree to a value:
+#
+# * `_scan`, the fast path: one regular expression tokenizes a body made only of elements with
+#   ASCII names, double- or single-quoted attributes without references, and text without
+#   references, CDATA, comments, processing instructions, DTDs, ``>`` or characters XML forbids.
+#   It takes nearly all real traffic and answers None, never an error, for anything else or for
+#   anything past a limit.
+# * `_tree`, the strict path: expat with DOCTYPE, declarations, processing instructions and
+#   undeclared entities refused, the limits checked per event, and line and column for every error.
+#
+# `_message` walks either tree. A body the fast path scanned but `_message` refuses is parsed
+# again by the strict path, so a refusal always reads as the strict path's (with its place).
+# tests/codecs/test_manscdp_fast.py holds the two equal against the parser before the fast path.
 
-@dataclass(slots=True)
 class _Node:
-    name: str
-    attrs: dict[str, str]
-    line: int
-    col: int
-    text: list[str] = field(default_factory=list)
-    size: int = 0
-    children: list[_Node] = field(default_factory=list)
+    __slots__ = ("attrs", "children", "col", "line", "name", "size", "text")
+
+    def __init__(self, name: str, attrs: dict[str, str], text: str = "", line: int = 0,
+                 col: int = 0) -> None:
+        self.name = name
+        self.attrs = attrs
+        self.text = text          # its text runs, joined (the fast path leaves out whitespace
+        self.size = len(text)     # between leaves: in `size` it counts, maybe more than it is)
+        self.line = line          # where it starts (the strict path only; errors name it)
+        self.col = col
+        self.children: list[_Node] = []
 
 
 def _refuse(what: str) -> Callable[..., Any]:
     def handler(*_args: object) -> Any:
         raise ManscdpError(f"{what} refused", "markup")
     return handler
+
+
+# made once: they hold no state
+_REFUSE_HANDLERS = (
+    ("StartDoctypeDeclHandler", _refuse("DOCTYPE")),
+    ("EntityDeclHandler", _refuse("entity declaration")),
+    ("UnparsedEntityDeclHandler", _refuse("entity declaration")),
+    ("NotationDeclHandler", _refuse("notation declaration")),
+    ("ElementDeclHandler", _refuse("element declaration")),
+    ("AttlistDeclHandler", _refuse("attribute list declaration")),
+    ("ExternalEntityRefHandler", _refuse("external entity reference")),
+    ("SkippedEntityHandler", _refuse("entity reference")),
+    ("ProcessingInstructionHandler", _refuse("processing instruction")),
+)
 
 
 def _tree(text: str, skipped: int) -> _Node:
@@ -538,7 +603,7 @@ def _tree(text: str, skipped: int) -> _Node:
         if any(len(v) > MANSCDP_TEXT_MAX for v in attrs.values()):
             raise ManscdpError(f"{here()}: an attribute of <{name[:40]}> is longer than "
                                f"{MANSCDP_TEXT_MAX} characters", "too_large")
-        node = _Node(name, attrs, p.CurrentLineNumber + skipped, p.CurrentColumnNumber + 1)
+        node = _Node(name, attrs, "", p.CurrentLineNumber + skipped, p.CurrentColumnNumber + 1)
         (stack[-1].children if stack else top).append(node)
         stack.append(node)
 
@@ -553,20 +618,13 @@ def _tree(text: str, skipped: int) -> _Node:
         if node.size > MANSCDP_TEXT_MAX:
             raise ManscdpError(f"{here()}: text of <{node.name[:40]}> is longer than "
                                f"{MANSCDP_TEXT_MAX} characters", "too_large")
-        node.text.append(data)
+        node.text += data
 
     p.StartElementHandler = start
     p.EndElementHandler = end
     p.CharacterDataHandler = chars
-    p.StartDoctypeDeclHandler = _refuse("DOCTYPE")
-    p.EntityDeclHandler = _refuse("entity declaration")
-    p.UnparsedEntityDeclHandler = _refuse("entity declaration")
-    p.NotationDeclHandler = _refuse("notation declaration")
-    p.ElementDeclHandler = _refuse("element declaration")
-    p.AttlistDeclHandler = _refuse("attribute list declaration")
-    p.ExternalEntityRefHandler = _refuse("external entity reference")
-    p.SkippedEntityHandler = _refuse("entity reference")
-    p.ProcessingInstructionHandler = _refuse("processing instruction")
+    for handler, refuse in _REFUSE_HANDLERS:
+        setattr(p, handler, refuse)
     try:
         p.Parse(text.encode("utf-8"), True)
     except expat.ExpatError as exc:
@@ -580,40 +638,158 @@ def _tree(text: str, skipped: int) -> _Node:
     return top[0]
 
 
+# The fast path's grammar. XML whitespace is space, tab, CR and LF (CR is gone: line ends are
+# normalized first, as XML does); names are ASCII; text and attribute values hold no reference
+# (``&``), no ``<`` or ``>`` and no character XML forbids. CDATA, comments, DOCTYPE and processing
+# instructions (``<!``, ``<?``), and any character the scan does not expect, in markup or text,
+# match the last alternative and send the body to the strict path.
+_WS = "[ \t\n]"
+_NAME = "[A-Za-z_][A-Za-z0-9_.-]*"
+_CHAR = "[^<>&\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]"    # text (CR is gone)
+_ATTR_CHAR = "[^<&\x00-\x1f\ufffe\uffff"                       # less the quote, closed below
+_SCAN = re.compile(
+    rf"((?:<({_NAME})>{_CHAR}*</\2>{_WS}*)+)"                               # 1: leaves with their text
+    rf"|({_WS}+)"                                                         # 3: whitespace
+    rf"|<({_NAME})((?:{_WS}+{_NAME}{_WS}*={_WS}*"                         # 4, 5: a start tag, its
+    rf"(?:\"{_ATTR_CHAR}\"]*\"|'{_ATTR_CHAR}']*'))*){_WS}*(/?)>"          #   attributes, 6: empty
+    rf"|</({_NAME}){_WS}*>"                                               # 7: an end tag
+    rf"|({_CHAR}+)"                                                       # 8: other text
+    r"|(.)", re.S)                                                        # 9: anything else
+_LEAF = re.compile(rf"<({_NAME})>({_CHAR}*)</\1>")
+# a root that holds only leaves without attributes, whitespace between them: most traffic
+_FLAT = re.compile(rf"{_WS}*<({_NAME})>((?:{_WS}*<({_NAME})>{_CHAR}*</\3>)*){_WS}*</\1>{_WS}*")
+_ATTR = re.compile(rf"{_WS}+({_NAME}){_WS}*={_WS}*(?:\"([^\"]*)\"|'([^']*)')")
+_SCAN_MAX = SIGNALING_MESSAGE_BODY_MAX  # longer bodies (not one MESSAGE's) take the strict path
+
+
+def _fast(text: str, start: int) -> Manscdp | None:
+    """The value of a plain body (`text` from `start`, after its declaration), or None when it is
+    not plain (the strict path decides); ManscdpError, without its place, when it is refused."""
+    if len(text) > _SCAN_MAX:
+        return None
+    rest = text[start:] if start else text
+    if "\r" in rest:  # XML's end-of-line handling (XML 1.0 §2.11), as expat does it
+        rest = rest.replace("\r\n", "\n").replace("\r", "\n")
+    if len(rest) <= MANSCDP_TEXT_MAX:  # no text, depth or count limit can be reached
+        flat = _FLAT.fullmatch(rest)
+        if flat is not None:
+            return _flat_message(flat.group(1), _LEAF.findall(flat.group(2)))
+    root = _scan(rest)
+    return None if root is None else _message(root)
+
+
+def _scan(rest: str) -> _Node | None:
+    """The tree of a plain body after its declaration, or None: the strict path decides."""
+    root: _Node | None = None
+    node: _Node | None = None  # the open element
+    stack: list[_Node] = []
+    count = 0
+    for run, _n, space, name, attrs, empty, end, other, _bad in _SCAN.findall(rest):
+        if run:
+            if node is None or len(stack) >= MANSCDP_DEPTH_MAX:
+                return None
+            pairs = _LEAF.findall(run)
+            if len(run) > MANSCDP_TEXT_MAX and max(len(t) for _n, t in pairs) > MANSCDP_TEXT_MAX:
+                return None
+            node.children += [_Node(n, {}, t) for n, t in pairs]
+            count += len(pairs)
+            # the whitespace between the leaves is node's text: counted as the whole run (at most
+            # what it is), and only when that would pass the limit, exactly (the leaves taken out)
+            node.size += len(run)
+            if node.size > MANSCDP_TEXT_MAX:
+                node.size -= len(run) - len(_LEAF.sub("", run))
+                if node.size > MANSCDP_TEXT_MAX:
+                    return None  # (or an earlier run counted whole passes it: the strict path says)
+        elif space:
+            if node is not None:
+                node.size += len(space)
+                if node.size > MANSCDP_TEXT_MAX:
+                    return None
+                node.text += space
+        elif name:
+            if (root is not None and node is None) or len(stack) >= MANSCDP_DEPTH_MAX:
+                return None
+            count += 1
+            values: dict[str, str] = {}
+            if attrs:
+                pairs = _ATTR.findall(attrs)
+                values = {a: v1 or v2 for a, v1, v2 in pairs}
+                if len(pairs) > MANSCDP_ATTRIBUTES_MAX or len(values) != len(pairs) or any(
+                        len(v) > MANSCDP_TEXT_MAX for v in values.values()):
+                    return None  # too many, repeated or too long: the strict path says which
+            child = _Node(name, values)
+            if node is None:
+                root = child
+            else:
+                node.children.append(child)
+            if not empty:
+                stack.append(child)
+                node = child
+        elif end:
+            if node is None or node.name != end:
+                return None
+            stack.pop()
+            node = stack[-1] if stack else None
+        elif other:
+            if node is None:
+                return None
+            node.size += len(other)
+            if node.size > MANSCDP_TEXT_MAX:
+                return None
+            node.text += other
+        else:
+            return None
+        if count > MANSCDP_ELEMENTS_MAX:
+            return None
+    return root if node is None else None
+
+
 def _text(node: _Node) -> str:
     if node.children:
         raise ManscdpError(f"line {node.line} column {node.col}: <{node.name[:40]}> holds "
                            "elements where text is expected", "malformed")
-    return "".join(node.text).strip(" \t\r\n")
+    return node.text.strip(" \t\r\n")
 
 
-def _collect(node: _Node, prefix: str, leaves: dict[str, tuple[str, int]],
-             containers: frozenset[str], found: dict[str, list[str]], dropped: list[str],
+_Spec = tuple[Callable[[str], "str | None"], int]  # a leaf's value checker, how many times at most
+
+
+def _collect(node: _Node, prefix: str, leaves: dict[str, _Spec], containers: frozenset[str],
+             found: dict[str, list[str]], dropped: list[str],
              skip: frozenset[str] = frozenset()) -> list[_Node]:
     """Known leaves of `node`'s children into `found`; unknown ones into `dropped`.
 
     Returns the child nodes named in `skip` (handled by the caller)."""
     held: list[_Node] = []
     for child in node.children:
-        path = f"{prefix}{child.name}"
-        if path in skip:
-            held.append(child)
-        elif path in leaves:
-            kind, most = leaves[path]
-            value = _text(child)
-            _drop_attrs(child, path, dropped)
+        path = prefix + child.name
+        spec = leaves.get(path)  # (skip names no leaf)
+        if spec is not None:
+            if child.children:
+                _text(child)  # refuses it
+            value = child.text.strip(" \t\r\n")
+            if child.attrs:
+                _drop_attrs(child, path, dropped)
             if value == "":
                 continue
-            values = found.setdefault(path, [])
-            if len(values) >= most:
+            check, most = spec
+            values = found.get(path)
+            if values is None:
+                values = found[path] = []
+            elif len(values) >= most:
                 raise ManscdpError(f"line {child.line} column {child.col}: <{child.name[:40]}> "
                                    f"appears more than {most} time{'s' * (most > 1)}", "malformed")
-            where = f"line {child.line} column {child.col}: <{child.name[:40]}>"
-            _check_value(kind, value, where)
+            problem = check(value)  # `value` is stripped and not empty
+            if problem is not None:
+                raise ManscdpError(f"line {child.line} column {child.col}: <{child.name[:40]}> is "
+                                   f"{problem}: {value[:40]!r}", "value")
             values.append(value)
+        elif path in skip:
+            held.append(child)
         elif path in containers:
-            _drop_attrs(child, path, dropped)
-            if "".join(child.text).strip(" \t\r\n"):
+            if child.attrs:
+                _drop_attrs(child, path, dropped)
+            if child.text and child.text.strip(" \t\r\n"):
                 _drop(dropped, path + "/#text")
             _collect(child, path + "/", leaves, containers, found, dropped)
         else:
@@ -637,12 +813,15 @@ def _drop_attrs(node: _Node, path: str, dropped: list[str], keep: str | None = N
             _drop(dropped, f"{path}@{a}")
 
 
-def _ordered(found: dict[str, list[str]], leaves: tuple[Leaf, ...]) -> Fields:
-    return tuple((path, v) for path, _k, _n in leaves for v in found.get(path, ()))
+def _ordered(found: dict[str, list[str]], order: dict[str, int]) -> Fields:
+    """The fields found, in canonical (schema) order."""
+    if len(found) <= 1:
+        return tuple((path, v) for path, values in found.items() for v in values)
+    return tuple((path, v) for path in sorted(found, key=order.__getitem__) for v in found[path])
 
 
-def _one(root: _Node, name: str) -> _Node:
-    nodes = [c for c in root.children if c.name == name]
+def _one(root: _Node, name: str, nodes: list[_Node]) -> _Node:
+    """The one child `name` of `root` (`nodes`: all of them)."""
     if not nodes:
         raise ManscdpError(f"line {root.line} column {root.col}: <{name}> is missing", "malformed")
     if len(nodes) > 1:
@@ -651,9 +830,12 @@ def _one(root: _Node, name: str) -> _Node:
     return nodes[0]
 
 
+_UINT31 = re.compile(r"[0-9]{1,10}")
+
+
 def _header_int(node: _Node, what: str) -> int:
     v = _text(node)
-    if not re.fullmatch(r"[0-9]{1,10}", v) or int(v) > SN_MAX:
+    if not _UINT31.fullmatch(v) or int(v) > SN_MAX:
         raise ManscdpError(f"line {node.line} column {node.col}: <{what}> is not an integer "
                            f"0..{SN_MAX}: {v[:40]!r}", "value")
     return int(v)
@@ -665,42 +847,144 @@ def parse(body: bytes, *, content_charset: str | None = None,
     limit = min(max_bytes, MANSCDP_BODY_MAX)
     if len(body) > limit:
         raise ManscdpError(f"body of {len(body)} bytes is larger than {limit}", "too_large")
-    text, skipped = _decode(bytes(body), content_charset)
-    root = _tree(text, skipped)
+    text, skipped, after_decl = _decode(bytes(body), content_charset)
+    try:
+        m = _fast(text, after_decl)
+    except ManscdpError:
+        m = None  # refused: the strict path refuses it again and says where
+    if m is not None:
+        return m
+    return _message(_tree(text, skipped))
+
+
+_REFUSED = "refused by the fast path"  # never seen: the strict path then says what and where
+
+
+def _flat_message(root: str, pairs: list[tuple[str, str]]) -> Manscdp:
+    """`_message` of a root holding only leaves `pairs` (name, text), without attributes or text
+    of its own, made without nodes; ManscdpError (without its place) where `_message` refuses."""
+    if root not in ROOTS:
+        raise ManscdpError(_REFUSED)
+    cmd = sn_text = dev = None
+    others: list[tuple[str, str]] = []
+    for name, text in pairs:
+        if name == "CmdType":
+            if cmd is not None:
+                raise ManscdpError(_REFUSED)
+            cmd = text
+        elif name == "SN":
+            if sn_text is not None:
+                raise ManscdpError(_REFUSED)
+            sn_text = text
+        elif name == "DeviceID":
+            if dev is not None:
+                raise ManscdpError(_REFUSED)
+            dev = text
+        else:
+            others.append((name, text))
+    if cmd is None or sn_text is None or dev is None:
+        raise ManscdpError(_REFUSED)
+    cmd_type = cmd.strip(" \t\r\n")
+    sn_value = sn_text.strip(" \t\r\n")
+    device_id = dev.strip(" \t\r\n")
+    if (not _CMD_TYPE.fullmatch(cmd_type) or not _UINT31.fullmatch(sn_value) or int(sn_value) > SN_MAX
+            or not _DIGITS20.fullmatch(device_id)):
+        raise ManscdpError(_REFUSED)
+    sn = int(sn_value)
+    dropped: list[str] = []
+    walk = _WALKS.get((root, cmd_type))
+    if walk is None:
+        for name, _text in others:
+            _drop(dropped, name)
+        return _parsed(root, cmd_type, sn, device_id, (), (), None, tuple(dropped))
+    leaves = walk.leaves
+    found: dict[str, list[str]] = {}
+    held: list[tuple[str, str]] = []
+    for name, text in others:
+        if name in walk.skip:
+            held.append((name, text))
+        elif name in leaves:
+            value = text.strip(" \t\r\n")
+            if value == "":
+                continue
+            check, most = leaves[name]
+            values = found.get(name)
+            if values is None:
+                values = found[name] = []
+            elif len(values) >= most:
+                raise ManscdpError(_REFUSED)
+            if check(value) is not None:
+                raise ManscdpError(_REFUSED)
+            values.append(value)
+        elif name in walk.containers:  # a container written as a leaf: no leaves, maybe text
+            if text.strip(" \t\r\n"):
+                _drop(dropped, name + "/#text")
+        else:
+            _drop(dropped, name)
+    sum_num: int | None = None
+    if held:  # SumNum, and an item list written as a leaf (no items)
+        list_path = walk.schema.list_path
+        lists = [t for n, t in held if n == list_path]
+        sums = [t for n, t in held if n == "SumNum"]
+        if len(sums) > 1 or len(lists) > 1:
+            raise ManscdpError(_REFUSED)
+        if sums:
+            v = sums[0].strip(" \t\r\n")
+            if not _UINT31.fullmatch(v) or int(v) > SN_MAX:
+                raise ManscdpError(_REFUSED)
+            sum_num = int(v)
+        if lists and lists[0].strip(" \t\r\n"):
+            _drop(dropped, f"{list_path}/#text")
+    for req in walk.schema.required:
+        if req not in found:
+            raise ManscdpError(_REFUSED)
+    return _parsed(root, cmd_type, sn, device_id, _ordered(found, walk.order), (), sum_num,
+                   tuple(dropped))
+
+
+def _message(root: _Node) -> Manscdp:
+    """The value of a body's tree (either path's), or ManscdpError."""
     if root.name not in ROOTS:
         raise ManscdpError(f"line {root.line} column {root.col}: root <{root.name[:40]}> is not one "
                            f"of {', '.join(ROOTS)}", "malformed")
-    cmd_node = _one(root, "CmdType")
+    heads: dict[str, list[_Node]] = {"CmdType": [], "SN": [], "DeviceID": []}
+    others: list[_Node] = []
+    for c in root.children:
+        h = heads.get(c.name)
+        if h is None:
+            others.append(c)
+        else:
+            h.append(c)
+    cmd_node = _one(root, "CmdType", heads["CmdType"])
     cmd_type = _text(cmd_node)
     if not _CMD_TYPE.fullmatch(cmd_type):
         raise ManscdpError(f"line {cmd_node.line} column {cmd_node.col}: <CmdType> is not a name: "
                            f"{cmd_type[:40]!r}", "value")
-    sn_node = _one(root, "SN")
+    sn_node = _one(root, "SN", heads["SN"])
     sn = _header_int(sn_node, "SN")
-    id_node = _one(root, "DeviceID")
+    id_node = _one(root, "DeviceID", heads["DeviceID"])
     device_id = _text(id_node)
     if not _DIGITS20.fullmatch(device_id):
         raise ManscdpError(f"line {id_node.line} column {id_node.col}: <DeviceID> is not a "
                            f"20-digit device ID: {device_id[:40]!r}", "value")
     dropped: list[str] = []
-    _drop_attrs(root, root.name, dropped)
+    if root.attrs:
+        _drop_attrs(root, root.name, dropped)
     for n in (cmd_node, sn_node, id_node):
-        _drop_attrs(n, n.name, dropped)
-    if "".join(root.text).strip(" \t\r\n"):
+        if n.attrs:
+            _drop_attrs(n, n.name, dropped)
+    if root.text.strip(" \t\r\n"):
         _drop(dropped, "#text")
-    schema = _SCHEMAS.get((root.name, cmd_type))
-    rest = _Node(root.name, {}, root.line, root.col,
-                 children=[c for c in root.children if c.name not in _COMMON])
-    if schema is None:
-        for c in rest.children:
+    walk = _WALKS.get((root.name, cmd_type))
+    if walk is None:
+        for c in others:
             _drop(dropped, c.name)
-        return Manscdp(root.name, cmd_type, sn, device_id, dropped=tuple(dropped))
-    leaves = _index(schema.leaves)[1]
-    skip = {schema.list_path} if schema.list_path else set()
-    if schema.sum_num:
-        skip.add("SumNum")
+        return _parsed(root.name, cmd_type, sn, device_id, (), (), None, tuple(dropped))
+    schema = walk.schema
+    rest = _Node(root.name, {}, "", root.line, root.col)
+    rest.children = others
     found: dict[str, list[str]] = {}
-    held = _collect(rest, "", leaves, _containers(schema.leaves), found, dropped, frozenset(skip))
+    held = _collect(rest, "", walk.leaves, walk.containers, found, dropped, walk.skip)
     sum_num: int | None = None
     items: list[Item] = []
     lists = [h for h in held if h.name == schema.list_path]
@@ -711,7 +995,7 @@ def parse(body: bytes, *, content_charset: str | None = None,
     if sums:
         sum_num = _header_int(sums[0], "SumNum")
     if lists:
-        items = _items(lists[0], schema, dropped)
+        items = _items(lists[0], walk, dropped)
         if sum_num is not None and len(items) > sum_num:
             n = lists[0]
             raise ManscdpError(f"line {n.line} column {n.col}: {len(items)} items but SumNum "
@@ -720,17 +1004,47 @@ def parse(body: bytes, *, content_charset: str | None = None,
         if req not in found:
             raise ManscdpError(f"line {root.line} column {root.col}: <{req}> is required "
                                f"in {root.name} {cmd_type}", "malformed")
-    return Manscdp(root.name, cmd_type, sn, device_id, _ordered(found, schema.leaves),
+    return _parsed(root.name, cmd_type, sn, device_id, _ordered(found, walk.order),
                    tuple(items), sum_num, tuple(dropped))
 
 
-def _items(node: _Node, schema: _Schema, dropped: list[str]) -> list[Item]:
+@dataclass(frozen=True, slots=True)
+class _Walk:
+    """What the walk of one schema looks up, made once per schema."""
+
+    schema: _Schema
+    leaves: dict[str, _Spec]               # leaf path -> (its value checker, how many times at most)
+    order: dict[str, int]                  # leaf path -> canonical position
+    containers: frozenset[str]
+    skip: frozenset[str]                   # the root's children `_message` handles: list, SumNum
+    item_leaves: dict[str, _Spec]
+    item_order: dict[str, int]
+    item_containers: frozenset[str]
+
+
+def _walk(schema: _Schema) -> _Walk:
+    order, kinds = _index(schema.leaves)
+    item_order, item_kinds = _index(schema.item)
+    leaves = {path: (_KINDS[kind], most) for path, (kind, most) in kinds.items()}
+    item_leaves = {path: (_KINDS[kind], most) for path, (kind, most) in item_kinds.items()}
+    skip = {schema.list_path} if schema.list_path else set()
+    if schema.sum_num:
+        skip.add("SumNum")
+    return _Walk(schema, leaves, order, _containers(schema.leaves), frozenset(skip), item_leaves,
+                 item_order, _containers(schema.item))
+
+
+_WALKS = {key: _walk(schema) for key, schema in _SCHEMAS.items()}
+
+
+def _items(node: _Node, walk: _Walk, dropped: list[str]) -> list[Item]:
+    schema = walk.schema
     path = schema.list_path or ""
     _drop_attrs(node, path, dropped, keep="Num")
-    if "".join(node.text).strip(" \t\r\n"):
+    if node.text.strip(" \t\r\n"):
         _drop(dropped, path + "/#text")
-    leaves = _index(schema.item)[1]
-    containers = _containers(schema.item)
+    leaves = walk.item_leaves
+    containers = walk.item_containers
     items: list[Item] = []
     for child in node.children:
         if child.name != "Item":
@@ -741,7 +1055,8 @@ def _items(node: _Node, schema: _Schema, dropped: list[str]) -> list[Item]:
                                f"{MANSCDP_ITEMS_MAX} items", "too_large")
         found: dict[str, list[str]] = {}
         sub: list[str] = []
-        _drop_attrs(child, f"{path}/Item", dropped)
+        if child.attrs:
+            _drop_attrs(child, f"{path}/Item", dropped)
         _collect(child, "", leaves, containers, found, sub)
         for d in sub:
             _drop(dropped, f"{path}/Item/{d}")
@@ -749,11 +1064,11 @@ def _items(node: _Node, schema: _Schema, dropped: list[str]) -> list[Item]:
             if req not in found:
                 raise ManscdpError(f"line {child.line} column {child.col}: <Item> without "
                                    f"<{req}>", "malformed")
-        items.append(Item(_ordered(found, schema.item)))
+        items.append(Item(_ordered(found, walk.item_order)))
     num = node.attrs.get("Num")
     if num is not None:
         num = num.strip(" \t\r\n")
-        if not re.fullmatch(r"[0-9]{1,10}", num) or int(num) != len(items):
+        if not _UINT31.fullmatch(num) or int(num) != len(items):
             raise ManscdpError(f"line {node.line} column {node.col}: <{path} Num={num[:40]!r}> but "
                                f"{len(items)} items", "value")
     return items
