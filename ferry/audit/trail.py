@@ -57,6 +57,7 @@ class AuditTrail:
             raise AuditError("checkpoint_every and checkpoint_interval must be positive")
         self.directory = Path(directory)
         self.path = self.directory / TRAIL_FILE
+        self._path_name = os.fspath(self.path)     # stat per record: a str skips Path's conversion
         self.agent = agent
         self.agent_name = agent_name
         self._key = signing_key
@@ -166,7 +167,7 @@ class AuditTrail:
     def _open(self) -> None:
         """Make sure ``_fd`` is open on the file now at ``path`` and that it ends with our chain."""
         try:
-            st = os.stat(self.path)
+            st = os.stat(self._path_name)
             if self._fd is not None and (st.st_dev, st.st_ino) == self._ident:
                 return
         except FileNotFoundError:
