@@ -114,13 +114,16 @@ class AuditQueue:
         self.trail, self.plan, self.lane, self.limit = trail, plan, lane, limit
         self.records: deque[dict[str, Any]] = deque()
         self.down = False
+        self._plan: Plan | None = None      # the plan whose hash is in _plan_hash (hex)
+        self._plan_hash = ""
         self.budget = RefusalBudget(refusal_cap, time.monotonic()) if refusal_cap is not None else None
 
     def append(self, fields: dict[str, Any]) -> bool:
         """Queue a record (None values left out) and write all queued; False while the trail is down."""
+        if self.budget is None:     # _queue copies the fields: no copy here unless a None is to go
+            return self._queue([{k: v for k, v in fields.items() if v is not None}
+                                if None in fields.values() else fields])
         fields = {k: v for k, v in fields.items() if v is not None}
-        if self.budget is None:
-            return self._queue([fields])
         batch = self.budget.offer(fields, time.monotonic(), time.time())
         if self.budget.just_capped is not None:
             log.warning("audit: more than %d %s records with code %s this hour: further ones are counted, "
@@ -146,7 +149,10 @@ class AuditQueue:
             if self.limit is not None and len(self.records) >= self.limit:
                 log.error("audit backlog full; dropping record %s", fields.get("event"))
                 return False
-            self.records.append({"policy_hash": self.plan().hash.hex(), **fields})
+            plan = self.plan()
+            if plan is not self._plan:
+                self._plan, self._plan_hash = plan, plan.hash.hex()
+            self.records.append({"policy_hash": self._plan_hash, **fields})
         return self.flush()
 
     def flush(self) -> bool:

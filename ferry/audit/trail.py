@@ -24,15 +24,19 @@ from ferry.audit.records import (
     AGENTS,
     FIELDS,
     ZERO_HASH,
+    check_fields,
     checkpoint_fields,
     format_time,
+    seal_checked,
     seal_record,
-    validate_fields,
 )
 from ferry.audit.verify import SIGNER_FILE, TRAIL_FILE, ChainVerifier, iter_file_lines
 from ferry.crypto import CryptoError, SM2PrivateKey, SM2PublicKey, sm3
 
 LOCK_FILE = "audit.lock"
+_SET_BY_TRAIL = ("time", "agent", "agent_name", "seq", "prev", "hash")
+_SET_BY_TRAIL_KEYS = frozenset(_SET_BY_TRAIL)
+_PLAIN_TYPES = frozenset({str, int, dict, list, bool, float})     # neither None nor an enumeration member
 _OPEN_FLAGS = os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NONBLOCK
 
 
@@ -53,6 +57,7 @@ class AuditTrail:
             raise AuditError("checkpoint_every and checkpoint_interval must be positive")
         self.directory = Path(directory)
         self.path = self.directory / TRAIL_FILE
+        self._path_name = os.fspath(self.path)     # stat per record: a str skips Path's conversion
         self.agent = agent
         self.agent_name = agent_name
         self._key = signing_key
@@ -62,6 +67,7 @@ class AuditTrail:
         # chain state: advances only when a line is completely written
         self._seq = 0
         self._head = ZERO_HASH
+        self._head_hex = ZERO_HASH.hex()
         self._signed = 0            # first seq not covered by a checkpoint
         self._good_size = 0         # file size after the last good record
         self._last_line = b""
@@ -146,6 +152,7 @@ class AuditTrail:
         if v.agent is not None and v.agent != self.agent:
             raise AuditError(f"existing trail {self.path} belongs to the {v.agent} agent")
         self._seq, self._head, self._signed = v.count, v.head, v.signed
+        self._head_hex = self._head.hex()
         self._good_size, self._last_line = good, last
         detail: Record = {}
         if torn is not None:
@@ -160,7 +167,7 @@ class AuditTrail:
     def _open(self) -> None:
         """Make sure ``_fd`` is open on the file now at ``path`` and that it ends with our chain."""
         try:
-            st = os.stat(self.path)
+            st = os.stat(self._path_name)
             if self._fd is not None and (st.st_dev, st.st_ino) == self._ident:
                 return
         except FileNotFoundError:
@@ -203,8 +210,13 @@ class AuditTrail:
 
     # --- writing --------------------------------------------------------------
 
-    def _write_record(self, fields: Record) -> Record:
-        line, h = seal_record(fields, self._head, self._seq)
+    def _write_record(self, fields: Record, checked: bool = False) -> Record:
+        """Seal and write one record; ``checked``: its fields passed ``check_fields`` (append's)."""
+        if checked:
+            line, h, record = seal_checked(fields, self._head, self._head_hex, self._seq)
+        else:
+            line, h = seal_record(fields, self._head, self._seq)
+            record = dict(fields, seq=self._seq, prev=self._head_hex, hash=h.hex())
         assert self._fd is not None, "_open() runs before every write"
         try:
             n = os.write(self._fd, line)
@@ -214,9 +226,9 @@ class AuditTrail:
         if n != len(line):
             self._attempt = line
             raise OSError(f"short write ({n} of {len(line)} bytes)")
-        record = dict(fields, seq=self._seq, prev=self._head.hex(), hash=h.hex())
         self._seq += 1
         self._head = h
+        self._head_hex = record["hash"]
         self._good_size += len(line)
         self._last_line = line
         self._attempt = b""
@@ -237,14 +249,14 @@ class AuditTrail:
         self._failures, self._failed_since, self._last_error = 0, None, ""
         self._pending = None
 
-    def _guarded(self, now: float, make_fields: Callable[[], Record]) -> Record:
+    def _guarded(self, now: float, make_fields: Callable[[], Record], checked: bool = False) -> Record:
         """Write pending alarms then one record; AuditUnavailable if anything fails."""
         if self._closed:
             raise AuditError("audit trail is closed")
         try:
             self._open()
             self._write_pending(now)
-            return self._write_record(make_fields())
+            return self._write_record(make_fields(), checked)
         except (OSError, _Refused) as exc:
             if self._failures == 0:
                 self._failed_since = format_time(now)
@@ -277,19 +289,22 @@ class AuditTrail:
         AuditUnavailable if it could not be written.
         """
         # known fields given as None are left out; an enumeration member (a reason code) is its value
-        fields = {k: v.value if isinstance(v, Enum) else v for k, v in fields.items()
-                  if not (v is None and k in FIELDS)}
-        for k in ("time", "agent", "agent_name", "seq", "prev", "hash"):
-            if k in fields:
-                raise RecordError(f"{k!r} is set by the trail")
+        # (``fields`` is this call's own dict: without either, it is used as it is)
+        if not set(map(type, fields.values())) <= _PLAIN_TYPES:
+            fields = {k: v.value if isinstance(v, Enum) else v for k, v in fields.items()
+                      if v is not None or k not in FIELDS}
+        if not _SET_BY_TRAIL_KEYS.isdisjoint(fields):
+            for k in _SET_BY_TRAIL:
+                if k in fields:
+                    raise RecordError(f"{k!r} is set by the trail")
         if fields.get("event") == "checkpoint":
             raise RecordError("use checkpoint() to write a checkpoint")
         rec_fields = {"time": format_time(now), "agent": self.agent,
                       "agent_name": self.agent_name, **fields}
-        validate_fields(rec_fields)
+        check_fields(rec_fields)
         if self._last_cp_time is None:
             self._last_cp_time = now
-        record = self._guarded(now, lambda: rec_fields)
+        record = self._guarded(now, lambda: rec_fields, checked=True)
         if self._checkpoint_due(now):
             try:
                 self.checkpoint(now)
