@@ -427,8 +427,9 @@ prefix = {{"43090000" = "43010000"}}
         cpu = {role: cpu_seconds(pid) - cpu0[role] for role, pid in pids.items()}
         with ManagementClient(a.outer_socket) as c:
             counters = dict(c.get_status().counters)
-        say(f"messages: the outer agent answered {counters.get('sip_retransmissions', '?')} retransmissions "
-            f"again and dropped {counters.get('sip_retransmissions_waiting', '?')} whose first copy still waited")
+        say(f"messages: since it started (registrations too) the outer agent answered "
+            f"{counters.get('sip_retransmissions', '?')} retransmissions again and dropped "
+            f"{counters.get('sip_retransmissions_waiting', '?')} whose first copy still waited")
         n_sent, n_crossed = len(sent()), accounted()
         n_delivered = len(sent() & inside()["object_delivered"])
     finally:
