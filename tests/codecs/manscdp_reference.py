@@ -9,103 +9,71 @@ Do not speed it up: its worth is that it is the unchanged, simple path.
 
 from __future__ import annotations
 
-import ipaddress
 import re
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
-from functools import lru_cache
-from typing import Any, Literal
 from xml.parsers import expat
 
-from ferry.codecs.errors import CodecError
 from ferry.limits import (
     MANSCDP_ATTRIBUTES_MAX,
     MANSCDP_BODY_MAX,
     MANSCDP_DEPTH_MAX,
-    MANSCDP_DROPPED_MAX,
-    MANSCDP_DROPPED_NAME_MAX,
     MANSCDP_ELEMENTS_MAX,
     MANSCDP_FREE_TEXT_MAX,
     MANSCDP_ITEMS_MAX,
-    MANSCDP_REPEAT_MAX,
     MANSCDP_TEXT_MAX,
+)
+# identical in ferry.codecs.manscdp (and so is everything they call): taken from there, not copied
+from ferry.codecs.manscdp import (  # noqa: E402,F401
+    ErrorKind,
+    Fields,
+    Item,
+    Leaf,
+    ManscdpError,
+    ROOTS,
+    SN_MAX,
+    _BOM,
+    _CATALOG,
+    _CATALOG_ITEM,
+    _CHARSETS,
+    _CMD_TYPE,
+    _COMMON,
+    _DECL,
+    _DIGITS20,
+    _EMPTY,
+    _FLOAT,
+    _GB,
+    _HEX16,
+    _INT,
+    _IP_CHARS,
+    _SCHEMAS,
+    _Schema,
+    _TIME,
+    _TOKEN,
+    _UTF8,
+    _check_id,
+    _check_id_path,
+    _check_ip,
+    _check_ptz,
+    _check_time,
+    _check_token,
+    _codec,
+    _containers,
+    _drop,
+    _enum,
+    _float_range,
+    _index,
+    _int_range,
+    _leaves,
+    _refuse,
+    schema_known,
 )
 
 __all__ = ["Item", "Manscdp", "ManscdpError", "parse"]
 
-ErrorKind = Literal["too_large", "markup", "encoding", "malformed", "value"]
-
-
-class ManscdpError(CodecError, ValueError):
-    """A refused MANSCDP body or value; `kind` sorts it (see the module docstring)."""
-
-    def __init__(self, message: str, kind: ErrorKind = "malformed") -> None:
-        super().__init__(message)
-        self.kind: ErrorKind = kind
-
-
-ROOTS = ("Query", "Notify", "Response", "Control")
-SN_MAX = 2**31 - 1
 
 # --- value types -----------------------------------------------------------------------------
-
-_DIGITS20 = re.compile(r"[0-9]{20}")
-_INT = re.compile(r"[+-]?[0-9]{1,10}")
-_FLOAT = re.compile(r"[+-]?[0-9]{1,3}(?:\.[0-9]{1,12})?")
-_TIME = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.[0-9]{1,6})?")
-_HEX16 = re.compile(r"[0-9A-Fa-f]{16}")
-_CMD_TYPE = re.compile(r"[A-Za-z][A-Za-z0-9]{0,31}")
-_TOKEN = re.compile(r"[0-9A-Za-z._-]{1,64}")
-_IP_CHARS = re.compile(r"[0-9A-Fa-f.:]{2,45}")
-
-
-def _check_id(v: str) -> str | None:
-    return None if _DIGITS20.fullmatch(v) else "not a 20-digit device ID"
-
-
-def _check_id_path(v: str) -> str | None:
-    parts = v.split("/")
-    if len(parts) > 16 or not all(_DIGITS20.fullmatch(p) for p in parts):
-        return "not a '/'-separated path of 20-digit device IDs"
-    return None
-
-
-def _int_range(lo: int, hi: int) -> Callable[[str], str | None]:
-    def check(v: str) -> str | None:
-        if not _INT.fullmatch(v) or not lo <= int(v) <= hi:
-            return f"not an integer {lo}..{hi}"
-        return None
-    return check
-
-
-def _float_range(lo: float, hi: float) -> Callable[[str], str | None]:
-    def check(v: str) -> str | None:
-        if not _FLOAT.fullmatch(v) or not lo <= float(v) <= hi:
-            return f"not a decimal number {lo:g}..{hi:g}"
-        return None
-    return check
-
-
-def _enum(*names: str) -> Callable[[str], str | None]:
-    allowed = frozenset(n.upper() for n in names)
-
-    def check(v: str) -> str | None:
-        return None if v.isascii() and v.upper() in allowed else f"not one of {', '.join(names)}"
-    return check
-
-
-def _check_time(v: str) -> str | None:
-    m = _TIME.fullmatch(v)
-    if m is None:
-        return "not a time YYYY-MM-DDTHH:MM:SS"
-    try:
-        y, mo, d, h, mi, sec = (int(g) for g in m.groups())
-        datetime(y, mo, d, h, mi, sec)  # noqa: DTZ001 - a calendar check only
-    except ValueError:
-        return "not a valid calendar time"
-    return None
 
 
 def _check_text(v: str) -> str | None:
@@ -120,33 +88,6 @@ def _check_text(v: str) -> str | None:
 # besides category Cc: the bidirectional embeddings, overrides and isolates (a name that reads
 # differently from its characters) and the two non-characters XML cannot carry
 _NOT_TEXT = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\ufffe\uffff")
-
-
-def _check_token(v: str) -> str | None:
-    return None if _TOKEN.fullmatch(v) else "not a token of letters, digits, '.', '_', '-'"
-
-
-def _check_ip(v: str) -> str | None:
-    if not _IP_CHARS.fullmatch(v):  # no IPv6 scope (%eth0): only what an address is made of
-        return "not an IP address"
-    try:
-        ipaddress.ip_address(v)
-    except ValueError:
-        return "not an IP address"
-    return None
-
-
-def _check_ptz(v: str) -> str | None:
-    if not _HEX16.fullmatch(v):
-        return "not 8 bytes in hex"
-    b = bytes.fromhex(v)
-    if b[0] != 0xA5:
-        return "first byte is not A5"
-    if (b[1] & 0x0F) != ((b[0] >> 4) + (b[0] & 0x0F) + (b[1] >> 4)) % 16:
-        return "byte 2 check nibble is wrong"
-    if b[7] != sum(b[:7]) % 256:
-        return "byte 8 checksum is wrong"
-    return None
 
 
 # value kinds of the schemas: name -> checker (None, or what is wrong); id and idpath are device IDs
@@ -180,95 +121,8 @@ _KINDS: dict[str, Callable[[str], str | None]] = {
 
 # --- schemas ---------------------------------------------------------------------------------
 
-Leaf = tuple[str, str, int]  # (path, kind, how many times at most)
-
-
-@dataclass(frozen=True, slots=True)
-class _Schema:
-    leaves: tuple[Leaf, ...] = ()
-    list_path: str | None = None          # "DeviceList", "Alarmstatus"
-    item: tuple[Leaf, ...] = ()
-    item_required: tuple[str, ...] = ()
-    sum_num: bool = False                 # Catalog SumNum
-    required: tuple[str, ...] = ()
-
-
-def _leaves(*spec: tuple[str, str] | tuple[str, str, int]) -> tuple[Leaf, ...]:
-    return tuple((s[0], s[1], s[2] if len(s) == 3 else 1) for s in spec)
-
-
-_CATALOG_ITEM = _leaves(
-    ("DeviceID", "id"), ("Event", "event"), ("Name", "text"), ("Manufacturer", "text"),
-    ("Model", "text"), ("Owner", "text"), ("CivilCode", "token"), ("Block", "text"),
-    ("Address", "text"), ("Parental", "bool01"), ("ParentID", "idpath"),
-    ("BusinessGroupID", "id"), ("SafetyWay", "uint"), ("RegisterWay", "uint"),
-    ("CertNum", "text"), ("Certifiable", "bool01"), ("ErrCode", "uint"), ("EndTime", "time"),
-    ("Secrecy", "bool01"), ("IPAddress", "ip"), ("Port", "port"), ("Status", "status"),
-    ("Longitude", "lon"), ("Latitude", "lat"),
-    ("Info/PTZType", "uint"), ("Info/PositionType", "uint"), ("Info/RoomType", "uint"),
-    ("Info/UseType", "uint"), ("Info/SupplyLightType", "uint"), ("Info/DirectionType", "uint"),
-    ("Info/Resolution", "text"), ("Info/BusinessGroupID", "id"), ("Info/DownloadSpeed", "text"),
-    ("Info/SVCSpaceSupportMode", "uint"), ("Info/SVCTimeSupportMode", "uint"),
-)
-_CATALOG = _Schema(list_path="DeviceList", item=_CATALOG_ITEM, item_required=("DeviceID",),
-                   sum_num=True)
-
-_SCHEMAS: dict[tuple[str, str], _Schema] = {
-    ("Query", "Catalog"): _Schema(_leaves(("StartTime", "time"), ("EndTime", "time"))),
-    ("Query", "DeviceInfo"): _Schema(),
-    ("Query", "DeviceStatus"): _Schema(),
-    ("Response", "Catalog"): _CATALOG,
-    ("Notify", "Catalog"): _CATALOG,
-    ("Response", "DeviceInfo"): _Schema(_leaves(
-        ("DeviceName", "text"), ("Result", "okerror"), ("DeviceType", "text"),
-        ("Manufacturer", "text"), ("Model", "text"), ("Firmware", "text"), ("Channel", "uint"),
-        ("MaxCamera", "uint"), ("MaxAlarm", "uint"))),
-    ("Response", "DeviceStatus"): _Schema(
-        _leaves(("Result", "okerror"), ("Online", "online"), ("Status", "okerror"),
-                ("Reason", "text"), ("Encode", "onoff"), ("Record", "onoff"),
-                ("DeviceTime", "time")),
-        list_path="Alarmstatus", item=_leaves(("DeviceID", "id"), ("DutyStatus", "duty")),
-        item_required=("DeviceID",)),
-    ("Notify", "Keepalive"): _Schema(_leaves(
-        ("Status", "okerror"), ("Info/DeviceID", "id", MANSCDP_REPEAT_MAX))),
-    ("Notify", "Alarm"): _Schema(_leaves(
-        ("AlarmPriority", "priority"), ("AlarmMethod", "uint"), ("AlarmTime", "time"),
-        ("AlarmDescription", "text"), ("Longitude", "lon"), ("Latitude", "lat"),
-        ("Info/AlarmType", "uint"), ("Info/AlarmTypeParam/EventType", "uint"))),
-    ("Control", "DeviceControl"): _Schema(_leaves(
-        ("PTZCmd", "ptz"), ("TeleBoot", "teleboot"), ("RecordCmd", "recordcmd"),
-        ("GuardCmd", "guardcmd"), ("AlarmCmd", "alarmcmd"),
-        ("Info/ControlPriority", "uint"))),
-    ("Response", "DeviceControl"): _Schema(_leaves(("Result", "okerror")), required=("Result",)),
-}
-_EMPTY = _Schema()
-_COMMON = ("CmdType", "SN", "DeviceID")
-
-
-def schema_known(root: str, cmd_type: str) -> bool:
-    """Whether (root, CmdType) has a schema (otherwise only the common fields are kept)."""
-    return (root, cmd_type) in _SCHEMAS
-
-
-@lru_cache(maxsize=64)
-def _containers(leaves: tuple[Leaf, ...]) -> frozenset[str]:
-    out: set[str] = set()
-    for path, _kind, _n in leaves:
-        parts = path.split("/")
-        out.update("/".join(parts[:i]) for i in range(1, len(parts)))
-    return frozenset(out)
-
 
 # --- values ----------------------------------------------------------------------------------
-
-Fields = tuple[tuple[str, str], ...]
-
-
-@lru_cache(maxsize=64)
-def _index(leaves: tuple[Leaf, ...]) -> tuple[dict[str, int], dict[str, tuple[str, int]]]:
-    """Per schema: each leaf's canonical position, and its (kind, most)."""
-    return ({path: i for i, (path, _k, _n) in enumerate(leaves)},
-            {path: (kind, n) for path, kind, n in leaves})
 
 
 def _check_fields(fields: Fields, leaves: tuple[Leaf, ...], where: str) -> None:
@@ -300,24 +154,6 @@ def _check_value(kind: str, value: str, where: str) -> None:
     problem = _KINDS[kind](value)
     if problem is not None:
         raise ManscdpError(f"{where} is {problem}: {value[:40]!r}", "value")
-
-
-@dataclass(frozen=True, slots=True)
-class Item:
-    """One Item of a DeviceList / Alarmstatus list: its known leaves in canonical order."""
-
-    fields: Fields
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.fields, tuple):
-            raise ManscdpError("an Item's fields are a tuple", "value")
-
-    def get(self, name: str) -> str | None:
-        return next((v for n, v in self.fields if n == name), None)
-
-    @property
-    def device_id(self) -> str | None:
-        return self.get("DeviceID")
 
 
 @dataclass(frozen=True, slots=True)
@@ -385,24 +221,6 @@ class Manscdp:
 
 # --- encodings -------------------------------------------------------------------------------
 
-_GB = "gb18030"
-_UTF8 = "utf-8"
-_CHARSETS = {"GB2312": _GB, "GBK": _GB, "GB18030": _GB, "UTF-8": _UTF8, "UTF8": _UTF8}
-_DECL = re.compile(
-    rb"<\?xml[ \t\r\n]+version[ \t\r\n]*=[ \t\r\n]*(?:\"1\.[0-9]\"|'1\.[0-9]')"
-    rb"(?:[ \t\r\n]+encoding[ \t\r\n]*=[ \t\r\n]*"
-    rb"(?:\"([A-Za-z][A-Za-z0-9._-]{0,39})\"|'([A-Za-z][A-Za-z0-9._-]{0,39})'))?"
-    rb"(?:[ \t\r\n]+standalone[ \t\r\n]*=[ \t\r\n]*(?:\"(?:yes|no)\"|'(?:yes|no)'))?"
-    rb"[ \t\r\n]*\?>")
-_BOM = b"\xef\xbb\xbf"
-
-
-def _codec(label: str, what: str) -> str:
-    codec = _CHARSETS.get(label.strip().strip("\"'").upper())
-    if codec is None:
-        raise ManscdpError(f"{what} {label[:40]!r} is not GB2312, GBK, GB18030 or UTF-8", "encoding")
-    return codec
-
 
 def _decode(body: bytes, content_charset: str | None) -> tuple[str, int]:
     """The body as text, and the newlines skipped before it (for line numbers)."""
@@ -445,12 +263,6 @@ class _Node:
     text: list[str] = field(default_factory=list)
     size: int = 0
     children: list[_Node] = field(default_factory=list)
-
-
-def _refuse(what: str) -> Callable[..., Any]:
-    def handler(*_args: object) -> Any:
-        raise ManscdpError(f"{what} refused", "markup")
-    return handler
 
 
 def _tree(text: str, skipped: int) -> _Node:
@@ -558,16 +370,6 @@ def _collect(node: _Node, prefix: str, leaves: dict[str, tuple[str, int]],
         else:
             _drop(dropped, path)
     return held
-
-
-def _drop(dropped: list[str], name: str) -> None:
-    name = name[:MANSCDP_DROPPED_NAME_MAX]
-    if name in dropped:
-        return
-    if len(dropped) < MANSCDP_DROPPED_MAX:
-        dropped.append(name)
-    elif dropped[-1] != "...":
-        dropped.append("...")
 
 
 def _drop_attrs(node: _Node, path: str, dropped: list[str], keep: str | None = None) -> None:

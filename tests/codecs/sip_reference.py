@@ -8,10 +8,40 @@ import ipaddress
 import re
 import secrets
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, Iterable, TypeVar, Union, overload
+from typing import Any, Callable, Generic, Iterable, Union, overload
 
 from ferry import limits
 from ferry.codecs.sip import SipError
+# identical in ferry.codecs.sip (and so is everything they call): taken from there, not copied
+from ferry.codecs.sip import (  # noqa: E402,F401
+    Headers,
+    KeepAlive,
+    NameAddr,
+    SipUri,
+    T,
+    Via,
+    _CANONICAL,
+    _COMPACT,
+    _CTL,
+    _DIGITS,
+    _HOSTNAME,
+    _KNOWN,
+    _LIST,
+    _PARAMCHAR,
+    _SINGLE,
+    _TOKEN,
+    _USER,
+    _VERSION,
+    _check_port,
+    _check_token,
+    _decode_line,
+    _params,
+    _quote,
+    _split_outside_quotes,
+    _split_scan,
+    new_branch,
+    new_tag,
+)
 
 __all__ = [
     "SipUri", "NameAddr", "Via", "SipRequest", "SipResponse", "SipMessage", "KeepAlive",
@@ -20,51 +50,15 @@ __all__ = [
 ]
 
 
-
-
 # --- grammar pieces (RFC 3261 §25.1) ------------------------------------------------------------
 
-_TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+")
-_VERSION = "SIP/2.0"
-_CTL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
-_HOSTNAME = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.)*[A-Za-z0-9](?:[A-Za-z0-9\-]*[A-Za-z0-9])?\.?")
-_USER = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()&=+$,;?/]|%[0-9A-Fa-f]{2})+")
-_PARAMCHAR = re.compile(r"(?:[A-Za-z0-9\-_.!~*'()\[\]/:&+$]|%[0-9A-Fa-f]{2})+")
-_DIGITS = re.compile(r"[0-9]{1,10}")
 
-_COMPACT = {"i": "Call-ID", "f": "From", "t": "To", "v": "Via", "m": "Contact", "l": "Content-Length",
-            "c": "Content-Type", "k": "Supported", "s": "Subject", "e": "Content-Encoding", "o": "Event",
-            "u": "Allow-Events", "r": "Refer-To", "x": "Session-Expires", "b": "Referred-By", "y": "Identity"}
-_KNOWN = ["Accept", "Accept-Encoding", "Accept-Language", "Alert-Info", "Allow", "Allow-Events",
-          "Authentication-Info", "Authorization", "Call-ID", "Call-Info", "Contact", "Content-Disposition",
-          "Content-Encoding", "Content-Language", "Content-Length", "Content-Type", "CSeq", "Date", "Error-Info",
-          "Event", "Expires", "From", "Identity", "In-Reply-To", "Max-Forwards", "MIME-Version", "Min-Expires",
-          "Organization", "Priority", "Proxy-Authenticate", "Proxy-Authorization", "Proxy-Require", "Record-Route",
-          "Refer-To", "Referred-By", "Reply-To", "Require", "Retry-After", "Route", "Server", "Session-Expires",
-          "Subject", "Subscription-State", "Supported", "Timestamp", "To", "Unsupported", "User-Agent", "Via",
-          "Warning", "WWW-Authenticate"]
-_CANONICAL = {n.lower(): n for n in _KNOWN} | _COMPACT
-_SINGLE = frozenset(n.lower() for n in [
-    "Call-ID", "CSeq", "From", "To", "Max-Forwards", "Content-Length", "Content-Type", "Content-Encoding",
-    "Expires", "Min-Expires", "Subject", "Date", "User-Agent", "Server", "MIME-Version", "Session-Expires",
-    "Event", "Subscription-State", "Timestamp", "Priority", "Organization", "Retry-After", "Refer-To",
-    "Referred-By", "Reply-To", "In-Reply-To"])
 # headers whose value is a comma-separated list (RFC 3261 §7.3.1; the authentication headers are not)
-_LIST = frozenset(n.lower() for n in [
-    "Via", "Route", "Record-Route", "Contact", "Allow", "Supported", "Require", "Proxy-Require", "Unsupported",
-    "Accept", "Accept-Encoding", "Accept-Language", "Allow-Events", "Content-Encoding", "Content-Language",
-    "Alert-Info", "Call-Info", "Error-Info", "Warning", "In-Reply-To"])
 
 
 def canonical_name(name: str) -> str:
     """The canonical long form of a header name (compact forms expanded); unknown names unchanged."""
     return _CANONICAL.get(name.lower(), name)
-
-
-def _check_token(text: str, what: str) -> str:
-    if not _TOKEN.fullmatch(text):
-        raise SipError(f"{what} {text[:40]!r} is not a token")
-    return text
 
 
 def _check_host(host: str, what: str = "host") -> str:
@@ -86,97 +80,7 @@ def _check_host(host: str, what: str = "host") -> str:
     return host
 
 
-def _check_port(text: str, what: str = "port") -> int:
-    if not _DIGITS.fullmatch(text) or not 0 < int(text) <= 65535:
-        raise SipError(f"{what} {text[:20]!r} is not a port (1-65535)")
-    return int(text)
-
-
-def _split_outside_quotes(text: str, sep: str) -> list[str]:
-    """Split on `sep` outside quoted strings and <...> (a comma inside a URI or a display name stays)."""
-    if '"' not in text and "<" not in text and ">" not in text:
-        return text.split(sep)      # nothing quoted: what the scan below gives, at C speed
-    return _split_scan(text, sep)
-
-
-def _split_scan(text: str, sep: str) -> list[str]:
-    parts, cur, quoted, angle, i = [], [], False, False, 0
-    while i < len(text):
-        ch = text[i]
-        if quoted:
-            if ch == "\\" and i + 1 < len(text):
-                cur.append(text[i:i + 2])
-                i += 2
-                continue
-            if ch == '"':
-                quoted = False
-        elif ch == '"':
-            quoted = True
-        elif ch == "<":
-            angle = True
-        elif ch == ">":
-            angle = False
-        elif ch == sep and not angle:
-            parts.append("".join(cur))
-            cur = []
-            i += 1
-            continue
-        cur.append(ch)
-        i += 1
-    if quoted:
-        raise SipError(f"unterminated quoted string in {text[:60]!r}")
-    if angle:
-        raise SipError(f"unclosed '<' in {text[:60]!r}")
-    parts.append("".join(cur))
-    return parts
-
-
-def _params(parts: list[str], what: str) -> tuple[tuple[str, str | None], ...]:
-    out: list[tuple[str, str | None]] = []
-    seen: set[str] = set()
-    for p in parts:
-        p = p.strip(" \t")
-        name, eq, value = p.partition("=")
-        name = name.strip(" \t")
-        _check_token(name, f"{what} parameter")
-        if name.lower() in seen:
-            raise SipError(f"{what} parameter {name!r} appears twice")
-        seen.add(name.lower())
-        if eq:
-            value = value.strip(" \t")
-            if value.startswith('"'):
-                if len(value) < 2 or not value.endswith('"'):
-                    raise SipError(f"{what} parameter {name!r}: bad quoted string")
-            elif not _PARAMCHAR.fullmatch(value):
-                raise SipError(f"{what} parameter {name!r}: bad value {value[:40]!r}")
-            out.append((name, value))
-        else:
-            out.append((name, None))
-    return tuple(out)
-
-
 # --- URIs, name-addr, Via -------------------------------------------------------------------------
-
-@dataclass(frozen=True, slots=True)
-class SipUri:
-    """sip:user@host:port;params (RFC 3261 §19.1). GB/T 28181: sip:34020000001320000001@3402000000."""
-    scheme: str
-    user: str | None
-    host: str
-    port: int | None = None
-    params: tuple[tuple[str, str | None], ...] = ()
-
-    def __str__(self) -> str:
-        user = f"{self.user}@" if self.user is not None else ""
-        port = f":{self.port}" if self.port is not None else ""
-        params = "".join(f";{k}" if v is None else f";{k}={v}" for k, v in self.params)
-        return f"{self.scheme}:{user}{self.host}{port}{params}"
-
-    def param(self, name: str) -> str | None:
-        for k, v in self.params:
-            if k.lower() == name.lower():
-                return v if v is not None else ""
-        return None
 
 
 def parse_uri(text: str) -> SipUri:
@@ -215,24 +119,6 @@ def _split_hostport(hostport: str, what: str) -> tuple[str, int | None]:
         port_text = p if colon else None
     _check_host(host, f"{what}: host")
     return host, (_check_port(port_text, f"{what}: port") if port_text is not None else None)
-
-
-@dataclass(frozen=True, slots=True)
-class NameAddr:
-    """A From/To/Contact value: optional display name, URI, header parameters (tag among them)."""
-    display: str | None
-    uri: SipUri
-    tag: str | None = None
-    params: tuple[tuple[str, str | None], ...] = ()
-
-    def __str__(self) -> str:
-        disp = f'"{_quote(self.display)}" ' if self.display is not None else ""
-        params = "".join(f";{k}" if v is None else f";{k}={v}" for k, v in self.params)
-        return f"{disp}<{self.uri}>{params}"
-
-
-def _quote(text: str) -> str:
-    return text.replace("\\", "\\\\").replace('"', '\\"')
 
 
 def parse_name_addr(text: str) -> NameAddr:
@@ -285,18 +171,6 @@ def parse_name_addr(text: str) -> NameAddr:
     return NameAddr(display, uri, tag, params)
 
 
-@dataclass(frozen=True, slots=True)
-class Via:
-    """One Via value (RFC 3261 §20.42): SIP/2.0/<transport> host[:port];params."""
-    transport: str
-    host: str
-    port: int | None
-    branch: str | None
-    received: str | None
-    rport: int | None       # None: absent; 0: present without value; else the port
-    params: tuple[tuple[str, str | None], ...] = ()
-
-
 def parse_via(text: str) -> Via:
     text = text.strip(" \t")
     proto, _, rest = text.partition(" ")
@@ -327,9 +201,6 @@ def parse_via(text: str) -> Via:
 
 
 # --- messages -------------------------------------------------------------------------------------
-
-Headers = tuple[tuple[str, str], ...]
-T = TypeVar("T")
 
 
 class _parsed(Generic[T]):
@@ -494,25 +365,7 @@ class SipResponse(_Base):
 SipMessage = Union[SipRequest, SipResponse]
 
 
-@dataclass(frozen=True, slots=True)
-class KeepAlive:
-    """An RFC 5626 keep-alive ping (CRLFCRLF) between messages on a stream; answer with CRLF."""
-
-
 # --- parsing --------------------------------------------------------------------------------------
-
-def _decode_line(raw: bytes, where: str) -> str:
-    if len(raw) > limits.SIP_LINE_MAX:
-        raise SipError(f"{where}: {len(raw)} bytes exceeds limit {limits.SIP_LINE_MAX}")
-    if b"\r" in raw or b"\n" in raw:
-        raise SipError(f"{where}: bare CR or LF (lines must end in CRLF)")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise SipError(f"{where}: not UTF-8") from None
-    if _CTL.search(text):
-        raise SipError(f"{where}: control character")
-    return text
 
 
 def _parse_head(head: bytes) -> tuple[SipRequest | SipResponse, int | None]:
@@ -739,15 +592,6 @@ def response_to(request: SipRequest, status: int, reason: str, extra_headers: It
     copied += [("From", request._required("From")), ("To", to), ("Call-ID", request.call_id),
                ("CSeq", request._required("CSeq"))]
     return build_response(status, reason, copied + list(extra_headers), body)
-
-
-def new_branch() -> str:
-    """A Via branch with RFC 3261's magic cookie (§8.1.1.7)."""
-    return "z9hG4bK" + secrets.token_hex(12)
-
-
-def new_tag() -> str:
-    return secrets.token_hex(8)
 
 
 def new_call_id(host: str) -> str:
