@@ -306,6 +306,7 @@ SIGNALING_REGISTER_EXPIRES_MAX = 86_400   # longest registration granted (a long
 SIGNALING_REFUSAL_AUDIT_INTERVAL = 10.0   # aggregated refusals (per code and address): one record this often
 SIGNALING_REFUSAL_KEYS_MAX = 1024     # (code, address) pairs aggregated apart; beyond: one per code
 SIGNALING_SUBMIT_DELAY = 0.005        # signaling objects gathered this long before they are sealed together
+SIGNALING_STATE_SAVE_INTERVAL = 5.0    # s between writes of the outer registrations (when they changed)
 
 # --- media-inner (issue 13 item 3, inner half): the inner platform's INVITEs, viewers of crossing video ----
 VIDEO_VIEWERS_MAX = 64         # viewers (INVITEd live sessions) the inner video lane feeds at once, at most

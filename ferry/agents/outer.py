@@ -194,7 +194,8 @@ class OuterAgent(PolicyHost):
         if self.video:
             self.video.bind()
         # [signaling] (issue 13 "sig-outer"): the SIP server of outer devices, bound before the link socket too
-        self.signaling = SipOuter(cfg.signaling, self, lambda: self.id.plan, self.ids) if cfg.signaling else None
+        self.signaling = SipOuter(cfg.signaling, self, lambda: self.id.plan, self.ids,
+                                  Path(cfg.agent.state_dir)) if cfg.signaling else None
         if self.signaling:
             self.signaling.bind()
         # [media] (issue 13 "media-outer"): ferry INVITEs cameras; their SIP goes through [signaling]'s endpoint

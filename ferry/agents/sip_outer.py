@@ -34,13 +34,17 @@ from ferry.agents.sip_endpoint import Peer, SipEndpoint, SipMessage
 from ferry.codecs.sip import SipRequest, SipResponse
 from ferry.config import ConfigError, OuterSignaling, split_host_port
 from ferry.lanes.sent import SentRecords
+from ferry.durable import replace_durably
 from ferry.lanes.signaling.outer import OuterSignalingLane, SendSip, Settings, is_media
+from ferry.lanes.signaling.registrations import Saved, decode, encode, snapshot
 from ferry.lanes.signaling.registry import Registry
 from ferry.lanes.work import AuditIntent, ObjectIds, SealObject
 from ferry.policy import Plan
 from ferry.wire.events import BlockSealed
 
 log = logging.getLogger("ferry.signaling")
+
+REGISTRATIONS_FILE = "sip-registrations"      # in the agent's state_dir
 
 
 class SignalingHost(Protocol):
@@ -97,7 +101,8 @@ def settings_from(cfg: OuterSignaling, passwords: dict[str, str],
 class SipOuter:
     """The outer agent's SIP side: endpoint, lane, timer, the objects' records."""
 
-    def __init__(self, cfg: OuterSignaling, host: SignalingHost, plan: Callable[[], Plan], ids: ObjectIds) -> None:
+    def __init__(self, cfg: OuterSignaling, host: SignalingHost, plan: Callable[[], Plan], ids: ObjectIds,
+                 state_dir: Path | None = None) -> None:
         self.cfg = cfg
         self.host = host
         self.plan = plan
@@ -111,6 +116,10 @@ class SipOuter:
         self._pending: list[SealObject] = []
         self._flush_handle: asyncio.TimerHandle | None = None
         self.stats = {"held": 0, "send_failed": 0}
+        # the registrations kept across restarts (None: not kept; tests of the glue alone)
+        self.state_path = state_dir / REGISTRATIONS_FILE if state_dir is not None else None
+        self._saved_changes = 0
+        self._saving: asyncio.Task[None] | None = None
 
     @property
     def registry(self) -> Registry:
@@ -140,6 +149,9 @@ class SipOuter:
         self.lane.settings = settings_from(self.cfg, self._passwords, local)
 
     async def start(self) -> None:
+        self._restore()
+        if self.state_path is not None:
+            self._saving = asyncio.ensure_future(self._keep_registrations())
         await self.endpoint.start()
         udp, tcp = self.endpoint.udp_address, self.endpoint.tcp_address
         log.info("signaling: SIP server %s realm %s on %s%s, %d device(s) configured", self.cfg.server_id,
@@ -154,6 +166,63 @@ class SipOuter:
             self._flush_handle.cancel()
         self._flush()
         await self.endpoint.stop()
+        if self._saving is not None:
+            self._saving.cancel()
+            await asyncio.gather(self._saving, return_exceptions=True)
+            self._save_now()
+
+    # -- the registrations across restarts --------------------------------------------------------
+    def _restore(self) -> None:
+        """Take back the devices the last run left online (before any SIP is read)."""
+        if self.state_path is None:
+            return
+        saved: list[Saved] = []
+        problem: str | None
+        try:
+            data = self.state_path.read_bytes()
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            problem = f"cannot be read: {e.strerror or e}"
+        else:
+            saved, problem = decode(data)
+        now, wall = time.monotonic(), time.time()
+        if problem is not None:
+            why = (f"{self.state_path}: {problem}; no device is known until it registers again "
+                   "(their MESSAGEs are refused not_registered meanwhile)")
+            log.warning("signaling: %s", why)
+            self.host.audit(event="signaling_state_problem", verdict="alarm", lane="signaling", reason=why)
+            return
+        self.carry(self.lane.restore(saved, lambda t, h, p: Peer(t, h, p), self.plan(), now, wall), wall)
+        self._saved_changes = self.registry.changes
+
+    async def _keep_registrations(self) -> None:
+        """Write the registrations when they changed, at most every SIGNALING_STATE_SAVE_INTERVAL:
+        a snapshot on the loop (10,000 devices: ~15 ms), the encoding and the write (two fsyncs)
+        in a thread; a failed write is logged and tried again."""
+        assert self.state_path is not None
+        while True:
+            await asyncio.sleep(limits.SIGNALING_STATE_SAVE_INTERVAL)
+            changes = self.registry.changes
+            if changes == self._saved_changes:
+                continue
+            rows = snapshot(self.registry, time.monotonic(), time.time())
+            try:
+                await asyncio.to_thread(lambda: replace_durably(self.state_path, encode(rows)))  # type: ignore[arg-type]
+            except OSError as e:
+                log.error("signaling: cannot write %s: %s (tried again in %g s)", self.state_path, e,
+                          limits.SIGNALING_STATE_SAVE_INTERVAL)
+                continue
+            self._saved_changes = changes
+
+    def _save_now(self) -> None:
+        if self.state_path is None or self.registry.changes == self._saved_changes:
+            return
+        try:
+            replace_durably(self.state_path, encode(snapshot(self.registry, time.monotonic(), time.time())))
+            self._saved_changes = self.registry.changes
+        except OSError as e:
+            log.error("signaling: cannot write %s: %s", self.state_path, e)
 
     # -- the endpoint's callbacks ---------------------------------------------------------------
     def _on_message(self, msg: SipMessage, peer: Peer) -> None:

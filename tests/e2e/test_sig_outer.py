@@ -243,20 +243,40 @@ def test_a_sipp_device_answers_the_repeated_catalog_query_in_pages(appliance_fac
     a.wait_for(lambda: ids <= {r.get("object_id") for r in read_trail(a.inner_audit)}, 20, "the pages across")
 
 
-def test_after_kill_9_the_outer_agent_knows_no_device_until_it_registers_again(appliance_factory, tmp_path):
-    """Registrations live in memory: an outer agent killed -9 and started again refuses a device's
-    keepalive (403, not_registered) until the device registers again; then its messages cross."""
+def test_after_kill_9_the_outer_agent_takes_its_devices_back_and_a_damaged_file_is_an_alarm(appliance_factory,
+                                                                                            tmp_path):
+    """The outer agent writes its registrations (<state_dir>/sip-registrations): killed -9 and
+    started again it knows the device, whose keepalive crosses without a new REGISTER. With that
+    file damaged, it says so (an alarm) and refuses the keepalive (403, not_registered) until the
+    device registers again; then its messages cross."""
     a, udp, _tcp = appliance(appliance_factory, tmp_path)
+    state = Path(f"{a.outer_audit}-state") / "sip-registrations"
     a.start()
     keys = {"server_id": SERVER, "domain": REALM}
     with Sipp("device_register.xml", remote=("127.0.0.1", udp), injection_csv=[(UDP_CAM, "udp-cam-secret")],
               variables=keys, calls=1, work_dir=tmp_path / "register1") as reg:
         assert reg.wait(30).successful == 1
     a.wait_for(lambda: events(a.outer_audit, "device_registered"), 20, "registered")
+    a.wait_for(lambda: state.exists() and UDP_CAM.encode() in state.read_bytes(), 30, "the registrations written")
     a.kill("outer")
     a.start_role("outer")
+    [loaded] = a.wait_for(lambda: events(a.outer_audit, "registrations_loaded"), 20, "registrations loaded")
+    assert loaded["detail"] == {"restored": 1, "expired": 0, "dropped": 0}
     with Sipp("device_keepalive.xml", remote=("127.0.0.1", udp), injection_csv=[(UDP_CAM, "udp-cam-secret")],
-              variables=keys, calls=1, extra_args=["-recv_timeout", "5000"], work_dir=tmp_path / "ka1") as ka:
+              variables=keys, calls=1, work_dir=tmp_path / "ka1") as ka:
+        assert ka.wait(30).successful == 1
+    sent = a.wait_for(lambda: [r for r in events(a.outer_audit, "object_sent")
+                               if r["object_type"] == "Notify/Keepalive"], 20, "the keepalive sent")
+    assert [r["source"]["device_id"] for r in sent] == [UDP_CAM]
+    assert len(events(a.outer_audit, "device_registered")) == 1          # no new REGISTER was needed
+
+    a.kill("outer")
+    state.write_bytes(state.read_bytes()[:-5])                           # torn
+    a.start_role("outer")
+    [alarm] = a.wait_for(lambda: events(a.outer_audit, "signaling_state_problem"), 20, "the alarm")
+    assert alarm["verdict"] == "alarm" and "checksum" in alarm["reason"]
+    with Sipp("device_keepalive.xml", remote=("127.0.0.1", udp), injection_csv=[(UDP_CAM, "udp-cam-secret")],
+              variables=keys, calls=1, extra_args=["-recv_timeout", "5000"], work_dir=tmp_path / "ka2") as ka:
         refused = ka.wait(60, expect=None)
     assert refused.failed == 1 and refused.received("403")
     a.wait_for(lambda: [r for r in events(a.outer_audit, "signaling_refused") if r["code"] == "not_registered"],
@@ -265,9 +285,8 @@ def test_after_kill_9_the_outer_agent_knows_no_device_until_it_registers_again(a
               variables=keys, calls=1, work_dir=tmp_path / "register2") as reg:
         assert reg.wait(30).successful == 1
     with Sipp("device_keepalive.xml", remote=("127.0.0.1", udp), injection_csv=[(UDP_CAM, "udp-cam-secret")],
-              variables=keys, calls=1, work_dir=tmp_path / "ka2") as ka:
+              variables=keys, calls=1, work_dir=tmp_path / "ka3") as ka:
         assert ka.wait(30).successful == 1
-    sent = a.wait_for(lambda: [r for r in events(a.outer_audit, "object_sent")
-                               if r["object_type"] == "Notify/Keepalive"], 20, "the keepalive sent")
-    assert [r["source"]["device_id"] for r in sent] == [UDP_CAM]
+    a.wait_for(lambda: len([r for r in events(a.outer_audit, "object_sent")
+                            if r["object_type"] == "Notify/Keepalive"]) == 2, 20, "the second keepalive sent")
     assert len(events(a.outer_audit, "device_registered")) == 2

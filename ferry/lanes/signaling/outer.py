@@ -54,7 +54,7 @@ from __future__ import annotations
 import heapq
 import secrets
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -63,8 +63,9 @@ from zoneinfo import ZoneInfo
 from ferry import limits
 from ferry.codecs import manscdp, sip, sip_digest
 from ferry.codecs.manscdp import Item, Manscdp, ManscdpError
-from ferry.codecs.sip import SipError, SipRequest, SipResponse, SipUri
+from ferry.codecs.sip import SipError, SipRequest, SipResponse, SipUri, parse_uri
 from ferry.codecs.sip_digest import Challenge, DigestError
+from ferry.lanes.signaling.registrations import Saved
 from ferry.lanes.signaling.registry import Registry
 from ferry.lanes.work import AuditIntent, ObjectIds, SealObject
 from ferry.pb import ferry_pb2
@@ -233,6 +234,40 @@ class OuterSignalingLane:
             if dev is not None and dev.online and dev.contact is not None:
                 work += self._query_catalog(did, dev.peer, dev.contact, now, tries + 1)
         work += self._refusals_due(now)
+        return work
+
+    def restore(self, saved: Iterable[Saved], peer_of: Callable[[str, str, int], Any], plan: Plan, now: float,
+                wall: float) -> list[Work]:
+        """The devices a run before this one left online (ferry.lanes.signaling.registrations):
+        online again for what their registration had left; one that ran out meanwhile is offline
+        (its OFF crosses); one no longer configured is left out. One ``registrations_loaded``."""
+        work: list[Work] = []
+        restored = expired = dropped = 0
+        for s in saved:
+            if s.device_id not in self.settings.passwords:
+                dropped += 1
+                continue
+            peer = peer_of(s.transport, s.host, s.port)
+            left = min(s.expires_wall - wall, self.settings.register_expires_max)
+            if left <= 0:
+                expired += 1
+                self.counters["offline"] += 1
+                work.append(self._device_record("device_offline", s.device_id, peer,
+                                                "offline: its registration ran out while the outer agent was down"))
+                work += self._presence(s.device_id, peer, "OFF", plan, now, wall)
+                continue
+            items = tuple(Item(fields) for fields in s.catalog)
+            if self.registry.restore(s.device_id, peer, parse_uri(s.contact), left, s.registered_wall, items,
+                                     now) is None:
+                dropped += 1
+                continue
+            restored += 1
+        work.insert(0, AuditIntent({
+            "event": "registrations_loaded", "verdict": "info", "lane": LANE,
+            "reason": f"{restored} device(s) online again as an earlier run left them (until their registration "
+                      f"runs out, keepalives due from now); {expired} ran out meanwhile; {dropped} no longer "
+                      "configured",
+            "detail": {"restored": restored, "expired": expired, "dropped": dropped}}))
         return work
 
     def flush(self, now: float) -> list[Work]:

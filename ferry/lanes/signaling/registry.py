@@ -58,6 +58,7 @@ class Registry:
         self.max_devices = max_devices
         self._devices: dict[str, Device] = {}
         self._heap: list[tuple[float, str]] = []
+        self.changes = 0        # counts what a saved copy of the registrations would miss
 
     def __len__(self) -> int:
         return len(self._devices)
@@ -94,6 +95,7 @@ class Registry:
                 return None
             d = self._devices[device_id] = Device(device_id)
         came = not d.online
+        self.changes += 1
         d.online = True
         d.peer, d.contact = peer, contact
         d.expires_at = now + expires
@@ -111,7 +113,24 @@ class Registry:
         if d is None or not d.online:
             return False
         d.online = False
+        self.changes += 1
         return True
+
+    def restore(self, device_id: str, peer: Any, contact: SipUri, expires: float, registered_wall: float,
+                catalog: tuple[Item, ...], now: float) -> Device | None:
+        """A device a run before this one left online (ferry.lanes.signaling.registrations): online
+        for what its registration had left, with a fresh keepalive window from now."""
+        came = self.register(device_id, peer, contact, 0, now, registered_wall)
+        if came is None:
+            return None
+        d = self._devices[device_id]
+        d.expires_at = now + expires
+        for item in catalog[:limits.SIGNALING_CATALOG_ITEMS_MAX]:
+            if item.device_id is not None:
+                d.catalog[item.device_id] = item
+        d.catalog_complete = bool(d.catalog)
+        self._push(d)
+        return d
 
     def keepalive(self, d: Device, now: float) -> None:
         d.keepalives += 1
@@ -127,6 +146,7 @@ class Registry:
             d.catalog_round = set()
             d.catalog_complete = False
         d.catalog_sum = msg.sum_num
+        self.changes += 1
         new = 0
         for item in msg.items:
             cid = item.device_id
@@ -170,6 +190,7 @@ class Registry:
             if d is None or not d.online or d.deadline() != t:
                 continue
             d.online = False
+            self.changes += 1
             if d.expires_at <= d.keepalive_deadline:
                 why = "registration expired without a refresh"
             else:
